@@ -1,0 +1,274 @@
+"""A real, local, single-node Apache Kafka (KRaft) broker assembled from Maven Central.
+
+Used by ``ipanon broker start|stop|status``, by ``ipanon demo`` and by the test suite's broker
+fixture (``tests/conftest.py``) — one code path for all three.
+
+Layout:
+- jars: ``$IPANON_CACHE`` (default ``~/.cache/ipanon``) ``/kafka-<version>/libs``, fetched once
+  with ``mvn dependency:copy-dependencies`` from ``deploy/kafka/pom.xml``;
+- state: a directory of its own (default ``~/.local/state/ipanon/broker``) holding
+  ``server.properties``, ``data/`` (the log dirs), ``broker.log`` and ``broker.json`` (pid,
+  ports, bootstrap address).  Ports are picked free on first start and kept, because the KRaft
+  voter set records the controller endpoint at format time.
+
+Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+KAFKA_VERSION = "4.1.1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
+
+#: Broker settings for a fast local/test broker.  Retention-relevant intervals are short so
+#: the physical-deletion bound of ``stream.policy`` is small on this broker; production
+#: brokers set their own and ``ipanon topics apply`` reads them back.
+LOCAL_OVERRIDES: dict[str, str] = {
+    "group.initial.rebalance.delay.ms": "0",
+    "log.retention.check.interval.ms": "5000",
+    "log.cleaner.backoff.ms": "1000",
+    "file.delete.delay.ms": "1000",
+    "log.segment.delete.delay.ms": "1000",
+    "num.partitions": "4",
+    "auto.create.topics.enable": "false",
+}
+
+
+class BrokerError(Exception):
+    """A one-line, actionable message about the local broker."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("IPANON_CACHE") or Path.home() / ".cache" / "ipanon")
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("IPANON_STATE") or Path.home() / ".local" / "state" / "ipanon") / "broker"
+
+
+def _need(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise BrokerError(f"{tool} not found on PATH: {hint}")
+    return path
+
+
+def fetch(*, quiet: bool = False) -> Path:
+    """Return the directory of Kafka's jars, fetching them from Maven Central once."""
+    libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    mvn = _need("mvn", "install Maven (Debian: apt-get install maven) to fetch Kafka from Maven Central")
+    _need("java", "install Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
+    if not POM.exists():
+        raise BrokerError(f"{POM} is missing: run ipanon from its source checkout (pip install -e .)")
+    tmp = libs.with_name(f"libs.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {libs} (once) …",
+              file=sys.stderr, flush=True)
+    proc = subprocess.run(
+        [mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
+         f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    if proc.returncode != 0 or not any(tmp.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+        tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
+        raise BrokerError(f"Maven could not fetch Kafka {KAFKA_VERSION}: {tail or 'no output'}")
+    (tmp / ".complete").write_text(KAFKA_VERSION)
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as dead
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class BrokerInfo:
+    running: bool
+    bootstrap: Optional[str]
+    pid: Optional[int]
+    state_dir: Path
+
+    def line(self) -> str:
+        if self.running:
+            return f"running: bootstrap {self.bootstrap} (pid {self.pid}, dir {self.state_dir})"
+        return f"stopped (dir {self.state_dir})"
+
+
+class LocalBroker:
+    """One local broker in its own state directory.  ``start`` and ``stop`` are idempotent."""
+
+    def __init__(self, state_dir: Optional[Path] = None, *, overrides: Optional[Mapping[str, str]] = None,
+                 heap: str = "768m") -> None:
+        self.dir = Path(state_dir or default_state_dir()).resolve()
+        self.overrides = {**LOCAL_OVERRIDES, **(overrides or {})}
+        self.heap = heap
+        self.meta_path = self.dir / "broker.json"
+        self.log_path = self.dir / "broker.log"
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _meta(self) -> dict:
+        try:
+            return json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def status(self) -> BrokerInfo:
+        m = self._meta()
+        pid = m.get("pid")
+        running = bool(pid) and _pid_alive(pid) and _port_open(m["port"])
+        return BrokerInfo(running, m.get("bootstrap") if running else None, pid if running else None, self.dir)
+
+    @property
+    def bootstrap(self) -> str:
+        info = self.status()
+        if not info.running:
+            raise BrokerError(f"local broker in {self.dir} is not running: run `ipanon broker start`")
+        return info.bootstrap  # type: ignore[return-value]
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, *, timeout_s: float = 60.0, quiet: bool = False) -> BrokerInfo:
+        info = self.status()
+        if info.running:
+            return info
+        java = _need("java", "install Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
+        libs = fetch(quiet=quiet)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        m = self._meta()
+        data = self.dir / "data"
+        if not (data / "meta.properties").exists():
+            m = {"port": free_port(), "controller_port": free_port()}
+            while m["controller_port"] == m["port"]:
+                m["controller_port"] = free_port()
+            shutil.rmtree(data, ignore_errors=True)
+            self._write_properties(m["port"], m["controller_port"], data)
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            fmt = subprocess.run(
+                [java, "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J}",
+                 "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(self.dir / "server.properties"), "--standalone"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+            if fmt.returncode != 0:
+                raise BrokerError(f"formatting the broker's storage failed: {fmt.stdout.strip()[-300:]}")
+        else:
+            self._write_properties(m["port"], m["controller_port"], data)
+        for port in (m["port"], m["controller_port"]):
+            if _port_open(port):
+                raise BrokerError(f"port {port} of the local broker is taken by another process; "
+                                  f"stop it or remove {self.dir} to start afresh")
+        log = open(self.log_path, "ab")
+        proc = subprocess.Popen(
+            [java, f"-Xms128m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+             "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J}",
+             "kafka.Kafka", str(self.dir / "server.properties")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives the CLI that started it; `stop` ends it
+        )
+        log.close()
+        m.update(pid=proc.pid, bootstrap=f"127.0.0.1:{m['port']}", started_at=time.time(),
+                 kafka_version=KAFKA_VERSION)
+        self.meta_path.write_text(json.dumps(m))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise BrokerError(f"broker exited with code {proc.returncode}: {' | '.join(tail)[-400:]}")
+            if _port_open(m["port"]) and b"Kafka Server started" in self.log_path.read_bytes()[-20000:]:
+                return self.status()
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerError(f"broker did not start within {timeout_s:.0f}s; see {self.log_path}")
+
+    def stop(self, *, timeout_s: float = 30.0) -> BrokerInfo:
+        m = self._meta()
+        pid = m.get("pid")
+        if pid and _pid_alive(pid):
+            for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and _pid_alive(pid):
+                    try:  # reap it if it is our child
+                        os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+                    time.sleep(0.1)
+                if not _pid_alive(pid):
+                    break
+        if m:
+            m.pop("pid", None)
+            m.pop("bootstrap", None)
+            self.meta_path.write_text(json.dumps(m))
+        return self.status()
+
+    def wipe(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _write_properties(self, port: int, cport: int, data: Path) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(data),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            **self.overrides,
+        }
+        (self.dir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))

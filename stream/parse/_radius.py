@@ -1,0 +1,192 @@
+"""RADIUS accounting attributes → bindings, shared by every RADIUS format (JSON, detail files).
+
+Input is a flat mapping of RADIUS attribute name → value as text (or int), as FreeRADIUS
+writes it.  Rules (RFC 2866/2869/3162/4818/6911):
+
+- ``Acct-Status-Type`` Start(1) → start, Interim-Update(3, alias Alive) → update, Stop(2) →
+  stop, Accounting-On(7)/Accounting-Off(8) → one ``reset`` binding for the NAS (it closes every
+  open session of that NAS).  Anything else is rejected (``unsupported-status``).
+- One binding per address attribute present: Framed-IP-Address, Framed-IPv6-Address (/128),
+  Framed-IPv6-Prefix, Delegated-IPv6-Prefix.  The RFC 2865 special values 255.255.255.254 and
+  255.255.255.255 are requests, not assignments, and are ignored.
+- Event time: ``Event-Timestamp`` (the NAS clock; epoch seconds, FreeRADIUS's
+  ``"Jun 10 2024 06:13:20 UTC"`` or ISO 8601).  Without it, the server's ``Timestamp`` minus
+  ``Acct-Delay-Time``.  Neither → rejected (``missing-timestamp``).
+- Session: ``<NAS-IP-Address>/<Acct-Session-Id>`` (not Acct-Unique-Session-Id, which
+  FreeRADIUS derives from attributes that may differ between Start and Interim).
+- Subscriber: the operator's identity attribute (default ``User-Name``).
+- Octets: ``Acct-*-Octets + (Acct-*-Gigawords << 32)``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from datetime import datetime
+from typing import Mapping, Optional, Union
+
+from ..errors import Rejected
+from ..model import Binding, parse_network
+
+STATUS = {
+    "start": "start", "1": "start",
+    "stop": "stop", "2": "stop",
+    "interim-update": "update", "alive": "update", "3": "update",
+    "accounting-on": "reset", "7": "reset",
+    "accounting-off": "reset", "8": "reset",
+}
+
+ADDRESS_ATTRS = (
+    "Framed-IP-Address",
+    "Framed-IPv6-Address",
+    "Framed-IPv6-Prefix",
+    "Delegated-IPv6-Prefix",
+)
+_IGNORED_V4 = {"255.255.255.254", "255.255.255.255"}
+
+# "Jun 10 2024 06:13:20 UTC" — FreeRADIUS's rendering of a date attribute.
+_FR_DATE = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) ([A-Z]{1,5}|[+-]\d{4})$")
+_MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
+
+#: Event times outside this window are rejected: before 2000 or after 2100 is a broken clock
+#: or a unit mix-up (ms sent as s), not a real event.
+MIN_EVENT_MS = 946_684_800_000
+MAX_EVENT_MS = 4_102_444_800_000
+
+Value = Union[str, int]
+
+
+def _text(v: Value) -> str:
+    return v if isinstance(v, str) else str(v)
+
+
+def parse_event_time(v: Value) -> int:
+    """RADIUS date attribute → epoch ms (UTC)."""
+    if isinstance(v, bool):
+        raise Rejected("bad-timestamp", "Event-Timestamp is not a date")
+    if isinstance(v, int):
+        ms = v * 1000
+    else:
+        s = v.strip()
+        if s.isdigit():
+            ms = int(s) * 1000
+        else:
+            m = _FR_DATE.match(s)
+            if m:
+                mon, day, year, hh, mm, ss, tz = m.groups()
+                if tz not in ("UTC", "GMT", "+0000", "Z"):
+                    raise Rejected("bad-timestamp", "Event-Timestamp zone must be UTC")
+                if mon not in _MONTHS:
+                    raise Rejected("bad-timestamp", "Event-Timestamp month unknown")
+                try:
+                    ms = calendar.timegm(
+                        (int(year), _MONTHS[mon], int(day), int(hh), int(mm), int(ss), 0, 0, 0)
+                    ) * 1000
+                    time.gmtime(ms // 1000)
+                    datetime(int(year), _MONTHS[mon], int(day), int(hh), int(mm), int(ss))
+                except (ValueError, OverflowError):
+                    raise Rejected("bad-timestamp", "Event-Timestamp out of range") from None
+            else:
+                try:
+                    dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+                except ValueError:
+                    raise Rejected("bad-timestamp", "Event-Timestamp format not understood") from None
+                if dt.tzinfo is None:
+                    raise Rejected("bad-timestamp", "Event-Timestamp without time zone")
+                ms = int(dt.timestamp() * 1000)
+    if not MIN_EVENT_MS <= ms < MAX_EVENT_MS:
+        raise Rejected("bad-timestamp", "Event-Timestamp outside 2000..2100")
+    return ms
+
+
+def _int_attr(attrs: Mapping[str, Value], name: str) -> Optional[int]:
+    v = attrs.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        raise Rejected("bad-attribute", f"{name} is not an integer")
+    if isinstance(v, int):
+        n = v
+    else:
+        s = v.strip()
+        if not s.isdigit():
+            raise Rejected("bad-attribute", f"{name} is not an integer")
+        n = int(s)
+    if not 0 <= n < 2**32:
+        raise Rejected("bad-attribute", f"{name} out of range")
+    return n
+
+
+def _octets(attrs: Mapping[str, Value], direction: str) -> Optional[int]:
+    lo = _int_attr(attrs, f"Acct-{direction}-Octets")
+    hi = _int_attr(attrs, f"Acct-{direction}-Gigawords")
+    if lo is None and hi is None:
+        return None
+    return (lo or 0) + ((hi or 0) << 32)
+
+
+def _str_attr(attrs: Mapping[str, Value], name: str) -> Optional[str]:
+    v = attrs.get(name)
+    if v is None:
+        return None
+    s = _text(v).strip()
+    return s or None
+
+
+def bindings_from_attributes(
+    attrs: Mapping[str, Value], *, operator: str, identity: str = "User-Name"
+) -> list[Binding]:
+    status_raw = attrs.get("Acct-Status-Type")
+    if status_raw is None:
+        raise Rejected("missing-attribute", "Acct-Status-Type is missing")
+    action = STATUS.get(_text(status_raw).strip().lower())
+    if action is None:
+        raise Rejected("unsupported-status", "Acct-Status-Type is not Start/Interim/Stop/On/Off")
+
+    if "Event-Timestamp" in attrs:
+        at_ms = parse_event_time(attrs["Event-Timestamp"])
+    elif "Timestamp" in attrs:
+        at_ms = parse_event_time(attrs["Timestamp"]) - 1000 * (_int_attr(attrs, "Acct-Delay-Time") or 0)
+    else:
+        raise Rejected("missing-timestamp", "neither Event-Timestamp nor Timestamp present")
+
+    nas_ip = _str_attr(attrs, "NAS-IP-Address") or _str_attr(attrs, "NAS-IPv6-Address")
+    if nas_ip is not None:
+        nas_net = parse_network(nas_ip, field="NAS-IP-Address")
+        nas_ip = str(nas_net.network_address)
+    nas = nas_ip or _str_attr(attrs, "NAS-Identifier")
+    if nas is None:
+        raise Rejected("missing-attribute", "NAS-IP-Address and NAS-Identifier both missing")
+
+    if action == "reset":
+        return [Binding(kind="radius", action="reset", operator=operator, ip=None,
+                        subscriber=None, session=None, nas=nas, at_ms=at_ms)]
+
+    subscriber = _str_attr(attrs, identity)
+    if subscriber is None:
+        raise Rejected("missing-identity", f"identity attribute {identity} is missing")
+    sid = _str_attr(attrs, "Acct-Session-Id")
+    if sid is None:
+        raise Rejected("missing-attribute", "Acct-Session-Id is missing")
+    session = f"{nas}/{sid}"
+    common = dict(
+        kind="radius", action=action, operator=operator, subscriber=subscriber,
+        session=session, nas=nas, at_ms=at_ms,
+        octets_in=_octets(attrs, "Input"), octets_out=_octets(attrs, "Output"),
+        session_time_s=_int_attr(attrs, "Acct-Session-Time"),
+    )
+    out: list[Binding] = []
+    for name in ADDRESS_ATTRS:
+        v = _str_attr(attrs, name)
+        if v is None or v in _IGNORED_V4:
+            continue
+        net = parse_network(v, field=name)
+        if name == "Framed-IPv6-Address" and net.prefixlen != 128:
+            raise Rejected("bad-address", "Framed-IPv6-Address must be a single address")
+        if name == "Framed-IP-Address" and net.version != 4:
+            raise Rejected("bad-address", "Framed-IP-Address must be IPv4")
+        out.append(Binding(ip=net, **common))
+    if not out:
+        raise Rejected("no-address", "no Framed-IP/IPv6 address or prefix in the record")
+    return out

@@ -1,0 +1,43 @@
+"""``radius-json``: one flat JSON object per record, keyed by RADIUS attribute names.
+
+This is what FreeRADIUS's ``linelog`` module writes with a JSON format string, and what most
+RADIUS-to-Kafka shims emit.  Values may be strings (linelog) or numbers.  Nested objects,
+arrays and non-scalar values are rejected: RADIUS attributes are flat.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import Rejected
+from ..model import Binding
+from . import Format, register
+from ._radius import bindings_from_attributes
+
+MAX_RECORD_BYTES = 64 * 1024
+
+
+def parse(record: bytes, *, operator: str, identity: str = "User-Name") -> list[Binding]:
+    if len(record) > MAX_RECORD_BYTES:
+        raise Rejected("oversized", f"record larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        obj = json.loads(record)
+    except RecursionError:
+        raise Rejected("bad-json", "JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise Rejected("bad-json", "record is not valid UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise Rejected("bad-json", "record is not a JSON object")
+    attrs: dict[str, str | int] = {}
+    for k, v in obj.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise Rejected("bad-attribute", "attribute values must be strings or integers")
+        attrs[k] = v
+    return bindings_from_attributes(attrs, operator=operator, identity=identity)
+
+
+register(Format("radius-json", parse, family="radius",
+                description="flat JSON object of RADIUS attribute names (FreeRADIUS linelog)"))
