@@ -1,0 +1,38 @@
+"""Names and message conventions of every Kafka topic ipanon uses.
+
+Raw topics (written by collectors / ``ipanon produce`` / ``ipanon collect``):
+  value   = exactly one record of the input format (bytes, as the format's framer emits it;
+            a Kea CSV record carries its header line, so every message parses on its own)
+  key     = the source id (collector host + file, or syslog peer): one source's records stay
+            on one partition, in order
+  headers = ``ipanon-format`` (format name, required), ``ipanon-operator`` (operator name,
+            required unless the worker has a default operator), ``ipanon-source`` (source id),
+            ``ipanon-received-ms`` (collector receive time, syslog)
+
+Everything else is written by the worker.  The retention configs of every topic that can hold
+raw identifiers are computed by ``stream.policy`` (see ``ipanon topics apply``).
+"""
+
+from __future__ import annotations
+
+PREFIX = "ipanon"
+
+RAW_RADIUS = f"{PREFIX}-raw-radius"
+RAW_DHCP = f"{PREFIX}-raw-dhcp"
+RAW_NAT = f"{PREFIX}-raw-nat"
+RAW_TOPICS = (RAW_RADIUS, RAW_DHCP, RAW_NAT)
+RAW_BY_FAMILY = {"radius": RAW_RADIUS, "dhcp": RAW_DHCP, "nat": RAW_NAT}
+
+BINDINGS = f"{PREFIX}-bindings"          # internal repartition: bindings keyed by address key
+DEADLETTER = f"{PREFIX}-deadletter"
+STATS = f"{PREFIX}-stats"
+AGGREGATES = f"{PREFIX}-aggregates"
+LOOKUP_REQUESTS = f"{PREFIX}-lookup-requests"
+LOOKUP_RESPONSES = f"{PREFIX}-lookup-responses"
+AUDIT = f"{PREFIX}-audit"
+CONSENT = f"{PREFIX}-consent"
+
+H_FORMAT = "ipanon-format"
+H_OPERATOR = "ipanon-operator"
+H_SOURCE = "ipanon-source"
+H_RECEIVED_MS = "ipanon-received-ms"
