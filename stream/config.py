@@ -1,0 +1,360 @@
+"""Operator profiles: one TOML file per operator, loaded into frozen dataclasses.
+
+Loading is pure: the functions take a path (or text plus the name to blame) and return values;
+nothing here reads the clock or the environment.  Every problem is a ``ConfigError`` whose
+message starts with the file name and names the field (``junet.toml: purposes.lawful_access.
+promise: …``) so an operator can fix it without reading code; the worker refuses to start on
+any of them (issue 4).
+
+Schema (unknown keys anywhere are an error, because a misspelt ``legal_minimun`` silently
+ignored would be a compliance bug)::
+
+    name = "connect2ip"                 # must equal the file stem; [a-z0-9][a-z0-9_-]*
+    display_name = "Connect2IP"
+    seed = "001_ef1e2506137d5ea6.txt"   # the privacy policy the profile was derived from
+    key_epoch = "24h"                   # pseudonym/shredding key epoch; default min(24h, promise)
+    notes = "..."                       # optional: documented choices
+
+    [identity]
+    radius_attribute = "User-Name"      # which RADIUS attribute names the subscriber
+    dhcp_identifier_order = ["circuit-id", "remote-id", "client-id", "duid", "hwaddr"]
+
+    [purposes.lawful_access]            # raw IP<->subscriber mappings
+    promise = "24h"                     # max time raw data may exist after the mapping ends
+    legal_minimum = "306d"              # optional (LEK 9 kap.); must be <= promise
+    source = "…the policy sentence…"
+
+    [purposes.statistics]               # pseudonymised records and k-anonymous aggregates
+    promise = "24h"                     # max age of a pseudonymised statistics record
+    aggregates_promise = "365d"         # optional, default = promise
+    consent_required = false
+    k = 10                              # k-anonymity threshold for aggregate cells (>= 2)
+    bucket = "1h"                       # statistics time bucket
+    subscriber = "hmac-sha256"          # hmac-sha256 | drop
+    address = "truncate:/24,/48"        # ipcrypt-pfx | ipcrypt-det | cryptopan | truncate:/N,/M | drop
+    source = "…"
+
+Durations are integers with units ``ms s m h d w`` and may be concatenated (``1h30m``).
+Months and years are refused on purpose: "6 månader" is 181 to 184 days depending on where it
+starts, and a *promise* must be written as the shortest such span (181d) while a *legal
+minimum* must be the longest (10 months = 306d) — the profile author decides, in days.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from .errors import ConfigError
+
+_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+RADIUS_IDENTITY_ATTRIBUTES = ("User-Name", "Calling-Station-Id", "Class", "NAS-Port-Id")
+DHCP_IDENTIFIERS = ("circuit-id", "remote-id", "client-id", "duid", "hwaddr")
+SUBSCRIBER_SCHEMES = ("hmac-sha256", "drop")
+ADDRESS_SCHEMES = ("ipcrypt-pfx", "ipcrypt-det", "cryptopan", "truncate", "drop")
+DEFAULT_K = 10
+DEFAULT_BUCKET_MS = 3_600_000
+DEFAULT_KEY_EPOCH_MS = 86_400_000
+
+
+def parse_duration(text: Any, *, where: str = "duration") -> int:
+    """``"24h"`` → 86_400_000.  Raises ``ConfigError`` naming ``where`` on anything else.
+
+    Bare numbers are refused (is ``60`` seconds or ms?), so are months/years (see module doc).
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: expected a duration string like \"24h\", got {type(text).__name__}")
+    s = text.strip()
+    pos, total = 0, 0
+    for m in _DURATION_PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += int(m.group(1)) * _UNITS_MS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        hint = " (write months as days: 6 months = 181d as a promise)" if re.search(r"mo|y", s) else ""
+        raise ConfigError(f"{where}: {text!r} is not a duration; use e.g. 90s, 24h, 21d, 1h30m{hint}")
+    return total
+
+
+def format_duration(ms: Optional[int]) -> str:
+    """Readable, exact-enough text for tables: ``"22h 53m"``, ``"181d"``, ``"8.0s"``; ∞ for None."""
+    if ms is None:
+        return "∞"
+    if ms < 0:
+        return "-" + format_duration(-ms)
+    if ms < 60_000:
+        return f"{ms / 1000:.1f}s" if ms % 1000 else f"{ms // 1000}s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        q, ms = divmod(ms, size)
+        if q:
+            parts.append(f"{q}{unit}")
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressScheme:
+    """How statistics records carry the address: ``kind`` plus truncation lengths."""
+
+    kind: str
+    v4_prefix: Optional[int] = None
+    v6_prefix: Optional[int] = None
+
+    @classmethod
+    def parse(cls, text: Any, *, where: str) -> "AddressScheme":
+        if not isinstance(text, str):
+            raise ConfigError(f"{where}: expected a string, one of {', '.join(ADDRESS_SCHEMES)}")
+        if text.startswith("truncate"):
+            m = re.fullmatch(r"truncate:/(\d{1,2}),/(\d{1,3})", text)
+            if not m or not (0 <= int(m.group(1)) <= 32 and 0 <= int(m.group(2)) <= 128):
+                raise ConfigError(f"{where}: {text!r}: write truncate:/V4LEN,/V6LEN with V4LEN <= 32, "
+                                  f"V6LEN <= 128, e.g. truncate:/24,/48")
+            return cls("truncate", int(m.group(1)), int(m.group(2)))
+        if text not in ADDRESS_SCHEMES:
+            raise ConfigError(f"{where}: unknown scheme {text!r}; use one of ipcrypt-pfx, ipcrypt-det, "
+                              f"cryptopan, truncate:/24,/48, drop")
+        return cls(text)
+
+    def __str__(self) -> str:
+        if self.kind == "truncate":
+            return f"truncate:/{self.v4_prefix},/{self.v6_prefix}"
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRule:
+    """Which input field names the subscriber: a RADIUS attribute, and for DHCP the first
+    identifier present in ``dhcp_identifier_order``."""
+
+    radius_attribute: str = "User-Name"
+    dhcp_identifier_order: tuple[str, ...] = ("circuit-id", "remote-id", "client-id", "duid", "hwaddr")
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    """A purpose holding raw mappings: its maximum keep time and optional legal minimum."""
+
+    name: str
+    promise_ms: int
+    legal_minimum_ms: Optional[int] = None
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatisticsPolicy:
+    promise_ms: int
+    aggregates_promise_ms: int
+    consent_required: bool
+    k: int = DEFAULT_K
+    bucket_ms: int = DEFAULT_BUCKET_MS
+    subscriber: str = "hmac-sha256"
+    address: AddressScheme = AddressScheme("ipcrypt-pfx")
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorPolicy:
+    """One operator's profile.  ``path`` is kept so later checks (``stream.policy``) can name
+    the file when a promise cannot be kept on the actual broker."""
+
+    name: str
+    display_name: str
+    seed: str
+    key_epoch_ms: int
+    identity: IdentityRule
+    lawful_access: Purpose
+    statistics: StatisticsPolicy
+    notes: str = ""
+    path: str = field(default="", compare=False)
+
+    @property
+    def file(self) -> str:
+        return Path(self.path).name if self.path else f"{self.name}.toml"
+
+
+# -- loading ------------------------------------------------------------------------------
+
+_TOP = {"name", "display_name", "seed", "key_epoch", "notes", "identity", "purposes"}
+_IDENTITY = {"radius_attribute", "dhcp_identifier_order"}
+_PURPOSES = {"lawful_access", "statistics"}
+_LAWFUL = {"promise", "legal_minimum", "source"}
+_STATS = {"promise", "aggregates_promise", "consent_required", "k", "bucket", "subscriber", "address", "source"}
+
+
+class _Reader:
+    """Pulls typed fields out of one table and remembers the dotted path for messages."""
+
+    def __init__(self, file: str, table: Any, prefix: str, allowed: set[str]) -> None:
+        self.file, self.prefix = file, prefix
+        if not isinstance(table, dict):
+            raise ConfigError(f"{file}: {prefix or 'top level'}: expected a table")
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise ConfigError(f"{file}: {self.where(unknown[0])}: unknown key "
+                              f"(allowed: {', '.join(sorted(allowed))})")
+        self.table = table
+
+    def where(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {self.where(key)}: {msg}")
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def str(self, key: str, default: Optional[str] = None) -> str:
+        v = self.table.get(key, default)
+        if v is None:
+            raise self.err(key, "missing")
+        if not isinstance(v, str):
+            raise self.err(key, f"expected a string, got {type(v).__name__}")
+        return v
+
+    def duration(self, key: str, default: Optional[int] = None, *, positive: bool = True) -> int:
+        if key not in self.table:
+            if default is None:
+                raise self.err(key, "missing")
+            return default
+        try:
+            ms = parse_duration(self.table[key], where=f"{self.file}: {self.where(key)}")
+        except ConfigError:
+            raise
+        if positive and ms <= 0:
+            raise self.err(key, "must be longer than 0")
+        return ms
+
+    def bool(self, key: str) -> bool:
+        if key not in self.table:
+            raise self.err(key, "missing (true or false)")
+        v = self.table[key]
+        if not isinstance(v, bool):
+            raise self.err(key, "expected true or false")
+        return v
+
+    def int(self, key: str, default: int) -> int:
+        v = self.table.get(key, default)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise self.err(key, "expected an integer")
+        return v
+
+    def sub(self, key: str, allowed: set[str], *, required: bool = True) -> Optional["_Reader"]:
+        if key not in self.table:
+            if required:
+                raise self.err(key, "missing table")
+            return None
+        return _Reader(self.file, self.table[key], self.where(key), allowed)
+
+
+def parse_operator(text: str, *, file: str) -> OperatorPolicy:
+    """Parse one profile from TOML text; ``file`` (e.g. ``junet.toml``) is used in messages and
+    its stem must equal ``name``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: not valid TOML: {e}") from None
+    top = _Reader(file, data, "", _TOP)
+    name = top.str("name")
+    if not _NAME.match(name):
+        raise top.err("name", f"{name!r} must match [a-z0-9][a-z0-9_-]* (it appears in topic headers)")
+    stem = Path(file).stem
+    if stem != name:
+        raise top.err("name", f"{name!r} differs from the file name {stem!r}; rename one of them")
+
+    ident = top.sub("identity", _IDENTITY)
+    assert ident is not None
+    radius_attr = ident.str("radius_attribute", "User-Name")
+    if radius_attr not in RADIUS_IDENTITY_ATTRIBUTES:
+        raise ident.err("radius_attribute", f"{radius_attr!r} is not one of {', '.join(RADIUS_IDENTITY_ATTRIBUTES)}")
+    order = ident.table.get("dhcp_identifier_order", list(IdentityRule().dhcp_identifier_order))
+    if (not isinstance(order, list) or not order or not all(isinstance(x, str) for x in order)):
+        raise ident.err("dhcp_identifier_order", "expected a non-empty list of strings")
+    bad = [x for x in order if x not in DHCP_IDENTIFIERS]
+    if bad:
+        raise ident.err("dhcp_identifier_order", f"{bad[0]!r} is not one of {', '.join(DHCP_IDENTIFIERS)}")
+    if len(set(order)) != len(order):
+        raise ident.err("dhcp_identifier_order", "lists an identifier twice")
+
+    purposes = top.sub("purposes", _PURPOSES)
+    assert purposes is not None
+    la = purposes.sub("lawful_access", _LAWFUL)
+    assert la is not None
+    promise = la.duration("promise")
+    legal_min = la.duration("legal_minimum") if la.has("legal_minimum") else None
+    if legal_min is not None and legal_min > promise:
+        raise la.err("legal_minimum", f"{format_duration(legal_min)} exceeds purposes.lawful_access.promise "
+                                      f"({format_duration(promise)}): the law would force keeping data "
+                                      f"longer than the operator promises; fix the policy or the profile")
+    lawful = Purpose("lawful_access", promise, legal_min, la.str("source", ""))
+
+    st = purposes.sub("statistics", _STATS)
+    assert st is not None
+    s_promise = st.duration("promise")
+    k = st.int("k", DEFAULT_K)
+    if k < 2:
+        raise st.err("k", f"{k} is not a k-anonymity threshold; use 2 or more (default {DEFAULT_K})")
+    bucket = st.duration("bucket", DEFAULT_BUCKET_MS)
+    if 86_400_000 % bucket:
+        raise st.err("bucket", f"{format_duration(bucket)} must divide a day evenly (buckets align to UTC days)")
+    subscriber = st.str("subscriber", "hmac-sha256")
+    if subscriber not in SUBSCRIBER_SCHEMES:
+        raise st.err("subscriber", f"unknown scheme {subscriber!r}; use one of {', '.join(SUBSCRIBER_SCHEMES)}")
+    stats = StatisticsPolicy(
+        promise_ms=s_promise,
+        aggregates_promise_ms=st.duration("aggregates_promise", s_promise),
+        consent_required=st.bool("consent_required"),
+        k=k,
+        bucket_ms=bucket,
+        subscriber=subscriber,
+        address=AddressScheme.parse(st.table.get("address", "ipcrypt-pfx"), where=f"{file}: {st.where('address')}"),
+        source=st.str("source", ""),
+    )
+    key_epoch = top.duration("key_epoch", min(DEFAULT_KEY_EPOCH_MS, promise))
+    if key_epoch > promise:
+        raise top.err("key_epoch", f"{format_duration(key_epoch)} is longer than purposes.lawful_access.promise "
+                                   f"({format_duration(promise)}): a shredded epoch key would outlive the data "
+                                   f"it protects by more than the promise")
+    return OperatorPolicy(
+        name=name,
+        display_name=top.str("display_name", name),
+        seed=top.str("seed", ""),
+        key_epoch_ms=key_epoch,
+        identity=IdentityRule(radius_attr, tuple(order)),
+        lawful_access=lawful,
+        statistics=stats,
+        notes=top.str("notes", ""),
+        path=file,
+    )
+
+
+def load_operator(path: Union[str, Path]) -> OperatorPolicy:
+    """Load one profile file.  The returned ``path`` is the one given (for messages)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read operator profile: {e.strerror}") from None
+    op = parse_operator(text, file=p.name)
+    return OperatorPolicy(op.name, op.display_name, op.seed, op.key_epoch_ms, op.identity,
+                          op.lawful_access, op.statistics, op.notes, str(p))
+
+
+def load_operators(directory: Union[str, Path]) -> dict[str, OperatorPolicy]:
+    """Every ``*.toml`` in ``directory``, keyed by operator name (sorted).  An empty or missing
+    directory is an error: a worker without any promise to keep must not start."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"{d}: operator profile directory does not exist")
+    files = sorted(d.glob("*.toml"))
+    if not files:
+        raise ConfigError(f"{d}: no operator profiles (*.toml) found")
+    return {op.name: op for op in (load_operator(f) for f in files)}
