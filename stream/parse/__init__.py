@@ -2,7 +2,13 @@
 
 Contract of a parser (a plain callable, no state):
 
-    parse(record: bytes, *, operator: str) -> list[Binding]
+    parse(record: bytes, *, operator: str, **context) -> list[Binding]
+
+Context keywords a parser may use (and must otherwise accept and ignore): ``identity``
+(RADIUS identity attribute), ``dhcp_identity`` (client_id|hwaddr|duid|circuit_id|remote_id),
+``tz`` (IANA zone for zone abbreviations and zone-less syslog times), ``year`` (year of
+year-less syslog timestamps) and ``ref_ms`` (receive time, e.g. the ``ipanon-received-ms``
+header, from which a missing year is inferred).  See ``_time`` for the exact rules.
 
 ``record`` is exactly one record of the format — the bytes of one Kafka message on a raw topic,
 or one record produced by the format's framer from a file.  A parser returns zero or more
@@ -44,6 +50,9 @@ class Format:
     #: which raw topic family the format feeds: radius | dhcp | nat
     family: str = "radius"
     description: str = ""
+    #: leading lines of a file every record depends on (Kea CSV: the header).  A follower that
+    #: resumes mid-file feeds these to the framer again before the resumed lines.
+    header_lines: int = 0
 
 
 FORMATS: dict[str, Format] = {}
@@ -63,8 +72,17 @@ def get_format(name: str) -> Format:
         raise Rejected("unknown-format", f"unknown format {name!r}; known: {known}") from None
 
 
-def parse_record(fmt: str, record: bytes, *, operator: str) -> list[Binding]:
-    return get_format(fmt).parse(record, operator=operator)
+def parse_record(fmt: str, record: bytes, *, operator: str, **context: object) -> list[Binding]:
+    return get_format(fmt).parse(record, operator=operator, **context)
+
+
+def detect(record: bytes) -> str:
+    """The concrete format of one record (what ``auto`` does per record); ``Rejected``
+    (``unrecognised-format``) when no format claims it."""
+    _load_builtin()
+    from .auto import detect as _detect
+
+    return _detect(record)
 
 
 _loaded = False

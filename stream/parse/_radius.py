@@ -69,7 +69,7 @@ def parse_event_time(v: Value) -> int:
         ms = v * 1000
     else:
         s = v.strip()
-        if s.isdigit():
+        if s.isascii() and s.isdigit():
             ms = int(s) * 1000
         else:
             m = _FR_DATE.match(s)
@@ -110,7 +110,7 @@ def _int_attr(attrs: Mapping[str, Value], name: str) -> Optional[int]:
         n = v
     else:
         s = v.strip()
-        if not s.isdigit():
+        if not (s.isascii() and s.isdigit()):
             raise Rejected("bad-attribute", f"{name} is not an integer")
         n = int(s)
     if not 0 <= n < 2**32:

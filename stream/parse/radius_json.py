@@ -17,7 +17,7 @@ from ._radius import bindings_from_attributes
 MAX_RECORD_BYTES = 64 * 1024
 
 
-def parse(record: bytes, *, operator: str, identity: str = "User-Name") -> list[Binding]:
+def parse(record: bytes, *, operator: str, identity: str = "User-Name", **_context: object) -> list[Binding]:
     if len(record) > MAX_RECORD_BYTES:
         raise Rejected("oversized", f"record larger than {MAX_RECORD_BYTES} bytes")
     try:

@@ -1,0 +1,49 @@
+"""Shared rules for DHCP lease formats (Kea CSV, legal log, run_script hook).
+
+Identity (the ``subscriber`` of a DHCP binding), unless the operator's rule says otherwise:
+DHCPv4 → client-id, else the hardware address; DHCPv6 → DUID, else the hardware address.
+``dhcp_identity`` (a parser keyword) picks one field explicitly: ``client_id``, ``hwaddr``,
+``duid``, ``circuit_id`` or ``remote_id``; when that field is absent the default chain applies.
+
+Hex identifiers are normalised to lower-case colon-separated bytes (``08:00:2b:02:3f:4e``);
+Kea writes them that way already, hook environments sometimes do not.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from ..errors import Rejected
+
+IDENTITY_FIELDS = ("client_id", "hwaddr", "duid", "circuit_id", "remote_id")
+_HEX = re.compile(r"^[0-9a-fA-F]{1,2}(?::[0-9a-fA-F]{1,2})*$")
+_HEXRUN = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
+
+
+def hexid(v: Optional[str], field: str) -> Optional[str]:
+    """Normalise a hex identifier; empty → None; anything else non-hex → reject."""
+    if v is None:
+        return None
+    s = v.strip()
+    if not s:
+        return None
+    if _HEX.match(s):
+        return ":".join(p.rjust(2, "0") for p in s.lower().split(":"))
+    if _HEXRUN.match(s):
+        s = s.lower()
+        return ":".join(s[i:i + 2] for i in range(0, len(s), 2))
+    raise Rejected("bad-attribute", f"{field} is not a hex identifier")
+
+
+def subscriber(ids: dict[str, Optional[str]], *, v6: bool, dhcp_identity: Optional[str] = None) -> Optional[str]:
+    if dhcp_identity is not None:
+        if dhcp_identity not in IDENTITY_FIELDS:
+            raise Rejected("bad-identity-rule", f"dhcp identity must be one of {IDENTITY_FIELDS}")
+        if ids.get(dhcp_identity):
+            return ids[dhcp_identity]
+    chain = ("duid", "hwaddr") if v6 else ("client_id", "hwaddr")
+    for f in chain:
+        if ids.get(f):
+            return ids[f]
+    return None

@@ -1,0 +1,63 @@
+"""Shared helpers for NAT/CGNAT formats (IPFIX JSON and vendor syslog lines).
+
+A NAT binding says: from ``at_ms``, public address ``ip`` ports ``port_first..port_last``
+belong to inside address ``inside_ip``.  Single-port mappings (session/BIB logs) become a
+one-port range; address-only mappings (1:1 NAT) carry no ports.  ``subscriber`` is null — the
+subscriber is found by resolving ``inside_ip`` through the RADIUS/DHCP bindings.  ``nas`` is the
+logging device when the line names it (the syslog host), so one operator's CGNs stay apart.
+
+Syslog lines reach these parsers whole — with or without ``<PRI>`` and the RFC 3164/5424
+header — whether they came from a file or from ``ipanon collect syslog``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional
+
+from ..errors import Rejected
+from ..model import Binding, parse_network
+
+MAX_LINE_BYTES = 8 * 1024
+
+
+def text(record: bytes) -> str:
+    if len(record) > MAX_LINE_BYTES:
+        raise Rejected("oversized", f"line longer than {MAX_LINE_BYTES} bytes")
+    try:
+        return record.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise Rejected("bad-encoding", "line is not UTF-8") from None
+
+
+def inside(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    net = parse_network(addr, field="inside address")
+    if net.prefixlen != net.max_prefixlen:
+        raise Rejected("bad-address", "inside address must be a single address")
+    return net.network_address
+
+
+def port(v: str | int, field: str = "port") -> int:
+    if isinstance(v, bool):
+        raise Rejected("bad-port-range", f"{field} is not a port number")
+    if isinstance(v, str):
+        s = v.strip()
+        if not (s.isascii() and s.isdigit()) or len(s) > 5:
+            raise Rejected("bad-port-range", f"{field} is not a port number")
+        v = int(s)
+    if not isinstance(v, int) or not 0 <= v <= 65535:
+        raise Rejected("bad-port-range", f"{field} out of range")
+    return v
+
+
+def binding(*, action: str, operator: str, public: str, inside_addr: str, at_ms: int,
+            first: Optional[str | int] = None, last: Optional[str | int] = None,
+            nas: Optional[str] = None) -> Binding:
+    pub = parse_network(public, field="public address")
+    if pub.prefixlen != pub.max_prefixlen:
+        raise Rejected("bad-address", "public address must be a single address")
+    pf = port(first, "first port") if first is not None else None
+    pl = port(last, "last port") if last is not None else None
+    return Binding(kind="nat", action=action, operator=operator, ip=pub, subscriber=None,
+                   session=None, nas=nas, at_ms=at_ms, inside_ip=inside(inside_addr),
+                   port_first=pf, port_last=pl)

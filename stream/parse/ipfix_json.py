@@ -1,0 +1,126 @@
+"""``ipfix-json``: IPFIX NAT event records (RFC 8158) as flat JSON with IANA element names.
+
+This is what IPFIX collectors (pmacct, goflow2, Logstash's netflow codec …) emit after
+decoding.  Elements read (IANA names, values as JSON numbers or strings):
+
+- ``natEvent`` (IE 230): 16 port block allocation → start, 17 de-allocation → stop;
+  4/6 NAT44/NAT64 session create → start, 5/7 delete → stop (one-port range);
+  8/10 BIB create → start, 9/11 delete → stop (one-port range);
+  14 address binding create → start, 15 delete → stop (no ports).
+  Anything else (3 addresses exhausted, 12 ports exhausted, 13 quota, 18 threshold, historic
+  1/2) carries no binding → ``unsupported-event``.
+- inside: ``sourceIPv4Address`` (8) or ``sourceIPv6Address`` (27, NAT64);
+  public: ``postNATSourceIPv4Address`` (225) or ``postNATSourceIPv6Address`` (281).
+- ports: ``portRangeStart``/``portRangeEnd`` (361/362); an end may be derived from
+  ``portRangeNumPorts`` (364) when ``portRangeStepSize`` (363) is absent or 1 — a stepped range is
+  not a contiguous block and is rejected (``unsupported-port-range``).  Session/BIB events use
+  ``postNAPTSourceTransportPort`` (227).
+- time: ``observationTimeMilliseconds`` (323), else ``observationTimeMicroseconds``/
+  ``…Nanoseconds``/``…Seconds`` (324/325/322), each an epoch integer or an RFC 3339 string.
+- ``nas``: ``exporterIPv4Address``/``exporterIPv6Address`` (130/131) when present.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from ..errors import Rejected
+from ..model import Binding
+from . import Format, register
+from ._nat import binding, port
+from ._time import epoch_ms, iso_to_ms
+
+MAX_RECORD_BYTES = 16 * 1024
+
+_EVENTS = {16: ("start", "block"), 17: ("stop", "block"),
+           4: ("start", "port"), 5: ("stop", "port"), 6: ("start", "port"), 7: ("stop", "port"),
+           8: ("start", "port"), 9: ("stop", "port"), 10: ("start", "port"), 11: ("stop", "port"),
+           14: ("start", "address"), 15: ("stop", "address")}
+_TIMES = (("observationTimeMilliseconds", "ms"), ("observationTimeMicroseconds", "us"),
+          ("observationTimeNanoseconds", "ns"), ("observationTimeSeconds", "s"))
+
+
+def _int(v: Any, field: str) -> int:
+    if isinstance(v, bool):
+        raise Rejected("bad-attribute", f"{field} is not an integer")
+    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
+        return int(v.strip())
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, int):
+        return v
+    raise Rejected("bad-attribute", f"{field} is not an integer")
+
+
+def _str(obj: dict, *names: str) -> Optional[str]:
+    for n in names:
+        v = obj.get(n)
+        if v is not None:
+            if not isinstance(v, str):
+                raise Rejected("bad-attribute", f"{n} must be a string")
+            return v
+    return None
+
+
+def _time(obj: dict) -> int:
+    for name, unit in _TIMES:
+        v = obj.get(name)
+        if v is None:
+            continue
+        if isinstance(v, str) and not (v.strip().isascii() and v.strip().isdigit()):
+            return iso_to_ms(v.strip())
+        return epoch_ms(v, unit=unit, field=name)
+    raise Rejected("missing-timestamp", "no observationTime* element")
+
+
+def parse(record: bytes, *, operator: str, **_context: object) -> list[Binding]:
+    if len(record) > MAX_RECORD_BYTES:
+        raise Rejected("oversized", f"record larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        obj = json.loads(record)
+    except RecursionError:
+        raise Rejected("bad-json", "JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise Rejected("bad-json", "record is not valid UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise Rejected("bad-json", "record is not a JSON object")
+    if "natEvent" not in obj:
+        raise Rejected("missing-attribute", "natEvent is missing")
+    ev = _EVENTS.get(_int(obj["natEvent"], "natEvent"))
+    if ev is None:
+        raise Rejected("unsupported-event", "natEvent carries no binding")
+    action, shape = ev
+    inside_addr = _str(obj, "sourceIPv4Address", "sourceIPv6Address")
+    public = _str(obj, "postNATSourceIPv4Address", "postNATSourceIPv6Address")
+    if inside_addr is None or public is None:
+        raise Rejected("missing-attribute", "inside or post-NAT source address missing")
+    at_ms = _time(obj)
+    nas = _str(obj, "exporterIPv4Address", "exporterIPv6Address")
+    first = last = None
+    if shape == "block":
+        if "portRangeStart" not in obj:
+            raise Rejected("missing-attribute", "portRangeStart is missing")
+        first = port(_int(obj["portRangeStart"], "portRangeStart"), "portRangeStart")
+        step = obj.get("portRangeStepSize")
+        if step is not None and _int(step, "portRangeStepSize") not in (0, 1):
+            raise Rejected("unsupported-port-range", "stepped port ranges are not contiguous blocks")
+        if "portRangeEnd" in obj:
+            last = port(_int(obj["portRangeEnd"], "portRangeEnd"), "portRangeEnd")
+        elif "portRangeNumPorts" in obj:
+            n = _int(obj["portRangeNumPorts"], "portRangeNumPorts")
+            if n < 1:
+                raise Rejected("bad-port-range", "portRangeNumPorts must be positive")
+            last = first + n - 1
+        else:
+            raise Rejected("missing-attribute", "portRangeEnd and portRangeNumPorts both missing")
+    elif shape == "port":
+        if "postNAPTSourceTransportPort" not in obj:
+            raise Rejected("missing-attribute", "postNAPTSourceTransportPort is missing")
+        first = last = port(_int(obj["postNAPTSourceTransportPort"], "postNAPTSourceTransportPort"))
+    return [binding(action=action, operator=operator, public=public, inside_addr=inside_addr,
+                    at_ms=at_ms, first=first, last=last, nas=nas)]
+
+
+register(Format("ipfix-json", parse, family="nat",
+                description="IPFIX NAT events (RFC 8158) as JSON with IANA element names"))

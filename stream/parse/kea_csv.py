@@ -1,0 +1,138 @@
+"""``kea-csv``: Kea memfile lease files (``kea-leases4.csv`` / ``kea-leases6.csv``).
+
+The memfile is an append-only journal (REFERENCE.md §4): every change to a lease appends a full
+row, later rows win, and a row with ``valid_lifetime`` 0 (deleted/released) or ``state`` ≠ 0
+(1 declined, 2 expired-reclaimed, 3 released) means the address is no longer held.  Columns are
+found by the header line — older Kea versions write fewer columns, newer ones more — so the
+framer emits *self-contained* records ``b"<header>\\n<row>"``: one Kafka message parses alone.
+
+Per row:
+- ``action`` = ``stop`` when valid_lifetime is 0 or state is 1/2/3, else ``start`` (state 0,
+  or 4 "registered" for v6);
+- ``at_ms`` = (expire − valid_lifetime) × 1000 — the client's last transmission time (cltt) —
+  and ``until_ms`` = expire × 1000.  For a deleted row (valid_lifetime 0) Kea keeps the old
+  cltt, so at = until = cltt: the file does not record the release instant;
+- ``ip`` = the address, or ``address/prefix_len`` for a v6 prefix delegation (lease_type 2);
+- ``hwaddr``, ``client_id`` (v4), ``duid`` (v6); subscriber by ``_dhcp.subscriber``.
+  A ``start`` row without any identity is rejected (``missing-identity``); a ``stop`` may have
+  none (Kea clears identities of declined leases).
+
+Kea escapes commas inside text fields as ``&#x2c``; only the fields used here are read, and
+the hostname/user_context columns (which may hold such escapes) are never split on.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Optional
+
+from ..errors import Rejected
+from ..model import Binding, parse_network
+from . import Format, register
+from ._dhcp import hexid, subscriber
+from ._time import check_range
+
+MAX_RECORD_BYTES = 16 * 1024
+_STOP_STATES = {1, 2, 3}
+_KNOWN_STATES = {0, 1, 2, 3, 4}
+_V4_REQUIRED = ("address", "hwaddr", "valid_lifetime", "expire")
+_V6_REQUIRED = ("address", "duid", "valid_lifetime", "expire", "lease_type", "prefix_len")
+
+_header_cache: dict[bytes, tuple[bool, dict[str, int], int]] = {}
+
+
+def frame(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Emit ``header\\nrow`` for every row; a header line (``address,…``) replaces the current one."""
+    header: Optional[bytes] = None
+    for line in lines:
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        if line.startswith(b"address,"):
+            header = line
+            continue
+        yield line if header is None else header + b"\n" + line
+
+
+def _header(h: bytes) -> tuple[bool, dict[str, int], int]:
+    hit = _header_cache.get(h)
+    if hit is not None:
+        return hit
+    try:
+        names = h.decode("ascii").split(",")
+    except UnicodeDecodeError:
+        raise Rejected("bad-header", "CSV header is not ASCII") from None
+    cols = {n: i for i, n in enumerate(names)}
+    if names[0] != "address" or len(cols) != len(names):
+        raise Rejected("bad-header", "not a Kea lease file header")
+    v6 = "duid" in cols
+    missing = [c for c in (_V6_REQUIRED if v6 else _V4_REQUIRED) if c not in cols]
+    if missing:
+        raise Rejected("bad-header", f"Kea lease header lacks {', '.join(missing)}")
+    hit = (v6, cols, len(names))
+    if len(_header_cache) < 256:
+        _header_cache[h] = hit
+    return hit
+
+
+def _uint(s: str, field: str) -> int:
+    if not (s.isascii() and s.isdigit()):
+        raise Rejected("bad-row", f"{field} is not an unsigned integer")
+    return int(s)
+
+
+def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
+          **_context: object) -> list[Binding]:
+    if len(record) > MAX_RECORD_BYTES:
+        raise Rejected("oversized", f"record larger than {MAX_RECORD_BYTES} bytes")
+    head, sep, row = record.partition(b"\n")
+    if not sep:
+        raise Rejected("missing-header", "Kea CSV record without its header line")
+    v6, cols, width = _header(head.rstrip(b"\r"))
+    try:
+        fields = row.rstrip(b"\r").decode("utf-8").split(",")
+    except UnicodeDecodeError:
+        raise Rejected("bad-encoding", "row is not UTF-8") from None
+    if len(fields) != width:
+        raise Rejected("bad-row", f"row has {len(fields)} fields, header has {width}")
+
+    valid = _uint(fields[cols["valid_lifetime"]], "valid_lifetime")
+    expire = _uint(fields[cols["expire"]], "expire")
+    state = _uint(fields[cols["state"]], "state") if "state" in cols else 0
+    if state not in _KNOWN_STATES:
+        raise Rejected("unsupported-state", "lease state is not 0..4")
+    if expire < valid:
+        raise Rejected("bad-row", "expire is before the lease start")
+    at_ms = check_range((expire - valid) * 1000)
+    until_ms = check_range(expire * 1000)
+    action = "stop" if valid == 0 or state in _STOP_STATES else "start"
+
+    addr = fields[0]
+    if v6:
+        lease_type = _uint(fields[cols["lease_type"]], "lease_type")
+        plen = _uint(fields[cols["prefix_len"]], "prefix_len")
+        if lease_type == 2:
+            net = parse_network(f"{addr}/{plen}", field="prefix")
+        elif lease_type in (0, 1):
+            net = parse_network(addr, field="address")
+        else:
+            raise Rejected("bad-row", "lease_type is not 0 (NA), 1 (TA) or 2 (PD)")
+        if net.version != 6:
+            raise Rejected("bad-address", "v6 lease with an IPv4 address")
+        ids = {"duid": hexid(fields[cols["duid"]], "duid"),
+               "hwaddr": hexid(fields[cols["hwaddr"]], "hwaddr") if "hwaddr" in cols else None}
+    else:
+        net = parse_network(addr, field="address")
+        if net.version != 4:
+            raise Rejected("bad-address", "v4 lease with an IPv6 address")
+        ids = {"hwaddr": hexid(fields[cols["hwaddr"]], "hwaddr"),
+               "client_id": hexid(fields[cols["client_id"]], "client_id") if "client_id" in cols else None}
+    sub = subscriber(ids, v6=v6, dhcp_identity=dhcp_identity)
+    if sub is None and action == "start":
+        raise Rejected("missing-identity", "lease row without client-id/DUID or hardware address")
+    return [Binding(kind="dhcp", action=action, operator=operator, ip=net, subscriber=sub,
+                    session=None, nas=None, at_ms=at_ms, until_ms=until_ms,
+                    hwaddr=ids.get("hwaddr"), client_id=ids.get("client_id"), duid=ids.get("duid"))]
+
+
+register(Format("kea-csv", parse, frame=frame, family="dhcp", header_lines=1,
+                description="Kea memfile lease4/lease6 CSV journal (records carry their header)"))

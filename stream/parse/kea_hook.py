@@ -1,0 +1,138 @@
+"""``kea-hook``: one JSON object per call of Kea's ``run_script`` hook (libdhcp_run_script.so).
+
+The object is ``{"hook": "<hook point>", <the environment Kea passed, as strings>}`` plus,
+optionally, ``"ts_ms"`` (the script's own clock at the call; the snippet in
+``deploy/collectors/kea-run-script.sh`` adds it).  Hook points and their bindings:
+
+| hook | action | from |
+|---|---|---|
+| ``lease4_renew``, ``lease6_renew``, ``lease6_rebind`` | update | ``LEASE4_*`` / ``LEASE6_*`` |
+| ``lease4_recover``, ``lease6_recover`` | start | ``LEASE4_*`` / ``LEASE6_*`` |
+| ``lease4_release``, ``lease4_decline``, ``lease4_expire`` (+ v6) | stop | ``LEASE4_*`` / ``LEASE6_*`` |
+| ``leases4_committed``, ``leases6_committed`` | start per ``LEASES4_AT<i>_*``, stop per ``DELETED_LEASES4_AT<i>_*`` | ``*_SIZE`` counts |
+
+Times: a start/update is at ``CLTT`` and lasts until ``CLTT + VALID_LIFETIME``.  A stop is at
+``ts_ms`` when present; else an ``expire`` stop is at ``CLTT + VALID_LIFETIME`` (the moment the
+lease ran out) and any other stop at ``CLTT`` (the last instant Kea recorded; the real release
+instant is unknown without ``ts_ms``).  ``LEASE6_TYPE`` ``IA_PD`` (or ``2``) makes the binding
+the prefix ``ADDRESS/PREFIX_LEN``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, Optional
+
+from ..errors import Rejected
+from ..model import Binding, parse_network
+from . import Format, register
+from ._dhcp import hexid, subscriber
+from ._time import check_range, epoch_ms
+
+MAX_RECORD_BYTES = 256 * 1024
+MAX_LEASES = 1024
+
+_SINGLE = {
+    "lease4_renew": "update", "lease6_renew": "update", "lease6_rebind": "update",
+    "lease4_recover": "start", "lease6_recover": "start",
+    "lease4_release": "stop", "lease6_release": "stop",
+    "lease4_decline": "stop", "lease6_decline": "stop",
+    "lease4_expire": "stop", "lease6_expire": "stop",
+}
+_COMMITTED = {"leases4_committed": "4", "leases6_committed": "6"}
+
+
+def _uint(env: Mapping[str, str], name: str) -> int:
+    v = env.get(name)
+    if v is None:
+        raise Rejected("missing-attribute", f"{name} is missing")
+    s = v.strip()
+    if not (s.isascii() and s.isdigit()):
+        raise Rejected("bad-attribute", f"{name} is not an unsigned integer")
+    return int(s)
+
+
+def _lease(env: Mapping[str, str], p: str, fam: str, action: str, hook: str,
+           ts_ms: Optional[int], operator: str, dhcp_identity: Optional[str]) -> Binding:
+    addr = env.get(f"{p}ADDRESS")
+    if not addr:
+        raise Rejected("missing-attribute", f"{p}ADDRESS is missing")
+    cltt = _uint(env, f"{p}CLTT")
+    valid = _uint(env, f"{p}VALID_LIFETIME")
+    if fam == "6":
+        ltype = (env.get(f"{p}TYPE") or "IA_NA").strip().upper()
+        if ltype in ("IA_PD", "2"):
+            net = parse_network(f"{addr.strip()}/{_uint(env, f'{p}PREFIX_LEN')}", field="prefix")
+        elif ltype in ("IA_NA", "IA_TA", "0", "1"):
+            net = parse_network(addr, field="address")
+        else:
+            raise Rejected("bad-attribute", f"{p}TYPE is not IA_NA/IA_TA/IA_PD")
+    else:
+        net = parse_network(addr, field="address")
+    if net.version != int(fam):
+        raise Rejected("bad-address", f"{p}ADDRESS is not IPv{fam}")
+    ids: dict[str, Optional[str]] = {
+        "hwaddr": hexid(env.get(f"{p}HWADDR"), "hwaddr"),
+        "client_id": hexid(env.get(f"{p}CLIENT_ID"), "client_id") if fam == "4" else None,
+        "duid": hexid(env.get(f"{p}DUID"), "duid") if fam == "6" else None,
+    }
+    sub = subscriber(ids, v6=fam == "6", dhcp_identity=dhcp_identity)
+    if sub is None and action != "stop":
+        raise Rejected("missing-identity", "lease without client-id/DUID or hardware address")
+    end_ms = check_range((cltt + valid) * 1000)
+    if action == "stop":
+        if ts_ms is not None:
+            at_ms = ts_ms
+        elif hook.endswith("_expire"):
+            at_ms = end_ms
+        else:
+            at_ms = check_range(cltt * 1000)
+        until_ms = end_ms
+    else:
+        at_ms = check_range(cltt * 1000)
+        until_ms = end_ms
+    return Binding(kind="dhcp", action=action, operator=operator, ip=net, subscriber=sub,
+                   session=None, nas=None, at_ms=at_ms, until_ms=until_ms, **ids)
+
+
+def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
+          **_context: object) -> list[Binding]:
+    if len(record) > MAX_RECORD_BYTES:
+        raise Rejected("oversized", f"record larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        obj = json.loads(record)
+    except RecursionError:
+        raise Rejected("bad-json", "JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise Rejected("bad-json", "record is not valid UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise Rejected("bad-json", "record is not a JSON object")
+    env: dict[str, str] = {}
+    for k, v in obj.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise Rejected("bad-attribute", "hook values must be strings")
+        env[k] = str(v)
+    hook = env.get("hook", "").strip()
+    ts_ms = epoch_ms(env["ts_ms"], unit="ms", field="ts_ms") if "ts_ms" in env else None
+
+    if hook in _SINGLE:
+        fam = hook[5]
+        return [_lease(env, f"LEASE{fam}_", fam, _SINGLE[hook], hook, ts_ms, operator, dhcp_identity)]
+    if hook in _COMMITTED:
+        fam = _COMMITTED[hook]
+        out: list[Binding] = []
+        for prefix, action in ((f"LEASES{fam}", "start"), (f"DELETED_LEASES{fam}", "stop")):
+            n = _uint(env, f"{prefix}_SIZE") if f"{prefix}_SIZE" in env else 0
+            if n > MAX_LEASES:
+                raise Rejected("oversized", f"{prefix}_SIZE larger than {MAX_LEASES}")
+            for i in range(n):
+                out.append(_lease(env, f"{prefix}_AT{i}_", fam, action, hook, ts_ms,
+                                  operator, dhcp_identity))
+        return out  # a commit with no leases (e.g. a declined offer) binds nothing
+    if not hook:
+        raise Rejected("missing-attribute", "no \"hook\" name in the record")
+    raise Rejected("unsupported-event", "hook point carries no lease binding")
+
+
+register(Format("kea-hook", parse, family="dhcp",
+                description="JSON of one Kea run_script call: {\"hook\": …, LEASE4_* / LEASES4_AT<i>_* …}"))
