@@ -94,7 +94,9 @@ REASONS = {
     "duplicate-approval": "this staff member already approved; counted once",
 }
 
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: Authority and staff ids: lower-case letters, digits and "-" (safe in file names and TOML).
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ID_RE = ID_RE
 _NUMBER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NONCE_RE = re.compile(r"^[0-9a-f]{32,128}$")
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")

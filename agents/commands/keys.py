@@ -1,0 +1,161 @@
+"""``ipanon keys new-authority|new-staff`` — key pairs and registry entries for lawful access.
+
+An authority gets two key pairs: Ed25519 to sign its requests and X25519 to open the answers
+sealed to it.  A staff member gets one Ed25519 pair to sign approvals.  Private keys are written
+as unencrypted PKCS#8 PEM files with mode 0600 under ``--out`` (never overwritten); the public
+half is a registry entry (TOML) printed to stdout or written to ``--registry DIR/NAME.toml``.
+The operator only ever needs the public halves; an authority's private keys belong to the
+authority.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from stream.access import BASES, public_key_text
+from stream.errors import ConfigError
+
+from ..cli import CliError
+
+_PEM = dict(encoding=serialization.Encoding.PEM, format=serialization.PrivateFormat.PKCS8,
+            encryption_algorithm=serialization.NoEncryption())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "keys", help="create authority and staff key pairs for lawful access",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Create key pairs: private keys (mode 0600) under --out, registry TOML to stdout\n"
+                    "or --registry DIR.",
+        epilog="example:\n"
+               "  ipanon keys new-authority se-police --bases lek-law-enforcement,emergency \\\n"
+               "      --out ~/.ipanon/keys --registry config/authorities\n"
+               "  ipanon keys new-staff alice --out ~/.ipanon/keys --registry config/staff",
+    )
+    ksub = p.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
+    a = ksub.add_parser("new-authority", help="signing (Ed25519) + encryption (X25519) key pairs",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="example:\n  ipanon keys new-authority rights-demo --bases ipred-court-order --out /tmp/k")
+    a.add_argument("name", help="authority id: lower-case letters, digits, '-'")
+    a.add_argument("--bases", default="lek-law-enforcement",
+                   help=f"comma-separated legal bases it may use ({', '.join(BASES)})")
+    a.add_argument("--display-name", default=None, help="human name for the registry entry")
+    a.add_argument("--country", default="SE", help="ISO country code (ETSI TS 102 657 requestID)")
+    a.add_argument("--per-hour", type=int, default=60, help="rate limit: requests per hour (default 60)")
+    a.add_argument("--burst", type=int, default=10, help="rate limit: bucket size (default 10)")
+    _common(a)
+    a.set_defaults(func=run_authority)
+    s = ksub.add_parser("new-staff", help="an approver's Ed25519 key pair",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="example:\n  ipanon keys new-staff alice --out /tmp/k --registry config/staff")
+    s.add_argument("name", help="staff id: lower-case letters, digits, '-'")
+    s.add_argument("--bases", default=",".join(BASES), help="bases this person may approve (default all)")
+    s.add_argument("--display-name", default=None, help="human name for the registry entry")
+    _common(s)
+    s.set_defaults(func=run_staff)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="directory for the private key files (created 0700)")
+    p.add_argument("--registry", type=Path, default=None,
+                   help="write the public registry entry to DIR/NAME.toml instead of stdout")
+
+
+def _check_name(name: str) -> None:
+    from stream.access import ID_RE
+    if not ID_RE.match(name):
+        raise CliError(f"name {name!r} must be lower-case letters, digits and '-' (max 63)")
+
+
+def _bases(text: str) -> list[str]:
+    bases = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in bases if b not in BASES]
+    if bad or not bases:
+        raise CliError(f"unknown basis {bad[0] if bad else '(none)'!r}: use {', '.join(BASES)}")
+    return bases
+
+
+def write_private(path: Path, key) -> None:
+    """Write a private key as PKCS#8 PEM, mode 0600 from the first byte, never overwriting."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CliError(f"{path} already exists: keys are never overwritten (move it away first)") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(**_PEM))
+
+
+def load_private(path: Path, kind: str):
+    """Load an Ed25519 (``kind='ed25519'``) or X25519 private key written by ``ipanon keys``."""
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such key file") from None
+    except (ValueError, TypeError):
+        raise CliError(f"{path}: not an unencrypted PEM private key") from None
+    want = ed25519.Ed25519PrivateKey if kind == "ed25519" else x25519.X25519PrivateKey
+    if not isinstance(key, want):
+        raise CliError(f"{path}: not an {kind} private key")
+    return key
+
+
+def _toml_list(xs: list[str]) -> str:
+    return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
+
+
+def _emit(args: argparse.Namespace, text: str) -> None:
+    if args.registry is None:
+        print(text, end="")
+        return
+    args.registry.mkdir(parents=True, exist_ok=True)
+    path = args.registry / f"{args.name}.toml"
+    if path.exists():
+        raise CliError(f"{path} already exists: remove it first to re-register {args.name}")
+    path.write_text(text)
+    print(path)
+
+
+def authority_toml(name: str, display: str, country: str, sign_pub, enc_pub, bases: list[str],
+                   per_hour: int, burst: int) -> str:
+    return (f'# Lawful-access authority registration (public keys only).\n'
+            f'id = "{name}"\nname = "{display}"\ncountry = "{country}"\n'
+            f'signing_key = "{public_key_text(sign_pub)}"\n'
+            f'encryption_key = "{public_key_text(enc_pub)}"\n'
+            f'bases = {_toml_list(bases)}\n\n[rate_limit]\nper_hour = {per_hour}\nburst = {burst}\n')
+
+
+def staff_toml(name: str, display: str, sign_pub, bases: list[str]) -> str:
+    return (f'# Staff member who may approve disclosures (public key only).\n'
+            f'id = "{name}"\nname = "{display}"\n'
+            f'signing_key = "{public_key_text(sign_pub)}"\nbases = {_toml_list(bases)}\n')
+
+
+def run_authority(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    bases = _bases(args.bases)
+    if args.per_hour <= 0 or args.burst <= 0:
+        raise ConfigError("--per-hour and --burst must be positive")
+    for suffix in ("sign", "enc"):
+        if (args.out / f"{args.name}.{suffix}.pem").exists():
+            raise CliError(f"{args.out / f'{args.name}.{suffix}.pem'} already exists: keys are never overwritten")
+    sign, enc = ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    write_private(args.out / f"{args.name}.sign.pem", sign)
+    write_private(args.out / f"{args.name}.enc.pem", enc)
+    _emit(args, authority_toml(args.name, args.display_name or args.name, args.country, sign.public_key(),
+                               enc.public_key(), bases, args.per_hour, args.burst))
+    return 0
+
+
+def run_staff(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    bases = _bases(args.bases)
+    sign = ed25519.Ed25519PrivateKey.generate()
+    write_private(args.out / f"{args.name}.sign.pem", sign)
+    _emit(args, staff_toml(args.name, args.display_name or args.name, sign.public_key(), bases))
+    return 0
