@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import json
 import re
 import tomllib
@@ -487,6 +488,7 @@ class QueryDesk:
         self.policy = policy or Policy()
         self._pending: dict[str, _Pending] = {}
         self._seen: dict[str, int] = {}        # "n:<authority>:<nonce>" / "i:<request id>" -> forget at ms
+        self._forget: list[tuple[int, str]] = []  # min-heap over _seen: pruning costs O(log n) per entry
         self._buckets: dict[str, tuple[int, int]] = {}  # authority -> (units, last_ms)
 
     # -- requests -----------------------------------------------------------------------------
@@ -543,10 +545,10 @@ class QueryDesk:
         nkey, ikey = f"n:{auth.id}:{req.nonce}", f"i:{req.request_id}"
         if nkey in self._seen:
             raise Rejected("replayed-nonce")
-        self._seen[nkey] = forget_ms  # remembered even if a later check refuses: no second try
+        self._remember(nkey, forget_ms)  # remembered even if a later check refuses: no second try
         if ikey in self._seen or req.request_id in self._pending:
             raise Rejected("duplicate-request-id")
-        self._seen[ikey] = forget_ms
+        self._remember(ikey, forget_ms)
         net = req.address
         if req.port is not None and (net.prefixlen != net.max_prefixlen or not 0 <= req.port <= 65535):
             raise Rejected("bad-scope")
@@ -660,9 +662,15 @@ class QueryDesk:
                                     reply=_status_reply("expired", rid, now_ms, reason="expired")))
         return out
 
+    def _remember(self, key: str, forget_ms: int) -> None:
+        self._seen[key] = forget_ms
+        heapq.heappush(self._forget, (forget_ms, key))
+
     def _prune(self, now_ms: int) -> None:
-        for k in [k for k, t in self._seen.items() if t <= now_ms]:
-            del self._seen[k]
+        while self._forget and self._forget[0][0] <= now_ms:
+            t, k = heapq.heappop(self._forget)
+            if self._seen.get(k) == t:
+                del self._seen[k]
 
     def pending(self) -> list[str]:
         return sorted(self._pending)
@@ -697,7 +705,8 @@ class QueryDesk:
             req = request_from_body(p["body"])
             desk._pending[rid] = _Pending(req, int(p["submitted_ms"]), int(p["needed"]),
                                           {s: int(t) for s, t in p["approvals"].items()})
-        desk._seen = {k: int(v) for k, v in d["seen"].items()}
+        for k, v in d["seen"].items():
+            desk._remember(k, int(v))
         desk._buckets = {a: (int(b[0]), int(b[1])) for a, b in d["buckets"].items()}
         return desk
 

@@ -72,6 +72,7 @@ FIELDS: Mapping[str, tuple[type, ...]] = {
     "answer_digest": (str,),
     "answer_kind": (str,),
     "hold_id": (str,),
+    "until_ms": (int,),
     "scope_digest": (str,),
     "detail": (str,),
 }
@@ -159,6 +160,15 @@ class AuditChain:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AuditChain":
         return cls(next_seq=int(d["next_seq"]), head=str(d["head"]))
+
+
+def legal_hold_event(kind: str, *, hold_id: str, case_ref: str, until_ms: Optional[int] = None) -> dict[str, Any]:
+    """The audit event for a legal hold set or released (``kind`` = ``set`` | ``released``).
+    Only the hold's id and case reference go in the trail, never its address or port."""
+    if kind not in ("set", "released"):
+        raise IpanonError("legal hold event kind is 'set' or 'released'")
+    return check_event({"type": f"legal-hold-{kind}", "hold_id": hold_id, "case_ref": case_ref,
+                        "until_ms": until_ms})
 
 
 def _parse(raw: bytes | Mapping[str, Any], index: int, offset: Optional[int]) -> dict[str, Any]:

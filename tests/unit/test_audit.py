@@ -128,3 +128,15 @@ def test_trail_for_a_case():
          chain.append({"type": "approval", "request_id": "a/1", "case_ref": "C1", "staff": "alice"}, 3)]
     assert [r["seq"] for r in audit.trail_for(t, case_ref="C1")] == [0, 2]
     assert [r["type"] for r in audit.trail_for(t, request_id="b/1")] == ["refused"]
+
+
+def test_legal_hold_events_chain_without_the_address():
+    chain = AuditChain()
+    raw = chain.append(audit.legal_hold_event("set", hold_id="ab12cd34ef56ab78", case_ref="PMÖÄ 5331-21",
+                                              until_ms=5000), 1)
+    rec = audit.parse_record(raw)
+    assert (rec["type"], rec["hold_id"], rec["until_ms"]) == ("legal-hold-set", "ab12cd34ef56ab78", 5000)
+    assert rec["case_ref"] == "PMÖÄ 5331-21"  # non-ASCII survives the ASCII-escaped encoding
+    chain.append(audit.legal_hold_event("released", hold_id="ab12cd34ef56ab78", case_ref="x"), 2)
+    with pytest.raises(IpanonError):
+        audit.legal_hold_event("extended", hold_id="x", case_ref="x")
