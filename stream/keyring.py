@@ -56,8 +56,10 @@ SEAL_VERSION = 0x01
 _SEAL_HEADER = struct.Struct(">BQ")          # version, epoch
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
-#: refuse to ratchet further than this in one call (a typo'd epoch would spin for hours)
-MAX_RATCHET_STEPS = 1_000_000
+#: refuse to ratchet further than this in one call: a typo'd epoch (or a corrupt sealed value's
+#: header) would otherwise spin for minutes.  100k epochs = 11 years of hourly epochs; pick
+#: ``origin_ms`` near the deployment so epoch numbers stay small.
+MAX_RATCHET_STEPS = 100_000
 
 
 def hkdf_sha256(ikm: bytes, info: bytes, length: int = 32, salt: Optional[bytes] = None) -> bytes:
@@ -206,9 +208,9 @@ class Keyring:
             raise CryptoError(f"key epoch {epoch} is more than {MAX_RATCHET_STEPS} epochs ahead of "
                               f"the newest derived one; check the epoch period and origin")
         k = self._chain[have]
-        for e in range(have + 1, epoch + 1):
+        for _ in range(epoch - have):
             k = hkdf_sha256(k, b"ipanon/v1 ratchet")
-            self._chain[e] = k
+        self._chain[epoch] = k          # intermediates are not kept: memory stays small
         return k
 
     def destroy_before(self, epoch: int) -> None:
