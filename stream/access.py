@@ -499,15 +499,15 @@ class QueryDesk:
         try:
             body, sig = parse_request(raw)
         except Rejected as e:
-            return self._refuse(e.reason, None, None, now_ms)
+            return self._refuse(e.reason, None, None, now_ms, authenticated=False)
         rid = f"{body['authority']}/{body['request_number']}"
         auth = self.registry.authorities.get(body["authority"])
         if auth is None:
-            return self._refuse("unknown-authority", rid, None, now_ms)
+            return self._refuse("unknown-authority", rid, None, now_ms, authenticated=False)
         try:
             auth.signing_key.verify(sig, _signed(REQUEST_DOMAIN, body))
         except InvalidSignature:
-            return self._refuse("bad-signature", rid, None, now_ms)
+            return self._refuse("bad-signature", rid, None, now_ms, authenticated=False)
         try:
             address = parse_network(body["address"])
             if ip_text(address) != body["address"]:
@@ -573,12 +573,19 @@ class QueryDesk:
         self._buckets[auth.id] = (units - HOUR_MS, max(last, now_ms))
 
     def _refuse(self, reason: str, rid: Optional[str], req: Optional[Request], now_ms: int,
-                before: tuple = ()) -> Decision:
+                before: tuple = (), *, authenticated: bool = True) -> Decision:
+        """A refusal.  Before the signature is verified the request id is only *claimed*: the
+        event and the reply say ``unauthenticated`` so nobody can make a forged refusal pass
+        for the fate of a real request."""
         ev = _ev("refused", req, reason=reason)
-        if req is None and rid is not None and reason != "malformed-request":
-            ev["request_id"] = rid  # claimed, unauthenticated: recorded as claimed
+        if req is None and rid is not None:
+            ev["request_id"] = rid
+        extra = {}
+        if not authenticated:
+            ev["detail"] = "unauthenticated"
+            extra["authenticated"] = False
         return Decision("refused", rid, reason=reason, request=req, events=before + (ev,),
-                        reply=_status_reply("refused", rid, now_ms, reason=reason))
+                        reply=_status_reply("refused", rid, now_ms, reason=reason, **extra))
 
     # -- approvals ----------------------------------------------------------------------------
 

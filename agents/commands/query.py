@@ -233,6 +233,8 @@ def run_status(args: argparse.Namespace) -> int:
         extra = ""
         if m.get("reason"):
             extra += f" reason={m['reason']}"
+        if m.get("authenticated") is False:
+            extra += " (unauthenticated message claiming this id)"
         if "needed" in m:
             extra += f" approvals={m.get('approvals', 0)}/{m['needed']}"
         print(f"{_iso(m.get('ts_ms', 0))} {m.get('status')}{extra}")

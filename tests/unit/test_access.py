@@ -132,7 +132,13 @@ def test_forged_signature(keys, registry):
     raw, _ = req(keys)
     msg = json.loads(raw)
     msg["body"]["port"] = 40124  # altered after signing
-    assert refused(desk, json.dumps(msg).encode()) == "bad-signature"
+    d = desk.submit(json.dumps(msg).encode(), T0)
+    assert d.reason == "bad-signature"
+    # the id is only claimed: the reply and the trail say so
+    assert d.reply["authenticated"] is False and d.events[-1]["detail"] == "unauthenticated"
+    raw, _ = req(keys, port=70000)
+    d = desk.submit(raw, T0)
+    assert d.reason == "bad-scope" and "authenticated" not in d.reply and "detail" not in d.events[-1]
 
 
 def test_forgeries_do_not_consume_rate_or_nonces(keys, registry):
