@@ -140,3 +140,33 @@ def test_legal_hold_events_chain_without_the_address():
     chain.append(audit.legal_hold_event("released", hold_id="ab12cd34ef56ab78", case_ref="x"), 2)
     with pytest.raises(IpanonError):
         audit.legal_hold_event("extended", hold_id="x", case_ref="x")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(2, 12), data=st.data())
+def test_any_single_tampering_is_detected_at_or_near_its_place(n, data):
+    t = trail(n)
+    op = data.draw(st.sampled_from(["flip", "remove", "swap", "duplicate"]))
+    i = data.draw(st.integers(0, n - 2))  # not the last record: a cut-off tail needs the anchor
+    if op == "flip":
+        b = bytearray(t[i])
+        pos = data.draw(st.integers(0, len(b) - 1))
+        b[pos] ^= 1 << data.draw(st.integers(0, 7))
+        t[i] = bytes(b)
+        want = {i}
+    elif op == "remove":
+        del t[i]
+        want = {i}
+    elif op == "swap":
+        t[i], t[i + 1] = t[i + 1], t[i]
+        want = {i}
+    else:
+        j = data.draw(st.integers(0, n - 1))
+        t.insert(i + 1, t[j])
+        want = {i + 1, i + 2}  # the copy, or (if it repeats the record before) the record after
+    with pytest.raises(AuditError) as e:
+        verify(t)
+    assert e.value.index in want, (op, i, e.value)
