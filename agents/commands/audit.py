@@ -27,9 +27,13 @@ def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[t
     """Every record of ``topic`` from the beginning to the end offsets seen at the start:
     ``[(partition, offset, key, value)]`` ordered by partition then offset."""
     from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      client_id="ipanon-cli-reader")
+    try:
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                          client_id="ipanon-cli-reader")
+    except KafkaError as e:
+        raise CliError(f"cannot reach Kafka at {bootstrap} ({type(e).__name__}) — is the broker running?") from None
     try:
         parts = c.partitions_for_topic(topic)
         if not parts:

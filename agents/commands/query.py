@@ -128,7 +128,12 @@ def _send(args: argparse.Namespace, key: str, value: bytes) -> None:
 
     topic = topic_names(args.prefix)[0]
     bootstrap = args.bootstrap or default_bootstrap()
-    prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=10_000)
+    from kafka.errors import KafkaError
+
+    try:
+        prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=10_000)
+    except KafkaError as e:
+        raise CliError(f"cannot reach Kafka at {bootstrap} ({type(e).__name__}) — is the broker running?") from None
     try:
         if not prod.partitions_for(topic):
             raise CliError(f"topic {topic} does not exist on {bootstrap} — start the worker first")
