@@ -82,6 +82,13 @@ def main(argv=None) -> int:
         out[f"cryptopan_v{fam}"] = _rate(lambda: cpan.encrypt_many(rnd), n, rep)
         small = rnd[: max(1, n // 16)]   # decryption is sequential per bit: keep it short
         out[f"ipcrypt_pfx_v{fam}_decrypt"] = _rate(lambda: pfx.decrypt_many(small), len(small), rep)
+    # a stream agent's batches may be small (Faust ``take()``): per-call overhead shows here
+    small_n = min(256, n)
+    rnd4 = _addrs(rng, small_n, 4, "random")
+    out["ipcrypt_pfx_v4_random_batch256"] = _rate(
+        lambda: pfx.encrypt_many(rnd4), small_n, rep * 4,
+        before=lambda: pfx._cache4.clear())
+    out["ipcrypt_det_v4_batch256"] = _rate(lambda: det.encrypt_many(rnd4), small_n, rep * 4)
     ids = [f"user{i:07d}@isp.example".encode() for i in range(n)]
     h = HmacSha256(key32)
     out["hmac_pyca_copy"] = _rate(lambda: h.digest_many(ids), n, rep)

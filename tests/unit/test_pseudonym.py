@@ -277,3 +277,20 @@ def test_factory_knows_every_scheme_and_refuses_misuse():
 def test_non_address_input_is_a_type_error():
     with pytest.raises(TypeError):
         IpcryptPfx(KEY32).encrypt_many(["192.0.2.1"])
+
+
+def test_batches_larger_than_a_chunk_are_split_without_changing_results(monkeypatch):
+    import stream.pseudonym as P
+    rng = random.Random(9)
+    addrs = [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(23)] + \
+            [ipaddress.IPv6Address(rng.getrandbits(128)) for _ in range(9)]
+    rng.shuffle(addrs)
+    key = bytes(range(32))
+    whole = {name: cls(key).encrypt_many(addrs) for name, cls in (("pfx", IpcryptPfx), ("cp", CryptoPan))}
+    monkeypatch.setattr(P, "CHUNK", 4)
+    for name, cls in (("pfx", IpcryptPfx), ("cp", CryptoPan)):
+        s = cls(key)
+        got = s.encrypt_many(addrs)
+        assert got == whole[name]
+        assert got == [s.encrypt(a) for a in addrs]
+        assert s.decrypt_many(got) == addrs
