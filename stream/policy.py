@@ -54,7 +54,8 @@ promise among them):
   event is ingested, at most ``ingest_lag_ms`` after the mapping ends; budget
   min(strictest lawful promise - ingest lag, ``raw_buffer_ms``) — the buffer cap is data
   minimisation: raw topics are a queue, not an archive.
-- ``derived`` (the mapping table changelog, lookup responses): written up to the expiry
+- ``derived`` (table changelogs — any ``…-changelog`` name is compacted — and lookup
+  responses; also the right role for Faust reply topics): written up to the expiry
   instant, so their bound is subtracted from the TTL.  Budget: strictest lawful promise / 24,
   at least what the broker can do, at most 1 h.
 - ``stats`` / ``aggregates``: pseudonymised records / k-anonymous cells, budgets from the
@@ -90,24 +91,27 @@ _LONG_MAX = 2**63 - 1
 #: Topic roles (see module doc).
 ROLES = ("raw", "derived", "stats", "aggregates", "audit", "consent")
 
-#: Default layout: topic name → role.  Mirrors ``agents/topics.py`` (a unit test keeps them in
-#: step); the Faust table changelog is ``<app id>-<table>-changelog``.
+def make_layout(prefix: str = "ipanon", app_id: str = "ipanon") -> Mapping[str, str]:
+    """Topic name → role for a deployment.  Mirrors ``agents/topics.py`` (a unit test keeps
+    them in step); the Faust table changelog is ``<app id>-<table>-changelog``."""
+    return MappingProxyType({
+        f"{prefix}-raw-radius": "raw",
+        f"{prefix}-raw-dhcp": "raw",
+        f"{prefix}-raw-nat": "raw",
+        f"{prefix}-bindings": "raw",
+        f"{prefix}-deadletter": "raw",
+        f"{prefix}-lookup-requests": "raw",
+        f"{prefix}-lookup-responses": "derived",
+        f"{app_id}-mappings-changelog": "derived",
+        f"{prefix}-stats": "stats",
+        f"{prefix}-aggregates": "aggregates",
+        f"{prefix}-audit": "audit",
+        f"{prefix}-consent": "consent",
+    })
+
+
 MAPPINGS_CHANGELOG = "ipanon-mappings-changelog"
-DEFAULT_LAYOUT: Mapping[str, str] = MappingProxyType({
-    "ipanon-raw-radius": "raw",
-    "ipanon-raw-dhcp": "raw",
-    "ipanon-raw-nat": "raw",
-    "ipanon-bindings": "raw",
-    "ipanon-deadletter": "raw",
-    "ipanon-lookup-requests": "raw",
-    "ipanon-lookup-responses": "derived",
-    MAPPINGS_CHANGELOG: "derived",
-    "ipanon-stats": "stats",
-    "ipanon-aggregates": "aggregates",
-    "ipanon-audit": "audit",
-    "ipanon-consent": "consent",
-})
-_COMPACT_ROLES = {MAPPINGS_CHANGELOG}  # derived topics that are compacted (changelogs)
+DEFAULT_LAYOUT: Mapping[str, str] = make_layout()
 
 _HOUR = 3_600_000
 _DAY = 24 * _HOUR
@@ -458,7 +462,8 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
         if role == "raw":
             budget, cfg, gov = raw_budget, _delete_configs(raw_budget, broker, params), law_gov
         elif role in ("derived", "consent"):
-            compact = role == "consent" or name in _COMPACT_ROLES or name.endswith("-changelog")
+            # changelogs (Faust names them ``…-changelog``) and consent are compacted
+            compact = role == "consent" or name.endswith("-changelog")
             make = _compact_configs if compact else _delete_configs
             budget, cfg = derived_budget, make(derived_budget, broker, params)
             gov = law_gov if role == "derived" else None
