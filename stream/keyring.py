@@ -243,9 +243,11 @@ class Keyring:
         info = b"ipanon/v1 scheme " + scheme.encode() + b" epoch " + str(epoch).encode()
         return hkdf_sha256(k, info, KEY_BYTES[scheme])
 
-    def address_scheme(self, scheme: str, epoch: int, *, v4_prefix: int = 24,
-                       v6_prefix: int = 48) -> AddressScheme:
-        """The (cached) address scheme object for ``epoch``; keyless schemes ignore the epoch."""
+    def address_scheme(self, scheme: str, epoch: int, *, v4_prefix: Optional[int] = None,
+                       v6_prefix: Optional[int] = None) -> AddressScheme:
+        """The (cached) address scheme object for ``epoch``; keyless schemes ignore the epoch.
+
+        ``v4_prefix``/``v6_prefix`` are for ``truncate`` only (``None``: /24 and /48)."""
         cache_key = (f"{scheme}/{v4_prefix}/{v6_prefix}", epoch)
         obj = self._schemes.get(cache_key)
         if obj is None:

@@ -605,8 +605,11 @@ AddressScheme = Union[IpcryptDet, IpcryptPfx, CryptoPan, Truncate, Drop]
 
 
 def make_address_scheme(name: str, key: Optional[bytes] = None, *,
-                        v4_prefix: int = 24, v6_prefix: int = 48) -> AddressScheme:
+                        v4_prefix: Optional[int] = None, v6_prefix: Optional[int] = None) -> AddressScheme:
     """The address scheme called ``name`` (one of ``ADDRESS_SCHEMES``), keyed with ``key``.
+
+    ``v4_prefix``/``v6_prefix`` only matter for ``truncate`` (``None``: /24 and /48), so
+    ``stream.config.AddressScheme``'s fields can be passed through as they are.
 
     Keyed schemes need exactly ``KEY_BYTES[name]`` bytes; the keyless ones reject a key, so a
     policy that names the wrong scheme fails loudly instead of silently not using its key.
@@ -620,5 +623,7 @@ def make_address_scheme(name: str, key: Optional[bytes] = None, *,
     if name in ("truncate", "drop"):
         if key is not None:
             raise CryptoError(f"{name}: this scheme takes no key")
-        return Truncate(v4_prefix, v6_prefix) if name == "truncate" else Drop()
+        if name == "drop":
+            return Drop()
+        return Truncate(24 if v4_prefix is None else v4_prefix, 48 if v6_prefix is None else v6_prefix)
     raise CryptoError(f"unknown address scheme {name!r}; expected one of {', '.join(ADDRESS_SCHEMES)}")

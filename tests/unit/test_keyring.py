@@ -247,3 +247,14 @@ def test_epoch_key_ids_are_shredded_with_their_epoch():
     with pytest.raises(CryptoError):
         r.key_id("192.0.2.1", epoch=2)
     assert r.key_id("192.0.2.1") == stable
+
+
+def test_config_address_scheme_fields_pass_through():
+    # stream.config.AddressScheme carries kind + optional prefix lengths (None unless truncate)
+    r = Keyring.create("junet", SEED)
+    a = ipaddress.ip_address("192.0.2.77")
+    assert r.address_scheme("truncate", 0, v4_prefix=None, v6_prefix=None).encrypt(a) == \
+        ipaddress.ip_address("192.0.2.0")
+    assert r.address_scheme("drop", 0, v4_prefix=None, v6_prefix=None).encrypt(a) is None
+    pfx = r.address_scheme("ipcrypt-pfx", 0, v4_prefix=None, v6_prefix=None)
+    assert pfx.decrypt(pfx.encrypt(a)) == a
