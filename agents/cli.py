@@ -24,8 +24,9 @@ from . import commands
 from .broker import BrokerError
 
 
-class CliError(Exception):
-    """A one-line user-facing error; the CLI exits 2."""
+class CliError(IpanonError):
+    """A one-line user-facing error; the CLI exits 2.  (An ``IpanonError`` so that it is caught
+    even when this module also runs as ``__main__``.)"""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

@@ -36,3 +36,28 @@ H_FORMAT = "ipanon-format"
 H_OPERATOR = "ipanon-operator"
 H_SOURCE = "ipanon-source"
 H_RECEIVED_MS = "ipanon-received-ms"
+
+
+class Topics:
+    """Every topic name for one deployment prefix (tests and demos use their own prefix so
+    runs on one broker never share data; production uses the default ``ipanon``)."""
+
+    def __init__(self, prefix: str = PREFIX) -> None:
+        self.prefix = prefix
+        self.raw_radius = f"{prefix}-raw-radius"
+        self.raw_dhcp = f"{prefix}-raw-dhcp"
+        self.raw_nat = f"{prefix}-raw-nat"
+        self.raw = (self.raw_radius, self.raw_dhcp, self.raw_nat)
+        self.raw_by_family = {"radius": self.raw_radius, "dhcp": self.raw_dhcp, "nat": self.raw_nat}
+        self.bindings = f"{prefix}-bindings"
+        self.deadletter = f"{prefix}-deadletter"
+        self.stats = f"{prefix}-stats"
+        self.aggregates = f"{prefix}-aggregates"
+        self.lookup_requests = f"{prefix}-lookup-requests"
+        self.lookup_responses = f"{prefix}-lookup-responses"
+        self.audit = f"{prefix}-audit"
+        self.consent = f"{prefix}-consent"
+
+    def all(self) -> list[str]:
+        return [*self.raw, self.bindings, self.deadletter, self.stats, self.aggregates,
+                self.lookup_requests, self.lookup_responses, self.audit, self.consent]

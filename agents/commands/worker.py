@@ -1,0 +1,62 @@
+"""``ipanon worker`` — the Faust worker (ingest, mapping, stats, lookup agents + sweeper)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "worker", help="run the stream worker (all agents) until stopped",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run ipanon's Faust worker: ingest raw topics, keep the mapping table,\n"
+                    "emit pseudonymised statistics, answer lookups, expire on time.\n"
+                    "Settings come from flags, then IPANON_* environment variables (README).",
+        epilog="example:\n  ipanon broker start\n  ipanon worker --keys ~/.config/ipanon/keys",
+    )
+    p.add_argument("--bootstrap", help="Kafka bootstrap host:port (default: the running local broker)")
+    p.add_argument("--app-id", help="Faust application id / consumer group (default ipanon)")
+    p.add_argument("--topic-prefix", help="prefix of every topic name (default ipanon)")
+    p.add_argument("--partitions", type=int, help="partitions of the worker's topics (default 4)")
+    p.add_argument("--operators", type=Path, help="directory of operator profiles (default config/operators)")
+    p.add_argument("--keys", type=Path, help="directory of operator key files <operator>.key (mode 0600)")
+    p.add_argument("--data-dir", type=Path, help="worker data directory")
+    p.add_argument("--web-port", type=int, help="status/metrics web port (default 6066; 0 = no web server)")
+    p.add_argument("--default-operator", help="operator for raw records without an ipanon-operator header")
+    p.add_argument("--ttl-ms", type=int, help="override every operator's table TTL (tests, demo)")
+    p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def build(args: argparse.Namespace):
+    from ..app import Pipeline
+    from ..runtime import load_operators
+    from ..settings import Settings
+
+    settings = Settings.from_env(
+        bootstrap=args.bootstrap, app_id=args.app_id, topic_prefix=args.topic_prefix, partitions=args.partitions,
+        operators_dir=args.operators, keys_dir=args.keys, data_dir=args.data_dir,
+        web_port=args.web_port, default_operator=args.default_operator, ttl_ms_override=args.ttl_ms,
+    )
+    return Pipeline(settings, load_operators(settings))
+
+
+def run(args: argparse.Namespace) -> int:
+    from faust import Worker
+    from faust.exceptions import ImproperlyConfigured
+
+    from ..cli import CliError
+
+    try:
+        pipeline = build(args)  # raises ConfigError before anything starts
+    except ImproperlyConfigured as e:
+        raise CliError(f"worker settings rejected by Faust: {e}") from None
+    from ..kafka_io import ensure_topics
+
+    # Faust declares only the topics its agents consume; every topic the worker writes must
+    # exist before it starts (the local broker does not auto-create topics).
+    ensure_topics(pipeline.settings.bootstrap, pipeline.names.all(), partitions=pipeline.settings.partitions)
+    worker = Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,79 @@
+"""Small synchronous Kafka helpers for the CLI, the demo and tests (kafka-python).
+
+The worker itself uses Faust/aiokafka; these are for tools that send a file's worth of records,
+read a topic from the beginning, or create topics.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+
+def producer(bootstrap: str, **kw) -> KafkaProducer:
+    opts = dict(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all",
+                compression_type=None, max_in_flight_requests_per_connection=1, retries=10)
+    opts.update(kw)
+    return KafkaProducer(**opts)
+
+
+def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4,
+                  configs: Optional[Mapping[str, Mapping[str, str]]] = None) -> list[str]:
+    """Create missing topics; returns the names created."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-admin")
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(n, partitions, 1, topic_configs=dict((configs or {}).get(n, {})))
+               for n in names if n not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> list:
+    """Every record of ``topic`` from the beginning up to its current end offsets."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                      consumer_timeout_ms=int(timeout_s * 1000))
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        ends = c.end_offsets(tps)
+        out = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = c.poll(timeout_ms=int(timeout_s * 1000))
+            if not batch:
+                break
+            for tp, recs in batch.items():
+                out.extend(recs)
+                if c.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        c.close()
+
+
+def count(bootstrap: str, topic: str) -> int:
+    """Records currently in ``topic`` (end − beginning offsets, summed over partitions)."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:
+            return 0
+        ends, begins = c.end_offsets(tps), c.beginning_offsets(tps)
+        return sum(ends[tp] - begins[tp] for tp in tps)
+    finally:
+        c.close()

@@ -1,0 +1,53 @@
+"""Operator key material on disk (the edge; derivation lives in ``stream``).
+
+One file per operator, ``<keys_dir>/<operator>.key``: 32 random bytes as 64 hex characters.
+The file must be readable by its owner only (mode 0600 or stricter): a group- or
+world-readable key file stops the worker with a clear error, because anyone who can read it can
+re-identify every pseudonym of that operator.  ``ensure_demo_keys`` creates fresh keys for the
+demo and tests; production keys are provisioned by the operator (see README "Keys").
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Iterable
+
+from stream.errors import ConfigError
+
+
+def key_path(keys_dir: Path, operator: str) -> Path:
+    return Path(keys_dir) / f"{operator}.key"
+
+
+def load_key(keys_dir: Path, operator: str) -> bytes:
+    p = key_path(keys_dir, operator)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no key file for operator {operator!r}; create one with "
+                          f"`ipanon keys new-operator {operator}` or `head -c32 /dev/urandom | xxd -p -c64 > {p}; chmod 600 {p}`") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{p}: key file is readable by group/others (mode {stat.S_IMODE(st.st_mode):o}); run `chmod 600 {p}`")
+    text = p.read_text().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{p}: key file must hold 64 hex characters") from None
+    if len(key) != 32:
+        raise ConfigError(f"{p}: key file must hold 32 bytes (64 hex characters)")
+    return key
+
+
+def ensure_demo_keys(keys_dir: Path, operators: Iterable[str]) -> None:
+    keys_dir = Path(keys_dir)
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    for op in operators:
+        p = key_path(keys_dir, op)
+        if not p.exists():
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")

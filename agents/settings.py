@@ -1,0 +1,66 @@
+"""Worker settings: loaded once at the edge (CLI flags > environment > defaults) and passed in.
+
+Environment variables (all optional): ``IPANON_BOOTSTRAP`` (default: the running local broker),
+``IPANON_APP_ID`` (default ``ipanon``), ``IPANON_TOPIC_PREFIX`` (``ipanon``), ``IPANON_PARTITIONS`` (4), ``IPANON_DATA_DIR``
+(``~/.local/state/ipanon/worker``), ``IPANON_OPERATORS`` (``config/operators``),
+``IPANON_KEYS`` (directory of operator key files), ``IPANON_DEFAULT_OPERATOR`` (used for raw
+records without an ``ipanon-operator`` header; unset = such records are dead-lettered),
+``IPANON_WEB_PORT`` (6066; 0 disables the web server), ``IPANON_TTL_MS`` (override every operator's table TTL; tests and the
+demo use seconds-scale TTLs).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from .broker import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str
+    app_id: str = "ipanon"
+    topic_prefix: str = "ipanon"
+    partitions: int = 4
+    data_dir: Path = Path.home() / ".local" / "state" / "ipanon" / "worker"
+    operators_dir: Path = REPO_ROOT / "config" / "operators"
+    keys_dir: Optional[Path] = None
+    default_operator: Optional[str] = None
+    web_port: int = 6066
+    web_enabled: bool = True
+    ttl_ms_override: Optional[int] = None
+    sweep_interval_s: float = 1.0
+    batch_size: int = 2000
+    batch_within_s: float = 0.05
+    log_level: str = "warning"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides) -> "Settings":
+        def get(name, conv=str, default=None):
+            v = env.get(name)
+            return conv(v) if v not in (None, "") else default
+
+        kw = dict(
+            bootstrap=get("IPANON_BOOTSTRAP"),
+            app_id=get("IPANON_APP_ID", default="ipanon"),
+            topic_prefix=get("IPANON_TOPIC_PREFIX", default="ipanon"),
+            partitions=get("IPANON_PARTITIONS", int, 4),
+            data_dir=get("IPANON_DATA_DIR", Path, cls.data_dir),
+            operators_dir=get("IPANON_OPERATORS", Path, cls.operators_dir),
+            keys_dir=get("IPANON_KEYS", Path, None),
+            default_operator=get("IPANON_DEFAULT_OPERATOR"),
+            web_port=get("IPANON_WEB_PORT", int, 6066),
+            ttl_ms_override=get("IPANON_TTL_MS", int, None),
+        )
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        if kw["web_port"] == 0:  # 0 = no web server
+            kw["web_enabled"] = False
+        if not kw["bootstrap"]:
+            from .broker import LocalBroker
+
+            kw["bootstrap"] = LocalBroker().bootstrap
+        return cls(**kw)

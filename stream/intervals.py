@@ -1,0 +1,317 @@
+"""Who held an address (or a NAT port block) when: half-open intervals per table key.
+
+A table key names one address slot of one operator: ``<operator>|ip|<address or prefix>`` for
+RADIUS/DHCP bindings and ``<operator>|nat|<public address>`` for CGNAT port blocks.  Its value
+is a tuple of ``Interval`` sorted by start.  Everything here is a pure function of
+(intervals, binding) or (intervals, query); time is an argument.
+
+Semantics (each rule has a unit test in ``tests/unit/test_intervals.py``):
+
+- *Slot.*  Two intervals compete for the same slot when they are on the same key and, for NAT,
+  their port ranges overlap.  Within a slot at most one holder exists at any instant.
+- *Same session.*  An event belongs to an existing interval when its session matches (RADIUS:
+  ``<nas>/<Acct-Session-Id>``), or — for DHCP and NAT, which have no session — when its holder
+  matches and the intervals touch or overlap.
+- **start** opens ``[at, open)``.  A later start by another holder on the same slot closes the
+  earlier interval at that instant ("IP re-use").  A duplicate start changes nothing; a start
+  that arrives after its own interim or stop (out of order) moves the interval's start earlier.
+- **update** (Interim-Update, DHCP renew, NAT ACTIVE) extends ``last_ms`` (and a DHCP lease's
+  ``until_ms``).  An update without a start opens the interval at ``at − Acct-Session-Time``
+  when the session time is known, else at ``at``.
+- **stop** closes the session at ``at``.  A stop without a start records
+  ``[at − Acct-Session-Time, at)`` when the session time is known; without it there is nothing
+  to record (the outcome says ``orphan-stop``).  A stop for an interval already closed keeps the
+  earlier end (duplicates are harmless).
+- **reset** (Accounting-On/Off of a NAS) closes every open interval of that NAS at ``at``.
+- *Overlap repair.*  After every change, an interval that overlaps a later-starting interval of
+  a different holder in the same slot is cut at that start: the newest claim on an address wins.
+- *Staleness.*  An open interval whose holder went silent is not current for ever: its
+  effective end is ``until_ms`` (DHCP lease end) or ``last_ms + stale_after_ms`` (a lost Stop),
+  whichever applies first.  Retention counts from the effective end.
+
+Expiry: an interval is *expired* at ``effective_end + ttl_ms`` (``ttl_ms`` from
+``stream.policy``); ``sweep`` drops expired intervals.  ``held`` marks intervals under a legal
+hold, which ``sweep`` keeps.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, replace
+from typing import Iterable, Optional, Sequence
+
+from .errors import Rejected
+from .model import Binding, IPAddress, IPNetwork, ip_text
+
+#: Default for how long an open interval stays current without any event (lost Stop).
+DEFAULT_STALE_AFTER_MS = 24 * 3600 * 1000
+#: IPv6 addresses are routed (partitioned) by their /48, so every prefix a subscriber can be
+#: delegated (/48 … /128) lives on the partition that also answers lookups inside it.
+V6_ROUTING_PREFIX = 48
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    start_ms: int
+    end_ms: Optional[int]          # None while open
+    holder: str                    # subscriber (ip slots) or inside address (nat slots)
+    session: Optional[str] = None
+    nas: Optional[str] = None
+    last_ms: int = 0               # newest event time seen for this interval
+    until_ms: Optional[int] = None  # DHCP lease end
+    port_first: Optional[int] = None
+    port_last: Optional[int] = None
+    held: bool = False             # under a legal hold: not swept
+
+    def effective_end(self, stale_after_ms: int) -> int:
+        """The instant this interval stops being current (never None)."""
+        ends = [self.last_ms + stale_after_ms]
+        if self.end_ms is not None:
+            ends.append(self.end_ms)
+        if self.until_ms is not None:
+            ends.append(self.until_ms)
+        return min(ends)
+
+    def same_slot(self, other: "Interval") -> bool:
+        if self.port_first is None or other.port_first is None:
+            return True
+        return not (self.port_last < other.port_first or other.port_last < self.port_first)  # type: ignore[operator]
+
+    def __repr__(self) -> str:  # no raw identifiers in reprs
+        return f"Interval([{self.start_ms}, {self.end_ms}))"
+
+
+Intervals = tuple[Interval, ...]
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def slot_of(b: Binding) -> str:
+    return "nat" if b.kind == "nat" else "ip"
+
+
+def table_key(operator: str, slot: str, net: IPNetwork) -> str:
+    return f"{operator}|{slot}|{ip_text(net)}"
+
+
+def routing_key(operator: str, net: IPNetwork | IPAddress) -> str:
+    """The partitioning key: IPv4 by address, IPv6 by its /48 (see ``V6_ROUTING_PREFIX``)."""
+    if isinstance(net, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        net = ipaddress.ip_network(net)
+    if net.version == 6:
+        if net.prefixlen < V6_ROUTING_PREFIX:
+            raise Rejected("prefix-too-short", f"IPv6 prefixes shorter than /{V6_ROUTING_PREFIX} are not subscriber prefixes")
+        net = net.supernet(new_prefix=V6_ROUTING_PREFIX)
+    return f"{operator}|{ip_text(net)}"
+
+
+def candidate_keys(operator: str, slot: str, addr: IPAddress) -> list[str]:
+    """Every table key whose prefix could contain ``addr`` (longest first)."""
+    if addr.version == 4:
+        return [table_key(operator, slot, ipaddress.ip_network(addr))]
+    net = ipaddress.ip_network(addr)
+    return [table_key(operator, slot, net.supernet(new_prefix=p)) for p in range(128, V6_ROUTING_PREFIX - 1, -1)]
+
+
+# -- applying bindings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What ``apply`` did, for metrics: one of opened, extended, closed, duplicate, orphan-stop,
+    reopened-earlier, reset, expired-on-arrival."""
+
+    kind: str
+
+
+def _interval_from(b: Binding, start_ms: int, end_ms: Optional[int]) -> Interval:
+    holder = str(b.inside_ip) if b.kind == "nat" else b.subscriber
+    if holder is None:
+        raise Rejected("missing-identity", "binding has no subscriber")
+    return Interval(start_ms=start_ms, end_ms=end_ms, holder=holder, session=b.session, nas=b.nas,
+                    last_ms=max(start_ms, b.at_ms) if end_ms is None else end_ms,
+                    until_ms=b.until_ms, port_first=b.port_first, port_last=b.port_last)
+
+
+def _matches(iv: Interval, b: Binding, probe: Interval) -> bool:
+    if not iv.same_slot(probe):
+        return False
+    if b.session is not None and iv.session is not None:
+        return iv.session == b.session
+    if iv.holder != probe.holder:
+        return False
+    # no session (DHCP, NAT): the same holder's interval that is still open, or that ends at or
+    # after this event's time (a renewal within the lease), is the same tenure
+    return iv.end_ms is None or iv.end_ms >= b.at_ms
+
+
+def _started_at(b: Binding) -> int:
+    if b.session_time_s is not None:
+        return b.at_ms - 1000 * b.session_time_s
+    return b.at_ms
+
+
+def apply(intervals: Intervals, b: Binding) -> tuple[Intervals, Outcome]:
+    """Apply one (non-reset) binding to the intervals of its key."""
+    if b.action == "reset":
+        raise ValueError("reset bindings go through apply_reset")
+    probe = _interval_from(b, b.at_ms, None)
+    idx = next((i for i, iv in enumerate(intervals) if _matches(iv, b, probe)), None)
+    ivs = list(intervals)
+    if b.action == "start":
+        if idx is None:
+            ivs.append(probe)
+            outcome = "opened"
+        else:
+            iv = ivs[idx]
+            if b.at_ms < iv.start_ms:
+                ivs[idx] = replace(iv, start_ms=b.at_ms)
+                outcome = "reopened-earlier"
+            else:
+                ivs[idx] = replace(iv, until_ms=_later(iv.until_ms, b.until_ms), last_ms=max(iv.last_ms, b.at_ms)) if iv.end_ms is None else iv
+                outcome = "duplicate" if b.at_ms == iv.start_ms else "extended"
+    elif b.action == "update":
+        if idx is None:
+            start = _started_at(b)
+            ivs.append(replace(probe, start_ms=start, last_ms=b.at_ms))
+            outcome = "opened"
+        else:
+            iv = ivs[idx]
+            if iv.end_ms is not None and iv.end_ms <= b.at_ms and b.session is not None:
+                outcome = "duplicate"  # late interim after the stop: the stop is authoritative
+            else:
+                start = min(iv.start_ms, _started_at(b)) if b.session_time_s is not None else iv.start_ms
+                ivs[idx] = replace(iv, start_ms=start, last_ms=max(iv.last_ms, b.at_ms),
+                                   until_ms=_later(iv.until_ms, b.until_ms))
+                outcome = "extended"
+    elif b.action == "stop":
+        if idx is None:
+            if b.session_time_s is None:
+                return intervals, Outcome("orphan-stop")
+            ivs.append(replace(probe, start_ms=_started_at(b), end_ms=b.at_ms, last_ms=b.at_ms, until_ms=None))
+            outcome = "opened"
+        else:
+            iv = ivs[idx]
+            end = b.at_ms if iv.end_ms is None else min(iv.end_ms, b.at_ms)
+            start = min(iv.start_ms, _started_at(b))
+            if end < start:
+                end = start
+            outcome = "duplicate" if iv.end_ms == end and iv.start_ms == start else "closed"
+            ivs[idx] = replace(iv, start_ms=start, end_ms=end, last_ms=max(iv.last_ms, end), until_ms=None)
+    else:  # pragma: no cover - Binding validates actions
+        raise ValueError(b.action)
+    return _repair(ivs), Outcome(outcome)
+
+
+def apply_reset(intervals: Intervals, nas: str, at_ms: int) -> Intervals:
+    """Accounting-On/Off: close every open interval of ``nas`` at ``at_ms``."""
+    out = []
+    changed = False
+    for iv in intervals:
+        if iv.end_ms is None and iv.nas == nas and iv.start_ms <= at_ms:
+            out.append(replace(iv, end_ms=at_ms, last_ms=max(iv.last_ms, at_ms)))
+            changed = True
+        else:
+            out.append(iv)
+    return tuple(out) if changed else intervals
+
+
+def _later(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _repair(ivs: list[Interval]) -> Intervals:
+    """Sort by start and cut any interval overlapped by a later start of another holder."""
+    ivs.sort(key=lambda iv: (iv.start_ms, iv.port_first or 0))
+    for i, iv in enumerate(ivs):
+        for later in ivs[i + 1:]:
+            if later.start_ms <= iv.start_ms or later.holder == iv.holder and later.session == iv.session:
+                continue
+            if not iv.same_slot(later):
+                continue
+            if iv.end_ms is None or iv.end_ms > later.start_ms:
+                iv = replace(iv, end_ms=later.start_ms)
+                ivs[i] = iv
+            break
+    return tuple(ivs)
+
+
+# -- expiry ---------------------------------------------------------------------------------
+
+
+def expiry_ms(iv: Interval, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> int:
+    return iv.effective_end(stale_after_ms) + ttl_ms
+
+
+def next_expiry_ms(intervals: Intervals, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> Optional[int]:
+    live = [expiry_ms(iv, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) for iv in intervals if not iv.held]
+    return min(live) if live else None
+
+
+def sweep(intervals: Intervals, now_ms: int, *, ttl_ms: int,
+          stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> tuple[Intervals, int]:
+    """Drop intervals whose expiry instant has passed.  Returns (kept, number dropped)."""
+    kept = tuple(iv for iv in intervals
+                 if iv.held or expiry_ms(iv, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) > now_ms)
+    return kept, len(intervals) - len(kept)
+
+
+# -- lookups --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One answer row: ``holder`` held the address during ``[from_ms, to_ms)``."""
+
+    holder: str
+    from_ms: int
+    to_ms: int
+    port_first: Optional[int] = None
+    port_last: Optional[int] = None
+
+
+def during(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: Optional[int] = None,
+           stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> list[Holding]:
+    """Every holder overlapping ``[from_ms, to_ms)``, clipped to it.  A point query at T is
+    ``during(ivs, T, T + 1)``.  With ``port``, only NAT blocks containing that port."""
+    if to_ms <= from_ms:
+        raise Rejected("bad-interval", "query interval is empty")
+    out = []
+    for iv in intervals:
+        if port is not None and iv.port_first is not None and not (iv.port_first <= port <= iv.port_last):  # type: ignore[operator]
+            continue
+        end = iv.effective_end(stale_after_ms)
+        lo, hi = max(iv.start_ms, from_ms), min(end, to_ms)
+        if lo < hi:
+            out.append(Holding(iv.holder, lo, hi, iv.port_first, iv.port_last))
+    out.sort(key=lambda h: (h.from_ms, h.holder))
+    return out
+
+
+# -- codec ----------------------------------------------------------------------------------
+
+_FIELDS = ("start_ms", "end_ms", "holder", "session", "nas", "last_ms", "until_ms",
+           "port_first", "port_last", "held")
+
+
+def encode(intervals: Intervals) -> bytes:
+    """Version 1: JSON ``{"v":1,"i":[[start,end,holder,session,nas,last,until,pf,pl,held],…]}``."""
+    return json.dumps({"v": 1, "i": [[getattr(iv, f) for f in _FIELDS] for iv in intervals]},
+                      separators=(",", ":")).encode()
+
+
+def decode(raw: bytes) -> Intervals:
+    d = json.loads(raw)
+    if d.get("v") != 1:
+        raise ValueError("unknown interval encoding version")
+    return tuple(Interval(*row) for row in d["i"])
+
+
+def holders_of(intervals: Sequence[Interval]) -> set[str]:
+    return {iv.holder for iv in intervals}
