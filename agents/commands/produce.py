@@ -65,9 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 class Progress:
     """A progress line on stderr: redrawn in place on a TTY, a plain line every 5 s otherwise."""
 
-    def __init__(self, total_bytes: Optional[int], stream=sys.stderr) -> None:
+    def __init__(self, total_bytes: Optional[int], stream=None) -> None:
         self.total = total_bytes
-        self.stream = stream
+        self.stream = stream = stream if stream is not None else sys.stderr
         self.tty = stream.isatty()
         self.t0 = time.monotonic()
         self.last = 0.0
