@@ -207,3 +207,17 @@ def describe_outcomes(outcomes: list[TopicOutcome]) -> str:
 
 def spec_summary(spec: TopicSpec) -> str:
     return ", ".join(f"{k}={v}" for k, v in spec.configs.items())
+
+
+def prepare_retention(admin, operators, params=None, layout=None, *, require_all: bool = True) -> TopicPlan:
+    """Worker start-up in one call: read this broker's settings, plan with them, and verify
+    every planned topic (``require_all``: missing topics are an error too — run
+    ``ipanon topics apply`` first).  Returns the plan; use ``plan.retention[op]`` with
+    ``stream.policy.expiry_ms`` and ``plan.configs_for(changelog)`` for Faust's
+    ``extra_topic_configs``.  Raises ``ConfigError`` (the worker must not start)."""
+    from stream.policy import DEFAULT_LAYOUT, PlanParams, plan_topics
+
+    broker, _ = read_broker_settings(admin)
+    plan = plan_topics(operators, broker, params or PlanParams(), layout or DEFAULT_LAYOUT)
+    verify_topics(admin, plan, require_all=require_all)
+    return plan

@@ -114,3 +114,24 @@ def test_changelog_with_delete_policy_is_never_altered(admin, unique):
     outcome = {o.name: o for o in apply_plan(admin, plan, alter_unsafe=True)}[cl]
     assert outcome.action == "refused" and "must be compact" in outcome.detail
     assert topic_configs(admin, [cl])[cl]["cleanup.policy"] == "delete"
+
+
+def test_prepare_retention_is_the_worker_startup_check(admin, unique):
+    from agents.kafka_admin import prepare_retention
+    from stream.policy import expiry_ms
+
+    prefix = f"t{unique}"
+    layout = make_layout(prefix, prefix)
+    ops = load_operators(OPERATORS)
+    with pytest.raises(ConfigError, match="does not exist"):
+        prepare_retention(admin, ops, layout=layout)
+    apply_plan(admin, _plan(admin, prefix))
+    plan = prepare_retention(admin, ops, layout=layout)
+    r = plan.retention["connect2ip"]
+    assert expiry_ms(0, r) == r.ttl_ms and r.worst_case_ms <= 86_400_000
+    # a topic altered behind our back after apply makes the next start-up fail
+    from agents.kafka_admin import _alter
+
+    _alter(admin, f"{prefix}-mappings-changelog", {"max.compaction.lag.ms": str(2**63 - 1)})
+    with pytest.raises(ConfigError, match=f"{prefix}-mappings-changelog"):
+        prepare_retention(admin, ops, layout=layout)
