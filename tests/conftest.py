@@ -34,3 +34,85 @@ def bootstrap(broker) -> str:
 def unique() -> str:
     """A short unique suffix for topic and app names, so tests never share state."""
     return uuid.uuid4().hex[:8]
+
+
+class WorkerProcess:
+    """``ipanon worker`` as a child process on the session broker, with its own topic prefix,
+    app id, operator profiles and keys.  Tests talk to it only through Kafka, like users do."""
+
+    def __init__(self, bootstrap: str, workdir: Path, prefix: str, operators: list[str], extra: list[str]):
+        import shutil
+        import subprocess
+        import sys
+
+        from agents.keystore import ensure_demo_keys
+        from agents.kafka_io import ensure_topics
+        from agents.topics import Topics
+
+        self.bootstrap = bootstrap
+        self.topics = Topics(prefix)
+        self.dir = workdir
+        self.operators_dir = workdir / "operators"
+        self.operators_dir.mkdir(parents=True, exist_ok=True)
+        for op in operators:
+            shutil.copy(REPO / "config" / "operators" / f"{op}.toml", self.operators_dir / f"{op}.toml")
+        self.keys = workdir / "keys"
+        ensure_demo_keys(self.keys, operators)
+        ensure_topics(bootstrap, self.topics.all(), partitions=4)
+        self.args = [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap,
+                     "--topic-prefix", prefix, "--app-id", prefix, "--operators", str(self.operators_dir),
+                     "--keys", str(self.keys), "--data-dir", str(workdir / "data"), "--web-port", "0",
+                     "--loglevel", "info", *extra]
+        self.log_path = workdir / "worker.log"
+        self.proc = None
+
+    def start(self):
+        import subprocess
+
+        self.proc = subprocess.Popen(self.args, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+                                     cwd=REPO, start_new_session=True)
+        return self
+
+    def stop(self, sig=None):
+        import os
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig or signal.SIGTERM)
+        try:
+            self.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def worker_factory(bootstrap, tmp_path):
+    started = []
+
+    def make(operators=("connect2ip",), extra=(), prefix=None) -> WorkerProcess:
+        prefix = prefix or f"t{uuid.uuid4().hex[:8]}"
+        w = WorkerProcess(bootstrap, tmp_path / f"w{len(started)}", prefix, list(operators), list(extra))
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        w.stop()
+
+
+def wait_for(predicate, timeout_s: float = 90.0, interval_s: float = 0.5, what: str = "condition"):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
