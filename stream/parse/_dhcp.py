@@ -19,12 +19,15 @@ from ..errors import Rejected
 IDENTITY_FIELDS = ("client_id", "hwaddr", "duid", "circuit_id", "remote_id")
 _HEX = re.compile(r"^[0-9a-fA-F]{1,2}(?::[0-9a-fA-F]{1,2})*$")
 _HEXRUN = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
+_CANON = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2})*\Z")  # already normalised: the common case
 
 
 def hexid(v: Optional[str], field: str) -> Optional[str]:
     """Normalise a hex identifier; empty → None; anything else non-hex → reject."""
-    if v is None:
+    if v is None or not v:
         return None
+    if _CANON.match(v):
+        return v
     s = v.strip()
     if not s:
         return None

@@ -16,7 +16,8 @@ import ipaddress
 from typing import Optional
 
 from ..errors import Rejected
-from ..model import Binding, parse_network
+from ..model import Binding
+from ._fastip import network as parse_network
 
 MAX_LINE_BYTES = 8 * 1024
 

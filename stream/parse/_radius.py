@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Mapping, Optional, Union
 
 from ..errors import Rejected
-from ..model import Binding, parse_network
+from ..model import Binding
+from ._fastip import network as parse_network
 
 STATUS = {
     "start": "start", "1": "start",

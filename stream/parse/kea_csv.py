@@ -26,7 +26,8 @@ from __future__ import annotations
 from typing import Iterable, Iterator, Optional
 
 from ..errors import Rejected
-from ..model import Binding, parse_network
+from ..model import Binding
+from ._fastip import network as parse_network
 from . import Format, register
 from ._dhcp import hexid, subscriber
 from ._time import check_range

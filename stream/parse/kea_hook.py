@@ -24,7 +24,8 @@ import json
 from typing import Mapping, Optional
 
 from ..errors import Rejected
-from ..model import Binding, parse_network
+from ..model import Binding
+from ._fastip import network as parse_network
 from . import Format, register
 from ._dhcp import hexid, subscriber
 from ._time import check_range, epoch_ms

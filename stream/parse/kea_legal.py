@@ -25,7 +25,8 @@ import re
 from typing import Optional
 
 from ..errors import Rejected
-from ..model import Binding, parse_network
+from ..model import Binding
+from ._fastip import network as parse_network
 from . import Format, register
 from ._dhcp import hexid, subscriber
 from ._time import wall_to_ms
