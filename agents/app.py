@@ -18,12 +18,10 @@ carries a deterministic id (stats records).
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass
+import importlib
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import faust
@@ -32,52 +30,20 @@ from stream import intervals as iv
 from stream.errors import Rejected
 from stream.model import Binding, parse_network
 from stream.parse import get_format
-from stream.stats import stats_record
 
 from . import topics as T
 from .mapping_table import MappingTable, partition_for
+from .runtime import OperatorRuntime
 from .settings import Settings
 
 log = logging.getLogger("ipanon")
 
+#: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
+DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent",)
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class OperatorRuntime:
-    """What the worker needs per operator, resolved at start-up from policy and keys."""
-
-    name: str
-    ttl_ms: int
-    stats_key: bytes
-    stale_after_ms: int = iv.DEFAULT_STALE_AFTER_MS
-    epoch: int = 0
-
-    def __repr__(self) -> str:  # keys never in reprs
-        return f"OperatorRuntime({self.name!r}, ttl_ms={self.ttl_ms})"
-
-
-class Pseudonyms:
-    """HMAC-SHA256 pseudonyms under one operator's statistics key (pre-keyed, copied per use)."""
-
-    def __init__(self, key: bytes) -> None:
-        self._sub = hmac.new(hmac.new(key, b"ipanon/v1/subscriber", hashlib.sha256).digest(), digestmod=hashlib.sha256)
-        self._rid = hmac.new(hmac.new(key, b"ipanon/v1/record-id", hashlib.sha256).digest(), digestmod=hashlib.sha256)
-
-    def subscriber(self, s: str) -> str:
-        h = self._sub.copy()
-        h.update(s.encode())
-        return h.hexdigest()[:32]
-
-    def record_id(self, s: str) -> str:
-        h = self._rid.copy()
-        h.update(s.encode())
-        return h.hexdigest()[:32]
-
-    def __repr__(self) -> str:
-        return "Pseudonyms(<key hidden>)"
 
 
 class Pipeline:
@@ -85,11 +51,12 @@ class Pipeline:
     build several with distinct app ids)."""
 
     def __init__(self, settings: Settings, operators: Mapping[str, OperatorRuntime],
-                 *, clock: Callable[[], int] = now_ms) -> None:
+                 *, plan: Any = None, clock: Callable[[], int] = now_ms,
+                 extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> None:
         self.settings = s = settings
+        self.plan = plan
         self.operators = dict(operators)
         self.clock = clock
-        self.pseudonyms = {name: Pseudonyms(op.stats_key) for name, op in self.operators.items()}
         self.counters: dict[str, int] = {}
         self.app = app = faust.App(
             s.app_id,
@@ -121,6 +88,9 @@ class Pipeline:
         self.table = MappingTable(
             app, name="mappings", partitions=s.partitions, key_type=bytes, value_type=bytes,
             help="address slot → intervals",
+            # configs computed from the promises (stream.policy); Faust applies them only when
+            # it creates the topic, so the worker verifies existing topics at start-up
+            extra_topic_configs=plan.configs_for(self._changelog_name()) if plan is not None else None,
         )
         app.tables.add(self.table)
         self.table.source_topics = {names.bindings, names.lookup_requests}
@@ -128,16 +98,50 @@ class Pipeline:
 
         app.agent(self.raw_topics, name="ipanon.ingest")(self._ingest_agent)
         app.agent(self.bindings, name="ipanon.mapping")(self._mapping_agent)
-        app.agent(self.bindings, name="ipanon.stats")(self._stats_agent)
         app.agent(self.lookup_requests, name="ipanon.lookup")(self._lookup_agent)
         app.timer(s.sweep_interval_s, name="ipanon.sweeper")(self._sweeper)
+        app.timer(s.heartbeat_ms / 2000, name="ipanon.heartbeat")(self._heartbeat)
+        self.on_count: list[Callable[[str, int], None]] = []
+        self.extensions = {}
+        for path in extensions:  # each module adds its agents/topics: ``install(pipeline)``
+            self.extensions[path] = importlib.import_module(path).install(self)
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _changelog_name(self) -> str:
+        return f"{self.settings.app_id}-mappings-changelog"
+
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+        for hook in self.on_count:
+            hook(name, n)
 
-    def _dead_letter(self, event: Any, reason: str, detail: str = "") -> None:
+    def raw_identifier_topics(self) -> list[Any]:
+        """Delete-policy topics that can hold raw identifiers and that this worker appends
+        heartbeats to (the changelog gets its own, through the table)."""
+        return [*(self.app.topic(n, key_serializer="raw", value_serializer="raw") for n in self.names.raw),
+                self.bindings, self.deadletter, self.lookup_requests, self.lookup_responses]
+
+    async def _heartbeat(self) -> None:
+        """Append a heartbeat to every partition of every topic that can hold raw identifiers.
+
+        Kafka rolls a segment only on append, and deletes or compacts only closed segments:
+        a quiet partition would keep its active segment — and the raw data in it — for ever
+        (DESIGN.md "Hard facts").  ``stream.policy`` computes the deletion bound assuming an
+        append at least every ``heartbeat_ms``; this timer runs twice as often.  A heartbeat
+        is a null-valued record with the ``ipanon-heartbeat`` header (on the changelog: a
+        tombstone for a reserved key), which every agent skips."""
+        try:
+            for topic in self.raw_identifier_topics():
+                for p in range(self.settings.partitions):
+                    topic.send_soon(key=HEARTBEAT_KEY, value=None, partition=p, headers=HEARTBEAT_HEADERS)
+            for p in sorted(self.table.active):
+                self.table.send_changelog(p, HEARTBEAT_KEY, None, value_serializer="raw")
+            self.count("heartbeats")
+        except Exception:
+            log.exception("heartbeat: failed; will retry")
+
+    def dead_letter(self, event: Any, reason: str, detail: str = "") -> None:
         msg = event.message
         headers = _headers(event)
         record = {
@@ -154,7 +158,7 @@ class Pipeline:
         self.deadletter.send_soon(key=None, value=json.dumps(record).encode())
         self.count(f"rejected:{reason}")
 
-    async def _ebb(self) -> None:
+    async def ebb(self) -> None:
         await self.app.producer.buffer.wait_until_ebb()
 
     # -- ingest -----------------------------------------------------------------------------
@@ -178,17 +182,19 @@ class Pipeline:
         s = self.settings
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
             for event in events:
+                if is_heartbeat(event):
+                    continue
                 try:
                     bindings = self.ingest_one(event)
                     self.count("events_in")
                     for b in bindings:
                         self._emit_binding(b)
                 except Rejected as e:
-                    self._dead_letter(event, e.reason, e.detail)
+                    self.dead_letter(event, e.reason, e.detail)
                 except Exception as e:  # never let one record kill the agent (#175)
                     log.exception("ingest: unexpected error; record dead-lettered")
-                    self._dead_letter(event, "internal-error", type(e).__name__)
-            await self._ebb()
+                    self.dead_letter(event, "internal-error", type(e).__name__)
+            await self.ebb()
 
     def _emit_binding(self, b: Binding) -> None:
         value = b.to_json()
@@ -245,17 +251,19 @@ class Pipeline:
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
             now = self.clock()
             for event in events:
+                if is_heartbeat(event):
+                    continue
                 try:
                     b = Binding.from_json(event.message.value)
                     if b.operator not in self.operators:
                         raise Rejected("unknown-operator", "operator has no profile")
                     self.count("mapping:" + self.apply_binding(event.message.partition, b, now))
                 except Rejected as e:
-                    self._dead_letter(event, e.reason, e.detail)
+                    self.dead_letter(event, e.reason, e.detail)
                 except Exception as e:
                     log.exception("mapping: unexpected error; record dead-lettered")
-                    self._dead_letter(event, "internal-error", type(e).__name__)
-            await self._ebb()
+                    self.dead_letter(event, "internal-error", type(e).__name__)
+            await self.ebb()
 
     # -- sweeper ----------------------------------------------------------------------------
 
@@ -304,35 +312,6 @@ class Pipeline:
             log.exception("sweeper: pass failed; will retry")
             self.count("sweeper_errors")
 
-    # -- stats ------------------------------------------------------------------------------
-
-    def stats_for(self, b: Binding) -> Optional[bytes]:
-        if b.action == "reset":
-            return None
-        ps = self.pseudonyms[b.operator]
-        rec = stats_record(b, subscriber=ps.subscriber, record_id=ps.record_id,
-                           epoch=self.operators[b.operator].epoch)
-        return json.dumps(rec, separators=(",", ":")).encode()
-
-    async def _stats_agent(self, stream: Any) -> None:
-        s = self.settings
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            for event in events:
-                try:
-                    b = Binding.from_json(event.message.value)
-                    if b.operator not in self.pseudonyms:
-                        raise Rejected("unknown-operator", "operator has no profile")
-                    rec = self.stats_for(b)
-                    if rec is not None:
-                        self.stats.send_soon(key=None, value=rec)
-                        self.count("stats_out")
-                except Rejected as e:
-                    self._dead_letter(event, e.reason, e.detail)
-                except Exception as e:
-                    log.exception("stats: unexpected error; record dead-lettered")
-                    self._dead_letter(event, "internal-error", type(e).__name__)
-            await self._ebb()
-
     # -- lookups ----------------------------------------------------------------------------
 
     def intervals_for(self, operator: str, slot: str, addr: Any) -> list[iv.Interval]:
@@ -375,6 +354,8 @@ class Pipeline:
     async def _lookup_agent(self, stream: Any) -> None:
         async for events in stream.take_events(256, within=0.01):
             for event in events:
+                if is_heartbeat(event):
+                    continue
                 req: dict = {}
                 try:
                     req = json.loads(event.message.value)
@@ -387,7 +368,16 @@ class Pipeline:
                 ans["id"] = req.get("id") if isinstance(req, dict) else None
                 self.lookup_responses.send_soon(key=str(ans["id"]).encode(), value=json.dumps(ans).encode())
                 self.count("lookups")
-            await self._ebb()
+            await self.ebb()
+
+
+from .kafka_io import HEARTBEAT_KEY  # noqa: E402  (one definition for writers and readers)
+HEARTBEAT_HEADERS = [("ipanon-heartbeat", b"1")]
+
+
+def is_heartbeat(event: Any) -> bool:
+    msg = event.message
+    return msg.value is None and msg.key == HEARTBEAT_KEY
 
 
 def _headers(event: Any) -> dict[str, str]:

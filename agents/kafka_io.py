@@ -38,8 +38,12 @@ def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4,
         admin.close()
 
 
-def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> list:
-    """Every record of ``topic`` from the beginning up to its current end offsets."""
+HEARTBEAT_KEY = b"ipanon-heartbeat"
+
+
+def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0, heartbeats: bool = False) -> list:
+    """Every record of ``topic`` from the beginning up to its current end offsets (without the
+    worker's heartbeat records unless ``heartbeats``)."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                       consumer_timeout_ms=int(timeout_s * 1000))
     try:
@@ -57,7 +61,7 @@ def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> list:
             if not batch:
                 break
             for tp, recs in batch.items():
-                out.extend(recs)
+                out.extend(r for r in recs if heartbeats or not (r.value is None and r.key == HEARTBEAT_KEY))
                 if c.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return out
@@ -65,8 +69,15 @@ def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> list:
         c.close()
 
 
+def count_records(bootstrap: str, topic: str) -> int:
+    """Data records in ``topic`` (reads it; heartbeats excluded).  For topics the worker
+    heartbeats (bindings, dead-letter, raw, lookups), where offsets overcount."""
+    return len(read_all(bootstrap, topic))
+
+
 def count(bootstrap: str, topic: str) -> int:
-    """Records currently in ``topic`` (end − beginning offsets, summed over partitions)."""
+    """Records currently in ``topic`` (end − beginning offsets, summed over partitions).
+    Exact for topics without heartbeats (stats, aggregates); see ``count_records``."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     try:
         parts = c.partitions_for_topic(topic) or set()

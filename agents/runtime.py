@@ -1,40 +1,106 @@
-"""Start-up: settings + configuration on disk → the operators the worker serves.
+"""Start-up: settings + configuration on disk + the broker → what the worker runs with.
 
-Refuses to start half-configured: every operator profile must load and every operator must
-have a key file (``agents.keystore``), else a ``ConfigError`` names the file to fix.
+Refuses to start half-configured (issue 4, issue 9): every operator profile must load
+(``stream.config``), every operator must have a key file (``agents.keystore``), the broker must
+be reachable, and every topic must exist with configs that keep every promise on *this* broker
+(``agents.kafka_admin.prepare_retention``); otherwise a ``ConfigError`` names what to fix.
+
+The plan's parameters (heartbeat, sweeper period, partitions, ingest lag) come from the same
+``Settings`` the worker then runs with, so the bound the plan relies on is the behaviour the
+worker has.  ``apply_topics`` creates the topics with that same plan (demo, tests; operators
+run ``ipanon topics apply`` with the same flags).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Optional
 
+from stream.config import OperatorPolicy, load_operators as load_policies
 from stream.errors import ConfigError
+from stream.policy import PlanParams, TopicPlan, make_layout, plan_topics
 
-from .app import OperatorRuntime
 from .keystore import load_key
 from .settings import Settings
 
-DEFAULT_TTL_MS = 24 * 3600 * 1000
+
+@dataclass(frozen=True)
+class OperatorRuntime:
+    """What the worker needs per operator, resolved at start-up from policy, plan and keys."""
+
+    name: str
+    ttl_ms: int
+    stats_key: bytes
+    policy: Optional[OperatorPolicy] = None
+    stale_after_ms: int = 24 * 3600 * 1000
+    epoch: int = 0
+
+    def __repr__(self) -> str:  # keys never in reprs
+        return f"OperatorRuntime({self.name!r}, ttl_ms={self.ttl_ms})"
 
 
 def operator_names(operators_dir: Path) -> list[str]:
-    d = Path(operators_dir)
-    if not d.is_dir():
-        raise ConfigError(f"{d}: operator profile directory not found (set --operators or IPANON_OPERATORS)")
-    names = sorted(p.stem for p in d.glob("*.toml"))
-    if not names:
-        raise ConfigError(f"{d}: no operator profiles (*.toml) found")
-    return names
+    return sorted(load_policies(operators_dir))
 
 
 def keys_dir(settings: Settings) -> Path:
     return Path(settings.keys_dir) if settings.keys_dir else Path(settings.data_dir) / "keys"
 
 
-def load_operators(settings: Settings) -> dict[str, OperatorRuntime]:
-    out = {}
+def plan_params(settings: Settings) -> PlanParams:
+    return PlanParams(heartbeat_ms=settings.heartbeat_ms,
+                      sweeper_period_ms=int(settings.sweep_interval_s * 1000),
+                      ingest_lag_ms=settings.ingest_lag_ms,
+                      partitions=settings.partitions)
+
+
+def _admin(settings: Settings):
+    from kafka.errors import KafkaError
+
+    from .kafka_admin import admin_client
+
+    try:
+        return admin_client(settings.bootstrap)
+    except KafkaError as e:
+        raise ConfigError(f"cannot reach Kafka at {settings.bootstrap} ({type(e).__name__}); "
+                          f"check --bootstrap / IPANON_BOOTSTRAP, or run `ipanon broker start`") from None
+
+
+def apply_topics(settings: Settings, policies: Optional[Mapping[str, OperatorPolicy]] = None) -> TopicPlan:
+    """Create (or safely alter) every topic with the planned configs for these settings."""
+    from .kafka_admin import apply_plan, read_broker_settings
+
+    policies = policies or load_policies(settings.operators_dir)
+    admin = _admin(settings)
+    try:
+        broker, _ = read_broker_settings(admin)
+        plan = plan_topics(policies, broker, plan_params(settings),
+                           make_layout(settings.topic_prefix, settings.app_id))
+        apply_plan(admin, plan)
+        return plan
+    finally:
+        admin.close()
+
+
+def prepare(settings: Settings) -> tuple[dict[str, OperatorRuntime], TopicPlan]:
+    """Everything the worker checks before it starts; raises ``ConfigError``."""
+    from .kafka_admin import prepare_retention
+
+    policies = load_policies(settings.operators_dir)
     kd = keys_dir(settings)
-    for name in operator_names(settings.operators_dir):
-        ttl = settings.ttl_ms_override if settings.ttl_ms_override is not None else DEFAULT_TTL_MS
-        out[name] = OperatorRuntime(name=name, ttl_ms=ttl, stats_key=load_key(kd, name))
-    return out
+    keys = {name: load_key(kd, name) for name in policies}
+    admin = _admin(settings)
+    try:
+        plan = prepare_retention(admin, policies, plan_params(settings),
+                                 make_layout(settings.topic_prefix, settings.app_id))
+    finally:
+        admin.close()
+    out = {}
+    for name, pol in policies.items():
+        ttl = plan.retention[name].ttl_ms
+        if settings.ttl_ms_override is not None:
+            # an override may only shorten retention, never extend it past the plan
+            ttl = min(ttl, settings.ttl_ms_override)
+        out[name] = OperatorRuntime(name=name, ttl_ms=ttl, stats_key=keys[name], policy=pol)
+    return out, plan

@@ -5,8 +5,11 @@ Environment variables (all optional): ``IPANON_BOOTSTRAP`` (default: the running
 (``~/.local/state/ipanon/worker``), ``IPANON_OPERATORS`` (``config/operators``),
 ``IPANON_KEYS`` (directory of operator key files), ``IPANON_DEFAULT_OPERATOR`` (used for raw
 records without an ``ipanon-operator`` header; unset = such records are dead-lettered),
-``IPANON_WEB_PORT`` (6066; 0 disables the web server), ``IPANON_TTL_MS`` (override every operator's table TTL; tests and the
-demo use seconds-scale TTLs).
+``IPANON_WEB_PORT`` (6066; 0 disables the web server), ``IPANON_TTL_MS`` (shorten every operator's table TTL; never lengthens it past the retention
+plan), ``IPANON_HEARTBEAT_MS`` (60000: how often the worker appends to every partition of the
+topics that hold raw identifiers, so their segments roll), ``IPANON_INGEST_LAG_MS`` (300000:
+the longest a raw record may arrive after its mapping ended).  The retention plan
+(``stream.policy``) is computed with these same values.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Settings:
     web_enabled: bool = True
     ttl_ms_override: Optional[int] = None
     sweep_interval_s: float = 1.0
+    heartbeat_ms: int = 60_000
+    ingest_lag_ms: int = 300_000
     batch_size: int = 2000
     batch_within_s: float = 0.05
     log_level: str = "warning"
@@ -55,6 +60,8 @@ class Settings:
             default_operator=get("IPANON_DEFAULT_OPERATOR"),
             web_port=get("IPANON_WEB_PORT", int, 6066),
             ttl_ms_override=get("IPANON_TTL_MS", int, None),
+            heartbeat_ms=get("IPANON_HEARTBEAT_MS", int, 60_000),
+            ingest_lag_ms=get("IPANON_INGEST_LAG_MS", int, 300_000),
         )
         kw.update({k: v for k, v in overrides.items() if v is not None})
         if kw["web_port"] == 0:  # 0 = no web server

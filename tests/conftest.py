@@ -40,13 +40,15 @@ class WorkerProcess:
     """``ipanon worker`` as a child process on the session broker, with its own topic prefix,
     app id, operator profiles and keys.  Tests talk to it only through Kafka, like users do."""
 
-    def __init__(self, bootstrap: str, workdir: Path, prefix: str, operators: list[str], extra: list[str]):
+    def __init__(self, bootstrap: str, workdir: Path, prefix: str, operators: list[str], extra: list[str],
+                 heartbeat_ms: int = 1000):
         import shutil
         import subprocess
         import sys
 
         from agents.keystore import ensure_demo_keys
-        from agents.kafka_io import ensure_topics
+        from agents.runtime import apply_topics
+        from agents.settings import Settings
         from agents.topics import Topics
 
         self.bootstrap = bootstrap
@@ -54,15 +56,22 @@ class WorkerProcess:
         self.dir = workdir
         self.operators_dir = workdir / "operators"
         self.operators_dir.mkdir(parents=True, exist_ok=True)
-        for op in operators:
-            shutil.copy(REPO / "config" / "operators" / f"{op}.toml", self.operators_dir / f"{op}.toml")
+        for op in operators:  # a seed profile name, or (name, toml text) for a test profile
+            if isinstance(op, tuple):
+                (self.operators_dir / f"{op[0]}.toml").write_text(op[1])
+            else:
+                shutil.copy(REPO / "config" / "operators" / f"{op}.toml", self.operators_dir / f"{op}.toml")
+        operators = [op[0] if isinstance(op, tuple) else op for op in operators]
         self.keys = workdir / "keys"
         ensure_demo_keys(self.keys, operators)
-        ensure_topics(bootstrap, self.topics.all(), partitions=4)
+        self.settings = Settings(bootstrap=bootstrap, app_id=prefix, topic_prefix=prefix,
+                                 operators_dir=self.operators_dir, keys_dir=self.keys,
+                                 data_dir=workdir / "data", heartbeat_ms=heartbeat_ms)
+        self.plan = apply_topics(self.settings)  # the same plan the worker verifies at start-up
         self.args = [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap,
                      "--topic-prefix", prefix, "--app-id", prefix, "--operators", str(self.operators_dir),
                      "--keys", str(self.keys), "--data-dir", str(workdir / "data"), "--web-port", "0",
-                     "--loglevel", "info", *extra]
+                     "--heartbeat-ms", str(heartbeat_ms), "--loglevel", "info", *extra]
         self.log_path = workdir / "worker.log"
         self.proc = None
 

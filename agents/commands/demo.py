@@ -68,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..broker import REPO_ROOT, LocalBroker
     from ..cli import CliError
-    from ..kafka_io import count, ensure_topics, read_all
+    from ..kafka_io import count, count_records, read_all
     from ..keystore import ensure_demo_keys
     from ..lookup_client import lookup_many
-    from ..runtime import operator_names
+    from ..runtime import apply_topics, operator_names
+    from ..settings import Settings
     from ..topics import Topics
 
     prog = _Progress(quiet=False)
@@ -87,17 +88,22 @@ def run(args: argparse.Namespace) -> int:
         operators_dir = REPO_ROOT / "config" / "operators"
         operators = operator_names(operators_dir)
         topics = Topics("ipanon")
-        ensure_topics(bootstrap, topics.all(), partitions=4)
         keys = work / "keys"
+        settings = Settings(bootstrap=bootstrap, operators_dir=operators_dir, keys_dir=keys,
+                            data_dir=work / "worker", heartbeat_ms=5000)
+        plan = apply_topics(settings)
         ensure_demo_keys(keys, operators)
-        prog.step(f"topics created; demo keys for {len(operators)} operators: {', '.join(operators)}")
+        strictest = min(plan.retention.values(), key=lambda r: r.promise_ms)
+        prog.step(f"{len(plan.topics)} topics created with retention computed from the promises "
+                  f"(strictest: {strictest.operator}, TTL {strictest.ttl_ms / 3_600_000:.1f} h); "
+                  f"demo keys for {len(operators)} operators: {', '.join(operators)}")
 
         log = open(work / "worker.log", "wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         worker = subprocess.Popen(
             [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap,
              "--operators", str(operators_dir), "--keys", str(keys), "--data-dir", str(work / "worker"),
-             "--web-port", "0", "--loglevel", "warning"],
+             "--web-port", "0", "--heartbeat-ms", "5000", "--loglevel", "warning"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True)
         prog.step(f"worker started (pid {worker.pid}, log {work / 'worker.log'})")
 
@@ -129,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         last = -1
         while True:
             stats_out = count(bootstrap, topics.stats)
-            rejected = count(bootstrap, topics.deadletter)
+            rejected = count_records(bootstrap, topics.deadletter)
             if stats_out != last:
                 prog.step(f"worker progress: {stats_out}/{expected_bindings} stats records, {rejected} dead-lettered")
                 last = stats_out
@@ -173,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
         summary = {
             "events_in": events_in,
-            "bindings": count(bootstrap, topics.bindings),
+            "bindings": count_records(bootstrap, topics.bindings),
             "stats_out": stats_out,
             "rejected": rejected,
             "lookups_checked": len(reqs),

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run ipanon's Faust worker: ingest raw topics, keep the mapping table,\n"
                     "emit pseudonymised statistics, answer lookups, expire on time.\n"
                     "Settings come from flags, then IPANON_* environment variables (README).",
-        epilog="example:\n  ipanon broker start\n  ipanon worker --keys ~/.config/ipanon/keys",
+        epilog="example:\n  ipanon broker start\n  ipanon topics apply\n  ipanon worker --keys ~/.config/ipanon/keys",
     )
     p.add_argument("--bootstrap", help="Kafka bootstrap host:port (default: the running local broker)")
     p.add_argument("--app-id", help="Faust application id / consumer group (default ipanon)")
@@ -24,22 +24,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, help="worker data directory")
     p.add_argument("--web-port", type=int, help="status/metrics web port (default 6066; 0 = no web server)")
     p.add_argument("--default-operator", help="operator for raw records without an ipanon-operator header")
-    p.add_argument("--ttl-ms", type=int, help="override every operator's table TTL (tests, demo)")
+    p.add_argument("--ttl-ms", type=int, help="shorten every operator's table TTL (tests, demo); never lengthens it")
+    p.add_argument("--heartbeat-ms", type=int, help="heartbeat period; must match `ipanon topics apply` (default 60000)")
+    p.add_argument("--ingest-lag-ms", type=int, help="max raw-record lag after a mapping ends (default 300000)")
     p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
 
 def build(args: argparse.Namespace):
     from ..app import Pipeline
-    from ..runtime import load_operators
+    from ..runtime import prepare
     from ..settings import Settings
 
     settings = Settings.from_env(
         bootstrap=args.bootstrap, app_id=args.app_id, topic_prefix=args.topic_prefix, partitions=args.partitions,
         operators_dir=args.operators, keys_dir=args.keys, data_dir=args.data_dir,
         web_port=args.web_port, default_operator=args.default_operator, ttl_ms_override=args.ttl_ms,
+        heartbeat_ms=args.heartbeat_ms, ingest_lag_ms=args.ingest_lag_ms,
     )
-    return Pipeline(settings, load_operators(settings))
+    operators, plan = prepare(settings)  # ConfigError: the worker does not start half-configured
+    return Pipeline(settings, operators, plan=plan)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,11 +56,6 @@ def run(args: argparse.Namespace) -> int:
         pipeline = build(args)  # raises ConfigError before anything starts
     except ImproperlyConfigured as e:
         raise CliError(f"worker settings rejected by Faust: {e}") from None
-    from ..kafka_io import ensure_topics
-
-    # Faust declares only the topics its agents consume; every topic the worker writes must
-    # exist before it starts (the local broker does not auto-create topics).
-    ensure_topics(pipeline.settings.bootstrap, pipeline.names.all(), partitions=pipeline.settings.partitions)
     worker = Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

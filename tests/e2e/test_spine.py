@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from agents.kafka_io import count, read_all
+from agents.kafka_io import count, count_records, read_all
 from agents.lookup_client import lookup_many
 from tests.conftest import REPO, wait_for
 
@@ -40,7 +40,7 @@ def test_raw_radius_to_pseudonymous_stats_and_exact_lookup(worker_factory, tmp_p
                          str(feed)], cwd=REPO, capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
 
-    wait_for(lambda: count(bootstrap, w.topics.stats) >= 5 and count(bootstrap, w.topics.deadletter) >= 1,
+    wait_for(lambda: count(bootstrap, w.topics.stats) >= 5 and count_records(bootstrap, w.topics.deadletter) >= 1,
              timeout_s=120, what="stats and dead-letter records")
 
     stats = [json.loads(r.value) for r in read_all(bootstrap, w.topics.stats)]
