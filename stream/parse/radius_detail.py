@@ -52,7 +52,7 @@ def _unescape(m: re.Match) -> str:
     e = m.group(1)
     if e in _SIMPLE:
         return _SIMPLE[e]
-    if e[0] == "x":
+    if e[0] == "x" and len(e) == 3:
         return chr(int(e[1:], 16))
     if e[0] in "01234567":
         return chr(int(e, 8) & 0xFF)
