@@ -41,6 +41,9 @@ log = logging.getLogger("ipanon")
 #: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
 DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent",)
 
+#: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
+HOLD_RECHECK_MS = 5_000
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -102,6 +105,7 @@ class Pipeline:
         app.timer(s.sweep_interval_s, name="ipanon.sweeper")(self._sweeper)
         app.timer(s.heartbeat_ms / 2000, name="ipanon.heartbeat")(self._heartbeat)
         self.on_count: list[Callable[[str, int], None]] = []
+        self.holds: Any = None  # stream.hold.HoldSet, set by the holds agent
         self.extensions = {}
         for path in extensions:  # each module adds its agents/topics: ``install(pipeline)``
             self.extensions[path] = importlib.import_module(path).install(self)
@@ -288,10 +292,12 @@ class Pipeline:
             name = key.split(b"|", 1)[0].decode()
             op = self.operators.get(name)
             ivs = iv.decode(raw)
+            held = self._hold_check(name, key, now)
             if op is None:
                 kept, dropped = (), len(ivs)
             else:
-                kept, dropped = iv.sweep(ivs, now, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
+                kept, dropped = iv.sweep(ivs, now, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms,
+                                         is_held=held)
             if dropped:
                 dropped_total += dropped
                 if kept:
@@ -300,10 +306,28 @@ class Pipeline:
                     self.table.delete(partition, key)
                     self.count("tombstones")
             if kept and op is not None:
-                self.table.schedule(iv.next_expiry_ms(kept, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms), key)
+                nxt = iv.next_expiry_ms(kept, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
+                if nxt is not None and nxt <= now:  # kept past expiry: held; look again soon
+                    nxt = now + HOLD_RECHECK_MS
+                self.table.schedule(nxt, key)
         if dropped_total:
             self.count("expired", dropped_total)
         return dropped_total
+
+    def _hold_check(self, operator: str, key: bytes, now: int) -> Optional[Callable[[iv.Interval], bool]]:
+        """A predicate for ``stream.intervals.sweep``: is this interval under a legal hold?
+        ``self.holds`` is a ``stream.hold.HoldSet`` kept current by the holds agent (None = no
+        holds)."""
+        holds = self.holds
+        if holds is None or not getattr(holds, "holds", ()):
+            return None
+        net = parse_network(key.decode().split("|", 2)[2])
+
+        def held(i: iv.Interval) -> bool:
+            ports = (i.port_first, i.port_last) if i.port_first is not None else None
+            return holds.is_held(operator, net, (i.start_ms, i.end_ms), now, ports=ports)
+
+        return held
 
     async def _sweeper(self) -> None:
         try:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, replace
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import Rejected
 from .model import Binding, IPAddress, IPNetwork, ip_text
@@ -255,10 +255,13 @@ def next_expiry_ms(intervals: Intervals, *, ttl_ms: int, stale_after_ms: int = D
 
 
 def sweep(intervals: Intervals, now_ms: int, *, ttl_ms: int,
-          stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> tuple[Intervals, int]:
-    """Drop intervals whose expiry instant has passed.  Returns (kept, number dropped)."""
+          stale_after_ms: int = DEFAULT_STALE_AFTER_MS,
+          is_held: Optional[Callable[[Interval], bool]] = None) -> tuple[Intervals, int]:
+    """Drop intervals whose expiry instant has passed, except those under a legal hold
+    (``iv.held`` or ``is_held(iv)``).  Returns (kept, number dropped)."""
     kept = tuple(iv for iv in intervals
-                 if iv.held or expiry_ms(iv, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) > now_ms)
+                 if iv.held or expiry_ms(iv, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) > now_ms
+                 or (is_held is not None and is_held(iv)))
     return kept, len(intervals) - len(kept)
 
 
