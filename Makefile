@@ -1,0 +1,30 @@
+# ipanon — the two commands of the README, and a few more.
+#   make demo   set up everything (virtualenv, packages, Kafka from Maven Central) and run the demo
+#   make test   set up everything and run the whole test suite against a real local broker
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test bench install kafka clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+kafka: install
+	$(BIN)/ipanon broker fetch >/dev/null
+
+demo: kafka
+	$(BIN)/ipanon demo
+
+test: kafka
+	$(BIN)/python -m pytest
+
+bench: kafka
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
