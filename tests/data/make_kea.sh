@@ -8,6 +8,8 @@
 #   kea/kea-leases4.csv   the memfile journal exactly as Kea wrote it
 #   kea/kea-dhcp4.json    the server configuration used
 #   kea/perfdhcp.txt      the perfdhcp command lines and their reports
+#   kea/kea-hook.jsonl    what deploy/collectors/kea-run-script.sh wrote, called by Kea's own
+#                         libdhcp_run_script.so at every hook point (format kea-hook)
 #
 # Traffic: 24 simulated clients do DORA; then renewals and releases; then the 20 s leases are
 # left to expire, so the journal holds assigned (state 0), released (valid_lifetime 0) and
@@ -40,6 +42,14 @@ for ns in "$SRV" "$CLI"; do ip -n "$ns" link set lo up; done
 ip -n "$SRV" link set ipk-srv up
 ip -n "$CLI" link set ipk-cli up
 
+HOOKLIB=$(dpkg -L kea-common 2>/dev/null | grep -m1 'libdhcp_run_script.so$' || true)
+[ -n "$HOOKLIB" ] || { echo "libdhcp_run_script.so not found (Debian package kea-common)" >&2; exit 1; }
+
+# Kea runs the hook script with an empty environment: a wrapper sets the spool path
+printf '#!/bin/sh\nIPANON_KEA_SPOOL=%s/kea-hook.jsonl exec %s "$@"\n' "$WORK" \
+  "$(cd "$HERE/../../deploy/collectors" && pwd)/kea-run-script.sh" > "$WORK/hook.sh"
+chmod +x "$WORK/hook.sh"
+
 cat > "$WORK/kea-dhcp4.json" <<JSON
 {
   "Dhcp4": {
@@ -51,6 +61,9 @@ cat > "$WORK/kea-dhcp4.json" <<JSON
                                    "flush-reclaimed-timer-wait-time": 0 },
     "subnet4": [ { "id": 1, "subnet": "10.99.0.0/24",
                    "pools": [ { "pool": "10.99.0.100 - 10.99.0.199" } ] } ],
+    "hooks-libraries": [ { "library": "$HOOKLIB",
+                           "parameters": { "name": "$WORK/hook.sh",
+                                           "sync": true } } ],
     "loggers": [ { "name": "kea-dhcp4", "severity": "INFO",
                    "output_options": [ { "output": "$WORK/kea-dhcp4.log" } ] } ]
   }
@@ -76,6 +89,7 @@ kill "$KEA_PID"; wait "$KEA_PID" 2>/dev/null || true; KEA_PID=
 
 mkdir -p "$OUT"
 cp "$WORK/kea-leases4.csv" "$OUT/kea-leases4.csv"
-sed "s#$WORK#/var/lib/kea#g" "$WORK/kea-dhcp4.json" > "$OUT/kea-dhcp4.json"
+sed -e "s#$WORK/hook.sh#/usr/local/sbin/ipanon-kea-hook.sh#" -e "s#$WORK#/var/lib/kea#g" "$WORK/kea-dhcp4.json" > "$OUT/kea-dhcp4.json"
 cp "$WORK/perfdhcp.txt" "$OUT/perfdhcp.txt"
+cp "$WORK/kea-hook.jsonl" "$OUT/kea-hook.jsonl"
 echo "wrote $(($(wc -l < "$OUT/kea-leases4.csv") - 1)) lease rows to $OUT/kea-leases4.csv"

@@ -84,3 +84,37 @@ def test_kea_memfile_every_row_is_one_exact_binding():
     # perfdhcp simulated 24 clients from base MAC 02:00:00:00:00:00
     assert {b["hwaddr"] for b in got} == {f"02:00:00:00:00:{i:02x}" for i in range(24)}
     assert {b["action"] for b in got} == {"start", "stop"}
+
+
+def test_kea_run_script_hook_lines_written_by_real_kea():
+    """kea-hook.jsonl was written by deploy/collectors/kea-run-script.sh, called by Kea 2.2's own
+    libdhcp_run_script.so during the same perfdhcp run that wrote the memfile."""
+    import json
+
+    path = DATA / "kea" / "kea-hook.jsonl"
+    calls = [json.loads(line) for line in path.read_text().splitlines()]
+    expected = []
+    for c in calls:
+        if c["hook"] == "leases4_committed":
+            for i in range(int(c["LEASES4_SIZE"])):
+                p = f"LEASES4_AT{i}_"
+                cltt, valid = int(c[p + "CLTT"]), int(c[p + "VALID_LIFETIME"])
+                expected.append(("start", c[p + "ADDRESS"], c[p + "HWADDR"], cltt * 1000, (cltt + valid) * 1000))
+            for i in range(int(c["DELETED_LEASES4_SIZE"])):
+                p = f"DELETED_LEASES4_AT{i}_"
+                cltt, valid = int(c[p + "CLTT"]), int(c[p + "VALID_LIFETIME"])
+                expected.append(("stop", c[p + "ADDRESS"], c[p + "HWADDR"], int(c["ts_ms"]), (cltt + valid) * 1000))
+        else:
+            cltt, valid = int(c["LEASE4_CLTT"]), int(c["LEASE4_VALID_LIFETIME"])
+            if c["hook"] == "lease4_renew":
+                expected.append(("update", c["LEASE4_ADDRESS"], c["LEASE4_HWADDR"], cltt * 1000, (cltt + valid) * 1000))
+            else:  # release / expire: at the script's own clock
+                assert c["hook"] in ("lease4_release", "lease4_expire")
+                expected.append(("stop", c["LEASE4_ADDRESS"], c["LEASE4_HWADDR"], int(c["ts_ms"]), (cltt + valid) * 1000))
+    got = parse_file("kea-hook", path)
+    assert [(b["action"], b["ip"], b["hwaddr"], b["at_ms"], b["until_ms"]) for b in got] == expected
+    assert {c["hook"] for c in calls} >= {"leases4_committed", "lease4_renew", "lease4_release", "lease4_expire"}
+    # the same leases as the memfile journal
+    with open(DATA / "kea" / "kea-leases4.csv", newline="") as f:
+        journal = {(r["address"], r["hwaddr"]) for r in csv.DictReader(f)}
+    assert {(b["ip"], b["hwaddr"]) for b in got} <= journal
