@@ -36,11 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_context_options(p: argparse.ArgumentParser, *, format_required: bool = True) -> None:
-    """Options shared by ``parse`` and ``produce``."""
-    p.add_argument("--format", "-f", required=format_required, metavar="NAME",
+def add_format_options(p: argparse.ArgumentParser) -> None:
+    """--format and --operator, shared by ``parse`` and ``produce``."""
+    p.add_argument("--format", "-f", required=True, metavar="NAME",
                    help="input format: " + FORMAT_NAMES + " (auto detects; docs/ingest.md)")
     p.add_argument("--operator", "-o", default="default", help="operator name (default: default)")
+
+
+def add_context_options(p: argparse.ArgumentParser) -> None:
+    """Parsing options (``parse`` only: ``produce`` ships records unparsed)."""
+    add_format_options(p)
     p.add_argument("--tz", default=None, metavar="ZONE",
                    help="IANA zone for zone abbreviations (Kea CET/CEST) and zone-less syslog times")
     p.add_argument("--year", type=int, default=None,

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .parse import add_context_options
+from .parse import add_format_options
 
 EPILOG = """examples:
   ipanon produce --format radius-json --topic ipanon-raw-radius sessions.jsonl
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Frame input files into records and send each as one message to a raw topic.\n"
                     "Progress on stderr; a one-line summary at the end.")
-    add_context_options(p)
+    add_format_options(p)
     p.add_argument("--topic", "-t", default=None, help="topic (default: the raw topic of the format's family)")
     p.add_argument("--bootstrap", "-b", default=None, metavar="HOST:PORT",
                    help="Kafka bootstrap servers (default: the running local broker)")
