@@ -27,19 +27,21 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import faust
 
 from stream import intervals as iv
-from stream.errors import Rejected
+from stream.errors import CryptoError, Rejected
 from stream.model import Binding, parse_network
 from stream.parse import get_format
 
 from . import topics as T
 from .mapping_table import MappingTable, partition_for
-from .runtime import OperatorRuntime
+from .runtime import OperatorRuntime, keys_dir
+from .vault import Vault, max_until
+from .security import faust_credentials
 from .settings import Settings
 
 log = logging.getLogger("ipanon")
 
 #: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
-DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent",)
+DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web")
 
 #: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
 HOLD_RECHECK_MS = 5_000
@@ -61,6 +63,11 @@ class Pipeline:
         self.operators = dict(operators)
         self.clock = clock
         self.counters: dict[str, int] = {}
+        # crypto-shredding state per operator (agents/vault.py); grace = two sweeper periods
+        grace = int(2 * s.sweep_interval_s * 1000) + 1000
+        self.vaults = {name: Vault.open_or_create(name, keys_dir(s), ttl_ms=op.ttl_ms, grace_ms=grace,
+                                                  now_ms=clock())
+                       for name, op in self.operators.items()}
         self.app = app = faust.App(
             s.app_id,
             broker=f"kafka://{s.bootstrap}",
@@ -79,6 +86,7 @@ class Pipeline:
             producer_linger_ms=5,
             stream_buffer_maxsize=8192,
             broker_commit_every=5000,
+            broker_credentials=faust_credentials(s.security),  # TLS + SASL (agents.security, issue 10)
         )
         self.names = names = T.Topics(s.topic_prefix)
         part = dict(partitions=s.partitions, key_serializer="raw", value_serializer="raw")
@@ -180,7 +188,14 @@ class Pipeline:
         value = event.message.value
         if value is None:
             raise Rejected("empty-record", "message has no value")
-        return get_format(fmt).parse(value, operator=operator)
+        ctx: dict[str, Any] = {}
+        policy = self.operators[operator].policy
+        if policy is not None:
+            ctx["identity"] = policy.identity.radius_attribute
+        received = headers.get(T.H_RECEIVED_MS)
+        if received and received.isdigit():
+            ctx["ref_ms"] = int(received)  # dates syslog lines that carry no year (RFC 3164)
+        return get_format(fmt).parse(value, operator=operator, **ctx)
 
     async def _ingest_agent(self, stream: Any) -> None:
         s = self.settings
@@ -214,22 +229,35 @@ class Pipeline:
 
     # -- mapping ----------------------------------------------------------------------------
 
+    def _load(self, op: OperatorRuntime, key: bytes) -> tuple[Any, iv.Intervals]:
+        """(network, intervals) of a table key, or (None, ()) if absent.  A value whose epoch key
+        was destroyed is, by design, unreadable: it is treated as gone (and tombstoned by the
+        sweeper, which finds it due immediately)."""
+        raw = self.table.get_raw(key)
+        if raw is None:
+            return None, ()
+        try:
+            return self.vaults[op.name].open(key, raw)
+        except CryptoError:
+            self.count("unreadable_values")
+            return None, ()
+
     def apply_binding(self, partition: int, b: Binding, now: int) -> str:
         op = self.operators[b.operator]
         if b.action == "reset":
-            n = 0
+            prefix = f"{b.operator}|".encode()
             for key in self.table.keys_of([partition]):
-                if not key.startswith(f"{b.operator}|".encode()):
+                if not key.startswith(prefix):
                     continue
-                old = iv.decode(self.table.get_raw(key))
+                net, old = self._load(op, key)
+                if net is None:
+                    continue
                 new = iv.apply_reset(old, b.nas, b.at_ms)
                 if new is not old:
-                    self._store(partition, key, new, op)
-                    n += 1
+                    self._store(partition, key, net, new, op, now)
             return "reset"
-        key = iv.table_key(b.operator, iv.slot_of(b), b.ip).encode()
-        raw = self.table.get_raw(key)
-        old = iv.decode(raw) if raw is not None else ()
+        key = self.vaults[op.name].key(iv.slot_of(b), b.ip)
+        _, old = self._load(op, key)
         new, outcome = iv.apply(old, b)
         kept, dropped = iv.sweep(new, now, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
         result = outcome.kind
@@ -239,13 +267,18 @@ class Pipeline:
             if arrived and not arrived & set(kept):
                 result = "expired-on-arrival"  # already past its expiry instant: not stored
         if kept != old:
-            self._store(partition, key, kept, op)
+            self._store(partition, key, b.ip, kept, op, now)
         return result
 
-    def _store(self, partition: int, key: bytes, ivs: iv.Intervals, op: OperatorRuntime) -> None:
+    def _store(self, partition: int, key: bytes, net: Any, ivs: iv.Intervals, op: OperatorRuntime,
+               now: int, *, reschedule_ms: Optional[int] = None) -> None:
         if ivs:
-            self.table.put(partition, key, iv.encode(ivs))
-            self.table.schedule(iv.next_expiry_ms(ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms), key)
+            until = max_until(ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
+            if reschedule_ms is not None:
+                until = max(until, reschedule_ms)
+            self.table.put(partition, key, self.vaults[op.name].seal(key, net, ivs, until_ms=until, now_ms=now))
+            nxt = iv.next_expiry_ms(ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
+            self.table.schedule(reschedule_ms if reschedule_ms is not None else nxt, key)
         else:
             self.table.delete(partition, key)
             self.count("tombstones")
@@ -275,53 +308,56 @@ class Pipeline:
         op = self.operators.get(key.split(b"|", 1)[0].decode())
         if op is None:
             return 0  # an operator removed from the configuration: its data goes now
-        return iv.next_expiry_ms(iv.decode(value), ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
+        try:
+            _, ivs = self.vaults[op.name].open(key, value)
+        except CryptoError:
+            return 0  # sealed under a destroyed epoch: garbage, tombstone it now
+        return iv.next_expiry_ms(ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
 
     async def _on_recover(self) -> None:
         n = self.table.rebuild_schedule(self._next_expiry)
         log.info("sweeper: schedule rebuilt from the store: %d keys", n)
 
     def sweep_once(self, now: int) -> int:
+        """Drop expired intervals of due keys (tombstone when none is left), keep held ones
+        (re-sealed so their epoch key outlives the hold), destroy ended epoch keys."""
         dropped_total = 0
         kp = self.table._key_partition()
         for key in self.table.due(now):
-            raw = self.table.get_raw(key)
             partition = kp.get(key)
-            if raw is None or partition not in self.table.active:
+            if self.table.get_raw(key) is None or partition not in self.table.active:
                 continue
-            name = key.split(b"|", 1)[0].decode()
-            op = self.operators.get(name)
-            ivs = iv.decode(raw)
-            held = self._hold_check(name, key, now)
-            if op is None:
-                kept, dropped = (), len(ivs)
-            else:
-                kept, dropped = iv.sweep(ivs, now, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms,
-                                         is_held=held)
-            if dropped:
+            op = self.operators.get(key.split(b"|", 1)[0].decode())
+            net, ivs = self._load(op, key) if op is not None else (None, ())
+            if op is None or net is None:
+                self.table.delete(partition, key)  # unknown operator or unreadable: gone
+                self.count("tombstones")
+                continue
+            kept, dropped = iv.sweep(ivs, now, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms,
+                                     is_held=self._hold_check(op.name, net, now))
+            nxt = iv.next_expiry_ms(kept, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms) if kept else None
+            held = nxt is not None and nxt <= now  # kept past its expiry: under a legal hold
+            if dropped or held:
                 dropped_total += dropped
-                if kept:
-                    self.table.put(partition, key, iv.encode(kept))
-                else:
-                    self.table.delete(partition, key)
-                    self.count("tombstones")
-            if kept and op is not None:
-                nxt = iv.next_expiry_ms(kept, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
-                if nxt is not None and nxt <= now:  # kept past expiry: held; look again soon
-                    nxt = now + HOLD_RECHECK_MS
+                self._store(partition, key, net, kept, op, now,
+                            reschedule_ms=now + HOLD_RECHECK_MS if held else None)
+            elif kept:
                 self.table.schedule(nxt, key)
         if dropped_total:
             self.count("expired", dropped_total)
+        for v in self.vaults.values():
+            n = v.destroy_due(now)
+            if n:
+                self.count("epochs_shredded", n)
         return dropped_total
 
-    def _hold_check(self, operator: str, key: bytes, now: int) -> Optional[Callable[[iv.Interval], bool]]:
+    def _hold_check(self, operator: str, net: Any, now: int) -> Optional[Callable[[iv.Interval], bool]]:
         """A predicate for ``stream.intervals.sweep``: is this interval under a legal hold?
         ``self.holds`` is a ``stream.hold.HoldSet`` kept current by the holds agent (None = no
         holds)."""
         holds = self.holds
         if holds is None or not getattr(holds, "holds", ()):
             return None
-        net = parse_network(key.decode().split("|", 2)[2])
 
         def held(i: iv.Interval) -> bool:
             ports = (i.port_first, i.port_last) if i.port_first is not None else None
@@ -339,11 +375,12 @@ class Pipeline:
     # -- lookups ----------------------------------------------------------------------------
 
     def intervals_for(self, operator: str, slot: str, addr: Any) -> list[iv.Interval]:
+        op = self.operators[operator]
+        vault = self.vaults[operator]
         out: list[iv.Interval] = []
-        for key in iv.candidate_keys(operator, slot, addr):
-            raw = self.table.get_raw(key.encode())
-            if raw is not None:
-                out.extend(iv.decode(raw))
+        for net in iv.candidate_networks(addr):
+            _, ivs = self._load(op, vault.key(slot, net))
+            out.extend(ivs)
         return out
 
     def resolve(self, operator: str, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:

@@ -23,11 +23,16 @@ from stream.intervals import routing_key
 from .kafka_io import producer
 
 
-def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: float = 60.0) -> dict[str, dict]:
+def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: float = 60.0,
+                security=None) -> dict[str, dict]:
     """Send every query (dicts without ``id``; one is added) and wait for all answers.
-    Returns {id: answer}; the ids are set on the query dicts."""
+    Returns {id: answer}; the ids are set on the query dicts.  ``security``: an
+    ``agents.security.KafkaSecurity`` (default: the process's)."""
+    from .security import kafka_python_kwargs
+
     queries = list(queries)
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      **kafka_python_kwargs(security))
     try:
         parts = c.partitions_for_topic(topics.lookup_responses) or set()
         tps = [TopicPartition(topics.lookup_responses, p) for p in parts]
@@ -36,7 +41,7 @@ def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: f
             c.seek_to_end(*tps)
             for tp in tps:
                 c.position(tp)
-        p = producer(bootstrap)
+        p = producer(bootstrap, security=security)
         for q in queries:
             q["id"] = q.get("id") or uuid.uuid4().hex
             net = ipaddress.ip_network(q["ip"])
@@ -58,6 +63,8 @@ def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: f
                 continue
             for recs in c.poll(timeout_ms=500).values():
                 for r in recs:
+                    if r.value is None:  # the worker's heartbeats (agents.app._heartbeat)
+                        continue
                     try:
                         ans = json.loads(r.value)
                     except ValueError:

@@ -107,12 +107,18 @@ def routing_key(operator: str, net: IPNetwork | IPAddress) -> str:
     return f"{operator}|{ip_text(net)}"
 
 
-def candidate_keys(operator: str, slot: str, addr: IPAddress) -> list[str]:
-    """Every table key whose prefix could contain ``addr`` (longest first)."""
-    if addr.version == 4:
-        return [table_key(operator, slot, ipaddress.ip_network(addr))]
+def candidate_networks(addr: IPAddress) -> list[IPNetwork]:
+    """Every network a table key may name that contains ``addr`` (longest first): the address
+    itself, and for IPv6 each prefix from /127 up to the routing /48."""
     net = ipaddress.ip_network(addr)
-    return [table_key(operator, slot, net.supernet(new_prefix=p)) for p in range(128, V6_ROUTING_PREFIX - 1, -1)]
+    if addr.version == 4:
+        return [net]
+    return [net.supernet(new_prefix=p) for p in range(128, V6_ROUTING_PREFIX - 1, -1)]
+
+
+def candidate_keys(operator: str, slot: str, addr: IPAddress) -> list[str]:
+    """Every plain table key whose prefix could contain ``addr`` (longest first)."""
+    return [table_key(operator, slot, n) for n in candidate_networks(addr)]
 
 
 # -- applying bindings -------------------------------------------------------------------------

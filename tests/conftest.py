@@ -41,7 +41,7 @@ class WorkerProcess:
     app id, operator profiles and keys.  Tests talk to it only through Kafka, like users do."""
 
     def __init__(self, bootstrap: str, workdir: Path, prefix: str, operators: list[str], extra: list[str],
-                 heartbeat_ms: int = 1000):
+                 heartbeat_ms: int = 1000, ingest_lag_ms: int = 300_000):
         import shutil
         import subprocess
         import sys
@@ -66,12 +66,14 @@ class WorkerProcess:
         ensure_demo_keys(self.keys, operators)
         self.settings = Settings(bootstrap=bootstrap, app_id=prefix, topic_prefix=prefix,
                                  operators_dir=self.operators_dir, keys_dir=self.keys,
-                                 data_dir=workdir / "data", heartbeat_ms=heartbeat_ms)
+                                 data_dir=workdir / "data", heartbeat_ms=heartbeat_ms,
+                                 ingest_lag_ms=ingest_lag_ms)
         self.plan = apply_topics(self.settings)  # the same plan the worker verifies at start-up
         self.args = [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap,
                      "--topic-prefix", prefix, "--app-id", prefix, "--operators", str(self.operators_dir),
                      "--keys", str(self.keys), "--data-dir", str(workdir / "data"), "--web-port", "0",
-                     "--heartbeat-ms", str(heartbeat_ms), "--loglevel", "info", *extra]
+                     "--heartbeat-ms", str(heartbeat_ms), "--ingest-lag-ms", str(ingest_lag_ms),
+                     "--loglevel", "info", *extra]
         self.log_path = workdir / "worker.log"
         self.proc = None
 
@@ -104,9 +106,9 @@ class WorkerProcess:
 def worker_factory(bootstrap, tmp_path):
     started = []
 
-    def make(operators=("connect2ip",), extra=(), prefix=None) -> WorkerProcess:
+    def make(operators=("connect2ip",), extra=(), prefix=None, **kw) -> WorkerProcess:
         prefix = prefix or f"t{uuid.uuid4().hex[:8]}"
-        w = WorkerProcess(bootstrap, tmp_path / f"w{len(started)}", prefix, list(operators), list(extra))
+        w = WorkerProcess(bootstrap, tmp_path / f"w{len(started)}", prefix, list(operators), list(extra), **kw)
         started.append(w)
         return w
 

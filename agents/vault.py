@@ -1,0 +1,152 @@
+"""Crypto-shredding of the mapping table: keyed-hash table keys and per-epoch sealed values.
+
+Defence in depth behind the sweeper's tombstones (issue 4).  Kafka keeps overwritten values
+and tombstoned keys in old segments until the cleaner runs, and replicas and backups keep
+what they copied; so every table value is sealed (AES-256-GCM, ``stream.keyring``) under the
+key of the *epoch in which its last interval expires*, and that epoch key is destroyed shortly
+after the epoch ends.  Any copy left anywhere is then unreadable.
+
+- Table key: ``<operator>|<slot>|<key id>`` where key id = HMAC(index key, address text)
+  (``Keyring.key_id``): no address appears in a key.  (IPv4 key ids can be inverted by anyone
+  holding the index key by trying all 2^32 addresses — which is why the *values*, which hold
+  the subscriber, are what we seal.)
+- Value: ``Keyring.seal(net_text + "\\n" + intervals_json, epoch, aad=table key)`` with the
+  epoch containing ``max(latest expiry of its intervals, now + period)`` (so a value is never
+  sealed under a key about to be destroyed).  Legal holds: the sweeper re-seals held values
+  every recheck, so their epoch moves forward with the hold.
+- Destruction: epochs ending more than ``grace_ms`` ago are destroyed on every sweep:
+  ``Keyring.destroy_before`` and the state file rewritten (temp + fsync + rename + dir fsync).
+
+Key state: one file per operator, ``<data dir>/keys/<operator>.mapping.ratchet``, mode 0600:
+``origin_ms (8 bytes BE) ‖ period_ms (8 bytes BE) ‖ Keyring.to_bytes()`` — only the oldest live
+epoch key and the index key.  It is created from fresh random bytes on the worker's first
+start, *not* from the operator key file: a seed that survives could re-derive every epoch, and
+then destroying one would prove nothing.  Consequences stated plainly: the key directory must
+be on local storage excluded from backups and snapshots; a worker that loses this file cannot
+read the table it restores (it starts empty and the old values are, by design, garbage); and
+several workers sharing a table must share this state (copy it to a joining worker before its
+first start) — with the file-based store in this release, run one worker per table.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+from pathlib import Path
+from typing import Optional
+
+from stream import intervals as iv
+from stream.errors import ConfigError, CryptoError
+from stream.keyring import Keyring, epoch_bounds, epoch_of
+from stream.model import IPNetwork, ip_text, parse_network
+
+_HEADER = struct.Struct(">QQ")
+PURPOSE = "lawful_access"
+MIN_PERIOD_MS = 1_000
+MAX_PERIOD_MS = 3_600_000
+
+
+def period_for(ttl_ms: int) -> int:
+    """Epoch length: 1/24 of the TTL, between 1 s and 1 h."""
+    return max(MIN_PERIOD_MS, min(MAX_PERIOD_MS, ttl_ms // 24))
+
+
+class Vault:
+    """One operator's table-key hashing and value sealing, with its ratchet state on disk."""
+
+    def __init__(self, operator: str, path: Path, ring: Keyring, origin_ms: int, period_ms: int,
+                 grace_ms: int) -> None:
+        self.operator = operator
+        self.path = path
+        self.ring = ring
+        self.origin_ms = origin_ms
+        self.period_ms = period_ms
+        self.grace_ms = grace_ms
+        self.shredded_epochs = 0
+        self._prefix = {slot: f"{operator}|{slot}|".encode() for slot in ("ip", "nat")}
+
+    def __repr__(self) -> str:
+        return f"Vault({self.operator!r}, oldest_epoch={self.ring.oldest_epoch})"
+
+    @classmethod
+    def open_or_create(cls, operator: str, keys_dir: Path, *, ttl_ms: int, grace_ms: int, now_ms: int) -> "Vault":
+        keys_dir = Path(keys_dir)
+        path = keys_dir / f"{operator}.mapping.ratchet"
+        if path.exists():
+            st = path.stat()
+            if st.st_mode & 0o077:
+                raise ConfigError(f"{path}: ratchet state is readable by group/others; run `chmod 600 {path}`")
+            data = path.read_bytes()
+            try:
+                origin, period = _HEADER.unpack_from(data)
+                ring = Keyring.from_bytes(data[_HEADER.size:])
+            except (struct.error, CryptoError):
+                raise ConfigError(f"{path}: ratchet state is corrupt; move it away to start with an empty table") from None
+            v = cls(operator, path, ring, origin, period, grace_ms)
+        else:
+            keys_dir.mkdir(parents=True, exist_ok=True)
+            period = period_for(ttl_ms)
+            ring = Keyring.create(operator, secrets.token_bytes(32), purpose=PURPOSE, epoch=0)
+            v = cls(operator, path, ring, now_ms - now_ms % period, period, grace_ms)
+            v._persist()
+        v.destroy_due(now_ms)
+        return v
+
+    # -- keys and values ----------------------------------------------------------------------
+
+    def key(self, slot: str, net: IPNetwork) -> bytes:
+        return self._prefix[slot] + self.ring.key_id(ip_text(net)).encode()
+
+    def seal(self, key: bytes, net: IPNetwork, ivs: iv.Intervals, *, until_ms: int, now_ms: int) -> bytes:
+        epoch = self.epoch_at(max(until_ms, now_ms + self.period_ms))
+        plaintext = ip_text(net).encode() + b"\n" + iv.encode(ivs)
+        return self.ring.seal(plaintext, epoch, aad=key)
+
+    def open(self, key: bytes, raw: bytes) -> tuple[IPNetwork, iv.Intervals]:
+        """Raises ``CryptoError`` when the value's epoch key is destroyed (or it was tampered)."""
+        plaintext = self.ring.open(raw, aad=key)
+        net_text, _, body = plaintext.partition(b"\n")
+        return parse_network(net_text.decode()), iv.decode(body)
+
+    # -- epochs -------------------------------------------------------------------------------
+
+    def epoch_at(self, at_ms: int) -> int:
+        return epoch_of(max(at_ms, self.origin_ms), self.period_ms, self.origin_ms)
+
+    def destroy_due(self, now_ms: int) -> int:
+        """Destroy every epoch that ended more than ``grace_ms`` ago; returns how many."""
+        if now_ms - self.grace_ms < self.origin_ms:
+            return 0
+        cutoff = self.epoch_at(now_ms - self.grace_ms)  # epochs < cutoff have ended
+        before = self.ring.oldest_epoch
+        if cutoff <= before:
+            return 0
+        self.ring.destroy_before(cutoff)
+        self._persist()
+        self.shredded_epochs += cutoff - before
+        return cutoff - before
+
+    def epoch_end_ms(self, epoch: int) -> int:
+        return epoch_bounds(epoch, self.period_ms, self.origin_ms)[1]
+
+    def _persist(self) -> None:
+        data = _HEADER.pack(self.origin_ms, self.period_ms) + self.ring.to_bytes()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def max_until(ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int) -> int:
+    """The latest expiry instant among ``ivs`` (the value must stay readable until then)."""
+    return max((iv.expiry_ms(i, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) for i in ivs), default=0)
