@@ -1,60 +1,212 @@
-"""The statistics agent: every binding becomes one pseudonymised stats record.
+"""The statistics extension: per-record pseudonymised stats, consent, k-anonymous aggregates.
 
-Installed into every worker by ``agents.app.Pipeline`` (``install(pipeline)``).  It consumes
-the bindings topic in batches, builds records with ``stream.stats.stats_record`` and queues
-them with ``send_soon``.  Records carry a deterministic id (a keyed hash of the binding), so a
-batch re-delivered after a crash yields the same ids and analysts can drop duplicates.
+Installed into every worker by ``agents.app.Pipeline`` (``install(pipeline)``, listed in
+``DEFAULT_EXTENSIONS``).  What it adds to the Faust app:
+
+- agent ``ipanon.stats`` on the bindings topic: per batch, brings the consent view up to date
+  (``ConsentFollower.sync``), groups bindings by operator, pseudonymises them in one
+  ``StatsBuilder.build_many`` call per operator (``encrypt_many`` per epoch), sends the
+  records a consent check lets through to ``<prefix>-stats`` (key = record id) and adds every
+  binding to the aggregator;
+- a task following the compacted ``<prefix>-consent`` topic from the beginning with its own
+  group-less consumer (every worker needs *all* consent flags, not a partition of them);
+- timer ``ipanon.stats-keys``: destroys key epochs that can no longer receive records, picks up
+  ``ipanon keys rotate`` done on disk, and emits closed aggregate buckets to
+  ``<prefix>-aggregates``.
+
+Keys: one ``stream.keyring.Keyring`` per operator for purpose ``statistics``, persisted as
+``<keys dir>/<operator>.statistics.ratchet`` (``agents.ratchet_store``).  A record's epoch
+comes from its *event time*; an epoch's key is destroyed once
+``now - late_ms`` has passed the epoch's end, where ``late_ms`` is how late a binding may still
+arrive (default: the worker's ingest lag; ``IPANON_STATS_LATE_MS`` overrides it — replays of
+old data need it long).  Bindings of destroyed epochs are counted (``stats_late_epoch``) and
+dropped: they can no longer be pseudonymised consistently.
+
+Every failure is per record (dead-letter + count) or per batch (logged, counted): nothing
+escapes the agent (faust-streaming #175).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import asyncio
 import json
 import logging
+import os
+from collections import defaultdict
 from typing import Any, Optional
 
-from stream.errors import Rejected
+from stream.aggregate import Aggregator
+from stream.consent import ConsentRecord, ConsentView, consent_key
+from stream.errors import ConfigError, Rejected
+from stream.keyring import epoch_of
 from stream.model import Binding
-from stream.stats import stats_record
+from stream.stats import StatsBuilder
+
+from . import ratchet_store
 
 log = logging.getLogger("ipanon.stats")
 
+#: how long a batch waits for the consent view before failing closed (consent-required
+#: operators' records of that batch are then dropped from the per-record topic)
+CONSENT_SYNC_TIMEOUT_S = 30.0
+KEYS_TICK_S = 2.0
 
-class Pseudonyms:
-    """HMAC-SHA256 pseudonyms under one operator's statistics key (pre-keyed, copied per use)."""
 
-    def __init__(self, key: bytes) -> None:
-        self._sub = hmac.new(hmac.new(key, b"ipanon/v1/subscriber", hashlib.sha256).digest(), digestmod=hashlib.sha256)
-        self._rid = hmac.new(hmac.new(key, b"ipanon/v1/record-id", hashlib.sha256).digest(), digestmod=hashlib.sha256)
+def _env_ms(settings: Any, name: str, default: int) -> int:
+    v = (getattr(settings, "extra", None) or {}).get(name.lower()) or os.environ.get(name)
+    if v in (None, ""):
+        return default
+    try:
+        ms = int(v)
+    except ValueError:
+        raise ConfigError(f"{name}={v!r}: expected an integer number of milliseconds") from None
+    if ms < 0:
+        raise ConfigError(f"{name}: must not be negative")
+    return ms
 
-    def subscriber(self, s: str) -> str:
-        h = self._sub.copy()
-        h.update(s.encode())
-        return h.hexdigest()[:32]
 
-    def record_id(self, s: str) -> str:
-        h = self._rid.copy()
-        h.update(s.encode())
-        return h.hexdigest()[:32]
+class ConsentFollower:
+    """Follows every partition of the consent topic into a ``ConsentView``."""
 
-    def __repr__(self) -> str:
-        return "Pseudonyms(<key hidden>)"
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.view = ConsentView()
+        self._consumer: Any = None
+        self._tps: list = []
+        self._progress = asyncio.Event()
+        self._ready = asyncio.Event()
+        self.errors = 0
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        while True:
+            c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", **__import__("agents.security").security.aiokafka_kwargs())
+            try:
+                await c.start()
+                parts: Optional[set] = None
+                while not parts:
+                    await c.topics()
+                    parts = c.partitions_for_topic(self.topic)
+                    if not parts:
+                        await asyncio.sleep(1.0)
+                self._tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+                c.assign(self._tps)
+                await c.seek_to_beginning(*self._tps)
+                self._consumer = c
+                self._ready.set()
+                while True:
+                    batch = await c.getmany(timeout_ms=200, max_records=5000)
+                    for _tp, recs in batch.items():
+                        for r in recs:
+                            try:
+                                self.view.apply(ConsentRecord.decode(r.key, r.value))
+                            except Rejected:
+                                self.errors += 1
+                    self._progress.set()
+                    self._progress = asyncio.Event()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consent follower failed; restarting in 1s")
+                self._ready.clear()
+                await asyncio.sleep(1.0)
+            finally:
+                self._consumer = None
+                try:
+                    await c.stop()
+                except Exception:
+                    pass
+
+    async def sync(self, timeout_s: float = CONSENT_SYNC_TIMEOUT_S) -> bool:
+        """Wait until the view has applied everything the consent topic held when this call
+        started.  False (fail closed) if that did not happen within ``timeout_s``."""
+        try:
+            await asyncio.wait_for(self._sync(), timeout_s)
+            return True
+        except (asyncio.TimeoutError, Exception):
+            log.warning("consent view not current; failing closed for this batch")
+            return False
+
+    async def _sync(self) -> None:
+        await self._ready.wait()
+        c = self._consumer
+        ends = await c.end_offsets(self._tps)
+        while True:
+            c = self._consumer
+            if c is None:
+                await self._ready.wait()
+                continue
+            behind = [tp for tp in self._tps if await c.position(tp) < ends[tp]]
+            if not behind:
+                return
+            await self._progress.wait()
 
 
 class StatsAgent:
     def __init__(self, pipeline: Any) -> None:
-        self.p = pipeline
-        self.pseudonyms = {name: Pseudonyms(op.stats_key) for name, op in pipeline.operators.items()}
-        pipeline.app.agent(pipeline.bindings, name="ipanon.stats")(self.run)
+        from .runtime import keys_dir
 
-    def record_for(self, b: Binding) -> Optional[bytes]:
-        if b.action == "reset":
-            return None
-        ps = self.pseudonyms[b.operator]
-        rec = stats_record(b, subscriber=ps.subscriber, record_id=ps.record_id,
-                           epoch=self.p.operators[b.operator].epoch)
-        return json.dumps(rec, separators=(",", ":")).encode()
+        self.p = p = pipeline
+        s = p.settings
+        self.keys_dir = keys_dir(s)
+        self.late_ms = _env_ms(s, "IPANON_STATS_LATE_MS", s.ingest_lag_ms)
+        idle_ms = _env_ms(s, "IPANON_STATS_IDLE_MS", 10_000)
+        now = p.clock()
+        self.builders: dict[str, StatsBuilder] = {}
+        k = {}
+        for name, op in p.operators.items():
+            pol = op.policy
+            if pol is None:
+                raise ConfigError(f"operator {name}: the statistics extension needs its loaded profile")
+            ring = ratchet_store.load_or_create(self.keys_dir, name, epoch=self._live_epoch(pol, now))
+            self.builders[name] = StatsBuilder(pol, ring)
+            k[name] = pol.statistics.k
+        self.consent_required = {n for n, op in p.operators.items() if op.policy.statistics.consent_required}
+        self.aggregator = Aggregator(k, grace_ms=self.late_ms, idle_ms=idle_ms)
+        self.aggregates = p.app.topic(p.names.aggregates, internal=True, partitions=s.partitions,
+                                      key_serializer="raw", value_serializer="raw")
+        self.consent = ConsentFollower(s.bootstrap, p.names.consent)
+        p.app.task(self._consent_task)
+        p.app.agent(p.bindings, name="ipanon.stats")(self.run)
+        p.app.timer(KEYS_TICK_S, name="ipanon.stats-keys")(self._tick)
+
+    def _live_epoch(self, pol: Any, now: int) -> int:
+        """The oldest epoch that can still receive records at ``now``."""
+        return epoch_of(max(0, now - self.late_ms), pol.key_epoch_ms)
+
+    async def _consent_task(self) -> None:
+        if self.consent_required:
+            await self.consent.run()
+
+    # -- per batch ---------------------------------------------------------------------------
+
+    def handle(self, bindings: list[Binding], now: int, consent_current: bool) -> list[tuple[bytes, bytes]]:
+        """Pseudonymise one batch; returns the (key, value) stats messages to send."""
+        p = self.p
+        by_op: dict[str, list[Binding]] = defaultdict(list)
+        for b in bindings:
+            by_op[b.operator].append(b)
+        out = []
+        for name, bs in by_op.items():
+            builder = self.builders[name]
+            built = builder.build_many(bs)
+            if builder.late:
+                p.count("stats_late_epoch", len(builder.late))
+            gate = name in self.consent_required
+            for x in built:
+                self.aggregator.add(x, now)
+                if gate:
+                    sub = x.binding.subscriber
+                    if (not consent_current or sub is None
+                            or not self.consent.view.allows(consent_key(builder.ring, sub))):
+                        p.count("stats_no_consent")
+                        continue
+                rec = x.record
+                out.append((rec["id"].encode(), json.dumps(rec, separators=(",", ":")).encode()))
+        return out
 
     async def run(self, stream: Any) -> None:
         from .app import is_heartbeat
@@ -62,23 +214,69 @@ class StatsAgent:
         p = self.p
         s = p.settings
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+            consent_current = await self.consent.sync() if self.consent_required else True
+            good: list[Binding] = []
             for event in events:
                 if is_heartbeat(event):
                     continue
                 try:
                     b = Binding.from_json(event.message.value)
-                    if b.operator not in self.pseudonyms:
+                    if b.operator not in self.builders:
                         raise Rejected("unknown-operator", "operator has no profile")
-                    rec = self.record_for(b)
-                    if rec is not None:
-                        p.stats.send_soon(key=None, value=rec)
-                        p.count("stats_out")
+                    good.append(b)
                 except Rejected as e:
                     p.dead_letter(event, e.reason, e.detail)
                 except Exception as e:
                     log.exception("stats: unexpected error; record dead-lettered")
                     p.dead_letter(event, "internal-error", type(e).__name__)
+            try:
+                msgs = self.handle(good, p.clock(), consent_current)
+            except Exception:
+                log.exception("stats: batch failed; its %d bindings produce no statistics", len(good))
+                p.count("stats_batch_errors")
+                msgs = []
+            for key, value in msgs:
+                p.stats.send_soon(key=key, value=value)
+            if msgs:
+                p.count("stats_out", len(msgs))
             await p.ebb()
+
+    # -- timer -------------------------------------------------------------------------------
+
+    def tick(self, now: int) -> list[dict]:
+        """Destroy epochs past their use (and follow ``ipanon keys rotate`` on disk); return
+        the aggregate records of buckets that closed."""
+        for name, builder in self.builders.items():
+            ring = builder.ring
+            before = ring.oldest_epoch
+            on_disk = ratchet_store.read_ring(self.keys_dir, name)
+            target = max(self._live_epoch(builder.policy, now), on_disk.oldest_epoch if on_disk else 0)
+            ring.destroy_before(target)
+            if ring.oldest_epoch != before or on_disk is None or on_disk.oldest_epoch != ring.oldest_epoch:
+                ratchet_store.write_ring(self.keys_dir, ring)
+                self.p.count("stats_epochs_destroyed", ring.oldest_epoch - before)
+        return self.aggregator.due(now)
+
+    async def _tick(self) -> None:
+        try:
+            recs = self.tick(self.p.clock())
+            for r in recs:
+                self.aggregates.send_soon(key=r["id"].encode(), value=json.dumps(r, separators=(",", ":")).encode())
+            if recs:
+                self.p.count("aggregates_out", len(recs))
+        except Exception:
+            log.exception("stats keys/aggregates tick failed; will retry")
+            self.p.count("stats_tick_errors")
+
+
+def record_ids(seed: bytes, policy: Any, bindings: list[Binding]) -> list[str]:
+    """The stats record ids the worker emits for ``bindings`` of ``policy``'s operator, from the
+    operator key file's 32 bytes (benchmarks and tests checking completeness; the worker's
+    ratchet derives the same keys).  Bindings of every epoch are covered, resets yield none."""
+    from stream.keyring import Keyring
+
+    builder = StatsBuilder(policy, Keyring.create(policy.name, seed))
+    return [x.record["id"] for x in builder.build_many(bindings)]
 
 
 def install(pipeline: Any) -> StatsAgent:

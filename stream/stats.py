@@ -1,61 +1,228 @@
-"""Statistics records: a binding with every raw identifier replaced.
+"""Statistics records: a binding with every raw identifier replaced (issue 5).
 
-Schema version 1 (documented for analysts in README "Statistics records"):
+Schema version 2 (JSON Schema: ``docs/stats-schema.json``; prose: ``docs/statistics.md``)::
 
-    {"v": 1, "id": <record id>, "kind", "action", "operator", "bucket_ms": <start of the
-     coarse time bucket>, "subscriber": <pseudonym>, "epoch": <key epoch>, "ip": <address
-     pseudonym or null>, "octets_in", "octets_out", "session_time_s", "ports": <NAT block size>}
+    {"v": 2, "id": <record id>, "kind", "action", "operator",
+     "bucket_ms": <start of the coarse time bucket>, "bucket_len_ms": <its length>,
+     "epoch": <key epoch of the pseudonyms>, "subscriber": <pseudonym or null>,
+     "ip": <address pseudonym per policy, or null>, "prefixlen": <length of the bound prefix>,
+     "inside": <NAT inside address pseudonym, or null>,
+     "octets_in", "octets_out", "session_time_s", "nat_block_size"}
 
-``id`` is a keyed hash of the whole binding, so a replayed event yields the same id and a
-consumer can drop duplicates, while nobody without the key can test a guess of the raw fields
-against it.  Nothing raw — address, subscriber id, MAC, DUID, circuit id, session id, NAS —
-is ever copied into a record; ``tests/unit/test_stats.py`` checks that field by field.
+Why each choice:
+
+- ``id`` is HMAC-SHA256 under the record's epoch key of the binding's canonical JSON, so a
+  re-delivered binding yields the same id (consumers drop duplicates) while nobody without the
+  key can test a guess of the raw fields against it; it is shredded with the epoch.
+- ``subscriber`` is HMAC-SHA256 under the epoch key: stable and joinable within one epoch,
+  unlinkable across epochs once the older epoch's key is destroyed (``stream.keyring``).  NAT
+  records have no subscriber (the CGNAT log names only the inside address): ``null``.
+- ``bucket_ms`` replaces the exact event time: the exact instant of a session start is a strong
+  quasi-identifier when joined with anything else.  ``at_ms`` is never copied.
+- Nothing raw — address, subscriber id, MAC, DUID, client id, circuit/remote id, session id,
+  NAS — is ever copied; ``tests/unit/test_stats.py`` checks that field by field and the leak
+  test (``tests/e2e/test_stats_leak.py``) scans every byte of the topics.
+
+Domain separation: the same epoch HMAC key makes record ids and subscriber pseudonyms, so each
+input is prefixed (``"subscriber\\0"``, ``"record\\0"``): a subscriber id equal to some binding's
+JSON can never collide across the two uses.
+
+``StatsBuilder`` is the pure batch path the agent uses: it groups addresses by epoch and calls
+the scheme's ``encrypt_many`` once per (epoch, batch), which is where pfx/Crypto-PAn speed
+comes from (``stream.pseudonym``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
+from .config import OperatorPolicy
+from .errors import CryptoError
+from .keyring import Keyring, epoch_of
 from .model import Binding
 
-STATS_SCHEMA_VERSION = 1
+STATS_SCHEMA_VERSION = 2
 DEFAULT_BUCKET_MS = 3_600_000
 
-Pseudonymiser = Callable[[str], str]
+#: every key of a version-2 record, in emission order (the JSON Schema lists the same)
+FIELDS = ("v", "id", "kind", "action", "operator", "bucket_ms", "bucket_len_ms", "epoch", "subscriber",
+          "ip", "prefixlen", "inside", "octets_in", "octets_out", "session_time_s", "nat_block_size")
+
+SUBSCRIBER_DOMAIN = "subscriber\0"
+RECORD_DOMAIN = "record\0"
+INSIDE_DOMAIN = "inside\0"
 
 
 def bucket_of(at_ms: int, bucket_ms: int = DEFAULT_BUCKET_MS) -> int:
+    """Start of the bucket containing ``at_ms`` (buckets align to the Unix epoch, hence to UTC
+    days, because ``stream.config`` only accepts bucket lengths that divide a day)."""
     return at_ms - at_ms % bucket_ms
+
+
+def nat_block_size(b: Binding) -> Optional[int]:
+    if b.port_first is None or b.port_last is None:
+        return None
+    return b.port_last - b.port_first + 1
 
 
 def stats_record(
     b: Binding,
     *,
-    subscriber: Pseudonymiser,
-    record_id: Pseudonymiser,
+    record_id: str,
     epoch: int,
-    address: Optional[Callable[[Binding], Optional[str]]] = None,
+    subscriber: Optional[str],
+    ip: Optional[str],
+    inside: Optional[str] = None,
     bucket_ms: int = DEFAULT_BUCKET_MS,
 ) -> dict[str, Any]:
-    """Build the stats record for ``b``.  ``subscriber`` and ``record_id`` are keyed hashes
-    (HMAC-SHA256 under the operator's statistics key of the epoch); ``address`` applies the
-    operator's address scheme (``None`` = drop the address)."""
-    holder = b.subscriber if b.kind != "nat" else (str(b.inside_ip) if b.inside_ip else None)
-    ports = None
-    if b.port_first is not None and b.port_last is not None:
-        ports = b.port_last - b.port_first + 1
+    """The version-2 record for ``b`` from already-computed pseudonyms (pure, no keys here).
+
+    ``ip``/``inside`` are the address scheme's text output (or None for ``drop``)."""
     return {
         "v": STATS_SCHEMA_VERSION,
-        "id": record_id(b.to_json().decode()),
+        "id": record_id,
         "kind": b.kind,
         "action": b.action,
         "operator": b.operator,
         "bucket_ms": bucket_of(b.at_ms, bucket_ms),
-        "subscriber": subscriber(holder) if holder is not None else None,
+        "bucket_len_ms": bucket_ms,
         "epoch": epoch,
-        "ip": address(b) if address is not None and b.ip is not None else None,
+        "subscriber": subscriber,
+        "ip": ip,
+        "prefixlen": b.ip.prefixlen if b.ip is not None else None,
+        "inside": inside,
         "octets_in": b.octets_in,
         "octets_out": b.octets_out,
         "session_time_s": b.session_time_s,
-        "ports": ports,
+        "nat_block_size": nat_block_size(b),
     }
+
+
+def holder_of(b: Binding) -> Optional[str]:
+    """The subscriber identity consent and distinct counts are about (None for NAT)."""
+    return b.subscriber if b.kind != "nat" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One binding's result: ``record`` (None when dropped) and, for counting, the holder
+    pseudonym and the aggregate prefix cell text (neither raw)."""
+
+    binding: Binding
+    epoch: int
+    record: Optional[dict[str, Any]]
+    holder: Optional[str]
+    cell: str
+
+
+def _text(a: Any, prefixlen: Optional[int] = None) -> Optional[str]:
+    if a is None:
+        return None
+    if prefixlen is not None and prefixlen < a.max_prefixlen:
+        return str(ipaddress.ip_network((a, prefixlen), strict=False).network_address)
+    return str(a)
+
+
+class StatsBuilder:
+    """Pseudonymises batches of one operator's bindings under its statistics ``Keyring``.
+
+    ``cell_v4``/``cell_v6``: the prefix lengths of aggregate cells (default the policy's
+    truncate lengths, else /24 and /48).  For prefix-preserving schemes the cell is the
+    pseudonymised prefix (one cell per real prefix, names unlinkable to it); for
+    ``ipcrypt-det`` (no structure survives) the cell is the det pseudonym of the truncated
+    network; for ``truncate`` it is the truncated network itself; for ``drop`` it is ``"*"``.
+    """
+
+    def __init__(self, policy: OperatorPolicy, ring: Keyring) -> None:
+        if ring.operator != policy.name:
+            raise CryptoError("keyring belongs to another operator")
+        self.policy = policy
+        self.ring = ring
+        st = policy.statistics
+        self.scheme = st.address
+        self.bucket_ms = st.bucket_ms
+        self.keep_subscriber = st.subscriber != "drop"
+        self.cell_v4 = st.address.v4_prefix if st.address.v4_prefix is not None else 24
+        self.cell_v6 = st.address.v6_prefix if st.address.v6_prefix is not None else 48
+
+    def __repr__(self) -> str:
+        return f"StatsBuilder({self.policy.name!r}, scheme={self.scheme})"
+
+    def epoch(self, at_ms: int) -> int:
+        return epoch_of(at_ms, self.policy.key_epoch_ms)
+
+    def _scheme(self, epoch: int):
+        a = self.scheme
+        return self.ring.address_scheme(a.kind, epoch, v4_prefix=a.v4_prefix, v6_prefix=a.v6_prefix)
+
+    def build_many(self, bindings: Sequence[Binding]) -> list[Built]:
+        """One ``Built`` per binding with an address, in input order (resets carry no address
+        and are skipped).  Bindings whose event time lies in an epoch whose key is already
+        destroyed cannot be pseudonymised any more: they are left out and listed in
+        ``self.late`` (the agent counts them).  Key problems raise ``CryptoError``."""
+        self.late: list[Binding] = []
+        by_epoch: dict[int, list[int]] = {}
+        items = [b for b in bindings if b.action != "reset" and b.ip is not None]
+        epochs = []
+        for i, b in enumerate(items):
+            e = self.epoch(b.at_ms)
+            epochs.append(e)
+            by_epoch.setdefault(e, []).append(i)
+        out: list[Optional[Built]] = [None] * len(items)
+        for e, idx in by_epoch.items():
+            if e < self.ring.oldest_epoch:
+                self.late.extend(items[i] for i in idx)
+                continue
+            self._build_epoch(e, [items[i] for i in idx], idx, out)
+        return [x for x in out if x is not None]
+
+    def _build_epoch(self, e: int, bs: list[Binding], idx: list[int], out: list) -> None:
+        h = self.ring.hmac(e)
+        scheme = self._scheme(e)
+        kind = self.scheme.kind
+        # addresses: the bound network's address, plus NAT inside addresses, in one call
+        addrs = [b.ip.network_address for b in bs]  # type: ignore[union-attr]
+        inside_pos = [k for k, b in enumerate(bs) if b.inside_ip is not None]
+        addrs += [bs[k].inside_ip for k in inside_pos]
+        if kind == "ipcrypt-det":
+            trunc = [_trunc(a, self.cell_v4, self.cell_v6) for a in addrs[:len(bs)]]
+            enc = scheme.encrypt_many(addrs + trunc)
+            cells = [str(c) for c in enc[len(addrs):]]
+            enc = enc[:len(addrs)]
+        else:
+            enc = scheme.encrypt_many(addrs)
+            cells = []
+            for k, b in enumerate(bs):
+                a = enc[k]
+                if a is None:
+                    cells.append("*")
+                else:
+                    cells.append(_cell_text(a, self.cell_v4, self.cell_v6))
+        inside = {k: enc[len(bs) + j] for j, k in enumerate(inside_pos)}
+        holders = [holder_of(b) for b in bs]
+        # distinct-count identity: the subscriber pseudonym, or for NAT a pseudonym of the
+        # inside address (never emitted; only the aggregator counts it)
+        counted = h.pseudonym_many(SUBSCRIBER_DOMAIN + x if x is not None else INSIDE_DOMAIN + str(b.inside_ip)
+                                   for x, b in zip(holders, bs))
+        rids = h.pseudonym_many(RECORD_DOMAIN + b.to_json().decode() for b in bs)
+        for k, b in enumerate(bs):
+            sub = counted[k] if holders[k] is not None else None
+            plen = b.ip.prefixlen  # type: ignore[union-attr]
+            ip = _text(enc[k], plen if kind in ("ipcrypt-pfx", "cryptopan") else None)
+            rec = stats_record(b, record_id=rids[k], epoch=e,
+                               subscriber=sub if self.keep_subscriber else None,
+                               ip=ip, inside=_text(inside.get(k)), bucket_ms=self.bucket_ms)
+            out[idx[k]] = Built(b, e, rec, counted[k], cells[k])
+
+
+def _trunc(a: Any, v4: int, v6: int) -> Any:
+    n = v4 if a.version == 4 else v6
+    return ipaddress.ip_network((a, n), strict=False).network_address
+
+
+def _cell_text(a: Any, v4: int, v6: int) -> str:
+    n = v4 if a.version == 4 else v6
+    return str(ipaddress.ip_network((a, n), strict=False))
+

@@ -1,4 +1,7 @@
-"""``ipanon keys new-authority|new-staff`` — key pairs and registry entries for lawful access.
+"""``ipanon keys new-authority|new-staff|show|rotate`` — lawful-access key pairs; statistics key epochs.
+
+``show`` and ``rotate`` manage the per-operator statistics key epochs (``agents.ratchet_store``,
+docs/statistics.md "Key epochs"); they never print key bytes.
 
 An authority gets two key pairs: Ed25519 to sign its requests and X25519 to open the answers
 sealed to it.  A staff member gets one Ed25519 pair to sign approvals.  Private keys are written
@@ -58,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--display-name", default=None, help="human name for the registry entry")
     _common(s)
     s.set_defaults(func=run_staff)
+    _register_epochs(ksub)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -158,4 +162,85 @@ def run_staff(args: argparse.Namespace) -> int:
     sign = ed25519.Ed25519PrivateKey.generate()
     write_private(args.out / f"{args.name}.sign.pem", sign)
     _emit(args, staff_toml(args.name, args.display_name or args.name, sign.public_key(), bases))
+    return 0
+
+
+# -- statistics key epochs (issue 5) --------------------------------------------------------------
+
+
+def _register_epochs(ksub) -> None:
+    for name, text, ex in (
+        ("show", "per operator: oldest live statistics key epoch, current epoch, files (no key bytes)",
+         "ipanon keys show --keys ~/.config/ipanon/keys"),
+        ("rotate", "destroy statistics key epochs now: everything before the current epoch (or --to-epoch)",
+         "ipanon keys rotate --operator junet --keys ~/.config/ipanon/keys"),
+    ):
+        a = ksub.add_parser(name, help=text, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog=f"example:\n  {ex}")
+        a.add_argument("--operator", "-o", required=(name == "rotate"), help="operator name")
+        a.add_argument("--keys", type=Path, help="directory of operator key files (default: IPANON_KEYS or the worker's)")
+        a.add_argument("--operators", type=Path, help="directory of operator profiles (default config/operators)")
+        if name == "rotate":
+            a.add_argument("--to-epoch", type=int, default=None,
+                           help="destroy every epoch before this one (default: the current epoch)")
+        a.set_defaults(func=run_show if name == "show" else run_rotate)
+
+
+def _epoch_context(args: argparse.Namespace):
+    import time
+
+    from stream.config import load_operators
+
+    from ..runtime import keys_dir
+    from ..settings import Settings
+
+    s = Settings.from_env(bootstrap="unused:0", operators_dir=args.operators, keys_dir=args.keys)
+    policies = load_operators(s.operators_dir)
+    if args.operator and args.operator not in policies:
+        raise CliError(f"operator {args.operator!r} has no profile in {s.operators_dir}")
+    names = [args.operator] if args.operator else sorted(policies)
+    return keys_dir(s), policies, names, time.time_ns() // 1_000_000
+
+
+def _utc(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from stream.config import format_duration
+    from stream.keyring import epoch_bounds, epoch_of
+
+    from ..keystore import key_path
+    from ..ratchet_store import ratchet_path, read_ring
+
+    kd, policies, names, now = _epoch_context(args)
+    print(f"{'operator':12} {'period':>7} {'current':>8} {'oldest live':>11}  oldest live since     seed file  ratchet file")
+    for n in names:
+        pol = policies[n]
+        cur = epoch_of(now, pol.key_epoch_ms)
+        ring = read_ring(kd, n)
+        oldest = "-" if ring is None else str(ring.oldest_epoch)
+        since = "-" if ring is None else _utc(epoch_bounds(ring.oldest_epoch, pol.key_epoch_ms)[0])
+        seed = "present" if key_path(kd, n).exists() else "absent"
+        rp = ratchet_path(kd, n)
+        print(f"{n:12} {format_duration(pol.key_epoch_ms):>7} {cur:>8} {oldest:>11}  {since:20}  {seed:9}  "
+              f"{rp if rp.exists() else '(none yet: created by the worker)'}")
+    return 0
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    from stream.keyring import epoch_of
+
+    from ..ratchet_store import load_or_create
+
+    kd, policies, names, now = _epoch_context(args)
+    n = names[0]
+    target = args.to_epoch if args.to_epoch is not None else epoch_of(now, policies[n].key_epoch_ms)
+    if target < 0:
+        raise CliError("--to-epoch must be >= 0")
+    ring = load_or_create(kd, n, epoch=target)
+    print(f"{n}: oldest live statistics epoch is now {ring.oldest_epoch} "
+          f"(earlier epochs destroyed in {kd}; a running worker follows within seconds)")
     return 0

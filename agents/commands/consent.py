@@ -1,0 +1,81 @@
+"""``ipanon consent grant|withdraw`` — write a subscriber's statistics consent to the consent topic.
+
+The record's key is a keyed hash of the subscriber (``stream.consent.consent_key``), derived from
+the operator's key material in ``--keys``; the subscriber id itself is never written to Kafka.
+A subscriber of ``-`` reads one subscriber id per line from stdin (bulk changes; also keeps ids
+out of the shell history and the process list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "consent", help="grant or withdraw a subscriber's consent to statistics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write consent flags to the compacted <prefix>-consent topic.  The key is a keyed\n"
+                    "hash of the subscriber (no raw identity on the topic).  Where an operator's profile\n"
+                    "sets purposes.statistics.consent_required, per-record statistics of a subscriber\n"
+                    "are emitted only while the latest flag is 'granted'.",
+        epilog="example:\n"
+               "  ipanon consent grant --operator junet --keys ~/.config/ipanon/keys kund-0001@isp.example\n"
+               "  ipanon consent withdraw --operator junet --keys ~/.config/ipanon/keys kund-0001@isp.example\n"
+               "  cut -f1 withdrawn.tsv | ipanon consent withdraw --operator junet -",
+    )
+    csub = p.add_subparsers(dest="consent_action", metavar="ACTION", required=True)
+    for action, text in (("grant", "the subscriber consents (statistics)"),
+                         ("withdraw", "the subscriber withdraws consent (applies to every later batch)")):
+        a = csub.add_parser(action, help=text, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog=f"example:\n  ipanon consent {action} --operator junet kund-0001@isp.example")
+        a.add_argument("subscriber", help="subscriber id as the operator's logs name it, or - for stdin")
+        a.add_argument("--operator", "-o", required=True, help="operator name (its profile and key file)")
+        a.add_argument("--keys", type=Path, help="directory of operator key files (default: IPANON_KEYS or the worker's)")
+        a.add_argument("--bootstrap", help="Kafka bootstrap host:port (default: the running local broker)")
+        a.add_argument("--topic-prefix", help="topic prefix (default ipanon)")
+        a.set_defaults(func=run, state="granted" if action == "grant" else "withdrawn")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream.consent import ConsentRecord, consent_key
+
+    from ..cli import CliError
+    from ..ratchet_store import index_ring
+    from ..runtime import keys_dir
+    from ..settings import Settings
+    from ..topics import Topics
+
+    settings = Settings.from_env(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix, keys_dir=args.keys)
+    ring = index_ring(keys_dir(settings), args.operator)
+    if args.subscriber == "-":
+        subs = [line.strip() for line in sys.stdin if line.strip()]
+    else:
+        subs = [args.subscriber]
+    if not subs:
+        raise CliError("no subscriber ids given")
+    now = time.time_ns() // 1_000_000
+    recs = [ConsentRecord(consent_key(ring, s), args.operator, args.state, "statistics", now) for s in subs]
+    topic = Topics(settings.topic_prefix).consent
+    from kafka.errors import KafkaError
+
+    from ..kafka_io import producer
+
+    try:
+        prod = producer(settings.bootstrap)
+        try:
+            futures = [prod.send(topic, key=k, value=v) for k, v in (r.encode() for r in recs)]
+            prod.flush()
+            for f in futures:
+                f.get(timeout=30)
+        finally:
+            prod.close()
+    except KafkaError as e:
+        raise CliError(f"cannot write to {topic} at {settings.bootstrap} ({type(e).__name__}); "
+                       f"is the broker running and the topic created (`ipanon topics apply`)?") from None
+    for r in recs:
+        print(f"{args.state} {r.key}")
+    return 0

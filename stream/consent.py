@@ -1,0 +1,133 @@
+"""Consent flags for statistics: records, keys and the in-memory view (issue 5).
+
+Where an operator's policy says ``consent_required = true`` (Junet, Hektor, op003: traffic data
+for statistics only with consent), a subscriber's per-record statistics are emitted only while
+that subscriber's latest consent state is ``granted``.
+
+The consent topic is **compacted**: one live record per key, the latest write wins.  Its key is
+never the subscriber id but a keyed hash of it, so the topic holds no raw identity::
+
+    key   = "<operator>:" + Keyring.key_id("consent/statistics/" + subscriber)   (32 hex chars)
+    value = {"v": 1, "operator": ..., "purpose": "statistics", "state": "granted"|"withdrawn",
+             "at_ms": <when the subscriber gave or withdrew it>}
+    value = null (a tombstone) — the flag is forgotten, which means "no consent"
+
+``key_id`` uses the keyring's *stable* index key (``stream.keyring``), not an epoch key:
+consent outlives key epochs, and both the CLI (from the operator key file) and the worker (from
+its persisted statistics ratchet) derive the same index key.  Note the hash is a pseudonym,
+not anonymity: whoever holds the operator's index key can test a guessed subscriber id.
+
+Semantics (see docs/statistics.md): the view applies records in topic order (what compaction
+keeps is exactly the last write per key), ``at_ms`` is informational.  The worker brings its
+view up to the consent topic's end offsets before each batch of bindings, so a consent change
+acknowledged by Kafka before a batch starts applies to that batch and to every later one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import Rejected
+from .keyring import Keyring
+
+CONSENT_SCHEMA_VERSION = 1
+PURPOSES = ("statistics",)
+STATES = ("granted", "withdrawn")
+_KEY = re.compile(r"^([a-z0-9][a-z0-9_-]{0,62}):([0-9a-f]{32})$")
+
+
+def consent_key(ring: Keyring, subscriber: str, purpose: str = "statistics") -> str:
+    """The consent-topic key of ``subscriber`` for ``ring``'s operator (no raw identity)."""
+    if purpose not in PURPOSES:
+        raise Rejected("bad-purpose", f"purpose must be one of {', '.join(PURPOSES)}")
+    if not isinstance(subscriber, str) or not subscriber:
+        raise Rejected("bad-subscriber", "subscriber id must be a non-empty string")
+    return f"{ring.operator}:{ring.key_id(f'consent/{purpose}/' + subscriber)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    key: str
+    operator: str
+    state: Optional[str]            # None = tombstone (forgotten = no consent)
+    purpose: str = "statistics"
+    at_ms: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        m = _KEY.match(self.key)
+        if not m or m.group(1) != self.operator:
+            raise Rejected("bad-consent-key", "consent key must be '<operator>:<32 hex>' of the record's operator")
+        if self.state is not None and self.state not in STATES:
+            raise Rejected("bad-consent-state", f"state must be one of {', '.join(STATES)}")
+        if self.purpose not in PURPOSES:
+            raise Rejected("bad-purpose", f"purpose must be one of {', '.join(PURPOSES)}")
+
+    @property
+    def granted(self) -> bool:
+        return self.state == "granted"
+
+    def encode(self) -> tuple[bytes, Optional[bytes]]:
+        if self.state is None:
+            return self.key.encode(), None
+        return self.key.encode(), json.dumps(
+            {"v": CONSENT_SCHEMA_VERSION, "operator": self.operator, "purpose": self.purpose,
+             "state": self.state, "at_ms": self.at_ms}, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, key: Optional[bytes], value: Optional[bytes]) -> "ConsentRecord":
+        if not key:
+            raise Rejected("bad-consent-key", "consent record without a key")
+        try:
+            k = key.decode("ascii")
+        except UnicodeDecodeError:
+            raise Rejected("bad-consent-key", "consent key is not ASCII") from None
+        op = k.split(":", 1)[0]
+        if value is None:
+            return cls(k, op, None)
+        try:
+            d = json.loads(value)
+            if not isinstance(d, dict) or d.get("v") != CONSENT_SCHEMA_VERSION:
+                raise ValueError
+            at = d.get("at_ms")
+            if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
+                raise ValueError
+            return cls(k, d["operator"], d["state"], d.get("purpose", "statistics"), at)
+        except (ValueError, KeyError, TypeError):
+            raise Rejected("bad-consent-record", "consent value is not a version-1 consent record") from None
+
+
+def grant(ring: Keyring, subscriber: str, at_ms: int) -> ConsentRecord:
+    return ConsentRecord(consent_key(ring, subscriber), ring.operator, "granted", "statistics", at_ms)
+
+
+def withdraw(ring: Keyring, subscriber: str, at_ms: int) -> ConsentRecord:
+    return ConsentRecord(consent_key(ring, subscriber), ring.operator, "withdrawn", "statistics", at_ms)
+
+
+class ConsentView:
+    """The latest consent state per key, fed in topic order (last write wins)."""
+
+    __slots__ = ("_granted", "applied")
+
+    def __init__(self) -> None:
+        self._granted: set[str] = set()
+        self.applied = 0
+
+    def apply(self, rec: ConsentRecord) -> None:
+        if rec.granted:
+            self._granted.add(rec.key)
+        else:
+            self._granted.discard(rec.key)
+        self.applied += 1
+
+    def allows(self, key: str) -> bool:
+        return key in self._granted
+
+    def __len__(self) -> int:
+        return len(self._granted)
+
+    def __repr__(self) -> str:
+        return f"ConsentView(granted={len(self._granted)})"

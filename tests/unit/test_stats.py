@@ -1,0 +1,162 @@
+"""stream.stats: records carry no raw identifier, pseudonyms are keyed per epoch, ids are
+deterministic, and the address scheme follows the operator's policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from pathlib import Path
+
+import pytest
+
+from stream.config import AddressScheme, load_operators
+from stream.keyring import Keyring, epoch_of
+from stream.model import Binding, parse_network
+from stream.pseudonym import IpcryptPfx
+from stream.stats import FIELDS, STATS_SCHEMA_VERSION, StatsBuilder, bucket_of
+
+OPS = load_operators(Path(__file__).resolve().parents[2] / "config" / "operators")
+SEED = bytes(range(32))
+T0 = 1_717_999_200_000 + 123_456  # 2024-06-10T06:02:03.456Z
+
+SUB = "kund-4711@isp.example"
+
+
+def radius(action="start", at=T0, sub=SUB, ip="100.64.12.34", **kw):
+    return Binding(kind="radius", action=action, operator="junet", ip=parse_network(ip), subscriber=sub,
+                   session="0A0B0C0D-00000042", nas="192.0.2.10", at_ms=at, hwaddr="02:00:5e:10:00:01",
+                   circuit_id="ge-0/0/1.101", **kw)
+
+
+def nat(at=T0):
+    return Binding(kind="nat", action="start", operator="junet", ip=parse_network("198.51.100.7"),
+                   subscriber=None, session=None, nas=None, at_ms=at,
+                   inside_ip=ipaddress.ip_address("100.64.99.5"), port_first=1024, port_last=2047)
+
+
+def builder(op="junet", address=None, subscriber=None, epoch=None):
+    pol = OPS[op]
+    st = pol.statistics
+    if address is not None:
+        st = dataclasses.replace(st, address=AddressScheme.parse(address, where="test"))
+    if subscriber is not None:
+        st = dataclasses.replace(st, subscriber=subscriber)
+    pol = dataclasses.replace(pol, statistics=st)
+    e = epoch_of(T0, pol.key_epoch_ms) if epoch is None else epoch
+    return StatsBuilder(pol, Keyring.create(pol.name, SEED, epoch=e))
+
+
+def with_op(b, op):
+    return dataclasses.replace(b, operator=op)
+
+
+def test_record_has_exactly_the_schema_fields_and_no_raw_value():
+    b = radius(octets_in=5, octets_out=7, session_time_s=60, action="stop")
+    [x] = builder().build_many([b])
+    rec = x.record
+    assert tuple(rec) == FIELDS and rec["v"] == STATS_SCHEMA_VERSION == 2
+    text = json.dumps(rec)
+    for raw in (SUB, "100.64.12.34", "0A0B0C0D", "192.0.2.10", "02:00:5e:10:00:01", "ge-0/0/1.101", str(T0)):
+        assert raw not in text
+    assert rec["bucket_ms"] == bucket_of(T0) == 1_717_999_200_000 and rec["bucket_len_ms"] == 3_600_000
+    assert (rec["octets_in"], rec["octets_out"], rec["session_time_s"]) == (5, 7, 60)
+    assert rec["epoch"] == epoch_of(T0, 7 * 86_400_000)
+    assert len(rec["subscriber"]) == 32 and len(rec["id"]) == 32 and rec["nat_block_size"] is None
+
+
+def test_pseudonyms_equal_the_documented_derivation():
+    bld = builder()
+    [x] = bld.build_many([radius()])
+    e = x.record["epoch"]
+    h = bld.ring.hmac(e)
+    assert x.record["subscriber"] == h.pseudonym("subscriber\0" + SUB)
+    assert x.record["id"] == h.pseudonym("record\0" + radius().to_json().decode())
+    # ipcrypt-pfx under the epoch's pfx key: the record's address is the scheme's output
+    pfx = IpcryptPfx(bld.ring.scheme_key("ipcrypt-pfx", e))
+    assert x.record["ip"] == str(pfx.encrypt(ipaddress.ip_address("100.64.12.34")))
+    assert x.cell == str(ipaddress.ip_network((pfx.encrypt(ipaddress.ip_address("100.64.12.34")), 24), strict=False))
+
+
+def test_same_subscriber_same_pseudonym_within_an_epoch_different_across_epochs():
+    bld = builder(epoch=0)
+    week = 7 * 86_400_000
+    a, b, c = bld.build_many([radius(at=T0), radius(at=T0 + 3_600_000, ip="100.64.0.1"),
+                              radius(at=T0 + week)])
+    assert a.record["subscriber"] == b.record["subscriber"]
+    assert a.record["epoch"] + 1 == c.record["epoch"]
+    assert a.record["subscriber"] != c.record["subscriber"]
+    assert a.record["id"] != c.record["id"]
+
+
+def test_record_ids_are_deterministic_and_distinct():
+    bs = [radius(), radius(action="stop", at=T0 + 1000), radius(sub="other")]
+    one = [x.record for x in builder().build_many(bs)]
+    two = [x.record for x in builder().build_many(bs)]
+    assert one == two
+    assert len({r["id"] for r in one}) == 3
+
+
+def test_destroyed_epoch_is_reported_late_not_pseudonymised():
+    e = epoch_of(T0, 7 * 86_400_000)
+    bld = builder(epoch=e + 1)
+    out = bld.build_many([radius(at=T0), radius(at=T0 + 7 * 86_400_000)])
+    assert len(out) == 1 and out[0].record["epoch"] == e + 1
+    assert len(bld.late) == 1 and bld.late[0].at_ms == T0
+
+
+def test_truncate_policy_keeps_the_network_and_the_prefix_cell():
+    bld = builder("connect2ip")
+    [v4, v6] = bld.build_many([with_op(radius(), "connect2ip"),
+                               with_op(radius(ip="2001:db8:200:ab00::/56"), "connect2ip")])
+    assert v4.record["ip"] == "100.64.12.0" and v4.cell == "100.64.12.0/24"
+    assert v6.record["ip"] == "2001:db8:200::" and v6.record["prefixlen"] == 56
+    assert v6.cell == "2001:db8:200::/48"
+
+
+@pytest.mark.parametrize("scheme", ["ipcrypt-pfx", "cryptopan"])
+def test_prefix_preserving_schemes_keep_shared_prefixes_in_records_and_cells(scheme):
+    bld = builder(address=scheme)
+    a, b = bld.build_many([radius(ip="100.64.12.34"), radius(ip="100.64.12.200", sub="x")])
+    assert a.cell == b.cell and a.record["ip"] != b.record["ip"]
+    assert a.record["ip"].rsplit(".", 1)[0] == b.record["ip"].rsplit(".", 1)[0]
+    assert "100.64.12" not in a.record["ip"]
+    [p] = bld.build_many([radius(ip="2001:db8:200:ab00::/56")])
+    assert ipaddress.ip_network(p.record["ip"] + "/56")  # host bits masked to the bound prefix
+
+
+def test_ipcrypt_det_cells_are_det_tokens_of_the_truncated_network():
+    bld = builder(address="ipcrypt-det")
+    a, b, c = bld.build_many([radius(ip="100.64.12.34"), radius(ip="100.64.12.200", sub="x"),
+                              radius(ip="100.64.13.1", sub="y")])
+    assert a.cell == b.cell != c.cell
+    assert a.record["ip"] != b.record["ip"] and "100.64.12" not in a.cell
+
+
+def test_drop_schemes():
+    bld = builder(address="drop", subscriber="drop")
+    [x] = bld.build_many([radius()])
+    assert x.record["ip"] is None and x.record["subscriber"] is None and x.cell == "*"
+    assert x.holder is not None  # still counted (distinct) by the aggregator, never emitted
+
+
+def test_nat_record_has_no_subscriber_block_size_and_pseudonymised_inside():
+    [x] = builder().build_many([nat()])
+    rec = x.record
+    assert rec["subscriber"] is None and rec["nat_block_size"] == 1024
+    assert rec["inside"] and rec["inside"] != "100.64.99.5" and rec["ip"] != "198.51.100.7"
+    assert x.holder is not None and x.holder != builder().build_many([radius()])[0].holder
+
+
+def test_reset_bindings_produce_nothing():
+    reset = Binding(kind="radius", action="reset", operator="junet", ip=None, subscriber=None, session=None,
+                    nas="192.0.2.10", at_ms=T0)
+    assert builder().build_many([reset]) == []
+
+
+def test_builder_refuses_a_foreign_keyring():
+    from stream.errors import CryptoError
+
+    with pytest.raises(CryptoError):
+        StatsBuilder(OPS["junet"], Keyring.create("hektor", SEED))
+    assert "key" not in repr(builder()).lower().replace("keyring", "")
