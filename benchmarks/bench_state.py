@@ -1,0 +1,211 @@
+"""State cost and recovery: bytes per live mapping on disk, worker RSS, restore time.
+
+For each size in ``--sizes`` (default 1M), on a real broker:
+
+1. write ``n`` live mappings straight into a fresh worker's changelog topic (the topic
+   ``ipanon topics apply`` creates, with the plan's configs), each key once, with exactly the
+   key, value and partition the worker itself would write: keys from
+   ``stream.intervals.table_key`` (or the vault's keyed form when the worker seals values),
+   values ``stream.intervals.encode`` (or sealed), partition = murmur2 of the routing key.
+   Mixed like the traffic: 60 % RADIUS sessions, 30 % DHCP leases, 10 % CGNAT port blocks.
+   Each key is written once, so the topic already is what compaction would leave;
+2. ``disk_bytes_per_mapping`` = bytes of the changelog's ``.log`` segment files in the broker's
+   data directory ÷ ``n`` (needs the broker's data dir: known when this script starts the
+   broker, else pass ``--broker-dir``); ``payload_bytes_per_mapping`` = key + value bytes;
+3. a fresh ``ipanon worker`` starts on that changelog: ``restore_s`` = from Faust's
+   "Recovery: Starting" to the table's "schedule rebuilt from the store: N keys" log line
+   (both from the worker's own log, ms resolution), ``restore_per_s`` = n ÷ restore_s;
+   ``rss_mb`` = the worker's RSS after the restore; ``rss_empty_mb`` = the same worker
+   shape with an empty table (first run).
+
+Prints exactly one JSON line.  The machine is shared: figures are noisy.  Targets (issue 8):
+≤ 150 B/mapping on disk, RSS within 20 % from 1M to 10M, restore ≥ 200k mappings/s.
+
+    python benchmarks/bench_state.py [--bootstrap HOST:PORT --broker-dir DIR] [--sizes 1000000 3000000]
+    python benchmarks/bench_state.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import re
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as H  # noqa: E402
+
+from stream import intervals as iv  # noqa: E402
+
+_TS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def _log_time(line: str) -> float:
+    m = _TS.match(line)
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() if m else float("nan")
+
+
+class Encoder:
+    """Key and value bytes exactly as this checkout's worker writes them."""
+
+    def __init__(self, w: H.Worker, now_ms: int) -> None:
+        self.kind = "plain-json"
+        self.vault = None
+        try:  # the lead's crypto-shredded table: keyed table keys, sealed values
+            from agents.app import Pipeline
+            from agents.vault import Vault
+
+            if "vaults" in Pipeline.__init__.__code__.co_names or hasattr(Pipeline, "_load"):
+                op = H.OPERATOR
+                ttl = w.plan.retention[op].ttl_ms
+                grace = int(2 * w.settings.sweep_interval_s * 1000) + 1000
+                self.vault = Vault.open_or_create(op, w.keys_dir, ttl_ms=ttl, grace_ms=grace, now_ms=now_ms)
+                self.ttl = ttl
+                self.kind = "sealed"
+        except ImportError:
+            pass
+
+    def entry(self, slot: str, net, ivs, now_ms: int) -> tuple[bytes, bytes]:
+        if self.vault is None:
+            return iv.table_key(H.OPERATOR, slot, net).encode(), iv.encode(ivs)
+        from agents.vault import max_until
+
+        key = self.vault.key(slot, net)
+        until = max_until(ivs, ttl_ms=self.ttl, stale_after_ms=iv.DEFAULT_STALE_AFTER_MS)
+        return key, self.vault.seal(key, net, ivs, until_ms=until, now_ms=now_ms)
+
+
+def entries(enc: Encoder, n: int, now_ms: int, partitions: int):
+    """(partition, key, value) for ``n`` distinct live mappings, mixed 60/30/10."""
+    from agents.mapping_table import partition_for
+
+    t = now_ms - 3_600_000
+    for i in range(n):
+        r = i % 10
+        if r < 6:  # RADIUS session on 100.64.0.0/10 and up
+            net = ipaddress.IPv4Network((0x64400000 + i, 32))
+            ivl = iv.Interval(start_ms=t + i % 600_000, end_ms=None, holder=f"kund-{i}@isp.example",
+                              session=f"192.0.2.{i % 200 + 1}/{i:08X}", nas=f"192.0.2.{i % 200 + 1}",
+                              last_ms=t + 600_000)
+            slot = "ip"
+        elif r < 9:  # DHCP lease (subscriber = client id / MAC)
+            net = ipaddress.IPv4Network((0x0A000000 + i, 32))
+            ivl = iv.Interval(start_ms=t, end_ms=None, holder=f"01:02:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
+                              last_ms=t + 600_000, until_ms=t + 3_600_000)
+            slot = "ip"
+        else:  # CGNAT block; one block per public address here (a real one holds many per key)
+            net = ipaddress.IPv4Network((0xC6000000 + i, 32))
+            blk = i % 60
+            ivl = iv.Interval(start_ms=t, end_ms=None, holder=str(ipaddress.IPv4Address(0x647F0000 + i)),
+                              last_ms=t, port_first=1024 + blk * 1024, port_last=2047 + blk * 1024)
+            slot = "nat"
+        key, value = enc.entry(slot, net, (ivl,), now_ms)
+        yield partition_for(iv.routing_key(H.OPERATOR, net).encode(), partitions), key, value
+
+
+async def _fill(bootstrap: str, topic: str, rows) -> tuple[int, int]:
+    from aiokafka import AIOKafkaProducer
+
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1, max_batch_size=512 * 1024,
+                         max_request_size=8 * 2**20)
+    await p.start()
+    n = payload = 0
+    try:
+        for part, key, value in rows:
+            await p.send(topic, value=value, key=key, partition=part)
+            n += 1
+            payload += len(key) + len(value)
+            if n % 50_000 == 0:
+                await p.flush()
+        await p.flush()
+    finally:
+        await p.stop()
+    return n, payload
+
+
+def disk_bytes(data_dir: Path, topic: str) -> int:
+    return sum(f.stat().st_size for d in data_dir.glob(f"{topic}-*") for f in d.glob("*.log"))
+
+
+def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
+    w.start()
+    t0 = time.monotonic()
+    start = done = None
+    keys = -1
+    try:
+        while time.monotonic() - t0 < timeout_s and w.alive():
+            for line in w.log_path.read_text(errors="replace").splitlines():
+                if start is None and "Recovery]: Starting" in line:
+                    start = _log_time(line)
+                m = re.search(r"schedule rebuilt from the store: (\d+) keys", line)
+                if m:
+                    done, keys = _log_time(line), int(m.group(1))
+            if done is not None:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        rss = H.rss_kb(w.pid)
+    finally:
+        w.stop()
+    sec = (done - start) if (start is not None and done is not None) else float("nan")
+    return {"restored_keys": keys, "restore_s": round(sec, 2),
+            "restore_per_s": round(n / sec) if n and sec == sec and sec > 0 else None,
+            "rss_mb": round(rss / 1024, 1), "log_tail": "" if done is not None else w.log_tail(400)}
+
+
+def run(a) -> dict:
+    results = []
+    with H.broker(a.bootstrap) as (bootstrap, data_dir), tempfile.TemporaryDirectory(prefix="ipanon-bench-state-") as tmp:
+        if a.broker_dir:
+            data_dir = Path(a.broker_dir) / "data"
+        base = H.Worker(bootstrap, Path(tmp) / "empty")
+        empty = restore(base, 0, a.timeout)
+        for n in a.sizes:
+            w = H.Worker(bootstrap, Path(tmp) / f"w{n}")
+            now = time.time_ns() // 1_000_000
+            enc = Encoder(w, now)
+            t = time.perf_counter()
+            n_written, payload = asyncio.run(_fill(bootstrap, w.changelog, entries(enc, n, now, w.settings.partitions)))
+            fill_s = time.perf_counter() - t
+            time.sleep(1)
+            disk = disk_bytes(data_dir, w.changelog) if data_dir else None
+            r = restore(w, n, a.timeout)
+            row = {"mappings": n, "value_encoding": enc.kind, "fill_s": round(fill_s, 1),
+                   "payload_bytes_per_mapping": round(payload / n, 1),
+                   "disk_bytes_per_mapping": round(disk / n, 1) if disk else None, **r}
+            if not row["log_tail"]:
+                row.pop("log_tail")
+            results.append(row)
+    big = [r for r in results if r.get("rss_mb")]
+    flat = None
+    if len(big) >= 2:
+        flat = round(big[-1]["rss_mb"] / big[0]["rss_mb"], 2)
+    return {"bench": "state", "smoke": a.smoke, "rss_empty_mb": empty["rss_mb"],
+            "empty_restore_s": empty["restore_s"], "sizes": results,
+            "rss_ratio_largest_to_smallest": flat,
+            "targets": {"disk_bytes_per_mapping": 150, "rss_ratio": 1.2, "restore_per_s": 200_000},
+            "machine": H.machine()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (for the test suite)")
+    ap.add_argument("--bootstrap", help="use this running broker (default: start a throw-away local one)")
+    ap.add_argument("--broker-dir", help="state dir of that broker (for on-disk bytes)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one restore")
+    a = ap.parse_args()
+    if a.smoke:
+        a.sizes, a.timeout = [2000], 120.0
+    print(json.dumps(run(a)))
+
+
+if __name__ == "__main__":
+    main()

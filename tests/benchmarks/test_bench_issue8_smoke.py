@@ -1,0 +1,85 @@
+"""Smoke runs of the issue-8 benchmarks (tiny sizes): each prints one JSON line with its keys.
+
+No timing is asserted — only that every benchmark runs end to end and that the figures it
+reports are consistent with what it fed in (counts, completeness, matched records)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _run(*args: str, timeout: float = 300) -> dict:
+    p = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 1, p.stdout[-2000:]
+    return json.loads(lines[0])
+
+
+def test_bench_intervals_smoke():
+    fig = _run(str(BENCH / "bench_intervals.py"), "--smoke")
+    assert fig["bench"] == "intervals" and fig["smoke"] is True and fig["skipped"] == []
+    (size,) = fig["sizes"]
+    assert size["mappings"] == 2000
+    for k in ("update_ops", "insert_ops", "lookup_ops", "mem_bytes_per_mapping", "fill_s", "rss_mb"):
+        assert isinstance(size[k], (int, float)) and size[k] >= 0, k
+    assert size["update_ops"] > 0 and size["lookup_ops"] > 0
+    assert {"cores", "load1", "python"} <= set(fig["machine"])
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_bench_e2e_smoke(bootstrap):
+    fig = _run(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap)
+    assert fig["bench"] == "e2e" and fig["events"] == 300
+    # every raw event became exactly its stats record, matched by record id
+    assert fig["worker_complete"] is True and fig["worker_stats_records"] == 300
+    assert fig["passthrough_events"] == 300
+    assert fig["latency_events"] == 100
+    assert fig["latency_p50_ms"] <= fig["latency_p99_ms"]
+    for k in ("worker_eps", "passthrough_eps", "ratio", "worker_cpu_s", "worker_rss_mb", "targets_met", "machine"):
+        assert k in fig, k
+    assert fig["worker_eps"] > 0 and fig["passthrough_eps"] > 0
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_bench_state_smoke(broker):
+    fig = _run(str(BENCH / "bench_state.py"), "--smoke", "--bootstrap", broker.bootstrap,
+               "--broker-dir", str(broker.dir))
+    assert fig["bench"] == "state"
+    (size,) = fig["sizes"]
+    # the fresh worker restored every mapping written to its changelog
+    assert size["mappings"] == 2000 and size["restored_keys"] == 2000
+    assert size["disk_bytes_per_mapping"] >= size["payload_bytes_per_mapping"] > 20
+    assert size["restore_s"] >= 0 and size["rss_mb"] > 0 and fig["rss_empty_mb"] > 0
+
+
+def test_profile_summary(tmp_path):
+    prof = tmp_path / "p.txt"
+    prof.write_text("main (agents/cli.py:1);run (stream/intervals.py:10);dumps (json/encoder.py:5) 3\n"
+                    "main (agents/cli.py:1);select (selectors.py:2) 1\n")
+    fig = _run(str(BENCH / "profile_summary.py"), str(prof))
+    assert fig["samples"] == 4
+    assert dict(map(tuple, fig["self_pct"])) == {"dumps (json/encoder.py)": 75.0, "select (selectors.py)": 25.0}
+    assert dict(map(tuple, fig["inclusive_pct"]))["main (agents/cli.py)"] == 100.0
+    assert fig["area_self_pct"] == {"json": 75.0, "asyncio": 25.0}
+
+
+@pytest.mark.broker
+def test_run_all_collects_lines(bootstrap, tmp_path):
+    out = tmp_path / "latest.jsonl"
+    p = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--smoke", "--only", "intervals",
+                        "--bootstrap", bootstrap, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["bench"] for r in rows] == ["run", "intervals"]
+    assert rows[0]["smoke"] is True and "machine" in rows[0] and "commit" in rows[0]
+    assert rows[1]["exit"] == 0 and rows[1]["sizes"][0]["mappings"] == 2000
