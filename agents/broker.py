@@ -12,6 +12,18 @@ Layout:
   voter set records the controller endpoint at format time.
 
 Everything listens on 127.0.0.1 only.
+
+Secure mode (``LocalBroker(dir, secure=True)``, ``ipanon broker start --secure``; issue 10):
+the client listener is ``SASL_SSL`` with SCRAM-SHA-512 only; TLS certificates come from a
+throw-away CA made on the fly (``agents.security.make_local_pki``, PEM keystore); one SCRAM
+user per role (``SECURE_USERS`` + one per registered authority) is created when the storage
+is formatted (``StorageTool format --add-scram``), each password in ``secrets/<user>.password``
+(0600) with a client security file ``clients/<user>.toml``; Kafka's ``StandardAuthorizer`` is
+on with ``allow.everyone.if.no.acl.found=false`` and only ``ipanon-admin`` (and the broker's
+own certificate principal) as super users, so every other user can do exactly what ``ipanon
+acl apply`` grants.  The controller listener is mutual TLS on loopback (the broker presents
+its certificate; an unauthenticated client cannot even complete the handshake).  A state
+directory is formatted either secure or not; the mode is kept in ``broker.json``.
 """
 
 from __future__ import annotations
@@ -137,16 +149,80 @@ class BrokerInfo:
         return f"stopped (dir {self.state_dir})"
 
 
+#: SCRAM users of a secure local broker (authorities are added per registry entry as
+#: ``ipanon-authority-<id>``).  ``ipanon-admin`` is the super user.
+ADMIN_USER = "ipanon-admin"
+BROKER_PRINCIPAL = "User:CN=ipanon-broker"
+SECURE_USERS = (ADMIN_USER, "ipanon-collector", "ipanon-worker", "ipanon-analyst", "ipanon-staff",
+                "ipanon-auditor")
+
+
+def authority_ids(authorities_dir: Optional[Path] = None) -> list[str]:
+    """Authority ids registered in ``config/authorities`` (the ``id`` of each TOML)."""
+    import tomllib
+
+    d = Path(authorities_dir or REPO_ROOT / "config" / "authorities")
+    out = []
+    for f in sorted(d.glob("*.toml")) if d.is_dir() else ():
+        try:
+            out.append(str(tomllib.loads(f.read_text())["id"]))
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
 class LocalBroker:
     """One local broker in its own state directory.  ``start`` and ``stop`` are idempotent."""
 
     def __init__(self, state_dir: Optional[Path] = None, *, overrides: Optional[Mapping[str, str]] = None,
-                 heap: str = "768m") -> None:
+                 heap: str = "768m", secure: bool = False, users: Optional[list[str]] = None) -> None:
         self.dir = Path(state_dir or default_state_dir()).resolve()
         self.overrides = {**LOCAL_OVERRIDES, **(overrides or {})}
         self.heap = heap
+        self.secure = secure
+        self.users = list(users) if users is not None else \
+            [*SECURE_USERS, *(f"ipanon-authority-{a}" for a in authority_ids())]
         self.meta_path = self.dir / "broker.json"
         self.log_path = self.dir / "broker.log"
+
+    # -- secure mode ---------------------------------------------------------------------
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    def password_file(self, user: str) -> Path:
+        return self.dir / "secrets" / f"{user}.password"
+
+    def client_file(self, user: str) -> Path:
+        """The client security file (``IPANON_KAFKA_SECURITY``) of one user of a secure broker."""
+        return self.dir / "clients" / f"{user}.toml"
+
+    def security(self, user: str = ADMIN_USER):
+        """``agents.security.KafkaSecurity`` for one user of this (secure) broker."""
+        from .security import load_security
+
+        if not self._meta().get("secure"):
+            raise BrokerError(f"local broker in {self.dir} is not in secure mode")
+        return load_security({}, file=self.client_file(user))
+
+    def _prepare_secure(self) -> list[str]:
+        """Certificates, passwords and client files; returns the StorageTool SCRAM arguments."""
+        import secrets as _secrets
+
+        from .security import KafkaSecurity, _write_private, make_local_pki, write_client_file
+
+        paths = make_local_pki(self.tls_dir)
+        (self.dir / "secrets").mkdir(mode=0o700, exist_ok=True)
+        args = []
+        for user in self.users:
+            pw = _secrets.token_hex(24)  # hex: safe inside StorageTool's [name=…,password=…] syntax
+            _write_private(self.password_file(user), (pw + "\n").encode())
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]"]
+            write_client_file(self.client_file(user),
+                              KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", user, "-", ca_file=paths["ca"]),
+                              self.password_file(user))
+        return args
 
     # -- state ---------------------------------------------------------------------------
 
@@ -181,21 +257,27 @@ class LocalBroker:
         m = self._meta()
         data = self.dir / "data"
         if not (data / "meta.properties").exists():
-            m = {"port": free_port(), "controller_port": free_port()}
+            m = {"port": free_port(), "controller_port": free_port(), "secure": self.secure}
             while m["controller_port"] == m["port"]:
                 m["controller_port"] = free_port()
             shutil.rmtree(data, ignore_errors=True)
+            scram = self._prepare_secure() if self.secure else []
             self._write_properties(m["port"], m["controller_port"], data)
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
                 [java, "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J}",
                  "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                 "-c", str(self.dir / "server.properties"), "--standalone"],
+                 "-c", str(self.dir / "server.properties"), "--standalone", *scram],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )
-            if fmt.returncode != 0:
-                raise BrokerError(f"formatting the broker's storage failed: {fmt.stdout.strip()[-300:]}")
+            if fmt.returncode != 0:  # the output may echo the SCRAM arguments: show no passwords
+                tail = fmt.stdout.strip()[-300:] if not scram else fmt.stdout.strip().splitlines()[-1][:200]
+                raise BrokerError(f"formatting the broker's storage failed: {tail}")
         else:
+            if bool(m.get("secure")) != self.secure:
+                want, have = ("secure", "plaintext") if self.secure else ("plaintext", "secure")
+                raise BrokerError(f"the broker in {self.dir} was formatted {have}; cannot start it {want} "
+                                  f"(use another --dir, or `ipanon broker wipe`)")
             self._write_properties(m["port"], m["controller_port"], data)
         for port in (m["port"], m["controller_port"]):
             if _port_open(port):
@@ -253,6 +335,8 @@ class LocalBroker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _write_properties(self, port: int, cport: int, data: Path) -> None:
+        if self.secure:
+            return self._write_secure_properties(port, cport, data)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -272,3 +356,43 @@ class LocalBroker:
             **self.overrides,
         }
         (self.dir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _write_secure_properties(self, port: int, cport: int, data: Path) -> None:
+        from .security import _write_private, read_secret
+
+        admin_pw = read_secret(self.password_file(ADMIN_USER), "SASL password file")
+        ca, ks = self.tls_dir / "ca.pem", self.tls_dir / "broker.pem"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{ADMIN_USER}" password="{admin_pw}";',
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(ks),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(ca),
+            "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+            "listener.name.controller.ssl.client.auth": "required",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{ADMIN_USER};{BROKER_PRINCIPAL}",
+            "log.dirs": str(data),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            **self.overrides,
+        }
+        # holds the admin password (inter-broker login): owner-only, like every secret
+        _write_private(self.dir / "server.properties", "".join(f"{k}={v}\n" for k, v in props.items()).encode())

@@ -29,10 +29,15 @@ BROKER_KEYS = ("log.retention.check.interval.ms", "log.cleaner.backoff.ms", "log
                "log.cleaner.enable")
 
 
-def admin_client(bootstrap: str):
+def admin_client(bootstrap: str, security=None):
+    """A ``KafkaAdminClient``; ``security``: ``agents.security.KafkaSecurity`` (default: the
+    process's, from the environment)."""
     from kafka import KafkaAdminClient
 
-    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-topics", request_timeout_ms=30_000)
+    from .security import kafka_python_kwargs
+
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-topics", request_timeout_ms=30_000,
+                            **kafka_python_kwargs(security))
 
 
 def read_broker_settings(admin) -> tuple[BrokerSettings, dict[str, str]]:

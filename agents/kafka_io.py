@@ -12,18 +12,25 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from .security import KafkaSecurity, kafka_python_kwargs
 
-def producer(bootstrap: str, **kw) -> KafkaProducer:
+# Every helper takes ``security`` (``agents.security.KafkaSecurity``); ``None`` = the
+# process's settings from the environment (``agents.security.current()``).
+
+
+def producer(bootstrap: str, *, security: Optional[KafkaSecurity] = None, **kw) -> KafkaProducer:
     opts = dict(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all",
-                compression_type=None, max_in_flight_requests_per_connection=1, retries=10)
+                compression_type=None, max_in_flight_requests_per_connection=1, retries=10,
+                **kafka_python_kwargs(security))
     opts.update(kw)
     return KafkaProducer(**opts)
 
 
 def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4,
-                  configs: Optional[Mapping[str, Mapping[str, str]]] = None) -> list[str]:
+                  configs: Optional[Mapping[str, Mapping[str, str]]] = None,
+                  security: Optional[KafkaSecurity] = None) -> list[str]:
     """Create missing topics; returns the names created."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-admin")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-admin", **kafka_python_kwargs(security))
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(n, partitions, 1, topic_configs=dict((configs or {}).get(n, {})))
@@ -41,15 +48,16 @@ def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4,
 HEARTBEAT_KEY = b"ipanon-heartbeat"
 
 
-def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0, heartbeats: bool = False) -> list:
+def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0, heartbeats: bool = False,
+             security: Optional[KafkaSecurity] = None) -> list:
     """Every record of ``topic`` from the beginning up to its current end offsets (without the
     worker's heartbeat records unless ``heartbeats``)."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                      consumer_timeout_ms=int(timeout_s * 1000))
+                      consumer_timeout_ms=int(timeout_s * 1000), **kafka_python_kwargs(security))
     try:
         parts = c.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
+        if not tps:  # absent, or hidden from this identity (see agents.security.probe)
             return []
         c.assign(tps)
         c.seek_to_beginning(*tps)
@@ -69,16 +77,16 @@ def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0, heartbeats:
         c.close()
 
 
-def count_records(bootstrap: str, topic: str) -> int:
+def count_records(bootstrap: str, topic: str, *, security: Optional[KafkaSecurity] = None) -> int:
     """Data records in ``topic`` (reads it; heartbeats excluded).  For topics the worker
     heartbeats (bindings, dead-letter, raw, lookups), where offsets overcount."""
-    return len(read_all(bootstrap, topic))
+    return len(read_all(bootstrap, topic, security=security))
 
 
-def count(bootstrap: str, topic: str) -> int:
+def count(bootstrap: str, topic: str, *, security: Optional[KafkaSecurity] = None) -> int:
     """Records currently in ``topic`` (end − beginning offsets, summed over partitions).
     Exact for topics without heartbeats (stats, aggregates); see ``count_records``."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **kafka_python_kwargs(security))
     try:
         parts = c.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]

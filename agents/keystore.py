@@ -22,15 +22,33 @@ def key_path(keys_dir: Path, operator: str) -> Path:
     return Path(keys_dir) / f"{operator}.key"
 
 
-def load_key(keys_dir: Path, operator: str) -> bytes:
-    p = key_path(keys_dir, operator)
+def require_private(path: Path, what: str = "secret file") -> Path:
+    """``path`` if it is a regular file that neither its group nor others can read, write or
+    execute (mode 0600 or stricter); else ``ConfigError`` naming the file and the fix.
+
+    One rule for every secret ipanon reads (issue 10): operator keys, authority and staff
+    private keys, SASL password files, TLS private keys.  Checked on the file itself (after
+    symlinks), because that is what the kernel checks on open.  The message never includes
+    the contents."""
+    p = Path(path)
     try:
         st = p.stat()
     except FileNotFoundError:
+        raise ConfigError(f"{p}: {what} not found") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{p}: {what} is not a regular file")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{p}: {what} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):o}); "
+                          f"run `chmod 600 {p}`")
+    return p
+
+
+def load_key(keys_dir: Path, operator: str) -> bytes:
+    p = key_path(keys_dir, operator)
+    if not p.exists():
         raise ConfigError(f"{p}: no key file for operator {operator!r}; create one with "
                           f"`ipanon keys new-operator {operator}` or `head -c32 /dev/urandom | xxd -p -c64 > {p}; chmod 600 {p}`") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{p}: key file is readable by group/others (mode {stat.S_IMODE(st.st_mode):o}); run `chmod 600 {p}`")
+    require_private(p, "key file")
     text = p.read_text().strip()
     try:
         key = bytes.fromhex(text)

@@ -61,7 +61,7 @@ def _admin(settings: Settings):
     from .kafka_admin import admin_client
 
     try:
-        return admin_client(settings.bootstrap)
+        return admin_client(settings.bootstrap, settings.security)
     except KafkaError as e:
         raise ConfigError(f"cannot reach Kafka at {settings.bootstrap} ({type(e).__name__}); "
                           f"check --bootstrap / IPANON_BOOTSTRAP, or run `ipanon broker start`") from None

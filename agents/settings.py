@@ -10,6 +10,11 @@ plan), ``IPANON_HEARTBEAT_MS`` (60000: how often the worker appends to every par
 topics that hold raw identifiers, so their segments roll), ``IPANON_INGEST_LAG_MS`` (300000:
 the longest a raw record may arrive after its mapping ended).  The retention plan
 (``stream.policy``) is computed with these same values.
+
+Kafka security (TLS, SASL/SCRAM; issue 10): ``IPANON_KAFKA_SECURITY`` (a client security file)
+and/or ``IPANON_KAFKA_PROTOCOL``, ``IPANON_SASL_USERNAME``, ``IPANON_SASL_PASSWORD_FILE``,
+``IPANON_SSL_CAFILE`` … — see ``agents.security``.  Loaded into ``Settings.security`` (secret
+files checked and read at start-up); never from flags.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from .broker import REPO_ROOT
+from .security import KafkaSecurity, load_security
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Settings:
     batch_within_s: float = 0.05
     log_level: str = "warning"
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: how every client of this worker connects (None = ``agents.security.current()``)
+    security: Optional[KafkaSecurity] = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides) -> "Settings":
@@ -62,6 +70,7 @@ class Settings:
             ttl_ms_override=get("IPANON_TTL_MS", int, None),
             heartbeat_ms=get("IPANON_HEARTBEAT_MS", int, 60_000),
             ingest_lag_ms=get("IPANON_INGEST_LAG_MS", int, 300_000),
+            security=load_security(env),
         )
         kw.update({k: v for k, v in overrides.items() if v is not None})
         if kw["web_port"] == 0:  # 0 = no web server

@@ -30,8 +30,10 @@ def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[t
     from kafka.errors import KafkaError
 
     try:
+        from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
+
         c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                          client_id="ipanon-cli-reader")
+                          client_id="ipanon-cli-reader", **kafka_python_kwargs())
     except KafkaError as e:
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(e).__name__}) — is the broker running?") from None
     try:

@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
     from kafka import KafkaProducer
 
+    from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
+
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                             batch_size=256 * 1024, client_id="ipanon-collect")
+                             batch_size=256 * 1024, client_id="ipanon-collect", **kafka_python_kwargs())
     failures: list[BaseException] = []
     fmt_h = (H_FORMAT, args.format.encode())
     op_h = [(H_OPERATOR, args.operator.encode())] if args.operator else []

@@ -96,7 +96,16 @@ def write_private(path: Path, key) -> None:
 
 
 def load_private(path: Path, kind: str):
-    """Load an Ed25519 (``kind='ed25519'``) or X25519 private key written by ``ipanon keys``."""
+    """Load an Ed25519 (``kind='ed25519'``) or X25519 private key written by ``ipanon keys``.
+    A key file its group or others can access is refused, like every secret (issue 10)."""
+    from ..keystore import require_private
+    from stream.errors import ConfigError
+
+    if Path(path).exists():
+        try:
+            require_private(Path(path), "private key file")
+        except ConfigError as e:
+            raise CliError(str(e)) from None
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except FileNotFoundError:

@@ -107,7 +107,9 @@ def ensure_topics(bootstrap: str, topics: set[str], *, create: bool) -> None:
 
     from ..cli import CliError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-produce")
+    from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-produce", **kafka_python_kwargs())
     try:
         have = set(admin.list_topics())
         missing = sorted(topics - have)
@@ -161,9 +163,11 @@ def run(args: argparse.Namespace) -> int:
 
     from kafka import KafkaProducer
 
+    from ..security import kafka_python_kwargs
+
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
                              batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
-                             client_id="ipanon-produce")
+                             client_id="ipanon-produce", **kafka_python_kwargs())
     failures: list[BaseException] = []
     unrouted: list[bytes] = []
     host = socket.gethostname()

@@ -131,7 +131,9 @@ def _send(args: argparse.Namespace, key: str, value: bytes) -> None:
     from kafka.errors import KafkaError
 
     try:
-        prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=10_000)
+        from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
+
+        prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=10_000, **kafka_python_kwargs())
     except KafkaError as e:
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(e).__name__}) — is the broker running?") from None
     try:
@@ -209,12 +211,18 @@ def run_approve(args: argparse.Namespace) -> int:
 
 
 def _replies(args: argparse.Namespace, wait_s: float) -> list[dict]:
-    topic = topic_names(args.prefix)[1]
+    shared = topic_names(args.prefix)[1]
+    # the authority's own copy (agents.answer_router): the only reply topic its ACLs allow
+    own = f"{shared}-{args.request_id.split('/', 1)[0]}"
     bootstrap = args.bootstrap or default_bootstrap()
     deadline = time.monotonic() + wait_s
     while True:
         out = []
-        for _, _, _, value in read_topic(bootstrap, topic):
+        try:
+            rows = read_topic(bootstrap, own)
+        except CliError:  # no per-authority topic (yet): the shared one, where the identity may read it
+            rows = read_topic(bootstrap, shared)
+        for _, _, _, value in rows:
             try:
                 msg = json.loads(value)
             except ValueError:

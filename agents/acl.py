@@ -1,0 +1,193 @@
+"""Roles and their Kafka ACLs, computed from the topic layout (issue 10).
+
+One function, ``role_grants``, turns a deployment (topic prefix, app id, authority ids) into
+the exact set of ACLs every role needs — nothing more; ``ipanon acl render`` prints them as
+``kafka-acls.sh`` command lines or Strimzi ``KafkaUser`` resources and ``ipanon acl apply``
+creates them with the admin client.  Topic names come from ``agents.topics.Topics`` and
+``stream.policy.make_layout`` (a test checks every layout topic is covered by some role).
+
+Roles (principal ``User:<user>``, SCRAM user names as ``ipanon broker start --secure``
+creates them):
+
+| role | user | may |
+|---|---|---|
+| collector | ``ipanon-collector`` | write the raw topics; read nothing |
+| worker | ``ipanon-worker`` | read/write/create its topics (prefixed ``<prefix>-`` and ``<app id>-``: raw for heartbeats, internal, changelogs, stats, aggregates, audit, query and lookup topics); its consumer group; describe the cluster's configs (retention check) |
+| analyst | ``ipanon-analyst`` | read ``<prefix>-stats`` and ``<prefix>-aggregates``; consumer groups ``<prefix>-analyst*`` |
+| authority *A* | ``ipanon-authority-A`` | write ``<prefix>-query-requests``; read only ``<prefix>-query-responses-A`` |
+| staff | ``ipanon-staff`` | write (approvals) and read (to see what they approve) ``<prefix>-query-requests`` |
+| auditor | ``ipanon-auditor`` | read ``<prefix>-audit`` |
+| admin | ``ipanon-admin`` | super user (``topics apply``, ``acl apply``); not an ACL |
+
+Per-authority answers: Kafka authorises whole topics, never keys, so "an authority reads only
+its own sealed answers" needs one topic per authority.  The query agent writes every reply to
+``<prefix>-query-responses`` (keyed by request id, readable by the worker only); the
+``agents.answer_router`` extension copies each authenticated reply to
+``<prefix>-query-responses-<authority>``, and each authority is granted a **literal** ACL on
+its own topic only (a prefixed ACL on ``…-responses-rights`` would also match a topic of an
+authority called ``rights-demo``).  The answers are sealed to the authority's key as well, so
+a mis-grant would leak metadata (that a request exists, its status), not subscribers.
+
+Every grant is ALLOW; there are no DENY rules (``allow.everyone.if.no.acl.found=false`` on the
+broker makes anything not granted a refusal).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from stream.policy import make_layout
+
+from .topics import Topics
+
+ROLES = ("collector", "worker", "analyst", "authority", "staff", "auditor")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """ALLOW ``operations`` on one resource for one user."""
+
+    user: str
+    resource: str          # topic | group | cluster
+    name: str              # resource name ("kafka-cluster" for the cluster)
+    pattern: str           # literal | prefixed
+    operations: tuple[str, ...]   # Kafka operation names: Read, Write, Describe, …
+
+    @property
+    def principal(self) -> str:
+        return f"User:{self.user}"
+
+
+def user_for(role: str, authority: Optional[str] = None) -> str:
+    if role == "authority":
+        if not authority:
+            raise ValueError("the authority role needs an authority id")
+        return f"ipanon-authority-{authority}"
+    return f"ipanon-{role}"
+
+
+def query_topics(prefix: str) -> tuple[str, str]:
+    """(requests+approvals, all replies) — as ``agents.commands.query.topic_names``."""
+    return f"{prefix}-query-requests", f"{prefix}-query-responses"
+
+
+def authority_topic(prefix: str, authority: str) -> str:
+    """The topic only ``authority`` may read: its status replies and sealed answers."""
+    return f"{prefix}-query-responses-{authority}"
+
+
+def role_grants(prefix: str = "ipanon", app_id: str = "ipanon",
+                authorities: Iterable[str] = ()) -> list[Grant]:
+    """Every ACL of every role for one deployment (see the module docstring)."""
+    t = Topics(prefix)
+    requests, _ = query_topics(prefix)
+    g: list[Grant] = []
+    u = user_for
+    for name in t.raw:
+        g.append(Grant(u("collector"), "topic", name, "literal", ("Write", "Describe")))
+    worker_ops = ("Read", "Write", "Create", "Describe", "DescribeConfigs")
+    for pfx in dict.fromkeys((f"{prefix}-", f"{app_id}-")):
+        g.append(Grant(u("worker"), "topic", pfx, "prefixed", worker_ops))
+    g.append(Grant(u("worker"), "group", app_id, "literal", ("Read", "Describe")))
+    g.append(Grant(u("worker"), "cluster", "kafka-cluster", "literal", ("Describe", "DescribeConfigs")))
+    for name in (t.stats, t.aggregates):
+        g.append(Grant(u("analyst"), "topic", name, "literal", ("Read", "Describe")))
+    g.append(Grant(u("analyst"), "group", f"{prefix}-analyst", "prefixed", ("Read", "Describe")))
+    for a in sorted(set(authorities)):
+        g.append(Grant(u("authority", a), "topic", requests, "literal", ("Write", "Describe")))
+        g.append(Grant(u("authority", a), "topic", authority_topic(prefix, a), "literal", ("Read", "Describe")))
+    g.append(Grant(u("staff"), "topic", requests, "literal", ("Read", "Write", "Describe")))
+    g.append(Grant(u("auditor"), "topic", t.audit, "literal", ("Read", "Describe")))
+    return g
+
+
+def covered_topics(prefix: str, app_id: str) -> dict[str, set[str]]:
+    """Layout topic → users that may read it (for checks and docs)."""
+    grants = role_grants(prefix, app_id)
+    out: dict[str, set[str]] = {}
+    for name in make_layout(prefix, app_id):
+        for gr in grants:
+            if gr.resource != "topic" or "Read" not in gr.operations:
+                continue
+            if (gr.pattern == "literal" and gr.name == name) or (gr.pattern == "prefixed" and name.startswith(gr.name)):
+                out.setdefault(name, set()).add(gr.user)
+    return out
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+_CLI_RESOURCE = {"topic": "--topic", "group": "--group", "cluster": "--cluster"}
+
+
+def render_kafka_acls(grants: list[Grant], *, bootstrap: str = "BOOTSTRAP",
+                      command_config: str = "admin.properties") -> str:
+    """One ``kafka-acls.sh --add`` line per grant (run them as the admin user)."""
+    lines = ["# generated by `ipanon acl render` — run as the Kafka admin (super user)"]
+    for gr in grants:
+        res = _CLI_RESOURCE[gr.resource] + ("" if gr.resource == "cluster" else f" {gr.name}")
+        ops = " ".join(f"--operation {op}" for op in gr.operations)
+        lines.append(f"kafka-acls.sh --bootstrap-server {bootstrap} --command-config {command_config} --add "
+                     f"--allow-principal {gr.principal} {ops} {res} --resource-pattern-type {gr.pattern}")
+    return "\n".join(lines) + "\n"
+
+
+def render_strimzi(grants: list[Grant], *, cluster: str = "ipanon", namespace: Optional[str] = None) -> str:
+    """Strimzi ``KafkaUser`` resources (``kafka.strimzi.io/v1beta2``, SCRAM-SHA-512, simple
+    authorization), one per user, as a multi-document YAML (JSON-compatible scalars)."""
+    by_user: dict[str, list[Grant]] = {}
+    for gr in grants:
+        by_user.setdefault(gr.user, []).append(gr)
+    docs = []
+    for user, gs in by_user.items():
+        meta = [f"  name: {user}", "  labels:", f"    strimzi.io/cluster: {cluster}"]
+        if namespace:
+            meta.insert(1, f"  namespace: {namespace}")
+        acls = []
+        for gr in gs:
+            res = [f"      - resource:", f"          type: {gr.resource}"]
+            if gr.resource != "cluster":
+                res += [f"          name: {json.dumps(gr.name)}", f"          patternType: {gr.pattern}"]
+            res += [f"        operations: [{', '.join(gr.operations)}]", "        host: \"*\""]
+            acls += res
+        docs.append("\n".join(["apiVersion: kafka.strimzi.io/v1beta2", "kind: KafkaUser", "metadata:", *meta,
+                               "spec:", "  authentication:", "    type: scram-sha-512",
+                               "  authorization:", "    type: simple", "    acls:", *acls]))
+    return "---\n" + "\n---\n".join(docs) + "\n"
+
+
+# -- applying ----------------------------------------------------------------------------
+
+def to_kafka_python(grants: list[Grant]) -> list:
+    """``kafka.admin.ACL`` objects (one per grant and operation)."""
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
+
+    ops = {"Read": ACLOperation.READ, "Write": ACLOperation.WRITE, "Create": ACLOperation.CREATE,
+           "Describe": ACLOperation.DESCRIBE, "DescribeConfigs": ACLOperation.DESCRIBE_CONFIGS,
+           "Alter": ACLOperation.ALTER, "AlterConfigs": ACLOperation.ALTER_CONFIGS, "Delete": ACLOperation.DELETE}
+    rtype = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.CLUSTER}
+    ptype = {"literal": ACLResourcePatternType.LITERAL, "prefixed": ACLResourcePatternType.PREFIXED}
+    out = []
+    for gr in grants:
+        pat = ResourcePattern(rtype[gr.resource], gr.name, ptype[gr.pattern])
+        for op in gr.operations:
+            out.append(ACL(gr.principal, "*", ops[op], ACLPermissionType.ALLOW, pat))
+    return out
+
+
+def apply_grants(admin, grants: list[Grant]) -> tuple[int, int]:
+    """Create the ACLs (idempotent: Kafka keeps one copy of an identical binding).
+    Returns (bindings sent, bindings that already existed)."""
+    from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePatternFilter, ResourceType
+
+    wanted = to_kafka_python(grants)
+    existing, _ = admin.describe_acls(ACLFilter(None, None, ACLOperation.ANY, ACLPermissionType.ANY,
+                                                ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+    have = set(existing)
+    new = [a for a in wanted if a not in have]
+    if new:
+        res = admin.create_acls(new)
+        if res["failed"]:
+            raise RuntimeError(f"{len(res['failed'])} ACLs were refused by the broker: {res['failed'][0]}")
+    return len(new), len(wanted) - len(new)

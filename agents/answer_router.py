@@ -1,0 +1,130 @@
+"""Per-authority reply topics: each authority can be allowed to read its own answers only.
+
+Kafka authorises whole topics, never keys (issue 10, ``agents.acl``).  The query agent writes
+every status reply and sealed answer to ``<prefix>-query-responses`` (keyed by request id
+``authority/number``), which only the worker may read.  This extension copies each reply whose
+request id is *authenticated* to ``<prefix>-query-responses-<authority>``; ``ipanon acl``
+grants authority *A* a literal Read ACL on its own topic and nothing else.
+
+Not copied: replies with ``request_id`` null or ``"authenticated": false`` (the desk refused
+them before the signature verified, so the authority part of the id is only claimed — copying
+would let anyone make the worker create topics for invented names).  Those stay on the shared
+topic, visible to the operator's staff through the audit trail.
+
+The per-authority topics are created on first use with the configs the retention plan
+computed for the shared reply topic (same role, same promise; ``stream.policy`` plans the
+shared topic, whose configs the worker verifies at start-up) and one partition, and get
+heartbeats like every topic that can hold identifiers (sealed here, but the bound is kept
+anyway).  Installed as a Pipeline extension (``install(pipeline)``); a no-op if the topic
+layout has no query topics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, Optional
+
+log = logging.getLogger("ipanon.answers")
+
+AUTHORITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def authority_of(value: Optional[bytes]) -> Optional[str]:
+    """The authority whose reply this is, or None if it must not be routed (pure)."""
+    if value is None:
+        return None
+    try:
+        msg = json.loads(value)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(msg, dict) or msg.get("authenticated") is False:
+        return None
+    rid = msg.get("request_id")
+    if not isinstance(rid, str) or "/" not in rid:
+        return None
+    authority = rid.split("/", 1)[0]
+    return authority if AUTHORITY_ID.match(authority) else None
+
+
+class AnswerRouter:
+    def __init__(self, pipeline: Any) -> None:
+        from .acl import authority_topic
+
+        self.p = pipeline
+        self.prefix = pipeline.names.prefix
+        self._name = authority_topic
+        self.topics: dict[str, Any] = {}
+        shared = pipeline.names.query_responses
+        plan = pipeline.plan
+        try:
+            self.configs = dict(plan.configs_for(shared)) if plan is not None else {}
+        except Exception:  # the shared topic not in this plan: the broker's defaults
+            self.configs = {}
+        self.discovered = False
+        self.source = pipeline.app.topic(shared, key_serializer="raw", value_serializer="raw")
+        pipeline.app.agent(self.source, name="ipanon.answer-router")(self.run)
+        pipeline.app.timer(pipeline.settings.heartbeat_ms / 2000, name="ipanon.answer-router.heartbeat")(self.heartbeat)
+
+    async def topic_for(self, authority: str) -> Any:
+        t = self.topics.get(authority)
+        if t is None:
+            t = self.p.app.topic(self._name(self.prefix, authority), partitions=1, internal=True,
+                                 key_serializer="raw", value_serializer="raw", config=self.configs or None)
+            await t.maybe_declare()
+            self.topics[authority] = t
+        return t
+
+    async def run(self, stream: Any) -> None:
+        from .app import is_heartbeat
+
+        async for events in stream.take_events(256, within=0.05):
+            for event in events:
+                if is_heartbeat(event):
+                    continue
+                try:
+                    authority = authority_of(event.message.value)
+                    if authority is None:
+                        self.p.count("answers:not-routed")
+                        continue
+                    t = await self.topic_for(authority)
+                    t.send_soon(key=event.message.key, value=event.message.value, partition=0)
+                    self.p.count("answers:routed")
+                except Exception as e:  # never let one record kill the agent (faust-streaming #175)
+                    log.error("answer router: could not copy a reply (%s)", type(e).__name__)
+                    self.p.count("answers:errors")
+            await self.p.ebb()
+
+    def _existing(self) -> list[str]:
+        """Authorities whose reply topics already exist (so they get heartbeats after a restart)."""
+        from .kafka_admin import admin_client
+
+        admin = admin_client(self.p.settings.bootstrap, self.p.settings.security)
+        try:
+            head = self._name(self.prefix, "")
+            return [t[len(head):] for t in admin.list_topics() if t.startswith(head) and AUTHORITY_ID.match(t[len(head):])]
+        finally:
+            admin.close()
+
+    async def heartbeat(self) -> None:
+        import asyncio
+
+        from .app import HEARTBEAT_HEADERS
+        from .kafka_io import HEARTBEAT_KEY
+
+        try:
+            if not self.discovered:
+                for a in await asyncio.get_running_loop().run_in_executor(None, self._existing):
+                    await self.topic_for(a)
+                self.discovered = True
+            for t in list(self.topics.values()):
+                t.send_soon(key=HEARTBEAT_KEY, value=None, partition=0, headers=HEARTBEAT_HEADERS)
+        except Exception:
+            log.exception("answer router: heartbeat failed; will retry")
+
+
+def install(pipeline: Any) -> Optional[AnswerRouter]:
+    if not hasattr(pipeline.names, "query_responses"):
+        return None
+    return AnswerRouter(pipeline)
