@@ -1,0 +1,518 @@
+"""Every Prometheus metric of the worker, in this one module (issue 7; DESIGN.md "Conventions").
+
+Installed into every worker as an extension (``install(pipeline)``, see ``agents.app``).  Three
+sources feed it, none of which touches the agents' hot loops with more than a dict update:
+
+- the pipeline's counters: ``Pipeline.count(name, n)`` calls ``Metrics.on_count``; a name
+  ``base:label`` (``rejected:bad-json``, ``mapping:opened``) becomes a labelled counter
+  (``COUNT_METRICS``).  Unknown names land in ``ipanon_worker_events_total{name=…}`` so nothing
+  counted is ever lost;
+- a Faust sensor (``_Sensor``): records in per topic role, source format and operator (header
+  values are kept only when they name a registered format / a configured operator — a label
+  is never taken verbatim from input, which would let one bad collector explode cardinality),
+  records out per topic role, lookup answers by status, processing latency (message in → acked)
+  and lookup latency (request's Kafka timestamp → acked);
+- a scrape-time collector (``_StateCollector``) that walks the worker's own partitions of the
+  mapping table: live mappings per operator, the **compliance ratio** per operator and purpose,
+  the expiry overdue time, and consumer lag from the consumer's high-water marks.
+
+Compliance ratio (``ipanon_compliance_ratio{operator,purpose}``): the age of the oldest raw
+mapping still present, divided by the promise.  The age of an interval counts from its
+*effective end* (the instant it stopped being current: Stop, lease end, or the staleness bound
+— ``stream.intervals.Interval.effective_end``), because retention promises count from there
+(REFERENCE.md §1).  An interval still current has age 0.  Intervals under a legal hold are
+excluded (they are kept on purpose; ``ipanon_mappings_held`` counts them).  The ratio must stay
+below 1: the retention plan puts expiry at ``end + ttl`` with ``ttl < promise``, so a healthy
+worker shows at most ``(ttl + sweeper period) / promise``.  Each worker reports only the
+partitions it owns; Prometheus takes the ``max`` over workers.
+
+No label carries an address, a subscriber id, a session id or a key: labels are operator names
+from the configuration, topic roles, reasons/outcomes chosen by code, and partition numbers.
+All units are base units (seconds, ratios, counts); timestamps are Unix seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from stream import intervals as iv
+
+log = logging.getLogger("ipanon.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The purpose whose promise governs the raw mappings in the table (``purposes.lawful_access``).
+TABLE_PURPOSE = "lawful_access"
+#: A compliance scan result is reused for this long (a scrape and the status page may both ask).
+SCAN_CACHE_S = 1.0
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# pipeline counter name → (metric attribute, label name or None).  ``base:value`` names put
+# ``value`` in the label.  Other helpers' agents count through the same ``Pipeline.count``.
+COUNT_METRICS: dict[str, tuple[str, Optional[str]]] = {
+    "events_in": ("events_in", None),
+    "rejected": ("rejected", "reason"),
+    "bindings": ("bindings_out", None),
+    "mapping": ("mapping_updates", "outcome"),
+    "expired": ("expired", None),
+    "tombstones": ("tombstones", None),
+    "heartbeats": ("heartbeats", None),
+    "sweeper_errors": ("sweeper_errors", None),
+    "stats_out": ("stats_out", None),
+    "lookups": ("lookups", None),
+    "epochs_shredded": ("epochs_shredded", None),
+    "consent_drops": ("consent_drops", None),
+    "suppressed_cells": ("suppressed_cells", None),
+    "aggregates_out": ("aggregates_out", None),
+    "queries": ("queries", "outcome"),
+}
+
+
+# -- pure helpers (unit-tested without a worker) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorState:
+    """What one scan of the table found for one operator (this worker's partitions only)."""
+
+    keys: int = 0
+    intervals: int = 0
+    current: int = 0            # intervals not yet at their effective end
+    held: int = 0               # under a legal hold (excluded from the ratio)
+    oldest_end_ms: Optional[int] = None   # oldest effective end among ended, unheld intervals
+    overdue_ms: int = 0         # how far past its expiry instant the most overdue interval is
+
+    def age_ms(self, now_ms: int) -> int:
+        return 0 if self.oldest_end_ms is None else max(0, now_ms - self.oldest_end_ms)
+
+    def ratio(self, now_ms: int, promise_ms: int) -> float:
+        return self.age_ms(now_ms) / promise_ms
+
+
+def scan_intervals(items: Iterable[tuple[str, Iterable[iv.Interval]]], now_ms: int,
+                   ttl_ms: Mapping[str, int], stale_after_ms: Mapping[str, int]) -> dict[str, OperatorState]:
+    """Fold ``(operator, intervals of one key)`` pairs into one ``OperatorState`` per operator.
+
+    Pure: the caller decodes the table and passes ``now_ms``."""
+    acc: dict[str, dict[str, Any]] = {}
+    for operator, ivs in items:
+        a = acc.setdefault(operator, {"keys": 0, "intervals": 0, "current": 0, "held": 0,
+                                      "oldest_end_ms": None, "overdue_ms": 0})
+        a["keys"] += 1
+        stale = stale_after_ms.get(operator, iv.DEFAULT_STALE_AFTER_MS)
+        ttl = ttl_ms.get(operator)
+        for i in ivs:
+            a["intervals"] += 1
+            if i.held:
+                a["held"] += 1
+                continue
+            end = i.effective_end(stale)
+            if end > now_ms:
+                a["current"] += 1
+                continue
+            if a["oldest_end_ms"] is None or end < a["oldest_end_ms"]:
+                a["oldest_end_ms"] = end
+            if ttl is not None and now_ms - (end + ttl) > a["overdue_ms"]:
+                a["overdue_ms"] = now_ms - (end + ttl)
+    return {op: OperatorState(**a) for op, a in acc.items()}
+
+
+def split_count_name(name: str) -> tuple[str, Optional[str]]:
+    base, sep, rest = name.partition(":")
+    return (base, rest) if sep else (name, None)
+
+
+def _label_safe(value: str, limit: int = 64) -> str:
+    """Code-chosen names only ever reach labels, but keep them tidy anyway."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value[:limit]) or "_"
+
+
+# -- the metrics -------------------------------------------------------------------------------
+
+
+class Metrics:
+    """All of the worker's metrics, on a registry of its own (one per pipeline)."""
+
+    def __init__(self, pipeline: Any, *, registry: Optional[CollectorRegistry] = None,
+                 wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
+        self.p = pipeline
+        self.wall = wall
+        self.mono = mono
+        self.registry = r = registry or CollectorRegistry()
+        ops = sorted(pipeline.operators)
+        self.operator_names = set(ops)
+
+        def counter(name, doc, labels=()):
+            return Counter(name, doc, labels, registry=r)
+
+        self.records_in = counter("ipanon_records_in_total", "Kafka records consumed (heartbeats excluded), "
+                                  "per topic role, source format and operator header", ("role", "source", "operator"))
+        self.records_out = counter("ipanon_records_out_total", "Records produced, per topic role (heartbeats excluded)",
+                                   ("role",))
+        self.events_in = counter("ipanon_events_in_total", "Raw records parsed into bindings")
+        self.rejected = counter("ipanon_rejected_total", "Records dead-lettered, by reason", ("reason",))
+        self.bindings_out = counter("ipanon_bindings_out_total", "Canonical bindings emitted by ingest")
+        self.mapping_updates = counter("ipanon_mapping_updates_total", "Bindings applied to the mapping table, by outcome",
+                                       ("outcome",))
+        self.expired = counter("ipanon_intervals_expired_total", "Raw mapping intervals dropped at expiry")
+        self.tombstones = counter("ipanon_tombstones_total", "Changelog tombstones written for emptied table keys")
+        self.heartbeats = counter("ipanon_heartbeats_total", "Heartbeat rounds appended to raw-identifier topics")
+        self.sweeper_errors = counter("ipanon_sweeper_errors_total", "Sweeper passes that failed")
+        self.stats_out = counter("ipanon_stats_records_out_total", "Pseudonymised statistics records emitted")
+        self.lookups = counter("ipanon_lookups_total", "Lookup requests answered")
+        self.epochs_shredded = counter("ipanon_epochs_shredded_total", "Key epochs destroyed (crypto-shredding)")
+        self.consent_drops = counter("ipanon_consent_drops_total", "Statistics records dropped for lack of consent")
+        self.suppressed_cells = counter("ipanon_suppressed_cells_total", "Aggregate cells suppressed (k-anonymity)")
+        self.aggregates_out = counter("ipanon_aggregates_out_total", "Aggregate records emitted")
+        self.queries = counter("ipanon_queries_total", "Lawful-access queries, by outcome", ("outcome",))
+        self.other = counter("ipanon_worker_events_total", "Other worker counters, by name", ("name",))
+        self.lookup_answers = counter("ipanon_lookup_answers_total", "Lookup answers produced, by status", ("status",))
+        self.processing = Histogram("ipanon_processing_seconds", "Time from a record's arrival in the worker "
+                                    "to its acknowledgement, per topic role", ("role",),
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.lookup_latency = Histogram("ipanon_lookup_latency_seconds", "Time from a lookup request's Kafka "
+                                        "timestamp to its acknowledgement (answer queued)",
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.sweep_duration = Histogram("ipanon_sweep_duration_seconds", "Duration of one expiry sweeper pass",
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.sweeper_last_run = Gauge("ipanon_sweeper_last_run_timestamp_seconds",
+                                      "Unix time the expiry sweeper last completed a pass", registry=r)
+        self.promise = Gauge("ipanon_promise_seconds", "Maximum keep time promised, per operator and purpose",
+                             ("operator", "purpose"), registry=r)
+        self.ttl = Gauge("ipanon_ttl_seconds", "Table TTL from the retention plan (expiry = end + TTL)",
+                         ("operator",), registry=r)
+        self.audit_ok = Gauge("ipanon_audit_chain_ok", "1 if the audit trail verified at the last check, 0 if broken "
+                              "(absent until the first check)", registry=r)
+        self.audit_records = Gauge("ipanon_audit_chain_records", "Audit records verified at the last check", registry=r)
+        self.audit_checked = Gauge("ipanon_audit_chain_checked_timestamp_seconds",
+                                   "Unix time of the last audit trail verification", registry=r)
+        self.last_expiry = Gauge("ipanon_last_expiry_timestamp_seconds", "Unix time intervals were last expired",
+                                 registry=r)
+        self.up = Gauge("ipanon_worker_start_timestamp_seconds", "Unix time this worker started", registry=r)
+        self.up.set(wall())
+        for name in ops:
+            op = pipeline.operators[name]
+            self.ttl.labels(name).set(op.ttl_ms / 1000)
+            for purpose, promise_ms in promises_of(op).items():
+                self.promise.labels(name, purpose).set(promise_ms / 1000)
+        self._bound: dict[tuple[str, Optional[str]], Any] = {}
+        self._scan: tuple[float, int, dict[str, OperatorState]] = (-1e9, 0, {})
+        self.scan_seconds = 0.0
+        self.scan_errors = 0
+        #: the last few expiry events for the status page: (unix seconds, intervals dropped)
+        self.recent_expiries: list[tuple[float, int]] = []
+        self.registry.register(_StateCollector(self))
+        pipeline.on_count.append(self.on_count)
+
+    # -- counters ----------------------------------------------------------------------------
+
+    def on_count(self, name: str, n: int) -> None:
+        """The ``Pipeline.on_count`` hook: a dict lookup and an ``inc`` (cached child)."""
+        child = self._bound.get((name, None))
+        if child is None:
+            child = self._bind(name)
+            self._bound[(name, None)] = child
+        child.inc(n)
+        if name == "expired":
+            t = self.wall()
+            self.last_expiry.set(t)
+            self.recent_expiries.append((t, n))
+            del self.recent_expiries[:-20]
+
+    def _bind(self, name: str) -> Any:
+        base, value = split_count_name(name)
+        spec = COUNT_METRICS.get(base)
+        if spec is None:
+            return self.other.labels(_label_safe(name))
+        attr, label = spec
+        metric = getattr(self, attr)
+        if label is None:  # a suffix on an unlabelled counter ("events_in:x") counts in the total
+            return metric
+        return metric.labels(_label_safe(value or "unknown"))
+
+    # -- table scan --------------------------------------------------------------------------
+
+    def scan(self, now_ms: Optional[int] = None) -> tuple[int, dict[str, OperatorState]]:
+        """Walk this worker's partitions of the mapping table (cached for ``SCAN_CACHE_S``)."""
+        t = self.mono()
+        cached_at, cached_now, cached = self._scan
+        if now_ms is None and t - cached_at < SCAN_CACHE_S:
+            return cached_now, cached
+        now = self.p.clock() if now_ms is None else now_ms
+        table = self.p.table
+        # values are sealed per operator epoch when the pipeline has vaults (crypto-shredding,
+        # agents/vault.py): ``Vault.open(key, raw) -> (network, intervals)``; plain JSON before
+        vaults = getattr(self.p, "vaults", None)
+        ops = self.p.operators
+        errors = 0
+
+        def items():
+            nonlocal errors
+            kp = table._key_partition()
+            active = table.active
+            for key, raw in list(table.data.items()):
+                if kp.get(key) not in active or raw is None:
+                    continue
+                operator = key.split(b"|", 1)[0].decode(errors="replace")
+                try:
+                    ivs = vaults[operator].open(key, raw)[1] if vaults else iv.decode(raw)
+                except Exception:  # noqa: BLE001 - an undecodable value must not break a scrape
+                    errors += 1
+                    continue
+                yield operator, ivs
+
+        t0 = self.mono()
+        result = scan_intervals(items(), now, {n: o.ttl_ms for n, o in ops.items()},
+                                {n: o.stale_after_ms for n, o in ops.items()})
+        self.scan_seconds = self.mono() - t0
+        self.scan_errors = errors
+        self._scan = (t, now, result)
+        return now, result
+
+    # -- consumer lag ------------------------------------------------------------------------
+
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the high-water mark per (topic, partition) this worker consumes.
+
+        The read offset is the offset of the last record handed to an agent (Faust's
+        consumer), the high-water mark the next offset to be written; a caught-up partition
+        has lag 0.  Partitions not read yet count from the committed offset."""
+        app = self.p.app
+        out: dict[tuple[str, int], int] = {}
+        try:
+            consumer = app.consumer
+            assignment = consumer.assignment()
+        except Exception:  # not started yet
+            return out
+        sources = set(self.p.names.raw) | {self.p.names.bindings, self.p.names.lookup_requests}
+        read = getattr(consumer, "_read_offset", {}) or {}
+        committed = getattr(consumer, "_committed_offset", {}) or {}
+        mon_end = getattr(app.monitor, "tp_end_offsets", {}) or {}
+        for tp in assignment:
+            if tp.topic not in sources:
+                continue
+            try:
+                hw = consumer.highwater(tp)
+            except Exception:
+                hw = None
+            hw = max(x for x in (hw, mon_end.get(tp), 0) if x is not None)
+            r = read.get(tp) if hasattr(read, "get") else None
+            if r is not None:
+                done = r + 1
+            else:
+                c = committed.get(tp) if hasattr(committed, "get") else None
+                if c is None:
+                    continue
+                done = c
+            out[(tp.topic, tp.partition)] = max(0, hw - done)
+        return out
+
+    # -- audit -------------------------------------------------------------------------------
+
+    def audit_state(self) -> Optional[dict]:
+        """The audit trail's verification state, if anything in the worker verifies it:
+        ``pipeline.audit_state`` (a dict ``{"ok": bool, "records": int, "checked_ms": int,
+        "detail": str}``) set by whichever extension reads the trail (``agents.web`` does)."""
+        st = getattr(self.p, "audit_state", None)
+        return st if isinstance(st, dict) else None
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def role_of(self, topic: str) -> str:
+        n = self.p.names
+        if topic in n.raw:
+            return "raw"
+        return {n.bindings: "bindings", n.deadletter: "deadletter", n.stats: "stats", n.aggregates: "aggregates",
+                n.lookup_requests: "lookup_requests", n.lookup_responses: "lookup_responses", n.audit: "audit",
+                n.consent: "consent"}.get(topic, "changelog" if topic.endswith("-changelog") else "other")
+
+
+def promises_of(op: Any) -> dict[str, int]:
+    """Promise per purpose (ms) from an ``OperatorRuntime``'s policy (none without a policy)."""
+    pol = getattr(op, "policy", None)
+    if pol is None:
+        return {}
+    return {"lawful_access": pol.lawful_access.promise_ms, "statistics": pol.statistics.promise_ms}
+
+
+class _StateCollector:
+    """Scrape-time gauges: table state, compliance, consumer lag, audit state."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def describe(self):  # no scan at registration time
+        return []
+
+    def collect(self):
+        m = self.m
+        now_ms, states = m.scan()
+        live = GaugeMetricFamily("ipanon_mappings_live", "Raw mapping intervals in this worker's table partitions",
+                                 labels=("operator",))
+        cur = GaugeMetricFamily("ipanon_mappings_current", "Intervals not yet at their effective end",
+                                labels=("operator",))
+        held = GaugeMetricFamily("ipanon_mappings_held", "Intervals kept under a legal hold", labels=("operator",))
+        keys = GaugeMetricFamily("ipanon_table_keys", "Mapping table keys (address slots) in this worker's partitions",
+                                 labels=("operator",))
+        age = GaugeMetricFamily("ipanon_oldest_mapping_age_seconds", "Age since its effective end of the oldest "
+                                "raw mapping still present (unheld)", labels=("operator",))
+        ratio = GaugeMetricFamily("ipanon_compliance_ratio", "Age of the oldest raw mapping still present ÷ the "
+                                  "promise (must stay < 1)", labels=("operator", "purpose"))
+        overdue = GaugeMetricFamily("ipanon_expiry_overdue_seconds", "How far past its expiry instant the most "
+                                    "overdue raw mapping is (0 = the sweeper keeps up)", labels=("operator",))
+        for name in sorted(m.p.operators):
+            st = states.get(name, OperatorState())
+            live.add_metric([name], st.intervals)
+            cur.add_metric([name], st.current)
+            held.add_metric([name], st.held)
+            keys.add_metric([name], st.keys)
+            age.add_metric([name], st.age_ms(now_ms) / 1000)
+            overdue.add_metric([name], st.overdue_ms / 1000)
+            pol = getattr(m.p.operators[name], "policy", None)
+            if pol is not None:
+                ratio.add_metric([name, TABLE_PURPOSE], st.ratio(now_ms, pol.lawful_access.promise_ms))
+        yield from (live, cur, held, keys, age, ratio, overdue)
+        scan = GaugeMetricFamily("ipanon_compliance_scan_seconds", "Duration of the last table scan")
+        scan.add_metric([], m.scan_seconds)
+        yield scan
+        errs = GaugeMetricFamily("ipanon_compliance_scan_errors", "Table values the last scan could not decode")
+        errs.add_metric([], m.scan_errors)
+        yield errs
+        lag = GaugeMetricFamily("ipanon_consumer_lag_records", "Records behind the high-water mark, per consumed "
+                                "topic role and partition", labels=("topic", "role", "partition"))
+        for (topic, part), n in sorted(m.consumer_lag().items()):
+            lag.add_metric([topic, m.role_of(topic), str(part)], n)
+        yield lag
+        st = m.audit_state()
+        if st is not None and "ok" in st:
+            m.audit_ok.set(1 if st["ok"] else 0)
+            m.audit_records.set(st.get("records", 0))
+            if st.get("checked_ms"):
+                m.audit_checked.set(st["checked_ms"] / 1000)
+
+
+def _sensor_class():
+    import faust
+
+    class _Sensor(faust.Sensor):
+        """Faust sensor feeding ``Metrics`` (records in/out, latencies).  Never raises."""
+
+        def __init__(self, metrics: Metrics, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.metrics = metrics
+            self._in: dict[tuple[str, int, int], float] = {}
+
+        def on_message_in(self, tp, offset, message) -> None:
+            m = self.metrics
+            try:
+                if message.value is None and message.key == HEARTBEAT_KEY:
+                    return
+                role = m.role_of(tp.topic)
+                source = operator = ""
+                if role == "raw":
+                    hdr = _headers(message.headers)
+                    source = hdr.get("ipanon-format", "")
+                    source = source if source in _known_formats() else ("none" if not source else "unknown")
+                    operator = hdr.get("ipanon-operator", "")
+                    if operator not in m.operator_names:
+                        operator = "none" if not operator else "unknown"
+                m.records_in.labels(role, source, operator).inc()
+                if role in ("raw", "bindings", "lookup_requests"):
+                    self._in[(tp.topic, tp.partition, offset)] = m.mono()
+                    if len(self._in) > 200_000:  # never grow without bound if acks are lost
+                        self._in.clear()
+            except Exception:  # pragma: no cover - metrics must never break consumption
+                log.debug("sensor: on_message_in failed", exc_info=True)
+
+        def on_message_out(self, tp, offset, message) -> None:
+            m = self.metrics
+            try:
+                t0 = self._in.pop((tp.topic, tp.partition, offset), None)
+                if t0 is None:
+                    return
+                role = m.role_of(tp.topic)
+                m.processing.labels(role).observe(m.mono() - t0)
+                if role == "lookup_requests" and message.timestamp:
+                    m.lookup_latency.observe(max(0.0, m.wall() - float(message.timestamp)))
+            except Exception:  # pragma: no cover
+                log.debug("sensor: on_message_out failed", exc_info=True)
+
+        def on_send_initiated(self, producer, topic, message, keysize, valsize) -> Any:
+            m = self.metrics
+            try:
+                value = getattr(message, "value", None)
+                if value is None:
+                    return None
+                role = m.role_of(topic if isinstance(topic, str) else str(topic))
+                m.records_out.labels(role).inc()
+                if role == "lookup_responses" and isinstance(value, (bytes, bytearray)):
+                    status = json.loads(value).get("status", "unknown")
+                    m.lookup_answers.labels(_label_safe(str(status))).inc()
+            except Exception:  # pragma: no cover
+                log.debug("sensor: on_send_initiated failed", exc_info=True)
+            return None
+
+    return _Sensor
+
+
+_FORMATS: set[str] = set()
+
+
+def _known_formats() -> set[str]:
+    if not _FORMATS:
+        from stream.parse import formats
+
+        _FORMATS.update(formats())
+    return _FORMATS
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    out = {}
+    for k, v in (headers or []):
+        try:
+            out[k if isinstance(k, str) else k.decode()] = v.decode() if isinstance(v, bytes) else str(v)
+        except (UnicodeDecodeError, AttributeError):
+            continue
+    return out
+
+
+from .kafka_io import HEARTBEAT_KEY  # noqa: E402
+
+
+def _wrap_sweeper(pipeline: Any, m: Metrics) -> None:
+    """Time each sweeper pass and record when it last completed (``sweep_once`` is looked up
+    on the instance by the sweeper timer, so wrapping it here needs no change to the app)."""
+    inner = pipeline.sweep_once
+
+    def sweep_once(now: int) -> int:
+        t0 = m.mono()
+        n = inner(now)
+        m.sweep_duration.observe(m.mono() - t0)
+        m.sweeper_last_run.set(m.wall())
+        return n
+
+    pipeline.sweep_once = sweep_once
+
+
+def install(pipeline: Any) -> Metrics:
+    """Extension entry point: metrics, the sensor, and ``GET /metrics`` on the worker's web
+    server (Prometheus text format 0.0.4)."""
+    m = Metrics(pipeline)
+    pipeline.metrics = m
+    pipeline.app.sensors.add(_sensor_class()(m))
+    _wrap_sweeper(pipeline, m)
+
+    @pipeline.app.page("/metrics", name="ipanon-metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset inside content_type=; the header carries it whole
+        return web.bytes(m.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    return m

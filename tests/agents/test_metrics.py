@@ -1,0 +1,91 @@
+"""agents.metrics without a broker: the compliance fold, counter mapping, label hygiene and the
+scrape output over a small in-memory table."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from agents.metrics import Metrics, OperatorState, scan_intervals, split_count_name
+from agents.topics import Topics
+from stream import intervals as iv
+from stream.config import load_operators
+from tests.conftest import REPO
+
+H = 3_600_000
+
+
+def ivl(start, end, holder="s", last=None, held=False, until=None):
+    return iv.Interval(start_ms=start, end_ms=end, holder=holder, last_ms=last if last is not None else (end or start),
+                       held=held, until_ms=until)
+
+
+def test_scan_takes_the_oldest_effective_end_and_skips_current_and_held():
+    now = 100 * H
+    items = [
+        ("op", (ivl(0, 90 * H), ivl(90 * H, None, last=99 * H))),   # ended 10 h ago; current
+        ("op", (ivl(0, 80 * H, held=True),)),                         # held: excluded
+        ("op", (ivl(0, None, last=70 * H),)),                         # lost Stop: stale after 24 h → 94 h
+        ("other", (ivl(0, 99 * H, until=98 * H),)),                   # lease end before the stop
+    ]
+    st = scan_intervals(items, now, {"op": 5 * H, "other": H}, {"op": 24 * H, "other": 24 * H})
+    op = st["op"]
+    assert (op.keys, op.intervals, op.current, op.held) == (3, 4, 1, 1)
+    assert op.oldest_end_ms == 90 * H and op.age_ms(now) == 10 * H
+    assert op.ratio(now, 20 * H) == 0.5
+    assert op.overdue_ms == 5 * H  # ended 10 h ago, TTL 5 h
+    assert st["other"].oldest_end_ms == 98 * H and st["other"].overdue_ms == H
+
+
+def test_nothing_ended_is_ratio_zero():
+    assert OperatorState().ratio(5, 10) == 0.0
+    st = scan_intervals([("op", (ivl(0, None, last=10),))], 20, {"op": 5}, {"op": 1000})
+    assert st["op"].ratio(20, 100) == 0.0 and st["op"].current == 1
+
+
+def test_count_names_split_into_base_and_label():
+    assert split_count_name("rejected:bad-json") == ("rejected", "bad-json")
+    assert split_count_name("events_in") == ("events_in", None)
+
+
+def _pipeline(table_items):
+    ops = load_operators(REPO / "config" / "operators")
+    operators = {n: SimpleNamespace(name=n, ttl_ms=23 * H, stale_after_ms=24 * H, policy=p) for n, p in ops.items()}
+    data = {k: v for k, v in table_items}
+    store = SimpleNamespace(_key_partition={k: 0 for k in data})
+    table = SimpleNamespace(data=data, active={0}, _key_partition=lambda: store._key_partition)
+    return SimpleNamespace(operators=operators, on_count=[], names=Topics("t"), table=table, counters={},
+                           clock=lambda: 100 * H, app=SimpleNamespace(), vaults=None)
+
+
+def _samples(text):
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_scrape_reports_counts_compliance_and_no_identifiers():
+    key = b"connect2ip|ip|100.64.9.9"
+    value = iv.encode((ivl(0, 88 * H, holder="kund-1@isp.example"),))
+    p = _pipeline([(key, value), (b"connect2ip|ip|100.64.9.10", b"garbage")])
+    m = Metrics(p)
+    for hook in p.on_count:
+        hook("rejected:bad-json", 2)
+        hook("mapping:opened", 1)
+        hook("stats_out", 3)
+        hook("something_new", 1)
+        hook("expired", 4)
+    text = m.render().decode()
+    s = _samples(text)
+    assert s[("ipanon_rejected_total", (("reason", "bad-json"),))] == 2
+    assert s[("ipanon_mapping_updates_total", (("outcome", "opened"),))] == 1
+    assert s[("ipanon_stats_records_out_total", ())] == 3
+    assert s[("ipanon_worker_events_total", (("name", "something_new"),))] == 1
+    assert s[("ipanon_intervals_expired_total", ())] == 4
+    assert s[("ipanon_mappings_live", (("operator", "connect2ip"),))] == 1
+    assert s[("ipanon_compliance_ratio", (("operator", "connect2ip"), ("purpose", "lawful_access")))] == 0.5
+    assert s[("ipanon_promise_seconds", (("operator", "connect2ip"), ("purpose", "lawful_access")))] == 86400
+    assert s[("ipanon_compliance_scan_errors", ())] == 1  # the undecodable value
+    assert s[("ipanon_mappings_live", (("operator", "junet"),))] == 0
+    assert "kund-1" not in text and "100.64.9" not in text
+    assert m.recent_expiries and m.recent_expiries[-1][1] == 4
