@@ -130,6 +130,9 @@ class Status:
         audit = s["audit"]
         if audit is None:
             audit_html = "<span class='muted'>not checked (no audit trail on this deployment yet)</span>"
+        elif audit.get("ok") and not audit.get("records"):
+            audit_html = (f"<span class='ok'>empty</span> — the trail has no records yet "
+                          f"(checked {_ago(s['now_ms'], audit.get('checked_ms'))})")
         elif audit.get("ok"):
             audit_html = (f"<span class='ok'>verified</span> — {audit.get('records', 0)} records, "
                           f"checked {_ago(s['now_ms'], audit.get('checked_ms'))}")
