@@ -39,12 +39,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from stream import intervals as iv
 
 log = logging.getLogger("ipanon.metrics")
+
+# ``*_created`` series double every counter for no use here (Prometheus ignores them by default)
+disable_created_metrics()
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The purpose whose promise governs the raw mappings in the table (``purposes.lawful_access``).
@@ -52,26 +55,36 @@ TABLE_PURPOSE = "lawful_access"
 #: A compliance scan result is reused for this long (a scrape and the status page may both ask).
 SCAN_CACHE_S = 1.0
 
+#: topic roles whose records' processing time is measured, and the request topics among them
+TIMED_ROLES = frozenset({"raw", "bindings", "lookup_requests", "query_requests"})
+REQUEST_ROLES = frozenset({"lookup_requests", "query_requests"})
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-# pipeline counter name → (metric attribute, label name or None).  ``base:value`` names put
-# ``value`` in the label.  Other helpers' agents count through the same ``Pipeline.count``.
+# pipeline counter name → (metric attribute, label value).  Label value ``None``: the metric
+# has no label; ``"*"``: the label takes the part after ``base:`` (``rejected:bad-json``);
+# anything else is a fixed value.  Every agent counts through the same ``Pipeline.count``.
 COUNT_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "events_in": ("events_in", None),
-    "rejected": ("rejected", "reason"),
+    "rejected": ("rejected", "*"),
     "bindings": ("bindings_out", None),
-    "mapping": ("mapping_updates", "outcome"),
+    "mapping": ("mapping_updates", "*"),
     "expired": ("expired", None),
     "tombstones": ("tombstones", None),
     "heartbeats": ("heartbeats", None),
     "sweeper_errors": ("sweeper_errors", None),
+    "unreadable_values": ("unreadable_values", None),
     "stats_out": ("stats_out", None),
     "lookups": ("lookups", None),
-    "epochs_shredded": ("epochs_shredded", None),
+    "epochs_shredded": ("epochs_shredded", "lawful_access"),         # mapping-table vault epochs
+    "stats_epochs_destroyed": ("epochs_shredded", "statistics"),     # statistics pseudonym epochs
+    "stats_no_consent": ("consent_drops", None),
     "consent_drops": ("consent_drops", None),
     "suppressed_cells": ("suppressed_cells", None),
     "aggregates_out": ("aggregates_out", None),
-    "queries": ("queries", "outcome"),
+    "query": ("queries", "*"),
+    "queries": ("queries", "*"),
+    "holds": ("holds", "*"),
 }
 
 
@@ -167,19 +180,23 @@ class Metrics:
         self.sweeper_errors = counter("ipanon_sweeper_errors_total", "Sweeper passes that failed")
         self.stats_out = counter("ipanon_stats_records_out_total", "Pseudonymised statistics records emitted")
         self.lookups = counter("ipanon_lookups_total", "Lookup requests answered")
-        self.epochs_shredded = counter("ipanon_epochs_shredded_total", "Key epochs destroyed (crypto-shredding)")
+        self.unreadable_values = counter("ipanon_unreadable_values_total", "Table values that could not be "
+                                         "opened (sealed under a destroyed epoch key): treated as gone")
+        self.epochs_shredded = counter("ipanon_epochs_shredded_total", "Key epochs destroyed (crypto-shredding), "
+                                       "per purpose", ("purpose",))
         self.consent_drops = counter("ipanon_consent_drops_total", "Statistics records dropped for lack of consent")
         self.suppressed_cells = counter("ipanon_suppressed_cells_total", "Aggregate cells suppressed (k-anonymity)")
         self.aggregates_out = counter("ipanon_aggregates_out_total", "Aggregate records emitted")
-        self.queries = counter("ipanon_queries_total", "Lawful-access queries, by outcome", ("outcome",))
+        self.queries = counter("ipanon_queries_total", "Lawful-access query steps, by outcome", ("outcome",))
+        self.holds = counter("ipanon_holds_total", "Legal-hold commands, by outcome", ("outcome",))
         self.other = counter("ipanon_worker_events_total", "Other worker counters, by name", ("name",))
         self.lookup_answers = counter("ipanon_lookup_answers_total", "Lookup answers produced, by status", ("status",))
         self.processing = Histogram("ipanon_processing_seconds", "Time from a record's arrival in the worker "
                                     "to its acknowledgement, per topic role", ("role",),
                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.lookup_latency = Histogram("ipanon_lookup_latency_seconds", "Time from a lookup request's Kafka "
-                                        "timestamp to its acknowledgement (answer queued)",
-                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.request_latency = Histogram("ipanon_request_latency_seconds", "Time from a lookup or query request's "
+                                         "Kafka timestamp to its acknowledgement by the worker, per topic role",
+                                         ("role",), buckets=LATENCY_BUCKETS, registry=r)
         self.sweep_duration = Histogram("ipanon_sweep_duration_seconds", "Duration of one expiry sweeper pass",
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.sweeper_last_run = Gauge("ipanon_sweeper_last_run_timestamp_seconds",
@@ -203,6 +220,7 @@ class Metrics:
             for purpose, promise_ms in promises_of(op).items():
                 self.promise.labels(name, purpose).set(promise_ms / 1000)
         self._bound: dict[tuple[str, Optional[str]], Any] = {}
+        self._roles: dict[str, str] = {}
         self._scan: tuple[float, int, dict[str, OperatorState]] = (-1e9, 0, {})
         self.scan_seconds = 0.0
         self.scan_errors = 0
@@ -235,6 +253,8 @@ class Metrics:
         metric = getattr(self, attr)
         if label is None:  # a suffix on an unlabelled counter ("events_in:x") counts in the total
             return metric
+        if label != "*":
+            return metric.labels(label)
         return metric.labels(_label_safe(value or "unknown"))
 
     # -- table scan --------------------------------------------------------------------------
@@ -291,7 +311,8 @@ class Metrics:
             assignment = consumer.assignment()
         except Exception:  # not started yet
             return out
-        sources = set(self.p.names.raw) | {self.p.names.bindings, self.p.names.lookup_requests}
+        n = self.p.names
+        sources = set(n.raw) | {n.bindings, n.lookup_requests, f"{n.prefix}-query-requests", n.consent}
         read = getattr(consumer, "_read_offset", {}) or {}
         committed = getattr(consumer, "_committed_offset", {}) or {}
         mon_end = getattr(app.monitor, "tp_end_offsets", {}) or {}
@@ -327,12 +348,22 @@ class Metrics:
         return generate_latest(self.registry)
 
     def role_of(self, topic: str) -> str:
-        n = self.p.names
-        if topic in n.raw:
-            return "raw"
-        return {n.bindings: "bindings", n.deadletter: "deadletter", n.stats: "stats", n.aggregates: "aggregates",
-                n.lookup_requests: "lookup_requests", n.lookup_responses: "lookup_responses", n.audit: "audit",
-                n.consent: "consent"}.get(topic, "changelog" if topic.endswith("-changelog") else "other")
+        """A bounded label for a topic: its name after ``<prefix>-`` (``raw`` for every raw
+        topic, ``changelog`` for Faust changelogs, ``other`` for anything foreign)."""
+        role = self._roles.get(topic)
+        if role is None:
+            n = self.p.names
+            if topic in n.raw:
+                role = "raw"
+            elif topic.endswith("-changelog"):
+                role = "changelog"
+            elif topic.startswith(n.prefix + "-"):
+                role = _label_safe(topic[len(n.prefix) + 1:].replace("-", "_"), 32)
+            else:
+                role = "other"
+            if len(self._roles) < 256:
+                self._roles[topic] = role
+        return role
 
 
 def promises_of(op: Any) -> dict[str, int]:
@@ -425,7 +456,7 @@ def _sensor_class():
                     if operator not in m.operator_names:
                         operator = "none" if not operator else "unknown"
                 m.records_in.labels(role, source, operator).inc()
-                if role in ("raw", "bindings", "lookup_requests"):
+                if role in TIMED_ROLES:
                     self._in[(tp.topic, tp.partition, offset)] = m.mono()
                     if len(self._in) > 200_000:  # never grow without bound if acks are lost
                         self._in.clear()
@@ -440,8 +471,8 @@ def _sensor_class():
                     return
                 role = m.role_of(tp.topic)
                 m.processing.labels(role).observe(m.mono() - t0)
-                if role == "lookup_requests" and message.timestamp:
-                    m.lookup_latency.observe(max(0.0, m.wall() - float(message.timestamp)))
+                if role in REQUEST_ROLES and message.timestamp:
+                    m.request_latency.labels(role).observe(max(0.0, m.wall() - float(message.timestamp)))
             except Exception:  # pragma: no cover
                 log.debug("sensor: on_message_out failed", exc_info=True)
 

@@ -313,14 +313,15 @@ def dashboard() -> dict:
     panel("Expiry: intervals expired and tombstones per second",
           [("sum(rate(ipanon_intervals_expired_total[5m]))", "expired"),
            ("sum(rate(ipanon_tombstones_total[5m]))", "tombstones"),
-           ("sum(rate(ipanon_epochs_shredded_total[5m]))", "epochs shredded")], unit="ops")
+           ("sum by (purpose) (rate(ipanon_epochs_shredded_total[5m]))", "epochs shredded {{purpose}}")], unit="ops")
     panel("Expiry overdue and sweeper age",
           [("max by (operator) (ipanon_expiry_overdue_seconds)", "overdue {{operator}}"),
            ("time() - ipanon_sweeper_last_run_timestamp_seconds", "since sweep {{instance}}")], unit="s")
     panel("Consumer lag (records)", [("sum by (topic) (ipanon_consumer_lag_records)", "{{topic}}")])
     panel("Processing latency p95",
           [("histogram_quantile(0.95, sum by (le, role) (rate(ipanon_processing_seconds_bucket[5m])))", "{{role}}"),
-           ("histogram_quantile(0.95, sum by (le) (rate(ipanon_lookup_latency_seconds_bucket[5m])))", "lookup")],
+           ("histogram_quantile(0.95, sum by (le, role) (rate(ipanon_request_latency_seconds_bucket[5m])))",
+            "request {{role}}")],
           unit="s")
     panel("Lookups and queries by outcome",
           [("sum by (status) (rate(ipanon_lookup_answers_total[5m]))", "lookup {{status}}"),
