@@ -95,7 +95,8 @@ class Worker:
     (the same arrangement as the test suite's ``worker_factory``)."""
 
     def __init__(self, bootstrap: str, workdir: Path, prefix: Optional[str] = None,
-                 heartbeat_ms: int = 60_000, operators: tuple[str, ...] = (OPERATOR,)) -> None:
+                 heartbeat_ms: int = 60_000, operators: tuple[str, ...] = (OPERATOR,),
+                 engine: str = "worker") -> None:
         import shutil
 
         from agents.keystore import ensure_demo_keys, load_key
@@ -121,6 +122,9 @@ class Worker:
                      "--topic-prefix", self.prefix, "--app-id", self.prefix, "--operators", str(ops),
                      "--keys", str(self.keys_dir), "--data-dir", str(workdir / "data"), "--web-port", "0",
                      "--heartbeat-ms", str(heartbeat_ms), "--loglevel", "info"]
+        if engine == "lean":  # benchmarks/lean_engine.py: the hot path without Faust (a measuring stick)
+            self.args = [sys.executable, str(REPO / "benchmarks" / "lean_engine.py"), "--bootstrap", bootstrap,
+                         "--prefix", self.prefix, "--operators", str(ops), "--keys", str(self.keys_dir)]
         self.log_path = workdir / "worker.log"
         self.proc: Optional[subprocess.Popen] = None
 

@@ -9,17 +9,21 @@ In one run, on one broker, with the same topic shapes (4 partitions):
    unchanged to a pass-through topic, batched, no processing) drains that backlog: events/s;
 3. *worker*: a fresh ``ipanon worker`` drains the same backlog (ingest → bindings → mapping
    table + stats).  Sustained events/s = stats records ÷ (last − first stats record timestamp),
-   so start-up and rebalancing are not counted.  Every stats record is matched to its raw
-   event through its record id (the bench holds the operator key and computes the same keyed
-   hash), so the count is exact;
+   so start-up and rebalancing are not counted; the backlog is complete when the stats topic
+   holds one record per binding (counted by parsing the same raw records here);
 4. *latency*: ``--latency-events`` more records are produced at a steady rate below the
-   measured throughput; latency = stats record timestamp (set by the worker's producer) −
-   raw record produce time, p50/p99 over matched records.
+   measured throughput (half of it, at most 5000/s); latency = stats record timestamp (set by
+   the worker's producer) − raw record produce time, pairing the k-th produced binding with
+   the k-th stats record in time order (see ``StatsReader``), p50/p99.  Skipped when the
+   backlog did not drain in time (it would measure the queue).
 
 Also reported: the worker's CPU seconds during the backlog (events per CPU-second is less
 noisy than events/s on a shared machine) and its RSS.  ``--profile FILE`` records the worker
 with py-spy (``--format raw``: collapsed stacks) during the backlog; ``profile_summary.py``
 turns that into the top functions.
+
+``--engine lean`` runs ``lean_engine.py`` instead of the worker: the same per-event work with
+the same pure core, on plain aiokafka batches without Faust — how much of the gap is Faust.
 
 Prints exactly one JSON line.  Targets (issue 8): ≥ 50k events/s and ≥ 0.5 × pass-through.
 The machine is a 2-core box shared with other busy processes: figures are noisy and
@@ -46,17 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as H  # noqa: E402
 
 
-def expected_ids(w: H.Worker, events) -> list[list[str]]:
-    """Per raw event, the record ids of the stats records the worker must emit for it."""
-    from agents.stats_agent import Pseudonyms
+def expected_count(events) -> list[int]:
+    """Per raw event, how many stats records the worker emits for it (one per binding that
+    carries an address; resets carry none)."""
     from stream.parse import get_format
 
-    ps = Pseudonyms(w.keys[H.OPERATOR])
-    out = []
-    for fmt, value in events:
-        bs = get_format(fmt).parse(value, operator=H.OPERATOR)
-        out.append([ps.record_id(b.to_json().decode()) for b in bs if b.action != "reset"])
-    return out
+    return [sum(1 for b in get_format(fmt).parse(value, operator=H.OPERATOR) if b.action != "reset" and b.ip is not None)
+            for fmt, value in events]
 
 
 async def _passthrough(bootstrap: str, topics, out_topic: str, n: int, timeout_s: float) -> dict:
@@ -91,37 +91,34 @@ async def _passthrough(bootstrap: str, topics, out_topic: str, n: int, timeout_s
 
 
 class StatsReader:
-    """Reads the stats topic from the beginning; remembers (timestamp, receive time) per id."""
+    """Reads the stats topic from the beginning; keeps (record timestamp, receive time) of every
+    record.  Records are not matched to raw events one by one (their ids are keyed hashes
+    under the worker's own statistics keyring): the backlog is complete when the count is
+    reached, and latency pairs the k-th produced event with the k-th stats record in time
+    order — exact for a FIFO pipeline, and an estimate of the per-event delay otherwise."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         from kafka import KafkaConsumer
 
         self.c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
                                enable_auto_commit=False, max_poll_records=5000, fetch_max_wait_ms=50)
-        self.seen: dict[str, tuple[int, int]] = {}
+        self.seen: list[tuple[int, int]] = []
 
     def poll(self, ms: int = 200) -> int:
         n = 0
         for recs in self.c.poll(timeout_ms=ms).values():
             now = time.time_ns() // 1_000_000
             for r in recs:
-                if r.value is None:
-                    continue
-                try:
-                    rid = json.loads(r.value)["id"]
-                except (ValueError, KeyError):
-                    continue
-                self.seen.setdefault(rid, (r.timestamp, now))
-                n += 1
+                if r.value is not None:
+                    self.seen.append((r.timestamp, now))
+                    n += 1
         return n
 
-    def wait_for(self, ids: set[str], timeout_s: float, alive=lambda: True) -> bool:
+    def wait_for(self, count: int, timeout_s: float, alive=lambda: True) -> bool:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and alive():
+        while len(self.seen) < count and time.monotonic() < deadline and alive():
             self.poll()
-            if ids.issubset(self.seen.keys()):
-                return True
-        return ids.issubset(self.seen.keys())
+        return len(self.seen) >= count
 
     def close(self) -> None:
         self.c.close()
@@ -132,13 +129,12 @@ def run(a) -> dict:
 
     n, nl = a.events, a.latency_events
     with H.broker(a.bootstrap) as (bootstrap, _), tempfile.TemporaryDirectory(prefix="ipanon-bench-e2e-") as tmp:
-        w = H.Worker(bootstrap, Path(tmp))
+        w = H.Worker(bootstrap, Path(tmp), engine=a.engine)
         now = time.time_ns() // 1_000_000
         backlog = H.mixed_events(n, now, seed=1)
         later = H.mixed_events(nl, now + n + 120_000, seed=2)
-        ids_a = expected_ids(w, backlog)
-        ids_b = expected_ids(w, later)
-        want_a = {i for ids in ids_a for i in ids}
+        per_b = expected_count(later)
+        want_a = sum(expected_count(backlog))
 
         t = time.perf_counter()
         H.produce(bootstrap, w.topics, backlog)
@@ -163,14 +159,14 @@ def run(a) -> dict:
             if prof is not None:
                 prof.send_signal(signal.SIGINT)
                 prof.wait(30)
-            ts = sorted(reader.seen[i][0] for i in want_a if i in reader.seen)
+            ts = sorted(t for t, _ in reader.seen)[:want_a]
             got_a = len(ts)
-            span_s = (ts[-1] - ts[0]) / 1000 if got_a > 1 else float("nan")
+            span_s = max(ts[-1] - ts[0], 1) / 1000 if got_a > 1 else float("nan")
             eps = got_a / span_s if got_a > 1 and span_s > 0 else 0.0
 
             # latency at a steady rate below throughput
             rate = a.rate or max(50, min(int(eps * 0.5), 5000))
-            sent_at: dict[str, int] = {}
+            sent_at: list[int] = []
             if not ok_a:  # still draining the backlog: a latency figure would measure the queue
                 nl = 0
             from agents.kafka_io import producer
@@ -186,17 +182,19 @@ def run(a) -> dict:
                     ts_ms = time.time_ns() // 1_000_000
                     p.send(w.topics.raw_by_family[H.FORMAT_TOPIC[fmt]], key=f"src-{j % 8}".encode(), value=value,
                            headers=[(H_FORMAT, fmt.encode()), (H_OPERATOR, H.OPERATOR.encode())], timestamp_ms=ts_ms)
-                    for rid in ids_b[j]:
-                        sent_at[rid] = ts_ms
+                    sent_at += [ts_ms] * per_b[j]
                 p.flush()
                 reader.poll(0)
                 sleep = t_start + (k // per_tick + 1) * tick - time.perf_counter()
                 if sleep > 0:
                     time.sleep(sleep)
             p.close()
-            reader.wait_for(set(sent_at), timeout_s=60, alive=w.alive)
-            lat = [reader.seen[i][0] - t0 for i, t0 in sent_at.items() if i in reader.seen]
-            lat_recv = [reader.seen[i][1] - t0 for i, t0 in sent_at.items() if i in reader.seen]
+            reader.wait_for(want_a + len(sent_at), timeout_s=60, alive=w.alive)
+            later_recs = sorted(reader.seen)[want_a:]
+            sent_at.sort()
+            lat = [r[0] - t0 for r, t0 in zip(later_recs, sent_at)]
+            lat_recv = sorted(r[1] for r in later_recs)
+            lat_recv = [r - t0 for r, t0 in zip(lat_recv, sent_at)]
             rss_end = H.rss_kb(w.pid)
         finally:
             w.stop()
@@ -204,7 +202,7 @@ def run(a) -> dict:
         log_tail = "" if ok_a else w.log_tail(600)
     ratio = eps / ceiling["eps"] if ceiling["eps"] else 0.0
     out = {
-        "bench": "e2e", "smoke": a.smoke, "events": n, "mix": {"radius-json": 0.6, "kea-hook": 0.3, "ipfix-json": 0.1},
+        "bench": "e2e", "engine": a.engine, "smoke": a.smoke, "events": n, "mix": {"radius-json": 0.6, "kea-hook": 0.3, "ipfix-json": 0.1},
         "worker_eps": round(eps), "worker_complete": ok_a, "worker_stats_records": got_a,
         "worker_span_s": round(span_s, 3), "worker_cpu_s": round(cpu_a, 2),
         "worker_events_per_cpu_s": round(got_a / cpu_a) if cpu_a else 0,
@@ -231,6 +229,9 @@ def main() -> None:
     ap.add_argument("--latency-events", type=int, default=4_000)
     ap.add_argument("--rate", type=int, help="latency phase rate, events/s (default: half the measured throughput, ≤ 5000)")
     ap.add_argument("--timeout", type=float, help="seconds to wait for the backlog (default: scaled to --events)")
+    ap.add_argument("--engine", choices=["worker", "lean"], default="worker",
+                    help="worker = `ipanon worker` (default); lean = benchmarks/lean_engine.py, the same work "
+                         "on plain aiokafka batches without Faust (a measuring stick, not the product)")
     ap.add_argument("--profile", help="write a py-spy raw profile of the worker during the backlog here")
     a = ap.parse_args()
     if a.smoke:
