@@ -41,7 +41,8 @@ from .settings import Settings
 log = logging.getLogger("ipanon")
 
 #: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
-DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web")
+DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web",
+                                       "agents.answer_router")
 
 #: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
 HOLD_RECHECK_MS = 5_000
@@ -426,6 +427,9 @@ class Pipeline:
                     ans = {"status": "refused", "reason": e.reason}
                 except (ValueError, KeyError, TypeError):
                     ans = {"status": "refused", "reason": "bad-request"}
+                except Exception:  # never let one request kill the agent (#175)
+                    log.exception("lookup: unexpected error")
+                    ans = {"status": "error", "reason": "internal-error"}
                 ans["id"] = req.get("id") if isinstance(req, dict) else None
                 self.lookup_responses.send_soon(key=str(ans["id"]).encode(), value=json.dumps(ans).encode())
                 self.count("lookups")

@@ -101,6 +101,18 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def twin(self, n: int = 2) -> "WorkerProcess":
+        """A second worker of the same deployment (same topics, app id, profiles and key state;
+        own data directory and log) — to join the consumer group."""
+        import copy
+
+        t = copy.copy(self)
+        t.proc = None
+        data = self.dir / f"data{n}"
+        t.args = [str(data) if a == str(self.dir / "data") else a for a in self.args]
+        t.log_path = self.dir / f"worker{n}.log"
+        return t
+
 
 @pytest.fixture
 def worker_factory(bootstrap, tmp_path):
