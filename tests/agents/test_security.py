@@ -241,3 +241,28 @@ def test_query_cli_refuses_loose_authority_key(tmp_path):
                         "--from", "1", "--to", "2", "--dry-run"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and "private key file is accessible by group/others" in r.stderr
     assert "BEGIN" not in r.stderr
+
+
+# -- every client connects the same way --------------------------------------------------------
+
+CLIENTS = {"KafkaConsumer", "KafkaProducer", "KafkaAdminClient", "AIOKafkaConsumer", "AIOKafkaProducer",
+           "AIOKafkaAdminClient"}
+
+
+def test_every_kafka_client_in_agents_gets_the_security_settings():
+    """A Kafka client built without ``**kafka_python_kwargs(...)`` / ``**aiokafka_kwargs(...)``
+    (or another ``**`` expansion built from them) would silently connect in plaintext."""
+    import ast
+
+    missing = []
+    for path in sorted((REPO / "agents").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+            if name in CLIENTS and not any(k.arg is None for k in node.keywords):
+                missing.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+            if name == "App" and not any(k.arg == "broker_credentials" for k in node.keywords):
+                missing.append(f"{path.relative_to(REPO)}:{node.lineno} faust.App without broker_credentials")
+    assert missing == []
