@@ -106,3 +106,20 @@ def test_other_agents_counter_names_land_in_their_metrics():
     assert not any(k[0].endswith("_created") for k in s)
     assert m.role_of("t-raw-dhcp") == "raw" and m.role_of("t-query-requests") == "query_requests"
     assert m.role_of("elsewhere") == "other"
+
+
+def test_scan_reuses_summaries_and_opens_at_most_the_budget():
+    k1, k2 = b"connect2ip|ip|a", b"connect2ip|ip|b"
+    p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),))), (k2, iv.encode((ivl(0, 90 * H),)))])
+    m = Metrics(p)
+    m.open_budget = 1
+    _, st = m.scan(now_ms=100 * H)
+    assert m.scan_pending == 1 and st["connect2ip"].intervals == 1
+    _, st = m.scan(now_ms=100 * H)
+    assert m.scan_pending == 0 and st["connect2ip"].intervals == 2 and st["connect2ip"].oldest_end_ms == 88 * H
+    p.table.data[k1] = iv.encode((ivl(0, 95 * H),))  # a rewritten value is opened again
+    _, st = m.scan(now_ms=100 * H)
+    assert st["connect2ip"].oldest_end_ms == 90 * H
+    del p.table.data[k2]  # a deleted key leaves the figures
+    _, st = m.scan(now_ms=100 * H)
+    assert st["connect2ip"].intervals == 1 and st["connect2ip"].oldest_end_ms == 95 * H
