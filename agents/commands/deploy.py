@@ -157,6 +157,11 @@ def render_k8s_worker(args: argparse.Namespace, plan: Any, profiles: dict[str, s
                       "annotations": {"ipanon/note": "replace each value with the operator's key file "
                                       "(ipanon keys …); never commit real keys"}},
          "stringData": {f"{name}.key": "REPLACE-WITH-64-HEX-DIGITS" for name in operators}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": "ipanon-key-state", "namespace": ns, "labels": labels,
+                      "annotations": {"ipanon/note": "key and ratchet state shared by every worker replica; "
+                                      "exclude from backups and snapshots (docs/operations.md)"}},
+         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "16Mi"}}}},
         {"apiVersion": "apps/v1", "kind": "Deployment",
          "metadata": {"name": "ipanon-worker", "namespace": ns, "labels": labels},
          "spec": {
@@ -167,6 +172,16 @@ def render_k8s_worker(args: argparse.Namespace, plan: Any, profiles: dict[str, s
                               "annotations": {"ipanon/ttl-ms": json.dumps({n: r.ttl_ms for n, r in sorted(plan.retention.items())})}},
                  "spec": {
                      "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                     # the key directory must be writable and shared by every replica: the table's
+                     # ratchet state lives there (agents/vault.py), so the Secret only seeds it
+                     "initContainers": [{
+                         "name": "seed-keys", "image": args.image,
+                         "command": ["sh", "-c", "cp -n /etc/ipanon/key-seed/*.key /var/lib/ipanon/keys/ && "
+                                     "chmod 600 /var/lib/ipanon/keys/*.key"],
+                         "volumeMounts": [
+                             {"name": "key-seed", "mountPath": "/etc/ipanon/key-seed", "readOnly": True},
+                             {"name": "keys", "mountPath": "/var/lib/ipanon/keys"}],
+                     }],
                      "containers": [{
                          "name": "worker", "image": args.image,
                          "args": ["worker", "--loglevel", "info"],
@@ -181,7 +196,8 @@ def render_k8s_worker(args: argparse.Namespace, plan: Any, profiles: dict[str, s
                      }],
                      "volumes": [
                          {"name": "operators", "configMap": {"name": "ipanon-operators"}},
-                         {"name": "keys", "secret": {"secretName": "ipanon-keys", "defaultMode": 384}},
+                         {"name": "key-seed", "secret": {"secretName": "ipanon-keys", "defaultMode": 384}},
+                         {"name": "keys", "persistentVolumeClaim": {"claimName": "ipanon-key-state"}},
                          {"name": "data", "emptyDir": {}}],
                  }}}},
         {"apiVersion": "v1", "kind": "Service",

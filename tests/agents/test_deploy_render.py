@@ -75,6 +75,13 @@ def test_worker_deployment_runs_with_the_plans_parameters():
     for n in plan.retention:
         assert profiles[f"{n}.toml"] == (REPO / "config" / "operators" / f"{n}.toml").read_text()
     assert docs["Service"]["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    vols = {v["name"]: v for v in docs["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert vols["key-seed"]["secret"]["secretName"] == docs["Secret"]["metadata"]["name"]
+    claim = vols["keys"]["persistentVolumeClaim"]["claimName"]
+    assert claim == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]  # shared by replicas
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["keys"] == env["IPANON_KEYS"] and mounts["operators"] == env["IPANON_OPERATORS"]
 
 
 def test_compose_applies_the_same_plan_the_workers_run_with():
