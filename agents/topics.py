@@ -31,6 +31,10 @@ LOOKUP_REQUESTS = f"{PREFIX}-lookup-requests"
 LOOKUP_RESPONSES = f"{PREFIX}-lookup-responses"
 AUDIT = f"{PREFIX}-audit"
 CONSENT = f"{PREFIX}-consent"
+QUERY_REQUESTS = f"{PREFIX}-query-requests"    # lawful-access inbox (requests, approvals, hold commands)
+QUERY_RESPONSES = f"{PREFIX}-query-responses"  # status replies, sealed answers
+HOLDS = f"{PREFIX}-holds"                      # active legal holds, read by every worker
+QUERY_STATE = f"{PREFIX}-query-state"          # the query desk's snapshot
 
 H_FORMAT = "ipanon-format"
 H_OPERATOR = "ipanon-operator"
@@ -57,7 +61,13 @@ class Topics:
         self.lookup_responses = f"{prefix}-lookup-responses"
         self.audit = f"{prefix}-audit"
         self.consent = f"{prefix}-consent"
+        # lawful access (agents/query_agent.py, docs/lawful-access.md)
+        self.query_requests = f"{prefix}-query-requests"
+        self.query_responses = f"{prefix}-query-responses"
+        self.holds = f"{prefix}-holds"
+        self.query_state = f"{prefix}-query-state"
 
     def all(self) -> list[str]:
         return [*self.raw, self.bindings, self.deadletter, self.stats, self.aggregates,
-                self.lookup_requests, self.lookup_responses, self.audit, self.consent]
+                self.lookup_requests, self.lookup_responses, self.audit, self.consent,
+                self.query_requests, self.query_responses, self.holds, self.query_state]

@@ -102,12 +102,27 @@ def make_layout(prefix: str = "ipanon", app_id: str = "ipanon") -> Mapping[str, 
         f"{prefix}-deadletter": "raw",
         f"{prefix}-lookup-requests": "raw",
         f"{prefix}-lookup-responses": "derived",
+        f"{prefix}-query-requests": "raw",      # lawful-access inbox: requests, approvals, hold commands
+        f"{prefix}-query-responses": "derived",  # status replies and sealed answers (no plaintext identity)
+        f"{prefix}-holds": "consent",            # compacted: active legal holds (hold id → hold; tombstone on end)
+        f"{prefix}-query-state": "consent",      # compacted: the query desk's snapshot (one key)
         f"{app_id}-mappings-changelog": "derived",
         f"{prefix}-stats": "stats",
         f"{prefix}-aggregates": "aggregates",
         f"{prefix}-audit": "audit",
         f"{prefix}-consent": "consent",
     })
+
+
+#: Topics that must have exactly one partition: the audit chain has one writer and one order,
+#: and the lawful-access inbox, its snapshot and the hold list are owned by that same writer
+#: (one partition = one consumer in the group = one query desk; agents/query_agent.py).
+SINGLE_PARTITION_SUFFIXES = ("-audit", "-query-requests", "-query-state", "-holds")
+
+
+def partitions_for(name: str, default: int) -> int:
+    """Planned partition count of a topic (``SINGLE_PARTITION_SUFFIXES`` → 1)."""
+    return 1 if name.endswith(SINGLE_PARTITION_SUFFIXES) else default
 
 
 MAPPINGS_CHANGELOG = "ipanon-mappings-changelog"
@@ -481,7 +496,8 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
         assert cfg is not None
         bound = topic_bound_ms(cfg, broker, params.heartbeat_ms)
         assert budget is None or (bound is not None and bound <= budget), (name, bound, budget)
-        specs.append(TopicSpec(name, role, MappingProxyType(dict(sorted(cfg.items()))), params.partitions,
+        specs.append(TopicSpec(name, role, MappingProxyType(dict(sorted(cfg.items()))),
+                               partitions_for(name, params.partitions),
                                params.replication_factor, bound, budget, gov))
 
     derived_bound = max((s.bound_ms or 0) for s in specs if s.role == "derived") if any(

@@ -225,7 +225,7 @@ def _replies(args: argparse.Namespace, wait_s: float) -> list[dict]:
         for _, _, _, value in rows:
             try:
                 msg = json.loads(value)
-            except ValueError:
+            except (ValueError, TypeError):  # TypeError: a heartbeat (null value)
                 continue
             if isinstance(msg, dict) and msg.get("request_id") == args.request_id:
                 out.append(msg)

@@ -48,7 +48,10 @@ def test_apply_creates_topics_with_exactly_the_planned_configs(admin, unique):
         for key, value in spec.configs.items():
             assert actual[spec.name][key] == value, (spec.name, key)
     parts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics([t.name for t in plan.topics])}
-    assert set(parts.values()) == {plan.params.partitions}
+    assert parts == {t.name: t.partitions for t in plan.topics}
+    assert {n for n, k in parts.items() if k == 1} == {f"{prefix}-audit", f"{prefix}-query-requests",
+                                                      f"{prefix}-query-state", f"{prefix}-holds"}
+    assert set(parts.values()) == {1, plan.params.partitions}
     # the start-up check passes and reports the planned bounds
     bounds = verify_topics(admin, plan, require_all=True)
     assert bounds == {t.name: t.bound_ms for t in plan.topics}

@@ -182,7 +182,9 @@ def test_layout_matches_agents_topics():
     from agents import topics as T
 
     expected = {*T.RAW_TOPICS, T.BINDINGS, T.DEADLETTER, T.STATS, T.AGGREGATES, T.LOOKUP_REQUESTS,
-                T.LOOKUP_RESPONSES, T.AUDIT, T.CONSENT, MAPPINGS_CHANGELOG}
+                T.LOOKUP_RESPONSES, T.AUDIT, T.CONSENT, MAPPINGS_CHANGELOG,
+                T.QUERY_REQUESTS, T.QUERY_RESPONSES, T.HOLDS, T.QUERY_STATE}
+    assert set(DEFAULT_LAYOUT) == set(T.Topics().all()) | {MAPPINGS_CHANGELOG}
     assert set(DEFAULT_LAYOUT) == expected
 
 

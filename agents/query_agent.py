@@ -1,0 +1,520 @@
+"""The guarded query agent (issue 6) and legal holds (issue 4): one desk, one audit writer.
+
+Installed into every worker by ``agents.app.Pipeline`` (``install(pipeline)``).  It runs the
+pure ``stream.access.QueryDesk`` on the lawful-access inbox and acts on its decisions:
+
+    <prefix>-query-requests   1 partition, role raw.  Requests and approvals (key = authority
+                              id, docs/lawful-access.md) and legal-hold commands (key ``hold``,
+                              written by ``ipanon hold``).
+    <prefix>-query-responses  role derived.  Status replies and sealed answers (key = request
+                              id); hold confirmations (key = hold id).  No plaintext identity.
+    <prefix>-audit            1 partition, kept.  The hash chain; this agent is its one writer.
+    <prefix>-holds            1 partition, compacted.  Active holds (key = hold id, value = the
+                              hold as JSON; a tombstone when released or lapsed).  Every worker
+                              reads it without a consumer group and sets ``pipeline.holds``.
+    <prefix>-query-state      1 partition, compacted, one key (``desk``).  The desk's snapshot.
+
+**One writer.**  The inbox has one partition, so in a consumer group exactly one worker owns
+it, and only the owner appends to the audit chain, answers and publishes holds.  Holds travel
+through the same inbox (not a topic of their own) for the same reason: a second topic could be
+assigned to another worker, and two writers would fork the chain.
+
+**State that survives a restart.**  After every batch the agent flushes its outputs (audit
+records, replies, holds) and then writes a snapshot to the compacted ``query-state`` topic:
+``QueryDesk.to_dict()`` (pending requests, approvals, remembered nonces and request ids, rate
+buckets), the hold set, and the inbox offset it has processed.  We chose a compacted topic of
+our own over a Faust table: the desk is one object for one partition, it must be written
+*after* its outputs are on the broker (a table changelog write is not ordered with other
+topics' sends), and a single key keeps the newest snapshot forever while compaction removes
+the older ones.  When the inbox partition is assigned (start-up, rebalance) the agent
+reloads: the desk from the last snapshot, the chain from the last record of the audit topic
+(``AuditChain.resume``: the trail itself is the authority for ``seq`` and ``prev``).  Inbox
+records at or below the snapshot's offset are skipped, so a re-delivered batch is never
+decided twice; a crash between flushing a batch's outputs and writing its snapshot repeats
+that batch's audit events (valid records that say the same thing twice — never a gap).
+
+**Resolution.**  ``pipeline.resolve`` reads the mapping table of *this* worker's partitions.
+With one worker that is every partition.  With several workers the desk's worker sees only
+its own share of the table and can answer "no data" for a mapping another worker holds: run
+lawful access on a single worker (or see docs/lawful-access.md "Limits").  A request names no
+operator; the agent asks every configured operator and tags each match with it.  An IPv4
+prefix (at most ``min_prefixlen_v4``, /24 by default) is resolved address by address; an IPv6
+prefix is resolved by its first address only (the holder of a delegated prefix containing
+it) — see "Limits".
+
+Nothing here puts a subscriber id on a topic in plaintext: answers are sealed to the
+authority's X25519 key (``stream.access.seal_answer``) and audit events carry only ids,
+digests and reason codes (``stream.audit.check_event`` refuses anything else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tomllib
+import zlib
+from pathlib import Path
+from typing import Any, Optional
+
+from stream.access import Decision, Policy, QueryDesk, Registry
+from stream.audit import AuditChain, canonical, legal_hold_event
+from stream.errors import ConfigError, IpanonError, Rejected
+from stream.hold import DEFAULT_MAX_HOLD_MS, HoldSet, LegalHold
+from stream.model import parse_network
+
+from .broker import REPO_ROOT
+from .kafka_io import HEARTBEAT_KEY
+
+log = logging.getLogger("ipanon.query")
+
+#: Key of hold commands on the inbox (requests and approvals use the authority id).
+HOLD_KEY = b"hold"
+#: The one key of the desk snapshot on the state topic.
+STATE_KEY = b"desk"
+#: Snapshot encoding: ``b"Z1"`` + zlib(canonical JSON).
+_SNAP_MAGIC = b"Z1"
+#: Largest IPv4 prefix resolved address by address (the policy's default bound is a /24).
+MAX_ENUMERATED = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+
+
+def registry_dirs(settings: Any) -> tuple[Path, Optional[Path]]:
+    """Authorities and staff directories: ``settings.extra`` (``authorities``, ``staff``), then
+    ``IPANON_AUTHORITIES`` / ``IPANON_STAFF``, then ``config/authorities`` (staff: its sibling
+    ``staff`` directory)."""
+    extra = getattr(settings, "extra", {}) or {}
+    auth = extra.get("authorities") or os.environ.get("IPANON_AUTHORITIES") or str(REPO_ROOT / "config" / "authorities")
+    staff = extra.get("staff") or os.environ.get("IPANON_STAFF")
+    return Path(auth), (Path(staff) if staff else None)
+
+
+def load_policy(settings: Any) -> Policy:
+    """``stream.access.Policy`` defaults, overridden by the TOML file named by ``settings.extra
+    ["access_policy"]`` or ``IPANON_ACCESS_POLICY`` (fields as in ``Policy``)."""
+    extra = getattr(settings, "extra", {}) or {}
+    path = extra.get("access_policy") or os.environ.get("IPANON_ACCESS_POLICY")
+    if not path:
+        return Policy()
+    try:
+        with open(path, "rb") as f:
+            return Policy.from_mapping(tomllib.load(f), source=str(path))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the access policy ({type(e).__name__})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# snapshot
+
+
+def encode_snapshot(state: dict) -> bytes:
+    return _SNAP_MAGIC + zlib.compress(canonical(state), 6)
+
+
+def decode_snapshot(raw: bytes) -> dict:
+    if not raw.startswith(_SNAP_MAGIC):
+        raise IpanonError("query-state snapshot has an unknown encoding")
+    return json.loads(zlib.decompress(raw[len(_SNAP_MAGIC):]))
+
+
+def last_record(bootstrap: str, topic: str, partition: int = 0, timeout_s: float = 15.0):
+    """The last record of one partition (kafka-python, no consumer group), or None if empty."""
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      client_id="ipanon-query-state", **__import__("agents.security").security.kafka_python_kwargs())
+    try:
+        tp = TopicPartition(topic, partition)
+        c.assign([tp])
+        end = c.end_offsets([tp])[tp]
+        begin = c.beginning_offsets([tp])[tp]
+        if end <= begin:
+            return None
+        c.seek(tp, end - 1)
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=500).values():
+                for r in recs:
+                    last = r
+            if c.position(tp) >= end:
+                return last
+        raise IpanonError(f"timed out reading the last record of {topic}")
+    finally:
+        c.close()
+
+
+def read_holds(bootstrap: str, topic: str) -> tuple[dict[str, LegalHold], int]:
+    """The active holds on the compacted holds topic and the next offset to read."""
+    from .kafka_io import read_all
+
+    holds: dict[str, LegalHold] = {}
+    nxt = 0
+    for r in read_all(bootstrap, topic, heartbeats=True):
+        nxt = max(nxt, r.offset + 1)
+        _apply_hold_record(holds, r.key, r.value)
+    return holds, nxt
+
+
+def _apply_hold_record(holds: dict[str, LegalHold], key: Optional[bytes], value: Optional[bytes]) -> bool:
+    if key is None or key == HEARTBEAT_KEY:
+        return False
+    hid = key.decode("utf-8", "replace")
+    if value is None:
+        return holds.pop(hid, None) is not None
+    try:
+        holds[hid] = LegalHold.from_dict(json.loads(value))
+    except (Rejected, ValueError, TypeError):
+        log.warning("holds: a record on the holds topic is not a valid hold; ignored")
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# the agent
+
+
+class QueryAgent:
+    """The desk, the audit writer and the hold keeper of one worker (see module doc)."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.p = p = pipeline
+        s = p.settings
+        adir, sdir = registry_dirs(s)
+        self.registry = Registry.load(adir, sdir)  # ConfigError: the worker does not start
+        self.policy = load_policy(s)
+        n = p.names
+        raw = dict(key_serializer="raw", value_serializer="raw")
+        app = p.app
+        self.inbox = app.topic(n.query_requests, **raw)
+        self.responses = app.topic(n.query_responses, **raw)
+        self.audit = app.topic(n.audit, **raw)
+        self.holds_topic = app.topic(n.holds, **raw)
+        self.state_topic = app.topic(n.query_state, **raw)
+        self.desk = QueryDesk(self.registry, self.policy)
+        self.chain = AuditChain()
+        self.holdset: dict[str, LegalHold] = {}  # the desk's view: what it has set and not released
+        self.offset = -1           # last inbox offset decided (from the snapshot)
+        self.owned = False         # this worker holds the inbox partition
+        self.stale = True          # reload state before deciding anything
+        self.saved_ms = 0
+        self.dirty = False
+        self._lock: Optional[asyncio.Lock] = None
+        self._out: list[tuple[Any, Optional[bytes], Optional[bytes], Optional[int]]] = []  # queued outputs
+        # every worker applies holds; read them now so the sweeper never runs without them
+        self.view: dict[str, LegalHold] = {}
+        self.view_next = 0
+        try:
+            self.view, self.view_next = read_holds(s.bootstrap, n.holds)
+        except Exception as e:  # the start-up check has verified the topic; a read error is transient
+            log.warning("holds: could not read %s at start-up (%s); will keep trying", n.holds, type(e).__name__)
+        p.holds = HoldSet.of(self.view.values())
+        app.agent(self.inbox, name="ipanon.query")(self.run)
+        app.timer(1.0, name="ipanon.query.tick")(self.tick)
+        app.timer(s.heartbeat_ms / 2000, name="ipanon.query.heartbeat")(self.heartbeat)
+        app.task(self.holds_view)
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_revoked.connect(self._on_revoked)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    # -- ownership and state ----------------------------------------------------------------
+
+    async def _on_assigned(self, sender: Any = None, assigned: Any = (), **kw: Any) -> None:
+        if any(tp.topic == self.inbox.get_topic_name() for tp in assigned):
+            self.owned, self.stale = True, True
+
+    async def _on_revoked(self, sender: Any = None, revoked: Any = (), **kw: Any) -> None:
+        if any(tp.topic == self.inbox.get_topic_name() for tp in revoked):
+            self.owned = False
+
+    def _load_sync(self) -> tuple[QueryDesk, AuditChain, dict[str, LegalHold], int]:
+        n, b = self.p.names, self.p.settings.bootstrap
+        rec = last_record(b, n.audit)
+        chain = AuditChain.resume(rec.value if rec is not None else None)
+        snap = last_record(b, n.query_state)
+        if snap is None or snap.value is None:
+            return QueryDesk(self.registry, self.policy), chain, {}, -1
+        st = decode_snapshot(snap.value)
+        desk = QueryDesk.from_dict(st["desk"], self.registry, self.policy)
+        holds = {h["hold_id"]: LegalHold.from_dict(h) for h in st["holds"]}
+        return desk, chain, holds, int(st["offset"])
+
+    async def reload(self) -> None:
+        """Desk, chain and holds from the broker (start-up and every (re)assignment)."""
+        loop = asyncio.get_running_loop()
+        self.desk, self.chain, self.holdset, self.offset = await loop.run_in_executor(None, self._load_sync)
+        self.stale = False
+        log.info("query desk loaded: %d pending, audit seq %d, %d holds, inbox offset %d",
+                 len(self.desk.pending()), self.chain.next_seq, len(self.holdset), self.offset)
+
+    async def deliver(self) -> None:
+        """Send the queued outputs in order and wait until the broker has acknowledged each.
+        (Our own sends only: ``producer.flush()`` would also wait for every other agent's.)"""
+        out, self._out = self._out, []
+        futs = []
+        for topic, key, value, partition in out:
+            futs.append(await topic.send(key=key, value=value, partition=partition))
+        if futs:
+            await asyncio.gather(*futs)
+
+    async def save(self, now: int) -> None:
+        """Deliver every queued output, then write the snapshot and deliver it: the snapshot
+        never claims an offset whose outputs are not on the broker."""
+        await self.deliver()
+        state = {"v": 1, "desk": self.desk.to_dict(), "holds": [h.to_dict() for h in self.holdset.values()],
+                 "offset": self.offset, "saved_ms": now}
+        self._out.append((self.state_topic, STATE_KEY, encode_snapshot(state), 0))
+        await self.deliver()
+        self.saved_ms, self.dirty = now, False
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def _audit(self, event: dict, now: int) -> None:
+        self._out.append((self.audit, None, self.chain.append(event, now), 0))
+
+    def _reply(self, key: Optional[str], reply: dict) -> None:
+        self._out.append((self.responses, key.encode() if key else None, canonical(reply), None))
+
+    def emit(self, d: Decision, now: int) -> None:
+        """Audit a decision, send its reply, and answer it when it is ready."""
+        for ev in d.events:
+            self._audit(ev, now)
+        if d.reply is not None:
+            self._reply(d.request_id, d.reply)
+        self.p.count(f"query:{d.status}" + (f":{d.reason}" if d.reason else ""))
+        log.info("query: %s %s%s", d.request_id, d.status, f" ({d.reason})" if d.reason else "")
+        if d.status != "ready":
+            return
+        try:
+            a = self.desk.answer(d, self.resolve, now)
+        except Exception as e:  # the request was authorised: say it failed, never answer wrongly
+            log.exception("query: resolving a ready request failed (%s)", type(e).__name__)
+            req = d.request
+            self._audit({"type": "refused", "request_id": d.request_id, "authority": req.authority,
+                         "basis": req.basis, "case_ref": req.case_ref, "request_digest": req.digest,
+                         "reason": "resolution-failed", "detail": type(e).__name__}, now)
+            self._reply(d.request_id, {"type": "status", "v": 1, "request_id": d.request_id,
+                                       "status": "refused", "reason": "resolution-failed", "ts_ms": now})
+            self.p.count("query:resolution-failed")
+            return
+        self._reply(a.request_id, a.reply)
+        for ev in a.events:
+            self._audit(ev, now)
+        self.p.count("query:answered")
+        log.info("query: %s answered", a.request_id)
+
+    # -- resolution -------------------------------------------------------------------------
+
+    def resolve(self, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:
+        """The resolver contract of ``QueryDesk.answer``: ``{"matches": [...]}`` (each with
+        operator, address, subscriber, from_ms, to_ms and, through CGNAT, inside_ip and ports),
+        ``{"ambiguous": n}`` (a CGNAT public address without a port; ``matches`` too if other
+        operators matched exactly) or ``{"no_data": true}``."""
+        net = parse_network(address)
+        if net.version == 4 and net.num_addresses <= MAX_ENUMERATED:
+            addrs = [str(a) for a in net]  # one address, or each address of a small IPv4 prefix
+        else:  # IPv6: one address, or a prefix's first address (finds the delegated prefix holding it)
+            addrs = [str(net.network_address)]
+        matches: list[dict] = []
+        ambiguous = 0
+        for op in sorted(self.p.operators):
+            for a in addrs:
+                r = self.p.resolve(op, a, port, from_ms, to_ms)
+                if r.get("status") == "ambiguous":
+                    ambiguous += int(r.get("candidates", 0))
+                elif r.get("status") == "ok":
+                    matches += [{"operator": op, "address": a, **h} for h in r.get("holders", [])]
+        if not matches and not ambiguous:
+            return {"no_data": True}
+        out: dict[str, Any] = {}
+        if matches:
+            out["matches"] = matches
+        if ambiguous:
+            out["ambiguous"] = ambiguous
+        return out
+
+    # -- legal holds ------------------------------------------------------------------------
+
+    def hold_command(self, msg: Any, now: int) -> None:
+        """``{"type": "hold-set", "v": 1, "hold": {...}}`` or ``{"type": "hold-release", "v": 1,
+        "hold_id": ...}``.  Every set and release is audited (id, case, until; never the
+        address) and confirmed on the responses topic under the hold id."""
+        typ = msg.get("type") if isinstance(msg, dict) else None
+        if typ == "hold-set":
+            try:
+                h = LegalHold.from_dict(msg["hold"])
+                if h.until_ms <= now:
+                    raise Rejected("hold-in-past", "until has passed")
+                if h.until_ms - now > DEFAULT_MAX_HOLD_MS:
+                    raise Rejected("hold-too-long", "longer than the maximum hold")
+            except (Rejected, KeyError, TypeError) as e:
+                reason = e.reason if isinstance(e, Rejected) else "bad-hold"
+                claimed = msg.get("hold", {}).get("hold_id") if isinstance(msg.get("hold"), dict) else None
+                self._hold_reply(claimed if isinstance(claimed, str) else None, "refused", now, reason=reason)
+                self.p.count(f"holds:refused:{reason}")
+                return
+            if h.hold_id in self.holdset:
+                self._hold_reply(h.hold_id, "set", now, until_ms=h.until_ms)  # idempotent
+                return
+            self.holdset[h.hold_id] = h
+            self._audit(legal_hold_event("set", hold_id=h.hold_id, case_ref=h.case_ref, until_ms=h.until_ms), now)
+            self._out.append((self.holds_topic, h.hold_id.encode(), canonical(h.to_dict()), 0))
+            self._hold_reply(h.hold_id, "set", now, until_ms=h.until_ms)
+            self.p.count("holds:set")
+        elif typ == "hold-release":
+            hid = msg.get("hold_id")
+            if not isinstance(hid, str) or hid not in self.holdset:
+                self._hold_reply(hid if isinstance(hid, str) else None, "refused", now, reason="unknown-hold")
+                self.p.count("holds:refused:unknown-hold")
+                return
+            self._end_hold(hid, now, "released")
+        else:
+            self._hold_reply(None, "refused", now, reason="bad-hold")
+            self.p.count("holds:refused:bad-hold")
+
+    def _end_hold(self, hid: str, now: int, why: str) -> None:
+        h = self.holdset.pop(hid)
+        ev = legal_hold_event("released", hold_id=hid, case_ref=h.case_ref, until_ms=h.until_ms)
+        ev["detail"] = why  # "released" (by command) or "lapsed" (until passed)
+        self._audit(ev, now)
+        self._out.append((self.holds_topic, hid.encode(), None, 0))  # tombstone: compacted away
+        self._hold_reply(hid, why, now)
+        self.p.count(f"holds:{why}")
+
+    def _hold_reply(self, hid: Optional[str], status: str, now: int, **extra: Any) -> None:
+        self._reply(hid, {"type": "hold", "v": 1, "hold_id": hid, "status": status, "ts_ms": now, **extra})
+
+    async def holds_view(self) -> None:
+        """Every worker: follow the holds topic (no consumer group) and keep ``pipeline.holds``
+        current for the sweeper."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        s, topic = self.p.settings, self.p.names.holds
+        while True:
+            c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
+                                 client_id="ipanon-holds-view", **__import__("agents.security").security.aiokafka_kwargs())
+            try:
+                await c.start()
+                tp = TopicPartition(topic, 0)
+                c.assign([tp])
+                c.seek(tp, self.view_next)
+                while True:
+                    batch = await c.getmany(timeout_ms=500)
+                    changed = False
+                    for recs in batch.values():
+                        for r in recs:
+                            self.view_next = r.offset + 1
+                            changed |= _apply_hold_record(self.view, r.key, r.value)
+                    if changed:
+                        self.p.holds = HoldSet.of(self.view.values())
+                        log.info("holds: %d active", len(self.view))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("holds: following %s failed (%s); retrying", topic, type(e).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                try:
+                    await c.stop()
+                except Exception:
+                    pass
+
+    # -- the agent --------------------------------------------------------------------------
+
+    def decide(self, value: Optional[bytes], key: Optional[bytes], now: int) -> None:
+        """One inbox record: an approval, a hold command, or (anything else) a request — a
+        message that is none of these is refused by the desk as ``malformed-request``."""
+        typ = None
+        msg = None
+        try:
+            msg = json.loads(value) if value is not None else None
+            typ = msg.get("type") if isinstance(msg, dict) else None
+        except (ValueError, UnicodeDecodeError):
+            pass
+        if typ == "approval":
+            self.emit(self.desk.approve(value, now), now)
+        elif typ in ("hold-set", "hold-release"):
+            self.hold_command(msg, now)
+        else:
+            self.emit(self.desk.submit(value if value is not None else b"", now), now)
+        self.dirty = True
+
+    async def run(self, stream: Any) -> None:
+        from .app import is_heartbeat
+
+        p = self.p
+        async for events in stream.take_events(256, within=0.005):
+            async with self.lock:
+                if self.stale:
+                    await self.reload()
+                now = p.clock()
+                for event in events:
+                    if is_heartbeat(event):
+                        continue
+                    msg = event.message
+                    if msg.offset <= self.offset:
+                        p.count("query:already-decided")  # re-delivered after a restart
+                        continue
+                    try:
+                        self.decide(msg.value, msg.key, now)
+                    except Exception as e:  # never let one record kill the agent (#175)
+                        log.exception("query: unexpected error; record dead-lettered")
+                        p.dead_letter(event, "internal-error", type(e).__name__)
+                    self.offset = msg.offset
+                if self.dirty:
+                    try:
+                        await self.save(now)
+                    except Exception:  # reload what actually reached the broker before going on
+                        log.exception("query: delivering a batch's outputs failed; reloading state")
+                        p.count("query:save-errors")
+                        self.stale = True
+
+    async def tick(self) -> None:
+        """Expire pending requests and lapsed holds; refresh the snapshot (which also keeps
+        the compacted state topic appending, so its segments roll)."""
+        if not self.owned:
+            return
+        try:
+            async with self.lock:
+                if self.stale:
+                    await self.reload()
+                now = self.p.clock()
+                for d in self.desk.expire(now):
+                    self.emit(d, now)
+                    self.dirty = True
+                for hid in [h for h, x in self.holdset.items() if now >= x.until_ms]:
+                    self._end_hold(hid, now, "lapsed")
+                    self.dirty = True
+                if self.dirty or now - self.saved_ms >= self.p.settings.heartbeat_ms // 2:
+                    await self.save(now)
+        except Exception:
+            log.exception("query: tick failed; will retry")
+            self.p.count("query:tick-errors")
+
+    async def heartbeat(self) -> None:
+        """Heartbeats on the inbox, responses and holds topics (their segments must roll for
+        the retention bound, DESIGN.md "Hard facts"); the state topic gets its snapshot."""
+        from .app import HEARTBEAT_HEADERS
+
+        try:
+            parts = {self.inbox: 1, self.holds_topic: 1, self.responses: self.p.settings.partitions}
+            for topic, n in parts.items():
+                for part in range(n):
+                    topic.send_soon(key=HEARTBEAT_KEY, value=None, partition=part, headers=HEARTBEAT_HEADERS)
+        except Exception:
+            log.exception("query: heartbeat failed; will retry")
+
+
+def install(pipeline: Any) -> QueryAgent:
+    return QueryAgent(pipeline)

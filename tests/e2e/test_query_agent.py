@@ -1,0 +1,303 @@
+"""The guarded query agent end to end on the real broker (issue 6) and legal holds (issue 4).
+
+A real ``ipanon worker`` with a test registry (``IPANON_AUTHORITIES``/``IPANON_STAFF``), fed
+RADIUS through the real ingest path; requests and approvals are signed wire messages on the
+inbox topic, answers are opened with the authority's X25519 key by ``ipanon query fetch``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from agents.commands.keys import authority_toml, staff_toml
+from agents.kafka_io import count, count_records, ensure_topics, producer, read_all
+from agents.lookup_client import lookup_many
+from stream import access
+from stream.access import open_answer
+from tests.conftest import REPO, wait_for
+
+pytestmark = pytest.mark.broker
+
+SUB_A = "kund-4711@isp.example"
+SUB_B = "other@isp.example"
+ADDR = "100.64.12.34"
+ALL_BASES = ["ipred-court-order", "lek-law-enforcement", "emergency"]
+
+
+def make_registry(d: Path) -> dict:
+    """Authorities ipred-t (IPRED), police-t (LEK), rate-t (LEK, burst 2), staff s1, s2."""
+    keys: dict = {}
+    (d / "authorities").mkdir(parents=True)
+    (d / "staff").mkdir()
+    for name, bases, per_hour, burst in (("ipred-t", ["ipred-court-order"], 3600, 50),
+                                         ("police-t", ["lek-law-enforcement", "emergency"], 3600, 50),
+                                         ("rate-t", ["lek-law-enforcement"], 1, 2)):
+        sk, ek = ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+        keys[name] = (sk, ek)
+        (d / "authorities" / f"{name}.toml").write_text(
+            authority_toml(name, name, "SE", sk.public_key(), ek.public_key(), bases, per_hour, burst))
+        (d / f"{name}.enc.pem").write_bytes(ek.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (d / f"{name}.enc.pem").chmod(0o600)
+    for name in ("s1", "s2"):
+        sk = ed25519.Ed25519PrivateKey.generate()
+        keys[name] = sk
+        (d / "staff" / f"{name}.toml").write_text(staff_toml(name, name, sk.public_key(), ALL_BASES))
+    return keys
+
+
+def request(keys, authority, number, *, basis="lek-law-enforcement", address=ADDR, port=None, from_ms, to_ms,
+            issued_ms=None, nonce=None, signer=None):
+    body = access.request_body(authority=authority, request_number=str(number), basis=basis, case_ref=f"CASE-{number}",
+                               address=address, port=port, from_ms=from_ms, to_ms=to_ms,
+                               issued_ms=issued_ms if issued_ms is not None else int(time.time() * 1000),
+                               nonce=nonce or f"{number:0>32}")
+    sk = signer if signer is not None else keys[authority][0]
+    return body, access.sign_request(sk, body)
+
+
+def send(bootstrap, topic, items):
+    p = producer(bootstrap)
+    for key, value in items:
+        p.send(topic, key=key.encode(), value=value)
+    p.flush()
+    p.close()
+
+
+def replies(bootstrap, topic) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in read_all(bootstrap, topic):
+        m = json.loads(r.value)
+        out.setdefault(m.get("request_id") or m.get("hold_id"), []).append(m)
+    return out
+
+
+def audit_records(bootstrap, topic) -> list[dict]:
+    return [json.loads(r.value) for r in read_all(bootstrap, topic)]
+
+
+def start_and_wait_for_desk(w, bootstrap):
+    """Start the worker and wait for the desk's first snapshot: a brand-new consumer group
+    only reads what arrives after Faust has positioned its streams, so the tests send once the
+    desk is live (a deployment's worker runs before anyone submits)."""
+    w.start()
+    wait_for(lambda: count(bootstrap, w.topics.query_state) >= 1, timeout_s=120, what="the desk's first snapshot")
+    return w
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def feed_radius(bootstrap, topic, records, tmp_path):
+    feed = tmp_path / f"radius-{time.monotonic_ns()}.jsonl"
+    feed.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rc = cli("produce", "--format", "radius-json", "--operator", "connect2ip", "--topic", topic,
+             "--bootstrap", bootstrap, str(feed))
+    assert rc.returncode == 0, rc.stderr
+
+
+def radius(sub, addr, status, ts_s, session):
+    return {"User-Name": sub, "Acct-Status-Type": status, "Acct-Session-Id": session, "NAS-IP-Address": "192.0.2.10",
+            "Framed-IP-Address": addr, "Event-Timestamp": ts_s}
+
+
+def test_lawful_access_end_to_end(worker_factory, tmp_path, bootstrap, monkeypatch):
+    keys = make_registry(tmp_path / "reg")
+    monkeypatch.setenv("IPANON_AUTHORITIES", str(tmp_path / "reg" / "authorities"))
+    monkeypatch.setenv("IPANON_STAFF", str(tmp_path / "reg" / "staff"))
+    w = worker_factory(operators=("connect2ip",)).start()
+    T = w.topics
+    now_s = int(time.time())
+    feed_radius(bootstrap, T.raw_radius, [
+        radius(SUB_A, ADDR, "Start", now_s - 600, "S-1"),
+        radius(SUB_A, ADDR, "Stop", now_s - 300, "S-1"),
+        radius(SUB_B, ADDR, "Start", now_s - 200, "S-2"),
+    ], tmp_path)
+    wait_for(lambda: count_records(bootstrap, f"{w.settings.app_id}-mappings-changelog") >= 3, timeout_s=120,
+             what="three mapping writes")
+    ms = now_s * 1000
+
+    # -- LEK without approval answers at once; IPRED waits for two staff approvals ----------
+    lek_body, lek = request(keys, "police-t", 1, from_ms=ms - 700_000, to_ms=ms)
+    ipred_body, ipred = request(keys, "ipred-t", 2, basis="ipred-court-order", from_ms=ms - 500_000,
+                                to_ms=ms - 400_000)
+    send(bootstrap, T.query_requests, [("police-t", lek), ("ipred-t", ipred)])
+    rep = wait_for(lambda: (r := replies(bootstrap, T.query_responses)) and "police-t/1" in r
+                   and "ipred-t/2" in r and r, timeout_s=120, what="LEK answer and IPRED pending")
+    assert [m["type"] for m in rep["police-t/1"]] == ["answer"], rep["police-t/1"]
+    assert [(m["status"], m["approvals"], m["needed"]) for m in rep["ipred-t/2"]] == [("pending", 0, 2)]
+
+    fetched = cli("query", "fetch", "police-t/1", "--key", str(tmp_path / "reg" / "police-t.enc.pem"),
+                  "--prefix", T.prefix, "--bootstrap", bootstrap)
+    assert fetched.returncode == 0, fetched.stderr
+    lek_answer = json.loads(fetched.stdout)
+    assert lek_answer["request_digest"] == access.request_digest(lek_body)
+    assert [(m["subscriber"], m["from_ms"], m["to_ms"], m["operator"]) for m in lek_answer["result"]["matches"]] == [
+        (SUB_A, ms - 600_000, ms - 300_000, "connect2ip"), (SUB_B, ms - 200_000, ms, "connect2ip")]
+
+    digest = access.request_digest(ipred_body)
+    approve = lambda staff: access.sign_approval(keys[staff], request_id="ipred-t/2", request_digest=digest,  # noqa
+                                                 staff=staff, issued_ms=int(time.time() * 1000))
+    send(bootstrap, T.query_requests, [("ipred-t", approve("s1"))])
+    rep = wait_for(lambda: len(replies(bootstrap, T.query_responses).get("ipred-t/2", [])) >= 2 and
+                   replies(bootstrap, T.query_responses), timeout_s=60, what="second pending status")
+    assert [(m["type"], m.get("status"), m.get("approvals")) for m in rep["ipred-t/2"]] == [
+        ("status", "pending", 0), ("status", "pending", 1)]  # one approval: still pending, no answer
+    send(bootstrap, T.query_requests, [("ipred-t", approve("s2"))])
+    wait_for(lambda: any(m["type"] == "answer" for m in replies(bootstrap, T.query_responses).get("ipred-t/2", [])),
+             timeout_s=60, what="IPRED answer after two approvals")
+    ans = [m for m in replies(bootstrap, T.query_responses)["ipred-t/2"] if m["type"] == "answer"]
+    assert len(ans) == 1
+    opened = open_answer(keys["ipred-t"][1], ans[0])
+    assert [m["subscriber"] for m in opened["result"]["matches"]] == [SUB_A]  # [ms-500s, ms-400s): only A
+    with pytest.raises(Exception):
+        open_answer(keys["police-t"][1], ans[0])  # sealed to the requester only
+
+    # -- every refusal, with its reason code -------------------------------------------------
+    ghost = ed25519.Ed25519PrivateKey.generate()
+    bad = {
+        "police-t/10": request(keys, "police-t", 10, from_ms=ms - 1000, to_ms=ms, signer=ghost)[1],  # forged
+        "ghost-t/11": request({"ghost-t": (ghost, None)}, "ghost-t", 11, from_ms=ms - 1000, to_ms=ms)[1],
+        "police-t/12": request(keys, "police-t", 12, from_ms=ms - 1000, to_ms=ms,
+                               issued_ms=int(time.time() * 1000) - 3_600_000)[1],  # stale
+        "police-t/13": request(keys, "police-t", 13, address="100.64.0.0/16", from_ms=ms - 1000, to_ms=ms)[1],
+        "police-t/14": request(keys, "police-t", 14, basis="ipred-court-order", from_ms=ms - 1000, to_ms=ms)[1],
+    }
+    # replayed nonce: a new request number reusing request 1's nonce (and the very same bytes again)
+    replay = request(keys, "police-t", 15, from_ms=ms - 1000, to_ms=ms, nonce=lek_body["nonce"])[1]
+    rate = [request(keys, "rate-t", 20 + i, from_ms=ms - 1000, to_ms=ms)[1] for i in range(3)]
+    send(bootstrap, T.query_requests, [(rid.split("/")[0], v) for rid, v in bad.items()]
+         + [("police-t", replay), ("police-t", lek)] + [("rate-t", v) for v in rate])
+    expected = {"police-t/10": "bad-signature", "ghost-t/11": "unknown-authority", "police-t/12": "stale-request",
+                "police-t/13": "scope-too-wide", "police-t/14": "basis-not-allowed", "police-t/15": "replayed-nonce",
+                "rate-t/22": "rate-limited"}
+    rep = wait_for(lambda: (r := replies(bootstrap, T.query_responses)) and len(r.get("rate-t/22", [])) >= 1
+                   and len(r.get("police-t/1", [])) >= 2 and r, timeout_s=60, what="refusals")
+    for rid, reason in expected.items():
+        assert [(m["status"], m["reason"]) for m in rep[rid]] == [("refused", reason)], rid
+    assert rep["police-t/1"][1]["reason"] == "replayed-nonce"  # the same bytes again: nothing re-answered
+    assert [m["type"] for m in rep["rate-t/20"]] == ["answer"] and [m["type"] for m in rep["rate-t/21"]] == ["answer"]
+
+    trail = audit_records(bootstrap, T.audit)
+    refused = {(r["request_id"], r["reason"]) for r in trail if r["type"] == "refused"}
+    assert set(expected.items()) <= refused and ("police-t/1", "replayed-nonce") in refused
+    kinds = [(r["type"], r.get("staff")) for r in trail if r.get("request_id") == "ipred-t/2"]
+    assert kinds == [("request-received", None), ("pending", None), ("approval", "s1"), ("approval", "s2"),
+                     ("ready", None), ("answered", None)]
+    assert [r["seq"] for r in trail] == list(range(len(trail)))
+
+    # -- audit verify: ok on the real trail, broken after a flipped byte or a removed record --
+    ok = cli("audit", "verify", "--prefix", T.prefix, "--bootstrap", bootstrap)
+    assert ok.returncode == 0 and f"{len(trail)} records" in ok.stdout, ok.stderr
+    raw = [r.value for r in read_all(bootstrap, T.audit)]
+    i = 5
+    flipped = bytearray(raw[i])
+    flipped[flipped.index(b'"ts_ms":') + 9] ^= 0x01  # one digit of the timestamp
+    for name, records, kind in ((f"{T.prefix}-audit-flip", raw[:i] + [bytes(flipped)] + raw[i + 1:], "changed"),
+                                (f"{T.prefix}-audit-cut", raw[:i] + raw[i + 1:], "removed")):
+        ensure_topics(bootstrap, [name], partitions=1)
+        send(bootstrap, name, [("x", v) for v in records])
+        bad_run = cli("audit", "verify", "--topic", name, "--bootstrap", bootstrap)
+        assert bad_run.returncode == 1
+        assert f"audit trail {kind} at record {i} (offset {i})" in bad_run.stderr, bad_run.stderr
+
+    # -- no plaintext subscriber outside the mapping store itself ---------------------------
+    mapping_store = {*T.raw, T.bindings, f"{w.settings.app_id}-mappings-changelog"}
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    names = [n for n in admin.list_topics() if n.startswith(T.prefix) and n not in mapping_store]
+    admin.close()
+    assert {T.query_requests, T.query_responses, T.audit, T.query_state, T.holds} <= set(names)
+    for name in names:
+        blob = b"".join((r.key or b"") + (r.value or b"") for r in read_all(bootstrap, name, heartbeats=True))
+        for needle in (SUB_A, SUB_B, "kund-4711", "other@"):
+            assert needle.encode() not in blob, (name, needle)
+    trail_bytes = b"".join(raw)
+    assert ADDR.encode() not in trail_bytes  # the trail names neither address nor subscriber
+
+
+def test_desk_state_survives_a_restart(worker_factory, tmp_path, bootstrap, monkeypatch):
+    """A pending IPRED request, its first approval and the used nonces survive a worker restart;
+    the audit chain continues where it stopped."""
+    keys = make_registry(tmp_path / "reg")
+    monkeypatch.setenv("IPANON_AUTHORITIES", str(tmp_path / "reg" / "authorities"))
+    monkeypatch.setenv("IPANON_STAFF", str(tmp_path / "reg" / "staff"))
+    w = start_and_wait_for_desk(worker_factory(operators=("connect2ip",)), bootstrap)
+    T = w.topics
+    ms = int(time.time() * 1000)
+    body, msg = request(keys, "ipred-t", 7, basis="ipred-court-order", from_ms=ms - 60_000, to_ms=ms)
+    digest = access.request_digest(body)
+    a1 = access.sign_approval(keys["s1"], request_id="ipred-t/7", request_digest=digest, staff="s1", issued_ms=ms)
+    send(bootstrap, T.query_requests, [("ipred-t", msg), ("ipred-t", a1)])
+    wait_for(lambda: len(replies(bootstrap, T.query_responses).get("ipred-t/7", [])) >= 2, timeout_s=120,
+             what="pending after one approval")
+    w.stop()
+    w.start()
+    a2 = access.sign_approval(keys["s2"], request_id="ipred-t/7", request_digest=digest, staff="s2",
+                              issued_ms=int(time.time() * 1000))
+    send(bootstrap, T.query_requests, [("ipred-t", a2), ("ipred-t", msg)])  # + a replay of the request
+    rep = wait_for(lambda: (r := replies(bootstrap, T.query_responses).get("ipred-t/7", [])) and len(r) >= 4 and r,
+                   timeout_s=120, what="answer after restart")
+    assert [m.get("status", m["type"]) for m in rep] == ["pending", "pending", "answer", "refused"]
+    assert rep[3]["reason"] == "replayed-nonce"
+    assert open_answer(keys["ipred-t"][1], rep[2])["result"] == {"no_data": True}
+    ok = cli("audit", "verify", "--prefix", T.prefix, "--bootstrap", bootstrap)
+    assert ok.returncode == 0, ok.stderr
+    types = [r["type"] for r in audit_records(bootstrap, T.audit)]
+    assert types == ["request-received", "pending", "approval", "approval", "ready", "answered",
+                     "request-received", "refused"]
+
+
+def test_legal_hold_keeps_a_mapping_past_its_ttl_until_released(worker_factory, tmp_path, bootstrap):
+    w = start_and_wait_for_desk(worker_factory(operators=("connect2ip",), extra=["--ttl-ms", "15000"]), bootstrap)
+    T = w.topics
+    now = int(time.time() * 1000)
+    held, free = "100.64.50.1", "100.64.50.2"
+    add = cli("hold", "add", "--operator", "connect2ip", "--ip", held, "--from", str(now - 120_000),
+              "--to", str(now + 120_000), "--case", "PM-1-26", "--until", str(now + 600_000),
+              "--prefix", T.prefix, "--bootstrap", bootstrap, "--wait", "90")
+    assert add.returncode == 0, add.stderr + add.stdout
+    hold_id = add.stdout.split()[1]
+    listed = cli("hold", "list", "--prefix", T.prefix, "--bootstrap", bootstrap, "--json")
+    assert [json.loads(line)["hold_id"] for line in listed.stdout.splitlines()] == [hold_id]
+    time.sleep(2)  # every worker's hold view follows the holds topic (0.5 s polls)
+    t = int(time.time())
+    feed_radius(bootstrap, T.raw_radius, [
+        radius("held@isp.example", held, "Start", t - 3, "H-1"), radius("held@isp.example", held, "Stop", t - 2, "H-1"),
+        radius("free@isp.example", free, "Start", t - 3, "F-1"), radius("free@isp.example", free, "Stop", t - 2, "F-1"),
+    ], tmp_path)
+
+    def look():
+        qs = [{"operator": "connect2ip", "ip": a, "from_ms": (t - 10) * 1000, "to_ms": (t + 1) * 1000}
+              for a in (held, free)]
+        ans = lookup_many(bootstrap, T, qs, timeout_s=60)
+        return [[h["subscriber"] for h in ans[q["id"]].get("holders", [])] for q in qs]
+
+    wait_for(lambda: look() == [["held@isp.example"], ["free@isp.example"]], timeout_s=60, what="both stored")
+    wait_for(lambda: look()[1] == [], timeout_s=60, what="the unheld mapping expires")
+    assert look()[0] == ["held@isp.example"]
+    time.sleep(7)  # past the sweeper's hold re-check (5 s): still held
+    assert look()[0] == ["held@isp.example"]
+
+    rel = cli("hold", "release", hold_id, "--prefix", T.prefix, "--bootstrap", bootstrap, "--wait", "60")
+    assert rel.returncode == 0, rel.stderr
+    wait_for(lambda: look()[0] == [], timeout_s=60, what="the released mapping expires")
+    again = cli("hold", "release", hold_id, "--prefix", T.prefix, "--bootstrap", bootstrap, "--wait", "60")
+    assert again.returncode == 2 and "unknown-hold" in again.stderr
+
+    trail = audit_records(bootstrap, T.audit)
+    assert [(r["type"], r["hold_id"], r["case_ref"], r.get("detail")) for r in trail] == [
+        ("legal-hold-set", hold_id, "PM-1-26", None), ("legal-hold-released", hold_id, "PM-1-26", "released")]
+    assert held.encode() not in b"".join(r.value for r in read_all(bootstrap, T.audit))
+    assert cli("audit", "verify", "--prefix", T.prefix, "--bootstrap", bootstrap).returncode == 0
+    listed = cli("hold", "list", "--prefix", T.prefix, "--bootstrap", bootstrap, "--json")
+    assert listed.stdout.strip() == ""
