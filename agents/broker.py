@@ -22,8 +22,11 @@ is formatted (``StorageTool format --add-scram``), each password in ``secrets/<u
 on with ``allow.everyone.if.no.acl.found=false`` and only ``ipanon-admin`` (and the broker's
 own certificate principal) as super users, so every other user can do exactly what ``ipanon
 acl apply`` grants.  The controller listener is mutual TLS on loopback (the broker presents
-its certificate; an unauthenticated client cannot even complete the handshake).  A state
-directory is formatted either secure or not; the mode is kept in ``broker.json``.
+its certificate; an unauthenticated client cannot even complete the handshake).  A second
+client listener, ``MTLS`` (``mtls_bootstrap``), is mutual TLS: every user but the admin also
+gets a client certificate ``CN=<user>`` (``clients/<user>.mtls.toml``), which
+``ssl.principal.mapping.rules`` turns into ``User:<user>`` — the same ACLs as the SCRAM user.
+A state directory is formatted either secure or not; the mode is kept in ``broker.json``.
 """
 
 from __future__ import annotations
@@ -152,7 +155,10 @@ class BrokerInfo:
 #: SCRAM users of a secure local broker (authorities are added per registry entry as
 #: ``ipanon-authority-<id>``).  ``ipanon-admin`` is the super user.
 ADMIN_USER = "ipanon-admin"
-BROKER_PRINCIPAL = "User:CN=ipanon-broker"
+#: The broker's own certificate (CN=ipanon-broker) as a principal, after the mapping rule
+#: ``RULE:^CN=([a-z0-9-]+)$/$1/`` that also turns a client certificate CN=<user> into User:<user>.
+BROKER_PRINCIPAL = "User:ipanon-broker"
+SSL_PRINCIPAL_RULES = "RULE:^CN=([a-z0-9-]+)$/$1/,DEFAULT"
 SECURE_USERS = (ADMIN_USER, "ipanon-collector", "ipanon-worker", "ipanon-analyst", "ipanon-staff",
                 "ipanon-auditor")
 
@@ -194,23 +200,31 @@ class LocalBroker:
     def password_file(self, user: str) -> Path:
         return self.dir / "secrets" / f"{user}.password"
 
-    def client_file(self, user: str) -> Path:
-        """The client security file (``IPANON_KAFKA_SECURITY``) of one user of a secure broker."""
-        return self.dir / "clients" / f"{user}.toml"
+    def client_file(self, user: str, *, mtls: bool = False) -> Path:
+        """The client security file (``IPANON_KAFKA_SECURITY``) of one user of a secure broker:
+        SCRAM over TLS, or (``mtls``) a client certificate on the mutual-TLS listener."""
+        return self.dir / "clients" / (f"{user}.mtls.toml" if mtls else f"{user}.toml")
 
-    def security(self, user: str = ADMIN_USER):
+    @property
+    def mtls_bootstrap(self) -> str:
+        """Bootstrap address of the mutual-TLS listener of a running secure broker."""
+        self.bootstrap  # raises if not running
+        return f"127.0.0.1:{self._meta()['mtls_port']}"
+
+    def security(self, user: str = ADMIN_USER, *, mtls: bool = False):
         """``agents.security.KafkaSecurity`` for one user of this (secure) broker."""
         from .security import load_security
 
         if not self._meta().get("secure"):
             raise BrokerError(f"local broker in {self.dir} is not in secure mode")
-        return load_security({}, file=self.client_file(user))
+        return load_security({}, file=self.client_file(user, mtls=mtls))
 
     def _prepare_secure(self) -> list[str]:
         """Certificates, passwords and client files; returns the StorageTool SCRAM arguments."""
         import secrets as _secrets
 
-        from .security import KafkaSecurity, _write_private, make_local_pki, write_client_file
+        from .security import (KafkaSecurity, _write_private, issue_client_certificate, make_local_pki,
+                               write_client_file)
 
         paths = make_local_pki(self.tls_dir)
         (self.dir / "secrets").mkdir(mode=0o700, exist_ok=True)
@@ -222,6 +236,10 @@ class LocalBroker:
             write_client_file(self.client_file(user),
                               KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", user, "-", ca_file=paths["ca"]),
                               self.password_file(user))
+            if user != ADMIN_USER:  # the admin is a SCRAM identity only
+                cert, key = issue_client_certificate(self.tls_dir, user, self.tls_dir / "clients")
+                write_client_file(self.client_file(user, mtls=True),
+                                  KafkaSecurity("SSL", ca_file=paths["ca"], cert_file=cert, key_file=key), None)
         return args
 
     # -- state ---------------------------------------------------------------------------
@@ -260,8 +278,13 @@ class LocalBroker:
             m = {"port": free_port(), "controller_port": free_port(), "secure": self.secure}
             while m["controller_port"] == m["port"]:
                 m["controller_port"] = free_port()
+            if self.secure:
+                m["mtls_port"] = free_port()
+                while m["mtls_port"] in (m["port"], m["controller_port"]):
+                    m["mtls_port"] = free_port()
             shutil.rmtree(data, ignore_errors=True)
             scram = self._prepare_secure() if self.secure else []
+            self.mtls_port = m.get("mtls_port")
             self._write_properties(m["port"], m["controller_port"], data)
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
@@ -278,8 +301,9 @@ class LocalBroker:
                 want, have = ("secure", "plaintext") if self.secure else ("plaintext", "secure")
                 raise BrokerError(f"the broker in {self.dir} was formatted {have}; cannot start it {want} "
                                   f"(use another --dir, or `ipanon broker wipe`)")
+            self.mtls_port = m.get("mtls_port")
             self._write_properties(m["port"], m["controller_port"], data)
-        for port in (m["port"], m["controller_port"]):
+        for port in (m["port"], m["controller_port"], *([m["mtls_port"]] if m.get("mtls_port") else [])):
             if _port_open(port):
                 raise BrokerError(f"port {port} of the local broker is taken by another process; "
                                   f"stop it or remove {self.dir} to start afresh")
@@ -362,15 +386,19 @@ class LocalBroker:
 
         admin_pw = read_secret(self.password_file(ADMIN_USER), "SASL password file")
         ca, ks = self.tls_dir / "ca.pem", self.tls_dir / "broker.pem"
+        mport = getattr(self, "mtls_port", None)
+        mtls = f",MTLS://127.0.0.1:{mport}" if mport else ""
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
-            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{mtls}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{mtls}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL,MTLS:SSL",
+            "listener.name.mtls.ssl.client.auth": "required",
+            "ssl.principal.mapping.rules": SSL_PRINCIPAL_RULES,
             "sasl.enabled.mechanisms": "SCRAM-SHA-512",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
             "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":

@@ -293,6 +293,39 @@ def make_local_pki(directory: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "l
     return paths
 
 
+def issue_client_certificate(tls_dir: Path, cn: str, out_dir: Path, *, days: int = 365,
+                             now: Optional[datetime] = None) -> tuple[Path, Path]:
+    """A TLS client certificate ``CN=<cn>`` from the CA in ``tls_dir`` (``make_local_pki``), for
+    mutual TLS.  Writes ``<out_dir>/<cn>.pem`` (certificate + CA) and ``<cn>.key`` (PKCS#8,
+    0600).  The secure local broker maps ``CN=<cn>`` to the principal ``User:<cn>``, so a
+    certificate gets exactly the ACLs of the SCRAM user of the same name."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    tls_dir, out_dir = Path(tls_dir), Path(out_dir)
+    ca = x509.load_pem_x509_certificate((tls_dir / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key(require_private(tls_dir / "ca.key", "CA key file").read_bytes(), None)
+    now = now or datetime.now(timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o700)
+    cert_path, key_path = out_dir / f"{cn}.pem", out_dir / f"{cn}.key"
+    cert_path.write_bytes(cert.public_bytes(pem) + ca.public_bytes(pem))
+    _write_private(key_path, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 def write_client_file(path: Path, sec: KafkaSecurity, password_file: Optional[Path]) -> Path:
     """A security file (format above) for one identity; paths are written relative to it."""
     path = Path(path)

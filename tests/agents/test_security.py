@@ -266,3 +266,25 @@ def test_every_kafka_client_in_agents_gets_the_security_settings():
             if name == "App" and not any(k.arg == "broker_credentials" for k in node.keywords):
                 missing.append(f"{path.relative_to(REPO)}:{node.lineno} faust.App without broker_credentials")
     assert missing == []
+
+
+def test_client_certificate_names_the_user(tmp_path):
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+
+    from agents.broker import SSL_PRINCIPAL_RULES
+    from agents.security import issue_client_certificate
+
+    pki = make_local_pki(tmp_path / "tls")
+    cert, key = issue_client_certificate(tmp_path / "tls", "ipanon-analyst", tmp_path / "c")
+    leaf, ca = x509.load_pem_x509_certificates(cert.read_bytes())
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "ipanon-analyst"
+    assert list(leaf.extensions.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH]
+    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(pki["ca"].read_bytes()))
+    assert require_private(key) == key
+    sec = load_security({"IPANON_KAFKA_PROTOCOL": "SSL", "IPANON_SSL_CAFILE": str(pki["ca"]),
+                         "IPANON_SSL_CERTFILE": str(cert), "IPANON_SSL_KEYFILE": str(key)})
+    assert ssl_context(sec) is not None and sec.describe() == "SSL (mutual TLS)"
+    # the broker's rule maps exactly CN=<user> to User:<user> (Kafka's RULE syntax, KIP-371)
+    assert SSL_PRINCIPAL_RULES.startswith("RULE:^CN=([a-z0-9-]+)$/$1/")

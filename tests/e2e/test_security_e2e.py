@@ -285,3 +285,23 @@ def test_pipeline_over_tls_and_scram_with_generated_acls(secure, deployment, tmp
         read_refused(secure.security("ipanon-authority-rights-demo"), bs, authority_topic(prefix, "se-police-demo"))
     finally:
         stop(w)
+
+
+# -- mutual TLS: a client certificate instead of a password ----------------------------------
+
+def test_mutual_tls_certificate_gets_the_same_acls_as_the_scram_user(secure, deployment, tmp_path):
+    from agents.security import issue_client_certificate, make_local_pki
+
+    ms, t = secure.mtls_bootstrap, deployment["topics"]
+    analyst = secure.security("ipanon-analyst", mtls=True)
+    assert analyst.protocol == "SSL" and analyst.cert_file is not None
+    assert read_allowed(analyst, ms, t.stats) is not None  # CN=ipanon-analyst → User:ipanon-analyst
+    for topic in (*t.raw, t.bindings, query_topics(deployment["prefix"])[1]):
+        read_refused(analyst, ms, topic)
+    with pytest.raises(KafkaConnectionError):  # TLS without a client certificate: dropped
+        probe(ms, KafkaSecurity("SSL", ca_file=secure.tls_dir / "ca.pem"))
+    # a certificate for the same name from another CA is not accepted
+    make_local_pki(tmp_path / "rogue")
+    cert, key = issue_client_certificate(tmp_path / "rogue", "ipanon-worker", tmp_path / "rogue" / "clients")
+    with pytest.raises((KafkaConnectionError, ssl.SSLError, ConnectionError)):
+        probe(ms, KafkaSecurity("SSL", ca_file=secure.tls_dir / "ca.pem", cert_file=cert, key_file=key))
