@@ -158,6 +158,14 @@ def test_prometheus_sees_compliance_move_as_mappings_age_and_expire(worker_facto
         assert metric(text, "ipanon_events_in_total") == [5.0]
         for needle in ("100.64.0.", "@c2ip.example", "S-A"):
             assert needle not in text  # no raw identifier in any label
+        lag = metric(text, "ipanon_consumer_lag_records", role="raw")
+        assert len(lag) == 3 * 4 and all(v >= 0 for v in lag)  # 3 raw topics × 4 partitions, all assigned here
+        assert metric(text, "ipanon_processing_seconds_count", role="raw") == [5.0]
+        assert metric(text, "ipanon_processing_seconds_count", role="bindings")[0] >= 5
+        assert time.time() - metric(text, "ipanon_sweeper_last_run_timestamp_seconds")[0] < 30
+        assert metric(text, "ipanon_mapping_updates_total", outcome="opened")[0] >= 3
+        assert metric(text, "ipanon_records_out_total", role="bindings")[0] >= 5
+        assert metric(text, "ipanon_records_out_total", role="stats")[0] >= 5
 
         def ratio_now():
             r = prom_query(pbase, f'ipanon_compliance_ratio{{operator="{OPERATOR}"}}')
