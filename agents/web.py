@@ -241,23 +241,22 @@ class AuditVerifier:
 
     def check(self) -> dict:
         """Blocking (kafka-python); run in an executor."""
-        from kafka import KafkaAdminClient
-
         from stream.audit import AuditError, verify
 
+        from .kafka_admin import admin_client
         from .kafka_io import read_all
 
         topic = self.p.names.audit
         now_ms = self.p.clock()
-        admin = KafkaAdminClient(bootstrap_servers=self.p.settings.bootstrap, client_id="ipanon-status",
-                                 **__import__("agents.security").security.kafka_python_kwargs(self.p.settings.security))
+        security = self.p.settings.security  # the worker's own Kafka security settings (issue 10)
+        admin = admin_client(self.p.settings.bootstrap, security=security)
         try:
             exists = topic in set(admin.list_topics())
         finally:
             admin.close()
         if not exists:
             return {"ok": None, "records": 0, "checked_ms": now_ms, "detail": "no audit topic"}
-        recs = read_all(self.p.settings.bootstrap, topic, timeout_s=5.0)
+        recs = read_all(self.p.settings.bootstrap, topic, timeout_s=5.0, security=security)
         if not recs:
             return {"ok": True, "records": 0, "checked_ms": now_ms, "detail": "empty trail"}
         import json
