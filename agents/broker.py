@@ -265,7 +265,7 @@ class LocalBroker:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self, *, timeout_s: float = 60.0, quiet: bool = False) -> BrokerInfo:
+    def start(self, *, timeout_s: float = 180.0, quiet: bool = False) -> BrokerInfo:
         info = self.status()
         if info.running:
             return info
