@@ -64,11 +64,13 @@ def request(keys, authority, number, *, basis="lek-law-enforcement", address=ADD
 
 
 def send(bootstrap, topic, items):
+    """Send in order and wait for each acknowledgement (a failed send raises, never vanishes)."""
     p = producer(bootstrap)
-    for key, value in items:
-        p.send(topic, key=key.encode(), value=value)
-    p.flush()
-    p.close()
+    try:
+        for key, value in items:
+            p.send(topic, key=key.encode(), value=value).get(timeout=60)
+    finally:
+        p.close()
 
 
 def replies(bootstrap, topic) -> dict[str, list[dict]]:

@@ -1,0 +1,168 @@
+"""Submit-to-answer latency of a lawful request that needs no approval (LEK), on the real
+broker, with a real ``ipanon worker`` whose mapping table holds ``--mappings`` entries.
+
+1. Start a worker (own topic prefix, a registry with one LEK authority and a large rate
+   budget) and fill its table through the real ingest path: one RADIUS Start per address.
+2. Send ``--requests`` signed LEK requests one at a time, each for a random filled address;
+   the latency of one is from just before the producer send to the moment this process has
+   read the sealed answer from ``<prefix>-query-responses`` (so it includes both Kafka hops,
+   the desk's checks, the lookup, the HPKE seal, the audit append and the snapshot write the
+   agent does before it moves on).  Every answer is opened and checked against the filled
+   subscriber (``correct``).
+
+Prints exactly one JSON line.  ``--smoke``: 200 mappings, 5 requests.  Figures come from a
+2-core machine shared with other busy processes: treat them as noisy.
+
+usage: python benchmarks/bench_lawful_latency.py [--smoke] [--bootstrap HOST:PORT] [--mappings N] [--requests R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519  # noqa: E402
+
+from agents.commands.keys import authority_toml  # noqa: E402
+from agents.kafka_io import count_records, producer  # noqa: E402
+from stream import access  # noqa: E402
+from stream.access import open_answer  # noqa: E402
+
+AUTH = "bench-police"
+
+
+def _address(i: int) -> str:
+    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: the running local broker)")
+    ap.add_argument("--mappings", type=int, default=100_000)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--fill-timeout-s", type=float, default=900.0)
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.mappings, args.requests = 200, 5
+    if args.bootstrap is None:
+        from agents.broker import LocalBroker
+
+        args.bootstrap = LocalBroker().bootstrap
+    bootstrap = args.bootstrap
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from tests.conftest import WorkerProcess
+
+    work = Path(tempfile.mkdtemp(prefix="ipanon-bench-lawful-"))
+    sk, ek = ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    (work / "authorities").mkdir()
+    (work / "staff").mkdir()
+    (work / "authorities" / f"{AUTH}.toml").write_text(authority_toml(
+        AUTH, AUTH, "SE", sk.public_key(), ek.public_key(), ["lek-law-enforcement"], 10_000_000, 1_000_000))
+    os.environ["IPANON_AUTHORITIES"] = str(work / "authorities")
+    os.environ["IPANON_STAFF"] = str(work / "staff")
+    prefix = f"bl{secrets.token_hex(4)}"
+    w = WorkerProcess(bootstrap, work / "w", prefix, ["connect2ip"], [])
+    T = w.topics
+    w.start()
+    try:
+        now_s = int(time.time())
+        start_s = now_s - 3600
+        p = producer(bootstrap)
+        headers = [("ipanon-format", b"radius-json"), ("ipanon-operator", b"connect2ip")]
+        t_fill = time.monotonic()
+        todo = list(range(args.mappings))
+        for _attempt in range(5):  # a send can fail (e.g. a leader not yet known): check and resend
+            futs = []
+            for i in todo:
+                rec = {"User-Name": f"sub-{i}@bench.example", "Acct-Status-Type": "Start",
+                       "Acct-Session-Id": f"B-{i}", "NAS-IP-Address": "192.0.2.1",
+                       "Framed-IP-Address": _address(i), "Event-Timestamp": start_s}
+                futs.append((i, p.send(T.raw_radius, key=f"bench-{i % 64}".encode(),
+                                       value=json.dumps(rec).encode(), headers=headers)))
+            p.flush()
+            todo = [i for i, f in futs if f.failed() or not f.succeeded()]
+            if not todo:
+                break
+        if todo:
+            raise SystemExit(f"{len(todo)} raw records could not be produced")
+        changelog = f"{w.settings.app_id}-mappings-changelog"
+        deadline = time.monotonic() + args.fill_timeout_s
+        while count_records(bootstrap, changelog) < args.mappings:
+            if time.monotonic() > deadline or w.proc.poll() is not None:
+                raise SystemExit(f"table fill did not finish (worker log: {w.log_path})")
+            time.sleep(5.0 if args.mappings > 10_000 else 0.5)
+        fill_s = time.monotonic() - t_fill
+
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                          fetch_max_wait_ms=10)
+        parts = c.partitions_for_topic(T.query_responses) or {0}
+        tps = [TopicPartition(T.query_responses, x) for x in sorted(parts)]
+        c.assign(tps)
+        c.seek_to_end(*tps)
+        for tp in tps:
+            c.position(tp)
+        rng = random.Random(7)
+        lat_ms: list[float] = []
+        correct = 0
+        for n in range(args.requests):
+            i = rng.randrange(args.mappings)
+            ms = int(time.time() * 1000)
+            body = access.request_body(authority=AUTH, request_number=f"r{n}", basis="lek-law-enforcement",
+                                       case_ref=f"BENCH-{n}", address=_address(i), port=None,
+                                       from_ms=start_s * 1000, to_ms=ms, issued_ms=ms, nonce=secrets.token_hex(16))
+            msg = access.sign_request(sk, body)
+            rid = f"{AUTH}/r{n}"
+            t0 = time.perf_counter()
+            p.send(T.query_requests, key=AUTH.encode(), value=msg).get(timeout=30)
+            answer = None
+            limit = time.monotonic() + 60
+            while answer is None and time.monotonic() < limit:
+                for recs in c.poll(timeout_ms=50).values():
+                    for r in recs:
+                        if r.value is None:
+                            continue
+                        m = json.loads(r.value)
+                        if m.get("request_id") == rid and m.get("type") in ("answer", "status"):
+                            answer = m
+            t1 = time.perf_counter()
+            if answer is None:
+                raise SystemExit(f"no answer for {rid} within 60 s (worker log: {w.log_path})")
+            lat_ms.append((t1 - t0) * 1000)
+            if answer["type"] == "answer":
+                res = open_answer(ek, answer)["result"]
+                if [m["subscriber"] for m in res.get("matches", [])] == [f"sub-{i}@bench.example"]:
+                    correct += 1
+        c.close()
+        p.close()
+    finally:
+        w.stop()
+    print(json.dumps({
+        "mappings": args.mappings, "requests": args.requests, "basis": "lek-law-enforcement",
+        "fill_s": round(fill_s, 2), "fill_per_s": round(args.mappings / fill_s, 1),
+        "latency_ms_p50": round(_pct(lat_ms, 0.50), 2), "latency_ms_p99": round(_pct(lat_ms, 0.99), 2),
+        "latency_ms_max": round(max(lat_ms), 2), "latency_ms_min": round(min(lat_ms), 2),
+        "correct": correct,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Smoke run of benchmarks/bench_lawful_latency.py on the session broker: one JSON line with
+the documented keys and every answer correct.  (No timing assertion: figures are reported.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.broker
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lawful_latency.py"
+KEYS = {"mappings", "requests", "basis", "fill_s", "fill_per_s", "latency_ms_p50", "latency_ms_p99",
+        "latency_ms_max", "latency_ms_min", "correct"}
+
+
+def test_lawful_latency_benchmark_smoke(bootstrap):
+    proc = subprocess.run([sys.executable, str(BENCH), "--smoke", "--bootstrap", bootstrap],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1
+    figures = json.loads(lines[0])
+    assert set(figures) == KEYS
+    assert figures["mappings"] == 200 and figures["requests"] == 5
+    assert figures["correct"] == 5  # every sealed answer opened to the filled subscriber
+    assert figures["latency_ms_min"] <= figures["latency_ms_p50"] <= figures["latency_ms_p99"] <= figures["latency_ms_max"]
