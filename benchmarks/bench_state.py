@@ -14,7 +14,9 @@ For each size in ``--sizes`` (default 1M), on a real broker:
    broker, else pass ``--broker-dir``); ``payload_bytes_per_mapping`` = key + value bytes;
 3. a fresh ``ipanon worker`` starts on that changelog: ``restore_s`` = from Faust's
    "Recovery: Starting" to the table's "schedule rebuilt from the store: N keys" log line
-   (both from the worker's own log, ms resolution), ``restore_per_s`` = n ÷ restore_s;
+   (both from the worker's own log, ms resolution), ``restore_per_s`` = n ÷ restore_s; a
+   restore still running at ``--timeout`` is reported with ``restore_complete: false`` and
+   the rate so far from Faust's "total remaining=N" progress lines;
    ``rss_mb`` = the worker's RSS after the restore; ``rss_empty_mb`` = the same worker
    shape with an empty table (first run).
 
@@ -139,11 +141,15 @@ def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
     t0 = time.monotonic()
     start = done = None
     keys = -1
+    progress = None  # (log time, records still to restore) from Faust's periodic report
     try:
         while time.monotonic() - t0 < timeout_s and w.alive():
             for line in w.log_path.read_text(errors="replace").splitlines():
                 if start is None and "Recovery]: Starting" in line:
                     start = _log_time(line)
+                m = re.search(r"total remaining=(\d+)", line)
+                if m:
+                    progress = (_log_time(line), int(m.group(1)))
                 m = re.search(r"schedule rebuilt from the store: (\d+) keys", line)
                 if m:
                     done, keys = _log_time(line), int(m.group(1))
@@ -155,8 +161,14 @@ def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
     finally:
         w.stop()
     sec = (done - start) if (start is not None and done is not None) else float("nan")
-    return {"restored_keys": keys, "restore_s": round(sec, 2),
-            "restore_per_s": round(n / sec) if n and sec == sec and sec > 0 else None,
+    rate = round(n / sec) if n and sec == sec and sec > 0 else None
+    partial = None
+    if done is None and start is not None and progress is not None and progress[0] > start:
+        # not finished within the timeout: the rate so far, from Faust's own progress report
+        partial = {"restored": n - progress[1], "after_s": round(progress[0] - start, 1)}
+        rate = round(partial["restored"] / partial["after_s"]) if partial["after_s"] > 0 else None
+    return {"restored_keys": keys, "restore_complete": done is not None, "restore_partial": partial,
+            "restore_s": round(sec, 2) if sec == sec else None, "restore_per_s": rate,
             "rss_mb": round(rss / 1024, 1), "log_tail": "" if done is not None else w.log_tail(400)}
 
 

@@ -1,6 +1,7 @@
 """Run every benchmark of issue 8 with one command; collect their JSON lines.
 
     python benchmarks/run_all.py              # full sizes (~15-30 min on a 2-core machine)
+    python benchmarks/run_all.py --quick      # moderate sizes (~10 min idle; much longer when loaded)
     python benchmarks/run_all.py --smoke      # tiny sizes (~2 min), what the test suite runs
     python benchmarks/run_all.py --only e2e state
 
@@ -40,6 +41,14 @@ sys.path.insert(0, str(HERE))
 
 import _harness as H  # noqa: E402
 
+#: ``--quick``: moderate sizes (~10 min on an idle 2-core machine)
+QUICK: dict[str, list[str]] = {
+    "parsers": ["-n", "20000"],
+    "intervals": ["--sizes", "1000000", "--ops", "10000"],
+    "e2e": ["--events", "10000", "--latency-events", "1000"],
+    "state": ["--sizes", "200000"],
+}
+
 #: name → (script, full-size args, needs the broker)
 BENCHES: dict[str, tuple[str, list[str], bool]] = {
     "parsers": ("bench_parsers.py", [], False),
@@ -65,11 +74,13 @@ def _accepts(script: Path, flag: str) -> bool:
     return flag in script.read_text(errors="replace")
 
 
-def run_one(name: str, smoke: bool, bootstrap: str, broker_dir, timeout_s: float) -> dict:
+def run_one(name: str, smoke: bool, bootstrap: str, broker_dir, timeout_s: float, quick: bool = False) -> dict:
     script, args, needs_broker = BENCHES[name]
     path = HERE / script
     if not path.exists():
         return {"bench": name, "exit": None, "skipped": f"{script} not present"}
+    if quick:
+        args = QUICK.get(name, args)
     cmd = [sys.executable, str(path), *(["--smoke"] if smoke else args)]
     if needs_broker and _accepts(path, "--bootstrap"):
         cmd += ["--bootstrap", bootstrap]
@@ -114,6 +125,7 @@ def summary(rows: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes")
+    ap.add_argument("--quick", action="store_true", help="moderate sizes (1M intervals, 200k state, 10k e2e events)")
     ap.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these")
     ap.add_argument("--bootstrap", help="use this running broker (default: start a throw-away local one)")
     ap.add_argument("--broker-dir", help="state dir of that broker (for on-disk sizes)")
@@ -123,13 +135,13 @@ def main() -> None:
     names = a.only or list(BENCHES)
     rows = []
     head = {"bench": "run", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(),
-            "smoke": a.smoke, "command": " ".join(["python", "benchmarks/run_all.py", *sys.argv[1:]]),
+            "smoke": a.smoke, "quick": a.quick, "command": " ".join(["python", "benchmarks/run_all.py", *sys.argv[1:]]),
             "machine": H.machine()}
     print(json.dumps(head), flush=True)
     with H.broker(a.bootstrap) as (bootstrap, data_dir):
         broker_dir = Path(a.broker_dir) if a.broker_dir else (data_dir.parent if data_dir else None)
         for name in names:
-            row = run_one(name, a.smoke, bootstrap, broker_dir, a.timeout)
+            row = run_one(name, a.smoke, bootstrap, broker_dir, a.timeout, quick=a.quick)
             rows.append(row)
             print(json.dumps(row), flush=True)
     head["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
