@@ -35,6 +35,9 @@ KNOWN_CRASH_SITES = {
     "model.py:49": "parse_network(non-str): AttributeError; reject non-str as bad-address",
     "_time.py:149": "datetime.fromtimestamp(ref_ms) out of range for a huge ipanon-received-ms header; "
                     "catch (ValueError, OverflowError, OSError) → Rejected('bad-timestamp')",
+    "kea_csv.py:81": "int() of a > 4300-digit field raises ValueError (CPython's int_max_str_digits guard); "
+                     "bound the length in _uint (len(s) > 20 → Rejected('bad-row'))",
+    "kea_hook.py:53": "same int_max_str_digits ValueError in _uint; len(s) > 20 → Rejected('bad-attribute')",
 }
 
 
@@ -252,3 +255,19 @@ def test_huge_receive_time_header_is_rejected(fmt):
         formats()[fmt].parse(line if fmt != "juniper" else b"Oct 30 21:46:04 graphite [FWNAT]: ASP_NAT_PORT_BLOCK_ALLOC: "
                              b"3002::1 -> 33.33.0.3:1050-1099", operator="op", ref_ms=10**20)
     assert e.value.reason == "bad-timestamp"
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=KNOWN_CRASH_SITES["kea_csv.py:81"])
+def test_kea_csv_huge_integer_field_is_rejected():
+    rec = _seed("kea-csv").replace(b",1718000200,", b"," + b"9" * 5000 + b",")
+    with pytest.raises(Rejected) as e:
+        formats()["kea-csv"].parse(rec, operator="op")
+    assert e.value.reason == "bad-row"
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=KNOWN_CRASH_SITES["kea_hook.py:53"])
+def test_kea_hook_huge_integer_field_is_rejected():
+    rec = _seed("kea-hook").replace(b'"3600"', b'"' + b"9" * 5000 + b'"')
+    with pytest.raises(Rejected) as e:
+        formats()["kea-hook"].parse(rec, operator="op")
+    assert e.value.reason == "bad-attribute"
