@@ -82,7 +82,7 @@ class Pipeline:
             datadir=str(s.data_dir),
             web_enabled=s.web_enabled,
             web_port=s.web_port or 6066,  # Faust validates the port even when disabled
-            web_bind="127.0.0.1",
+            web_bind=s.web_bind,
             consumer_auto_offset_reset="earliest",
             producer_linger_ms=5,
             stream_buffer_maxsize=8192,

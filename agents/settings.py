@@ -5,7 +5,8 @@ Environment variables (all optional): ``IPANON_BOOTSTRAP`` (default: the running
 (``~/.local/state/ipanon/worker``), ``IPANON_OPERATORS`` (``config/operators``),
 ``IPANON_KEYS`` (directory of operator key files), ``IPANON_DEFAULT_OPERATOR`` (used for raw
 records without an ``ipanon-operator`` header; unset = such records are dead-lettered),
-``IPANON_WEB_PORT`` (6066; 0 disables the web server), ``IPANON_TTL_MS`` (shorten every operator's table TTL; never lengthens it past the retention
+``IPANON_WEB_PORT`` (6066; 0 disables the web server), ``IPANON_WEB_BIND`` (127.0.0.1; 0.0.0.0
+in containers so Prometheus can scrape ``/metrics``), ``IPANON_TTL_MS`` (shorten every operator's table TTL; never lengthens it past the retention
 plan), ``IPANON_HEARTBEAT_MS`` (60000: how often the worker appends to every partition of the
 topics that hold raw identifiers, so their segments roll), ``IPANON_INGEST_LAG_MS`` (300000:
 the longest a raw record may arrive after its mapping ended).  The retention plan
@@ -39,6 +40,7 @@ class Settings:
     keys_dir: Optional[Path] = None
     default_operator: Optional[str] = None
     web_port: int = 6066
+    web_bind: str = "127.0.0.1"
     web_enabled: bool = True
     ttl_ms_override: Optional[int] = None
     sweep_interval_s: float = 1.0
@@ -67,6 +69,7 @@ class Settings:
             keys_dir=get("IPANON_KEYS", Path, None),
             default_operator=get("IPANON_DEFAULT_OPERATOR"),
             web_port=get("IPANON_WEB_PORT", int, 6066),
+            web_bind=get("IPANON_WEB_BIND", default="127.0.0.1"),
             ttl_ms_override=get("IPANON_TTL_MS", int, None),
             heartbeat_ms=get("IPANON_HEARTBEAT_MS", int, 60_000),
             ingest_lag_ms=get("IPANON_INGEST_LAG_MS", int, 300_000),
