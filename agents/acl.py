@@ -176,18 +176,30 @@ def to_kafka_python(grants: list[Grant]) -> list:
     return out
 
 
-def apply_grants(admin, grants: list[Grant]) -> tuple[int, int]:
-    """Create the ACLs (idempotent: Kafka keeps one copy of an identical binding).
-    Returns (bindings sent, bindings that already existed)."""
+def apply_grants(admin, grants: list[Grant], *, timeout_s: float = 60.0) -> tuple[int, int]:
+    """Create the missing ACLs and wait until the broker shows all of them.  Returns (bindings
+    created, bindings that already existed).
+
+    KRaft applies ACLs through the metadata log: right after CreateAcls answers, the broker may
+    still authorise with the old set (seen here: a Read granted a moment earlier refused under
+    load).  ``describe_acls`` reads the same metadata image the authoriser uses, so this
+    returns only once the grants are in force on that broker."""
+    import time
+
     from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePatternFilter, ResourceType
 
+    every = ACLFilter(None, None, ACLOperation.ANY, ACLPermissionType.ANY,
+                      ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))
     wanted = to_kafka_python(grants)
-    existing, _ = admin.describe_acls(ACLFilter(None, None, ACLOperation.ANY, ACLPermissionType.ANY,
-                                                ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
-    have = set(existing)
+    have = set(admin.describe_acls(every)[0])
     new = [a for a in wanted if a not in have]
     if new:
         res = admin.create_acls(new)
         if res["failed"]:
             raise RuntimeError(f"{len(res['failed'])} ACLs were refused by the broker: {res['failed'][0]}")
+    deadline = time.monotonic() + timeout_s
+    while not set(wanted) <= set(admin.describe_acls(every)[0]):
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"the broker accepted the ACLs but does not show all of them after {timeout_s:.0f}s")
+        time.sleep(0.2)
     return len(new), len(wanted) - len(new)

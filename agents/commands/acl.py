@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(e).__name__}); {connect_hint()}") from None
     try:
         sent, had = apply_grants(admin, grants)
+    except RuntimeError as e:
+        raise CliError(str(e)) from None
     except KafkaError as e:
         raise CliError(f"the broker refused the ACLs ({type(e).__name__}): run as the Kafka super user; "
                        f"{connect_hint()}") from None

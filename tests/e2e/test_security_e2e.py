@@ -86,6 +86,8 @@ def deployment(secure, tmp_path_factory):
             "--app-id", prefix, *(x for a in AUTHORITIES for x in ("--authority", a)))
     assert r.returncode == 0, r.stderr
     assert "bindings created" in r.stdout
+    # `acl apply` returns once describe_acls shows every binding; the authoriser reads the same
+    # metadata image, so a granted read works now (no wait here on purpose)
     return {"prefix": prefix, "dir": d, "plan": plan, "topics": Topics(prefix), "settings": settings}
 
 
