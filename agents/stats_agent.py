@@ -19,7 +19,9 @@ Keys: one ``stream.keyring.Keyring`` per operator for purpose ``statistics``, pe
 comes from its *event time*; an epoch's key is destroyed once
 ``now - late_ms`` has passed the epoch's end, where ``late_ms`` is how late a binding may still
 arrive (default: the worker's ingest lag; ``IPANON_STATS_LATE_MS`` overrides it — replays of
-old data need it long).  Bindings of destroyed epochs are counted (``stats_late_epoch``) and
+old data need it long).  Aggregate buckets close ``IPANON_AGGREGATES_GRACE_MS`` (default: the
+ingest lag) after their end and ``IPANON_STATS_IDLE_MS`` (default 10 s) after their last
+binding (``stream.aggregate``).  Bindings of destroyed epochs are counted (``stats_late_epoch``) and
 dropped: they can no longer be pseudonymised consistently.
 
 Every failure is per record (dead-letter + count) or per batch (logged, counted): nothing
@@ -88,8 +90,9 @@ class ConsentFollower:
                 await c.start()
                 parts: Optional[set] = None
                 while not parts:
-                    await c.topics()
-                    parts = c.partitions_for_topic(self.topic)
+                    # ``topics()`` fetches metadata into a new object without updating the
+                    # consumer's own, so ask the fetched cluster metadata directly
+                    parts = (await c._client.fetch_all_metadata()).partitions_for_topic(self.topic)
                     if not parts:
                         await asyncio.sleep(1.0)
                 self._tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
@@ -97,6 +100,7 @@ class ConsentFollower:
                 await c.seek_to_beginning(*self._tps)
                 self._consumer = c
                 self._ready.set()
+                log.info("consent follower: following %s (%d partitions)", self.topic, len(parts))
                 while True:
                     batch = await c.getmany(timeout_ms=200, max_records=5000)
                     for _tp, recs in batch.items():
@@ -154,6 +158,7 @@ class StatsAgent:
         self.keys_dir = keys_dir(s)
         self.late_ms = _env_ms(s, "IPANON_STATS_LATE_MS", s.ingest_lag_ms)
         idle_ms = _env_ms(s, "IPANON_STATS_IDLE_MS", 10_000)
+        grace_ms = _env_ms(s, "IPANON_AGGREGATES_GRACE_MS", s.ingest_lag_ms)
         now = p.clock()
         self.builders: dict[str, StatsBuilder] = {}
         k = {}
@@ -165,7 +170,7 @@ class StatsAgent:
             self.builders[name] = StatsBuilder(pol, ring)
             k[name] = pol.statistics.k
         self.consent_required = {n for n, op in p.operators.items() if op.policy.statistics.consent_required}
-        self.aggregator = Aggregator(k, grace_ms=self.late_ms, idle_ms=idle_ms)
+        self.aggregator = Aggregator(k, grace_ms=grace_ms, idle_ms=idle_ms)
         self.aggregates = p.app.topic(p.names.aggregates, internal=True, partitions=s.partitions,
                                       key_serializer="raw", value_serializer="raw")
         self.consent = ConsentFollower(s.bootstrap, p.names.consent)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ..kafka_io import producer
 
     try:
-        prod = producer(settings.bootstrap)
+        prod = producer(settings.bootstrap, retries=60, retry_backoff_ms=500)  # a new topic may still elect its leader
         try:
             futures = [prod.send(topic, key=k, value=v) for k, v in (r.encode() for r in recs)]
             prod.flush()

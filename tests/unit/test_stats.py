@@ -160,3 +160,22 @@ def test_builder_refuses_a_foreign_keyring():
     with pytest.raises(CryptoError):
         StatsBuilder(OPS["junet"], Keyring.create("hektor", SEED))
     assert "key" not in repr(builder()).lower().replace("keyring", "")
+
+
+def test_published_json_schema_lists_exactly_the_emitted_fields():
+    from stream.aggregate import AGGREGATE_SCHEMA_VERSION
+    from stream.aggregate import FIELDS as AGG_FIELDS
+
+    doc = json.loads((Path(__file__).resolve().parents[2] / "docs" / "stats-schema.json").read_text())
+    st, ag = doc["$defs"]["stats"], doc["$defs"]["aggregate"]
+    assert st["required"] == list(FIELDS) and set(st["properties"]) == set(FIELDS)
+    assert st["properties"]["v"]["const"] == STATS_SCHEMA_VERSION
+    assert ag["required"] == list(AGG_FIELDS) and set(ag["properties"]) == set(AGG_FIELDS)
+    assert ag["properties"]["v"]["const"] == AGGREGATE_SCHEMA_VERSION
+    [x] = builder().build_many([radius()])
+    for name, value in x.record.items():  # the types the schema promises
+        t = st["properties"][name].get("type")
+        if t is not None:
+            types = t if isinstance(t, list) else [t]
+            ok = {"integer": int, "string": str, "null": type(None)}
+            assert any(isinstance(value, ok[k]) and not isinstance(value, bool) for k in types), name
