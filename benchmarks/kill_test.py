@@ -114,9 +114,6 @@ def distinct_ids(bootstrap: str, topic: str) -> tuple[int, int, set]:
 
 def run(bootstrap: str, *, kills: int, rate: float, seed: int, workdir: Path,
         min_up_s: float = 1.0, max_up_s: float = 15.0, settle_timeout_s: float = 600.0) -> dict:
-    from agents.kafka_io import count, count_records
-    from agents.lookup_client import lookup_many
-
     rng = random.Random(seed)
     w = Worker(bootstrap, workdir, heartbeat_ms=60_000)
     base_s = int(time.time()) - 3600  # an hour ago: well inside every promise, never expired
@@ -138,54 +135,65 @@ def run(bootstrap: str, *, kills: int, rate: float, seed: int, workdir: Path,
         feeder.stop_flag.set()
         feeder.join(120)
         fed_ids = list(feeder.acked)
-        fed = len(fed_ids)
         w.start()
         restarts += 1
-        t_final = time.monotonic()
-        deadline = t_final + settle_timeout_s
-        records = distinct = 0
-        while time.monotonic() < deadline:
-            if count(bootstrap, w.topics.stats) >= fed:
-                records, distinct, _ = distinct_ids(bootstrap, w.topics.stats)
-                if distinct >= fed:
-                    break
-            time.sleep(3)
-        catch_up_s = time.monotonic() - t_final
-        records, distinct, _ = distinct_ids(bootstrap, w.topics.stats)
-        queries = [{"operator": OPERATOR, "ip": address(i), "from_ms": (base_s + i // 50) * 1000,
-                    "to_ms": (base_s + i // 50) * 1000 + 1} for i in fed_ids]
-        answers = {}
-        for c in range(0, len(queries), 2000):
-            answers.update(lookup_many(bootstrap, w.topics, queries[c:c + 2000], timeout_s=180))
-        found = wrong = multi = 0
-        for i, q in zip(fed_ids, queries):
-            a = answers.get(q["id"])
-            if not a or a.get("status") != "ok":
-                continue
-            hs = a["holders"]
-            if len(hs) != 1:
-                multi += 1
-            if [h["subscriber"] for h in hs] == [subscriber(i)] and hs[0]["from_ms"] == q["from_ms"]:
-                found += 1
-            else:
-                wrong += 1
-        deadletters = count_records(bootstrap, w.topics.deadletter)
+        v = settle_and_verify(bootstrap, w.topics, fed_ids, base_s, settle_timeout_s)
         log = w.log_path.read_bytes()
     finally:
         feeder.stop_flag.set()
         w.stop()
     return {
         "bench": "kill_test", "kills": kills, "kills_survived": kills,  # a restarted worker that died by itself aborts the run
-        "ok": found == fed and distinct == fed and wrong == 0 and multi == 0 and deadletters == 0,
-        "restarts": restarts, "uptimes_s": uptimes, "fed": fed, "feed_failed": feeder.failed, "feed_fail_kinds": feeder.fail_kinds,
-        "feeder_error": feeder.error, "found": found, "lost": fed - found, "wrong_holder": wrong,
-        "multi_holder": multi, "stats_records": records, "stats_distinct_ids": distinct,
-        "duplicates_before_dedup": records - distinct, "duplicates_after_dedup": 0,
-        "missing_after_dedup": fed - distinct, "deadletters": deadletters,
-        "final_catch_up_s": round(catch_up_s, 1), "run_s": round(time.monotonic() - t_start, 1),
-        "rate": rate, "worker_tracebacks": log.count(b"Traceback"),
+        "restarts": restarts, "uptimes_s": uptimes, "feed_failed": feeder.failed,
+        "feed_fail_kinds": feeder.fail_kinds, "feeder_error": feeder.error, **v,
+        "run_s": round(time.monotonic() - t_start, 1), "rate": rate, "worker_tracebacks": log.count(b"Traceback"),
         "machine": machine(), "note": "at-least-once + deterministic ids; shared 2-core machine: timings noisy",
     }
+
+
+def settle_and_verify(bootstrap: str, topics, fed_ids: list[int], base_s: int, settle_timeout_s: float) -> dict:
+    """Wait until the stats topic holds a record id per fed binding (or the timeout), then look
+    every fed address up.  Figures: fed, found, lost, wrong/multi holders, stats records,
+    distinct ids, duplicates before/after de-duplication, dead letters, catch-up time, ok."""
+    from agents.kafka_io import count, count_records
+    from agents.lookup_client import lookup_many
+
+    w_topics = topics
+    fed = len(fed_ids)
+    t_final = time.monotonic()
+    deadline = t_final + settle_timeout_s
+    records = distinct = 0
+    while time.monotonic() < deadline:
+        if count(bootstrap, w_topics.stats) >= fed:
+            records, distinct, _ = distinct_ids(bootstrap, w_topics.stats)
+            if distinct >= fed:
+                break
+        time.sleep(3)
+    catch_up_s = time.monotonic() - t_final
+    records, distinct, _ = distinct_ids(bootstrap, w_topics.stats)
+    queries = [{"operator": OPERATOR, "ip": address(i), "from_ms": (base_s + i // 50) * 1000,
+                "to_ms": (base_s + i // 50) * 1000 + 1} for i in fed_ids]
+    answers = {}
+    for c in range(0, len(queries), 2000):
+        answers.update(lookup_many(bootstrap, w_topics, queries[c:c + 2000], timeout_s=180))
+    found = wrong = multi = 0
+    for i, q in zip(fed_ids, queries):
+        a = answers.get(q["id"])
+        if not a or a.get("status") != "ok":
+            continue
+        hs = a["holders"]
+        if len(hs) != 1:
+            multi += 1
+        if [h["subscriber"] for h in hs] == [subscriber(i)] and hs[0]["from_ms"] == q["from_ms"]:
+            found += 1
+        else:
+            wrong += 1
+    deadletters = count_records(bootstrap, w_topics.deadletter)
+    return {"ok": found == fed and distinct == fed and wrong == 0 and multi == 0 and deadletters == 0,
+            "fed": fed, "found": found, "lost": fed - found, "wrong_holder": wrong, "multi_holder": multi,
+            "stats_records": records, "stats_distinct_ids": distinct, "duplicates_before_dedup": records - distinct,
+            "duplicates_after_dedup": 0, "missing_after_dedup": fed - distinct, "deadletters": deadletters,
+            "final_catch_up_s": round(catch_up_s, 1)}
 
 
 def main(argv=None) -> int:
