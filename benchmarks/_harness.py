@@ -152,10 +152,15 @@ class Worker:
             self.proc.wait(10)
 
     def log_tail(self, n: int = 2000) -> str:
+        """Errors and warnings of the worker's log (the first 40) and its last lines: enough to
+        say why a run did not complete."""
         try:
-            return self.log_path.read_text(errors="replace")[-n:]
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        marks = ("ERROR", "CRITICAL", "Traceback", "Error:", "crashed", "WARNING")
+        bad = [ln for ln in lines if any(m in ln for m in marks) and "producer buffer full" not in ln][:40]
+        return ("\n".join(bad) + "\n...\n" + "\n".join(lines[-8:]))[-n:]
 
 
 # -- traffic -----------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ In one run, on one broker, with the same topic shapes (4 partitions):
 1. *backlog*: ``--events`` realistic raw records (RADIUS radius-json / DHCP kea-hook / CGNAT
    ipfix-json ≈ 60/30/10, event times just before now so the table really stores them) are
    written to the raw topics before anything consumes them;
-2. *ceiling*: a raw aiokafka pass-through (consume the raw topics → produce every value
-   unchanged to a pass-through topic, batched, no processing) drains that backlog: events/s;
+2. *ceiling*: a raw aiokafka pass-through (consume the raw topics, partitions assigned
+   without a consumer group → produce every value unchanged to a pass-through topic, batched,
+   no processing) drains that backlog: events/s;
 3. *worker*: a fresh ``ipanon worker`` drains the same backlog (ingest → bindings → mapping
    table + stats).  Sustained events/s = stats records ÷ (last − first stats record timestamp),
    so start-up and rebalancing are not counted; the backlog is complete when the stats topic
@@ -59,14 +60,21 @@ def expected_count(events) -> list[int]:
             for fmt, value in events]
 
 
-async def _passthrough(bootstrap: str, topics, out_topic: str, n: int, timeout_s: float) -> dict:
+async def _passthrough(bootstrap: str, topics, out_topic: str, n: int, timeout_s: float, partitions: int) -> dict:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    c = AIOKafkaConsumer(*topics.raw, bootstrap_servers=bootstrap, group_id=f"{topics.prefix}-passthrough",
-                         auto_offset_reset="earliest", enable_auto_commit=True, max_poll_records=2000)
+    from aiokafka import TopicPartition
+
+    # assigned partitions, no consumer group: the ceiling should not wait for a group
+    # coordinator (a fresh broker creates __consumer_offsets lazily) nor commit on close
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                         enable_auto_commit=False, max_poll_records=2000)
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1, max_batch_size=256 * 1024)
     await c.start()
     await p.start()
+    tps = [TopicPartition(t, k) for t in topics.raw for k in range(partitions)]
+    c.assign(tps)
+    await c.seek_to_beginning(*tps)
     got = 0
     t_first = None
     deadline = time.monotonic() + timeout_s
@@ -142,7 +150,8 @@ def run(a) -> dict:
 
         pt_topic = f"{w.prefix}-passthrough"
         ensure_topics(bootstrap, [pt_topic], partitions=w.settings.partitions)
-        ceiling = asyncio.run(_passthrough(bootstrap, w.topics, pt_topic, n, timeout_s=max(60, n / 500)))
+        ceiling = asyncio.run(_passthrough(bootstrap, w.topics, pt_topic, n, timeout_s=max(60, n / 500),
+                                           partitions=w.settings.partitions))
 
         reader = StatsReader(bootstrap, w.topics.stats)
         w.start()

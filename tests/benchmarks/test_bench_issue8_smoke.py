@@ -37,10 +37,11 @@ def test_bench_intervals_smoke():
 @pytest.mark.broker
 @pytest.mark.slow
 def test_bench_e2e_smoke(bootstrap):
-    fig = _run(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap)
+    fig = _run(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap, "--timeout", "300", timeout=600)
     assert fig["bench"] == "e2e" and fig["events"] == 300
-    # every raw event became exactly its stats record, matched by record id
-    assert fig["worker_complete"] is True and fig["worker_stats_records"] == 300
+    # every raw event became its stats record (one binding each)
+    assert fig["worker_complete"] is True, fig.get("worker_log_tail")
+    assert fig["worker_stats_records"] == 300
     assert fig["passthrough_events"] == 300
     assert fig["latency_events"] == 100
     assert fig["latency_p50_ms"] <= fig["latency_p99_ms"]
