@@ -25,6 +25,8 @@ Benchmarks (each runs on its own too, ``--help`` for its sizes):
 - ``e2e``         bench_e2e.py          worker events/s, p50/p99 latency, vs aiokafka pass-through
 - ``state``       bench_state.py        bytes/mapping on disk, worker RSS, restore rate
 - ``lawful``      bench_lawful_latency.py  lookup request → sealed answer p50/p99 (if present)
+- every other ``bench_*.py`` found here, under its name without ``bench_`` (e.g. ``stats``,
+  ``access``, ``deletion``), with ``--smoke`` passed through and ``--bootstrap`` when it takes one
 """
 
 from __future__ import annotations
@@ -60,6 +62,18 @@ BENCHES: dict[str, tuple[str, list[str], bool]] = {
 }
 
 
+def discover() -> None:
+    """Every other ``bench_*.py`` in this directory runs too (full: no arguments; ``--smoke``
+    passed through), so a new benchmark is part of the one command without editing this file."""
+    known = {script for script, _, _ in BENCHES.values()}
+    for path in sorted(HERE.glob("bench_*.py")):
+        if path.name not in known:
+            BENCHES[path.stem.removeprefix("bench_")] = (path.name, [], "--bootstrap" in path.read_text(errors="replace"))
+
+
+discover()
+
+
 def _commit() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
@@ -84,7 +98,7 @@ def run_one(name: str, smoke: bool, bootstrap: str, broker_dir, timeout_s: float
     cmd = [sys.executable, str(path), *(["--smoke"] if smoke else args)]
     if needs_broker and _accepts(path, "--bootstrap"):
         cmd += ["--bootstrap", bootstrap]
-        if broker_dir and _accepts(path, "--broker-dir"):
+        if broker_dir and name == "state":  # other scripts' --broker-dir may mean something else
             cmd += ["--broker-dir", str(broker_dir)]
     t = time.monotonic()
     try:
