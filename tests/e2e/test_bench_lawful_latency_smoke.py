@@ -14,7 +14,7 @@ pytestmark = pytest.mark.broker
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lawful_latency.py"
 KEYS = {"mappings", "requests", "basis", "fill_s", "fill_per_s", "latency_ms_p50", "latency_ms_p99",
-        "latency_ms_max", "latency_ms_min", "correct"}
+        "latency_ms_max", "latency_ms_min", "correct", "heartbeat_ms"}
 
 
 def test_lawful_latency_benchmark_smoke(bootstrap):
