@@ -5,14 +5,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench install kafka clean
+.PHONY: demo test bench install kafka clean demo-key-modes
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed demo-key-modes
+
+# git keeps no file modes: the demo private keys arrive 0644 in a fresh clone, and ipanon
+# refuses key files readable by group/others.  (Demo keys only; see config/keys/demo/README.)
+demo-key-modes:
+	chmod 600 config/keys/demo/*.pem
 
 kafka: install
 	$(BIN)/ipanon broker fetch >/dev/null
