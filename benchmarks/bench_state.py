@@ -18,7 +18,9 @@ For each size in ``--sizes`` (default 1M), on a real broker:
    restore still running at ``--timeout`` is reported with ``restore_complete: false`` and
    the rate so far from Faust's "total remaining=N" progress lines;
    ``rss_mb`` = the worker's RSS after the restore; ``rss_empty_mb`` = the same worker
-   shape with an empty table (first run).
+   shape with an empty table (first run);
+4. ``direct_restore_*``: the same changelog read into a dict by a plain aiokafka consumer
+   (assigned partitions, ``getmany`` batches) — the restore rate without Faust's recovery.
 
 Prints exactly one JSON line.  The machine is shared: figures are noisy.  Targets (issue 8):
 ≤ 150 B/mapping on disk, RSS within 20 % from 1M to 10M, restore ≥ 200k mappings/s.
@@ -132,6 +134,46 @@ async def _fill(bootstrap: str, topic: str, rows) -> tuple[int, int]:
     return n, payload
 
 
+async def _direct_restore(bootstrap: str, topic: str, partitions: int) -> dict:
+    """Read the changelog into a dict with a plain consumer (assigned partitions, no group,
+    ``getmany`` batches, tombstones delete) up to the end offsets: what a restore costs
+    without Faust's per-record recovery machinery."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                         auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 2**20, fetch_max_bytes=32 * 2**20)
+    await c.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        table: dict[bytes, bytes] = {}
+        where: dict[bytes, int] = {}
+        n = 0
+        t, cpu = time.perf_counter(), time.process_time()
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await c.getmany(timeout_ms=500, max_records=20_000)
+            for tp, recs in batch.items():
+                for r in recs:
+                    if r.value is None:
+                        table.pop(r.key, None)
+                        where.pop(r.key, None)
+                    else:
+                        table[r.key] = r.value
+                        where[r.key] = tp.partition
+                n += len(recs)
+                if recs and recs[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        dt, dc = time.perf_counter() - t, time.process_time() - cpu
+    finally:
+        await c.stop()
+    return {"direct_restored_keys": len(table), "direct_restore_s": round(dt, 2),
+            "direct_restore_per_s": round(n / dt) if dt > 0 else None,
+            "direct_restore_per_cpu_s": round(n / dc) if dc > 0 else None}
+
+
 def disk_bytes(data_dir: Path, topic: str) -> int:
     return sum(f.stat().st_size for d in data_dir.glob(f"{topic}-*") for f in d.glob("*.log"))
 
@@ -188,10 +230,11 @@ def run(a) -> dict:
             fill_s = time.perf_counter() - t
             time.sleep(1)
             disk = disk_bytes(data_dir, w.changelog) if data_dir else None
+            direct = asyncio.run(_direct_restore(bootstrap, w.changelog, w.settings.partitions))
             r = restore(w, n, a.timeout)
             row = {"mappings": n, "value_encoding": enc.kind, "fill_s": round(fill_s, 1),
                    "payload_bytes_per_mapping": round(payload / n, 1),
-                   "disk_bytes_per_mapping": round(disk / n, 1) if disk else None, **r}
+                   "disk_bytes_per_mapping": round(disk / n, 1) if disk else None, **direct, **r}
             if not row["log_tail"]:
                 row.pop("log_tail")
             results.append(row)
