@@ -38,6 +38,11 @@ KNOWN_CRASH_SITES = {
     "kea_csv.py:81": "int() of a > 4300-digit field raises ValueError (CPython's int_max_str_digits guard); "
                      "bound the length in _uint (len(s) > 20 → Rejected('bad-row'))",
     "kea_hook.py:53": "same int_max_str_digits ValueError in _uint; len(s) > 20 → Rejected('bad-attribute')",
+    # the same unbounded int() of a digit string (found by the fuzzer at :116; the others by reading)
+    "_radius.py:116": "_int_attr: int() of a > 4300-digit attribute; bound len(s) → Rejected('bad-attribute')",
+    "_radius.py:74": "Event-Timestamp digit string: bound len(s) → Rejected('bad-timestamp')",
+    "_time.py:206": "epoch_ms: bound the digit string's length → Rejected('bad-timestamp')",
+    "ipfix_json.py:50": "_int: bound the digit string's length → Rejected('bad-attribute')",
 }
 
 
@@ -270,4 +275,12 @@ def test_kea_hook_huge_integer_field_is_rejected():
     rec = _seed("kea-hook").replace(b'"3600"', b'"' + b"9" * 5000 + b'"')
     with pytest.raises(Rejected) as e:
         formats()["kea-hook"].parse(rec, operator="op")
+    assert e.value.reason == "bad-attribute"
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=KNOWN_CRASH_SITES["_radius.py:116"])
+def test_radius_huge_integer_attribute_is_rejected():
+    rec = _radius(**{"Acct-Status-Type": "Interim-Update", "Acct-Input-Octets": "9" * 5000})
+    with pytest.raises(Rejected) as e:
+        formats()["radius-json"].parse(rec, operator="op")
     assert e.value.reason == "bad-attribute"
