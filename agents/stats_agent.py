@@ -188,16 +188,20 @@ class StatsAgent:
 
     # -- per batch ---------------------------------------------------------------------------
 
-    def handle(self, bindings: list[Binding], now: int, consent_current: bool) -> list[tuple[bytes, bytes]]:
-        """Pseudonymise one batch; returns the (key, value) stats messages to send."""
+    def handle(self, bindings: list[Binding], raws: list[bytes], now: int,
+               consent_current: bool) -> list[tuple[bytes, bytes]]:
+        """Pseudonymise one batch (``raws``: each binding's bytes as read); returns the
+        (key, value) stats messages to send."""
         p = self.p
-        by_op: dict[str, list[Binding]] = defaultdict(list)
-        for b in bindings:
-            by_op[b.operator].append(b)
+        by_op: dict[str, tuple[list[Binding], list[bytes]]] = defaultdict(lambda: ([], []))
+        for b, r in zip(bindings, raws):
+            bs, rs = by_op[b.operator]
+            bs.append(b)
+            rs.append(r)
         out = []
-        for name, bs in by_op.items():
+        for name, (bs, rs) in by_op.items():
             builder = self.builders[name]
-            built = builder.build_many(bs)
+            built = builder.build_many(bs, rs)
             if builder.late:
                 p.count("stats_late_epoch", len(builder.late))
             gate = name in self.consent_required
@@ -221,6 +225,7 @@ class StatsAgent:
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
             consent_current = await self.consent.sync() if self.consent_required else True
             good: list[Binding] = []
+            raws: list[bytes] = []
             for event in events:
                 if is_heartbeat(event):
                     continue
@@ -229,13 +234,14 @@ class StatsAgent:
                     if b.operator not in self.builders:
                         raise Rejected("unknown-operator", "operator has no profile")
                     good.append(b)
+                    raws.append(event.message.value)
                 except Rejected as e:
                     p.dead_letter(event, e.reason, e.detail)
                 except Exception as e:
                     log.exception("stats: unexpected error; record dead-lettered")
                     p.dead_letter(event, "internal-error", type(e).__name__)
             try:
-                msgs = self.handle(good, p.clock(), consent_current)
+                msgs = self.handle(good, raws, p.clock(), consent_current)
             except Exception:
                 log.exception("stats: batch failed; its %d bindings produce no statistics", len(good))
                 p.count("stats_batch_errors")

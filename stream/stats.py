@@ -34,7 +34,6 @@ comes from (``stream.pseudonym``).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -121,7 +120,7 @@ def _text(a: Any, prefixlen: Optional[int] = None) -> Optional[str]:
     if a is None:
         return None
     if prefixlen is not None and prefixlen < a.max_prefixlen:
-        return str(ipaddress.ip_network((a, prefixlen), strict=False).network_address)
+        return str(_masked(a, prefixlen))
     return str(a)
 
 
@@ -146,6 +145,7 @@ class StatsBuilder:
         self.keep_subscriber = st.subscriber != "drop"
         self.cell_v4 = st.address.v4_prefix if st.address.v4_prefix is not None else 24
         self.cell_v6 = st.address.v6_prefix if st.address.v6_prefix is not None else 48
+        self._cells: dict[tuple[int, int], str] = {}    # masked cell → text (pools repeat)
 
     def __repr__(self) -> str:
         return f"StatsBuilder({self.policy.name!r}, scheme={self.scheme})"
@@ -157,14 +157,31 @@ class StatsBuilder:
         a = self.scheme
         return self.ring.address_scheme(a.kind, epoch, v4_prefix=a.v4_prefix, v6_prefix=a.v6_prefix)
 
-    def build_many(self, bindings: Sequence[Binding]) -> list[Built]:
+    def _cell_text(self, a: Any) -> str:
+        """``a``'s aggregate cell (its /cell_v4 or /cell_v6 network) as text, cached: operator
+        addresses come from few pools, so most lookups hit."""
+        n = self.cell_v4 if a.version == 4 else self.cell_v6
+        m = _masked(a, n)
+        key = (a.version, int(m))
+        t = self._cells.get(key)
+        if t is None:
+            if len(self._cells) > 200_000:
+                self._cells.clear()
+            t = self._cells[key] = f"{m}/{n}"
+        return t
+
+    def build_many(self, bindings: Sequence[Binding], raw: Optional[Sequence[bytes]] = None) -> list[Built]:
         """One ``Built`` per binding with an address, in input order (resets carry no address
-        and are skipped).  Bindings whose event time lies in an epoch whose key is already
+        and are skipped).  ``raw``: each binding's JSON exactly as read from the bindings topic
+        (``Binding.to_json()`` bytes, which is what ingest writes); it saves re-serialising
+        for the record id, and the id is the same either way.  Bindings whose event time lies in an epoch whose key is already
         destroyed cannot be pseudonymised any more: they are left out and listed in
         ``self.late`` (the agent counts them).  Key problems raise ``CryptoError``."""
         self.late: list[Binding] = []
         by_epoch: dict[int, list[int]] = {}
-        items = [b for b in bindings if b.action != "reset" and b.ip is not None]
+        keep = [i for i, b in enumerate(bindings) if b.action != "reset" and b.ip is not None]
+        items = [bindings[i] for i in keep]
+        raws = [raw[i] for i in keep] if raw is not None else None
         epochs = []
         for i, b in enumerate(items):
             e = self.epoch(b.at_ms)
@@ -175,10 +192,12 @@ class StatsBuilder:
             if e < self.ring.oldest_epoch:
                 self.late.extend(items[i] for i in idx)
                 continue
-            self._build_epoch(e, [items[i] for i in idx], idx, out)
+            self._build_epoch(e, [items[i] for i in idx], idx, out,
+                              [raws[i] for i in idx] if raws is not None else None)
         return [x for x in out if x is not None]
 
-    def _build_epoch(self, e: int, bs: list[Binding], idx: list[int], out: list) -> None:
+    def _build_epoch(self, e: int, bs: list[Binding], idx: list[int], out: list,
+                     raws: Optional[list[bytes]]) -> None:
         h = self.ring.hmac(e)
         scheme = self._scheme(e)
         kind = self.scheme.kind
@@ -187,7 +206,7 @@ class StatsBuilder:
         inside_pos = [k for k, b in enumerate(bs) if b.inside_ip is not None]
         addrs += [bs[k].inside_ip for k in inside_pos]
         if kind == "ipcrypt-det":
-            trunc = [_trunc(a, self.cell_v4, self.cell_v6) for a in addrs[:len(bs)]]
+            trunc = [_masked(a, self.cell_v4 if a.version == 4 else self.cell_v6) for a in addrs[:len(bs)]]
             enc = scheme.encrypt_many(addrs + trunc)
             cells = [str(c) for c in enc[len(addrs):]]
             enc = enc[:len(addrs)]
@@ -199,14 +218,16 @@ class StatsBuilder:
                 if a is None:
                     cells.append("*")
                 else:
-                    cells.append(_cell_text(a, self.cell_v4, self.cell_v6))
+                    cells.append(self._cell_text(a))
         inside = {k: enc[len(bs) + j] for j, k in enumerate(inside_pos)}
         holders = [holder_of(b) for b in bs]
         # distinct-count identity: the subscriber pseudonym, or for NAT a pseudonym of the
         # inside address (never emitted; only the aggregator counts it)
         counted = h.pseudonym_many(SUBSCRIBER_DOMAIN + x if x is not None else INSIDE_DOMAIN + str(b.inside_ip)
                                    for x, b in zip(holders, bs))
-        rids = h.pseudonym_many(RECORD_DOMAIN + b.to_json().decode() for b in bs)
+        if raws is None:
+            raws = [b.to_json() for b in bs]
+        rids = [d[:16].hex() for d in h.digest_many(_RECORD_PREFIX + r for r in raws)]
         for k, b in enumerate(bs):
             sub = counted[k] if holders[k] is not None else None
             plen = b.ip.prefixlen  # type: ignore[union-attr]
@@ -217,12 +238,11 @@ class StatsBuilder:
             out[idx[k]] = Built(b, e, rec, counted[k], cells[k])
 
 
-def _trunc(a: Any, v4: int, v6: int) -> Any:
-    n = v4 if a.version == 4 else v6
-    return ipaddress.ip_network((a, n), strict=False).network_address
+_RECORD_PREFIX = RECORD_DOMAIN.encode()
+_ONES = {4: (1 << 32) - 1, 6: (1 << 128) - 1}
 
 
-def _cell_text(a: Any, v4: int, v6: int) -> str:
-    n = v4 if a.version == 4 else v6
-    return str(ipaddress.ip_network((a, n), strict=False))
-
+def _masked(a: Any, n: int) -> Any:
+    """The network address of ``a``'s /``n`` (integer masking; ``ip_network`` is ~10x slower)."""
+    bits = a.max_prefixlen
+    return type(a)(int(a) & (_ONES[a.version] ^ ((1 << (bits - n)) - 1)))

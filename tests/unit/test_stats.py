@@ -95,6 +95,8 @@ def test_record_ids_are_deterministic_and_distinct():
     two = [x.record for x in builder().build_many(bs)]
     assert one == two
     assert len({r["id"] for r in one}) == 3
+    # the agent passes the bytes it read from the bindings topic: same ids
+    assert [x.record for x in builder().build_many(bs, [b.to_json() for b in bs])] == one
 
 
 def test_destroyed_epoch_is_reported_late_not_pseudonymised():
