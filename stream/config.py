@@ -318,11 +318,14 @@ def parse_operator(text: str, *, file: str) -> OperatorPolicy:
         address=AddressScheme.parse(st.table.get("address", "ipcrypt-pfx"), where=f"{file}: {st.where('address')}"),
         source=st.str("source", ""),
     )
-    key_epoch = top.duration("key_epoch", min(DEFAULT_KEY_EPOCH_MS, promise))
-    if key_epoch > promise:
-        raise top.err("key_epoch", f"{format_duration(key_epoch)} is longer than purposes.lawful_access.promise "
-                                   f"({format_duration(promise)}): a shredded epoch key would outlive the data "
-                                   f"it protects by more than the promise")
+    # The key epoch rotates the *statistics* keys (subscriber pseudonyms, address schemes); the
+    # raw mappings have their own, much shorter, sealing epochs (agents/vault.py).  A statistics
+    # record must not stay linkable longer than the statistics promise allows.
+    key_epoch = top.duration("key_epoch", min(DEFAULT_KEY_EPOCH_MS, s_promise))
+    if key_epoch > s_promise:
+        raise top.err("key_epoch", f"{format_duration(key_epoch)} is longer than purposes.statistics.promise "
+                                   f"({format_duration(s_promise)}): pseudonyms would stay linkable after the "
+                                   f"records they join should be gone")
     return OperatorPolicy(
         name=name,
         display_name=top.str("display_name", name),

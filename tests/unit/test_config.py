@@ -71,10 +71,12 @@ def test_defaults():
     assert op.statistics.k == 10
     assert op.statistics.bucket_ms == 3_600_000
     assert op.statistics.aggregates_promise_ms == DAY
-    assert op.key_epoch_ms == DAY                      # min(24h, promise)
+    assert op.key_epoch_ms == DAY                      # min(24h, statistics promise)
     assert op.identity.radius_attribute == "User-Name"
-    short = parse_operator(MINIMAL.replace('"24h"', '"60s"', 1), file="acme.toml")
+    short = parse_operator(MINIMAL.replace('promise = "24h"\nconsent', 'promise = "60s"\nconsent'), file="acme.toml")
     assert short.key_epoch_ms == 60_000
+    short_raw = parse_operator(MINIMAL.replace('"24h"', '"60s"', 1), file="acme.toml")
+    assert short_raw.key_epoch_ms == DAY  # the lawful-access promise does not bound statistics keys
 
 
 @pytest.mark.parametrize("text,ms", [("24h", DAY), ("21d", 21 * DAY), ("90s", 90_000), ("500ms", 500),
