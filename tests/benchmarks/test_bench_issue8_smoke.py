@@ -37,7 +37,8 @@ def test_bench_intervals_smoke():
 @pytest.mark.broker
 @pytest.mark.slow
 def test_bench_e2e_smoke(bootstrap):
-    fig = _run(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap, "--timeout", "300", timeout=600)
+    # generous: on a fresh broker of a machine at load ~30 the worker needed minutes for 300 events
+    fig = _run(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap, "--timeout", "600", timeout=1200)
     assert fig["bench"] == "e2e" and fig["events"] == 300
     # every raw event became its stats record (one binding each)
     assert fig["worker_complete"] is True, fig.get("worker_log_tail")
@@ -58,7 +59,7 @@ def test_bench_state_smoke(broker):
     assert fig["bench"] == "state"
     (size,) = fig["sizes"]
     # the fresh worker restored every mapping written to its changelog
-    assert size["mappings"] == 2000 and size["restored_keys"] == 2000
+    assert size["mappings"] == 2000 and size["restored_keys"] == 2000 and size["direct_restored_keys"] == 2000
     assert size["disk_bytes_per_mapping"] >= size["payload_bytes_per_mapping"] > 20
     assert size["restore_s"] >= 0 and size["rss_mb"] > 0 and fig["rss_empty_mb"] > 0
 
