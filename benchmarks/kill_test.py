@@ -4,7 +4,9 @@ A feeder thread produces RADIUS Start records (radius-json, one unique address a
 each, acks=all) to the raw topic for the whole run.  Meanwhile the worker (``ipanon worker``, a
 real subprocess on a real broker) is started, SIGKILLed after a random uptime (so kills land in
 start-up, partition recovery, rebalancing and steady processing), and started again — ``--kills``
-times.  After the last kill the feeder stops, the worker runs to completion, and the script
+times.  70 % of the kills wait until that incarnation has written stats records (it is
+processing) and then strike after a random 0-3 s; 30 % strike after a random uptime
+anywhere (start-up included).  After the last kill the feeder stops, the worker runs to completion, and the script
 checks:
 
 - **mapping table**: one lookup per fed address (``agents.lookup_client.lookup_many``, at the
@@ -119,19 +121,29 @@ def run(bootstrap: str, *, kills: int, rate: float, seed: int, workdir: Path,
     base_s = int(time.time()) - 3600  # an hour ago: well inside every promise, never expired
     feeder = Feeder(bootstrap, w.topics.raw_radius, rate, base_s, limit=10**7)
     feeder.start()
-    uptimes, restarts = [], 0
+    from agents.kafka_io import count
+
+    uptimes, restarts, progressed = [], 0, []
     t_start = time.monotonic()
     try:
         for k in range(kills):
+            before = count(bootstrap, w.topics.stats)
             w.start()
+            t_up = time.monotonic()
             restarts += 1
-            up = rng.uniform(min_up_s, max_up_s)
-            uptimes.append(round(up, 2))
-            time.sleep(up)
+            if rng.random() < 0.3:  # anywhere: start-up, recovery, rebalance or processing
+                time.sleep(rng.uniform(min_up_s, max_up_s))
+            else:  # mid-processing: once this incarnation has emitted output, after a random delay
+                deadline = time.monotonic() + 180
+                while time.monotonic() < deadline and count(bootstrap, w.topics.stats) <= before:
+                    time.sleep(0.2)
+                time.sleep(rng.uniform(0.0, 3.0))
+            uptimes.append(round(time.monotonic() - t_up, 2))
             if not w.alive():
                 raise RuntimeError(f"worker exited by itself before kill {k + 1}: {w.log_tail(600)}")
             os.killpg(w.pid, signal.SIGKILL)
             w.proc.wait(30)
+            progressed.append(count(bootstrap, w.topics.stats) - before)
         feeder.stop_flag.set()
         feeder.join(120)
         fed_ids = list(feeder.acked)
@@ -142,9 +154,20 @@ def run(bootstrap: str, *, kills: int, rate: float, seed: int, workdir: Path,
     finally:
         feeder.stop_flag.set()
         w.stop()
+    # the stats agent may still have been catching up when the settle timeout expired: count
+    # again once the worker has stopped (cleanly: it flushes what it handled)
+    records, distinct, _ = distinct_ids(bootstrap, w.topics.stats)
+    if records > v["stats_records"]:
+        fed = v["fed"]
+        v.update(stats_records=records, stats_distinct_ids=distinct, duplicates_before_dedup=records - distinct,
+                 missing_after_dedup=fed - distinct, stats_counted_after_stop=True,
+                 ok=v["found"] == fed and distinct == fed and v["wrong_holder"] == 0 and v["multi_holder"] == 0
+                 and v["deadletters"] == 0)
     return {
         "bench": "kill_test", "kills": kills, "kills_survived": kills,  # a restarted worker that died by itself aborts the run
         "restarts": restarts, "uptimes_s": uptimes, "feed_failed": feeder.failed,
+        "stats_written_per_incarnation": progressed,
+        "kills_mid_processing": sum(1 for n in progressed if n > 0),
         "feed_fail_kinds": feeder.fail_kinds, "feeder_error": feeder.error, **v,
         "run_s": round(time.monotonic() - t_start, 1), "rate": rate, "worker_tracebacks": log.count(b"Traceback"),
         "machine": machine(), "note": "at-least-once + deterministic ids; shared 2-core machine: timings noisy",
