@@ -74,7 +74,7 @@ class Pipeline:
             broker=f"kafka://{s.bootstrap}",
             store="memory://",
             topic_partitions=s.partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=s.replication_factor,
             topic_allow_declare=True,
             table_standby_replicas=0,
             key_serializer="raw",
@@ -113,6 +113,7 @@ class Pipeline:
         app.agent(self.lookup_requests, name="ipanon.lookup")(self._lookup_agent)
         app.timer(s.sweep_interval_s, name="ipanon.sweeper")(self._sweeper)
         app.timer(s.heartbeat_ms / 2000, name="ipanon.heartbeat")(self._heartbeat)
+        app.task(self._quiet_client_libraries)
         self.on_count: list[Callable[[str, int], None]] = []
         self.holds: Any = None  # stream.hold.HoldSet, set by the holds agent
         self.extensions = {}
@@ -120,6 +121,13 @@ class Pipeline:
             self.extensions[path] = importlib.import_module(path).install(self)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    async def _quiet_client_libraries(self) -> None:
+        """At DEBUG the Kafka client libraries log record keys and values verbatim (aiokafka
+        producer/conn, faust.topics, faust.transport, kafka-python): raw addresses and
+        subscriber ids would land in the worker's log.  They never log below INFO here,
+        whatever ``--loglevel`` says (issue 9 leak scan)."""
+        quiet_client_libraries()
 
     def _changelog_name(self) -> str:
         return f"{self.settings.app_id}-mappings-changelog"
@@ -438,6 +446,17 @@ class Pipeline:
 
 from .kafka_io import HEARTBEAT_KEY  # noqa: E402  (one definition for writers and readers)
 HEARTBEAT_HEADERS = [("ipanon-heartbeat", b"1")]
+
+
+#: loggers that dump record keys/values at DEBUG (see ``Pipeline._quiet_client_libraries``)
+RECORD_DUMPING_LOGGERS = ("aiokafka", "kafka", "faust.topics", "faust.transport")
+
+
+def quiet_client_libraries() -> None:
+    for name in RECORD_DUMPING_LOGGERS:
+        lg = logging.getLogger(name)
+        if lg.getEffectiveLevel() < logging.INFO:
+            lg.setLevel(logging.INFO)
 
 
 def is_heartbeat(event: Any) -> bool:

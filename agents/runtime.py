@@ -52,7 +52,8 @@ def plan_params(settings: Settings) -> PlanParams:
     return PlanParams(heartbeat_ms=settings.heartbeat_ms,
                       sweeper_period_ms=int(settings.sweep_interval_s * 1000),
                       ingest_lag_ms=settings.ingest_lag_ms,
-                      partitions=settings.partitions)
+                      partitions=settings.partitions,
+                      replication_factor=settings.replication_factor)
 
 
 def _admin(settings: Settings):

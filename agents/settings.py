@@ -1,7 +1,7 @@
 """Worker settings: loaded once at the edge (CLI flags > environment > defaults) and passed in.
 
 Environment variables (all optional): ``IPANON_BOOTSTRAP`` (default: the running local broker),
-``IPANON_APP_ID`` (default ``ipanon``), ``IPANON_TOPIC_PREFIX`` (``ipanon``), ``IPANON_PARTITIONS`` (4), ``IPANON_DATA_DIR``
+``IPANON_APP_ID`` (default ``ipanon``), ``IPANON_TOPIC_PREFIX`` (``ipanon``), ``IPANON_PARTITIONS`` (4), ``IPANON_REPLICATION_FACTOR`` (1), ``IPANON_DATA_DIR``
 (``~/.local/state/ipanon/worker``), ``IPANON_OPERATORS`` (``config/operators``),
 ``IPANON_KEYS`` (directory of operator key files), ``IPANON_DEFAULT_OPERATOR`` (used for raw
 records without an ``ipanon-operator`` header; unset = such records are dead-lettered),
@@ -35,6 +35,7 @@ class Settings:
     app_id: str = "ipanon"
     topic_prefix: str = "ipanon"
     partitions: int = 4
+    replication_factor: int = 1
     data_dir: Path = Path.home() / ".local" / "state" / "ipanon" / "worker"
     operators_dir: Path = REPO_ROOT / "config" / "operators"
     keys_dir: Optional[Path] = None
@@ -64,6 +65,7 @@ class Settings:
             app_id=get("IPANON_APP_ID", default="ipanon"),
             topic_prefix=get("IPANON_TOPIC_PREFIX", default="ipanon"),
             partitions=get("IPANON_PARTITIONS", int, 4),
+            replication_factor=get("IPANON_REPLICATION_FACTOR", int, 1),
             data_dir=get("IPANON_DATA_DIR", Path, cls.data_dir),
             operators_dir=get("IPANON_OPERATORS", Path, cls.operators_dir),
             keys_dir=get("IPANON_KEYS", Path, None),

@@ -355,7 +355,7 @@ def sign_approval(private_key: ed25519.Ed25519PrivateKey, *, request_id: str, re
 def _envelope(raw: bytes, kind: str, reason: str) -> tuple[dict[str, Any], bytes]:
     try:
         msg = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, TypeError):
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError):
         raise Rejected(reason, "not JSON") from None
     if not isinstance(msg, dict) or msg.get("type") != kind or msg.get("v") != WIRE_VERSION:
         raise Rejected(reason, f"not a v{WIRE_VERSION} {kind} message")

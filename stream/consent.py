@@ -95,7 +95,7 @@ class ConsentRecord:
             if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
                 raise ValueError
             return cls(k, d["operator"], d["state"], d.get("purpose", "statistics"), at)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise Rejected("bad-consent-record", "consent value is not a version-1 consent record") from None
 
 

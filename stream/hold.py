@@ -178,7 +178,7 @@ class HoldSet:
     def from_json(cls, raw: bytes) -> "HoldSet":
         try:
             items = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise Rejected("bad-json", "hold set is not JSON") from None
         if not isinstance(items, list):
             raise Rejected("bad-hold", "hold set must be a JSON list")

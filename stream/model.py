@@ -46,6 +46,8 @@ def parse_network(text: str, *, field: str = "address") -> IPNetwork:
     octets with leading zeros are rejected by Python's ``ipaddress`` (ambiguous octal).
     A prefix with host bits set (``2001:db8::1/64``) is rejected, not silently masked.
     """
+    if not isinstance(text, str):
+        raise Rejected("bad-address", f"{field} is not an IP address or prefix")
     s = text.strip()
     if not s or "%" in s:
         raise Rejected("bad-address", f"{field} is not an IP address or prefix")
@@ -135,7 +137,7 @@ class Binding:
     def from_json(cls, raw: bytes) -> "Binding":
         try:
             d = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise Rejected("bad-json", "binding is not JSON") from None
         if not isinstance(d, dict):
             raise Rejected("bad-binding", "binding is not a JSON object")

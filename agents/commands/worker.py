@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--app-id", help="Faust application id / consumer group (default ipanon)")
     p.add_argument("--topic-prefix", help="prefix of every topic name (default ipanon)")
     p.add_argument("--partitions", type=int, help="partitions of the worker's topics (default 4)")
+    p.add_argument("--replication-factor", type=int, help="replication factor of the worker's topics (default 1)")
     p.add_argument("--operators", type=Path, help="directory of operator profiles (default config/operators)")
     p.add_argument("--keys", type=Path, help="directory of operator key files <operator>.key (mode 0600)")
     p.add_argument("--data-dir", type=Path, help="worker data directory")
@@ -37,7 +38,7 @@ def build(args: argparse.Namespace):
     from ..settings import Settings
 
     settings = Settings.from_env(
-        bootstrap=args.bootstrap, app_id=args.app_id, topic_prefix=args.topic_prefix, partitions=args.partitions,
+        bootstrap=args.bootstrap, app_id=args.app_id, topic_prefix=args.topic_prefix, partitions=args.partitions, replication_factor=args.replication_factor,
         operators_dir=args.operators, keys_dir=args.keys, data_dir=args.data_dir,
         web_port=args.web_port, default_operator=args.default_operator, ttl_ms_override=args.ttl_ms,
         heartbeat_ms=args.heartbeat_ms, ingest_lag_ms=args.ingest_lag_ms,

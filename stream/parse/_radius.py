@@ -70,7 +70,7 @@ def parse_event_time(v: Value) -> int:
         ms = v * 1000
     else:
         s = v.strip()
-        if s.isascii() and s.isdigit():
+        if s.isascii() and s.isdigit() and len(s) <= 20:  # int() of 4300+ digits raises
             ms = int(s) * 1000
         else:
             m = _FR_DATE.match(s)
@@ -111,7 +111,7 @@ def _int_attr(attrs: Mapping[str, Value], name: str) -> Optional[int]:
         n = v
     else:
         s = v.strip()
-        if not (s.isascii() and s.isdigit()):
+        if not (s.isascii() and s.isdigit()) or len(s) > 20:
             raise Rejected("bad-attribute", f"{name} is not an integer")
         n = int(s)
     if not 0 <= n < 2**32:

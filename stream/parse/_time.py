@@ -146,7 +146,10 @@ def yearless_to_ms(mon: str, day: int, h: int, mi: int, s: int, *, tz: Optional[
     if ref_ms is None:
         raise Rejected("ambiguous-timestamp",
                        "syslog timestamp has no year: supply --year or a receive time")
-    ref_year = datetime.fromtimestamp(ref_ms // 1000, tz=timezone.utc).year
+    try:
+        ref_year = datetime.fromtimestamp(ref_ms // 1000, tz=timezone.utc).year
+    except (ValueError, OverflowError, OSError):
+        raise Rejected("bad-timestamp", "receive time out of range") from None
     for y in (ref_year + 1, ref_year, ref_year - 1):
         try:
             wall = datetime(y, mo, day, h, mi, s)
@@ -204,7 +207,7 @@ def epoch_ms(v: object, *, unit: str = "s", field: str = "timestamp") -> int:
         raise Rejected("bad-timestamp", f"{field} is not a number")
     if isinstance(v, float) and v.is_integer():
         v = int(v)
-    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
+    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit() and len(v.strip()) <= 20:
         v = int(v.strip())
     if not isinstance(v, int):
         raise Rejected("bad-timestamp", f"{field} is not an integer epoch")

@@ -44,7 +44,7 @@ _TIMES = (("observationTimeMilliseconds", "ms"), ("observationTimeMicroseconds",
 def _int(v: Any, field: str) -> int:
     if isinstance(v, bool):
         raise Rejected("bad-attribute", f"{field} is not an integer")
-    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
+    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit() and len(v.strip()) <= 20:
         return int(v.strip())
     if isinstance(v, float) and v.is_integer():
         return int(v)

@@ -76,7 +76,7 @@ def _header(h: bytes) -> tuple[bool, dict[str, int], int]:
 
 
 def _uint(s: str, field: str) -> int:
-    if not (s.isascii() and s.isdigit()):
+    if not (s.isascii() and s.isdigit()) or len(s) > 20:
         raise Rejected("bad-row", f"{field} is not an unsigned integer")
     return int(s)
 

@@ -48,7 +48,7 @@ def _uint(env: Mapping[str, str], name: str) -> int:
     if v is None:
         raise Rejected("missing-attribute", f"{name} is missing")
     s = v.strip()
-    if not (s.isascii() and s.isdigit()):
+    if not (s.isascii() and s.isdigit()) or len(s) > 20:
         raise Rejected("bad-attribute", f"{name} is not an unsigned integer")
     return int(s)
 

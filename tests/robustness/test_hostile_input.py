@@ -28,22 +28,7 @@ FUZZ = REPO / "benchmarks" / "fuzz_all.py"
 REASON = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 #: crash sites the fuzzer finds today (file:line of the raising frame) → the fix (issue 9 report)
-KNOWN_CRASH_SITES = {
-    "decoder.py:353": "json.loads RecursionError on deeply nested JSON: add RecursionError to the except "
-                      "tuples of stream/model.py Binding.from_json, stream/access.py _envelope, "
-                      "stream/consent.py ConsentRecord.decode, stream/hold.py HoldSet.from_json",
-    "model.py:49": "parse_network(non-str): AttributeError; reject non-str as bad-address",
-    "_time.py:149": "datetime.fromtimestamp(ref_ms) out of range for a huge ipanon-received-ms header; "
-                    "catch (ValueError, OverflowError, OSError) → Rejected('bad-timestamp')",
-    "kea_csv.py:81": "int() of a > 4300-digit field raises ValueError (CPython's int_max_str_digits guard); "
-                     "bound the length in _uint (len(s) > 20 → Rejected('bad-row'))",
-    "kea_hook.py:53": "same int_max_str_digits ValueError in _uint; len(s) > 20 → Rejected('bad-attribute')",
-    # the same unbounded int() of a digit string (found by the fuzzer at :116; the others by reading)
-    "_radius.py:116": "_int_attr: int() of a > 4300-digit attribute; bound len(s) → Rejected('bad-attribute')",
-    "_radius.py:74": "Event-Timestamp digit string: bound len(s) → Rejected('bad-timestamp')",
-    "_time.py:206": "epoch_ms: bound the digit string's length → Rejected('bad-timestamp')",
-    "ipfix_json.py:50": "_int: bound the digit string's length → Rejected('bad-attribute')",
-}
+KNOWN_CRASH_SITES: dict[str, str] = {}  # every site the fuzzer found is fixed; a new one fails the run
 
 
 def _radius(**kw) -> bytes:
@@ -216,12 +201,11 @@ def test_signed_request_with_hostile_values_is_refused_for_a_reason():
     assert fx.desk.submit(fx.signed_request(body), fx.now_ms).reason == "stale-request"
 
 
-# -- defects found by the fuzzer (files outside this room): pinned until fixed -----------------
+# -- defects the fuzzer found, fixed: each stays a regression test ---------------------------
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=KNOWN_CRASH_SITES["decoder.py:353"])
 @pytest.mark.parametrize("decoder", ["binding", "consent", "holds", "submit", "approve"])
 def test_deep_json_in_topic_decoders(decoder):
     from stream.consent import ConsentRecord
@@ -239,7 +223,6 @@ def test_deep_json_in_topic_decoders(decoder):
     assert d.status in ("refused", "approval-rejected") and REASON.match(d.reason)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=KNOWN_CRASH_SITES["model.py:49"])
 @pytest.mark.parametrize("value", [[], 5, {"a": 1}, True])
 def test_non_string_address_in_a_binding_is_rejected(value):
     d = json.loads(Binding(kind="radius", action="start", operator="op", ip=parse_network("100.64.0.1"),
@@ -250,7 +233,6 @@ def test_non_string_address_in_a_binding_is_rejected(value):
     assert e.value.reason == "bad-address"
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, OverflowError, OSError), reason=KNOWN_CRASH_SITES["_time.py:149"])
 @pytest.mark.parametrize("fmt", ["a10", "f5", "juniper", "nfware", "sixwind"])
 def test_huge_receive_time_header_is_rejected(fmt):
     # agents/app.py passes any all-digit ipanon-received-ms header as ref_ms
@@ -262,7 +244,6 @@ def test_huge_receive_time_header_is_rejected(fmt):
     assert e.value.reason == "bad-timestamp"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=KNOWN_CRASH_SITES["kea_csv.py:81"])
 def test_kea_csv_huge_integer_field_is_rejected():
     rec = _seed("kea-csv").replace(b",1718000200,", b"," + b"9" * 5000 + b",")
     with pytest.raises(Rejected) as e:
@@ -270,7 +251,6 @@ def test_kea_csv_huge_integer_field_is_rejected():
     assert e.value.reason == "bad-row"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=KNOWN_CRASH_SITES["kea_hook.py:53"])
 def test_kea_hook_huge_integer_field_is_rejected():
     rec = _seed("kea-hook").replace(b'"3600"', b'"' + b"9" * 5000 + b'"')
     with pytest.raises(Rejected) as e:
@@ -278,7 +258,6 @@ def test_kea_hook_huge_integer_field_is_rejected():
     assert e.value.reason == "bad-attribute"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=KNOWN_CRASH_SITES["_radius.py:116"])
 def test_radius_huge_integer_attribute_is_rejected():
     rec = _radius(**{"Acct-Status-Type": "Interim-Update", "Acct-Input-Octets": "9" * 5000})
     with pytest.raises(Rejected) as e:
