@@ -132,6 +132,22 @@ class StatsReader:
         self.c.close()
 
 
+def _warm_group_coordinator(bootstrap: str, topic: str, timeout_s: float = 120.0) -> None:
+    """Join and leave a throw-away consumer group, so a fresh broker has created
+    ``__consumer_offsets`` and elected its coordinator before the worker starts (on a fresh,
+    loaded broker the worker's first minutes otherwise went to GroupCoordinatorNotAvailable
+    retries, and twice it stalled)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{topic}-warmup", enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not c.assignment() and time.monotonic() < deadline:
+            c.poll(timeout_ms=500)
+    finally:
+        c.close()
+
+
 def run(a) -> dict:
     from agents.kafka_io import ensure_topics
 
@@ -160,6 +176,7 @@ def run(a) -> dict:
         ceiling = asyncio.run(_passthrough(bootstrap, w.topics, pt_topic, n, timeout_s=max(60, n / 500),
                                            partitions=w.settings.partitions))
 
+        _warm_group_coordinator(bootstrap, pt_topic)
         reader = StatsReader(bootstrap, w.topics.stats)
         w.start()
         prof = None
