@@ -46,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     p.add_argument("--lookups", type=int, default=200, help="lookups to check (default 200)")
-    p.add_argument("--addresses", type=int, default=24, help="IPv4 addresses per operator (default 24)")
+    p.add_argument("--addresses", type=int, default=12, help="IPv4 addresses per operator (default 12)")
     p.add_argument("--seed", type=int, default=7, help="random seed of the synthetic traffic")
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the worker (default 180)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the worker (default 600)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, broker data)")
     p.set_defaults(func=run)
 
