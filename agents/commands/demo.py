@@ -111,6 +111,24 @@ def run(args: argparse.Namespace) -> int:
         traffic = generate(operators, now_ms=now_ms, seed=args.seed, addresses_per_operator=args.addresses)
         expected_bindings = sum(len([k for k in ("Framed-IP-Address", "Delegated-IPv6-Prefix") if k in r])
                                 for recs in traffic.records.values() for r in recs)
+        # Junet, Hektor mobil and "003" use traffic data for statistics only with consent: grant it
+        # for the demo's subscribers (through the same CLI an operator's CRM would call), or
+        # their records rightly never reach the stats topic.
+        from stream.config import load_operators as load_policies
+
+        needs_consent = sorted(n for n, pol in load_policies(operators_dir).items()
+                               if pol.statistics.consent_required)
+        for op in needs_consent:
+            subs = sorted({r["User-Name"] for r in traffic.records[op]})
+            rc = subprocess.run(
+                [sys.executable, "-m", "agents.cli", "consent", "grant", "--operator", op, "--keys", str(keys),
+                 "--bootstrap", bootstrap, "-"], input="".join(x + "\n" for x in subs),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+            if rc.returncode != 0:
+                raise CliError(f"ipanon consent grant failed: {rc.stderr.strip().splitlines()[-1:]}")
+        if needs_consent:
+            prog.step(f"consent granted for the demo subscribers of {', '.join(needs_consent)} "
+                      f"(their profiles require it for statistics)")
         feed = work / "feed"
         feed.mkdir()
         t_feed = time.monotonic()
