@@ -116,10 +116,13 @@ def run(args: argparse.Namespace) -> int:
         # their records rightly never reach the stats topic.
         from stream.config import load_operators as load_policies
 
-        needs_consent = sorted(n for n, pol in load_policies(operators_dir).items()
-                               if pol.statistics.consent_required)
+        policies = load_policies(operators_dir)
+        needs_consent = sorted(n for n, pol in policies.items() if pol.statistics.consent_required)
         for op in needs_consent:
-            subs = sorted({r["User-Name"] for r in traffic.records[op]})
+            # consent is given by the subscriber as the operator identifies them (Hektor mobil:
+            # Calling-Station-Id, the others User-Name)
+            attr = policies[op].identity.radius_attribute
+            subs = sorted({r[attr] for r in traffic.records[op] if attr in r})
             rc = subprocess.run(
                 [sys.executable, "-m", "agents.cli", "consent", "grant", "--operator", op, "--keys", str(keys),
                  "--bootstrap", bootstrap, "-"], input="".join(x + "\n" for x in subs),
