@@ -74,7 +74,10 @@ class Traffic:
 
 
 def generate(operators: list[str], *, now_ms: int, seed: int = 7, addresses_per_operator: int = 24,
-             subscribers_per_operator: int = 40, span_ms: int = 150 * MINUTE) -> Traffic:
+             subscribers_per_operator: int = 40, span_ms: int = 150 * MINUTE,
+             identity: Optional[dict[str, str]] = None) -> Traffic:
+    """``identity``: operator → the RADIUS attribute its profile identifies subscribers by
+    (default User-Name); the truth records that attribute's value as the holder."""
     rng = random.Random(seed)
     tr = Traffic(now_ms=now_ms)
     base = (now_ms - span_ms - 10 * MINUTE) // 1000 * 1000  # RADIUS times are whole seconds
@@ -107,13 +110,14 @@ def generate(operators: list[str], *, now_ms: int, seed: int = 7, addresses_per_
                                  "Acct-Session-Time": (at - t) // 1000, "Acct-Input-Octets": rng.randrange(10**6, 10**9),
                                  "Acct-Output-Octets": rng.randrange(10**6, 10**9)})
                     k += 1
+                holder = common[(identity or {}).get(op, "User-Name")]
                 if open_:
-                    tr.truth.append(TruthInterval(op, v4, v6, sub, t, None))
+                    tr.truth.append(TruthInterval(op, v4, v6, holder, t, None))
                     break
                 recs.append({**common, "Acct-Status-Type": "Stop", "Event-Timestamp": (t + dur) // 1000,
                              "Acct-Session-Time": dur // 1000, "Acct-Input-Octets": rng.randrange(10**6, 10**9),
                              "Acct-Output-Octets": rng.randrange(10**6, 10**9), "Acct-Terminate-Cause": "User-Request"})
-                tr.truth.append(TruthInterval(op, v4, v6, sub, t, t + dur))
+                tr.truth.append(TruthInterval(op, v4, v6, holder, t, t + dur))
                 t = t + dur + rng.choice([0, 0, 1000, 30_000, 5 * MINUTE])
         recs.sort(key=lambda r: r["Event-Timestamp"])
         tr.records[op] = recs

@@ -107,16 +107,17 @@ def run(args: argparse.Namespace) -> int:
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True)
         prog.step(f"worker started (pid {worker.pid}, log {work / 'worker.log'})")
 
+        from stream.config import load_operators as load_policies
+
+        policies = load_policies(operators_dir)
         now_ms = int(time.time() * 1000)
-        traffic = generate(operators, now_ms=now_ms, seed=args.seed, addresses_per_operator=args.addresses)
+        traffic = generate(operators, now_ms=now_ms, seed=args.seed, addresses_per_operator=args.addresses,
+                           identity={n: p.identity.radius_attribute for n, p in policies.items()})
         expected_bindings = sum(len([k for k in ("Framed-IP-Address", "Delegated-IPv6-Prefix") if k in r])
                                 for recs in traffic.records.values() for r in recs)
         # Junet, Hektor mobil and "003" use traffic data for statistics only with consent: grant it
         # for the demo's subscribers (through the same CLI an operator's CRM would call), or
         # their records rightly never reach the stats topic.
-        from stream.config import load_operators as load_policies
-
-        policies = load_policies(operators_dir)
         needs_consent = sorted(n for n, pol in policies.items() if pol.statistics.consent_required)
         for op in needs_consent:
             # consent is given by the subscriber as the operator identifies them (Hektor mobil:
