@@ -47,7 +47,7 @@ def load_key(keys_dir: Path, operator: str) -> bytes:
     p = key_path(keys_dir, operator)
     if not p.exists():
         raise ConfigError(f"{p}: no key file for operator {operator!r}; create one with "
-                          f"`ipanon keys new-operator {operator}` or `head -c32 /dev/urandom | xxd -p -c64 > {p}; chmod 600 {p}`") from None
+                          f"`(umask 077; head -c32 /dev/urandom | xxd -p -c64 > {p})`") from None
     require_private(p, "key file")
     text = p.read_text().strip()
     try:

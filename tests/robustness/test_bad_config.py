@@ -91,7 +91,7 @@ def test_bad_operator_profile_stops_the_worker(case, tmp_path, bootstrap):
 
 
 KEY_CASES = {
-    "missing": (lambda p: p.unlink(), ("connect2ip.key", "no key file", "ipanon keys new-operator")),
+    "missing": (lambda p: p.unlink(), ("connect2ip.key", "no key file", "head -c32 /dev/urandom")),
     "not-hex": (lambda p: p.write_text("zz" * 32 + "\n"), ("connect2ip.key", "64 hex characters")),
     "too-short": (lambda p: p.write_text("ab" * 16 + "\n"), ("connect2ip.key", "32 bytes")),
     "group-readable": (lambda p: p.chmod(0o640), ("connect2ip.key", "chmod 600")),
