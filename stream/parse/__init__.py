@@ -24,6 +24,7 @@ record on Kafka always parses on its own.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -40,6 +41,22 @@ def frame_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
         line = line.rstrip(b"\r\n")
         if line.strip():
             yield line
+
+
+def load_json_object(record: bytes, max_bytes: int) -> dict:
+    """One JSON object per record, for every JSON format: ``oversized`` past ``max_bytes``,
+    ``bad-json`` for invalid UTF-8/JSON, nesting too deep for the decoder, or a non-object."""
+    if len(record) > max_bytes:
+        raise Rejected("oversized", f"record larger than {max_bytes} bytes")
+    try:
+        obj = json.loads(record)
+    except RecursionError:
+        raise Rejected("bad-json", "JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise Rejected("bad-json", "record is not valid UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise Rejected("bad-json", "record is not a JSON object")
+    return obj
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ decoding.  Elements read (IANA names, values as JSON numbers or strings):
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 from ..errors import Rejected
 from ..model import Binding
-from . import Format, register
+from . import Format, load_json_object, register
 from ._nat import binding, port
 from ._time import epoch_ms, iso_to_ms
 
@@ -75,16 +74,7 @@ def _time(obj: dict) -> int:
 
 
 def parse(record: bytes, *, operator: str, **_context: object) -> list[Binding]:
-    if len(record) > MAX_RECORD_BYTES:
-        raise Rejected("oversized", f"record larger than {MAX_RECORD_BYTES} bytes")
-    try:
-        obj = json.loads(record)
-    except RecursionError:
-        raise Rejected("bad-json", "JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):
-        raise Rejected("bad-json", "record is not valid UTF-8 JSON") from None
-    if not isinstance(obj, dict):
-        raise Rejected("bad-json", "record is not a JSON object")
+    obj = load_json_object(record, MAX_RECORD_BYTES)
     if "natEvent" not in obj:
         raise Rejected("missing-attribute", "natEvent is missing")
     ev = _EVENTS.get(_int(obj["natEvent"], "natEvent"))

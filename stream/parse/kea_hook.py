@@ -20,13 +20,12 @@ the prefix ``ADDRESS/PREFIX_LEN``.
 
 from __future__ import annotations
 
-import json
 from typing import Mapping, Optional
 
 from ..errors import Rejected
 from ..model import Binding
 from ._fastip import network as parse_network
-from . import Format, register
+from . import Format, load_json_object, register
 from ._dhcp import hexid, subscriber
 from ._time import check_range, epoch_ms
 
@@ -98,16 +97,7 @@ def _lease(env: Mapping[str, str], p: str, fam: str, action: str, hook: str,
 
 def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
           **_context: object) -> list[Binding]:
-    if len(record) > MAX_RECORD_BYTES:
-        raise Rejected("oversized", f"record larger than {MAX_RECORD_BYTES} bytes")
-    try:
-        obj = json.loads(record)
-    except RecursionError:
-        raise Rejected("bad-json", "JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):
-        raise Rejected("bad-json", "record is not valid UTF-8 JSON") from None
-    if not isinstance(obj, dict):
-        raise Rejected("bad-json", "record is not a JSON object")
+    obj = load_json_object(record, MAX_RECORD_BYTES)
     env: dict[str, str] = {}
     for k, v in obj.items():
         if isinstance(v, bool) or not isinstance(v, (str, int)):

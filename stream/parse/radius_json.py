@@ -7,27 +7,17 @@ arrays and non-scalar values are rejected: RADIUS attributes are flat.
 
 from __future__ import annotations
 
-import json
 
 from ..errors import Rejected
 from ..model import Binding
-from . import Format, register
+from . import Format, load_json_object, register
 from ._radius import bindings_from_attributes
 
 MAX_RECORD_BYTES = 64 * 1024
 
 
 def parse(record: bytes, *, operator: str, identity: str = "User-Name", **_context: object) -> list[Binding]:
-    if len(record) > MAX_RECORD_BYTES:
-        raise Rejected("oversized", f"record larger than {MAX_RECORD_BYTES} bytes")
-    try:
-        obj = json.loads(record)
-    except RecursionError:
-        raise Rejected("bad-json", "JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):
-        raise Rejected("bad-json", "record is not valid UTF-8 JSON") from None
-    if not isinstance(obj, dict):
-        raise Rejected("bad-json", "record is not a JSON object")
+    obj = load_json_object(record, MAX_RECORD_BYTES)
     attrs: dict[str, str | int] = {}
     for k, v in obj.items():
         if isinstance(v, bool) or not isinstance(v, (str, int)):
