@@ -337,7 +337,8 @@ class Metrics:
 
         The read offset is the offset of the last record handed to an agent (Faust's
         consumer), the high-water mark the next offset to be written; a caught-up partition
-        has lag 0.  Partitions not read yet count from the committed offset."""
+        has lag 0.  Partitions not read yet count from the committed offset, and with neither
+        from offset 0 — every assigned partition has a series, so "no series" never hides lag."""
         app = self.p.app
         out: dict[tuple[str, int], int] = {}
         try:
@@ -363,9 +364,10 @@ class Metrics:
                 done = r + 1
             else:
                 c = committed.get(tp) if hasattr(committed, "get") else None
-                if c is None:
-                    continue
-                done = c
+                # nothing read and nothing committed yet: the group starts from the earliest
+                # offset, so everything up to the high-water mark is still to read (an upper
+                # bound where retention has already removed the oldest segments)
+                done = c if c is not None else 0
             out[(tp.topic, tp.partition)] = max(0, hw - done)
         return out
 

@@ -295,7 +295,11 @@ def test_legal_hold_keeps_a_mapping_past_its_ttl_until_released(worker_factory, 
 
     rel = cli("hold", "release", hold_id, "--prefix", T.prefix, "--bootstrap", bootstrap, "--wait", "60")
     assert rel.returncode == 0, rel.stderr
-    wait_for(lambda: look()[0] == [], timeout_s=60, what="the released mapping expires")
+    try:  # released: the sweeper's next hold re-check (5 s) drops it
+        wait_for(lambda: look()[0] == [], timeout_s=120, what="the released mapping expires")
+    except AssertionError as e:  # say what the worker saw (CI once timed out here, unexplained)
+        seen = [ln for ln in w.log().splitlines() if any(k in ln for k in ("holds", "sweeper", "ERROR", "WARN"))]
+        raise AssertionError(f"{e}; worker log:\n" + "\n".join(seen[-40:])) from None
     again = cli("hold", "release", hold_id, "--prefix", T.prefix, "--bootstrap", bootstrap, "--wait", "60")
     assert again.returncode == 2 and "unknown-hold" in again.stderr
 
