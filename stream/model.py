@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import socket
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Optional, Union
 
 from .errors import Rejected
@@ -30,8 +32,16 @@ ACTIONS = ("start", "update", "stop", "reset")
 BINDING_SCHEMA_VERSION = 1
 
 
+_AF_INET = socket.AF_INET
+_pton = socket.inet_pton
+_ntop = socket.inet_ntop
+_new = object.__new__
+
+
 def ip_text(net: IPNetwork) -> str:
     """Compressed canonical text: the bare address for /32 and /128, ``addr/len`` otherwise."""
+    if type(net) is IPv4Network and net._prefixlen == 32:  # the common case, without ipaddress's str()
+        return _ntop(_AF_INET, net.network_address._ip.to_bytes(4, "big"))
     if net.prefixlen == net.max_prefixlen:
         return str(net.network_address)
     return net.with_prefixlen
@@ -60,9 +70,81 @@ def parse_network(text: str, *, field: str = "address") -> IPNetwork:
         raise Rejected("bad-address", f"{field} is not an IP address or prefix") from None
 
 
-@dataclass(frozen=True, slots=True)
+# -- fast path for the common case: a dotted quad ---------------------------------------------
+#
+# ``ipaddress`` text parsing and ``IPv4Network.__init__`` were the largest single cost of the
+# parsers (benchmarks/bench_parsers.py): ~4 µs for ``IPv4Network(inet_pton(...))`` alone.  glibc's
+# ``inet_pton`` accepts exactly the dotted quads ``ipaddress`` accepts (four decimal octets, no
+# leading zeros, no whitespace), and a /32 ``IPv4Network`` is four instance attributes, so plain
+# IPv4 text builds them directly.  The result is checked against ``IPv4Network`` at import time
+# (any difference → the normal constructor is used).  Everything else — IPv6, prefixes, odd
+# input — goes through ``parse_network`` unchanged.
+
+_MASK32 = IPv4Network._make_netmask(32)[0]  # ipaddress's cached /32 netmask object
+
+
+def _v4_host_fast(n: int) -> IPv4Network:
+    a = _new(IPv4Address)
+    a._ip = n
+    net = _new(IPv4Network)
+    net.__dict__ = {"network_address": a, "netmask": _MASK32, "_prefixlen": 32,
+                    "hosts": lambda: [IPv4Address(n)]}
+    return net
+
+
+def _v4_host_slow(n: int) -> IPv4Network:
+    return IPv4Network(n)
+
+
+def _fast_v4_is_exact() -> bool:
+    try:
+        for n in (0, 1, 0x64400102, 0xFFFFFFFF):
+            fast, slow = _v4_host_fast(n), IPv4Network(n)
+            if (fast != slow or hash(fast) != hash(slow) or str(fast) != str(slow)
+                    or vars(fast).keys() != vars(slow).keys() or fast.hosts() != slow.hosts()
+                    or fast.netmask is not slow.netmask or fast.prefixlen != 32
+                    or fast.broadcast_address != slow.broadcast_address):
+                return False
+        return True
+    except Exception:  # a future ipaddress with another layout
+        return False
+
+
+_v4_host = _v4_host_fast if _fast_v4_is_exact() else _v4_host_slow
+
+#: text → network; bounded, simply cleared when full (addresses repeat: every interim update
+#: and lease renewal names the same address again).  Networks are immutable: sharing is safe.
+_NET_CACHE: dict[str, IPNetwork] = {}
+_NET_CACHE_MAX = 1 << 16
+
+
+def network(text: str, *, field: str = "address") -> IPNetwork:
+    """``parse_network`` (same rules, same rejections), cached, with a fast path for IPv4."""
+    if type(text) is not str:
+        return parse_network(text, field=field)
+    net = _NET_CACHE.get(text)
+    if net is not None:
+        return net
+    if 7 <= len(text) <= 15 and ":" not in text and "/" not in text:
+        try:
+            net = _v4_host(int.from_bytes(_pton(_AF_INET, text), "big"))
+        except (OSError, ValueError):
+            net = parse_network(text, field=field)  # stripped text, or the proper rejection
+    else:
+        net = parse_network(text, field=field)
+    if len(_NET_CACHE) >= _NET_CACHE_MAX:
+        _NET_CACHE.clear()
+    _NET_CACHE[text] = net
+    return net
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Binding:
-    """One fact about who holds an address, normalised from any input format."""
+    """One fact about who holds an address, normalised from any input format.
+
+    Frozen and slotted; ``__init__`` (generated below from these fields, keyword or positional,
+    same defaults) validates every instance the same way, whoever builds it.
+    """
 
     kind: str
     action: str
@@ -107,41 +189,107 @@ class Binding:
     # -- text edges ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON contract of ``ipanon parse`` (and of the bindings topic)."""
-        d: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "ip":
-                v = ip_text(v) if v is not None else None
-            elif f.name == "inside_ip":
-                v = str(v) if v is not None else None
-            d[f.name] = v
-        return d
+        """The JSON contract of ``ipanon parse`` (and of the bindings topic): every field, in
+        declaration order; ``ip`` and ``inside_ip`` as text."""
+        return _to_dict(self)
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        return _dumps(_to_dict(self)).encode()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Binding":
         try:
-            kw = {f.name: d.get(f.name) for f in dataclasses.fields(cls)}
+            kw = {name: d.get(name) for name in FIELDS}
             if kw["ip"] is not None:
-                kw["ip"] = parse_network(kw["ip"], field="ip")
+                kw["ip"] = network(kw["ip"], field="ip")
             if kw["inside_ip"] is not None:
-                kw["inside_ip"] = ipaddress.ip_address(kw["inside_ip"])
+                kw["inside_ip"] = _address(kw["inside_ip"])
             return cls(**kw)
         except (TypeError, ValueError) as e:
             raise Rejected("bad-binding", type(e).__name__) from None
 
     @classmethod
     def from_json(cls, raw: bytes) -> "Binding":
-        try:
-            d = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise Rejected("bad-json", "binding is not JSON") from None
+        d = loads_json(raw, "binding is not JSON", "binding is not JSON")
         if not isinstance(d, dict):
             raise Rejected("bad-binding", "binding is not a JSON object")
         return cls.from_dict(d)
 
     def __repr__(self) -> str:  # never print raw identifiers by accident (logs, tracebacks)
         return f"Binding(kind={self.kind!r}, action={self.action!r}, operator={self.operator!r}, at_ms={self.at_ms})"
+
+
+#: Field names in declaration order (the key order of ``to_dict``).
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Binding))
+
+
+def _generate() -> None:
+    """``Binding.__init__`` and ``_to_dict``, generated from the fields.
+
+    The ``__init__`` that ``dataclass(frozen=True)`` writes stores each field through
+    ``object.__setattr__``; storing through the slot descriptors directly is about twice as
+    fast, and Binding construction is on every parser's hot path.  Same signature, same
+    defaults, same validation (``__post_init__``).  ``_to_dict`` is a dict display instead of a
+    loop over ``dataclasses.fields()``.
+    """
+    fields = dataclasses.fields(Binding)
+    params = ", ".join(f.name if f.default is dataclasses.MISSING else f"{f.name}={f.default!r}"
+                       for f in fields)
+    ns: dict[str, Any] = {"ip_text": ip_text}
+    init = [f"def __init__(self, {params}):"]
+    for f in fields:
+        ns[f"_set_{f.name}"] = getattr(Binding, f.name).__set__
+        init.append(f"    _set_{f.name}(self, {f.name})")
+    init.append("    self.__post_init__()")
+    items = []
+    for f in fields:
+        if f.name == "ip":
+            items.append("'ip': None if b.ip is None else ip_text(b.ip)")
+        elif f.name == "inside_ip":
+            items.append("'inside_ip': None if b.inside_ip is None else str(b.inside_ip)")
+        else:
+            items.append(f"{f.name!r}: b.{f.name}")
+    to_dict = "def _to_dict(b):\n    return {" + ", ".join(items) + "}"
+    exec("\n".join(init) + "\n\n" + to_dict, ns)  # noqa: S102 - our own field names only
+    init_fn = ns["__init__"]
+    init_fn.__qualname__ = "Binding.__init__"
+    Binding.__init__ = init_fn  # type: ignore[method-assign]
+    globals()["_to_dict"] = ns["_to_dict"]
+
+
+_to_dict: Any = None
+_generate()
+
+#: ``json.dumps(d, separators=(",", ":"))`` builds a new encoder per call; this is that encoder.
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
+
+
+def loads_json(raw: bytes, what: str, too_deep: str) -> Any:
+    """``json.loads(raw)`` with the rejections of the JSON edges (``bad-json``).
+
+    ``json.loads`` on bytes sniffs the encoding (UTF-16/32 by NUL bytes, UTF-8 BOM) and decodes
+    with ``surrogatepass``; a record that starts with ``{`` followed by a non-NUL byte is UTF-8
+    by that sniffing, so it is decoded here directly and everything else goes through
+    ``json.loads`` itself — same result, same errors, without the sniffing on every record.
+    ``what``/``too_deep``: the details of the two rejections.
+    """
+    try:
+        if raw[:1] == b"{" and raw[1:2] != b"\x00" and type(raw) is bytes:
+            return _decode(raw.decode("utf-8", "surrogatepass"))
+        return json.loads(raw)
+    except RecursionError:
+        raise Rejected("bad-json", too_deep) from None
+    except (ValueError, UnicodeDecodeError):
+        raise Rejected("bad-json", what) from None
+
+
+def _address(v: Any) -> IPAddress:
+    """``ipaddress.ip_address(v)``, through the network cache for address text."""
+    if type(v) is str and "/" not in v and v.strip() == v and "%" not in v:
+        try:
+            net = network(v, field="inside_ip")
+        except Rejected:
+            raise ValueError("not an address") from None
+        return net.network_address
+    return ipaddress.ip_address(v)

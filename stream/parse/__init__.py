@@ -24,12 +24,11 @@ record on Kafka always parses on its own.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from ..errors import Rejected
-from ..model import Binding
+from ..model import Binding, loads_json
 
 Parser = Callable[..., list]
 Framer = Callable[[Iterable[bytes]], Iterator[bytes]]
@@ -48,13 +47,8 @@ def load_json_object(record: bytes, max_bytes: int) -> dict:
     ``bad-json`` for invalid UTF-8/JSON, nesting too deep for the decoder, or a non-object."""
     if len(record) > max_bytes:
         raise Rejected("oversized", f"record larger than {max_bytes} bytes")
-    try:
-        obj = json.loads(record)
-    except RecursionError:
-        raise Rejected("bad-json", "JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):
-        raise Rejected("bad-json", "record is not valid UTF-8 JSON") from None
-    if not isinstance(obj, dict):
+    obj = loads_json(record, "record is not valid UTF-8 JSON", "JSON nested too deeply")
+    if type(obj) is not dict:
         raise Rejected("bad-json", "record is not a JSON object")
     return obj
 
