@@ -38,6 +38,13 @@ _ntop = socket.inet_ntop
 _new = object.__new__
 
 
+def address_text(addr: IPAddress) -> str:
+    """``str(addr)``, without ``ipaddress``'s Python-level formatting for IPv4."""
+    if type(addr) is IPv4Address:
+        return _ntop(_AF_INET, addr._ip.to_bytes(4, "big"))
+    return str(addr)
+
+
 def ip_text(net: IPNetwork) -> str:
     """Compressed canonical text: the bare address for /32 and /128, ``addr/len`` otherwise."""
     if type(net) is IPv4Network and net._prefixlen == 32:  # the common case, without ipaddress's str()

@@ -24,11 +24,12 @@ import calendar
 import re
 import time
 from datetime import datetime
+from ipaddress import IPv4Network
 from typing import Mapping, Optional, Union
 
 from ..errors import Rejected
 from ..model import Binding
-from ._fastip import network as parse_network
+from ._fastip import address_text, network as parse_network
 
 STATUS = {
     "start": "start", "1": "start",
@@ -101,10 +102,11 @@ def parse_event_time(v: Value) -> int:
     return ms
 
 
-def _int_attr(attrs: Mapping[str, Value], name: str) -> Optional[int]:
-    v = attrs.get(name)
+def _int_value(v: Optional[Value], name: str) -> Optional[int]:
     if v is None:
         return None
+    if type(v) is int and 0 <= v < 4_294_967_296:  # the common case, checked first
+        return v
     if isinstance(v, bool):
         raise Rejected("bad-attribute", f"{name} is not an integer")
     if isinstance(v, int):
@@ -119,26 +121,44 @@ def _int_attr(attrs: Mapping[str, Value], name: str) -> Optional[int]:
     return n
 
 
+def _int_attr(attrs: Mapping[str, Value], name: str) -> Optional[int]:
+    return _int_value(attrs.get(name), name)
+
+
 def _octets(attrs: Mapping[str, Value], direction: str) -> Optional[int]:
-    lo = _int_attr(attrs, f"Acct-{direction}-Octets")
-    hi = _int_attr(attrs, f"Acct-{direction}-Gigawords")
+    lo_name, hi_name = _OCTETS[direction]
+    lo = _int_value(attrs.get(lo_name), lo_name)
+    hi = _int_value(attrs.get(hi_name), hi_name)
     if lo is None and hi is None:
         return None
     return (lo or 0) + ((hi or 0) << 32)
 
 
-def _str_attr(attrs: Mapping[str, Value], name: str) -> Optional[str]:
-    v = attrs.get(name)
+_OCTETS = {d: (f"Acct-{d}-Octets", f"Acct-{d}-Gigawords") for d in ("Input", "Output")}
+
+
+def _str_value(v: Optional[Value]) -> Optional[str]:
     if v is None:
         return None
-    s = _text(v).strip()
+    s = (v if isinstance(v, str) else str(v)).strip()
     return s or None
+
+
+def _str_attr(attrs: Mapping[str, Value], name: str) -> Optional[str]:
+    return _str_value(attrs.get(name))
+
+
+def _event_ms(v: Value) -> int:
+    if type(v) is int and MIN_EVENT_MS <= v * 1000 < MAX_EVENT_MS:  # epoch seconds: the common case
+        return v * 1000
+    return parse_event_time(v)
 
 
 def bindings_from_attributes(
     attrs: Mapping[str, Value], *, operator: str, identity: str = "User-Name"
 ) -> list[Binding]:
-    status_raw = attrs.get("Acct-Status-Type")
+    get = attrs.get
+    status_raw = get("Acct-Status-Type")
     if status_raw is None:
         raise Rejected("missing-attribute", "Acct-Status-Type is missing")
     action = STATUS.get(_text(status_raw).strip().lower())
@@ -146,17 +166,16 @@ def bindings_from_attributes(
         raise Rejected("unsupported-status", "Acct-Status-Type is not Start/Interim/Stop/On/Off")
 
     if "Event-Timestamp" in attrs:
-        at_ms = parse_event_time(attrs["Event-Timestamp"])
+        at_ms = _event_ms(attrs["Event-Timestamp"])
     elif "Timestamp" in attrs:
         at_ms = parse_event_time(attrs["Timestamp"]) - 1000 * (_int_attr(attrs, "Acct-Delay-Time") or 0)
     else:
         raise Rejected("missing-timestamp", "neither Event-Timestamp nor Timestamp present")
 
-    nas_ip = _str_attr(attrs, "NAS-IP-Address") or _str_attr(attrs, "NAS-IPv6-Address")
+    nas_ip = _str_value(get("NAS-IP-Address")) or _str_value(get("NAS-IPv6-Address"))
     if nas_ip is not None:
-        nas_net = parse_network(nas_ip, field="NAS-IP-Address")
-        nas_ip = str(nas_net.network_address)
-    nas = nas_ip or _str_attr(attrs, "NAS-Identifier")
+        nas_ip = address_text(parse_network(nas_ip, field="NAS-IP-Address").network_address)
+    nas = nas_ip or _str_value(get("NAS-Identifier"))
     if nas is None:
         raise Rejected("missing-attribute", "NAS-IP-Address and NAS-Identifier both missing")
 
@@ -164,30 +183,29 @@ def bindings_from_attributes(
         return [Binding(kind="radius", action="reset", operator=operator, ip=None,
                         subscriber=None, session=None, nas=nas, at_ms=at_ms)]
 
-    subscriber = _str_attr(attrs, identity)
+    subscriber = _str_value(get(identity))
     if subscriber is None:
         raise Rejected("missing-identity", f"identity attribute {identity} is missing")
-    sid = _str_attr(attrs, "Acct-Session-Id")
+    sid = _str_value(get("Acct-Session-Id"))
     if sid is None:
         raise Rejected("missing-attribute", "Acct-Session-Id is missing")
     session = f"{nas}/{sid}"
-    common = dict(
-        kind="radius", action=action, operator=operator, subscriber=subscriber,
-        session=session, nas=nas, at_ms=at_ms,
-        octets_in=_octets(attrs, "Input"), octets_out=_octets(attrs, "Output"),
-        session_time_s=_int_attr(attrs, "Acct-Session-Time"),
-    )
+    octets_in = _octets(attrs, "Input")
+    octets_out = _octets(attrs, "Output")
+    session_time_s = _int_value(get("Acct-Session-Time"), "Acct-Session-Time")
     out: list[Binding] = []
     for name in ADDRESS_ATTRS:
-        v = _str_attr(attrs, name)
+        v = _str_value(get(name))
         if v is None or v in _IGNORED_V4:
             continue
         net = parse_network(v, field=name)
         if name == "Framed-IPv6-Address" and net.prefixlen != 128:
             raise Rejected("bad-address", "Framed-IPv6-Address must be a single address")
-        if name == "Framed-IP-Address" and net.version != 4:
+        if name == "Framed-IP-Address" and type(net) is not IPv4Network:
             raise Rejected("bad-address", "Framed-IP-Address must be IPv4")
-        out.append(Binding(ip=net, **common))
+        out.append(Binding(kind="radius", action=action, operator=operator, ip=net, subscriber=subscriber,
+                           session=session, nas=nas, at_ms=at_ms, octets_in=octets_in,
+                           octets_out=octets_out, session_time_s=session_time_s))
     if not out:
         raise Rejected("no-address", "no Framed-IP/IPv6 address or prefix in the record")
     return out

@@ -7,7 +7,6 @@ arrays and non-scalar values are rejected: RADIUS attributes are flat.
 
 from __future__ import annotations
 
-
 from ..errors import Rejected
 from ..model import Binding
 from . import Format, load_json_object, register
@@ -17,7 +16,17 @@ MAX_RECORD_BYTES = 64 * 1024
 
 
 def parse(record: bytes, *, operator: str, identity: str = "User-Name", **_context: object) -> list[Binding]:
-    obj = load_json_object(record, MAX_RECORD_BYTES)
+    attrs = load_json_object(record, MAX_RECORD_BYTES)
+    if not _PLAIN.issuperset(map(type, attrs.values())):  # one pass in C; the rest only when needed
+        attrs = _coerce(attrs)
+    return bindings_from_attributes(attrs, operator=operator, identity=identity)
+
+
+_PLAIN = frozenset({str, int})
+
+
+def _coerce(obj: dict) -> dict[str, str | int]:
+    """Integral floats (``300.0``) become ints; booleans, null, fractions, arrays, objects → reject."""
     attrs: dict[str, str | int] = {}
     for k, v in obj.items():
         if isinstance(v, bool) or not isinstance(v, (str, int)):
@@ -26,7 +35,7 @@ def parse(record: bytes, *, operator: str, identity: str = "User-Name", **_conte
             else:
                 raise Rejected("bad-attribute", "attribute values must be strings or integers")
         attrs[k] = v
-    return bindings_from_attributes(attrs, operator=operator, identity=identity)
+    return attrs
 
 
 register(Format("radius-json", parse, family="radius",
