@@ -6,12 +6,16 @@ what they copied; so every table value is sealed (AES-256-GCM, ``stream.keyring`
 key of the *epoch in which its last interval expires*, and that epoch key is destroyed shortly
 after the epoch ends.  Any copy left anywhere is then unreadable.
 
-- Table key: ``<operator>|<slot>|<key id>`` where key id = HMAC(index key, address text)
-  (``Keyring.key_id``): no address appears in a key.  (IPv4 key ids can be inverted by anyone
-  holding the index key by trying all 2^32 addresses — which is why the *values*, which hold
-  the subscriber, are what we seal.)
-- Value: ``Keyring.seal(net_text + "\\n" + intervals_json, epoch, aad=table key)`` with the
-  epoch containing ``max(latest expiry of its intervals, now + period)`` (so a value is never
+- Table key: ``<operator> "|" <slot tag> <key id>`` (``stream.intervals.keyed_table_key``):
+  slot tag ``i`` (address slots) or ``n`` (NAT port blocks), key id = the 16 bytes of
+  HMAC(index key, address text) (``Keyring.key_id``): no address appears in a key, and the
+  operator is read back with ``stream.intervals.operator_of``.  (IPv4 key ids can be inverted
+  by anyone holding the index key by trying all 2^32 addresses — which is why the *values*,
+  which hold the subscriber, are what we seal.)
+- Value: ``Keyring.seal(stream.intervals.encode_value(network, intervals), epoch, aad=table
+  key)`` — the binary format 2 of ``stream.intervals`` (a version byte, the network as a
+  length and its 4/16 address bytes, the intervals without JSON punctuation) — with the epoch
+  containing ``max(latest expiry of its intervals, now + period)`` (so a value is never
   sealed under a key about to be destroyed).  Legal holds: the sweeper re-seals held values
   every recheck, so their epoch moves forward with the hold.
 - Destruction: epochs ending more than ``grace_ms`` ago are destroyed on every sweep:
@@ -37,9 +41,9 @@ from pathlib import Path
 from typing import Optional
 
 from stream import intervals as iv
-from stream.errors import ConfigError, CryptoError
+from stream.errors import ConfigError, CryptoError, Rejected
 from stream.keyring import Keyring, epoch_bounds, epoch_of
-from stream.model import IPNetwork, ip_text, parse_network
+from stream.model import IPNetwork, ip_text
 
 _HEADER = struct.Struct(">QQ")
 PURPOSE = "lawful_access"
@@ -64,7 +68,7 @@ class Vault:
         self.period_ms = period_ms
         self.grace_ms = grace_ms
         self.shredded_epochs = 0
-        self._prefix = {slot: f"{operator}|{slot}|".encode() for slot in ("ip", "nat")}
+        self._prefix = {slot: iv.keyed_table_key(operator, slot, b"") for slot in iv.SLOT_TAGS}
 
     def __repr__(self) -> str:
         return f"Vault({self.operator!r}, oldest_epoch={self.ring.oldest_epoch})"
@@ -96,18 +100,21 @@ class Vault:
     # -- keys and values ----------------------------------------------------------------------
 
     def key(self, slot: str, net: IPNetwork) -> bytes:
-        return self._prefix[slot] + self.ring.key_id(ip_text(net)).encode()
+        return self._prefix[slot] + bytes.fromhex(self.ring.key_id(ip_text(net)))
 
     def seal(self, key: bytes, net: IPNetwork, ivs: iv.Intervals, *, until_ms: int, now_ms: int) -> bytes:
         epoch = self.epoch_at(max(until_ms, now_ms + self.period_ms))
-        plaintext = ip_text(net).encode() + b"\n" + iv.encode(ivs)
-        return self.ring.seal(plaintext, epoch, aad=key)
+        return self.ring.seal(iv.encode_value(net, ivs), epoch, aad=key)
 
     def open(self, key: bytes, raw: bytes) -> tuple[IPNetwork, iv.Intervals]:
-        """Raises ``CryptoError`` when the value's epoch key is destroyed (or it was tampered)."""
+        """Raises ``CryptoError`` when the value's epoch key is destroyed, it was tampered with,
+        or it opens to something that is not a format-2 value (a table written by a release
+        before format 2: such values are treated as unreadable and tombstoned by the sweeper)."""
         plaintext = self.ring.open(raw, aad=key)
-        net_text, _, body = plaintext.partition(b"\n")
-        return parse_network(net_text.decode()), iv.decode(body)
+        try:
+            return iv.decode_value(plaintext)
+        except Rejected as e:
+            raise CryptoError(f"sealed table value does not decode: {e.detail}") from None
 
     # -- epochs -------------------------------------------------------------------------------
 

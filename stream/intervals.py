@@ -1,7 +1,9 @@
 """Who held an address (or a NAT port block) when: half-open intervals per table key.
 
 A table key names one address slot of one operator: ``<operator>|ip|<address or prefix>`` for
-RADIUS/DHCP bindings and ``<operator>|nat|<public address>`` for CGNAT port blocks.  Its value
+RADIUS/DHCP bindings and ``<operator>|nat|<public address>`` for CGNAT port blocks
+(``table_key``; the worker stores the keyed form ``keyed_table_key``, which holds a keyed hash
+of the address instead of the address).  Its value
 is a tuple of ``Interval`` sorted by start.  Everything here is a pure function of
 (intervals, binding) or (intervals, query); time is an argument.
 
@@ -37,7 +39,7 @@ hold, which ``sweep`` keeps.
 from __future__ import annotations
 
 import ipaddress
-import json
+import re
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -304,22 +306,315 @@ def during(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: Opt
 
 
 # -- codec ----------------------------------------------------------------------------------
+#
+# Format 2 (binary; format 1 was JSON ``{"v":1,"i":[…]}``, whose first byte is ``{``).  All
+# integers are LEB128 varints, signed ones zigzag-mapped (0, -1, 1, -2 … → 0, 1, 2, 3 …):
+#
+#   value     = version:0x02  network  count:uvarint  interval*count
+#   network   = 0xFF                           (no network: ``encode``)
+#             | tag:u8  address-bytes          tag 0..32 = IPv4 /tag, 64..192 = IPv6 /(tag-64);
+#                                              the network address's first ceil(len/8) bytes
+#   interval  = flags:u8
+#               start:svarint                  minus the previous interval's start (first: 0)
+#               [end:svarint]                  minus start            (flags & 0x01)
+#               last:svarint                   minus start
+#               [until:svarint]                minus start            (flags & 0x08)
+#               [port_first:svarint  port_last:svarint minus port_first]  (flags & 0x10)
+#               holder:text
+#               [session:text]                 (flags & 0x02); with flags & 0x40 it is only
+#                                              what follows "<nas>/" (RADIUS: <nas>/<session id>)
+#               [nas:text]                     (flags & 0x04)
+#               held = flags & 0x20; flags & 0x80 must be 0
+#   text      = header:uvarint (length << 2 | kind)  payload:length bytes
+#               kind 0 UTF-8; 1 an address (4 or 16 bytes; the text is its canonical form:
+#               dotted quad, or Python's compressed IPv6); 2 lower-case hex; 3 upper-case hex
+#
+# A RADIUS session with a 20-character subscriber and an 8-hex-digit session id encodes to
+# ≈ 50 bytes with its network (≈ 135 as JSON).  ``decode``/``decode_value`` raise ``Rejected``
+# ("bad-value") for anything that is not a complete format-2 value, never another exception.
 
-_FIELDS = ("start_ms", "end_ms", "holder", "session", "nas", "last_ms", "until_ms",
-           "port_first", "port_last", "held")
+FORMAT_VERSION = 0x02
+_NO_NET = 0xFF
+_F_END, _F_SESSION, _F_NAS, _F_UNTIL, _F_PORTS, _F_HELD, _F_SESSION_AFTER_NAS = 1, 2, 4, 8, 16, 32, 64
+_T_UTF8, _T_ADDR, _T_HEX, _T_HEX_UPPER = 0, 1, 2, 3
+_INT_LIMIT = 1 << 63
+_HEX = re.compile(r"(?:[0-9a-f][0-9a-f])+|(?:[0-9A-F][0-9A-F])+")
+_NAS_CACHE: dict[str, bytes] = {}
+_NAS_CACHE_MAX = 4096
+
+
+def _uvarint(out: bytearray, v: int) -> None:
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def _svarint(out: bytearray, v: int) -> None:
+    if v >= 0:
+        if v >= _INT_LIMIT:
+            raise ValueError("interval field out of the 64-bit range")
+        v <<= 1
+    else:
+        if v < -_INT_LIMIT:
+            raise ValueError("interval field out of the 64-bit range")
+        v = (~v << 1) | 1
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def _packed_address(s: str) -> Optional[bytes]:
+    """The 4 or 16 bytes of ``s`` if ``s`` is an address in canonical text form, else None."""
+    if s.count(".") == 3 and s[:1].isdigit() and ":" not in s:
+        try:
+            packed = ipaddress.IPv4Address(s).packed
+        except ValueError:
+            return None
+        return packed if ".".join(map(str, packed)) == s else None
+    if ":" in s and ("::" in s or s.count(":") == 7) and "%" not in s:
+        try:
+            a = ipaddress.IPv6Address(s)
+        except ValueError:
+            return None
+        return a.packed if str(a) == s else None
+    return None
+
+
+def _text(out: bytearray, s: str, try_address: bool) -> None:
+    if try_address and 7 <= len(s) <= 39:
+        packed = _packed_address(s)
+        if packed is not None:
+            out.append(len(packed) << 2 | _T_ADDR)
+            out += packed
+            return
+    if _HEX.fullmatch(s):
+        b = bytes.fromhex(s)
+        _uvarint(out, len(b) << 2 | (_T_HEX if s.islower() or s.isdigit() else _T_HEX_UPPER))
+        out += b
+        return
+    b = s.encode("utf-8")
+    _uvarint(out, len(b) << 2 | _T_UTF8)
+    out += b
+
+
+def _nas_text(s: str) -> bytes:
+    b = _NAS_CACHE.get(s)
+    if b is None:
+        buf = bytearray()
+        _text(buf, s, True)
+        b = bytes(buf)
+        if len(_NAS_CACHE) >= _NAS_CACHE_MAX:
+            _NAS_CACHE.clear()
+        _NAS_CACHE[s] = b
+    return b
+
+
+def _network_bytes(net: Optional[IPNetwork]) -> bytes:
+    if net is None:
+        return bytes((_NO_NET,))
+    p = net.prefixlen
+    return bytes((p if net.version == 4 else 64 + p,)) + net.network_address.packed[:(p + 7) >> 3]
+
+
+def _encode(net: Optional[IPNetwork], intervals: Intervals) -> bytes:
+    out = bytearray((FORMAT_VERSION,))
+    out += _network_bytes(net)
+    _uvarint(out, len(intervals))
+    prev = 0
+    for i in intervals:
+        start, end, until, session, nas = i.start_ms, i.end_ms, i.until_ms, i.session, i.nas
+        flags = 0
+        if end is not None:
+            flags |= _F_END
+        if session is not None:
+            flags |= _F_SESSION
+            if nas is not None and session.startswith(nas) and session[len(nas):len(nas) + 1] == "/":
+                flags |= _F_SESSION_AFTER_NAS
+                session = session[len(nas) + 1:]
+        if nas is not None:
+            flags |= _F_NAS
+        if until is not None:
+            flags |= _F_UNTIL
+        if i.port_first is not None:
+            flags |= _F_PORTS
+        if i.held:
+            flags |= _F_HELD
+        out.append(flags)
+        _svarint(out, start - prev)
+        prev = start
+        if end is not None:
+            _svarint(out, end - start)
+        _svarint(out, i.last_ms - start)
+        if until is not None:
+            _svarint(out, until - start)
+        if flags & _F_PORTS:
+            _svarint(out, i.port_first)  # type: ignore[arg-type]
+            _svarint(out, i.port_last - i.port_first)  # type: ignore[operator]
+        _text(out, i.holder, True)
+        if session is not None:
+            _text(out, session, False)
+        if nas is not None:
+            out += _nas_text(nas)
+    return bytes(out)
 
 
 def encode(intervals: Intervals) -> bytes:
-    """Version 1: JSON ``{"v":1,"i":[[start,end,holder,session,nas,last,until,pf,pl,held],…]}``."""
-    return json.dumps({"v": 1, "i": [[getattr(iv, f) for f in _FIELDS] for iv in intervals]},
-                      separators=(",", ":")).encode()
+    """Format 2 without a network (see the layout above)."""
+    return _encode(None, intervals)
+
+
+def encode_value(net: IPNetwork, intervals: Intervals) -> bytes:
+    """Format 2 with the key's network: what the vault seals as a table value."""
+    return _encode(net, intervals)
+
+
+class _Bad(Exception):
+    pass
+
+
+def _uv(raw: bytes, pos: int) -> tuple[int, int]:
+    b = raw[pos]
+    if b < 0x80:
+        return b, pos + 1
+    v = b & 0x7F
+    shift = 7
+    pos += 1
+    while True:
+        b = raw[pos]
+        pos += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            return v, pos
+        shift += 7
+        if shift > 63:
+            raise _Bad("varint longer than 10 bytes")
+
+
+def _sv(raw: bytes, pos: int) -> tuple[int, int]:
+    v, pos = _uv(raw, pos)
+    return (-(v >> 1) - 1 if v & 1 else v >> 1), pos
+
+
+def _text_at(raw: bytes, pos: int) -> tuple[str, int]:
+    h, pos = _uv(raw, pos)
+    end = pos + (h >> 2)
+    if end > len(raw):
+        raise _Bad("text runs past the end")
+    chunk = raw[pos:end]
+    kind = h & 3
+    if kind == _T_UTF8:
+        return chunk.decode("utf-8"), end
+    if kind == _T_ADDR:
+        if len(chunk) == 4:
+            return ".".join(map(str, chunk)), end
+        if len(chunk) == 16:
+            return str(ipaddress.IPv6Address(chunk)), end
+        raise _Bad("address text of a bad length")
+    if not chunk:
+        raise _Bad("empty hex text")
+    return (chunk.hex() if kind == _T_HEX else chunk.hex().upper()), end
+
+
+def _network_at(raw: bytes, pos: int) -> tuple[Optional[IPNetwork], int]:
+    tag = raw[pos]
+    pos += 1
+    if tag == _NO_NET:
+        return None, pos
+    if tag <= 32:
+        width, p = 4, tag
+    elif 64 <= tag <= 192:
+        width, p = 16, tag - 64
+    else:
+        raise _Bad("unknown network tag")
+    end = pos + ((p + 7) >> 3)
+    if end > len(raw):
+        raise _Bad("network runs past the end")
+    n = int.from_bytes(raw[pos:end].ljust(width, b"\0"), "big")
+    net = ipaddress.IPv4Network((n, p)) if width == 4 else ipaddress.IPv6Network((n, p))  # strict: no host bits
+    return net, end
+
+
+def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
+    if not isinstance(raw, (bytes, bytearray)):
+        raise Rejected("bad-value", "table value is not bytes")
+    try:
+        if raw[0] != FORMAT_VERSION:
+            raise _Bad(f"unknown format version {raw[0]}")
+        net, pos = _network_at(raw, 1)
+        n, pos = _uv(raw, pos)
+        if n > len(raw):
+            raise _Bad("interval count larger than the value")
+        out = []
+        prev = 0
+        for _ in range(n):
+            flags = raw[pos]
+            pos += 1
+            if flags & 0x80:
+                raise _Bad("unknown interval flag")
+            v, pos = _sv(raw, pos)
+            start = prev = prev + v
+            end = until = pf = pl = session = nas = None
+            if flags & _F_END:
+                v, pos = _sv(raw, pos)
+                end = start + v
+            v, pos = _sv(raw, pos)
+            last = start + v
+            if flags & _F_UNTIL:
+                v, pos = _sv(raw, pos)
+                until = start + v
+            if flags & _F_PORTS:
+                pf, pos = _sv(raw, pos)
+                v, pos = _sv(raw, pos)
+                pl = pf + v
+            holder, pos = _text_at(raw, pos)
+            if flags & _F_SESSION:
+                session, pos = _text_at(raw, pos)
+            if flags & _F_NAS:
+                nas, pos = _text_at(raw, pos)
+            if flags & _F_SESSION_AFTER_NAS:
+                if session is None or nas is None:
+                    raise _Bad("session after nas without both")
+                session = nas + "/" + session
+            out.append(Interval(start, end, holder, session, nas, last, until, pf, pl, bool(flags & _F_HELD)))
+        if pos != len(raw):
+            raise _Bad("trailing bytes")
+    except (_Bad, IndexError, ValueError) as e:  # UnicodeDecodeError and ipaddress errors are ValueErrors
+        detail = str(e) if isinstance(e, _Bad) else ("truncated" if isinstance(e, IndexError) else "bad field")
+        raise Rejected("bad-value", f"not a format-{FORMAT_VERSION} interval value ({detail})") from None
+    return net, tuple(out)
 
 
 def decode(raw: bytes) -> Intervals:
-    d = json.loads(raw)
-    if d.get("v") != 1:
-        raise ValueError("unknown interval encoding version")
-    return tuple(Interval(*row) for row in d["i"])
+    """The intervals of a format-2 value (with or without a network); ``Rejected`` otherwise."""
+    return _decode(raw)[1]
+
+
+def decode_value(raw: bytes) -> tuple[IPNetwork, Intervals]:
+    """(network, intervals) of a value written by ``encode_value``; ``Rejected`` otherwise."""
+    net, ivs = _decode(raw)
+    if net is None:
+        raise Rejected("bad-value", "table value has no network")
+    return net, ivs
+
+
+# -- table keys of the keyed (sealed) table ------------------------------------------------
+
+#: slot → the one byte after ``<operator>|`` in a keyed table key
+SLOT_TAGS = {"ip": b"i", "nat": b"n"}
+KEY_ID_BYTES = 16
+
+
+def keyed_table_key(operator: str, slot: str, key_id: bytes) -> bytes:
+    """``<operator> "|" <slot tag: i or n> <16-byte key id>``: the operator stays readable (and
+    ``operator_of`` cheap); the address is only in the keyed hash (``Keyring.key_id``)."""
+    return operator.encode() + b"|" + SLOT_TAGS[slot] + key_id
+
+
+def operator_of(key: bytes) -> str:
+    """The operator of a table key, keyed or plain (operator names cannot contain ``|``)."""
+    return key.split(b"|", 1)[0].decode("utf-8", "replace")
 
 
 def holders_of(intervals: Sequence[Interval]) -> set[str]:

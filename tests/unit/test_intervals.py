@@ -7,8 +7,9 @@ import ipaddress
 import pytest
 
 from stream.errors import Rejected
-from stream.intervals import (Interval, apply, apply_reset, candidate_keys, decode, during, encode,
-                              expiry_ms, routing_key, sweep, table_key)
+from stream.intervals import (FORMAT_VERSION, Interval, apply, apply_reset, candidate_keys, decode,
+                              decode_value, during, encode, encode_value, expiry_ms, keyed_table_key,
+                              operator_of, routing_key, sweep, table_key)
 from stream.model import Binding
 
 NET = ipaddress.ip_network("100.64.12.34/32")
@@ -128,6 +129,101 @@ def test_sweep_drops_only_expired_and_keeps_held():
 def test_codec_roundtrip():
     ivs, _ = run(rb("start", 1000), rb("start", 5000, sub="bob", session="nas1/s2"))
     assert decode(encode(ivs)) == ivs
+
+
+T = 1_790_000_000_000
+#: one interval of each shape, with every field that has a compact form and every one that has not
+SHAPES = (
+    Interval(T, None, "kund-123456@isp.example", "192.0.2.10/0000ABCD", "192.0.2.10", T + 600_000),
+    Interval(T, T + 5, "bob", "nas-7/3f2a", "nas-7", T + 5),                      # NAS-Identifier
+    Interval(T, None, "01:02:00:aa:bb:cc", None, None, T + 1, T + 3_600_000),      # DHCP lease
+    Interval(T, None, "100.127.0.5", None, "198.51.100.1", T, None, 1024, 2047),   # NAT block
+    Interval(T, None, "2001:db8::7", "x", "2001:db8::1", T, None, 0, 65535, True),  # held, IPv6
+    Interval(-5, 0, "", "", "", -T),                                               # empty texts, negative
+    Interval(T, None, "DEADBEEF", "ABC/abc", "ABC", T),                            # hex texts, odd hex
+    Interval(T, None, "2001:DB8::1", "0123", "::ffff:1.2.3.4", T),                 # non-canonical addresses
+    Interval(T, None, "ünïcode ✓", "s p a c e", "10.0.0.01x", T),
+)
+
+
+@pytest.mark.parametrize("one", SHAPES, ids=range(len(SHAPES)))
+def test_codec_roundtrip_every_shape(one):
+    assert decode(encode((one,))) == (one,)
+    for net in ("100.64.0.1/32", "10.0.0.0/8", "0.0.0.0/0", "2001:db8::1/128", "2001:db8:200::/56", "::/0"):
+        n = ipaddress.ip_network(net)
+        assert decode_value(encode_value(n, (one,))) == (n, (one,))
+    assert decode(encode(SHAPES)) == SHAPES
+
+
+def test_codec_layout_is_compact_and_versioned():
+    raw = encode_value(NET, SHAPES[:1])
+    assert raw[0] == FORMAT_VERSION == 2
+    assert raw[1:6] == bytes([32, 100, 64, 12, 34])                # /32 and the 4 address bytes
+    assert raw[6] == 1                                            # one interval
+    assert len(raw) <= 52                                         # the same as JSON: 140 bytes
+    assert b"192.0.2.10" not in raw and b"0000ABCD" not in raw      # NAS as 4 bytes, id as hex bytes
+    v6 = encode_value(ipaddress.ip_network("2001:db8:200::/56"), ())
+    assert v6 == bytes([2, 64 + 56]) + bytes.fromhex("20010db8020000") + b"\0"   # 7 bytes of a /56, 0 intervals
+    assert decode(encode(())) == ()
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"\x02", b"\x01", b'{"v":1,"i":[]}', b"100.64.0.1\n{}", b"\x02\xff", b"\x02\xff\x01",
+    b"\x02\x21\0\0\0\0\0",                         # network tag 33: neither IPv4 nor IPv6
+    b"\x02\x18\x0a\x00\x01",                          # 10.0.1.0/24 … then no count
+    b"\x02\x10\x0a\x01\x00\x00",                      # 10.1.0.0/16, 0 intervals, a trailing byte
+    b"\x02\x08\x0b\x00\x00",                          # 11.0.0.0/8, 0 intervals, a trailing byte
+    b"\x02\x07\xff\x00",                              # 255.0.0.0/7: host bits set
+    b"\x02\xff\x01\x80\x00\x00\x00",                  # unknown flag bit
+    b"\x02\xff\x01\x00" + b"\xff" * 11 + b"\x00",        # a varint longer than 10 bytes
+    b"\x02\xff\x01\x00\x00\x00\x40\x00",              # holder runs past the end
+    b"\x02\xff\x01\x00\x00\x00\x08\xff\xfe",          # holder is not UTF-8
+    b"\x02\xff\x01\x00\x00\x00\x0d\x01\x02\x03",      # an address of 3 bytes
+    b"\x02\xff\x01\x00\x00\x00\x02",                  # empty hex text
+    b"\x02\xff\x01\x40\x00\x00\x00",                  # session-after-nas without either
+    b"\x02\xff\x7f\x00",                              # count larger than the value
+])
+def test_decode_rejects_garbage_with_a_clear_error(raw):
+    with pytest.raises(Rejected) as e:
+        decode(raw)
+    assert e.value.reason == "bad-value"
+    with pytest.raises(Rejected):
+        decode_value(raw)
+
+
+def test_decode_never_raises_anything_but_rejected_on_mutations():
+    import random
+
+    rng = random.Random(8)
+    good = encode_value(NET, SHAPES)
+    for _ in range(3000):
+        r = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            x = rng.random()
+            if x < 0.5 and r:
+                r[rng.randrange(len(r))] = rng.randrange(256)
+            elif x < 0.75 and r:
+                del r[rng.randrange(len(r)):]
+            else:
+                r.insert(rng.randrange(len(r) + 1), rng.randrange(256))
+        try:
+            net, ivs = decode_value(bytes(r))
+        except Rejected:
+            continue
+        assert all(isinstance(i, Interval) for i in ivs)
+    with pytest.raises(Rejected):
+        decode_value(encode(SHAPES))      # no network where the vault needs one
+    with pytest.raises(ValueError):
+        encode((Interval(2**63, None, "a", last_ms=0),))
+
+
+def test_keyed_table_key_and_operator():
+    kid = bytes(range(0x70, 0x80))        # holds 0x7c, the byte of "|"
+    k = keyed_table_key("connect2ip", "ip", kid)
+    assert k == b"connect2ip|i" + kid and len(k) == 28
+    assert keyed_table_key("op", "nat", kid)[:4] == b"op|n"
+    assert operator_of(k) == "connect2ip"
+    assert operator_of(table_key("junet", "nat", NET).encode()) == "junet"
 
 
 def test_ipv6_prefix_keys_and_routing():

@@ -1,0 +1,75 @@
+"""agents.vault without a broker: keyed table keys, sealed format-2 values, crypto-shredding."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from agents.vault import Vault
+from stream import intervals as iv
+from stream.errors import CryptoError
+
+H = 3_600_000
+T = 1_790_000_000_000
+NET = ipaddress.ip_network("100.64.12.34/32")
+IVS = (iv.Interval(T, None, "kund-123456@isp.example", "192.0.2.10/0000ABCD", "192.0.2.10", T + 600_000),)
+
+
+def vault(tmp_path, name="connect2ip", now=T):
+    return Vault.open_or_create(name, tmp_path / "keys", ttl_ms=24 * H, grace_ms=0, now_ms=now)
+
+
+def test_key_is_operator_slot_tag_and_16_byte_key_id(tmp_path):
+    v = vault(tmp_path)
+    k = v.key("ip", NET)
+    assert k[:12] == b"connect2ip|i" and len(k) == 12 + 16
+    assert k[12:] == bytes.fromhex(v.ring.key_id("100.64.12.34"))
+    assert v.key("nat", NET)[:12] == b"connect2ip|n" and v.key("nat", NET)[12:] == k[12:]
+    assert b"100.64" not in k and NET.network_address.packed not in k
+    assert iv.operator_of(k) == "connect2ip"
+    assert v.key("ip", ipaddress.ip_network("2001:db8::/56")) != v.key("ip", ipaddress.ip_network("2001:db8::/64"))
+
+
+def test_seal_open_roundtrip_and_size(tmp_path):
+    v = vault(tmp_path)
+    k = v.key("ip", NET)
+    raw = v.seal(k, NET, IVS, until_ms=T + 25 * H, now_ms=T)
+    assert v.open(k, raw) == (NET, IVS)
+    # 37 bytes of sealing (version, epoch, nonce, tag) around a ≈ 50-byte plaintext
+    assert len(raw) == 37 + len(iv.encode_value(NET, IVS)) and len(raw) + len(k) <= 120
+    pfx = ipaddress.ip_network("2001:db8:200:ab00::/56")
+    kp = v.key("ip", pfx)
+    assert v.open(kp, v.seal(kp, pfx, IVS, until_ms=T, now_ms=T)) == (pfx, IVS)
+
+
+def test_open_rejects_garbage_other_keys_and_old_formats_with_crypto_error(tmp_path):
+    v = vault(tmp_path)
+    k = v.key("ip", NET)
+    raw = v.seal(k, NET, IVS, until_ms=T + 25 * H, now_ms=T)
+    other = v.key("ip", ipaddress.ip_network("100.64.12.35/32"))
+    for key, value in ((other, raw),                        # aad = table key: no replay elsewhere
+                       (k, raw[:-1]), (k, b""), (k, b"garbage"), (k, raw[:30] + bytes([raw[30] ^ 1]) + raw[31:])):
+        with pytest.raises(CryptoError):
+            v.open(key, value)
+    epoch = v.epoch_at(T + 25 * H)
+    # authenticates, but holds format 1 (network text, newline, JSON): unreadable, never a crash
+    legacy = v.ring.seal(b'100.64.12.34\n{"v":1,"i":[]}', epoch, aad=k)
+    with pytest.raises(CryptoError, match="does not decode"):
+        v.open(k, legacy)
+    with pytest.raises(CryptoError, match="does not decode"):  # a value without its network
+        v.open(k, v.ring.seal(iv.encode(IVS), epoch, aad=k))
+
+
+def test_destroyed_epoch_shreds_the_value_and_survives_a_restart(tmp_path):
+    v = vault(tmp_path)
+    k = v.key("ip", NET)
+    raw = v.seal(k, NET, IVS, until_ms=T + 2 * H, now_ms=T)
+    later = v.epoch_end_ms(v.epoch_at(T + 2 * H)) + 1
+    again = vault(tmp_path, now=later)                        # reopened after the epoch ended
+    assert again.ring.oldest_epoch > v.epoch_at(T + 2 * H)    # destroyed on open (grace 0)
+    with pytest.raises(CryptoError):
+        again.open(k, raw)
+    assert again.key("ip", NET) == k                          # the index key is not shredded
+    fresh = again.seal(k, NET, IVS, until_ms=later + 2 * H, now_ms=later)
+    assert again.open(k, fresh) == (NET, IVS)
