@@ -330,7 +330,7 @@ class Pipeline:
     # -- sweeper ----------------------------------------------------------------------------
 
     def _next_expiry(self, key: bytes, value: bytes) -> Optional[int]:
-        op = self.operators.get(key.split(b"|", 1)[0].decode())
+        op = self.operators.get(iv.operator_of(key))
         if op is None:
             return 0  # an operator removed from the configuration: its data goes now
         try:
@@ -352,7 +352,7 @@ class Pipeline:
             partition = kp.get(key)
             if self.table.get_raw(key) is None or partition not in self.table.active:
                 continue
-            op = self.operators.get(key.split(b"|", 1)[0].decode())
+            op = self.operators.get(iv.operator_of(key))
             net, ivs = self._load(op, key) if op is not None else (None, ())
             if op is None or net is None:
                 self.table.delete(partition, key)  # unknown operator or unreadable: gone

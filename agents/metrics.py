@@ -314,7 +314,7 @@ class Metrics:
                 pending += 1
                 continue
             budget -= 1
-            operator = key.split(b"|", 1)[0].decode(errors="replace")
+            operator = iv.operator_of(key)
             try:
                 ivs = vaults[operator].open(key, raw)[1] if vaults else iv.decode(raw)
             except Exception:  # noqa: BLE001 - an unreadable value must not break a scrape
