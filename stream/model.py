@@ -45,6 +45,11 @@ def address_text(addr: IPAddress) -> str:
     return str(addr)
 
 
+def is_single(net: IPNetwork) -> bool:
+    """``net.prefixlen == net.max_prefixlen`` (a single address), without two property calls."""
+    return net._prefixlen == net._max_prefixlen
+
+
 def ip_text(net: IPNetwork) -> str:
     """Compressed canonical text: the bare address for /32 and /128, ``addr/len`` otherwise."""
     if type(net) is IPv4Network and net._prefixlen == 32:  # the common case, without ipaddress's str()
@@ -269,7 +274,8 @@ _generate()
 
 #: ``json.dumps(d, separators=(",", ":"))`` builds a new encoder per call; this is that encoder.
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
-_decode = json.JSONDecoder().decode
+_scan_once = json.JSONDecoder().scan_once  # what JSONDecoder.decode runs, minus two regex calls
+_JSON_WS = " \t\n\r"
 
 
 def loads_json(raw: bytes, what: str, too_deep: str) -> Any:
@@ -283,7 +289,14 @@ def loads_json(raw: bytes, what: str, too_deep: str) -> Any:
     """
     try:
         if raw[:1] == b"{" and raw[1:2] != b"\x00" and type(raw) is bytes:
-            return _decode(raw.decode("utf-8", "surrogatepass"))
+            s = raw.decode("utf-8", "surrogatepass")
+            try:
+                obj, end = _scan_once(s, 0)
+            except StopIteration:
+                raise ValueError("not JSON") from None
+            if end != len(s) and s[end:].lstrip(_JSON_WS):
+                raise ValueError("extra data")
+            return obj
         return json.loads(raw)
     except RecursionError:
         raise Rejected("bad-json", too_deep) from None

@@ -8,6 +8,6 @@ empties to measure cold parsing).
 from __future__ import annotations
 
 from ..model import _NET_CACHE as _CACHE
-from ..model import address_text, ip_text, network
+from ..model import address_text, ip_text, is_single, network
 
-__all__ = ["network", "ip_text", "address_text", "_CACHE"]
+__all__ = ["network", "ip_text", "address_text", "is_single", "_CACHE"]

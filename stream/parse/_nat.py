@@ -17,7 +17,7 @@ from typing import Optional
 
 from ..errors import Rejected
 from ..model import Binding
-from ._fastip import network as parse_network
+from ._fastip import is_single, network as parse_network
 
 MAX_LINE_BYTES = 8 * 1024
 
@@ -33,12 +33,14 @@ def text(record: bytes) -> str:
 
 def inside(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     net = parse_network(addr, field="inside address")
-    if net.prefixlen != net.max_prefixlen:
+    if not is_single(net):
         raise Rejected("bad-address", "inside address must be a single address")
     return net.network_address
 
 
 def port(v: str | int, field: str = "port") -> int:
+    if type(v) is int and 0 <= v <= 65535:  # the common case, checked first
+        return v
     if isinstance(v, bool):
         raise Rejected("bad-port-range", f"{field} is not a port number")
     if isinstance(v, str):
@@ -55,7 +57,7 @@ def binding(*, action: str, operator: str, public: str, inside_addr: str, at_ms:
             first: Optional[str | int] = None, last: Optional[str | int] = None,
             nas: Optional[str] = None) -> Binding:
     pub = parse_network(public, field="public address")
-    if pub.prefixlen != pub.max_prefixlen:
+    if not is_single(pub):
         raise Rejected("bad-address", "public address must be a single address")
     pf = port(first, "first port") if first is not None else None
     pl = port(last, "last port") if last is not None else None

@@ -128,7 +128,10 @@ def _int_attr(attrs: Mapping[str, Value], name: str) -> Optional[int]:
 def _octets(attrs: Mapping[str, Value], direction: str) -> Optional[int]:
     lo_name, hi_name = _OCTETS[direction]
     lo = _int_value(attrs.get(lo_name), lo_name)
-    hi = _int_value(attrs.get(hi_name), hi_name)
+    hi = attrs.get(hi_name)
+    if hi is None:  # Gigawords appear only past 4 GiB
+        return lo
+    hi = _int_value(hi, hi_name)
     if lo is None and hi is None:
         return None
     return (lo or 0) + ((hi or 0) << 32)
@@ -195,7 +198,10 @@ def bindings_from_attributes(
     session_time_s = _int_value(get("Acct-Session-Time"), "Acct-Session-Time")
     out: list[Binding] = []
     for name in ADDRESS_ATTRS:
-        v = _str_value(get(name))
+        v = get(name)
+        if v is None:
+            continue
+        v = _str_value(v)
         if v is None or v in _IGNORED_V4:
             continue
         net = parse_network(v, field=name)

@@ -28,7 +28,7 @@ from ..errors import Rejected
 from ..model import Binding
 from . import Format, load_json_object, register
 from ._nat import binding, port
-from ._time import epoch_ms, iso_to_ms
+from ._time import check_range, epoch_ms, iso_to_ms
 
 MAX_RECORD_BYTES = 16 * 1024
 
@@ -41,6 +41,8 @@ _TIMES = (("observationTimeMilliseconds", "ms"), ("observationTimeMicroseconds",
 
 
 def _int(v: Any, field: str) -> int:
+    if type(v) is int:  # the common case, checked first
+        return v
     if isinstance(v, bool):
         raise Rejected("bad-attribute", f"{field} is not an integer")
     if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit() and len(v.strip()) <= 20:
@@ -52,17 +54,25 @@ def _int(v: Any, field: str) -> int:
     raise Rejected("bad-attribute", f"{field} is not an integer")
 
 
-def _str(obj: dict, *names: str) -> Optional[str]:
-    for n in names:
-        v = obj.get(n)
-        if v is not None:
-            if not isinstance(v, str):
-                raise Rejected("bad-attribute", f"{n} must be a string")
-            return v
-    return None
+def _str(obj: dict, v4: str, v6: str) -> Optional[str]:
+    """The string value of ``v4``, else of ``v6``, else None."""
+    v = obj.get(v4)
+    if type(v) is str:
+        return v
+    n = v4
+    if v is None:
+        v, n = obj.get(v6), v6
+        if v is None:
+            return None
+    if not isinstance(v, str):
+        raise Rejected("bad-attribute", f"{n} must be a string")
+    return v
 
 
 def _time(obj: dict) -> int:
+    v = obj.get("observationTimeMilliseconds")
+    if type(v) is int:  # the common case
+        return check_range(v)
     for name, unit in _TIMES:
         v = obj.get(name)
         if v is None:
