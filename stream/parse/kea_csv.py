@@ -23,7 +23,8 @@ the hostname/user_context columns (which may hold such escapes) are never split 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional
+from ipaddress import IPv4Network, IPv6Network
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 from ..errors import Rejected
 from ..model import Binding
@@ -38,7 +39,20 @@ _KNOWN_STATES = {0, 1, 2, 3, 4}
 _V4_REQUIRED = ("address", "hwaddr", "valid_lifetime", "expire")
 _V6_REQUIRED = ("address", "duid", "valid_lifetime", "expire", "lease_type", "prefix_len")
 
-_header_cache: dict[bytes, tuple[bool, dict[str, int], int]] = {}
+class _Header(NamedTuple):
+    v6: bool
+    width: int
+    valid: int  # column indexes; -1 when the header has no such column
+    expire: int
+    state: int
+    hwaddr: int
+    client_id: int
+    duid: int
+    lease_type: int
+    prefix_len: int
+
+
+_header_cache: dict[bytes, _Header] = {}
 
 
 def frame(lines: Iterable[bytes]) -> Iterator[bytes]:
@@ -54,7 +68,7 @@ def frame(lines: Iterable[bytes]) -> Iterator[bytes]:
         yield line if header is None else header + b"\n" + line
 
 
-def _header(h: bytes) -> tuple[bool, dict[str, int], int]:
+def _header(h: bytes) -> _Header:
     hit = _header_cache.get(h)
     if hit is not None:
         return hit
@@ -69,7 +83,9 @@ def _header(h: bytes) -> tuple[bool, dict[str, int], int]:
     missing = [c for c in (_V6_REQUIRED if v6 else _V4_REQUIRED) if c not in cols]
     if missing:
         raise Rejected("bad-header", f"Kea lease header lacks {', '.join(missing)}")
-    hit = (v6, cols, len(names))
+    col = cols.get
+    hit = _Header(v6, len(names), cols["valid_lifetime"], cols["expire"], col("state", -1), col("hwaddr", -1),
+                  col("client_id", -1), col("duid", -1), col("lease_type", -1), col("prefix_len", -1))
     if len(_header_cache) < 256:
         _header_cache[h] = hit
     return hit
@@ -88,17 +104,17 @@ def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
     head, sep, row = record.partition(b"\n")
     if not sep:
         raise Rejected("missing-header", "Kea CSV record without its header line")
-    v6, cols, width = _header(head.rstrip(b"\r"))
+    hdr = _header(head.rstrip(b"\r"))
     try:
         fields = row.rstrip(b"\r").decode("utf-8").split(",")
     except UnicodeDecodeError:
         raise Rejected("bad-encoding", "row is not UTF-8") from None
-    if len(fields) != width:
-        raise Rejected("bad-row", f"row has {len(fields)} fields, header has {width}")
+    if len(fields) != hdr.width:
+        raise Rejected("bad-row", f"row has {len(fields)} fields, header has {hdr.width}")
 
-    valid = _uint(fields[cols["valid_lifetime"]], "valid_lifetime")
-    expire = _uint(fields[cols["expire"]], "expire")
-    state = _uint(fields[cols["state"]], "state") if "state" in cols else 0
+    valid = _uint(fields[hdr.valid], "valid_lifetime")
+    expire = _uint(fields[hdr.expire], "expire")
+    state = _uint(fields[hdr.state], "state") if hdr.state >= 0 else 0
     if state not in _KNOWN_STATES:
         raise Rejected("unsupported-state", "lease state is not 0..4")
     if expire < valid:
@@ -108,26 +124,26 @@ def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
     action = "stop" if valid == 0 or state in _STOP_STATES else "start"
 
     addr = fields[0]
-    if v6:
-        lease_type = _uint(fields[cols["lease_type"]], "lease_type")
-        plen = _uint(fields[cols["prefix_len"]], "prefix_len")
+    if hdr.v6:
+        lease_type = _uint(fields[hdr.lease_type], "lease_type")
+        plen = _uint(fields[hdr.prefix_len], "prefix_len")
         if lease_type == 2:
             net = parse_network(f"{addr}/{plen}", field="prefix")
         elif lease_type in (0, 1):
             net = parse_network(addr, field="address")
         else:
             raise Rejected("bad-row", "lease_type is not 0 (NA), 1 (TA) or 2 (PD)")
-        if net.version != 6:
+        if type(net) is not IPv6Network:
             raise Rejected("bad-address", "v6 lease with an IPv4 address")
-        ids = {"duid": hexid(fields[cols["duid"]], "duid"),
-               "hwaddr": hexid(fields[cols["hwaddr"]], "hwaddr") if "hwaddr" in cols else None}
+        ids = {"duid": hexid(fields[hdr.duid], "duid"),
+               "hwaddr": hexid(fields[hdr.hwaddr], "hwaddr") if hdr.hwaddr >= 0 else None}
     else:
         net = parse_network(addr, field="address")
-        if net.version != 4:
+        if type(net) is not IPv4Network:
             raise Rejected("bad-address", "v4 lease with an IPv6 address")
-        ids = {"hwaddr": hexid(fields[cols["hwaddr"]], "hwaddr"),
-               "client_id": hexid(fields[cols["client_id"]], "client_id") if "client_id" in cols else None}
-    sub = subscriber(ids, v6=v6, dhcp_identity=dhcp_identity)
+        ids = {"hwaddr": hexid(fields[hdr.hwaddr], "hwaddr"),
+               "client_id": hexid(fields[hdr.client_id], "client_id") if hdr.client_id >= 0 else None}
+    sub = subscriber(ids, v6=hdr.v6, dhcp_identity=dhcp_identity)
     if sub is None and action == "start":
         raise Rejected("missing-identity", "lease row without client-id/DUID or hardware address")
     return [Binding(kind="dhcp", action=action, operator=operator, ip=net, subscriber=sub,
