@@ -33,10 +33,10 @@ from stream.model import Binding, parse_network
 from stream.parse import get_format
 
 from . import topics as T
-from .mapping_table import MappingTable, partition_for
+from .mapping_table import DirectRecoveryTableManager, MappingTable, partition_for
 from .runtime import OperatorRuntime, keys_dir
 from .vault import Vault, max_until
-from .security import faust_credentials
+from .security import aiokafka_kwargs, faust_credentials
 from .settings import Settings
 
 log = logging.getLogger("ipanon")
@@ -89,6 +89,9 @@ class Pipeline:
             stream_buffer_maxsize=8192,
             broker_commit_every=5000,
             broker_credentials=faust_credentials(s.security),  # TLS + SASL (agents.security, issue 10)
+            # the mapping table restores its changelog itself, not record by record through
+            # Faust's recovery (agents/mapping_table.py; ≈ 540 records/s measured that way)
+            TableManager=DirectRecoveryTableManager,
         )
         self.names = names = T.Topics(s.topic_prefix)
         part = dict(partitions=s.partitions, key_serializer="raw", value_serializer="raw")
@@ -107,6 +110,7 @@ class Pipeline:
         )
         app.tables.add(self.table)
         self.table.source_topics = {names.bindings, names.lookup_requests}
+        self.table.restore_client = dict(bootstrap_servers=s.bootstrap, **aiokafka_kwargs(s.security))
         self.table.on_recover(self._on_recover)
 
         app.agent(self.raw_topics, name="ipanon.ingest")(self._ingest_agent)
@@ -340,8 +344,12 @@ class Pipeline:
         return iv.next_expiry_ms(ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
 
     async def _on_recover(self) -> None:
-        n = self.table.rebuild_schedule(self._next_expiry)
-        log.info("sweeper: schedule rebuilt from the store: %d keys", n)
+        """After every recovery (the table is restored; the agents resume right after this):
+        rebuild the sweeper's schedule in the background — it opens every value."""
+        def done(n: int, seconds: float) -> None:
+            log.info("sweeper: schedule rebuilt from the store: %d keys (%.1f s)", n, seconds)
+
+        self.table.rebuild_schedule_soon(self._next_expiry, done)
 
     def sweep_once(self, now: int) -> int:
         """Drop expired intervals of due keys (tombstone when none is left), keep held ones

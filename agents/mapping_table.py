@@ -1,4 +1,4 @@
-"""The mapping table: a Faust table written with *explicit partitions*.
+"""The mapping table: a Faust table written with *explicit partitions*, restored by us.
 
 Why not ``table[key] = value``?  Faust derives the changelog partition from the "current
 event" context variable (``Table.partition_for_key``); inside ``stream.take_events()`` batches
@@ -18,22 +18,58 @@ keep that map ourselves (``_key_partition`` of the store, the field Faust itself
 revoked partitions' keys in ``on_rebalance``, so a worker never sweeps — and so never
 tombstones — a key another worker now owns.
 
+**Restore (issue 8).**  Faust's recovery hands every changelog record through its consumer,
+the conductor, a task and the recovery loop one at a time: ≈ 540 records/s here, hours for
+10M mappings (docs/benchmarks.md).  ``DirectRecovery`` (installed through the app's
+``TableManager`` setting) tells Faust that this table's changelog partitions are already at
+their highwater, so Faust reads none of them; then, *before* Faust resumes the stream
+partitions (the mapping and lookup agents stay paused meanwhile), ``MappingTable.restore``
+reads the assigned changelog partitions with a plain aiokafka consumer (``assign``,
+``getmany`` batches of 20 000, dict updates, tombstones pop) from where this worker's copy
+stops (``_restored_to``: offset 0 for a partition it did not hold) up to the end offsets taken
+when the restore starts, logging progress every 5 s.  A rebalance during the restore cancels
+it (Faust cancels the awaiting coroutine; the epoch check stops anything still running), and
+the next recovery continues each partition from the last batch applied.  Whatever is left of
+Faust's recovery (highwaters, offsets, ``Worker ready``) runs unchanged.
+
 Expiry (DESIGN.md "Hard facts"): Faust's windowed-table expiry pops keys only from the local
 store, never writes tombstones and forgets its schedule after recovery (faust-streaming
 #385, #193).  We do not use it.  ``MappingTable.sweep`` is our own: it walks the keys of the
 active partitions, drops intervals past their expiry instant and writes the new value or a
 tombstone, and it rebuilds its schedule from the store after every recovery (it has no other
-state).
+state).  Nothing is due while a restore runs (the store is half-filled); the schedule rebuild
+that follows opens every value (≈ 10 µs each), so it runs in the background in chunks while
+the agents already work: keys written meanwhile are scheduled by their writer, and an entry
+made stale by a write is re-checked when it comes up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
-from typing import Any, Callable, Iterable, Optional, Set
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable, Optional, Set
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 from faust.types import TP
+
+log = logging.getLogger("ipanon")
+
+#: records per ``getmany`` while restoring, and fetch sizes of the restore consumer
+RESTORE_BATCH = 20_000
+RESTORE_FETCH_BYTES = 32 * 2**20
+RESTORE_PARTITION_FETCH_BYTES = 8 * 2**20
+#: seconds between restore progress lines
+PROGRESS_EVERY_S = 5.0
+#: keys opened per event-loop turn while the schedule is rebuilt in the background
+SCHEDULE_CHUNK = 2_000
+#: a partition whose position has not moved for this long although it is short of its end
+#: offset is treated as restored (see ``_restore_once``)
+STALL_S = 60.0
 
 
 def partition_for(routing_key: bytes, partitions: int) -> int:
@@ -41,16 +77,36 @@ def partition_for(routing_key: bytes, partitions: int) -> int:
     return (murmur2(routing_key) & 0x7FFFFFFF) % partitions
 
 
+def _human_s(s: float) -> str:
+    s = int(s + 0.5)
+    return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
+
+
 class MappingTable(faust.Table):
-    """A ``faust.Table`` of ``bytes → bytes`` with explicit-partition writes."""
+    """A ``faust.Table`` of ``bytes → bytes`` with explicit-partition writes and its own
+    changelog restore."""
+
+    #: this table restores its changelog itself (``DirectRecovery`` skips it)
+    restores_itself = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.active: Set[int] = set()
         self.source_topics: Set[str] = set()  # set by the app: the bindings topic
+        #: keyword arguments of the restore consumer (bootstrap servers, TLS/SASL); set by the app
+        self.restore_client: dict[str, Any] = {}
         # min-heap of (expiry_ms, key) — a schedule rebuilt from the store after recovery;
         # stale entries are re-checked when they come up, so it never needs exact updates.
         self._schedule: list[tuple[int, bytes]] = []
+        #: partition → next changelog offset not yet applied to this worker's copy
+        self._restored_to: dict[int, int] = {}
+        #: bumped by every rebalance: a restore or schedule rebuild of an older epoch stops
+        self._epoch = 0
+        #: False from a rebalance until every assigned partition is restored
+        self.restored = False
+        #: what the last (or running) restore did, for the log and status pages
+        self.restore_stats: dict[str, Any] = {}
+        self._rebuild_task: Optional[asyncio.Task] = None
 
     # -- store access -----------------------------------------------------------------------
 
@@ -82,7 +138,11 @@ class MappingTable(faust.Table):
             heapq.heappush(self._schedule, (expiry_ms, key))
 
     def due(self, now_ms: int) -> list[bytes]:
-        """Keys whose earliest scheduled expiry has come (each once)."""
+        """Keys whose earliest scheduled expiry has come (each once).  None while a restore
+        runs: the store is half-filled, and a sweep would write over what the restore is
+        still to apply."""
+        if not self.restored:
+            return []
         out = []
         seen = set()
         while self._schedule and self._schedule[0][0] <= now_ms:
@@ -93,6 +153,7 @@ class MappingTable(faust.Table):
         return out
 
     def rebuild_schedule(self, next_expiry: Callable[[bytes, bytes], Optional[int]]) -> int:
+        """Rebuild the whole schedule now (blocking; ``rebuild_schedule_soon`` in a worker)."""
         self._schedule = []
         kp = self._key_partition()
         for k, v in list(self.data.items()):
@@ -100,10 +161,48 @@ class MappingTable(faust.Table):
                 self.schedule(next_expiry(k, v), k)
         return len(self._schedule)
 
+    def rebuild_schedule_soon(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
+                              done: Callable[[int, float], Any]) -> None:
+        """Rebuild the schedule in the background, ``SCHEDULE_CHUNK`` keys per event-loop turn;
+        ``done(keys, seconds)`` when complete (not called if a rebalance stopped it)."""
+        if self._rebuild_task is not None and not self._rebuild_task.done():
+            self._rebuild_task.cancel()
+        self._schedule = []
+        self._rebuild_task = asyncio.ensure_future(self._rebuild(next_expiry, done, self._epoch))
+
+    async def _rebuild(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
+                       done: Callable[[int, float], Any], epoch: int) -> None:
+        t0 = time.monotonic()
+        kp = self._key_partition()
+        keys = [k for k, p in kp.items() if p in self.active]
+        n = 0
+        try:
+            for i in range(0, len(keys), SCHEDULE_CHUNK):
+                if epoch != self._epoch:
+                    return
+                for k in keys[i:i + SCHEDULE_CHUNK]:
+                    v = self.data.get(k)  # the value now: the agents may have written since
+                    if v is not None and kp.get(k) in self.active:
+                        self.schedule(next_expiry(k, v), k)
+                        n += 1
+                await asyncio.sleep(0)
+            if epoch == self._epoch:
+                r = done(n, time.monotonic() - t0)
+                if asyncio.iscoroutine(r):
+                    await r
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sweeper: rebuilding the schedule failed; every key is re-checked now")
+            for k in keys:  # never lose an expiry: let the sweeper look at each key once
+                self.schedule(0, k)
+
     # -- rebalance --------------------------------------------------------------------------
 
     async def on_rebalance(self, assigned: Set[TP], revoked: Set[TP], newly_assigned: Set[TP],
                            generation_id: int = 0) -> None:
+        self._epoch += 1  # stops a restore or schedule rebuild still running (sync with this)
+        self.restored = False
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         # the bindings topic is co-partitioned with the changelog: partition n of one is
         # partition n of the other (Faust's assignor keeps them together)
@@ -114,3 +213,162 @@ class MappingTable(faust.Table):
         for k in [k for k, p in kp.items() if p not in mine]:
             self.data.pop(k, None)
             kp.pop(k, None)
+        for p in [p for p in self._restored_to if p not in mine]:
+            del self._restored_to[p]
+
+    # -- restore ----------------------------------------------------------------------------
+
+    async def restore(self, tps: Iterable[TP]) -> None:
+        """Bring every assigned changelog partition of this table up to the changelog's end
+        offsets (taken when the restore starts), then mark the table restored.  Retries after
+        a broker error from where it stopped; returns early if a rebalance superseded it."""
+        epoch = self._epoch
+        topic = self.changelog_topic.get_topic_name()
+        parts = sorted({tp.partition for tp in tps if tp.topic == topic})
+        if not parts:
+            self.restored = True
+            return
+        delay = 1.0
+        while epoch == self._epoch:
+            try:
+                await self._restore_once(topic, parts, epoch)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # broker away, authorisation, …: keep what we have, retry
+                if epoch != self._epoch:
+                    return
+                log.warning("mapping table: restore interrupted (%s: %s); retrying in %.0f s from where it stopped",
+                            type(e).__name__, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        if epoch == self._epoch:
+            self.restored = True
+
+    async def _restore_once(self, topic: str, parts: list[int], epoch: int) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        t0, cpu0 = time.monotonic(), time.process_time()
+        data = self.data.data  # the memory store's dict itself: no per-record method calls
+        kp = self._key_partition()
+        restored_to = self._restored_to
+        client = dict(self.restore_client) or {
+            "bootstrap_servers": [f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker]}
+        c = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                             client_id=f"{self.app.conf.id}-restore", fetch_max_bytes=RESTORE_FETCH_BYTES,
+                             max_partition_fetch_bytes=RESTORE_PARTITION_FETCH_BYTES, **client)
+        await c.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in parts]
+            c.assign(tps)
+            ends = await c.end_offsets(tps) if tps else {}
+            firsts = await c.beginning_offsets(tps) if tps else {}
+            todo: dict[Any, int] = {}
+            for tp in tps:
+                pos = max(restored_to.get(tp.partition, 0), firsts[tp])
+                if pos < ends[tp]:
+                    c.seek(tp, pos)
+                    todo[tp] = ends[tp]
+                else:
+                    c.pause(tp)
+            total = sum(ends[tp] - max(restored_to.get(tp.partition, 0), firsts[tp]) for tp in todo)
+            if epoch != self._epoch:
+                return
+            log.info("mapping table: restoring partitions %s from %s: up to %d records to read (%d keys held)",
+                     parts, topic, total, len(data))
+            n = 0
+            last_log = t0
+            remaining = set(todo)
+            stalled: dict[Any, tuple[int, float]] = {}  # tp → (position, since when unchanged)
+            while remaining:
+                batch = await c.getmany(*remaining, timeout_ms=500, max_records=RESTORE_BATCH)
+                if epoch != self._epoch:
+                    return  # a rebalance came: the next recovery continues from restored_to
+                for tp, recs in batch.items():
+                    p = tp.partition
+                    for r in recs:
+                        k = r.key
+                        if k is None:
+                            continue
+                        v = r.value
+                        if v is None:  # tombstone (a heartbeat too: its key is never stored)
+                            data.pop(k, None)
+                            kp.pop(k, None)
+                        else:
+                            data[k] = v
+                            kp[k] = p
+                    if recs:
+                        n += len(recs)
+                        restored_to[p] = recs[-1].offset + 1
+                await asyncio.sleep(0)  # getmany does not yield while it has records buffered
+                if epoch != self._epoch:
+                    return
+                now = time.monotonic()
+                for tp in list(remaining):
+                    pos = await c.position(tp)  # past compacted-away or marker offsets too
+                    if pos < todo[tp]:
+                        was = stalled.get(tp)
+                        if was is None or was[0] != pos:
+                            stalled[tp] = (pos, now)
+                            continue
+                        if now - was[1] < STALL_S:
+                            continue
+                        # nothing readable between pos and the end offset for STALL_S: the tail
+                        # was compacted away without a batch left to step over (never seen here)
+                        log.warning("mapping table: %s has no records between offset %d and its end offset %d "
+                                    "for %.0f s; treating it as restored", tp, pos, todo[tp], now - was[1])
+                        pos = todo[tp]
+                    remaining.discard(tp)
+                    c.pause(tp)
+                    restored_to[tp.partition] = max(restored_to.get(tp.partition, 0), pos)
+                if now - last_log >= PROGRESS_EVERY_S and remaining:
+                    last_log = now
+                    rate = n / (now - t0)
+                    left = sum(max(0, todo[tp] - restored_to.get(tp.partition, 0)) for tp in remaining)
+                    log.info("mapping table: restoring: %d of %d records read (%.0f/s), %d remaining, about %s left",
+                             n, total, rate, left, _human_s(left / rate) if rate > 0 else "?")
+            dt, dcpu = time.monotonic() - t0, time.process_time() - cpu0
+            self.restore_stats = {"records": n, "keys": len(data), "partitions": parts, "seconds": round(dt, 3),
+                                  "cpu_seconds": round(dcpu, 3), "at": time.time()}
+            log.info("mapping table: restored %d records of partitions %s in %.2f s (%.0f records/s, "
+                     "%.0f per CPU-second, process CPU %.2f s): %d keys",
+                     n, parts, dt, n / dt if dt > 0 else 0, n / dcpu if dcpu > 0 else 0, dcpu, len(data))
+        finally:
+            await c.stop()
+
+
+class DirectRecovery(Recovery):
+    """Faust's ``Recovery`` minus the per-record changelog path for tables that restore
+    themselves (``restores_itself``): their active changelog partitions are reported as
+    already at the highwater, and ``table.restore`` runs before the streams resume."""
+
+    def _restores_itself(self, tp: TP) -> bool:
+        return getattr(self.tp_to_table.get(tp), "restores_itself", False)
+
+    async def _build_offsets(self, consumer: Any, tps: Set[TP], destination: Any, title: str) -> None:
+        await super()._build_offsets(consumer, tps, destination, title)
+        if title == "active":  # called right after the active highwaters were built
+            for tp in tps:
+                if self._restores_itself(tp):
+                    hw = self.active_highwaters.get(tp)
+                    if hw is not None:
+                        destination[tp] = hw
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        # awaited through Recovery._wait: a new rebalance cancels this coroutine (RebalanceAgain)
+        if self.app.consumer_generation_id == generation_id:
+            for table in self.tables.values():
+                if getattr(table, "restores_itself", False):
+                    await table.restore(self.actives_for_table.get(table, set()))
+        await super().on_recovery_completed(generation_id)
+
+
+class DirectRecoveryTableManager(TableManager):
+    """``faust.App(..., TableManager=DirectRecoveryTableManager)``: Faust's table manager with
+    ``DirectRecovery``."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = DirectRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery

@@ -12,11 +12,17 @@ For each size in ``--sizes`` (default 1M), on a real broker:
 2. ``disk_bytes_per_mapping`` = bytes of the changelog's ``.log`` segment files in the broker's
    data directory ÷ ``n`` (needs the broker's data dir: known when this script starts the
    broker, else pass ``--broker-dir``); ``payload_bytes_per_mapping`` = key + value bytes;
-3. a fresh ``ipanon worker`` starts on that changelog: ``restore_s`` = from Faust's
-   "Recovery: Starting" to the table's "schedule rebuilt from the store: N keys" log line
-   (both from the worker's own log, ms resolution), ``restore_per_s`` = n ÷ restore_s; a
-   restore still running at ``--timeout`` is reported with ``restore_complete: false`` and
-   the rate so far from Faust's "total remaining=N" progress lines;
+3. a fresh ``ipanon worker`` starts on that changelog (all from the worker's own log, ms
+   resolution): ``restore_s`` = from Faust's "Recovery: Starting" (the recovery service
+   starting, before the group join) to the table's "mapping table: restored N records …"
+   line, after which the agents resume; ``restore_per_s`` = n ÷ restore_s; ``ready_s`` =
+   to Faust's "Worker ready"; ``schedule_rebuilt_s`` = to "sweeper: schedule rebuilt from
+   the store: N keys" (the schedule is rebuilt in the background after the restore; it opens
+   every value); ``table_restore_*`` = the changelog read alone as the worker logs it (its
+   seconds, and records per process CPU-second).  Before issue 8 (Faust's own recovery)
+   there was no table line and the schedule line ended the restore.  A restore still running
+   at ``--timeout`` is reported with ``restore_complete: false`` and the rate so far from
+   the progress lines;
    ``rss_mb`` = the worker's RSS after the restore; ``rss_empty_mb`` = the same worker
    shape with an empty table (first run);
 4. ``direct_restore_*``: the same changelog read into a dict by a plain aiokafka consumer
@@ -179,39 +185,65 @@ def disk_bytes(data_dir: Path, topic: str) -> int:
 
 
 def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
+    """Start ``w`` on its changelog and time the restore from the worker's own log lines."""
     w.start()
     t0 = time.monotonic()
-    start = done = None
+    start = table = ready = done = None
     keys = -1
-    progress = None  # (log time, records still to restore) from Faust's periodic report
+    own = None  # the table's own "restored N records … in S s (… process CPU C s)" line
+    progress = None  # (log time, records still to restore) from the latest progress line
     try:
         while time.monotonic() - t0 < timeout_s and w.alive():
             for line in w.log_path.read_text(errors="replace").splitlines():
                 if start is None and "Recovery]: Starting" in line:
                     start = _log_time(line)
-                m = re.search(r"total remaining=(\d+)", line)
+                m = re.search(r"total remaining=(\d+)", line)  # Faust's own recovery (before issue 8)
                 if m:
                     progress = (_log_time(line), int(m.group(1)))
+                m = re.search(r"mapping table: restoring: \d+ of \d+ records read .*?, (\d+) remaining", line)
+                if m:
+                    progress = (_log_time(line), int(m.group(1)))
+                m = re.search(r"mapping table: restored (\d+) records .* in ([\d.]+) s .*process CPU ([\d.]+) s\): (\d+) keys", line)
+                if m:
+                    table = _log_time(line)
+                    own = {"records": int(m.group(1)), "s": float(m.group(2)), "cpu_s": float(m.group(3))}
+                if ready is None and table is not None and "Worker ready" in line and _log_time(line) >= table:
+                    ready = _log_time(line)
                 m = re.search(r"schedule rebuilt from the store: (\d+) keys", line)
                 if m:
                     done, keys = _log_time(line), int(m.group(1))
-            if done is not None:
+            if done is not None and (ready is not None or table is None):
                 break
             time.sleep(0.5)
         time.sleep(2)
         rss = H.rss_kb(w.pid)
     finally:
         w.stop()
-    sec = (done - start) if (start is not None and done is not None) else float("nan")
+
+    def since(t):
+        return round(t - start, 2) if start is not None and t is not None else None
+
+    # restore_s: worker's recovery service start → table restored (agents resume right after);
+    # before issue 8 the table was restored and the schedule rebuilt in one step, so the end
+    # was the schedule line, which is what it falls back to.
+    end = table if table is not None else done
+    sec = (end - start) if (start is not None and end is not None) else float("nan")
     rate = round(n / sec) if n and sec == sec and sec > 0 else None
     partial = None
-    if done is None and start is not None and progress is not None and progress[0] > start:
-        # not finished within the timeout: the rate so far, from Faust's own progress report
+    if end is None and start is not None and progress is not None and progress[0] > start:
+        # not finished within the timeout: the rate so far, from the progress lines
         partial = {"restored": n - progress[1], "after_s": round(progress[0] - start, 1)}
         rate = round(partial["restored"] / partial["after_s"]) if partial["after_s"] > 0 else None
-    return {"restored_keys": keys, "restore_complete": done is not None, "restore_partial": partial,
-            "restore_s": round(sec, 2) if sec == sec else None, "restore_per_s": rate,
-            "rss_mb": round(rss / 1024, 1), "log_tail": "" if done is not None else w.log_tail(400)}
+    out = {"restored_keys": keys, "restore_complete": end is not None, "restore_partial": partial,
+           "restore_s": round(sec, 2) if sec == sec else None, "restore_per_s": rate,
+           "ready_s": since(ready), "schedule_rebuilt_s": since(done),
+           "rss_mb": round(rss / 1024, 1), "log_tail": "" if end is not None else w.log_tail(400)}
+    if own is not None:  # the changelog read alone, as the worker measured it
+        out.update({"table_restore_records": own["records"], "table_restore_s": own["s"],
+                    "table_restore_per_s": round(own["records"] / own["s"]) if own["s"] > 0 else None,
+                    "table_restore_cpu_s": own["cpu_s"],
+                    "table_restore_per_cpu_s": round(own["records"] / own["cpu_s"]) if own["cpu_s"] > 0 else None})
+    return out
 
 
 def run(a) -> dict:
