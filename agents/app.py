@@ -416,9 +416,17 @@ class Pipeline:
             out.extend(ivs)
         return out
 
+    def owns(self, operator: str, net: Any) -> bool:
+        """Is the table partition holding ``net``'s entries assigned to this worker?"""
+        key = iv.routing_key(operator, net).encode()
+        return partition_for(key, self.settings.partitions) in self.table.active
+
     def resolve(self, operator: str, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:
         """Answer "who held ``address`` (``port``) during ``[from_ms, to_ms)``" from this
-        worker's partitions.  NAT addresses resolve through the CGNAT chain."""
+        worker's partitions.  NAT addresses resolve through the CGNAT chain; when the inside
+        address's partition belongs to another worker, that second hop comes back as
+        ``"hops": [{"inside_ip", "from_ms", "to_ms", "ports"}]`` for the asker to look up
+        (through the lookup topic, which routes it to the owner) — never silently left out."""
         if operator not in self.operators:
             raise Rejected("unknown-operator", "operator has no profile")
         net = parse_network(address)
@@ -433,12 +441,19 @@ class Pipeline:
                 inside = {h.holder for h in nat}
                 return {"status": "ambiguous", "candidates": len(inside),
                         "detail": "CGNAT public address without a source port (RFC 6302)"}
-            rows = []
+            rows, hops = [], []
             for h in nat:
-                inner = iv.during(self.intervals_for(operator, "ip", parse_network(h.holder).network_address),
+                inside = parse_network(h.holder)
+                ports = [h.port_first, h.port_last]
+                if not self.owns(operator, inside):  # the second hop lives on another worker
+                    hops.append({"inside_ip": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms, "ports": ports})
+                    continue
+                inner = iv.during(self.intervals_for(operator, "ip", inside.network_address),
                                   h.from_ms, h.to_ms, stale_after_ms=op.stale_after_ms)
                 rows += [{"subscriber": r.holder, "from_ms": r.from_ms, "to_ms": r.to_ms,
-                          "inside_ip": h.holder, "ports": [h.port_first, h.port_last]} for r in inner]
+                          "inside_ip": h.holder, "ports": ports} for r in inner]
+            if hops:  # the asker completes them (agents.lookup_client.complete_hops)
+                return {"status": "ok", "holders": rows, "hops": hops}
             return {"status": "ok" if rows else "no-data", "holders": rows}
         rows = [{"subscriber": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms}
                 for h in iv.during(self.intervals_for(operator, "ip", addr), from_ms, to_ms,

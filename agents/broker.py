@@ -112,7 +112,29 @@ def fetch(*, quiet: bool = False) -> Path:
     return libs
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A free loopback port *outside* the kernel's ephemeral range: a port from ``bind(0)``
+    can be taken by any client's outgoing connection (a Kafka client's, say) between our
+    check and the listener's bind — seen here as "address already in use"."""
+    import random
+
+    lo, _ = _ephemeral_range()
+    candidates = random.sample(range(10_000, lo), min(200, max(0, lo - 10_000))) if lo > 10_100 else []
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

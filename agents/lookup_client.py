@@ -6,6 +6,13 @@ the partition that owns the address): ``{"id", "operator", "ip", "port"|null, "f
 "ok"|"no-data"|"ambiguous"|"refused", "holders": [{"subscriber", "from_ms", "to_ms", …}],
 "candidates": n, "reason"}``.  This internal lookup channel is the mapping agent's API; lawful
 requests from authorities go through the guarded query agent instead (docs/lawful-access.md).
+
+CGNAT second hop: the worker owning a public address resolves public address + port → port
+block → inside address; the inside address's own entry may live on another worker's partition.
+Such an answer carries ``"hops": [{"inside_ip", "from_ms", "to_ms", "ports"}]``; the asker looks
+each one up (a plain lookup of the inside address during the port block's interval, routed to
+its owner) and merges the holders with ``complete_hops``.  ``lookup_many`` and the query agent
+(``agents.query_agent``) both do, so their answers are complete however the partitions are split.
 """
 
 from __future__ import annotations
@@ -23,14 +30,43 @@ from stream.intervals import routing_key
 from .kafka_io import producer
 
 
+def hop_queries(query: dict, answer: dict) -> list[dict]:
+    """The second-hop lookups an answer asks for (one per inside address and interval)."""
+    return [{"operator": query["operator"], "ip": h["inside_ip"], "port": None,
+             "from_ms": int(h["from_ms"]), "to_ms": int(h["to_ms"])} for h in answer.get("hops") or ()]
+
+
+def complete_hops(answer: dict, inner: list[Optional[dict]]) -> dict:
+    """Merge second-hop answers into a first-hop answer (pure).  ``inner[i]`` answers
+    ``hop_queries(..., answer)[i]``, i.e. ``answer["hops"][i]`` (None: no answer arrived).  Holders are the inside address's holders within
+    the port block's interval, tagged with ``inside_ip`` and ``ports`` as the worker does for a
+    local second hop.  A missing or failed inner answer makes the whole answer an ``error``
+    (``incomplete-hop``): a lawful answer must never silently lack a holder."""
+    out = {k: v for k, v in answer.items() if k != "hops"}
+    rows = list(answer.get("holders") or ())
+    hops = list(answer.get("hops") or ())
+    if len(inner) != len(hops):
+        raise ValueError("one inner answer per hop")
+    for hop, ans in zip(hops, inner):
+        if ans is None or ans.get("status") not in ("ok", "no-data") or ans.get("hops"):
+            return {**out, "status": "error", "reason": "incomplete-hop", "holders": rows}
+        rows += [{"subscriber": h["subscriber"], "from_ms": h["from_ms"], "to_ms": h["to_ms"],
+                  "inside_ip": hop["inside_ip"], "ports": hop["ports"]} for h in ans.get("holders") or ()]
+    out["holders"] = rows
+    out["status"] = "ok" if rows else "no-data"
+    return out
+
+
 def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: float = 60.0,
                 security=None) -> dict[str, dict]:
-    """Send every query (dicts without ``id``; one is added) and wait for all answers.
+    """Send every query (dicts without ``id``; one is added) and wait for all answers,
+    completing CGNAT second hops (see the module doc) within the same ``timeout_s``.
     Returns {id: answer}; the ids are set on the query dicts.  ``security``: an
     ``agents.security.KafkaSecurity`` (default: the process's)."""
     from .security import kafka_python_kwargs
 
     queries = list(queries)
+    deadline = time.monotonic() + timeout_s
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                       **kafka_python_kwargs(security))
     try:
@@ -41,36 +77,50 @@ def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: f
             c.seek_to_end(*tps)
             for tp in tps:
                 c.position(tp)
-        p = producer(bootstrap, security=security)
-        for q in queries:
-            q["id"] = q.get("id") or uuid.uuid4().hex
-            net = ipaddress.ip_network(q["ip"])
-            p.send(topics.lookup_requests, key=routing_key(q["operator"], net).encode(),
-                   value=json.dumps(q).encode())
-        p.flush()
-        p.close()
-        want = {q["id"] for q in queries}
-        got: dict[str, dict] = {}
-        deadline = time.monotonic() + timeout_s
-        while want - got.keys() and time.monotonic() < deadline:
-            if not tps:
-                time.sleep(0.5)
-                parts = c.partitions_for_topic(topics.lookup_responses) or set()
-                tps = [TopicPartition(topics.lookup_responses, p) for p in parts]
-                if tps:
-                    c.assign(tps)
-                    c.seek_to_beginning(*tps)
-                continue
-            for recs in c.poll(timeout_ms=500).values():
-                for r in recs:
-                    if r.value is None:  # the worker's heartbeats (agents.app._heartbeat)
-                        continue
-                    try:
-                        ans = json.loads(r.value)
-                    except ValueError:
-                        continue
-                    if ans.get("id") in want:
-                        got[ans["id"]] = ans
+        got = _round(c, tps, bootstrap, topics, queries, deadline, security)
+        firsts = [q for q in queries if (got.get(q["id"]) or {}).get("hops")]
+        if firsts:
+            second = {q["id"]: hop_queries(q, got[q["id"]]) for q in firsts}
+            inner = _round(c, list(c.assignment()), bootstrap, topics,
+                           [h for hs in second.values() for h in hs], deadline, security)
+            for q in firsts:
+                hs = second[q["id"]]
+                got[q["id"]] = complete_hops(got[q["id"]], [inner.get(h["id"]) for h in hs])
         return got
     finally:
         c.close()
+
+
+def _round(c, tps, bootstrap, topics, queries: list[dict], deadline: float, security) -> dict[str, dict]:
+    """Send ``queries`` and collect their answers until ``deadline`` (``c`` positioned at the
+    responses' end before sending)."""
+    p = producer(bootstrap, security=security)
+    for q in queries:
+        q["id"] = q.get("id") or uuid.uuid4().hex
+        net = ipaddress.ip_network(q["ip"])
+        p.send(topics.lookup_requests, key=routing_key(q["operator"], net).encode(),
+               value=json.dumps(q).encode())
+    p.flush()
+    p.close()
+    want = {q["id"] for q in queries}
+    got: dict[str, dict] = {}
+    while want - got.keys() and time.monotonic() < deadline:
+        if not tps:
+            time.sleep(0.5)
+            parts = c.partitions_for_topic(topics.lookup_responses) or set()
+            tps = [TopicPartition(topics.lookup_responses, p) for p in parts]
+            if tps:
+                c.assign(tps)
+                c.seek_to_beginning(*tps)
+            continue
+        for recs in c.poll(timeout_ms=500).values():
+            for r in recs:
+                if r.value is None:  # the worker's heartbeats (agents.app._heartbeat)
+                    continue
+                try:
+                    ans = json.loads(r.value)
+                except ValueError:
+                    continue
+                if ans.get("id") in want:
+                    got[ans["id"]] = ans
+    return got

@@ -33,16 +33,19 @@ records at or below the snapshot's offset are skipped, so a re-delivered batch i
 decided twice; a crash between flushing a batch's outputs and writing its snapshot repeats
 that batch's audit events (valid records that say the same thing twice — never a gap).
 
-**Resolution.**  ``pipeline.resolve`` reads the mapping table of *this* worker's partitions.
-With one worker that is every partition.  With several workers the desk's worker sees only
-its own share of the table and can answer "no data" for a mapping another worker holds: run
-lawful access on a single worker (or see docs/lawful-access.md "Limits").  A request names no
+**Resolution.**  Each address is looked up on the worker that owns its table partition
+(``agents.remote_lookup``): here when this worker owns it, else through the internal lookup
+topics, which route it to the owner; CGNAT second hops (inside address on another partition)
+the same way.  With several workers the answer is therefore as complete as with one; a lookup
+that gets no answer in time (a partition unowned mid-rebalance) refuses the request as
+``resolution-failed`` instead of answering from part of the table.  A request names no
 operator; the agent asks every configured operator and tags each match with it.  An IPv4
 prefix (at most ``min_prefixlen_v4``, /24 by default) is resolved address by address; an IPv6
 prefix is resolved by its first address only (the holder of a delegated prefix containing
 it) — see "Limits".
 
-Nothing here puts a subscriber id on a topic in plaintext: answers are sealed to the
+Nothing here puts a subscriber id on a topic in plaintext outside the worker's own internal
+topics (lookup answers between workers, like bindings and the changelog): answers are sealed to the
 authority's X25519 key (``stream.access.seal_answer``) and audit events carry only ids,
 digests and reason codes (``stream.audit.check_event`` refuses anything else).
 """
@@ -62,10 +65,11 @@ from stream.access import Decision, Policy, QueryDesk, Registry
 from stream.audit import AuditChain, canonical, legal_hold_event
 from stream.errors import ConfigError, IpanonError, Rejected
 from stream.hold import DEFAULT_MAX_HOLD_MS, HoldSet, LegalHold
-from stream.model import parse_network
+from stream.model import ip_text, parse_network
 
 from .broker import REPO_ROOT
 from .kafka_io import HEARTBEAT_KEY
+from .remote_lookup import RemoteLookups
 
 log = logging.getLogger("ipanon.query")
 
@@ -198,6 +202,7 @@ class QueryAgent:
         self.holds_topic = app.topic(n.holds, **raw)
         self.state_topic = app.topic(n.query_state, **raw)
         self.desk = QueryDesk(self.registry, self.policy)
+        self.lookups = RemoteLookups(p)  # resolution on whichever worker owns each address
         self.chain = AuditChain()
         self.holdset: dict[str, LegalHold] = {}  # the desk's view: what it has set and not released
         self.offset = -1           # last inbox offset decided (from the snapshot)
@@ -286,7 +291,7 @@ class QueryAgent:
     def _reply(self, key: Optional[str], reply: dict) -> None:
         self._out.append((self.responses, key.encode() if key else None, canonical(reply), None))
 
-    def emit(self, d: Decision, now: int) -> None:
+    async def emit(self, d: Decision, now: int) -> None:
         """Audit a decision, send its reply, and answer it when it is ready."""
         for ev in d.events:
             self._audit(ev, now)
@@ -297,7 +302,9 @@ class QueryAgent:
         if d.status != "ready":
             return
         try:
-            a = self.desk.answer(d, self.resolve, now)
+            req = d.request
+            result = await self.resolve(ip_text(req.address), req.port, req.from_ms, req.to_ms)
+            a = self.desk.answer(d, lambda *_: result, now)
         except Exception as e:  # the request was authorised: say it failed, never answer wrongly
             log.exception("query: resolving a ready request failed (%s)", type(e).__name__)
             req = d.request
@@ -316,11 +323,13 @@ class QueryAgent:
 
     # -- resolution -------------------------------------------------------------------------
 
-    def resolve(self, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:
+    async def resolve(self, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:
         """The resolver contract of ``QueryDesk.answer``: ``{"matches": [...]}`` (each with
         operator, address, subscriber, from_ms, to_ms and, through CGNAT, inside_ip and ports),
         ``{"ambiguous": n}`` (a CGNAT public address without a port; ``matches`` too if other
-        operators matched exactly) or ``{"no_data": true}``."""
+        operators matched exactly) or ``{"no_data": true}``.  Each address is looked up on the
+        worker that owns its partition (``agents.remote_lookup``); a lookup that fails or gets
+        no answer in time raises, and the request is refused as ``resolution-failed``."""
         net = parse_network(address)
         if net.version == 4 and net.num_addresses <= MAX_ENUMERATED:
             addrs = [str(a) for a in net]  # one address, or each address of a small IPv4 prefix
@@ -328,13 +337,16 @@ class QueryAgent:
             addrs = [str(net.network_address)]
         matches: list[dict] = []
         ambiguous = 0
-        for op in sorted(self.p.operators):
-            for a in addrs:
-                r = self.p.resolve(op, a, port, from_ms, to_ms)
-                if r.get("status") == "ambiguous":
-                    ambiguous += int(r.get("candidates", 0))
-                elif r.get("status") == "ok":
-                    matches += [{"operator": op, "address": a, **h} for h in r.get("holders", [])]
+        asks = [{"operator": op, "ip": a, "port": port, "from_ms": from_ms, "to_ms": to_ms}
+                for op in sorted(self.p.operators) for a in addrs]
+        for q, r in zip(asks, await self.lookups.resolve_many(asks)):
+            op, a = q["operator"], q["ip"]
+            if r is None or r.get("status") not in ("ok", "no-data", "ambiguous"):
+                raise IpanonError(f"lookup {'timed out' if r is None else r.get('reason') or r.get('status')}")
+            if r.get("status") == "ambiguous":
+                ambiguous += int(r.get("candidates", 0))
+            elif r.get("status") == "ok":
+                matches += [{"operator": op, "address": a, **h} for h in r.get("holders", [])]
         if not matches and not ambiguous:
             return {"no_data": True}
         out: dict[str, Any] = {}
@@ -432,7 +444,7 @@ class QueryAgent:
 
     # -- the agent --------------------------------------------------------------------------
 
-    def decide(self, value: Optional[bytes], key: Optional[bytes], now: int) -> None:
+    async def decide(self, value: Optional[bytes], key: Optional[bytes], now: int) -> None:
         """One inbox record: an approval, a hold command, or (anything else) a request — a
         message that is none of these is refused by the desk as ``malformed-request``."""
         typ = None
@@ -443,11 +455,11 @@ class QueryAgent:
         except (ValueError, UnicodeDecodeError):
             pass
         if typ == "approval":
-            self.emit(self.desk.approve(value, now), now)
+            await self.emit(self.desk.approve(value, now), now)
         elif typ in ("hold-set", "hold-release"):
             self.hold_command(msg, now)
         else:
-            self.emit(self.desk.submit(value if value is not None else b"", now), now)
+            await self.emit(self.desk.submit(value if value is not None else b"", now), now)
         self.dirty = True
 
     async def run(self, stream: Any) -> None:
@@ -467,7 +479,7 @@ class QueryAgent:
                         p.count("query:already-decided")  # re-delivered after a restart
                         continue
                     try:
-                        self.decide(msg.value, msg.key, now)
+                        await self.decide(msg.value, msg.key, now)
                     except Exception as e:  # never let one record kill the agent (#175)
                         log.exception("query: unexpected error; record dead-lettered")
                         p.dead_letter(event, "internal-error", type(e).__name__)
@@ -491,7 +503,7 @@ class QueryAgent:
                     await self.reload()
                 now = self.p.clock()
                 for d in self.desk.expire(now):
-                    self.emit(d, now)
+                    await self.emit(d, now)
                     self.dirty = True
                 for hid in [h for h, x in self.holdset.items() if now >= x.until_ms]:
                     self._end_hold(hid, now, "lapsed")

@@ -3,33 +3,57 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from agents.kafka_io import HEARTBEAT_KEY
+from agents.lookup_client import complete_hops
 from agents.query_agent import QueryAgent, _apply_hold_record, decode_snapshot, encode_snapshot
 from stream.errors import IpanonError
 from stream.hold import make_hold
+from agents.remote_lookup import RemoteLookups
 
 
 class FakePipeline:
-    """``pipeline.resolve`` answers from a dict (operator, address) -> result."""
+    """``pipeline.resolve`` answers from a dict (operator, address) -> result; it owns every
+    partition unless ``owned`` says which addresses it holds."""
 
-    def __init__(self, answers):
+    def __init__(self, answers, owned=None):
         self.answers = answers
         self.operators = {op for op, _ in answers} | {"empty-op"}
         self.calls = []
+        self.owned = owned
+
+    def owns(self, operator, net):
+        return self.owned is None or str(net.network_address) in self.owned
 
     def resolve(self, operator, address, port, from_ms, to_ms):
         self.calls.append((operator, address, port, from_ms, to_ms))
         return self.answers.get((operator, address), {"status": "no-data", "holders": []})
 
 
-def agent(answers):
+class SyncAgent:
+    """The agent's async ``resolve`` driven to completion (no event loop in these tests)."""
+
+    def __init__(self, a):
+        self.a, self.p = a, a.p
+
+    def resolve(self, *args):
+        return asyncio.run(self.a.resolve(*args))
+
+
+def agent(answers, owned=None, elsewhere=None):
+    """``elsewhere``: the other worker's pipeline, reached instead of the lookup topics."""
     a = QueryAgent.__new__(QueryAgent)  # only resolve() is exercised: no Faust app needed
-    a.p = FakePipeline(answers)
-    return a
+    a.p = FakePipeline(answers, owned)
+    a.lookups = RemoteLookups(a.p)
+    if elsewhere is not None:
+        async def ask_remote(queries):
+            return [elsewhere.resolve(q["operator"], q["ip"], q["port"], q["from_ms"], q["to_ms"]) for q in queries]
+        a.lookups._ask_remote = ask_remote
+    return SyncAgent(a)
 
 
 def test_single_address_match_is_tagged_with_operator_and_address():
@@ -60,6 +84,49 @@ def test_ipv6_prefix_asks_for_its_first_address_only():
     a = agent({})
     a.resolve("2001:db8:0:100::/56", None, 0, 10)
     assert {c[1] for c in a.p.calls} == {"2001:db8:0:100::"}
+
+
+def test_an_address_another_worker_holds_is_asked_there_and_cgnat_second_hops_are_completed():
+    # public 198.51.100.7 port 1500 is on this worker; its inside address 100.64.9.9 elsewhere
+    here = {("op1", "198.51.100.7"): {"status": "ok", "holders": [], "hops": [
+        {"inside_ip": "100.64.9.9", "from_ms": 100, "to_ms": 200, "ports": [1024, 2047]}]}}
+    there = FakePipeline({("op1", "100.64.9.9"): {"status": "ok", "holders": [
+        {"subscriber": "kund", "from_ms": 50, "to_ms": 150}]},
+        ("op1", "100.64.1.2"): {"status": "ok", "holders": [{"subscriber": "s2", "from_ms": 1, "to_ms": 2}]}})
+    a = agent(here, owned={"198.51.100.7"}, elsewhere=there)
+    assert a.resolve("198.51.100.7", 1500, 0, 1000) == {"matches": [
+        {"operator": "op1", "address": "198.51.100.7", "subscriber": "kund", "from_ms": 50, "to_ms": 150,
+         "inside_ip": "100.64.9.9", "ports": [1024, 2047]}]}
+    assert ("op1", "100.64.9.9", None, 100, 200) in there.calls  # the hop: the block's interval, no port
+    assert [c[1] for c in a.p.calls if c[0] == "op1"] == ["198.51.100.7"]
+    # an address this worker does not hold at all is answered by its owner
+    out = a.resolve("100.64.1.2", None, 0, 10)
+    assert out == {"matches": [{"operator": "op1", "address": "100.64.1.2", "subscriber": "s2", "from_ms": 1, "to_ms": 2}]}
+    assert ("op1", "100.64.1.2", None, 0, 10) in there.calls and ("op1", "100.64.1.2", None, 0, 10) not in a.p.calls
+
+
+def test_a_lookup_without_an_answer_refuses_instead_of_answering_from_part_of_the_table():
+    a = agent({("op1", "100.64.1.2"): {"status": "ok", "holders": []}}, owned=set())
+    async def no_answer(queries):
+        return [None for _ in queries]
+    a.a.lookups._ask_remote = no_answer
+    with pytest.raises(IpanonError, match="timed out"):
+        a.resolve("100.64.1.2", None, 0, 10)
+
+
+def test_complete_hops_merges_second_hops_and_flags_a_missing_one():
+    first = {"id": "x", "status": "ok", "holders": [{"subscriber": "a", "from_ms": 1, "to_ms": 2,
+                                                     "inside_ip": "10.0.0.1", "ports": [1, 2]}],
+             "hops": [{"inside_ip": "10.0.0.2", "from_ms": 5, "to_ms": 9, "ports": [3, 4]}]}
+    done = complete_hops(first, [{"status": "ok", "holders": [{"subscriber": "b", "from_ms": 5, "to_ms": 7}]}])
+    assert done == {"id": "x", "status": "ok", "holders": [
+        first["holders"][0], {"subscriber": "b", "from_ms": 5, "to_ms": 7, "inside_ip": "10.0.0.2", "ports": [3, 4]}]}
+    empty = dict(first, holders=[])
+    assert complete_hops(empty, [{"status": "no-data", "holders": []}])["status"] == "no-data"
+    assert complete_hops(first, [None])["status"] == "error"
+    assert complete_hops(first, [{"status": "error", "reason": "internal-error"}])["reason"] == "incomplete-hop"
+    with pytest.raises(ValueError):
+        complete_hops(first, [])
 
 
 def test_snapshot_round_trip_and_unknown_encoding():

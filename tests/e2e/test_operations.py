@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,9 +34,9 @@ MARGIN_S = 45
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from agents.broker import free_port as outside_ephemeral_range
+
+    return outside_ephemeral_range()
 
 
 def get(url: str, timeout: float = 5.0) -> bytes:

@@ -107,3 +107,90 @@ def test_two_workers_split_partitions_and_stay_correct_through_join_and_leave(wo
     subs = {r["subscriber"] for r in stats}
     assert len(subs) == 100 and not any("@isp.example" in x for x in subs)
     w2.stop()
+
+
+def _partition(addr: str) -> int:
+    import ipaddress
+
+    from agents.mapping_table import partition_for
+    from stream.intervals import routing_key
+
+    return partition_for(routing_key(OPERATOR, ipaddress.ip_network(addr)).encode(), 4)
+
+
+def _pick(prefix: str, parts: set[int], used: set[str]) -> str:
+    """An address under ``prefix`` whose table partition is one of ``parts``."""
+    for i in range(1, 250):
+        a = f"{prefix}.{i}"
+        if a not in used and _partition(a) in parts:
+            used.add(a)
+            return a
+    raise AssertionError(f"no address under {prefix} on partitions {parts}")
+
+
+def test_cgnat_chains_and_lawful_answers_span_workers(worker_factory, bootstrap, tmp_path, monkeypatch):
+    """A CGNAT public address on one worker, its inside address on the other: lookups and the
+    query desk (on whichever worker owns the inbox) still answer the whole chain, both ways."""
+    import subprocess
+    import sys
+
+    from agents.kafka_io import count
+    from stream.access import open_answer
+    from tests.e2e.test_query_agent import make_registry, replies, request, send
+
+    keys = make_registry(tmp_path / "reg")
+    monkeypatch.setenv("IPANON_AUTHORITIES", str(tmp_path / "reg" / "authorities"))
+    monkeypatch.setenv("IPANON_STAFF", str(tmp_path / "reg" / "staff"))
+    p1, p2 = free_port(), free_port()
+    w1 = worker_factory(operators=(OPERATOR,), extra=["--web-port", str(p1)]).start()
+    wait_for(lambda: partitions(p1) == {0, 1, 2, 3}, timeout_s=150, what="worker 1 to own every partition")
+    w2 = twin(w1, p2).start()
+    split = wait_for(lambda: (a := partitions(p1)) is not None and (b := partitions(p2)) is not None
+                     and a and b and not a & b and a | b == {0, 1, 2, 3} and (a, b), timeout_s=150,
+                     what="the two workers to split the four partitions")
+    mine, theirs = split
+    used: set[str] = set()
+    # chain A: public on worker 1, inside on worker 2; chain B the other way round
+    chains = [(_pick("198.51.100", mine, used), _pick("100.64.60", theirs, used), "kund-a@isp.example"),
+              (_pick("198.51.100", theirs, used), _pick("100.64.60", mine, used), "kund-b@isp.example")]
+    now = int(time.time())
+    ms = now * 1000
+    produce(bootstrap, w1.topics.raw_radius, [radius(sub, f"SX-{i}", inside, "Start", now - 300)
+                                             for i, (_, inside, sub) in enumerate(chains)], tmp_path, name="r.jsonl")
+    nat = tmp_path / "nat.jsonl"
+    nat.write_text("".join(json.dumps({
+        "natEvent": 16, "sourceIPv4Address": inside, "postNATSourceIPv4Address": public,
+        "portRangeStart": 1024, "portRangeEnd": 2047, "observationTimeMilliseconds": ms - 290_000}) + "\n"
+        for public, inside, _ in chains))
+    rc = subprocess.run([sys.executable, "-m", "agents.cli", "produce", "--format", "ipfix-json", "--operator", OPERATOR,
+                         "--topic", w1.topics.raw_nat, "--bootstrap", bootstrap, str(nat)],
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+
+    at = ms - 200_000
+
+    def chain_lookups():
+        qs = [{"operator": OPERATOR, "ip": public, "port": 1500, "from_ms": at, "to_ms": at + 1}
+              for public, _, _ in chains]
+        ans = lookup_many(bootstrap, w1.topics, qs, timeout_s=60)
+        return [[(h["subscriber"], h["inside_ip"]) for h in (ans.get(q["id"]) or {}).get("holders", [])] for q in qs]
+
+    expected = [[(sub, inside)] for _, inside, sub in chains]
+    wait_for(lambda: chain_lookups() == expected, timeout_s=90, what="both chains answered across the workers")
+
+    # lawful requests for both public addresses + port, answered by the desk on either worker
+    bodies = {}
+    for n, (public, _, _) in enumerate(chains, start=1):
+        bodies[n] = request(keys, "police-t", n, address=public, port=1500, from_ms=at, to_ms=at + 1)[1]
+    wait_for(lambda: count(bootstrap, w1.topics.query_state) >= 1, timeout_s=120, what="the desk's first snapshot")
+    send(bootstrap, w1.topics.query_requests, [("police-t", v) for v in bodies.values()])
+    rep = wait_for(lambda: (r := replies(bootstrap, w1.topics.query_responses)) and all(
+        any(m["type"] == "answer" for m in r.get(f"police-t/{n}", [])) for n in bodies) and r,
+        timeout_s=120, what="both lawful answers")
+    for n, (public, inside, sub) in enumerate(chains, start=1):
+        ans = [m for m in rep[f"police-t/{n}"] if m["type"] == "answer"]
+        assert len(ans) == 1, rep[f"police-t/{n}"]
+        result = open_answer(keys["police-t"][1], ans[0])["result"]
+        assert [(m["subscriber"], m["inside_ip"], m["address"]) for m in result["matches"]] == [(sub, inside, public)]
+    w2.stop()
+    w1.stop()

@@ -1,0 +1,179 @@
+"""Lookups from inside a worker, wherever the partition lives (the query agent's resolver).
+
+Each worker holds only the table partitions assigned to it.  The query desk runs on the worker
+that owns the inbox partition, so a lawful request may name an address (or, through CGNAT, an
+inside address) that another worker holds.  ``RemoteLookups.resolve_many`` answers each lookup
+
+- locally (``Pipeline.resolve``) when this worker owns the address's partition, and
+- otherwise through the internal lookup topics, exactly as ``agents.lookup_client`` does from
+  outside: the request goes to ``<prefix>-lookup-requests`` keyed by the routing key, so Kafka
+  delivers it to the owner's lookup agent; the answer comes back on
+  ``<prefix>-lookup-responses``, which this class tails without a consumer group (every
+  partition, from the end at start) and matches by request id;
+
+then completes CGNAT second hops the same way (``agents.lookup_client.complete_hops``).  An
+answer that does not arrive within the timeout is ``None``; the caller refuses the lawful request
+as ``resolution-failed`` rather than answer from a part of the table.
+
+The consumer starts on the first remote lookup: a single worker (every partition) never creates
+it.  Lookup answers on the internal topic carry subscriber ids in plaintext, like the bindings
+topic and the changelog: the topic is the worker role's alone (``agents.acl``) and its retention
+is bounded by the promise (``stream.policy``, role ``derived``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import uuid
+from typing import Any, Optional
+
+from stream.errors import Rejected
+from stream.intervals import routing_key
+
+from .lookup_client import complete_hops, hop_queries
+
+log = logging.getLogger("ipanon.lookups")
+
+#: How long a remote lookup may take before the asker gives up (a rebalance in progress
+#: leaves a partition unowned for a while).
+TIMEOUT_S = 30.0
+
+
+class RemoteLookups:
+    def __init__(self, pipeline: Any, *, timeout_s: float = TIMEOUT_S) -> None:
+        self.p = pipeline
+        self.timeout_s = timeout_s
+        self.tag = f"desk-{uuid.uuid4().hex[:12]}"
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._consumer: Any = None
+        self._task: Optional[asyncio.Task] = None
+        self._lock: Optional[asyncio.Lock] = None
+        self.remote = 0  # lookups sent through the topics (for tests and logs)
+
+    # -- the response tail ------------------------------------------------------------------
+
+    async def _ensure_started(self) -> None:
+        if self._consumer is not None:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._consumer is not None:
+                return
+            from aiokafka import AIOKafkaConsumer, TopicPartition
+
+            from .security import aiokafka_kwargs
+
+            s, topic = self.p.settings, self.p.names.lookup_responses
+            c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
+                                 client_id="ipanon-desk-lookups", **aiokafka_kwargs())
+            await c.start()
+            try:
+                tps = [TopicPartition(topic, i) for i in range(s.partitions)]
+                c.assign(tps)
+                await c.seek_to_end(*tps)
+                for tp in tps:  # resolve the end offsets now: answers sent later are all seen
+                    await c.position(tp)
+            except BaseException:
+                await c.stop()
+                raise
+            self._consumer = c
+            self._task = asyncio.ensure_future(self._pump())
+            log.info("lookups: asking other workers through %s (this worker holds partitions %s)",
+                     self.p.names.lookup_requests, sorted(self.p.table.active))
+
+    async def _pump(self) -> None:
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # transient broker trouble: the waiting lookups time out
+                log.warning("lookups: reading answers failed (%s); retrying", type(e).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            for recs in batch.values():
+                for r in recs:
+                    if r.value is None:  # heartbeats
+                        continue
+                    try:
+                        ans = json.loads(r.value)
+                    except (ValueError, UnicodeDecodeError):
+                        continue
+                    rid = ans.get("id") if isinstance(ans, dict) else None
+                    fut = self._waiting.pop(rid, None) if isinstance(rid, str) else None
+                    if fut is not None and not fut.done():
+                        fut.set_result(ans)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
+        self._consumer = self._task = None
+
+    # -- asking -----------------------------------------------------------------------------
+
+    async def _ask_remote(self, queries: list[dict]) -> list[Optional[dict]]:
+        if not queries:
+            return []
+        await self._ensure_started()
+        loop = asyncio.get_running_loop()
+        ids, futs, sends = [], [], []
+        for q in queries:
+            rid = f"{self.tag}-{uuid.uuid4().hex}"
+            fut = loop.create_future()
+            self._waiting[rid] = fut
+            ids.append(rid)
+            futs.append(fut)
+            key = routing_key(q["operator"], ipaddress.ip_network(q["ip"])).encode()
+            sends.append(await self.p.lookup_requests.send(key=key, value=json.dumps({**q, "id": rid}).encode()))
+        self.remote += len(queries)
+        await asyncio.gather(*sends)  # acknowledged by the broker
+        await asyncio.wait(futs, timeout=self.timeout_s)
+        out = []
+        for rid, fut in zip(ids, futs):
+            self._waiting.pop(rid, None)
+            out.append(fut.result() if fut.done() and not fut.cancelled() else None)
+        return out
+
+    def _local(self, q: dict) -> Optional[dict]:
+        """Answered here if this worker owns the partition (None: ask the owner)."""
+        net = ipaddress.ip_network(q["ip"])
+        if not self.p.owns(q["operator"], net):
+            return None
+        try:
+            return self.p.resolve(q["operator"], q["ip"], q.get("port"), q["from_ms"], q["to_ms"])
+        except Rejected as e:  # same contract as the lookup agent's answers
+            return {"status": "refused", "reason": e.reason}
+        except Exception:
+            log.exception("lookups: unexpected error")
+            return {"status": "error", "reason": "internal-error"}
+
+    async def _answer(self, queries: list[dict]) -> list[Optional[dict]]:
+        answers: list[Optional[dict]] = [self._local(q) for q in queries]
+        far = [i for i, a in enumerate(answers) if a is None]
+        for i, a in zip(far, await self._ask_remote([queries[i] for i in far])):
+            answers[i] = a
+        return answers
+
+    async def resolve_many(self, queries: list[dict]) -> list[Optional[dict]]:
+        """Answers to ``[{"operator", "ip", "port", "from_ms", "to_ms"}]`` in order, CGNAT second
+        hops completed; None where no answer arrived in time."""
+        answers = await self._answer(queries)
+        hopping = [(i, hop_queries(queries[i], a)) for i, a in enumerate(answers) if a and a.get("hops")]
+        if hopping:
+            flat = [h for _, hs in hopping for h in hs]
+            inner = await self._answer(flat)
+            k = 0
+            for i, hs in hopping:
+                answers[i] = complete_hops(answers[i], inner[k:k + len(hs)])  # type: ignore[arg-type]
+                k += len(hs)
+        return answers
