@@ -12,7 +12,7 @@ creates them):
 | role | user | may |
 |---|---|---|
 | collector | ``ipanon-collector`` | write the raw topics; read nothing |
-| worker | ``ipanon-worker`` | read/write/create its topics (prefixed ``<prefix>-`` and ``<app id>-``: raw for heartbeats, internal, changelogs, stats, aggregates, audit, query and lookup topics); its consumer group; describe the cluster's configs (retention check) |
+| worker | ``ipanon-worker`` | read/write/create its topics (prefixed ``<prefix>-`` and ``<app id>-``: raw for heartbeats, internal, changelogs, stats, aggregates, audit, query and lookup topics); its consumer groups ``<app id>``, ``<app id>-ingest``, ``<app id>-stats`` (literal); describe the cluster's configs (retention check) |
 | analyst | ``ipanon-analyst`` | read ``<prefix>-stats`` and ``<prefix>-aggregates``; consumer groups ``<prefix>-analyst*`` |
 | authority *A* | ``ipanon-authority-A`` | write ``<prefix>-query-requests``; read only ``<prefix>-query-responses-A`` |
 | staff | ``ipanon-staff`` | write (approvals) and read (to see what they approve) ``<prefix>-query-requests`` |
@@ -60,6 +60,12 @@ class Grant:
         return f"User:{self.user}"
 
 
+def worker_groups(app_id: str) -> dict[str, str]:
+    """The consumer groups of the worker's batch stages (``agents.batch``), besides Faust's
+    own group ``<app id>`` (the mapping, lookup and query agents): stage name → group."""
+    return {"ingest": f"{app_id}-ingest", "stats": f"{app_id}-stats"}
+
+
 def user_for(role: str, authority: Optional[str] = None) -> str:
     if role == "authority":
         if not authority:
@@ -90,7 +96,8 @@ def role_grants(prefix: str = "ipanon", app_id: str = "ipanon",
     worker_ops = ("Read", "Write", "Create", "Describe", "DescribeConfigs")
     for pfx in dict.fromkeys((f"{prefix}-", f"{app_id}-")):
         g.append(Grant(u("worker"), "topic", pfx, "prefixed", worker_ops))
-    g.append(Grant(u("worker"), "group", app_id, "literal", ("Read", "Describe")))
+    for group in (app_id, *worker_groups(app_id).values()):
+        g.append(Grant(u("worker"), "group", group, "literal", ("Read", "Describe")))
     g.append(Grant(u("worker"), "cluster", "kafka-cluster", "literal", ("Describe", "DescribeConfigs")))
     for name in (t.stats, t.aggregates):
         g.append(Grant(u("analyst"), "topic", name, "literal", ("Read", "Describe")))

@@ -36,6 +36,8 @@ from . import topics as T
 from .mapping_table import DirectRecoveryTableManager, MappingTable, partition_for
 from .runtime import OperatorRuntime, keys_dir
 from .vault import Vault, max_until
+from .acl import worker_groups
+from .batch import BatchStage, Output
 from .security import aiokafka_kwargs, faust_credentials
 from .settings import Settings
 
@@ -44,6 +46,10 @@ log = logging.getLogger("ipanon")
 #: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
 DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web",
                                        "agents.answer_router")
+
+#: Dead-letter records keep at most this many bytes of the original record (see
+#: ``Pipeline.dead_letter_value``).
+DEADLETTER_MAX_BYTES = 512 * 1024
 
 #: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
 HOLD_RECHECK_MS = 5_000
@@ -113,7 +119,10 @@ class Pipeline:
         self.table.restore_client = dict(bootstrap_servers=s.bootstrap, **aiokafka_kwargs(s.security))
         self.table.on_recover(self._on_recover)
 
-        app.agent(self.raw_topics, name="ipanon.ingest")(self._ingest_agent)
+        # ingest keeps no state: a plain aiokafka batch loop in a consumer group of its own
+        # (agents.batch; Faust's per-event streams cost ≈ 37× the CPU, docs/benchmarks.md)
+        self.batch_stages: list[BatchStage] = []
+        self.ingest_stage = self.add_batch_stage("ingest", names.raw, self._ingest_batch, role="raw")
         app.agent(self.bindings, name="ipanon.mapping")(self._mapping_agent)
         app.agent(self.lookup_requests, name="ipanon.lookup")(self._lookup_agent)
         app.timer(s.sweep_interval_s, name="ipanon.sweeper")(self._sweeper)
@@ -136,6 +145,14 @@ class Pipeline:
 
     def _changelog_name(self) -> str:
         return f"{self.settings.app_id}-mappings-changelog"
+
+    def add_batch_stage(self, name: str, topics: Iterable[str], handle: Any, *, role: str) -> BatchStage:
+        """A ``BatchStage`` in the consumer group ``worker_groups(app_id)[name]``, started and
+        stopped with the Faust app (an app task: cancelled when the worker stops)."""
+        stage = BatchStage(self, name, topics, worker_groups(self.settings.app_id)[name], handle, role=role)
+        self.batch_stages.append(stage)
+        self.app.task(stage.run)
+        return stage
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -167,22 +184,38 @@ class Pipeline:
         except Exception:
             log.exception("heartbeat: failed; will retry")
 
-    def dead_letter(self, event: Any, reason: str, detail: str = "") -> None:
-        msg = event.message
-        headers = _headers(event)
+    def dead_letter_value(self, topic: str, partition: int, offset: int, headers: Mapping[str, str],
+                          value: Optional[bytes], reason: str, detail: str = "") -> bytes:
+        """The dead-letter record of one input record: why, where it came from, its bytes (at
+        most ``DEADLETTER_MAX_BYTES`` of them, base64 — so the record always fits a default
+        broker's 1 MB message limit; ``truncated_from`` gives the original length)."""
+        value = value or b""
         record = {
             "reason": reason,
             "detail": detail,
-            "topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
             "format": headers.get(T.H_FORMAT),
             "operator": headers.get(T.H_OPERATOR),
             "received_ms": self.clock(),
-            "value_b64": base64.b64encode(msg.value or b"").decode(),
+            "value_b64": base64.b64encode(value[:DEADLETTER_MAX_BYTES]).decode(),
         }
-        self.deadletter.send_soon(key=None, value=json.dumps(record).encode())
+        if len(value) > DEADLETTER_MAX_BYTES:
+            record["truncated_from"] = len(value)
+        return json.dumps(record).encode()
+
+    def dead_letter(self, event: Any, reason: str, detail: str = "") -> None:
+        msg = event.message
+        self.deadletter.send_soon(key=None, value=self.dead_letter_value(
+            msg.topic, msg.partition, msg.offset, _headers(event), msg.value, reason, detail))
         self.count(f"rejected:{reason}")
+
+    def dead_letter_output(self, record: Any, headers: Mapping[str, str], reason: str, detail: str = "") -> Output:
+        """``dead_letter`` for a ``BatchStage``: an aiokafka record → the output to produce (the
+        caller counts ``rejected:<reason>``)."""
+        return (self.names.deadletter, None, self.dead_letter_value(
+            record.topic, record.partition, record.offset, headers, record.value, reason, detail), None)
 
     async def ebb(self) -> None:
         """Once per batch: hand every queued output to the producer at once and wait until the
@@ -205,7 +238,10 @@ class Pipeline:
     # -- ingest -----------------------------------------------------------------------------
 
     def ingest_one(self, event: Any) -> list[Binding]:
-        headers = _headers(event)
+        return self.parse_raw(_headers(event), event.message.value)
+
+    def parse_raw(self, headers: Mapping[str, str], value: Optional[bytes]) -> list[Binding]:
+        """The bindings of one raw record (``Rejected`` with a reason if it has none)."""
         fmt = headers.get(T.H_FORMAT)
         if not fmt:
             raise Rejected("missing-format", f"no {T.H_FORMAT} header")
@@ -214,7 +250,6 @@ class Pipeline:
             raise Rejected("missing-operator", f"no {T.H_OPERATOR} header and no default operator")
         if operator not in self.operators:
             raise Rejected("unknown-operator", "operator has no profile in the worker's configuration")
-        value = event.message.value
         if value is None:
             raise Rejected("empty-record", "message has no value")
         ctx: dict[str, Any] = {}
@@ -226,35 +261,49 @@ class Pipeline:
             ctx["ref_ms"] = int(received)  # dates syslog lines that carry no year (RFC 3164)
         return get_format(fmt).parse(value, operator=operator, **ctx)
 
-    async def _ingest_agent(self, stream: Any) -> None:
-        s = self.settings
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            for event in events:
-                if is_heartbeat(event):
-                    continue
-                try:
-                    bindings = self.ingest_one(event)
-                    self.count("events_in")
-                    for b in bindings:
-                        self._emit_binding(b)
-                except Rejected as e:
-                    self.dead_letter(event, e.reason, e.detail)
-                except Exception as e:  # never let one record kill the agent (#175)
-                    log.exception("ingest: unexpected error; record dead-lettered")
-                    self.dead_letter(event, "internal-error", type(e).__name__)
-            await self.ebb()
+    async def _ingest_batch(self, records: list[Any]) -> list[Output]:
+        """One ``BatchStage`` batch of raw records → bindings and dead letters (counted once
+        per batch)."""
+        out: list[Output] = []
+        rejected: dict[str, int] = {}
+        events = bindings = 0
+        for r in records:
+            if r.value is None and r.key == HEARTBEAT_KEY:
+                continue
+            headers = record_headers(r.headers)
+            try:
+                bs = self.parse_raw(headers, r.value)
+            except Rejected as e:
+                out.append(self.dead_letter_output(r, headers, e.reason, e.detail))
+                rejected[e.reason] = rejected.get(e.reason, 0) + 1
+                continue
+            except Exception as e:  # never let one record stop the stage
+                log.exception("ingest: unexpected error; record dead-lettered")
+                out.append(self.dead_letter_output(r, headers, "internal-error", type(e).__name__))
+                rejected["internal-error"] = rejected.get("internal-error", 0) + 1
+                continue
+            events += 1
+            for b in bs:
+                self._binding_outputs(b, out)
+                bindings += 1
+        if events:
+            self.count("events_in", events)
+        if bindings:
+            self.count("bindings", bindings)
+        for reason, n in rejected.items():
+            self.count(f"rejected:{reason}", n)
+        return out
 
-    def _emit_binding(self, b: Binding) -> None:
+    def _binding_outputs(self, b: Binding, out: list[Output]) -> None:
+        topic = self.names.bindings
         value = b.to_json()
         if b.action == "reset":
             # Accounting-On/Off closes sessions of a NAS on every address, so every partition
             # must see it.
-            for p in range(self.settings.partitions):
-                self.bindings.send_soon(key=f"{b.operator}|reset|{b.nas}".encode(), value=value, partition=p)
+            key = f"{b.operator}|reset|{b.nas}".encode()
+            out.extend((topic, key, value, p) for p in range(self.settings.partitions))
         else:
-            key = iv.routing_key(b.operator, b.ip).encode()
-            self.bindings.send_soon(key=key, value=value)
-        self.count("bindings")
+            out.append((topic, iv.routing_key(b.operator, b.ip).encode(), value, None))
 
     # -- mapping ----------------------------------------------------------------------------
 
@@ -504,8 +553,13 @@ def is_heartbeat(event: Any) -> bool:
 
 
 def _headers(event: Any) -> dict[str, str]:
+    return record_headers(event.message.headers)
+
+
+def record_headers(headers: Any) -> dict[str, str]:
+    """Kafka headers as text (undecodable ones left out)."""
     out = {}
-    for k, v in (event.message.headers or []):
+    for k, v in (headers or []):
         try:
             out[k if isinstance(k, str) else k.decode()] = v.decode() if isinstance(v, bytes) else str(v)
         except UnicodeDecodeError:

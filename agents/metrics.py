@@ -333,7 +333,23 @@ class Metrics:
     # -- consumer lag ------------------------------------------------------------------------
 
     def consumer_lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the high-water mark per (topic, partition) this worker consumes.
+        """Records behind the high-water mark per (topic, partition) this worker consumes:
+        Faust's consumer (``faust_lag``) and every batch stage's own consumer
+        (``agents.batch.BatchStage.lag``: raw topics for ingest, bindings for stats).  A
+        partition read by two consumers (bindings: mapping agent and stats stage) reports the
+        larger lag."""
+        out = self.faust_lag()
+        for stage in getattr(self.p, "batch_stages", ()):
+            try:
+                lags = stage.lag()
+            except Exception:  # noqa: BLE001 - a scrape never fails for one stage
+                continue
+            for k, v in lags.items():
+                out[k] = max(out.get(k, 0), v)
+        return out
+
+    def faust_lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the high-water mark per (topic, partition) Faust's consumer reads.
 
         The read offset is the offset of the last record handed to an agent (Faust's
         consumer), the high-water mark the next offset to be written; a caught-up partition

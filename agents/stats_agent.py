@@ -3,7 +3,9 @@
 Installed into every worker by ``agents.app.Pipeline`` (``install(pipeline)``, listed in
 ``DEFAULT_EXTENSIONS``).  What it adds to the Faust app:
 
-- agent ``ipanon.stats`` on the bindings topic: per batch, brings the consent view up to date
+- stage ``stats`` on the bindings topic (an ``agents.batch.BatchStage``: plain aiokafka batches
+  in the consumer group ``<app id>-stats``, committed only after the batch's records are
+  acknowledged): per batch, brings the consent view up to date
   (``ConsentFollower.sync``), groups bindings by operator, pseudonymises them in one
   ``StatsBuilder.build_many`` call per operator (``encrypt_many`` per epoch), sends the
   records a consent check lets through to ``<prefix>-stats`` (key = record id) and adds every
@@ -175,7 +177,9 @@ class StatsAgent:
                                       key_serializer="raw", value_serializer="raw")
         self.consent = ConsentFollower(s.bootstrap, p.names.consent)
         p.app.task(self._consent_task)
-        p.app.agent(p.bindings, name="ipanon.stats")(self.run)
+        # stateless: a plain aiokafka batch loop in its own consumer group (agents.batch)
+        self.stage = p.add_batch_stage("stats", [p.names.bindings], self.handle_batch, role="bindings")
+        self.stage.count_in = False  # the mapping agent's consumer already counts bindings read
         p.app.timer(KEYS_TICK_S, name="ipanon.stats-keys")(self._tick)
 
     def _live_epoch(self, pol: Any, now: int) -> int:
@@ -199,6 +203,7 @@ class StatsAgent:
             bs.append(b)
             rs.append(r)
         out = []
+        no_consent = 0
         for name, (bs, rs) in by_op.items():
             builder = self.builders[name]
             built = builder.build_many(bs, rs)
@@ -211,46 +216,56 @@ class StatsAgent:
                     sub = x.binding.subscriber
                     if (not consent_current or sub is None
                             or not self.consent.view.allows(consent_key(builder.ring, sub))):
-                        p.count("stats_no_consent")
+                        no_consent += 1
                         continue
                 rec = x.record
                 out.append((rec["id"].encode(), json.dumps(rec, separators=(",", ":")).encode()))
+        if no_consent:
+            p.count("stats_no_consent", no_consent)
         return out
 
-    async def run(self, stream: Any) -> None:
-        from .app import is_heartbeat
+    async def handle_batch(self, records: list[Any]) -> list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]]:
+        """One ``agents.batch.BatchStage`` batch of bindings → the stats records (and dead
+        letters) to produce."""
+        from .app import HEARTBEAT_KEY, record_headers
 
         p = self.p
-        s = p.settings
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            consent_current = await self.consent.sync() if self.consent_required else True
-            good: list[Binding] = []
-            raws: list[bytes] = []
-            for event in events:
-                if is_heartbeat(event):
-                    continue
-                try:
-                    b = Binding.from_json(event.message.value)
-                    if b.operator not in self.builders:
-                        raise Rejected("unknown-operator", "operator has no profile")
-                    good.append(b)
-                    raws.append(event.message.value)
-                except Rejected as e:
-                    p.dead_letter(event, e.reason, e.detail)
-                except Exception as e:
-                    log.exception("stats: unexpected error; record dead-lettered")
-                    p.dead_letter(event, "internal-error", type(e).__name__)
+        consent_current = await self.consent.sync() if self.consent_required else True
+        out: list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]] = []
+        good: list[Binding] = []
+        raws: list[bytes] = []
+        rejected: dict[str, int] = {}
+        builders = self.builders
+        for r in records:
+            value = r.value
+            if value is None and r.key == HEARTBEAT_KEY:
+                continue
             try:
-                msgs = self.handle(good, raws, p.clock(), consent_current)
-            except Exception:
-                log.exception("stats: batch failed; its %d bindings produce no statistics", len(good))
-                p.count("stats_batch_errors")
-                msgs = []
-            for key, value in msgs:
-                p.stats.send_soon(key=key, value=value)
-            if msgs:
-                p.count("stats_out", len(msgs))
-            await p.ebb()
+                b = Binding.from_json(value)
+                if b.operator not in builders:
+                    raise Rejected("unknown-operator", "operator has no profile")
+                good.append(b)
+                raws.append(value)
+            except Rejected as e:
+                out.append(p.dead_letter_output(r, record_headers(r.headers), e.reason, e.detail))
+                rejected[e.reason] = rejected.get(e.reason, 0) + 1
+            except Exception as e:
+                log.exception("stats: unexpected error; record dead-lettered")
+                out.append(p.dead_letter_output(r, record_headers(r.headers), "internal-error", type(e).__name__))
+                rejected["internal-error"] = rejected.get("internal-error", 0) + 1
+        for reason, n in rejected.items():
+            p.count(f"rejected:{reason}", n)
+        try:
+            msgs = self.handle(good, raws, p.clock(), consent_current)
+        except Exception:
+            log.exception("stats: batch failed; its %d bindings produce no statistics", len(good))
+            p.count("stats_batch_errors")
+            msgs = []
+        topic = p.names.stats
+        out.extend((topic, key, value, None) for key, value in msgs)
+        if msgs:
+            p.count("stats_out", len(msgs))
+        return out
 
     # -- timer -------------------------------------------------------------------------------
 

@@ -9,9 +9,13 @@ In one run, on one broker, with the same topic shapes (4 partitions):
    without a consumer group → produce every value unchanged to a pass-through topic, batched,
    no processing) drains that backlog: events/s;
 3. *worker*: a fresh ``ipanon worker`` drains the same backlog (ingest → bindings → mapping
-   table + stats).  Sustained events/s = stats records ÷ (last − first stats record timestamp),
+   table + stats).  Sustained events/s = stats records ÷ (end − first stats record timestamp),
    so start-up and rebalancing are not counted; the backlog is complete when the stats topic
-   holds one record per binding (counted by parsing the same raw records here);
+   holds one record per binding (counted by parsing the same raw records here) *and* the
+   mapping stage's consumer group has committed the whole bindings topic (stats and mapping
+   run in different consumer groups, either may finish first); end = the later of the last
+   stats record and the last table write (newest changelog record).  Worker CPU is sampled
+   while waiting and taken at that end;
 4. *latency*: ``--latency-events`` more records are produced at a steady rate below the
    measured throughput (half of it, at most 5000/s); latency = stats record timestamp (set by
    the worker's producer) − raw record produce time, pairing the k-th produced binding with
@@ -122,14 +126,61 @@ class StatsReader:
                     n += 1
         return n
 
-    def wait_for(self, count: int, timeout_s: float, alive=lambda: True) -> bool:
+    def wait_for(self, count: int, timeout_s: float, alive=lambda: True, tick=lambda: None) -> bool:
         deadline = time.monotonic() + timeout_s
         while len(self.seen) < count and time.monotonic() < deadline and alive():
             self.poll()
+            tick()
         return len(self.seen) >= count
 
     def close(self) -> None:
         self.c.close()
+
+
+def _table_done_ms(bootstrap: str, group: str, bindings: str, changelog: str, timeout_s: float,
+                   alive=lambda: True, tick=lambda: None) -> int | None:
+    """Wait until the mapping stage's consumer group (Faust's ``<app id>``; the lean engine's
+    ``<prefix>-lean-mapping``) has committed every record of the bindings topic, then return
+    the timestamp of the last table write (the newest non-heartbeat changelog record): the
+    instant the mapping table had taken the whole backlog.  None on timeout.  The stats stage
+    runs in a consumer group of its own, so the last stats record alone does not say the
+    table is done."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from agents.kafka_io import HEARTBEAT_KEY
+
+    # a consumer carrying the group id only to fetch its committed offsets (it never joins)
+    g = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(bindings, p) for p in (c.partitions_for_topic(bindings) or ())]
+        ends = c.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if all((g.committed(tp) or 0) >= ends[tp] for tp in tps):
+                break
+            if time.monotonic() > deadline or not alive():
+                return None
+            tick()
+            time.sleep(0.2)
+        ctps = [TopicPartition(changelog, p) for p in (c.partitions_for_topic(changelog) or ())]
+        cends = c.end_offsets(ctps)
+        c.assign(ctps)
+        for tp in ctps:
+            c.seek(tp, max(0, cends[tp] - 20))
+        last = None
+        left = {tp for tp in ctps if cends[tp] > 0}
+        while left:
+            for tp, recs in c.poll(timeout_ms=500).items():
+                for r in recs:
+                    if not (r.value is None and r.key == HEARTBEAT_KEY):
+                        last = r.timestamp if last is None else max(last, r.timestamp)
+                    if r.offset + 1 >= cends[tp]:
+                        left.discard(tp)
+        return last
+    finally:
+        c.close()
+        g.close()
 
 
 def _warm_group_coordinator(bootstrap: str, topic: str, timeout_s: float = 120.0) -> None:
@@ -186,15 +237,28 @@ def run(a) -> dict:
                                          "--nonblocking", "-o", a.profile],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cpu0 = H.cpu_s(w.pid)
-            ok_a = reader.wait_for(want_a, timeout_s=a.timeout or max(120, n / 100), alive=w.alive)
-            cpu_a = H.cpu_s(w.pid) - cpu0
+            cpu_at: list[tuple[int, float]] = []  # (wall ms, worker CPU s): CPU at the backlog's end
+
+            def sample() -> None:
+                cpu_at.append((time.time_ns() // 1_000_000, H.cpu_s(w.pid)))
+
+            timeout = a.timeout or max(120, n / 100)
+            ok_a = reader.wait_for(want_a, timeout_s=timeout, alive=w.alive, tick=sample)
+            sample()
+            group = f"{w.prefix}-lean-mapping" if a.engine == "lean" else w.prefix
+            table_ms = _table_done_ms(bootstrap, group, w.topics.bindings, w.changelog, timeout_s=timeout,
+                                      alive=w.alive, tick=sample) if ok_a else None
+            sample()
             rss_a = H.rss_kb(w.pid)
             if prof is not None:
                 prof.send_signal(signal.SIGINT)
                 prof.wait(30)
             ts = sorted(t for t, _ in reader.seen)[:want_a]
             got_a = len(ts)
-            span_s = max(ts[-1] - ts[0], 1) / 1000 if got_a > 1 else float("nan")
+            end_ms = max(ts[-1], table_ms or 0) if got_a else 0
+            span_s = max(end_ms - ts[0], 1) / 1000 if got_a > 1 else float("nan")
+            # worker CPU up to the backlog's end (first sample at or after it)
+            cpu_a = next((c for t, c in cpu_at if t >= end_ms), cpu_at[-1][1]) - cpu0
             eps = got_a / span_s if got_a > 1 and span_s > 0 else 0.0
 
             # latency at a steady rate below throughput
@@ -238,6 +302,8 @@ def run(a) -> dict:
         "bench": "e2e", "engine": a.engine, "smoke": a.smoke, "events": n, "mix": {"radius-json": 0.6, "kea-hook": 0.3, "ipfix-json": 0.1},
         "worker_eps": round(eps), "worker_complete": ok_a, "worker_stats_records": got_a,
         "worker_span_s": round(span_s, 3), "worker_cpu_s": round(cpu_a, 2),
+        "worker_table_done": table_ms is not None,
+        "table_after_stats_s": round((table_ms - ts[-1]) / 1000, 3) if table_ms and got_a else None,
         "worker_events_per_cpu_s": round(got_a / cpu_a) if cpu_a else 0,
         "passthrough_eps": ceiling["eps"], "passthrough_events": ceiling["events"],
         "ratio": round(ratio, 3), "produce_eps": round(produce_eps),

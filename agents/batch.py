@@ -1,0 +1,316 @@
+"""Batch-native stages: the worker's stateless stages on plain aiokafka ``getmany`` loops (issue 8).
+
+Faust's per-event stream machinery (one task hop, one ``Conductor.on_message`` and one
+ProducerBuffer turn per record) cost the worker ≈ 37× more CPU per event than the same pure core
+on plain aiokafka batches (docs/benchmarks.md, "Where the time goes").  The two stages that keep
+no state — **ingest** (raw topics → bindings + dead letters) and **stats** (bindings → stats
+records) — therefore run here, one ``BatchStage`` each; the mapping agent, which owns the
+Faust table and its changelog, stays a Faust agent.
+
+One ``BatchStage`` is: a consumer in a group of its own (``<app id>-<stage>``, see
+``agents.acl.worker_groups``; every worker of a deployment joins it, so partitions spread over
+workers like Faust's), a producer of its own, and a loop::
+
+    records = getmany()                       # up to ``batch_size`` records
+    outputs = await handle(records)           # pure work: (topic, key, value, partition) tuples
+    send every output; await every ack        # the whole batch in flight at once
+    commit (last offset + 1) per partition    # only now
+
+so an offset is committed only after every output of every record before it — bindings, stats
+records, dead letters — is acknowledged by the broker: "never commit past a record neither
+processed nor dead-lettered".  A crash or kill anywhere re-delivers the uncommitted batch;
+every step downstream is idempotent (interval updates) or carries a deterministic id (stats
+records), as before.
+
+Rebalances: the loop holds a lock from the moment it starts a batch until its commit; the
+rebalance listener's ``on_partitions_revoked`` takes the same lock, so a partition is handed
+over only after its in-flight batch is committed.  Records fetched before a revocation but
+not yet started are dropped (their new owner reads them from the committed offset).
+
+Failures: a failed send (the broker away longer than the producer's timeout) sends the batch's
+outputs again after a pause, holding the batch's partitions (no commit, no rebalance hand-over
+meanwhile) until the broker takes them; a failed commit (a rebalance took the partitions) is
+logged and the records are re-delivered to their new owner; anything else (a bug in
+``handle``, a consumer error) restarts the stage's clients after a pause, from the last
+commit.  Nothing escapes the task.  Known limit: an output the broker can never take (larger
+than its ``message.max.bytes``) is retried for ever and stalls the stage (visible as lag).
+
+Metrics (``agents.metrics``), per batch rather than per record: records in per topic role /
+source format / operator, records out per role, processing latency (batch fetched → committed,
+one observation per record), and consumer lag from this stage's own consumer
+(``BatchStage.lag``, merged into ``ipanon_consumer_lag_records``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable, Optional
+
+log = logging.getLogger("ipanon.batch")
+
+#: (topic, key, value, partition) — one record to produce; partition None = the default
+#: partitioner (murmur2 of the key, as Faust's producer and ``mapping_table.partition_for``)
+Output = tuple[str, Optional[bytes], Optional[bytes], Optional[int]]
+
+#: aiokafka producer batch size (bytes per partition batch)
+PRODUCER_MAX_BATCH = 256 * 1024
+RETRY_PAUSE_S = 1.0
+
+
+def observe_n(child: Any, value: float, n: int) -> None:
+    """``n`` observations of ``value`` on a prometheus Histogram child, in O(1) when the client
+    library's internals are the known ones (else one ``observe`` per record)."""
+    if n <= 0:
+        return
+    try:
+        bounds, buckets, total = child._upper_bounds, child._buckets, child._sum
+    except AttributeError:  # pragma: no cover - another prometheus_client layout
+        for _ in range(n):
+            child.observe(value)
+        return
+    total.inc(value * n)
+    for i, bound in enumerate(bounds):
+        if value <= bound:
+            buckets[i].inc(n)
+            break
+
+
+def _raw_labels(m: Any, headers: Any) -> tuple[str, str]:
+    """(source, operator) labels of a raw record, as the Faust sensor of ``agents.metrics``
+    takes them: a header value only when it names a registered format / a configured
+    operator, else ``none`` (absent) or ``unknown``."""
+    from .metrics import _known_formats
+
+    source = operator = ""
+    for k, v in headers or ():
+        if k == "ipanon-format":
+            source = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+        elif k == "ipanon-operator":
+            operator = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+    source = source if source in _known_formats() else ("none" if not source else "unknown")
+    if operator not in m.operator_names:
+        operator = "none" if not operator else "unknown"
+    return source, operator
+
+
+class _Listener:
+    """aiokafka ``ConsumerRebalanceListener``: revoke waits for the in-flight batch; assign
+    reads the committed and end offsets (the lag metric's baseline)."""
+
+    def __init__(self, stage: "BatchStage") -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        async with self.stage._lock:  # the in-flight batch is committed before we let go
+            for tp in revoked:
+                self.stage._read.pop(tp, None)
+                self.stage._committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        st = self.stage
+        c = st.consumer
+        tps = list(assigned)
+        if c is None or not tps:
+            return
+        log.info("%s: assigned %d partitions", st.name, len(tps))
+        try:
+            ends = await c.end_offsets(tps)
+            st._ends.update(ends)
+            for tp in tps:
+                off = await c.committed(tp)
+                if off is not None:
+                    st._committed[tp] = off
+        except Exception:  # the lag metric's baseline only; never fail the rebalance for it
+            log.debug("%s: could not read offsets of the new assignment", st.name, exc_info=True)
+
+
+def _listener_class():
+    from aiokafka import ConsumerRebalanceListener
+
+    class Listener(_Listener, ConsumerRebalanceListener):
+        pass
+
+    return Listener
+
+
+class BatchStage:
+    """One getmany → handle → send → ack → commit loop (see the module docstring).
+
+    ``handle(records)`` gets a batch of aiokafka ``ConsumerRecord`` (heartbeats included: it
+    skips them) and returns the outputs to produce.  It must not raise for one bad record
+    (dead-letter it instead); if it raises, the batch is retried after a pause."""
+
+    def __init__(self, pipeline: Any, name: str, topics: Iterable[str], group: str,
+                 handle: Callable[[list[Any]], Awaitable[list[Output]]], *, role: str,
+                 count_in: bool = True) -> None:
+        self.p = pipeline
+        self.name = name
+        self.topics = list(topics)
+        self.group = group
+        self.handle = handle
+        self.role = role            # metrics role of the source topics ("raw", "bindings")
+        self.count_in = count_in    # count records in / processing latency for this role here
+        self.consumer: Any = None
+        self.producer: Any = None
+        self._lock = asyncio.Lock()
+        self._read: dict[Any, int] = {}        # tp → next offset after the last record handled
+        self._committed: dict[Any, int] = {}   # tp → committed offset
+        self._ends: dict[Any, int] = {}        # tp → end offset seen at assignment
+        self.batches = 0
+        self.records = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until cancelled (the Faust app's task); restart the clients on failure."""
+        while True:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: stage failed; restarting its Kafka clients in %.0fs", self.name, RETRY_PAUSE_S)
+                self.p.count(f"{self.name}_restarts")
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+    def _clients(self) -> tuple[Any, Any]:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        from .security import aiokafka_kwargs
+
+        s = self.p.settings
+        kw = aiokafka_kwargs(s.security)
+        cid = f"{s.app_id}-{self.name}"
+        c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=self.group, client_id=cid,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_poll_records=s.batch_size, **kw)
+        prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap, client_id=cid, acks="all", linger_ms=5,
+                                max_batch_size=PRODUCER_MAX_BATCH, **kw)
+        return c, prod
+
+    async def _serve(self) -> None:
+        c, prod = self._clients()
+        try:
+            await prod.start()
+            self.producer = prod
+            await c.start()
+            self.consumer = c
+            c.subscribe(self.topics, listener=_listener_class()(self))
+            log.info("%s: consuming %s in group %s", self.name, ",".join(self.topics), self.group)
+            s = self.p.settings
+            timeout_ms = max(1, int(s.batch_within_s * 1000)) if s.batch_within_s else 100
+            while True:
+                batch = await c.getmany(timeout_ms=max(timeout_ms, 100), max_records=s.batch_size)
+                if batch:
+                    async with self._lock:
+                        await self._process(c, prod, batch)
+        finally:
+            self.consumer = self.producer = None
+            self._read.clear()
+            self._committed.clear()
+            for client in (c, prod):
+                try:
+                    await client.stop()
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    log.debug("%s: client stop failed", self.name, exc_info=True)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _process(self, c: Any, prod: Any, batch: dict) -> None:
+        from aiokafka.errors import CommitFailedError, IllegalStateError
+
+        t0 = time.monotonic()
+        assigned = c.assignment()
+        batch = {tp: rs for tp, rs in batch.items() if rs and tp in assigned}  # revoked meanwhile: not ours
+        if not batch:
+            return
+        records = [r for rs in batch.values() for r in rs]
+        ends = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+        outputs = await self.handle(records)  # raises only on a bug: the stage restarts, nothing committed
+        while True:
+            try:
+                futs = [await prod.send(topic, value, key=key, partition=part)
+                        for topic, key, value, part in outputs]
+                if futs:
+                    await asyncio.gather(*futs)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # nothing of this batch is committed and the lock holds its partitions here:
+                # send the batch's outputs again (duplicates are harmless: idempotent updates,
+                # deterministic stats ids) until the broker takes them
+                log.warning("%s: sending the outputs of %d records failed (%s); retrying in %.0fs",
+                            self.name, len(records), type(e).__name__, RETRY_PAUSE_S)
+                self.p.count(f"{self.name}_send_retries")
+                await asyncio.sleep(RETRY_PAUSE_S)
+        from aiokafka.structs import OffsetAndMetadata
+
+        try:
+            await c.commit({tp: OffsetAndMetadata(off, "") for tp, off in ends.items()})
+            self._committed.update(ends)
+        except (CommitFailedError, IllegalStateError) as e:
+            # a rebalance moved the partitions: their new owner re-reads from the last commit
+            log.warning("%s: commit after a rebalance failed (%s); the batch will be re-delivered",
+                        self.name, type(e).__name__)
+            self.p.count(f"{self.name}_commit_failures")
+        self._read.update(ends)
+        self.batches += 1
+        self.records += len(records)
+        self._observe(records, outputs, time.monotonic() - t0)
+
+    def _observe(self, records: list[Any], outputs: list[Output], seconds: float) -> None:
+        m = getattr(self.p, "metrics", None)
+        if m is None:
+            return
+        try:
+            from .kafka_io import HEARTBEAT_KEY
+
+            if self.count_in:
+                labels: dict[tuple[str, str], int] = {}
+                n = 0
+                for r in records:
+                    if r.value is None and r.key == HEARTBEAT_KEY:
+                        continue
+                    n += 1
+                    if self.role == "raw":
+                        k = _raw_labels(m, r.headers)
+                        labels[k] = labels.get(k, 0) + 1
+                if self.role == "raw":
+                    for (source, operator), k in labels.items():
+                        m.records_in.labels(self.role, source, operator).inc(k)
+                elif n:
+                    m.records_in.labels(self.role, "", "").inc(n)
+                observe_n(m.processing.labels(self.role), seconds, n)
+            out: dict[str, int] = {}
+            for topic, _k, value, _p in outputs:
+                if value is not None:
+                    out[topic] = out.get(topic, 0) + 1
+            for topic, k in out.items():
+                m.records_out.labels(m.role_of(topic)).inc(k)
+        except Exception:  # pragma: no cover - metrics must never break the stage
+            log.debug("%s: metrics update failed", self.name, exc_info=True)
+
+    # -- consumer lag ------------------------------------------------------------------------
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the high-water mark per (topic, partition) this stage consumes."""
+        c = self.consumer
+        out: dict[tuple[str, int], int] = {}
+        if c is None:
+            return out
+        try:
+            assignment = list(c.assignment())
+        except Exception:
+            return out
+        for tp in assignment:
+            try:
+                hw = c.highwater(tp)
+            except Exception:
+                hw = None
+            hw = max(x for x in (hw, self._ends.get(tp), 0) if x is not None)
+            done = self._read.get(tp, self._committed.get(tp, 0))
+            out[(tp.topic, tp.partition)] = max(0, hw - done)
+        return out
