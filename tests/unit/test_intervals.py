@@ -143,6 +143,8 @@ SHAPES = (
     Interval(T, None, "DEADBEEF", "ABC/abc", "ABC", T),                            # hex texts, odd hex
     Interval(T, None, "2001:DB8::1", "0123", "::ffff:1.2.3.4", T),                 # non-canonical addresses
     Interval(T, None, "ünïcode ✓", "s p a c e", "10.0.0.01x", T),
+    Interval(T, None, "00:01:00:01:2b:3c:4d:5e:00:11:22:33:44:55", "ab:cd", "AB:CD", T),  # DUID, colon hex
+    Interval(T, None, "01:02:03:04:05:0", "ab:", "a:b", T),                          # not colon hex
 )
 
 
@@ -160,8 +162,10 @@ def test_codec_layout_is_compact_and_versioned():
     assert raw[0] == FORMAT_VERSION == 2
     assert raw[1:6] == bytes([32, 100, 64, 12, 34])                # /32 and the 4 address bytes
     assert raw[6] == 1                                            # one interval
-    assert len(raw) <= 52                                         # the same as JSON: 140 bytes
+    assert len(raw) == 52                                         # format 1 (text and JSON): 140 bytes
     assert b"192.0.2.10" not in raw and b"0000ABCD" not in raw      # NAS as 4 bytes, id as hex bytes
+    dhcp = encode_value(NET, SHAPES[2:3])
+    assert len(dhcp) == 26 and bytes([6 << 3 | 4, 1, 2, 0, 0xAA, 0xBB, 0xCC]) in dhcp  # MAC: 6 bytes
     v6 = encode_value(ipaddress.ip_network("2001:db8:200::/56"), ())
     assert v6 == bytes([2, 64 + 56]) + bytes.fromhex("20010db8020000") + b"\0"   # 7 bytes of a /56, 0 intervals
     assert decode(encode(())) == ()
@@ -177,8 +181,10 @@ def test_codec_layout_is_compact_and_versioned():
     b"\x02\xff\x01\x80\x00\x00\x00",                  # unknown flag bit
     b"\x02\xff\x01\x00" + b"\xff" * 11 + b"\x00",        # a varint longer than 10 bytes
     b"\x02\xff\x01\x00\x00\x00\x40\x00",              # holder runs past the end
-    b"\x02\xff\x01\x00\x00\x00\x08\xff\xfe",          # holder is not UTF-8
-    b"\x02\xff\x01\x00\x00\x00\x0d\x01\x02\x03",      # an address of 3 bytes
+    b"\x02\xff\x01\x00\x00\x00\x10\xff\xfe",          # holder is not UTF-8
+    b"\x02\xff\x01\x00\x00\x00\x19\x01\x02\x03",      # an address of 3 bytes
+    b"\x02\xff\x01\x00\x00\x00\x0d\x01",              # text kind 5 is not used
+    b"\x02\xff\x01\x00\x00\x00\x0c\x01",              # colon hex of one byte is never written
     b"\x02\xff\x01\x00\x00\x00\x02",                  # empty hex text
     b"\x02\xff\x01\x40\x00\x00\x00",                  # session-after-nas without either
     b"\x02\xff\x7f\x00",                              # count larger than the value
