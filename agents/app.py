@@ -386,11 +386,10 @@ class Pipeline:
         op = self.operators.get(iv.operator_of(key))
         if op is None:
             return 0  # an operator removed from the configuration: its data goes now
-        try:
-            _, ivs = self.vaults[op.name].open(key, value)
+        try:  # reads only the interval times (format 2): every restored value passes here
+            return self.vaults[op.name].next_expiry(key, value, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
         except CryptoError:
             return 0  # sealed under a destroyed epoch: garbage, tombstone it now
-        return iv.next_expiry_ms(ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
 
     async def _on_recover(self) -> None:
         """After every recovery (the table is restored; the agents resume right after this):

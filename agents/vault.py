@@ -116,6 +116,15 @@ class Vault:
         except Rejected as e:
             raise CryptoError(f"sealed table value does not decode: {e.detail}") from None
 
+    def next_expiry(self, key: bytes, raw: bytes, *, ttl_ms: int, stale_after_ms: int) -> Optional[int]:
+        """``next_expiry_ms`` of a sealed value's intervals without decoding them
+        (``stream.intervals.next_expiry_of``); ``CryptoError`` exactly where ``open`` raises it."""
+        plaintext = self.ring.open(raw, aad=key)
+        try:
+            return iv.next_expiry_of(plaintext, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms)
+        except Rejected as e:
+            raise CryptoError(f"sealed table value does not decode: {e.detail}") from None
+
     # -- epochs -------------------------------------------------------------------------------
 
     def epoch_at(self, at_ms: int) -> int:

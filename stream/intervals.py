@@ -600,6 +600,71 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
     return net, tuple(out)
 
 
+def _skip_text(raw: bytes, pos: int) -> int:
+    h, pos = _uv(raw, pos)
+    return pos + (h >> 3)
+
+
+def next_expiry_of(raw: bytes, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> Optional[int]:
+    """``next_expiry_ms(decode(raw), …)`` reading only the times and flags of a format-2 value
+    (network and texts skipped, no ``Interval`` built): the sweeper's schedule rebuild opens
+    every value of a restored table.  ``Rejected`` like ``decode`` for a value that is not
+    format 2 (texts are skipped by their length, not checked)."""
+    if not isinstance(raw, (bytes, bytearray)):
+        raise Rejected("bad-value", "table value is not bytes")
+    try:
+        if raw[0] != FORMAT_VERSION:
+            raise _Bad(f"unknown format version {raw[0]}")
+        tag = raw[1]
+        if tag == _NO_NET:
+            pos = 2
+        elif tag <= 32 or 64 <= tag <= 192:
+            pos = 2 + (((tag if tag <= 32 else tag - 64) + 7) >> 3)
+        else:
+            raise _Bad("unknown network tag")
+        n, pos = _uv(raw, pos)
+        if n > len(raw):
+            raise _Bad("interval count larger than the value")
+        best = None
+        prev = 0
+        for _ in range(n):
+            flags = raw[pos]
+            pos += 1
+            if flags & 0x80:
+                raise _Bad("unknown interval flag")
+            v, pos = _sv(raw, pos)
+            start = prev = prev + v
+            end = until = None
+            if flags & _F_END:
+                v, pos = _sv(raw, pos)
+                end = start + v
+            v, pos = _sv(raw, pos)
+            eff = start + v + stale_after_ms
+            if flags & _F_UNTIL:
+                v, pos = _sv(raw, pos)
+                until = start + v
+            if flags & _F_PORTS:
+                pos = _sv(raw, _sv(raw, pos)[1])[1]
+            pos = _skip_text(raw, pos)
+            if flags & _F_SESSION:
+                pos = _skip_text(raw, pos)
+            if flags & _F_NAS:
+                pos = _skip_text(raw, pos)
+            if flags & _F_HELD:
+                continue
+            if end is not None and end < eff:
+                eff = end
+            if until is not None and until < eff:
+                eff = until
+            if best is None or eff < best:
+                best = eff
+        if pos != len(raw):
+            raise _Bad("trailing bytes" if pos < len(raw) else "truncated")
+    except (_Bad, IndexError) as e:
+        raise Rejected("bad-value", f"not a format-{FORMAT_VERSION} interval value ({e if isinstance(e, _Bad) else 'truncated'})") from None
+    return None if best is None else best + ttl_ms
+
+
 def decode(raw: bytes) -> Intervals:
     """The intervals of a format-2 value (with or without a network); ``Rejected`` otherwise."""
     return _decode(raw)[1]

@@ -43,6 +43,19 @@ def test_seal_open_roundtrip_and_size(tmp_path):
     assert v.open(kp, v.seal(kp, pfx, IVS, until_ms=T, now_ms=T)) == (pfx, IVS)
 
 
+def test_next_expiry_without_decoding_matches_open(tmp_path):
+    v = vault(tmp_path)
+    k = v.key("ip", NET)
+    ivs = IVS + (iv.Interval(T - H, T - 1, "x", last_ms=T - 1, held=True),)
+    raw = v.seal(k, NET, ivs, until_ms=T + 25 * H, now_ms=T)
+    want = iv.next_expiry_ms(v.open(k, raw)[1], ttl_ms=24 * H, stale_after_ms=H)
+    assert v.next_expiry(k, raw, ttl_ms=24 * H, stale_after_ms=H) == want == T + 600_000 + H + 24 * H
+    with pytest.raises(CryptoError):
+        v.next_expiry(k, raw[:-1], ttl_ms=H, stale_after_ms=H)
+    with pytest.raises(CryptoError, match="does not decode"):
+        v.next_expiry(k, v.ring.seal(b"100.64.12.34\n{}", v.epoch_at(T + 25 * H), aad=k), ttl_ms=H, stale_after_ms=H)
+
+
 def test_open_rejects_garbage_other_keys_and_old_formats_with_crypto_error(tmp_path):
     v = vault(tmp_path)
     k = v.key("ip", NET)

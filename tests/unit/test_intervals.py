@@ -9,7 +9,7 @@ import pytest
 from stream.errors import Rejected
 from stream.intervals import (FORMAT_VERSION, Interval, apply, apply_reset, candidate_keys, decode,
                               decode_value, during, encode, encode_value, expiry_ms, keyed_table_key,
-                              operator_of, routing_key, sweep, table_key)
+                              next_expiry_ms, next_expiry_of, operator_of, routing_key, sweep, table_key)
 from stream.model import Binding
 
 NET = ipaddress.ip_network("100.64.12.34/32")
@@ -221,6 +221,25 @@ def test_decode_never_raises_anything_but_rejected_on_mutations():
         decode_value(encode(SHAPES))      # no network where the vault needs one
     with pytest.raises(ValueError):
         encode((Interval(2**63, None, "a", last_ms=0),))
+
+
+def test_next_expiry_of_reads_only_times_and_agrees_with_decoding():
+    import random
+
+    rng = random.Random(5)
+    cases = [(), SHAPES, SHAPES[4:5]]                                   # none, all, only a held one
+    for _ in range(300):
+        cases.append(tuple(Interval(rng.randrange(-10**6, 10**13), rng.choice([None, rng.randrange(10**13)]), "h",
+                                    last_ms=rng.randrange(10**13), until_ms=rng.choice([None, rng.randrange(10**13)]),
+                                    held=rng.random() < 0.2) for _ in range(rng.randrange(1, 4))))
+    for ivs in cases:
+        for raw in (encode(ivs), encode_value(NET, ivs)):
+            assert next_expiry_of(raw, ttl_ms=7 * H, stale_after_ms=5 * H) == next_expiry_ms(ivs, ttl_ms=7 * H, stale_after_ms=5 * H)
+    assert next_expiry_of(encode(SHAPES[4:5]), ttl_ms=H) is None
+    good = encode_value(NET, SHAPES)
+    for bad in (b"", b"\x01", good[:-1], good + b"\0", b"\x02\x21", b'{"v":1,"i":[]}'):
+        with pytest.raises(Rejected):
+            next_expiry_of(bad, ttl_ms=H)
 
 
 def test_keyed_table_key_and_operator():
