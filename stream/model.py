@@ -238,21 +238,35 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Binding))
 def _generate() -> None:
     """``Binding.__init__`` and ``_to_dict``, generated from the fields.
 
-    The ``__init__`` that ``dataclass(frozen=True)`` writes stores each field through
-    ``object.__setattr__``; storing through the slot descriptors directly is about twice as
-    fast, and Binding construction is on every parser's hot path.  Same signature, same
-    defaults, same validation (``__post_init__``).  ``_to_dict`` is a dict display instead of a
-    loop over ``dataclasses.fields()``.
+    The ``__init__`` that ``dataclass(frozen=True)`` writes stores each of the 20 fields through
+    ``object.__setattr__`` (a slot-wrapper call with an argument tuple each); Binding
+    construction is on every parser's hot path, and that was ~40 % of it.  This ``__init__``
+    lends the instance, for the duration of the stores, to ``_BindingInit``: a plain class with
+    the very same slots (so ``__class__`` assignment is allowed and the memory layout is
+    identical), whose attribute stores are ordinary slot stores; then the instance is a
+    ``Binding`` again and is validated by ``__post_init__`` exactly as before.  Nothing else can
+    see the instance in between.  Same signature, same defaults, same validation.  Subclasses
+    (other layouts), and any interpreter where the swap is refused, use per-field descriptor
+    stores instead (checked once at import).
+
+    ``_to_dict`` is a dict display instead of a loop over ``dataclasses.fields()``.
     """
     fields = dataclasses.fields(Binding)
     params = ", ".join(f.name if f.default is dataclasses.MISSING else f"{f.name}={f.default!r}"
                        for f in fields)
-    ns: dict[str, Any] = {"ip_text": ip_text}
-    init = [f"def __init__(self, {params}):"]
+    ns: dict[str, Any] = {"ip_text": ip_text, "Binding": Binding, "_osa": object.__setattr__,
+                          "_BindingInit": _BindingInit}
+    slow = [f"def _init_slow(self, {params}):"]
+    fast = [f"def _init_fast(self, {params}):",
+            "    if type(self) is not Binding:",
+            f"        return _init_slow(self, {', '.join(f.name for f in fields)})",
+            "    _osa(self, '__class__', _BindingInit)"]
     for f in fields:
         ns[f"_set_{f.name}"] = getattr(Binding, f.name).__set__
-        init.append(f"    _set_{f.name}(self, {f.name})")
-    init.append("    self.__post_init__()")
+        slow.append(f"    _set_{f.name}(self, {f.name})")
+        fast.append(f"    self.{f.name} = {f.name}")
+    slow.append("    self.__post_init__()")
+    fast += ["    self.__class__ = Binding", "    self.__post_init__()"]
     items = []
     for f in fields:
         if f.name == "ip":
@@ -262,13 +276,68 @@ def _generate() -> None:
         else:
             items.append(f"{f.name!r}: b.{f.name}")
     to_dict = "def _to_dict(b):\n    return {" + ", ".join(items) + "}"
-    exec("\n".join(init) + "\n\n" + to_dict, ns)  # noqa: S102 - our own field names only
-    init_fn = ns["__init__"]
-    init_fn.__qualname__ = "Binding.__init__"
-    Binding.__init__ = init_fn  # type: ignore[method-assign]
+    exec("\n".join(slow) + "\n\n" + "\n".join(fast) + "\n\n" + to_dict, ns)  # noqa: S102 - our field names
     globals()["_to_dict"] = ns["_to_dict"]
+    for name in ("_init_fast", "_init_slow"):
+        init_fn = ns[name]
+        init_fn.__qualname__ = "Binding.__init__"
+        Binding.__init__ = init_fn  # type: ignore[method-assign]
+        try:  # the fast one must build exactly what the slow one builds, and stay frozen
+            probe = Binding("nat", "reset", "op", None, None, None, None, 1, inside_ip=1, port_first=2, port_last=3)
+            if type(probe) is Binding and _to_dict(probe) == {**dict.fromkeys(FIELDS), "kind": "nat",
+                    "action": "reset", "operator": "op", "at_ms": 1, "inside_ip": "1", "port_first": 2,
+                    "port_last": 3}:
+                _generate_factories(swap=name == "_init_fast")
+                return
+        except Exception:  # noqa: BLE001 - any refusal means: use the slow one
+            pass
+    raise RuntimeError("Binding.__init__ could not be generated")
 
 
+#: The fields each kind's parsers set, in the order of the factory's (positional) parameters.
+_FACTORIES = {
+    "radius_binding": ("radius", ("action", "operator", "ip", "subscriber", "session", "nas", "at_ms",
+                                  "octets_in", "octets_out", "session_time_s")),
+    "dhcp_binding": ("dhcp", ("action", "operator", "ip", "subscriber", "at_ms", "until_ms", "hwaddr",
+                              "client_id", "duid", "circuit_id", "remote_id")),
+    "nat_binding": ("nat", ("action", "operator", "ip", "nas", "at_ms", "inside_ip", "port_first",
+                            "port_last")),
+}
+
+
+def _generate_factories(*, swap: bool) -> None:
+    """``radius_binding(...)``, ``dhcp_binding(...)``, ``nat_binding(...)``: the parsers' way to
+    build a Binding of one kind, with positional parameters (matching 10+ keyword arguments
+    against 20 parameters costs more than the stores) and the other fields ``None``.  Same
+    instance, same validation (``__post_init__``) as ``Binding(...)``."""
+    ns: dict[str, Any] = {"Binding": Binding, "_BindingInit": _BindingInit}
+    src = []
+    for fname, (kind, params) in _FACTORIES.items():
+        src.append(f"def {fname}({', '.join(params)}):")
+        values = {f: (repr(kind) if f == "kind" else f if f in params else "None") for f in FIELDS}
+        if swap:
+            src.append("    self = _BindingInit()")
+            src += [f"    self.{f} = {v}" for f, v in values.items()]
+            src += ["    self.__class__ = Binding", "    self.__post_init__()", "    return self", ""]
+        else:
+            src.append(f"    return Binding({', '.join(values.values())})")
+            src.append("")
+    exec("\n".join(src), ns)  # noqa: S102 - our own field names only
+    for fname in _FACTORIES:
+        globals()[fname] = ns[fname]
+
+
+def _unset(*_a: Any) -> Binding:
+    raise RuntimeError("stream.model factories not generated")
+
+
+radius_binding: Any = _unset
+dhcp_binding: Any = _unset
+nat_binding: Any = _unset
+
+
+#: A plain class with exactly Binding's slots: see ``_generate``.
+_BindingInit = type("_BindingInit", (), {"__slots__": Binding.__slots__})
 _to_dict: Any = None
 _generate()
 

@@ -16,7 +16,7 @@ import ipaddress
 from typing import Optional
 
 from ..errors import Rejected
-from ..model import Binding
+from ..model import Binding, nat_binding
 from ._fastip import is_single, network as parse_network
 
 MAX_LINE_BYTES = 8 * 1024
@@ -61,6 +61,4 @@ def binding(*, action: str, operator: str, public: str, inside_addr: str, at_ms:
         raise Rejected("bad-address", "public address must be a single address")
     pf = port(first, "first port") if first is not None else None
     pl = port(last, "last port") if last is not None else None
-    return Binding(kind="nat", action=action, operator=operator, ip=pub, subscriber=None,
-                   session=None, nas=nas, at_ms=at_ms, inside_ip=inside(inside_addr),
-                   port_first=pf, port_last=pl)
+    return nat_binding(action, operator, pub, nas, at_ms, inside(inside_addr), pf, pl)

@@ -28,7 +28,7 @@ from ipaddress import IPv4Network
 from typing import Mapping, Optional, Union
 
 from ..errors import Rejected
-from ..model import Binding
+from ..model import Binding, radius_binding
 from ._fastip import address_text, network as parse_network
 
 STATUS = {
@@ -157,6 +157,24 @@ def _event_ms(v: Value) -> int:
     return parse_event_time(v)
 
 
+#: Acct-Status-Type as FreeRADIUS writes it → action, tried before the general spelling rules.
+_STATUS_EXACT = {"Start": "start", "Stop": "stop", "Interim-Update": "update", "Alive": "update",
+                 "Accounting-On": "reset", "Accounting-Off": "reset", **STATUS}
+
+#: NAS address text → canonical text (a handful per operator; bounded anyway).
+_NAS_TEXT: dict[str, str] = {}
+
+
+def _nas_text(raw: str) -> str:
+    text = _NAS_TEXT.get(raw)
+    if text is None:
+        text = address_text(parse_network(raw, field="NAS-IP-Address").network_address)
+        if len(_NAS_TEXT) >= 1024:
+            _NAS_TEXT.clear()
+        _NAS_TEXT[raw] = text
+    return text
+
+
 def bindings_from_attributes(
     attrs: Mapping[str, Value], *, operator: str, identity: str = "User-Name"
 ) -> list[Binding]:
@@ -164,9 +182,11 @@ def bindings_from_attributes(
     status_raw = get("Acct-Status-Type")
     if status_raw is None:
         raise Rejected("missing-attribute", "Acct-Status-Type is missing")
-    action = STATUS.get(_text(status_raw).strip().lower())
+    action = _STATUS_EXACT.get(status_raw) if type(status_raw) is str else None
     if action is None:
-        raise Rejected("unsupported-status", "Acct-Status-Type is not Start/Interim/Stop/On/Off")
+        action = STATUS.get(_text(status_raw).strip().lower())
+        if action is None:
+            raise Rejected("unsupported-status", "Acct-Status-Type is not Start/Interim/Stop/On/Off")
 
     if "Event-Timestamp" in attrs:
         at_ms = _event_ms(attrs["Event-Timestamp"])
@@ -177,14 +197,13 @@ def bindings_from_attributes(
 
     nas_ip = _str_value(get("NAS-IP-Address")) or _str_value(get("NAS-IPv6-Address"))
     if nas_ip is not None:
-        nas_ip = address_text(parse_network(nas_ip, field="NAS-IP-Address").network_address)
+        nas_ip = _nas_text(nas_ip)
     nas = nas_ip or _str_value(get("NAS-Identifier"))
     if nas is None:
         raise Rejected("missing-attribute", "NAS-IP-Address and NAS-Identifier both missing")
 
     if action == "reset":
-        return [Binding(kind="radius", action="reset", operator=operator, ip=None,
-                        subscriber=None, session=None, nas=nas, at_ms=at_ms)]
+        return [radius_binding("reset", operator, None, None, None, nas, at_ms, None, None, None)]
 
     subscriber = _str_value(get(identity))
     if subscriber is None:
@@ -195,7 +214,8 @@ def bindings_from_attributes(
     session = f"{nas}/{sid}"
     octets_in = _octets(attrs, "Input")
     octets_out = _octets(attrs, "Output")
-    session_time_s = _int_value(get("Acct-Session-Time"), "Acct-Session-Time")
+    v = get("Acct-Session-Time")
+    session_time_s = v if type(v) is int and 0 <= v < 4_294_967_296 else _int_value(v, "Acct-Session-Time")
     out: list[Binding] = []
     for name in ADDRESS_ATTRS:
         v = get(name)
@@ -205,13 +225,13 @@ def bindings_from_attributes(
         if v is None or v in _IGNORED_V4:
             continue
         net = parse_network(v, field=name)
-        if name == "Framed-IPv6-Address" and net.prefixlen != 128:
+        if name == "Framed-IP-Address":
+            if type(net) is not IPv4Network:
+                raise Rejected("bad-address", "Framed-IP-Address must be IPv4")
+        elif name == "Framed-IPv6-Address" and net.prefixlen != 128:
             raise Rejected("bad-address", "Framed-IPv6-Address must be a single address")
-        if name == "Framed-IP-Address" and type(net) is not IPv4Network:
-            raise Rejected("bad-address", "Framed-IP-Address must be IPv4")
-        out.append(Binding(kind="radius", action=action, operator=operator, ip=net, subscriber=subscriber,
-                           session=session, nas=nas, at_ms=at_ms, octets_in=octets_in,
-                           octets_out=octets_out, session_time_s=session_time_s))
+        out.append(radius_binding(action, operator, net, subscriber, session, nas, at_ms,
+                                  octets_in, octets_out, session_time_s))
     if not out:
         raise Rejected("no-address", "no Framed-IP/IPv6 address or prefix in the record")
     return out

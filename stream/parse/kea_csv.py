@@ -27,7 +27,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Iterable, Iterator, NamedTuple, Optional
 
 from ..errors import Rejected
-from ..model import Binding
+from ..model import Binding, dhcp_binding
 from ._fastip import network as parse_network
 from . import Format, register
 from ._dhcp import hexid, subscriber
@@ -146,9 +146,8 @@ def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
     sub = subscriber(ids, v6=hdr.v6, dhcp_identity=dhcp_identity)
     if sub is None and action == "start":
         raise Rejected("missing-identity", "lease row without client-id/DUID or hardware address")
-    return [Binding(kind="dhcp", action=action, operator=operator, ip=net, subscriber=sub,
-                    session=None, nas=None, at_ms=at_ms, until_ms=until_ms,
-                    hwaddr=ids.get("hwaddr"), client_id=ids.get("client_id"), duid=ids.get("duid"))]
+    return [dhcp_binding(action, operator, net, sub, at_ms, until_ms,
+                         ids.get("hwaddr"), ids.get("client_id"), ids.get("duid"), None, None)]
 
 
 register(Format("kea-csv", parse, frame=frame, family="dhcp", header_lines=1,

@@ -24,7 +24,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Mapping, Optional
 
 from ..errors import Rejected
-from ..model import Binding
+from ..model import Binding, dhcp_binding
 from ._fastip import network as parse_network
 from . import Format, load_json_object, register
 from ._dhcp import hexid, subscriber
@@ -115,8 +115,8 @@ def _lease(env: Mapping[str, str], p: str, fam: str, action: str, hook: str,
     else:
         at_ms = check_range(cltt * 1000)
         until_ms = end_ms
-    return Binding(kind="dhcp", action=action, operator=operator, ip=net, subscriber=sub,
-                   session=None, nas=None, at_ms=at_ms, until_ms=until_ms, **ids)
+    return dhcp_binding(action, operator, net, sub, at_ms, until_ms,
+                        ids["hwaddr"], ids["client_id"], ids["duid"], None, None)
 
 
 def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,

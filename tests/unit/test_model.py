@@ -155,3 +155,19 @@ def test_network_equals_parse_network(text):
 
     assert outcome(network) == outcome(parse_network)
     assert outcome(network) == outcome(network)  # cached answer too
+
+
+def test_subclass_and_pickle_keep_working():
+    import copy
+    import pickle
+
+    class Sub(Binding):
+        pass
+
+    s = Sub("radius", "update", "op", NET, "u", "n/s", "n", 1)
+    assert type(s) is Sub and s.subscriber == "u" and s != radius()
+    with pytest.raises(Rejected):
+        Sub("radius", "update", "op", None, "u", "n/s", "n", 1)
+    b = nat()
+    assert pickle.loads(pickle.dumps(b)) == b and copy.copy(b) == b and copy.deepcopy(b) == b
+    assert type(pickle.loads(pickle.dumps(b))) is Binding
