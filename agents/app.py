@@ -1,18 +1,21 @@
-"""The Faust application: topics, the mapping table and four thin agents.
+"""The Faust application: topics, the mapping table, two batch stages and thin agents.
 
     raw topics ──ingest──► bindings (keyed by routing key) ──mapping──► mapping table
          │                       │                                       ▲     │ sweeper (timer)
          └─► dead-letter         └──stats──► stats topic                  │     ▼ tombstones
                                          lookup requests ──lookup────────┘──► lookup responses
 
-Each agent consumes batches (``stream.take_events``), calls pure functions from ``stream`` per
-record, queues its output with ``send_soon`` (no per-event await — that measured ~2k ev/s
-here) and waits for the producer buffer to ebb once per batch.  A record that fails for any
-reason is dead-lettered with a reason and counted; no exception escapes an agent, because an
-agent that dies stalls its partitions (faust-streaming #175).  Events are acknowledged only
-after the whole batch was handled (Faust's ``take_events`` acks after the consumer's loop
-body), so a crash re-delivers the batch: every step is idempotent (interval updates) or
-carries a deterministic id (stats records).
+The stateless stages, ingest and stats (``agents.stats_agent``), are ``agents.batch.BatchStage``
+loops on plain aiokafka: a batch is fetched, every output queued at once, the acks awaited and
+only then the batch's offsets committed, in consumer groups ``<app id>-ingest`` and
+``<app id>-stats`` (Faust's per-event stream machinery cost ≈ 37× the CPU; docs/benchmarks.md).
+The stateful ones, mapping and lookup, are Faust agents on the Faust table: each consumes
+batches (``stream.take_events``), calls pure functions from ``stream`` per record, queues its
+output with ``send_soon`` and hands it to the producer once per batch (``ebb``).  A record that
+fails for any reason is dead-lettered with a reason and counted; no exception escapes a stage
+or agent, because an agent that dies stalls its partitions (faust-streaming #175).  Records
+are acknowledged only after the whole batch was handled, so a crash re-delivers the batch:
+every step is idempotent (interval updates) or carries a deterministic id (stats records).
 """
 
 from __future__ import annotations
