@@ -59,6 +59,6 @@ def binding(*, action: str, operator: str, public: str, inside_addr: str, at_ms:
     pub = parse_network(public, field="public address")
     if not is_single(pub):
         raise Rejected("bad-address", "public address must be a single address")
-    pf = port(first, "first port") if first is not None else None
-    pl = port(last, "last port") if last is not None else None
+    pf = first if first is None or (type(first) is int and 0 <= first <= 65535) else port(first, "first port")
+    pl = last if last is None or (type(last) is int and 0 <= last <= 65535) else port(last, "last port")
     return nat_binding(action, operator, pub, nas, at_ms, inside(inside_addr), pf, pl)

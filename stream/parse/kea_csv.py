@@ -31,7 +31,7 @@ from ..model import Binding, dhcp_binding
 from ._fastip import network as parse_network
 from . import Format, register
 from ._dhcp import hexid, subscriber
-from ._time import check_range
+from ._time import MAX_EVENT_MS, MIN_EVENT_MS, check_range
 
 MAX_RECORD_BYTES = 16 * 1024
 _STOP_STATES = {1, 2, 3}
@@ -112,15 +112,24 @@ def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
     if len(fields) != hdr.width:
         raise Rejected("bad-row", f"row has {len(fields)} fields, header has {hdr.width}")
 
-    valid = _uint(fields[hdr.valid], "valid_lifetime")
-    expire = _uint(fields[hdr.expire], "expire")
-    state = _uint(fields[hdr.state], "state") if hdr.state >= 0 else 0
+    s = fields[hdr.valid]  # _uint(s), with the common case inline
+    valid = int(s) if s.isdigit() and s.isascii() and len(s) <= 20 else _uint(s, "valid_lifetime")
+    s = fields[hdr.expire]
+    expire = int(s) if s.isdigit() and s.isascii() and len(s) <= 20 else _uint(s, "expire")
+    if hdr.state < 0:
+        state = 0
+    else:
+        s = fields[hdr.state]
+        state = 0 if s == "0" else _uint(s, "state")
     if state not in _KNOWN_STATES:
         raise Rejected("unsupported-state", "lease state is not 0..4")
     if expire < valid:
         raise Rejected("bad-row", "expire is before the lease start")
-    at_ms = check_range((expire - valid) * 1000)
-    until_ms = check_range(expire * 1000)
+    at_ms = (expire - valid) * 1000
+    until_ms = expire * 1000
+    if not (MIN_EVENT_MS <= at_ms and until_ms < MAX_EVENT_MS):  # at ≤ until: both in range
+        check_range(at_ms)
+        check_range(until_ms)
     action = "stop" if valid == 0 or state in _STOP_STATES else "start"
 
     addr = fields[0]
