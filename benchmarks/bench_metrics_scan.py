@@ -1,5 +1,5 @@
 """Cost of a ``/metrics`` scrape: the compliance scan walks this worker's partitions of the
-mapping table and opens every sealed value (``agents.vault.Vault.open``: AES-256-GCM + JSON).
+mapping table and opens every sealed value (``agents.vault.Vault.open``: AES-256-GCM + the format-2 decode).
 
 Prints exactly one JSON line: the table size (keys, one closed session each), the first scan
 (every value opened) and values opened per second, a full ``/metrics`` render when no value
