@@ -26,8 +26,10 @@ their highwater, so Faust reads none of them; then, *before* Faust resumes the s
 partitions (the mapping and lookup agents stay paused meanwhile), ``MappingTable.restore``
 reads the assigned changelog partitions with a plain aiokafka consumer (``assign``,
 ``getmany`` batches of 20 000, dict updates, tombstones pop) from where this worker's copy
-stops (``_restored_to``: offset 0 for a partition it did not hold) up to the end offsets taken
-when the restore starts, logging progress every 5 s.  A rebalance during the restore cancels
+stops (``_restored_to``: offset 0 for a partition it did not hold; afterwards advanced by each
+of its own acknowledged writes that lands right there, so a partition kept through a rebalance
+costs next to nothing) up to the end offsets taken when the restore starts, logging progress
+every 5 s.  A rebalance during the restore cancels
 it (Faust cancels the awaiting coroutine; the epoch check stops anything still running), and
 the next recovery continues each partition from the last batch applied.  Whatever is left of
 Faust's recovery (highwaters, offsets, ``Worker ready``) runs unchanged.
@@ -125,6 +127,23 @@ class MappingTable(faust.Table):
         self.data.pop(key, None)
         self._key_partition().pop(key, None)
         self.send_changelog(partition, key, None, value_serializer="raw")
+
+    def _on_changelog_sent(self, fut: Any) -> None:
+        """Each acknowledged changelog write: if it landed exactly where this worker's copy of
+        the partition ends, the copy now ends after it (the store already holds the write), so
+        a partition kept through the next rebalance is not read again.  A write that lands
+        anywhere else (another writer in between, acks out of order, a restore running) leaves
+        the offset alone: the next restore reads from there, as Faust's recovery would."""
+        super()._on_changelog_sent(fut)
+        if not self.restored:
+            return
+        try:
+            res = fut.result()
+            p, offset = res.topic_partition.partition, res.offset
+        except Exception:
+            return
+        if self._restored_to.get(p) == offset:
+            self._restored_to[p] = offset + 1
 
     def keys_of(self, partitions: Iterable[int]) -> list[bytes]:
         ps = set(partitions)
@@ -271,6 +290,7 @@ class MappingTable(faust.Table):
                     todo[tp] = ends[tp]
                 else:
                     c.pause(tp)
+                    restored_to[tp.partition] = pos  # nothing to read: the copy ends here
             total = sum(ends[tp] - max(restored_to.get(tp.partition, 0), firsts[tp]) for tp in todo)
             if epoch != self._epoch:
                 return

@@ -83,6 +83,12 @@ def test_restore_is_exactly_the_changelog_and_continues_where_it_stopped(bootstr
         assert contents(table) == mine
         assert table._restored_to == {p: sum(1 for r in first + later if r[0] == p) for p in (0, 1, 2)}
 
+        # nothing new: a restore after a rebalance that kept the partitions reads nothing
+        kept = dict(table._restored_to)
+        await table.on_rebalance(tps(topic, [0, 1, 2]), set(), set())
+        await table.restore(tps(topic, [0, 1, 2]))
+        assert table.restore_stats["records"] == 0 and contents(table) == mine and table._restored_to == kept
+
         # more changelog records arrive; a second restore reads only those
         more = [(0, b"k0", b"again"), (1, b"k1", None), (2, b"new", b"x"), (3, b"k3", b"not mine")]
         write(bootstrap, topic, more)
@@ -145,3 +151,35 @@ def test_a_rebalance_stops_the_restore_it_superseded(bootstrap, monkeypatch):
         assert table.restore_stats["records"] == 1000 - had  # continued, not restarted
 
     asyncio.run(scenario())
+
+
+def test_own_acknowledged_writes_advance_the_restored_offset_only_when_contiguous(bootstrap):
+    from faust.types import TP
+
+    table = make_table(bootstrap, f"r{uuid.uuid4().hex[:8]}")
+    topic = table.changelog_topic.get_topic_name()
+    ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
+    write(bootstrap, topic, [(1, b"a", b"1")] * 5)
+
+    class Acked:
+        def __init__(self, partition, offset):
+            self.res = type("R", (), {"topic_partition": TP(topic, partition), "offset": offset})()
+
+        def result(self):
+            return self.res
+
+    async def restore():
+        await table.on_rebalance(tps(topic, [0, 1]), set(), tps(topic, [0, 1]))
+        table._on_changelog_sent(Acked(0, 0))  # during a restore: nothing moves
+        await table.restore(tps(topic, [0, 1]))
+
+    asyncio.run(restore())
+    assert table._restored_to == {0: 0, 1: 5}  # an empty partition's copy ends at 0
+    table._on_changelog_sent(Acked(0, 0))
+    table._on_changelog_sent(Acked(0, 1))
+    assert table._restored_to[0] == 2  # our writes, right where the copy ended
+    table._on_changelog_sent(Acked(1, 6))  # someone else's record at 5: read it next time
+    table._on_changelog_sent(Acked(1, 7))
+    assert table._restored_to[1] == 5
+    table._on_changelog_sent(Acked(2, 0))  # a partition this worker does not hold
+    assert 2 not in table._restored_to
