@@ -28,7 +28,7 @@ from ..model import Binding, dhcp_binding
 from ._fastip import network as parse_network
 from . import Format, load_json_object, register
 from ._dhcp import hexid, subscriber
-from ._time import check_range, epoch_ms
+from ._time import MAX_EVENT_MS, MIN_EVENT_MS, check_range, epoch_ms
 
 MAX_RECORD_BYTES = 256 * 1024
 MAX_LEASES = 1024
@@ -72,8 +72,10 @@ def _lease(env: Mapping[str, str], p: str, fam: str, action: str, hook: str,
     addr = env.get(n_addr)
     if not addr:
         raise Rejected("missing-attribute", f"{p}ADDRESS is missing")
-    cltt = _uint(env, n_cltt)
-    valid = _uint(env, n_valid)
+    v = env.get(n_cltt)  # _uint(), with the common case inline
+    cltt = int(v) if v is not None and v.isdigit() and v.isascii() and len(v) <= 20 else _uint(env, n_cltt)
+    v = env.get(n_valid)
+    valid = int(v) if v is not None and v.isdigit() and v.isascii() and len(v) <= 20 else _uint(env, n_valid)
     if fam == "6":
         ltype = (env.get(n_type) or "IA_NA").strip().upper()
         if ltype in ("IA_PD", "2"):
@@ -84,26 +86,29 @@ def _lease(env: Mapping[str, str], p: str, fam: str, action: str, hook: str,
             raise Rejected("bad-attribute", f"{p}TYPE is not IA_NA/IA_TA/IA_PD")
         if type(net) is not IPv6Network:
             raise Rejected("bad-address", f"{p}ADDRESS is not IPv{fam}")
-        hwaddr = env.get(n_hwaddr)
-        ids: dict[str, Optional[str]] = {
-            "hwaddr": hexid(hwaddr, "hwaddr") if hwaddr else None,
-            "client_id": None,
-            "duid": hexid(env.get(n_duid), "duid"),
-        }
+        v = env.get(n_hwaddr)
+        hwaddr = hexid(v, "hwaddr") if v else None
+        client_id = None
+        duid = hexid(env.get(n_duid), "duid")
     else:
         net = parse_network(addr, field="address")
         if type(net) is not IPv4Network:
             raise Rejected("bad-address", f"{p}ADDRESS is not IPv{fam}")
-        hwaddr, client_id = env.get(n_hwaddr), env.get(n_client_id)
-        ids = {
-            "hwaddr": hexid(hwaddr, "hwaddr") if hwaddr else None,
-            "client_id": hexid(client_id, "client_id") if client_id else None,
-            "duid": None,
-        }
-    sub = subscriber(ids, v6=fam == "6", dhcp_identity=dhcp_identity)
+        v = env.get(n_hwaddr)
+        hwaddr = hexid(v, "hwaddr") if v else None
+        v = env.get(n_client_id)
+        client_id = hexid(v, "client_id") if v else None
+        duid = None
+    if dhcp_identity is None:  # subscriber()'s default chain
+        sub = (duid or hwaddr or None) if fam == "6" else (client_id or hwaddr or None)
+    else:
+        sub = subscriber({"hwaddr": hwaddr, "client_id": client_id, "duid": duid}, v6=fam == "6",
+                         dhcp_identity=dhcp_identity)
     if sub is None and action != "stop":
         raise Rejected("missing-identity", "lease without client-id/DUID or hardware address")
-    end_ms = check_range((cltt + valid) * 1000)
+    end_ms = (cltt + valid) * 1000
+    if not MIN_EVENT_MS <= end_ms < MAX_EVENT_MS:
+        check_range(end_ms)
     if action == "stop":
         if ts_ms is not None:
             at_ms = ts_ms
@@ -111,12 +116,11 @@ def _lease(env: Mapping[str, str], p: str, fam: str, action: str, hook: str,
             at_ms = end_ms
         else:
             at_ms = check_range(cltt * 1000)
-        until_ms = end_ms
     else:
-        at_ms = check_range(cltt * 1000)
-        until_ms = end_ms
-    return dhcp_binding(action, operator, net, sub, at_ms, until_ms,
-                        ids["hwaddr"], ids["client_id"], ids["duid"], None, None)
+        at_ms = cltt * 1000
+        if at_ms < MIN_EVENT_MS:  # at ≤ end < MAX
+            check_range(at_ms)
+    return dhcp_binding(action, operator, net, sub, at_ms, end_ms, hwaddr, client_id, duid, None, None)
 
 
 def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
