@@ -309,8 +309,9 @@ def _generate_factories(*, swap: bool) -> None:
     """``radius_binding(...)``, ``dhcp_binding(...)``, ``nat_binding(...)``: the parsers' way to
     build a Binding of one kind, with positional parameters (matching 10+ keyword arguments
     against 20 parameters costs more than the stores) and the other fields ``None``.  Same
-    instance, same validation (``__post_init__``) as ``Binding(...)``."""
-    ns: dict[str, Any] = {"Binding": Binding, "_BindingInit": _BindingInit}
+    instance, same validation as ``Binding(...)``: values that certainly pass
+    ``__post_init__``'s checks skip the call, anything else goes through it."""
+    ns: dict[str, Any] = {"Binding": Binding, "_BindingInit": _BindingInit, "_ACTIONS": frozenset(ACTIONS)}
     src = []
     for fname, (kind, params) in _FACTORIES.items():
         src.append(f"def {fname}({', '.join(params)}):")
@@ -318,7 +319,14 @@ def _generate_factories(*, swap: bool) -> None:
         if swap:
             src.append("    self = _BindingInit()")
             src += [f"    self.{f} = {v}" for f, v in values.items()]
-            src += ["    self.__class__ = Binding", "    self.__post_init__()", "    return self", ""]
+            src.append("    self.__class__ = Binding")
+            # certainly valid → done; anything else → __post_init__ decides (and names the reason)
+            ok = "action in _ACTIONS and (ip is not None or action == 'reset') and type(at_ms) is int"
+            if kind == "nat":
+                ok += (" and (action == 'reset' or (inside_ip is not None and ((port_first is None and port_last"
+                       " is None) or (type(port_first) is int and type(port_last) is int"
+                       " and 0 <= port_first <= port_last <= 65535))))")
+            src += [f"    if not ({ok}):", "        self.__post_init__()", "    return self", ""]
         else:
             src.append(f"    return Binding({', '.join(values.values())})")
             src.append("")

@@ -171,3 +171,39 @@ def test_subclass_and_pickle_keep_working():
     b = nat()
     assert pickle.loads(pickle.dumps(b)) == b and copy.copy(b) == b and copy.deepcopy(b) == b
     assert type(pickle.loads(pickle.dumps(b))) is Binding
+
+
+@pytest.mark.parametrize("args,reason", [
+    (("begin", "op", NET, None, 1, ipaddress.ip_address("10.0.0.1"), 1, 2), "bad-action"),
+    (("start", "op", None, None, 1, ipaddress.ip_address("10.0.0.1"), 1, 2), "missing-address"),
+    (("start", "op", NET, None, "1", ipaddress.ip_address("10.0.0.1"), 1, 2), "bad-timestamp"),
+    (("start", "op", NET, None, True, ipaddress.ip_address("10.0.0.1"), 1, 2), "bad-timestamp"),
+    (("start", "op", NET, None, 1, None, 1, 2), "missing-attribute"),
+    (("start", "op", NET, None, 1, ipaddress.ip_address("10.0.0.1"), 1, None), "bad-port-range"),
+    (("start", "op", NET, None, 1, ipaddress.ip_address("10.0.0.1"), 3, 2), "bad-port-range"),
+    (("start", "op", NET, None, 1, ipaddress.ip_address("10.0.0.1"), 3, 65536), "bad-port-range"),
+    (("start", "op", NET, None, 1, ipaddress.ip_address("10.0.0.1"), "1", 2), "bad-binding"),
+])
+def test_parser_factories_validate_like_the_constructor(args, reason):
+    from stream import model
+
+    def outcome(f):
+        try:
+            return f()
+        except Rejected as e:
+            return e.reason
+        except TypeError:
+            return "bad-binding"
+
+    names = ("action", "operator", "ip", "nas", "at_ms", "inside_ip", "port_first", "port_last")
+    assert outcome(lambda: model.nat_binding(*args)) == reason
+    assert outcome(lambda: Binding(kind="nat", subscriber=None, session=None, **dict(zip(names, args)))) == reason
+    ok = model.nat_binding("start", "op", NET, "cgn1", 1, ipaddress.ip_address("10.0.0.1"), 1, 2)
+    assert ok == Binding("nat", "start", "op", NET, None, None, "cgn1", 1, inside_ip=ipaddress.ip_address("10.0.0.1"),
+                         port_first=1, port_last=2)
+    assert model.radius_binding("reset", "op", None, None, None, "n", 1, None, None, None) == \
+        Binding("radius", "reset", "op", None, None, None, "n", 1)
+    assert outcome(lambda: model.radius_binding("update", "op", None, "s", "n/s", "n", 1, None, None, None)) == \
+        "missing-address"
+    assert outcome(lambda: model.dhcp_binding("start", "op", NET, "s", 1.5, None, None, None, None, None, None)) == \
+        "bad-timestamp"
