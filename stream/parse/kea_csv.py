@@ -144,19 +144,24 @@ def parse(record: bytes, *, operator: str, dhcp_identity: Optional[str] = None,
             raise Rejected("bad-row", "lease_type is not 0 (NA), 1 (TA) or 2 (PD)")
         if type(net) is not IPv6Network:
             raise Rejected("bad-address", "v6 lease with an IPv4 address")
-        ids = {"duid": hexid(fields[hdr.duid], "duid"),
-               "hwaddr": hexid(fields[hdr.hwaddr], "hwaddr") if hdr.hwaddr >= 0 else None}
+        duid = hexid(fields[hdr.duid], "duid")
+        hwaddr = hexid(fields[hdr.hwaddr], "hwaddr") if hdr.hwaddr >= 0 else None
+        client_id = None
     else:
         net = parse_network(addr, field="address")
         if type(net) is not IPv4Network:
             raise Rejected("bad-address", "v4 lease with an IPv6 address")
-        ids = {"hwaddr": hexid(fields[hdr.hwaddr], "hwaddr"),
-               "client_id": hexid(fields[hdr.client_id], "client_id") if hdr.client_id >= 0 else None}
-    sub = subscriber(ids, v6=hdr.v6, dhcp_identity=dhcp_identity)
+        hwaddr = hexid(fields[hdr.hwaddr], "hwaddr")
+        client_id = hexid(fields[hdr.client_id], "client_id") if hdr.client_id >= 0 else None
+        duid = None
+    if dhcp_identity is None:  # subscriber()'s default chain
+        sub = (duid or hwaddr or None) if hdr.v6 else (client_id or hwaddr or None)
+    else:
+        ids = {"duid": duid, "hwaddr": hwaddr} if hdr.v6 else {"hwaddr": hwaddr, "client_id": client_id}
+        sub = subscriber(ids, v6=hdr.v6, dhcp_identity=dhcp_identity)
     if sub is None and action == "start":
         raise Rejected("missing-identity", "lease row without client-id/DUID or hardware address")
-    return [dhcp_binding(action, operator, net, sub, at_ms, until_ms,
-                         ids.get("hwaddr"), ids.get("client_id"), ids.get("duid"), None, None)]
+    return [dhcp_binding(action, operator, net, sub, at_ms, until_ms, hwaddr, client_id, duid, None, None)]
 
 
 register(Format("kea-csv", parse, frame=frame, family="dhcp", header_lines=1,
