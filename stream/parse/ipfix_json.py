@@ -91,12 +91,18 @@ def parse(record: bytes, *, operator: str, **_context: object) -> list[Binding]:
     if ev is None:
         raise Rejected("unsupported-event", "natEvent carries no binding")
     action, shape = ev
-    inside_addr = _str(obj, "sourceIPv4Address", "sourceIPv6Address")
-    public = _str(obj, "postNATSourceIPv4Address", "postNATSourceIPv6Address")
+    inside_addr = obj.get("sourceIPv4Address")  # _str(), with the common case inline
+    if type(inside_addr) is not str:
+        inside_addr = _str(obj, "sourceIPv4Address", "sourceIPv6Address")
+    public = obj.get("postNATSourceIPv4Address")
+    if type(public) is not str:
+        public = _str(obj, "postNATSourceIPv4Address", "postNATSourceIPv6Address")
     if inside_addr is None or public is None:
         raise Rejected("missing-attribute", "inside or post-NAT source address missing")
     at_ms = _time(obj)
-    nas = _str(obj, "exporterIPv4Address", "exporterIPv6Address")
+    nas = obj.get("exporterIPv4Address")
+    if type(nas) is not str and (nas is not None or obj.get("exporterIPv6Address") is not None):
+        nas = _str(obj, "exporterIPv4Address", "exporterIPv6Address")
     first = last = None
     if shape == "block":
         if "portRangeStart" not in obj:
