@@ -114,8 +114,12 @@ def test_lookups_exact_then_physically_gone(worker_factory, tmp_path, bootstrap,
         got = lookup_many(bootstrap, w.topics, list(qs.values()), timeout_s=60)
         return {k: got.get(q["id"], {"status": "unanswered"}) for k, q in qs.items()}
 
-    before = wait_for(lambda: (lambda a: a if a["nat_port"].get("status") == "ok" and a["v6"].get("status") == "ok" else None)(current()),
-                      timeout_s=120, what="bindings to be applied")
+    def applied():  # every binding in the table: each query's answer is in (not just some)
+        a = current()
+        return a if all(a[k].get("status") == "ok" for k in ("instant", "interval", "v6", "nat_port")) \
+            and a["nat_noport"].get("status") == "ambiguous" else None
+
+    before = wait_for(applied, timeout_s=120, what="bindings to be applied")
     assert [h["subscriber"] for h in before["instant"]["holders"]] == [sub1]
     assert [(h["subscriber"], h["from_ms"], h["to_ms"]) for h in before["interval"]["holders"]] == [(sub2, ms - 40_000, ms - 5_000)]
     assert [h["subscriber"] for h in before["v6"]["holders"]] == [sub1]
