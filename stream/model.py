@@ -211,12 +211,12 @@ class Binding:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Binding":
         try:
-            kw = {name: d.get(name) for name in FIELDS}
-            if kw["ip"] is not None:
-                kw["ip"] = network(kw["ip"], field="ip")
-            if kw["inside_ip"] is not None:
-                kw["inside_ip"] = _address(kw["inside_ip"])
-            return cls(**kw)
+            values = [d.get(name) for name in FIELDS]  # positional: cheaper than 20 keywords
+            if values[_IP] is not None:
+                values[_IP] = network(values[_IP], field="ip")
+            if values[_INSIDE_IP] is not None:
+                values[_INSIDE_IP] = _address(values[_INSIDE_IP])
+            return cls(*values)
         except (TypeError, ValueError) as e:
             raise Rejected("bad-binding", type(e).__name__) from None
 
@@ -233,6 +233,7 @@ class Binding:
 
 #: Field names in declaration order (the key order of ``to_dict``).
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Binding))
+_IP, _INSIDE_IP = FIELDS.index("ip"), FIELDS.index("inside_ip")
 
 
 def _generate() -> None:
