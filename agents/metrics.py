@@ -469,6 +469,11 @@ class _StateCollector:
         errs = GaugeMetricFamily("ipanon_compliance_scan_errors", "Table values the last scan could not decode")
         errs.add_metric([], m.scan_errors)
         yield errs
+        table = getattr(m.p, "table", None)
+        rest = GaugeMetricFamily("ipanon_mapping_table_restored", "1 once every assigned partition of the mapping "
+                                 "table is restored from its changelog, 0 while restoring (figures above are partial)")
+        rest.add_metric([], 1 if getattr(table, "restored", True) else 0)
+        yield rest
         pend = GaugeMetricFamily("ipanon_compliance_scan_pending", "Changed table values not opened yet "
                                  "(over the per-scan budget); the figures above leave them out")
         pend.add_metric([], m.scan_pending)

@@ -88,6 +88,10 @@ class Status:
             "rejected": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("rejected:")},
             "consumer_lag": sum(lag.values()),
             "partitions": sorted(getattr(p.table, "active", ())),
+            # False while the table's assigned partitions are read back from the changelog: the
+            # per-operator figures then cover only what is restored so far
+            "table_restored": bool(getattr(p.table, "restored", True)),
+            "table_restore": dict(getattr(p.table, "restore_stats", {}) or {}),
             "recent_expiries": [{"at_ms": int(t * 1000), "intervals": n} for t, n in m.recent_expiries[-8:]][::-1],
             "audit": m.audit_state(),
         }
@@ -146,7 +150,9 @@ class Status:
             or "<li class='muted'>none</li>"
         return PAGE.format(
             app=e(s["app_id"]), uptime=e(format_duration(int(s["uptime_s"] * 1000))),
-            partitions=e(", ".join(map(str, s["partitions"])) or "none yet"),
+            partitions=e(", ".join(map(str, s["partitions"])) or "none yet")
+            + ("" if s["table_restored"] else " · <b class='warn'>restoring the table from its changelog: "
+               "figures below are partial</b>"),
             rows="".join(rows), ev_rate=f"{rates['events_in']:.1f}", stats_rate=f"{rates['stats_out']:.1f}",
             ev_chart=_spark(ev, width=360, height=48), events_in=s["events_in"], stats_out=s["stats_out"],
             expired=s["expired"], tombstones=s["tombstones"], lookups=s["lookups"], lag=s["consumer_lag"],

@@ -89,6 +89,10 @@ def test_scrape_reports_counts_compliance_and_no_identifiers():
     assert s[("ipanon_mappings_live", (("operator", "junet"),))] == 0
     assert "kund-1" not in text and "100.64.9" not in text
     assert m.recent_expiries and m.recent_expiries[-1][1] == 4
+    p.table.restored = True
+    assert _samples(m.render().decode())[("ipanon_mapping_table_restored", ())] == 1
+    p.table.restored = False  # a rebalance: the table reads its partitions back from the changelog
+    assert _samples(m.render().decode())[("ipanon_mapping_table_restored", ())] == 0
 
 
 def test_other_agents_counter_names_land_in_their_metrics():

@@ -97,7 +97,7 @@ def test_two_workers_split_partitions_and_stay_correct_through_join_and_leave(wo
         s = get_json(f"http://127.0.0.1:{p2}/status.json")
         n = s["operators"][OPERATOR]["live"] if s else None
         assert n is None or n <= 100, f"{n} live mappings on the status page, 100 fed"
-        return n == 100
+        return n == 100 and s["table_restored"]
     wait_for(live, timeout_s=60, what="worker 2's status page to count all 100 live mappings")
 
     # statistics: one record per binding, duplicates (re-delivery after a rebalance) share an id
