@@ -96,3 +96,28 @@ def count(bootstrap: str, topic: str, *, security: Optional[KafkaSecurity] = Non
         return sum(ends[tp] - begins[tp] for tp in tps)
     finally:
         c.close()
+
+
+def wait_group_caught_up(bootstrap: str, group: str, topic: str, *, timeout_s: float = 60.0,
+                         security: Optional[KafkaSecurity] = None, alive=lambda: True) -> bool:
+    """Wait until consumer group ``group`` has committed ``topic`` up to the end offsets taken
+    now (records appended later, heartbeats say, do not count).  True when it has, False on
+    timeout or when ``alive()`` turns false.  The worker's stages are separate consumer groups
+    (ingest, stats, the mapping agent's ``<app id>``): that the statistics are out does not say
+    the mapping table has applied the same bindings — this does."""
+    import time
+
+    g = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                      **kafka_python_kwargs(security))  # fetches committed offsets; never joins
+    try:
+        tps = [TopicPartition(topic, p) for p in (g.partitions_for_topic(topic) or ())]
+        ends = g.end_offsets(tps) if tps else {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if all((g.committed(tp) or 0) >= ends[tp] for tp in tps):
+                return True
+            if time.monotonic() > deadline or not alive():
+                return False
+            time.sleep(0.25)
+    finally:
+        g.close()

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..broker import REPO_ROOT, LocalBroker
     from ..cli import CliError
-    from ..kafka_io import count, count_records, read_all
+    from ..kafka_io import count, count_records, read_all, wait_group_caught_up
     from ..keystore import ensure_demo_keys
     from ..lookup_client import lookup_many
     from ..runtime import apply_topics, operator_names
@@ -169,6 +169,13 @@ def run(args: argparse.Namespace) -> int:
                 raise CliError(f"worker did not process everything within {args.timeout:.0f}s "
                                f"({stats_out}/{expected_bindings}); see {work / 'worker.log'} (use --keep)")
             time.sleep(0.5)
+        # the statistics come from their own consumer group: wait until the mapping agent's group
+        # has committed the bindings too, so the lookups below ask a table that has them all
+        if not wait_group_caught_up(bootstrap, settings.app_id, topics.bindings,
+                                    timeout_s=max(1.0, deadline - time.monotonic()),
+                                    alive=lambda: worker.poll() is None):
+            raise CliError(f"the mapping table did not take every binding within {args.timeout:.0f}s; "
+                           f"see {work / 'worker.log'} (use --keep)")
         processing_s = time.monotonic() - t_feed
 
         rng = random.Random(args.seed)
