@@ -192,6 +192,13 @@ def settle_and_verify(bootstrap: str, topics, fed_ids: list[int], base_s: int, s
             if distinct >= fed:
                 break
         time.sleep(3)
+    # statistics and the mapping table are separate consumer groups: the stats being complete
+    # does not say the table has applied the same bindings (the worker's group id is its app id,
+    # which the harnesses set to the topic prefix)
+    from agents.kafka_io import wait_group_caught_up
+
+    wait_group_caught_up(bootstrap, topics.prefix, topics.bindings,
+                         timeout_s=max(10.0, deadline - time.monotonic()))
     catch_up_s = time.monotonic() - t_final
     records, distinct, _ = distinct_ids(bootstrap, w_topics.stats)
     queries = [{"operator": OPERATOR, "ip": address(i), "from_ms": (base_s + i // 50) * 1000,
