@@ -1,8 +1,21 @@
 """Submit-to-answer latency of a lawful request that needs no approval (LEK), on the real
 broker, with a real ``ipanon worker`` whose mapping table holds ``--mappings`` entries.
 
-1. Start a worker (own topic prefix, a registry with one LEK authority and a large rate
-   budget) and fill its table through the real ingest path: one RADIUS Start per address.
+1. Fill a worker's table (own topic prefix, a registry with one LEK authority and a large
+   rate budget) with one open RADIUS session per address, subscriber ``sub-<i>@bench.example``
+   on ``10.x.y.z`` address ``i``, in one of two ways (``--fill``):
+   ``ingest``: start the worker and send one RADIUS Start per address through the real ingest
+   path (~30 mappings/s on the shared 2-core box); ``fill_s`` = first send → the changelog
+   holds every mapping;
+   ``changelog`` (the default above 20 000 mappings): write the mappings straight into the
+   fresh worker's changelog with ``bench_state.write_changelog`` (the keys, sealed values and
+   partitions the worker would write for those Starts), then start the worker and wait for
+   its table to restore them; ``fill_s`` = the changelog write, ``restore_s`` = the worker's
+   own "mapping table: restored N records … in S s" figure, ``ready_s`` = worker start →
+   that line and the following "Worker ready"; ``schedule_rebuilt_s`` = worker start → the
+   sweeper's "schedule rebuilt from the store" line (it opens every value in the background,
+   ~50 s at 1M, and answers wait behind it): the requests start after it unless
+   ``--during-rebuild``.
 2. Send ``--requests`` signed LEK requests one at a time, each for a random filled address;
    the latency of one is from just before the producer send to the moment this process has
    read the sealed answer from ``<prefix>-query-responses`` (so it includes both Kafka hops,
@@ -10,10 +23,14 @@ broker, with a real ``ipanon worker`` whose mapping table holds ``--mappings`` e
    agent does before it moves on).  Every answer is opened and checked against the filled
    subscriber (``correct``).
 
+``worker_cpu_s`` / ``bench_cpu_s``: CPU seconds of the worker / this process over the requests;
+``load1_before`` / ``load1_after``: the 1-minute load average before the fill and at the end.
+
 Prints exactly one JSON line.  ``--smoke``: 200 mappings, 5 requests.  Figures come from a
 2-core machine shared with other busy processes: treat them as noisy.
 
 usage: python benchmarks/bench_lawful_latency.py [--smoke] [--bootstrap HOST:PORT] [--mappings N] [--requests R]
+                                                [--fill auto|ingest|changelog]
 """
 
 from __future__ import annotations
@@ -22,14 +39,17 @@ import argparse
 import json
 import os
 import random
+import re
 import secrets
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519  # noqa: E402
 
@@ -39,15 +59,84 @@ from stream import access  # noqa: E402
 from stream.access import open_answer  # noqa: E402
 
 AUTH = "bench-police"
+CHANGELOG_FILL_ABOVE = 20_000  # --fill auto: the ingest path above this many mappings takes > 10 min
 
 
 def _address(i: int) -> str:
     return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
 
 
+def _radius_mappings(n: int, start_ms: int):
+    """What the worker stores for the ingest path's RADIUS Start of address ``i`` (see
+    ``stream.intervals._interval_from``): one open interval, session ``<NAS>/<Acct-Session-Id>``."""
+    import ipaddress
+
+    from stream import intervals as iv
+
+    for i in range(n):
+        yield "ip", ipaddress.IPv4Network(_address(i)), iv.Interval(
+            start_ms=start_ms, end_ms=None, holder=f"sub-{i}@bench.example", session=f"192.0.2.1/B-{i}",
+            nas="192.0.2.1", last_ms=start_ms)
+
+
+def _wait_restored(w, n: int, timeout_s: float, schedule: bool) -> tuple[float, float, Optional[float]]:
+    """Wait until the worker's table logs it restored its changelog and Faust's "Worker ready"
+    follows, and (``schedule``) until the sweeper's schedule is rebuilt from the restored store;
+    returns (the table's own restore seconds, seconds from here to "Worker ready", seconds from
+    here to the schedule line or None)."""
+    t0 = time.monotonic()
+    restored = re.compile(r"mapping table: restored (\d+) records .* in ([\d.]+) s")
+    rebuilt = re.compile(r"sweeper: schedule rebuilt from the store: (\d+) keys")
+    ready = None
+    while time.monotonic() - t0 < timeout_s and w.proc.poll() is None:
+        lines = w.log().splitlines()
+        if ready is None:
+            for k, line in enumerate(lines):
+                m = restored.search(line)
+                if m and int(m.group(1)) >= n and any("Worker ready" in x for x in lines[k + 1:]):
+                    ready = (float(m.group(2)), time.monotonic() - t0)
+        if ready is not None:
+            if not schedule:
+                return (*ready, None)
+            if any((m := rebuilt.search(x)) and int(m.group(1)) >= n for x in lines):
+                return (*ready, time.monotonic() - t0)
+        time.sleep(0.5)
+    raise SystemExit(f"the worker did not restore {n} mappings within {timeout_s} s (worker log: {w.log_path})")
+
+
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
+
+
+def _fill_by_ingest(args, w, p, start_s: int) -> float:
+    """One RADIUS Start per address through the worker's ingest; seconds until the changelog
+    holds every mapping."""
+    bootstrap, T = args.bootstrap, w.topics
+    headers = [("ipanon-format", b"radius-json"), ("ipanon-operator", b"connect2ip")]
+    t_fill = time.monotonic()
+    todo = list(range(args.mappings))
+    for _attempt in range(5):  # a send can fail (e.g. a leader not yet known): check and resend
+        futs = []
+        for i in todo:
+            rec = {"User-Name": f"sub-{i}@bench.example", "Acct-Status-Type": "Start",
+                   "Acct-Session-Id": f"B-{i}", "NAS-IP-Address": "192.0.2.1",
+                   "Framed-IP-Address": _address(i), "Event-Timestamp": start_s}
+            futs.append((i, p.send(T.raw_radius, key=f"bench-{i % 64}".encode(),
+                                   value=json.dumps(rec).encode(), headers=headers)))
+        p.flush()
+        todo = [i for i, f in futs if f.failed() or not f.succeeded()]
+        if not todo:
+            break
+    if todo:
+        raise SystemExit(f"{len(todo)} raw records could not be produced")
+    changelog = f"{w.settings.app_id}-mappings-changelog"
+    deadline = time.monotonic() + args.fill_timeout_s
+    while count_records(bootstrap, changelog) < args.mappings:
+        if time.monotonic() > deadline or w.proc.poll() is not None:
+            raise SystemExit(f"table fill did not finish (worker log: {w.log_path})")
+        time.sleep(5.0 if args.mappings > 10_000 else 0.5)
+    return time.monotonic() - t_fill
 
 
 def main(argv=None) -> int:
@@ -56,12 +145,19 @@ def main(argv=None) -> int:
     ap.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: the running local broker)")
     ap.add_argument("--mappings", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--fill", choices=("auto", "ingest", "changelog"), default="auto",
+                    help=f"how the table is filled (auto: changelog above {CHANGELOG_FILL_ABOVE} mappings)")
     ap.add_argument("--fill-timeout-s", type=float, default=900.0)
+    ap.add_argument("--during-rebuild", action="store_true",
+                    help="--fill changelog: start the requests at \"Worker ready\", while the sweeper still "
+                         "rebuilds its schedule from the restored store (default: after that)")
     ap.add_argument("--heartbeat-ms", type=int, default=10_000,
                     help="worker heartbeat period (the 1 s test default costs ~80 sends/s of producer time)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.mappings, args.requests = 200, 5
+    if args.fill == "auto":
+        args.fill = "changelog" if args.mappings > CHANGELOG_FILL_ABOVE else "ingest"
     if args.bootstrap is None:
         from agents.broker import LocalBroker
 
@@ -83,36 +179,24 @@ def main(argv=None) -> int:
     prefix = f"bl{secrets.token_hex(4)}"
     w = WorkerProcess(bootstrap, work / "w", prefix, ["connect2ip"], [], heartbeat_ms=args.heartbeat_ms)
     T = w.topics
+    now_s = int(time.time())
+    start_s = now_s - 3600
+    restore_s = ready_s = schedule_s = None
+    load_before = os.getloadavg()
+    if args.fill == "changelog":
+        import bench_state
+
+        filled = bench_state.write_changelog(bootstrap, w, _radius_mappings(args.mappings, start_s * 1000),
+                                             now_s * 1000)
+        fill_s = filled["s"]
     w.start()
     try:
-        now_s = int(time.time())
-        start_s = now_s - 3600
         p = producer(bootstrap)
-        headers = [("ipanon-format", b"radius-json"), ("ipanon-operator", b"connect2ip")]
-        t_fill = time.monotonic()
-        todo = list(range(args.mappings))
-        for _attempt in range(5):  # a send can fail (e.g. a leader not yet known): check and resend
-            futs = []
-            for i in todo:
-                rec = {"User-Name": f"sub-{i}@bench.example", "Acct-Status-Type": "Start",
-                       "Acct-Session-Id": f"B-{i}", "NAS-IP-Address": "192.0.2.1",
-                       "Framed-IP-Address": _address(i), "Event-Timestamp": start_s}
-                futs.append((i, p.send(T.raw_radius, key=f"bench-{i % 64}".encode(),
-                                       value=json.dumps(rec).encode(), headers=headers)))
-            p.flush()
-            todo = [i for i, f in futs if f.failed() or not f.succeeded()]
-            if not todo:
-                break
-        if todo:
-            raise SystemExit(f"{len(todo)} raw records could not be produced")
-        changelog = f"{w.settings.app_id}-mappings-changelog"
-        deadline = time.monotonic() + args.fill_timeout_s
-        while count_records(bootstrap, changelog) < args.mappings:
-            if time.monotonic() > deadline or w.proc.poll() is not None:
-                raise SystemExit(f"table fill did not finish (worker log: {w.log_path})")
-            time.sleep(5.0 if args.mappings > 10_000 else 0.5)
-        fill_s = time.monotonic() - t_fill
-
+        if args.fill == "changelog":
+            restore_s, ready_s, schedule_s = _wait_restored(w, args.mappings, args.fill_timeout_s,
+                                                            not args.during_rebuild)
+        else:
+            fill_s = _fill_by_ingest(args, w, p, start_s)
         c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                           fetch_max_wait_ms=10)
         parts = c.partitions_for_topic(T.query_responses) or {0}
@@ -121,6 +205,9 @@ def main(argv=None) -> int:
         c.seek_to_end(*tps)
         for tp in tps:
             c.position(tp)
+        from _harness import cpu_s
+
+        cpu0, mine0 = cpu_s(w.proc.pid), time.process_time()
         rng = random.Random(7)
         lat_ms: list[float] = []
         correct = 0
@@ -152,17 +239,23 @@ def main(argv=None) -> int:
                 res = open_answer(ek, answer)["result"]
                 if [m["subscriber"] for m in res.get("matches", [])] == [f"sub-{i}@bench.example"]:
                     correct += 1
+        worker_cpu_s = round(cpu_s(w.proc.pid) - cpu0, 2)
+        bench_cpu_s = round(time.process_time() - mine0, 2)
         c.close()
         p.close()
     finally:
         w.stop()
+    load_after = os.getloadavg()
     print(json.dumps({
         "mappings": args.mappings, "requests": args.requests, "basis": "lek-law-enforcement",
-        "fill_s": round(fill_s, 2), "fill_per_s": round(args.mappings / fill_s, 1),
+        "fill": args.fill, "fill_s": round(fill_s, 2), "fill_per_s": round(args.mappings / fill_s, 1),
+        "restore_s": restore_s, "ready_s": round(ready_s, 2) if ready_s is not None else None,
+        "schedule_rebuilt_s": round(schedule_s, 2) if schedule_s is not None else None,
         "latency_ms_p50": round(_pct(lat_ms, 0.50), 2), "latency_ms_p99": round(_pct(lat_ms, 0.99), 2),
         "latency_ms_max": round(max(lat_ms), 2), "latency_ms_min": round(min(lat_ms), 2),
         "heartbeat_ms": args.heartbeat_ms,
-        "correct": correct,
+        "correct": correct, "worker_cpu_s": worker_cpu_s, "bench_cpu_s": bench_cpu_s,
+        "load1_before": round(load_before[0], 2), "load1_after": round(load_after[0], 2),
     }))
     return 0
 

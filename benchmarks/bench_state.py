@@ -63,20 +63,22 @@ def _log_time(line: str) -> float:
 
 
 class Encoder:
-    """Key and value bytes exactly as this checkout's worker writes them."""
+    """Key and value bytes exactly as this checkout's worker writes them.  ``w``: anything with
+    the worker's ``settings`` and topic ``plan`` (``_harness.Worker``, the tests' ``WorkerProcess``)."""
 
     def __init__(self, w: H.Worker, now_ms: int) -> None:
         self.kind = "plain-json"
         self.vault = None
         try:  # the lead's crypto-shredded table: keyed table keys, sealed values
             from agents.app import Pipeline
+            from agents.runtime import keys_dir
             from agents.vault import Vault
 
             if "vaults" in Pipeline.__init__.__code__.co_names or hasattr(Pipeline, "_load"):
                 op = H.OPERATOR
                 ttl = w.plan.retention[op].ttl_ms
                 grace = int(2 * w.settings.sweep_interval_s * 1000) + 1000
-                self.vault = Vault.open_or_create(op, w.keys_dir, ttl_ms=ttl, grace_ms=grace, now_ms=now_ms)
+                self.vault = Vault.open_or_create(op, keys_dir(w.settings), ttl_ms=ttl, grace_ms=grace, now_ms=now_ms)
                 self.ttl = ttl
                 self.kind = "sealed"
         except ImportError:
@@ -92,10 +94,8 @@ class Encoder:
         return key, self.vault.seal(key, net, ivs, until_ms=until, now_ms=now_ms)
 
 
-def entries(enc: Encoder, n: int, now_ms: int, partitions: int):
-    """(partition, key, value) for ``n`` distinct live mappings, mixed 60/30/10."""
-    from agents.mapping_table import partition_for
-
+def mixed_mappings(n: int, now_ms: int):
+    """(slot, network, interval) for ``n`` distinct live mappings, mixed 60/30/10."""
     t = now_ms - 3_600_000
     for i in range(n):
         r = i % 10
@@ -116,8 +116,35 @@ def entries(enc: Encoder, n: int, now_ms: int, partitions: int):
             ivl = iv.Interval(start_ms=t, end_ms=None, holder=str(ipaddress.IPv4Address(0x647F0000 + i)),
                               last_ms=t, port_first=1024 + blk * 1024, port_last=2047 + blk * 1024)
             slot = "nat"
+        yield slot, net, ivl
+
+
+def encoded(enc: Encoder, mappings, now_ms: int, partitions: int):
+    """(partition, key, value) for each (slot, network, interval) of ``mappings`` (one
+    interval per key), as the worker writes it; partition = murmur2 of the routing key."""
+    from agents.mapping_table import partition_for
+
+    for slot, net, ivl in mappings:
         key, value = enc.entry(slot, net, (ivl,), now_ms)
         yield partition_for(iv.routing_key(H.OPERATOR, net).encode(), partitions), key, value
+
+
+def entries(enc: Encoder, n: int, now_ms: int, partitions: int):
+    """(partition, key, value) for ``n`` distinct live mappings, mixed 60/30/10."""
+    return encoded(enc, mixed_mappings(n, now_ms), now_ms, partitions)
+
+
+def write_changelog(bootstrap: str, w, mappings, now_ms: int) -> dict:
+    """Write ``mappings`` ((slot, network, interval), each network once, operator
+    ``_harness.OPERATOR``) straight into the changelog of ``w`` — a worker that has not started
+    yet (its topics applied: ``_harness.Worker`` or the tests' ``WorkerProcess``) — with the
+    keys, values and partitions it would write itself.  Returns records written, payload
+    bytes, value encoding and seconds."""
+    enc = Encoder(w, now_ms)
+    t = time.perf_counter()
+    n, payload = asyncio.run(_fill(bootstrap, f"{w.settings.app_id}-mappings-changelog",
+                                   encoded(enc, mappings, now_ms, w.settings.partitions)))
+    return {"records": n, "payload": payload, "kind": enc.kind, "s": time.perf_counter() - t}
 
 
 async def _fill(bootstrap: str, topic: str, rows) -> tuple[int, int]:
@@ -256,15 +283,13 @@ def run(a) -> dict:
         for n in a.sizes:
             w = H.Worker(bootstrap, Path(tmp) / f"w{n}")
             now = time.time_ns() // 1_000_000
-            enc = Encoder(w, now)
-            t = time.perf_counter()
-            n_written, payload = asyncio.run(_fill(bootstrap, w.changelog, entries(enc, n, now, w.settings.partitions)))
-            fill_s = time.perf_counter() - t
+            filled = write_changelog(bootstrap, w, mixed_mappings(n, now), now)
+            payload, fill_s = filled["payload"], filled["s"]
             time.sleep(1)
             disk = disk_bytes(data_dir, w.changelog) if data_dir else None
             direct = asyncio.run(_direct_restore(bootstrap, w.changelog, w.settings.partitions))
             r = restore(w, n, a.timeout)
-            row = {"mappings": n, "value_encoding": enc.kind, "fill_s": round(fill_s, 1),
+            row = {"mappings": n, "value_encoding": filled["kind"], "fill_s": round(fill_s, 1),
                    "payload_bytes_per_mapping": round(payload / n, 1),
                    "disk_bytes_per_mapping": round(disk / n, 1) if disk else None, **direct, **r}
             if not row["log_tail"]:

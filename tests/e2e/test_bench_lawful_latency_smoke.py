@@ -14,7 +14,8 @@ pytestmark = pytest.mark.broker
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lawful_latency.py"
 KEYS = {"mappings", "requests", "basis", "fill_s", "fill_per_s", "latency_ms_p50", "latency_ms_p99",
-        "latency_ms_max", "latency_ms_min", "correct", "heartbeat_ms"}
+        "latency_ms_max", "latency_ms_min", "correct", "heartbeat_ms", "fill", "restore_s", "ready_s", "schedule_rebuilt_s",
+        "worker_cpu_s", "bench_cpu_s", "load1_before", "load1_after"}
 
 
 def test_lawful_latency_benchmark_smoke(bootstrap):
@@ -26,5 +27,6 @@ def test_lawful_latency_benchmark_smoke(bootstrap):
     figures = json.loads(lines[0])
     assert set(figures) == KEYS
     assert figures["mappings"] == 200 and figures["requests"] == 5
+    assert figures["fill"] == "ingest" and figures["restore_s"] is None  # the smoke fills through ingest
     assert figures["correct"] == 5  # every sealed answer opened to the filled subscriber
     assert figures["latency_ms_min"] <= figures["latency_ms_p50"] <= figures["latency_ms_p99"] <= figures["latency_ms_max"]
