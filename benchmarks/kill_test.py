@@ -13,8 +13,8 @@ checks:
   binding's instant) must answer ``ok`` with exactly one holder, the fed subscriber, from the
   fed start time — ``found`` vs ``fed``;
 - **stats topic**: every binding yields one stats record with a deterministic ``id``; the
-  worker is at-least-once (Faust acks a batch after it was handled; a kill re-delivers the
-  batch), so the topic may hold duplicates.  Reported: records, distinct ids, duplicates before
+  worker is at-least-once (each stage commits a batch only after its outputs are acknowledged;
+  a kill re-delivers the batch), so the topic may hold duplicates.  Reported: records, distinct ids, duplicates before
   de-duplication, and after de-duplication by ``id`` (must be 0 and distinct == fed);
 - **dead-letter topic**: must stay empty (no fed record is malformed).
 
