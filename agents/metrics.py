@@ -54,6 +54,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TABLE_PURPOSE = "lawful_access"
 #: A compliance scan result is reused for this long (a scrape and the status page may both ask).
 SCAN_CACHE_S = 1.0
+#: A walk's result is reused for at least this many times the walk's own duration, so walking
+#: the table takes at most 1/20 of the worker's time however large the table is (1M keys: a
+#: 2-3 s walk, reused for 40-60 s; measured by bench_lawful_latency, where back-to-back walks
+#: every 2 s at 10M left no time to answer lookups).
+SCAN_DUTY_FACTOR = 20.0
 #: At most this many table values are opened (decrypted) per scan; the rest wait for the next.
 OPEN_BUDGET = 5_000
 
@@ -277,7 +282,8 @@ class Metrics:
     # -- table scan --------------------------------------------------------------------------
 
     def scan(self, now_ms: Optional[int] = None) -> tuple[int, dict[str, OperatorState]]:
-        """Walk this worker's partitions of the mapping table (cached for ``SCAN_CACHE_S``).
+        """Walk this worker's partitions of the mapping table (cached for ``SCAN_CACHE_S``, or
+        ``SCAN_DUTY_FACTOR`` times the last walk's duration when that is longer).
 
         Opening a sealed value costs ~16–20 µs of CPU (measured: ``benchmarks/bench_metrics_scan.py``),
         too much to repeat for every key on every scrape inside the event loop (1M keys: ~20 s).  So each
@@ -287,7 +293,7 @@ class Metrics:
         are reported as ``ipanon_compliance_scan_pending`` and picked up by the next scans."""
         t = self.mono()
         cached_at, cached_now, cached = self._scan
-        if now_ms is None and t - cached_at < SCAN_CACHE_S:
+        if now_ms is None and t - cached_at < max(SCAN_CACHE_S, SCAN_DUTY_FACTOR * self.scan_seconds):
             return cached_now, cached
         now = self.p.clock() if now_ms is None else now_ms
         table = self.p.table

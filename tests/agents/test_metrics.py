@@ -127,3 +127,26 @@ def test_scan_reuses_summaries_and_opens_at_most_the_budget():
     del p.table.data[k2]  # a deleted key leaves the figures
     _, st = m.scan(now_ms=100 * H)
     assert st["connect2ip"].intervals == 1 and st["connect2ip"].oldest_end_ms == 95 * H
+
+
+def test_a_slow_walk_is_reused_for_longer_so_walking_takes_a_bounded_share_of_time():
+    from agents.metrics import SCAN_CACHE_S, SCAN_DUTY_FACTOR
+
+    k1 = b"connect2ip|ip|a"
+    p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),)))])
+    m = Metrics(p)
+    clock = [1000.0]
+    m.mono = lambda: clock[0]
+    first = m.scan()
+    assert m.scan() is not None and m._scan[0] == 1000.0
+    clock[0] += SCAN_CACHE_S + 0.5  # a fast walk: stale after SCAN_CACHE_S
+    m.scan()
+    assert m._scan[0] == clock[0]
+    m.scan_seconds = 3.0  # as at 1M keys: reused for SCAN_DUTY_FACTOR × 3 s
+    walked_at = clock[0]
+    clock[0] += SCAN_DUTY_FACTOR * 3.0 - 1
+    p.table.data[k1] = iv.encode((ivl(0, 95 * H),))
+    assert m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H and m._scan[0] == walked_at
+    clock[0] += 2
+    assert m.scan()[1]["connect2ip"].oldest_end_ms == 95 * H and m._scan[0] == clock[0]
+    assert first[1]["connect2ip"].intervals == 1
