@@ -104,10 +104,8 @@ class Pipeline:
         )
         self.names = names = T.Topics(s.topic_prefix)
         part = dict(partitions=s.partitions, key_serializer="raw", value_serializer="raw")
-        self.raw_topics = app.topic(*names.raw, key_serializer="raw", value_serializer="raw")
         self.bindings = app.topic(names.bindings, internal=True, **part)
         self.deadletter = app.topic(names.deadletter, internal=True, **part)
-        self.stats = app.topic(names.stats, internal=True, **part)
         self.lookup_requests = app.topic(names.lookup_requests, internal=True, **part)
         self.lookup_responses = app.topic(names.lookup_responses, internal=True, **part)
         self.table = MappingTable(
@@ -239,9 +237,6 @@ class Pipeline:
             await asyncio.gather(*futs)
 
     # -- ingest -----------------------------------------------------------------------------
-
-    def ingest_one(self, event: Any) -> list[Binding]:
-        return self.parse_raw(_headers(event), event.message.value)
 
     def parse_raw(self, headers: Mapping[str, str], value: Optional[bytes]) -> list[Binding]:
         """The bindings of one raw record (``Rejected`` with a reason if it has none)."""
@@ -534,7 +529,7 @@ class Pipeline:
             await self.ebb()
 
 
-from .kafka_io import HEARTBEAT_KEY  # noqa: E402  (one definition for writers and readers)
+from .kafka_io import HEARTBEAT_KEY, record_headers  # noqa: E402  (one definition for writers and readers)
 HEARTBEAT_HEADERS = [("ipanon-heartbeat", b"1")]
 
 
@@ -558,12 +553,3 @@ def _headers(event: Any) -> dict[str, str]:
     return record_headers(event.message.headers)
 
 
-def record_headers(headers: Any) -> dict[str, str]:
-    """Kafka headers as text (undecodable ones left out)."""
-    out = {}
-    for k, v in (headers or []):
-        try:
-            out[k if isinstance(k, str) else k.decode()] = v.decode() if isinstance(v, bytes) else str(v)
-        except UnicodeDecodeError:
-            continue
-    return out

@@ -77,24 +77,6 @@ def observe_n(child: Any, value: float, n: int) -> None:
             break
 
 
-def _raw_labels(m: Any, headers: Any) -> tuple[str, str]:
-    """(source, operator) labels of a raw record, as the Faust sensor of ``agents.metrics``
-    takes them: a header value only when it names a registered format / a configured
-    operator, else ``none`` (absent) or ``unknown``."""
-    from .metrics import _known_formats
-
-    source = operator = ""
-    for k, v in headers or ():
-        if k == "ipanon-format":
-            source = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-        elif k == "ipanon-operator":
-            operator = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-    source = source if source in _known_formats() else ("none" if not source else "unknown")
-    if operator not in m.operator_names:
-        operator = "none" if not operator else "unknown"
-    return source, operator
-
-
 class _Listener:
     """aiokafka ``ConsumerRebalanceListener``: revoke waits for the in-flight batch; assign
     reads the committed and end offsets (the lag metric's baseline)."""
@@ -276,7 +258,7 @@ class BatchStage:
                         continue
                     n += 1
                     if self.role == "raw":
-                        k = _raw_labels(m, r.headers)
+                        k = m.raw_labels(r.headers)
                         labels[k] = labels.get(k, 0) + 1
                 if self.role == "raw":
                     for (source, operator), k in labels.items():

@@ -6,7 +6,7 @@ read a topic from the beginning, or create topics.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -16,6 +16,17 @@ from .security import KafkaSecurity, kafka_python_kwargs
 
 # Every helper takes ``security`` (``agents.security.KafkaSecurity``); ``None`` = the
 # process's settings from the environment (``agents.security.current()``).
+
+
+def record_headers(headers: Any) -> dict[str, str]:
+    """Kafka record headers as text (undecodable or malformed ones left out)."""
+    out = {}
+    for k, v in (headers or []):
+        try:
+            out[k if isinstance(k, str) else k.decode()] = v.decode() if isinstance(v, bytes) else str(v)
+        except (UnicodeDecodeError, AttributeError):
+            continue
+    return out
 
 
 def producer(bootstrap: str, *, security: Optional[KafkaSecurity] = None, **kw) -> KafkaProducer:
@@ -99,12 +110,14 @@ def count(bootstrap: str, topic: str, *, security: Optional[KafkaSecurity] = Non
 
 
 def wait_group_caught_up(bootstrap: str, group: str, topic: str, *, timeout_s: float = 60.0,
-                         security: Optional[KafkaSecurity] = None, alive=lambda: True) -> bool:
+                         security: Optional[KafkaSecurity] = None, alive=lambda: True,
+                         tick=lambda: None) -> bool:
     """Wait until consumer group ``group`` has committed ``topic`` up to the end offsets taken
     now (records appended later, heartbeats say, do not count).  True when it has, False on
     timeout or when ``alive()`` turns false.  The worker's stages are separate consumer groups
     (ingest, stats, the mapping agent's ``<app id>``): that the statistics are out does not say
-    the mapping table has applied the same bindings — this does."""
+    the mapping table has applied the same bindings — this does.  ``tick()`` runs on every poll
+    (a benchmark samples the worker's CPU there)."""
     import time
 
     g = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
@@ -118,6 +131,7 @@ def wait_group_caught_up(bootstrap: str, group: str, topic: str, *, timeout_s: f
                 return True
             if time.monotonic() > deadline or not alive():
                 return False
-            time.sleep(0.25)
+            tick()
+            time.sleep(0.2)
     finally:
         g.close()

@@ -51,7 +51,7 @@ import asyncio
 import heapq
 import logging
 import time
-from typing import Any, Awaitable, Callable, Iterable, Optional, Set
+from typing import Any, Callable, Iterable, Optional, Set
 
 import faust
 from aiokafka.partitioner import murmur2
@@ -170,15 +170,6 @@ class MappingTable(faust.Table):
                 seen.add(k)
                 out.append(k)
         return out
-
-    def rebuild_schedule(self, next_expiry: Callable[[bytes, bytes], Optional[int]]) -> int:
-        """Rebuild the whole schedule now (blocking; ``rebuild_schedule_soon`` in a worker)."""
-        self._schedule = []
-        kp = self._key_partition()
-        for k, v in list(self.data.items()):
-            if kp.get(k) in self.active:
-                self.schedule(next_expiry(k, v), k)
-        return len(self._schedule)
 
     def rebuild_schedule_soon(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
                               done: Callable[[int, float], Any]) -> None:

@@ -405,6 +405,18 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def raw_labels(self, headers: Any) -> tuple[str, str]:
+        """(source, operator) labels of a raw record from its Kafka headers: a header value
+        only when it names a registered format / a configured operator, else ``none``
+        (absent) or ``unknown`` — never free text in a label."""
+        hdr = record_headers(headers)
+        source = hdr.get("ipanon-format", "")
+        source = source if source in _known_formats() else ("none" if not source else "unknown")
+        operator = hdr.get("ipanon-operator", "")
+        if operator not in self.operator_names:
+            operator = "none" if not operator else "unknown"
+        return source, operator
+
     def role_of(self, topic: str) -> str:
         """A bounded label for a topic: its name after ``<prefix>-`` (``raw`` for every raw
         topic, ``changelog`` for Faust changelogs, ``other`` for anything foreign)."""
@@ -514,14 +526,7 @@ def _sensor_class():
                 if message.value is None and message.key == HEARTBEAT_KEY:
                     return
                 role = m.role_of(tp.topic)
-                source = operator = ""
-                if role == "raw":
-                    hdr = _headers(message.headers)
-                    source = hdr.get("ipanon-format", "")
-                    source = source if source in _known_formats() else ("none" if not source else "unknown")
-                    operator = hdr.get("ipanon-operator", "")
-                    if operator not in m.operator_names:
-                        operator = "none" if not operator else "unknown"
+                source, operator = m.raw_labels(message.headers) if role == "raw" else ("", "")
                 m.records_in.labels(role, source, operator).inc()
                 if role in TIMED_ROLES:
                     self._in[(tp.topic, tp.partition, offset)] = m.mono()
@@ -572,17 +577,7 @@ def _known_formats() -> set[str]:
     return _FORMATS
 
 
-def _headers(headers: Any) -> dict[str, str]:
-    out = {}
-    for k, v in (headers or []):
-        try:
-            out[k if isinstance(k, str) else k.decode()] = v.decode() if isinstance(v, bytes) else str(v)
-        except (UnicodeDecodeError, AttributeError):
-            continue
-    return out
-
-
-from .kafka_io import HEARTBEAT_KEY  # noqa: E402
+from .kafka_io import HEARTBEAT_KEY, record_headers  # noqa: E402
 
 
 def _wrap_sweeper(pipeline: Any, m: Metrics) -> None:

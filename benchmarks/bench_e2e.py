@@ -147,22 +147,12 @@ def _table_done_ms(bootstrap: str, group: str, bindings: str, changelog: str, ti
     table is done."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from agents.kafka_io import HEARTBEAT_KEY
+    from agents.kafka_io import HEARTBEAT_KEY, wait_group_caught_up
 
-    # a consumer carrying the group id only to fetch its committed offsets (it never joins)
-    g = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    if not wait_group_caught_up(bootstrap, group, bindings, timeout_s=timeout_s, alive=alive, tick=tick):
+        return None
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(bindings, p) for p in (c.partitions_for_topic(bindings) or ())]
-        ends = c.end_offsets(tps)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if all((g.committed(tp) or 0) >= ends[tp] for tp in tps):
-                break
-            if time.monotonic() > deadline or not alive():
-                return None
-            tick()
-            time.sleep(0.2)
         ctps = [TopicPartition(changelog, p) for p in (c.partitions_for_topic(changelog) or ())]
         cends = c.end_offsets(ctps)
         c.assign(ctps)
@@ -180,7 +170,6 @@ def _table_done_ms(bootstrap: str, group: str, bindings: str, changelog: str, ti
         return last
     finally:
         c.close()
-        g.close()
 
 
 def _warm_group_coordinator(bootstrap: str, topic: str, timeout_s: float = 120.0) -> None:

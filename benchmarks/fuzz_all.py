@@ -243,7 +243,7 @@ def _parser_target(fmt):
     ctxs = [{}, {"year": 2024}, {"ref_ms": 1_718_000_000_000, "tz": "Europe/Stockholm"},
             {"identity": "Calling-Station-Id"}, {"dhcp_identity": "hwaddr"}, {"ref_ms": 0, "year": 1},
             {"tz": "Not/AZone"}, {"ref_ms": 10**20}, {"ref_ms": 99_999_999_999_999}]
-    # ref_ms comes from the ipanon-received-ms header (any digit string: agents/app.py ingest_one)
+    # ref_ms comes from the ipanon-received-ms header (any digit string: agents/app.py Pipeline.parse_raw)
 
     def call(data: bytes, rng: random.Random) -> str:
         out = fmt.parse(data, operator="op", **rng.choice(ctxs))

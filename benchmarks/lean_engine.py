@@ -7,7 +7,7 @@ batch's acks → commit offsets), which is what the issue-8 profile says Faust's
 stream machinery and its one-message-at-a-time ProducerBuffer cost us:
 
 - stage 1 (ingest): raw topics → ``get_format(fmt).parse`` → bindings topic, keyed by
-  ``intervals.routing_key`` (same as ``Pipeline._emit_binding``);
+  ``intervals.routing_key`` (same as ``Pipeline._binding_outputs``);
 - stage 2 (mapping + stats): bindings topic → ``Binding.from_json`` → the interval update
   on a dict (``decode → apply → sweep → encode``, as ``Pipeline.apply_binding``) → a
   changelog record on the partition of the binding → stats records built per batch by

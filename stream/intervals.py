@@ -531,17 +531,21 @@ def _text_at(raw: bytes, pos: int) -> tuple[str, int]:
     raise _Bad("unknown text kind")
 
 
+def _network_tag(tag: int) -> tuple[int, int]:
+    """(address width in bytes, prefix length) of a network tag other than ``_NO_NET``."""
+    if tag <= 32:
+        return 4, tag
+    if 64 <= tag <= 192:
+        return 16, tag - 64
+    raise _Bad("unknown network tag")
+
+
 def _network_at(raw: bytes, pos: int) -> tuple[Optional[IPNetwork], int]:
     tag = raw[pos]
     pos += 1
     if tag == _NO_NET:
         return None, pos
-    if tag <= 32:
-        width, p = 4, tag
-    elif 64 <= tag <= 192:
-        width, p = 16, tag - 64
-    else:
-        raise _Bad("unknown network tag")
+    width, p = _network_tag(tag)
     end = pos + ((p + 7) >> 3)
     if end > len(raw):
         raise _Bad("network runs past the end")
@@ -616,12 +620,7 @@ def next_expiry_of(raw: bytes, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STA
         if raw[0] != FORMAT_VERSION:
             raise _Bad(f"unknown format version {raw[0]}")
         tag = raw[1]
-        if tag == _NO_NET:
-            pos = 2
-        elif tag <= 32 or 64 <= tag <= 192:
-            pos = 2 + (((tag if tag <= 32 else tag - 64) + 7) >> 3)
-        else:
-            raise _Bad("unknown network tag")
+        pos = 2 if tag == _NO_NET else 2 + ((_network_tag(tag)[1] + 7) >> 3)
         n, pos = _uv(raw, pos)
         if n > len(raw):
             raise _Bad("interval count larger than the value")
