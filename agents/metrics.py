@@ -12,9 +12,12 @@ sources feed it, none of which touches the agents' hot loops with more than a di
   is never taken verbatim from input, which would let one bad collector explode cardinality),
   records out per topic role, lookup answers by status, processing latency (message in → acked)
   and lookup latency (request's Kafka timestamp → acked);
-- a scrape-time collector (``_StateCollector``) that walks the worker's own partitions of the
-  mapping table: live mappings per operator, the **compliance ratio** per operator and purpose,
-  the expiry overdue time, and consumer lag from the consumer's high-water marks.
+- a scrape-time collector (``_StateCollector``) reporting the last **compliance walk** of the
+  worker's own partitions of the mapping table — live mappings per operator, the **compliance
+  ratio** per operator and purpose, the expiry overdue time — and consumer lag from the
+  consumers' high-water marks.  The walk runs in the background in 2 ms slices between
+  event-loop turns (``Metrics.walk``), never inside a scrape, so a 10M-key table costs lookups
+  no more than a slice's wait.
 
 Compliance ratio (``ipanon_compliance_ratio{operator,purpose}``): the age of the oldest raw
 mapping still present, divided by the promise.  The age of an interval counts from its
@@ -37,7 +40,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -59,6 +62,9 @@ SCAN_CACHE_S = 1.0
 #: 2-3 s walk, reused for 40-60 s; measured by bench_lawful_latency, where back-to-back walks
 #: every 2 s at 10M left no time to answer lookups).
 SCAN_DUTY_FACTOR = 20.0
+#: The background walk yields to the event loop after this much work (a lookup answer waits at
+#: most this long for it).
+WALK_SLICE_S = 0.002
 #: At most this many table values are opened (decrypted) per scan; the rest wait for the next.
 OPEN_BUDGET = 5_000
 
@@ -116,26 +122,41 @@ class OperatorState:
         return self.age_ms(now_ms) / promise_ms
 
 
-Summary = tuple[tuple[int, bool], ...]   # per interval of one key: (effective end, held)
+#: What the compliance fold needs of one key's intervals, independent of the clock: the
+#: effective end of its one unheld interval as a plain int (most keys: 32 B instead of ~140 B
+#: of nested tuples, measured by ``benchmarks/bench_memory.py``), else a tuple of
+#: ``(effective end, held)`` per interval.
+Summary = Union[int, tuple[tuple[int, bool], ...]]
 
 
 def summarize(ivs: Iterable[iv.Interval], stale_after_ms: int) -> Summary:
     """What the compliance fold needs of one key's intervals — independent of the clock, so a
     key's summary can be kept until its value changes."""
-    return tuple((i.effective_end(stale_after_ms), bool(i.held)) for i in ivs)
+    out = tuple((i.effective_end(stale_after_ms), bool(i.held)) for i in ivs)
+    if len(out) == 1 and not out[0][1]:
+        return out[0][0]
+    return out
 
 
-def scan_summaries(items: Iterable[tuple[str, Summary]], now_ms: int,
-                   ttl_ms: Mapping[str, int]) -> dict[str, OperatorState]:
-    """Fold ``(operator, summary of one key)`` pairs into one ``OperatorState`` per operator."""
-    acc: dict[str, list] = {}
-    for operator, summary in items:
-        a = acc.get(operator)
+class Fold:
+    """The compliance fold, one ``(operator, summary of one key)`` pair at a time, so a walk can
+    feed it in slices between event-loop turns (``Metrics.walk``)."""
+
+    __slots__ = ("now_ms", "ttl_ms", "acc")
+
+    def __init__(self, now_ms: int, ttl_ms: Mapping[str, int]) -> None:
+        self.now_ms = now_ms
+        self.ttl_ms = ttl_ms
+        self.acc: dict[str, list] = {}
+
+    def add(self, operator: str, summary: Summary) -> None:
+        a = self.acc.get(operator)
         if a is None:
-            a = acc[operator] = [0, 0, 0, 0, None, 0]  # keys, intervals, current, held, oldest end, overdue
+            a = self.acc[operator] = [0, 0, 0, 0, None, 0]  # keys, intervals, current, held, oldest end, overdue
         a[0] += 1
-        ttl = ttl_ms.get(operator)
-        for end, held in summary:
+        now_ms = self.now_ms
+        ttl = self.ttl_ms.get(operator)
+        for end, held in ((summary, False),) if type(summary) is int else summary:
             a[1] += 1
             if held:
                 a[3] += 1
@@ -146,7 +167,18 @@ def scan_summaries(items: Iterable[tuple[str, Summary]], now_ms: int,
                     a[4] = end
                 if ttl is not None and now_ms - (end + ttl) > a[5]:
                     a[5] = now_ms - (end + ttl)
-    return {op: OperatorState(*a) for op, a in acc.items()}
+
+    def result(self) -> dict[str, OperatorState]:
+        return {op: OperatorState(*a) for op, a in self.acc.items()}
+
+
+def scan_summaries(items: Iterable[tuple[str, Summary]], now_ms: int,
+                   ttl_ms: Mapping[str, int]) -> dict[str, OperatorState]:
+    """Fold ``(operator, summary of one key)`` pairs into one ``OperatorState`` per operator."""
+    fold = Fold(now_ms, ttl_ms)
+    for operator, summary in items:
+        fold.add(operator, summary)
+    return fold.result()
 
 
 def scan_intervals(items: Iterable[tuple[str, Iterable[iv.Interval]]], now_ms: int,
@@ -240,7 +272,10 @@ class Metrics:
                 self.promise.labels(name, purpose).set(promise_ms / 1000)
         self._bound: dict[tuple[str, Optional[str]], Any] = {}
         self._roles: dict[str, str] = {}
-        self._scan: tuple[float, int, dict[str, OperatorState]] = (-1e9, 0, {})
+        self._scan: tuple[float, Optional[int], dict[str, OperatorState]] = (-1e9, None, {})
+        #: True once ``walk_in_background`` runs: ``scan()`` then only reads its results
+        self.background = False
+        self.walks = 0
         self.scan_seconds = 0.0
         self.scan_errors = 0
         self.scan_pending = 0
@@ -282,39 +317,90 @@ class Metrics:
     # -- table scan --------------------------------------------------------------------------
 
     def scan(self, now_ms: Optional[int] = None) -> tuple[int, dict[str, OperatorState]]:
-        """Walk this worker's partitions of the mapping table (cached for ``SCAN_CACHE_S``, or
-        ``SCAN_DUTY_FACTOR`` times the last walk's duration when that is longer).
+        """The last compliance walk's result: ``(now_ms it was taken at, state per operator)``.
+
+        In a running worker the walk runs in the background (``walk_in_background``, a timer
+        of ``install``), in slices of at most ``WALK_SLICE_S`` between event-loop turns, so a
+        scrape or the status page never walks the table itself: at 10M keys one walk costs
+        seconds of CPU, and a walk inside the event loop held every lookup answer for as long
+        (bench_lawful_latency saw 10-40 s).  Without the background walker (tests, benchmarks,
+        or ``now_ms`` given) this walks synchronously, reusing the last result for
+        ``SCAN_CACHE_S`` or ``SCAN_DUTY_FACTOR`` times the last walk's duration when longer."""
+        cached_at, cached_now, cached = self._scan
+        if now_ms is None:
+            if self.background:
+                return (cached_now if cached_now is not None else self.p.clock()), cached
+            if self.mono() - cached_at < self._reuse_s():
+                return cached_now, cached
+        for _ in self.walk(now_ms):
+            pass
+        return self._scan[1], self._scan[2]
+
+    def _reuse_s(self) -> float:
+        return max(SCAN_CACHE_S, SCAN_DUTY_FACTOR * self.scan_seconds)
+
+    async def walk_in_background(self) -> None:
+        """One background walk when the last result is due for renewal (the timer calls this
+        every ``SCAN_CACHE_S``); yields to the event loop between slices."""
+        import asyncio
+
+        self.background = True
+        if self.mono() - self._scan[0] < self._reuse_s():
+            return
+        for _ in self.walk(slice_s=WALK_SLICE_S):
+            await asyncio.sleep(0)
+
+    def walk(self, now_ms: Optional[int] = None, slice_s: Optional[float] = None) -> Iterator[None]:
+        """Walk this worker's partitions of the mapping table and publish the result
+        (``self._scan``); a generator that yields after each slice of ``slice_s`` seconds of
+        work (never, when ``slice_s`` is None).  Between slices the agents may write: a key
+        gone or moved to a revoked partition by then is skipped, one written since is seen
+        with its value at the time the walk reaches it.  A rebalance during the walk
+        abandons it (the next starts over on the new partitions).
 
         Opening a sealed value costs ~16–20 µs of CPU (measured: ``benchmarks/bench_metrics_scan.py``),
-        too much to repeat for every key on every scrape inside the event loop (1M keys: ~20 s).  So each
-        key's clock-independent summary is kept with the value object it came from and reused
-        while the table still holds that same object; only new or changed values are opened,
-        at most ``OPEN_BUDGET`` per scan.  Keys not opened yet (a large table just recovered)
-        are reported as ``ipanon_compliance_scan_pending`` and picked up by the next scans."""
-        t = self.mono()
-        cached_at, cached_now, cached = self._scan
-        if now_ms is None and t - cached_at < max(SCAN_CACHE_S, SCAN_DUTY_FACTOR * self.scan_seconds):
-            return cached_now, cached
+        too much to repeat for every key on every walk (1M keys: ~20 s).  So each key's
+        clock-independent summary is kept with the value object it came from and reused while
+        the table still holds that same object; only new or changed values are opened, at most
+        ``open_budget`` per walk.  Keys not opened yet (a large table just recovered) are
+        reported as ``ipanon_compliance_scan_pending`` and picked up by the next walks."""
+        mono = self.mono
+        t_start = mono()
         now = self.p.clock() if now_ms is None else now_ms
         table = self.p.table
+        epoch = getattr(table, "_epoch", 0)
+        store = getattr(table.data, "data", table.data)  # a Faust MemoryStore's own dict
         # values are sealed per operator epoch when the pipeline has vaults (crypto-shredding,
-        # agents/vault.py): ``Vault.open(key, raw) -> (network, intervals)``; plain JSON before
+        # agents/vault.py): ``Vault.open(key, raw) -> (network, intervals)``; plain encoding before
         vaults = getattr(self.p, "vaults", None)
         ops = self.p.operators
         stale = {n: o.stale_after_ms for n, o in ops.items()}
+        fold = Fold(now, {n: o.ttl_ms for n, o in ops.items()})
         old = self._summaries
         new: dict[bytes, tuple[Any, str, Summary]] = {}
         errors = pending = 0
         budget = self.open_budget
-        t0 = self.mono()
         kp = table._key_partition()
         active = table.active
-        for key, raw in list(table.data.items()):
+        keys = list(store)  # a snapshot of the keys only (10M: ~0.1 s); values are read as reached
+        busy = 0.0
+        s0 = mono()
+        for i, key in enumerate(keys):
+            if slice_s is not None and i and not i & 255 and mono() - s0 >= slice_s:
+                busy += mono() - s0
+                yield
+                if getattr(table, "_epoch", 0) != epoch:
+                    return
+                s0 = mono()
+                kp = table._key_partition()
+                active = table.active
+            raw = store.get(key)
             if raw is None or kp.get(key) not in active:
                 continue
             hit = old.get(key)
             if hit is not None and hit[0] is raw:
                 new[key] = hit
+                fold.add(hit[1], hit[2])
                 continue
             if budget <= 0:
                 pending += 1
@@ -326,15 +412,15 @@ class Metrics:
             except Exception:  # noqa: BLE001 - an unreadable value must not break a scrape
                 errors += 1
                 continue
-            new[key] = (raw, operator, summarize(ivs, stale.get(operator, iv.DEFAULT_STALE_AFTER_MS)))
+            summary = summarize(ivs, stale.get(operator, iv.DEFAULT_STALE_AFTER_MS))
+            new[key] = (raw, operator, summary)
+            fold.add(operator, summary)
         self._summaries = new
-        result = scan_summaries(((op, sm) for _, op, sm in new.values()), now,
-                                {n: o.ttl_ms for n, o in ops.items()})
-        self.scan_seconds = self.mono() - t0
+        self.scan_seconds = busy + mono() - s0
         self.scan_errors = errors
         self.scan_pending = pending
-        self._scan = (t, now, result)
-        return now, result
+        self.walks += 1
+        self._scan = (t_start, now, fold.result())
 
     # -- consumer lag ------------------------------------------------------------------------
 
@@ -481,7 +567,8 @@ class _StateCollector:
             if pol is not None:
                 ratio.add_metric([name, TABLE_PURPOSE], st.ratio(now_ms, pol.lawful_access.promise_ms))
         yield from (live, cur, held, keys, age, ratio, overdue)
-        scan = GaugeMetricFamily("ipanon_compliance_scan_seconds", "Duration of the last table scan")
+        scan = GaugeMetricFamily("ipanon_compliance_scan_seconds", "Work time of the last compliance walk of the "
+                                 "table (run in slices between event-loop turns)")
         scan.add_metric([], m.scan_seconds)
         yield scan
         errs = GaugeMetricFamily("ipanon_compliance_scan_errors", "Table values the last scan could not decode")
@@ -602,6 +689,8 @@ def install(pipeline: Any) -> Metrics:
     pipeline.metrics = m
     pipeline.app.sensors.add(_sensor_class()(m))
     _wrap_sweeper(pipeline, m)
+    m.background = True  # scrapes read the background walk's result; they never walk themselves
+    pipeline.app.timer(SCAN_CACHE_S, name="ipanon.compliance-walk")(m.walk_in_background)
 
     @pipeline.app.page("/metrics", name="ipanon-metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -3,6 +3,7 @@ scrape output over a small in-memory table."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -150,3 +151,61 @@ def test_a_slow_walk_is_reused_for_longer_so_walking_takes_a_bounded_share_of_ti
     clock[0] += 2
     assert m.scan()[1]["connect2ip"].oldest_end_ms == 95 * H and m._scan[0] == clock[0]
     assert first[1]["connect2ip"].intervals == 1
+
+
+def test_a_sliced_walk_yields_between_slices_and_folds_what_each_key_holds_when_reached():
+    keys = [b"connect2ip|ip|%05d" % i for i in range(2000)]
+    items = [(k, iv.encode((ivl(0, (50 + i % 40) * H),))) for i, k in enumerate(keys)]
+    p = _pipeline(items)
+    whole = Metrics(p)
+    whole.open_budget = 10_000
+    _, expect = whole.scan(now_ms=100 * H)
+    assert expect["connect2ip"].intervals == 2000 and expect["connect2ip"].oldest_end_ms == 50 * H
+
+    m = Metrics(p)
+    m.open_budget = 10_000
+    walk = m.walk(now_ms=100 * H, slice_s=0.0)  # a slice ends every 256 keys
+    next(walk)                                   # first slice done, nothing published yet
+    assert m.walks == 0 and m.scan_pending == 0
+    del p.table.data[keys[-1]]                   # agents write between slices: a key expires,
+    p.table.data[keys[-2]] = iv.encode((ivl(0, 10 * H),))  # another gets an older interval
+    yields = 1 + sum(1 for _ in walk)
+    assert yields == 2000 // 256 and m.walks == 1
+    st = m._scan[2]["connect2ip"]
+    assert st.intervals == 1999 and st.oldest_end_ms == 10 * H
+
+
+def test_a_rebalance_during_a_walk_abandons_it():
+    k1 = b"connect2ip|ip|a"
+    p = _pipeline([(b"connect2ip|ip|%04d" % i, iv.encode((ivl(0, 88 * H),))) for i in range(600)])
+    p.table._epoch = 1
+    m = Metrics(p)
+    walk = m.walk(now_ms=100 * H, slice_s=0.0)
+    next(walk)
+    p.table._epoch = 2
+    assert list(walk) == [] and m.walks == 0 and m._scan[1] is None
+    assert k1 not in p.table.data
+
+
+def test_with_the_background_walker_a_scrape_reads_its_result_and_never_walks():
+    import asyncio
+
+    from agents import metrics as M
+
+    k1 = b"connect2ip|ip|a"
+    p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),)))])
+    m = Metrics(p)
+    m.background = True
+    now, states = m.scan()
+    assert now == 100 * H and states == {} and m.walks == 0   # nothing walked yet: empty, not stale
+    asyncio.run(m.walk_in_background())
+    assert m.walks == 1 and m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H
+    p.table.data[k1] = iv.encode((ivl(0, 95 * H),))
+    assert m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H and m.walks == 1  # the scrape did not walk
+    asyncio.run(m.walk_in_background())   # renewed only after SCAN_CACHE_S
+    assert m.walks == 1
+    m.mono = lambda: time.monotonic() + M.SCAN_CACHE_S + 1
+    asyncio.run(m.walk_in_background())
+    assert m.walks == 2 and m.scan()[1]["connect2ip"].oldest_end_ms == 95 * H
+    s = _samples(m.render().decode())
+    assert s[("ipanon_oldest_mapping_age_seconds", (("operator", "connect2ip"),))] == 5 * 3600

@@ -1,0 +1,25 @@
+"""benchmarks/bench_memory.py runs with --smoke and prints one JSON line with its figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_memory.py"
+
+
+def test_bench_memory_smoke():
+    out = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    fig = json.loads(lines[0])
+    (size,) = fig["sizes"]
+    assert size["mappings"] == 20_000
+    per = size["bytes_per_mapping"]
+    assert set(per) == {"key_value_bytes", "store_dict", "partition_map", "schedule_heap", "walk_summaries"}
+    # the key and value objects can be no smaller than their payload
+    assert per["key_value_bytes"] >= size["mean_key_bytes"] + size["mean_value_bytes"]
+    assert abs(size["total_bytes_per_mapping"] - sum(per.values())) < 1
