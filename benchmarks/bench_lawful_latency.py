@@ -23,6 +23,9 @@ broker, with a real ``ipanon worker`` whose mapping table holds ``--mappings`` e
    agent does before it moves on).  Every answer is opened and checked against the filled
    subscriber (``correct``).
 
+``--profile FILE``: py-spy records the worker during the requests (``--format raw``, collapsed
+stacks; ``profile_summary.py`` summarises them).
+
 ``worker_cpu_s`` / ``bench_cpu_s``: CPU seconds of the worker / this process over the requests;
 ``load1_before`` / ``load1_after``: the 1-minute load average before the fill and at the end.
 
@@ -36,6 +39,7 @@ usage: python benchmarks/bench_lawful_latency.py [--smoke] [--bootstrap HOST:POR
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -139,6 +143,64 @@ def _fill_by_ingest(args, w, p, start_s: int) -> float:
     return time.monotonic() - t_fill
 
 
+async def _requests(args, T, sk, ek, start_s: int) -> tuple[list[float], int]:
+    """Send ``--requests`` signed LEK requests one at a time with aiokafka (acks=all, no
+    linger) and read each sealed answer from the responses topic; returns (latencies in ms,
+    answers naming the filled subscriber).  An aiokafka client, not kafka-python: the latter's
+    send-and-wait alone took ~24 ms here, more than the worker's whole part."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    prod = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", linger_ms=0)
+    cons = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False,
+                            fetch_max_wait_ms=100)
+    await prod.start()
+    await cons.start()
+    try:
+        parts = cons.partitions_for_topic(T.query_responses)
+        if not parts:
+            parts = (await prod.partitions_for(T.query_responses)) or {0}
+        tps = [TopicPartition(T.query_responses, x) for x in sorted(parts)]
+        cons.assign(tps)
+        await cons.seek_to_end(*tps)
+        for tp in tps:
+            await cons.position(tp)
+        rng = random.Random(7)
+        lat_ms: list[float] = []
+        correct = 0
+        for n in range(args.requests):
+            i = rng.randrange(args.mappings)
+            ms = int(time.time() * 1000)
+            body = access.request_body(authority=AUTH, request_number=f"r{n}", basis="lek-law-enforcement",
+                                       case_ref=f"BENCH-{n}", address=_address(i), port=None,
+                                       from_ms=start_s * 1000, to_ms=ms, issued_ms=ms, nonce=secrets.token_hex(16))
+            msg = access.sign_request(sk, body)
+            rid = f"{AUTH}/r{n}"
+            t0 = time.perf_counter()
+            await prod.send_and_wait(T.query_requests, key=AUTH.encode(), value=msg)
+            answer = None
+            limit = time.monotonic() + 60
+            while answer is None and time.monotonic() < limit:
+                for recs in (await cons.getmany(timeout_ms=1000)).values():
+                    for r in recs:
+                        if r.value is None:
+                            continue
+                        m = json.loads(r.value)
+                        if m.get("request_id") == rid and m.get("type") in ("answer", "status"):
+                            answer = m
+            t1 = time.perf_counter()
+            if answer is None:
+                raise SystemExit(f"no answer for {rid} within 60 s")
+            lat_ms.append((t1 - t0) * 1000)
+            if answer["type"] == "answer":
+                res = open_answer(ek, answer)["result"]
+                if [m["subscriber"] for m in res.get("matches", [])] == [f"sub-{i}@bench.example"]:
+                    correct += 1
+        return lat_ms, correct
+    finally:
+        await cons.stop()
+        await prod.stop()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true")
@@ -153,6 +215,7 @@ def main(argv=None) -> int:
                          "rebuilds its schedule from the restored store (default: after that)")
     ap.add_argument("--heartbeat-ms", type=int, default=10_000,
                     help="worker heartbeat period (the 1 s test default costs ~80 sends/s of producer time)")
+    ap.add_argument("--profile", help="write a py-spy raw profile of the worker during the requests here")
     args = ap.parse_args(argv)
     if args.smoke:
         args.mappings, args.requests = 200, 5
@@ -163,8 +226,6 @@ def main(argv=None) -> int:
 
         args.bootstrap = LocalBroker().bootstrap
     bootstrap = args.bootstrap
-
-    from kafka import KafkaConsumer, TopicPartition
 
     from tests.conftest import WorkerProcess
 
@@ -197,51 +258,25 @@ def main(argv=None) -> int:
                                                             not args.during_rebuild)
         else:
             fill_s = _fill_by_ingest(args, w, p, start_s)
-        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                          fetch_max_wait_ms=10)
-        parts = c.partitions_for_topic(T.query_responses) or {0}
-        tps = [TopicPartition(T.query_responses, x) for x in sorted(parts)]
-        c.assign(tps)
-        c.seek_to_end(*tps)
-        for tp in tps:
-            c.position(tp)
         from _harness import cpu_s
 
+        prof = None
+        if args.profile:
+            import subprocess
+
+            prof = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(w.proc.pid),
+                                     "--format", "raw", "--rate", "200", "--nonblocking", "-o", args.profile],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         cpu0, mine0 = cpu_s(w.proc.pid), time.process_time()
-        rng = random.Random(7)
-        lat_ms: list[float] = []
-        correct = 0
-        for n in range(args.requests):
-            i = rng.randrange(args.mappings)
-            ms = int(time.time() * 1000)
-            body = access.request_body(authority=AUTH, request_number=f"r{n}", basis="lek-law-enforcement",
-                                       case_ref=f"BENCH-{n}", address=_address(i), port=None,
-                                       from_ms=start_s * 1000, to_ms=ms, issued_ms=ms, nonce=secrets.token_hex(16))
-            msg = access.sign_request(sk, body)
-            rid = f"{AUTH}/r{n}"
-            t0 = time.perf_counter()
-            p.send(T.query_requests, key=AUTH.encode(), value=msg).get(timeout=30)
-            answer = None
-            limit = time.monotonic() + 60
-            while answer is None and time.monotonic() < limit:
-                for recs in c.poll(timeout_ms=50).values():
-                    for r in recs:
-                        if r.value is None:
-                            continue
-                        m = json.loads(r.value)
-                        if m.get("request_id") == rid and m.get("type") in ("answer", "status"):
-                            answer = m
-            t1 = time.perf_counter()
-            if answer is None:
-                raise SystemExit(f"no answer for {rid} within 60 s (worker log: {w.log_path})")
-            lat_ms.append((t1 - t0) * 1000)
-            if answer["type"] == "answer":
-                res = open_answer(ek, answer)["result"]
-                if [m["subscriber"] for m in res.get("matches", [])] == [f"sub-{i}@bench.example"]:
-                    correct += 1
+        lat_ms, correct = asyncio.run(_requests(args, T, sk, ek, start_s))
         worker_cpu_s = round(cpu_s(w.proc.pid) - cpu0, 2)
         bench_cpu_s = round(time.process_time() - mine0, 2)
-        c.close()
+        if prof is not None:
+            import signal
+
+            prof.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            prof.wait(timeout=60)
         p.close()
     finally:
         w.stop()
@@ -253,6 +288,7 @@ def main(argv=None) -> int:
         "schedule_rebuilt_s": round(schedule_s, 2) if schedule_s is not None else None,
         "latency_ms_p50": round(_pct(lat_ms, 0.50), 2), "latency_ms_p99": round(_pct(lat_ms, 0.99), 2),
         "latency_ms_max": round(max(lat_ms), 2), "latency_ms_min": round(min(lat_ms), 2),
+        "slowest_ms": [[n, round(x, 1)] for n, x in sorted(enumerate(lat_ms), key=lambda t: -t[1])[:5]],
         "heartbeat_ms": args.heartbeat_ms,
         "correct": correct, "worker_cpu_s": worker_cpu_s, "bench_cpu_s": bench_cpu_s,
         "load1_before": round(load_before[0], 2), "load1_after": round(load_after[0], 2),
