@@ -3,7 +3,10 @@ mapping table and opens every sealed value (``agents.vault.Vault.open``: AES-256
 
 Prints exactly one JSON line: the table size (keys, one closed session each), the first scan
 (every value opened) and values opened per second, a full ``/metrics`` render when no value
-changed (summaries reused), a rescan after 1 % of the values changed, and the exposition size.  No Kafka: the table is an in-memory stand-in with the store layout
+changed (summaries reused), a rescan after 1 % of the values changed, the exposition size, and
+the worker's way of walking: the background walk (``Metrics.walk_in_background``, 2 ms slices)
+after another 1 % changed, beside a task that sleeps 1 ms at a time — ``loop_max_block_ms`` is
+the longest the event loop was held (what a lookup answer could wait behind the walk).  No Kafka: the table is an in-memory stand-in with the store layout
 ``agents.metrics`` reads (``data``, ``active``, ``_key_partition()``), filled with values sealed
 by a real ``Vault``.  The machine is shared with other busy processes: figures are noisy.
 
@@ -14,6 +17,7 @@ by a real ``Vault``.  The machine is shared with other busy processes: figures a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import json
 import sys
@@ -76,9 +80,39 @@ def main() -> None:
         t0 = time.perf_counter()
         m.scan(now_ms=NOW)
         rescan_s = time.perf_counter() - t0
+        for key in list(data)[changed:2 * changed]:
+            data[key] = bytes(data[key])
+        walk_s, block_ms = asyncio.run(_background_walk(m))
+        assert m._scan[2][name].intervals == n and m.scan_pending == 0
     print(json.dumps({"keys": n, "first_scan_s": round(scan_s, 4), "open_per_s": round(n / scan_s),
                       "cached_render_s": round(render_s, 4), "rescan_1pct_changed_s": round(rescan_s, 4),
-                      "exposition_bytes": len(text), "oldest_age_s": states[name].age_ms(NOW) // 1000}))
+                      "exposition_bytes": len(text), "oldest_age_s": states[name].age_ms(NOW) // 1000,
+                      "background_walk_s": round(walk_s, 3), "background_walk_busy_s": round(m.scan_seconds, 3),
+                      "loop_max_block_ms": round(block_ms, 2)}))
+
+
+async def _background_walk(m: Metrics) -> tuple[float, float]:
+    """One background walk beside a 1 ms ticker: (walk wall seconds, longest loop block in ms)."""
+    m.background = True
+    m._scan = (-1e9, None, {})
+    done = False
+    worst = 0.0
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not done:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - t - 0.001)
+
+    tick = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0.01)
+    t0 = time.perf_counter()
+    await m.walk_in_background()
+    walk_s = time.perf_counter() - t0
+    done = True
+    await tick
+    return walk_s, worst * 1000
 
 
 if __name__ == "__main__":

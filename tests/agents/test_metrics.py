@@ -167,12 +167,44 @@ def test_a_sliced_walk_yields_between_slices_and_folds_what_each_key_holds_when_
     walk = m.walk(now_ms=100 * H, slice_s=0.0)  # a slice ends every 256 keys
     next(walk)                                   # first slice done, nothing published yet
     assert m.walks == 0 and m.scan_pending == 0
-    del p.table.data[keys[-1]]                   # agents write between slices: a key expires,
-    p.table.data[keys[-2]] = iv.encode((ivl(0, 10 * H),))  # another gets an older interval
+    del p.table.data[keys[0]]                    # agents write between slices (the walk goes from
+    p.table.data[keys[1]] = iv.encode((ivl(0, 10 * H),))  # the end): a key expires, another gets an older interval
     yields = 1 + sum(1 for _ in walk)
     assert yields == 2000 // 256 and m.walks == 1
     st = m._scan[2]["connect2ip"]
     assert st.intervals == 1999 and st.oldest_end_ms == 10 * H
+
+
+def test_summaries_of_keys_gone_or_changed_are_dropped_and_the_cache_never_outgrows_the_table():
+    keys = [b"connect2ip|ip|%04d" % i for i in range(600)]
+    p = _pipeline([(k, iv.encode((ivl(0, 50 * H),))) for k in keys])
+    m = Metrics(p)
+    m.open_budget = 1000
+    m.scan(now_ms=100 * H)
+    assert len(m._seen) == len(m._packed) == 600
+    for k in keys[:100]:              # expired between two walks (before the next snapshot)
+        del p.table.data[k]
+    for k in keys[100:300]:           # rewritten: over the budget of 50, 150 must wait
+        p.table.data[k] = iv.encode((ivl(0, 60 * H),))
+    m.open_budget = 50
+    _, st = m.scan(now_ms=100 * H)
+    assert m.scan_pending == 150 and st["connect2ip"].keys == 350
+    assert len(m._seen) == len(m._packed) == 350   # no summary of a deleted key, none of a value no longer held
+    assert all(p.table.data[k] is m._seen[k] for k in m._seen)
+
+
+def test_packed_summaries_round_trip_and_are_not_gc_containers():
+    import gc
+
+    from agents.metrics import pack_summary, summarize, unpack_summary
+
+    one = summarize((ivl(0, 88 * H),), 24 * H)
+    several = summarize((ivl(0, 80 * H, held=True), ivl(80 * H, None, last=99 * H)), 24 * H)
+    assert one == 88 * H and several == ((80 * H, True), (123 * H, False))
+    for op_index, summary in ((0, one), (4, one), (255, several)):
+        packed = pack_summary(op_index, summary)
+        assert unpack_summary(packed) == (op_index, summary)
+        assert not gc.is_tracked(packed)
 
 
 def test_a_rebalance_during_a_walk_abandons_it():
