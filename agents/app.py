@@ -36,7 +36,7 @@ from stream.model import Binding, parse_network
 from stream.parse import get_format
 
 from . import topics as T
-from .mapping_table import DirectRecoveryTableManager, MappingTable, partition_for
+from .mapping_table import SCHEDULE_BUCKET_MS, DirectRecoveryTableManager, MappingTable, partition_for
 from .runtime import OperatorRuntime, keys_dir
 from .vault import Vault, max_until
 from .acl import worker_groups
@@ -74,8 +74,10 @@ class Pipeline:
         self.operators = dict(operators)
         self.clock = clock
         self.counters: dict[str, int] = {}
-        # crypto-shredding state per operator (agents/vault.py); grace = two sweeper periods
-        grace = int(2 * s.sweep_interval_s * 1000) + 1000
+        # crypto-shredding state per operator (agents/vault.py); grace = two sweeper periods +
+        # the schedule bucket + 1 s: the sweeper reaches a key up to a period + a bucket after
+        # its last expiry (or hold re-check), and must still be able to open (or re-seal) it
+        grace = int(2 * s.sweep_interval_s * 1000) + SCHEDULE_BUCKET_MS + 1000
         self.vaults = {name: Vault.open_or_create(name, keys_dir(s), ttl_ms=op.ttl_ms, grace_ms=grace,
                                                   now_ms=clock())
                        for name, op in self.operators.items()}

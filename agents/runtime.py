@@ -6,8 +6,9 @@ be reachable, and every topic must exist with configs that keep every promise on
 (``agents.kafka_admin.prepare_retention``); otherwise a ``ConfigError`` names what to fix.
 
 The plan's parameters (heartbeat, sweeper period, partitions, ingest lag) come from the same
-``Settings`` the worker then runs with, so the bound the plan relies on is the behaviour the
-worker has.  ``apply_topics`` creates the topics with that same plan (demo, tests; operators
+``Settings`` the worker then runs with, and the schedule bucket width from the sweeper's own
+schedule (``agents.mapping_table.SCHEDULE_BUCKET_MS``), so the bound the plan relies on is the
+behaviour the worker has.  ``apply_topics`` creates the topics with that same plan (demo, tests; operators
 run ``ipanon topics apply`` with the same flags).
 """
 
@@ -49,8 +50,11 @@ def keys_dir(settings: Settings) -> Path:
 
 
 def plan_params(settings: Settings) -> PlanParams:
+    from .mapping_table import SCHEDULE_BUCKET_MS  # imports Faust: not at module level
+
     return PlanParams(heartbeat_ms=settings.heartbeat_ms,
                       sweeper_period_ms=int(settings.sweep_interval_s * 1000),
+                      schedule_bucket_ms=SCHEDULE_BUCKET_MS,
                       ingest_lag_ms=settings.ingest_lag_ms,
                       partitions=settings.partitions,
                       replication_factor=settings.replication_factor)

@@ -6,7 +6,10 @@ A promise P ("IP addresses are deleted within 24 h", REFERENCE.md §1) is a maxi
 a record becomes obsolete (DESIGN.md "Hard facts"), so each topic gets a worst-case persistence
 bound computed from its configs and the broker's, and the mapping table's TTL is what is left:
 
-    TTL + sweeper period + max(bound of topics written up to expiry) <= P
+    TTL + sweeper period + schedule bucket + max(bound of topics written up to expiry) <= P
+
+(the sweeper's schedule hands a key out at most one bucket width after its expiry instant, and
+the sweeper runs at least once per period: it deletes within their sum of the expiry instant).
 
 Worst-case bounds (all terms in ms; ``hb`` is the worker's heartbeat period — segments roll
 only on append, so the worker appends to every partition at least every ``hb``; ``skew`` is 0
@@ -172,10 +175,12 @@ KAFKA_DEFAULTS = BrokerSettings()
 @dataclass(frozen=True, slots=True)
 class PlanParams:
     """What the worker promises to do, and deployment shape.  The worker must use the same
-    ``heartbeat_ms`` and ``sweeper_period_ms`` the plan was computed with."""
+    ``heartbeat_ms``, ``sweeper_period_ms`` and ``schedule_bucket_ms`` the plan was computed with."""
 
     heartbeat_ms: int = 60_000          # worker appends to every changelog/response partition at least this often
     sweeper_period_ms: int = 60_000     # the expiry sweeper runs at least this often
+    schedule_bucket_ms: int = 1_000     # … and is handed a key at most this long after its expiry instant
+                                        # (agents.mapping_table.SCHEDULE_BUCKET_MS)
     ingest_lag_ms: int = 300_000        # max delay between a mapping's end and its last raw record being written
     raw_buffer_ms: int = _DAY           # raw topics never keep more than this (data minimisation)
     derived_divisor: int = 24           # derived-topic budget = strictest lawful promise / this …
@@ -191,6 +196,13 @@ class PlanParams:
                 raise ConfigError(f"plan parameter {name} must be positive")
         if self.ingest_lag_ms < 0:
             raise ConfigError("plan parameter ingest_lag_ms must not be negative")
+        if self.schedule_bucket_ms < 0:
+            raise ConfigError("plan parameter schedule_bucket_ms must not be negative")
+
+    @property
+    def sweeper_delay_ms(self) -> int:
+        """The longest the sweeper takes to delete a mapping after its expiry instant."""
+        return self.sweeper_period_ms + self.schedule_bucket_ms
 
 
 # -- bounds from configs ------------------------------------------------------------------
@@ -342,8 +354,8 @@ class TopicSpec:
 class OperatorRetention:
     """What the worker needs per operator: ``expiry = end + ttl_ms``.
 
-    ``worst_case_ms`` = ttl + sweeper period + derived-topic bound: the latest a raw mapping
-    can physically exist after its end; it never exceeds ``promise_ms``.
+    ``worst_case_ms`` = ttl + sweeper period + schedule bucket + derived-topic bound: the latest
+    a raw mapping can physically exist after its end; it never exceeds ``promise_ms``.
     """
 
     operator: str
@@ -351,11 +363,12 @@ class OperatorRetention:
     legal_minimum_ms: Optional[int]
     ttl_ms: int
     sweeper_period_ms: int
+    schedule_bucket_ms: int
     derived_bound_ms: int
 
     @property
     def worst_case_ms(self) -> int:
-        return self.ttl_ms + self.sweeper_period_ms + self.derived_bound_ms
+        return self.ttl_ms + self.sweeper_period_ms + self.schedule_bucket_ms + self.derived_bound_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +415,7 @@ class TopicPlan:
             },
             "params": {"heartbeat_ms": self.params.heartbeat_ms,
                        "sweeper_period_ms": self.params.sweeper_period_ms,
+                       "schedule_bucket_ms": self.params.schedule_bucket_ms,
                        "ingest_lag_ms": self.params.ingest_lag_ms},
             "topics": [
                 {"name": t.name, "role": t.role, "partitions": t.partitions,
@@ -412,7 +426,8 @@ class TopicPlan:
             ],
             "operators": {
                 n: {"promise_ms": r.promise_ms, "legal_minimum_ms": r.legal_minimum_ms, "ttl_ms": r.ttl_ms,
-                    "sweeper_period_ms": r.sweeper_period_ms, "derived_bound_ms": r.derived_bound_ms,
+                    "sweeper_period_ms": r.sweeper_period_ms, "schedule_bucket_ms": r.schedule_bucket_ms,
+                    "derived_bound_ms": r.derived_bound_ms,
                     "worst_case_ms": r.worst_case_ms}
                 for n, r in self.retention.items()
             },
@@ -454,11 +469,11 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
     # derived (changelog, responses): written up to the expiry instant
     need = max(_min_feasible("compact", broker, params), _min_feasible("delete", broker, params))
     derived_budget = max(min(law_min // params.derived_divisor, params.derived_cap_ms), need)
-    if derived_budget + params.sweeper_period_ms >= law_min:
+    if derived_budget + params.sweeper_delay_ms >= law_min:
         raise fail(law_op, "purposes.lawful_access.promise",
                    f"{format_duration(law_min)} is shorter than what this broker can physically guarantee "
-                   f"({format_duration(need)} deletion delay + {format_duration(params.sweeper_period_ms)} sweeper "
-                   f"period); lower log.retention.check.interval.ms / log.cleaner.backoff.ms or lengthen the promise")
+                   f"({format_duration(need)} deletion delay + {format_duration(params.sweeper_delay_ms)} sweeper "
+                   f"period and schedule bucket); lower log.retention.check.interval.ms / log.cleaner.backoff.ms or lengthen the promise")
 
     # raw: written at most ingest_lag after the mapping ends
     raw_budget = min(law_min - params.ingest_lag_ms, params.raw_buffer_ms)
@@ -505,18 +520,18 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
     retention: dict[str, OperatorRetention] = {}
     for op in sorted(ops, key=lambda o: o.name):
         la = op.lawful_access
-        ttl = la.promise_ms - params.sweeper_period_ms - derived_bound
+        ttl = la.promise_ms - params.sweeper_delay_ms - derived_bound
         if ttl <= 0:
             raise fail(op, "purposes.lawful_access.promise",
                        f"{format_duration(la.promise_ms)} leaves no time to keep mappings after the "
-                       f"{format_duration(derived_bound + params.sweeper_period_ms)} deletion delay")
+                       f"{format_duration(derived_bound + params.sweeper_delay_ms)} deletion delay")
         if la.legal_minimum_ms is not None and ttl < la.legal_minimum_ms:
             raise fail(op, "purposes.lawful_access.legal_minimum",
                        f"{format_duration(la.legal_minimum_ms)} cannot be met: promise "
-                       f"{format_duration(la.promise_ms)} minus the {format_duration(derived_bound + params.sweeper_period_ms)} "
+                       f"{format_duration(la.promise_ms)} minus the {format_duration(derived_bound + params.sweeper_delay_ms)} "
                        f"deletion delay leaves a TTL of {format_duration(ttl)}")
         retention[op.name] = OperatorRetention(op.name, la.promise_ms, la.legal_minimum_ms, ttl,
-                                               params.sweeper_period_ms, derived_bound)
+                                               params.sweeper_period_ms, params.schedule_bucket_ms, derived_bound)
 
     rows = []
     for op in sorted(ops, key=lambda o: o.name):
@@ -527,7 +542,7 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
                                _add(params.ingest_lag_ms, s.bound_ms), op.lawful_access.promise_ms)
             elif s.role == "derived":
                 row = BoundRow(op.name, s.name, s.role, "lawful_access",
-                               _add(r.ttl_ms, params.sweeper_period_ms, s.bound_ms), op.lawful_access.promise_ms)
+                               _add(r.ttl_ms, params.sweeper_delay_ms, s.bound_ms), op.lawful_access.promise_ms)
             elif s.role == "stats":
                 row = BoundRow(op.name, s.name, s.role, "statistics", _add(params.ingest_lag_ms, s.bound_ms),
                                op.statistics.promise_ms)

@@ -101,9 +101,9 @@ def format_plan(plan, source: str) -> str:
     b = plan.broker
     out = [f"broker settings ({source}): log.retention.check.interval.ms={b.retention_check_interval_ms} "
            f"log.cleaner.backoff.ms={b.cleaner_backoff_ms} log.cleaner.enable={str(b.cleaner_enabled).lower()}; "
-           f"heartbeat {d(plan.params.heartbeat_ms)}, sweeper {d(plan.params.sweeper_period_ms)}, "
-           f"ingest lag {d(plan.params.ingest_lag_ms)}", "",
-           "operators (raw mappings: expiry = end + TTL; TTL + sweeper + deletion bound ≤ promise):"]
+           f"heartbeat {d(plan.params.heartbeat_ms)}, sweeper {d(plan.params.sweeper_period_ms)} "
+           f"(+ {d(plan.params.schedule_bucket_ms)} schedule bucket), ingest lag {d(plan.params.ingest_lag_ms)}", "",
+           "operators (raw mappings: expiry = end + TTL; TTL + sweeper + bucket + deletion bound ≤ promise):"]
     out.append(f"  {'operator':<12} {'promise':>9} {'legal min':>9} {'TTL':>10} {'worst case':>10}")
     for r in plan.retention.values():
         out.append(f"  {r.operator:<12} {d(r.promise_ms):>9} {d(r.legal_minimum_ms) if r.legal_minimum_ms else '-':>9} "
