@@ -62,6 +62,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def vault_grace_ms(s: Settings) -> int:
+    """How long a vault epoch key outlives the expiry of everything sealed under it: two
+    sweeper periods + the schedule bucket + 1 s.  The sweeper reaches a key up to a period and a
+    bucket after its last expiry (or hold re-check), and must still be able to open (or
+    re-seal) it then."""
+    return int(2 * s.sweep_interval_s * 1000) + SCHEDULE_BUCKET_MS + 1000
+
+
 class Pipeline:
     """Builds the Faust app for one set of settings and operators (one per process; tests
     build several with distinct app ids)."""
@@ -74,10 +82,8 @@ class Pipeline:
         self.operators = dict(operators)
         self.clock = clock
         self.counters: dict[str, int] = {}
-        # crypto-shredding state per operator (agents/vault.py); grace = two sweeper periods +
-        # the schedule bucket + 1 s: the sweeper reaches a key up to a period + a bucket after
-        # its last expiry (or hold re-check), and must still be able to open (or re-seal) it
-        grace = int(2 * s.sweep_interval_s * 1000) + SCHEDULE_BUCKET_MS + 1000
+        # crypto-shredding state per operator (agents/vault.py)
+        grace = vault_grace_ms(s)
         self.vaults = {name: Vault.open_or_create(name, keys_dir(s), ttl_ms=op.ttl_ms, grace_ms=grace,
                                                   now_ms=clock())
                        for name, op in self.operators.items()}

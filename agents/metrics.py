@@ -26,7 +26,7 @@ mapping still present, divided by the promise.  The age of an interval counts fr
 (REFERENCE.md §1).  An interval still current has age 0.  Intervals under a legal hold are
 excluded (they are kept on purpose; ``ipanon_mappings_held`` counts them).  The ratio must stay
 below 1: the retention plan puts expiry at ``end + ttl`` with ``ttl < promise``, so a healthy
-worker shows at most ``(ttl + sweeper period) / promise``.  Each worker reports only the
+worker shows at most ``(ttl + schedule bucket + sweeper period) / promise``.  Each worker reports only the
 partitions it owns; Prometheus takes the ``max`` over workers.
 
 No label carries an address, a subscriber id, a session id or a key: labels are operator names

@@ -70,14 +70,14 @@ class Encoder:
         self.kind = "plain-json"
         self.vault = None
         try:  # the lead's crypto-shredded table: keyed table keys, sealed values
-            from agents.app import Pipeline
+            from agents.app import Pipeline, vault_grace_ms
             from agents.runtime import keys_dir
             from agents.vault import Vault
 
             if "vaults" in Pipeline.__init__.__code__.co_names or hasattr(Pipeline, "_load"):
                 op = H.OPERATOR
                 ttl = w.plan.retention[op].ttl_ms
-                grace = int(2 * w.settings.sweep_interval_s * 1000) + 1000
+                grace = vault_grace_ms(w.settings)
                 self.vault = Vault.open_or_create(op, keys_dir(w.settings), ttl_ms=ttl, grace_ms=grace, now_ms=now_ms)
                 self.ttl = ttl
                 self.kind = "sealed"
