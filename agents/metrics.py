@@ -15,9 +15,8 @@ sources feed it, none of which touches the agents' hot loops with more than a di
 - a scrape-time collector (``_StateCollector``) reporting the last **compliance walk** of the
   worker's own partitions of the mapping table — live mappings per operator, the **compliance
   ratio** per operator and purpose, the expiry overdue time — and consumer lag from the
-  consumers' high-water marks.  The walk runs in the background in 2 ms slices between
-  event-loop turns (``Metrics.walk``), never inside a scrape, so a 10M-key table costs lookups
-  no more than a slice's wait.
+  consumers' high-water marks.  The walk runs in the background in 1 ms slices 4 ms apart, between
+  event-loop turns (``Metrics.walk``), never inside a scrape.
 
 Compliance ratio (``ipanon_compliance_ratio{operator,purpose}``): the age of the oldest raw
 mapping still present, divided by the promise.  The age of an interval counts from its
@@ -63,9 +62,13 @@ SCAN_CACHE_S = 1.0
 #: 2-3 s walk, reused for 40-60 s; measured by bench_lawful_latency, where back-to-back walks
 #: every 2 s at 10M left no time to answer lookups).
 SCAN_DUTY_FACTOR = 20.0
-#: The background walk yields to the event loop after this much work (a lookup answer waits at
-#: most this long for it).
-WALK_SLICE_S = 0.002
+#: The background walk does this much work at a time, then sleeps ``WALK_PAUSE_S``: it takes at
+#: most a fifth of the event loop while it runs.  A lawful answer passes through many loop turns
+#: (Faust's consumer, stream, agent, producer and acks); with back-to-back 2 ms slices it waited
+#: out one slice at each, and answers during a 10M-key walk took 100-370 ms instead of ~13 ms
+#: (bench_lawful_latency).  The pause lets a whole answer run between two slices.
+WALK_SLICE_S = 0.001
+WALK_PAUSE_S = 0.004
 #: At most this many table values are opened (decrypted) per scan; the rest wait for the next.
 OPEN_BUDGET = 5_000
 
@@ -402,7 +405,7 @@ class Metrics:
         if self.mono() - self._scan[0] < self._reuse_s():
             return
         for _ in self.walk(slice_s=WALK_SLICE_S):
-            await asyncio.sleep(0)
+            await asyncio.sleep(WALK_PAUSE_S)
 
     def walk(self, now_ms: Optional[int] = None, slice_s: Optional[float] = None) -> Iterator[None]:
         """Walk this worker's partitions of the mapping table and publish the result
@@ -451,7 +454,7 @@ class Metrics:
         i = 0
         while keys:
             i += 1
-            if slice_s is not None and not i & 255 and mono() - s0 >= slice_s:
+            if slice_s is not None and not i & 63 and mono() - s0 >= slice_s:
                 busy += mono() - s0
                 yield
                 if getattr(table, "_epoch", 0) != epoch:
@@ -493,7 +496,7 @@ class Metrics:
             stale_keys = list(seen)
             while stale_keys:
                 i += 1
-                if slice_s is not None and not i & 255 and mono() - s0 >= slice_s:
+                if slice_s is not None and not i & 63 and mono() - s0 >= slice_s:
                     busy += mono() - s0
                     yield
                     s0 = mono()

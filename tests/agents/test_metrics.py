@@ -164,13 +164,13 @@ def test_a_sliced_walk_yields_between_slices_and_folds_what_each_key_holds_when_
 
     m = Metrics(p)
     m.open_budget = 10_000
-    walk = m.walk(now_ms=100 * H, slice_s=0.0)  # a slice ends every 256 keys
+    walk = m.walk(now_ms=100 * H, slice_s=0.0)  # a slice ends every 64 keys
     next(walk)                                   # first slice done, nothing published yet
     assert m.walks == 0 and m.scan_pending == 0
     del p.table.data[keys[0]]                    # agents write between slices (the walk goes from
     p.table.data[keys[1]] = iv.encode((ivl(0, 10 * H),))  # the end): a key expires, another gets an older interval
     yields = 1 + sum(1 for _ in walk)
-    assert yields == 2000 // 256 and m.walks == 1
+    assert yields == 2000 // 64 and m.walks == 1
     st = m._scan[2]["connect2ip"]
     assert st.intervals == 1999 and st.oldest_end_ms == 10 * H
 
