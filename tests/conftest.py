@@ -139,3 +139,17 @@ def wait_for(predicate, timeout_s: float = 90.0, interval_s: float = 0.5, what: 
             return v
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def bench_smoke(script: str, timeout: float = 120) -> dict:
+    """Run ``benchmarks/<script> --smoke`` and return the one JSON line it must print."""
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke"], capture_output=True,
+                       text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 1, p.stdout
+    return json.loads(lines[0])

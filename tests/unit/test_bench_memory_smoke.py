@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_memory.py"
+from tests.conftest import bench_smoke
 
 
 def test_bench_memory_smoke():
-    out = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, check=True,
-                         timeout=120).stdout
-    lines = out.strip().splitlines()
-    assert len(lines) == 1
-    fig = json.loads(lines[0])
+    fig = bench_smoke("bench_memory.py")
     (size,) = fig["sizes"]
     assert size["mappings"] == 20_000
     per = size["bytes_per_mapping"]

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_parsers.py"
+from tests.conftest import bench_smoke
 
 
 def test_bench_parsers_smoke():
-    p = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.strip().splitlines()
-    assert len(lines) == 1
-    fig = json.loads(lines[0])
+    fig = bench_smoke("bench_parsers.py")
     assert fig["smoke"] is True and fig["n"] == 300 and fig["target_rps"] == 100_000
     for k in ("radius-json", "radius-detail", "kea-csv", "kea-legal", "kea-hook", "ipfix-json", "juniper",
               "sixwind", "kea-csv+frame"):

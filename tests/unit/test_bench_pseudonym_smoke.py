@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pseudonym.py"
+from tests.conftest import bench_smoke
 
 
 def test_bench_pseudonym_smoke():
-    p = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.strip().splitlines()
-    assert len(lines) == 1
-    fig = json.loads(lines[0])
+    fig = bench_smoke("bench_pseudonym.py")
     for fam in (4, 6):
         for k in (f"ipcrypt_det_v{fam}", f"ipcrypt_pfx_v{fam}_random", f"ipcrypt_pfx_v{fam}_pool",
                   f"cryptopan_v{fam}", f"ipcrypt_pfx_v{fam}_decrypt"):
