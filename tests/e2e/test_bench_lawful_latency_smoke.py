@@ -15,7 +15,7 @@ pytestmark = pytest.mark.broker
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lawful_latency.py"
 KEYS = {"mappings", "requests", "basis", "fill_s", "fill_per_s", "latency_ms_p50", "latency_ms_p99",
         "latency_ms_max", "latency_ms_min", "correct", "heartbeat_ms", "fill", "restore_s", "ready_s", "schedule_rebuilt_s",
-        "worker_cpu_s", "bench_cpu_s", "load1_before", "load1_after"}
+        "worker_cpu_s", "bench_cpu_s", "load1_before", "load1_after", "slowest_ms", "warmup_ms"}
 
 
 def test_lawful_latency_benchmark_smoke(bootstrap):
@@ -30,3 +30,7 @@ def test_lawful_latency_benchmark_smoke(bootstrap):
     assert figures["fill"] == "ingest" and figures["restore_s"] is None  # the smoke fills through ingest
     assert figures["correct"] == 5  # every sealed answer opened to the filled subscriber
     assert figures["latency_ms_min"] <= figures["latency_ms_p50"] <= figures["latency_ms_p99"] <= figures["latency_ms_max"]
+    assert len(figures["warmup_ms"]) == 1  # --smoke: one warm-up request, left out of the figures
+    slowest = figures["slowest_ms"]       # [request index, ms], slowest first
+    assert [n for n, _ in slowest] and all(0 <= n < 5 for n, _ in slowest)
+    assert abs(slowest[0][1] - figures["latency_ms_max"]) <= 0.06
