@@ -81,6 +81,20 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+class PySpy:
+    """``py-spy record`` of a running process into ``path`` (``--format raw``: collapsed stacks,
+    for ``profile_summary.py``); ``stop()`` ends it and lets py-spy write the file."""
+
+    def __init__(self, pid: int, path: str, rate: int) -> None:
+        self.proc = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+                                      "--format", "raw", "--rate", str(rate), "--nonblocking", "-o", path],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self, timeout_s: float = 60) -> None:
+        self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        self.proc.wait(timeout_s)
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (from /proc)."""
     try:

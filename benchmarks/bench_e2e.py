@@ -43,8 +43,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -222,9 +220,7 @@ def run(a) -> dict:
         prof = None
         try:
             if a.profile:
-                prof = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(w.pid), "--format", "raw", "--rate", "50",
-                                         "--nonblocking", "-o", a.profile],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                prof = H.PySpy(w.pid, a.profile, rate=50)
             cpu0 = H.cpu_s(w.pid)
             cpu_at: list[tuple[int, float]] = []  # (wall ms, worker CPU s): CPU at the backlog's end
 
@@ -240,8 +236,7 @@ def run(a) -> dict:
             sample()
             rss_a = H.rss_kb(w.pid)
             if prof is not None:
-                prof.send_signal(signal.SIGINT)
-                prof.wait(30)
+                prof.stop(30)
             ts = sorted(t for t, _ in reader.seen)[:want_a]
             got_a = len(ts)
             end_ms = max(ts[-1], table_ms or 0) if got_a else 0

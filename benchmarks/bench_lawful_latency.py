@@ -264,15 +264,11 @@ def main(argv=None) -> int:
                                                             not args.during_rebuild)
         else:
             fill_s = _fill_by_ingest(args, w, p, start_s)
-        from _harness import cpu_s
+        from _harness import PySpy, cpu_s
 
         prof = None
         if args.profile:
-            import subprocess
-
-            prof = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(w.proc.pid),
-                                     "--format", "raw", "--rate", "200", "--nonblocking", "-o", args.profile],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            prof = PySpy(w.proc.pid, args.profile, rate=200)
             time.sleep(1.0)
         cpu0, mine0 = cpu_s(w.proc.pid), time.process_time()
         lat_ms, correct = asyncio.run(_requests(args, T, sk, ek, start_s))
@@ -280,10 +276,7 @@ def main(argv=None) -> int:
         worker_cpu_s = round(cpu_s(w.proc.pid) - cpu0, 2)
         bench_cpu_s = round(time.process_time() - mine0, 2)
         if prof is not None:
-            import signal
-
-            prof.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            prof.wait(timeout=60)
+            prof.stop()
         p.close()
     finally:
         w.stop()
