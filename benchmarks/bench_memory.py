@@ -56,9 +56,9 @@ def one_size(n: int) -> dict:
     from types import SimpleNamespace
 
     import bench_state
-    from agents.mapping_table import ExpirySchedule, partition_for
+    from agents.mapping_table import ExpirySchedule
     from agents.metrics import Metrics
-    from agents.vault import Vault, max_until
+    from agents.vault import Vault
     from stream import intervals as iv
 
     now = int(time.time() * 1000)
@@ -71,12 +71,10 @@ def one_size(n: int) -> dict:
     values: list[bytes] = []
     parts: list[int] = []
     t = time.perf_counter()
-    for slot, net, ivl in bench_state.mixed_mappings(n, now):
-        key = vault.key(slot, net)
+    for part, key, value in bench_state.entries(bench_state.Encoder.sealed(vault, ttl), n, now, partitions):
         keys.append(key)
-        values.append(vault.seal(key, net, (ivl,), until_ms=max_until((ivl,), ttl_ms=ttl,
-                                 stale_after_ms=iv.DEFAULT_STALE_AFTER_MS), now_ms=now))
-        parts.append(partition_for(iv.routing_key(H.OPERATOR, net).encode(), partitions))
+        values.append(value)
+        parts.append(part)
     build_s = time.perf_counter() - t
     lists = _rss()
     # the three lists' own arrays (8 B per slot each) are scaffolding, not worker state
@@ -94,7 +92,7 @@ def one_size(n: int) -> dict:
     gc.collect()
     schedule_bytes = tracemalloc.get_traced_memory()[0] - traced0
     tracemalloc.stop()
-    after_heap = _rss()
+    after_schedule = _rss()
     assert len(schedule) == n
     ops = {H.OPERATOR: SimpleNamespace(name=H.OPERATOR, ttl_ms=ttl, stale_after_ms=iv.DEFAULT_STALE_AFTER_MS,
                                         policy=None)}
@@ -113,14 +111,14 @@ def one_size(n: int) -> dict:
         "store_dict": after_store - lists,
         "partition_map": after_kp - after_store,
         "schedule": schedule_bytes,
-        "walk_summaries": after_walk - after_heap,
+        "walk_summaries": after_walk - after_schedule,
     }
     per = {k: round(v / n, 1) for k, v in parts_b.items()}
     return {"mappings": n, "bytes_per_mapping": per, "total_bytes_per_mapping": round(sum(parts_b.values()) / n, 1),
             "total_mb": round(sum(parts_b.values()) / 2**20, 1), "rss_mb": round(after_walk / 2**20, 1),
             "mean_key_bytes": round(sum(map(len, keys)) / n, 1), "mean_value_bytes": round(sum(map(len, values)) / n, 1),
             "build_s": round(build_s, 1), "full_walk_s": round(walk_s, 1),
-            "schedule_rss_growth": round((after_heap - after_kp) / n, 1)}
+            "schedule_rss_growth": round((after_schedule - after_kp) / n, 1)}
 
 
 def main() -> None:

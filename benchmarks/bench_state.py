@@ -84,6 +84,13 @@ class Encoder:
         except ImportError:
             pass
 
+    @classmethod
+    def sealed(cls, vault, ttl_ms: int) -> "Encoder":
+        """An encoder that seals with ``vault`` (no worker needed: ``bench_memory.py``)."""
+        enc = cls.__new__(cls)
+        enc.kind, enc.vault, enc.ttl = "sealed", vault, ttl_ms
+        return enc
+
     def entry(self, slot: str, net, ivs, now_ms: int) -> tuple[bytes, bytes]:
         if self.vault is None:
             return iv.table_key(H.OPERATOR, slot, net).encode(), iv.encode(ivs)
