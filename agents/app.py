@@ -21,7 +21,6 @@ every step is idempotent (interval updates) or carries a deterministic id (stats
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
@@ -33,7 +32,6 @@ import faust
 from stream import intervals as iv
 from stream.errors import CryptoError, Rejected
 from stream.model import Binding, parse_network
-from stream.parse import get_format
 
 from . import topics as T
 from .mapping_table import SCHEDULE_BUCKET_MS, DirectRecoveryTableManager, MappingTable, partition_for
@@ -41,6 +39,7 @@ from .runtime import OperatorRuntime, keys_dir
 from .vault import Vault, max_until
 from .acl import worker_groups
 from .batch import BatchStage, Output
+from .ingest import DEADLETTER_MAX_BYTES, Ingest, dead_letter_value, lateness_rules  # noqa: F401 (re-exported)
 from .security import aiokafka_kwargs, faust_credentials
 from .settings import Settings
 
@@ -50,9 +49,6 @@ log = logging.getLogger("ipanon")
 DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web",
                                        "agents.answer_router")
 
-#: Dead-letter records keep at most this many bytes of the original record (see
-#: ``Pipeline.dead_letter_value``).
-DEADLETTER_MAX_BYTES = 512 * 1024
 
 #: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
 HOLD_RECHECK_MS = 5_000
@@ -129,6 +125,8 @@ class Pipeline:
             extra_topic_configs=plan.configs_for(self._changelog_name()) if plan is not None else None,
         )
         app.tables.add(self.table)
+        #: every write of the mapping stage, sweeper and heartbeat, in order (``ebb`` flushes it)
+        self.outbox = self.table.outbox
         self.table.source_topics = {names.bindings, names.lookup_requests}
         self.table.restore_client = dict(bootstrap_servers=s.bootstrap, **aiokafka_kwargs(s.security))
         self.table.on_recover(self._on_recover)
@@ -136,6 +134,9 @@ class Pipeline:
         # ingest keeps no state: a plain aiokafka batch loop in a consumer group of its own
         # (agents.batch; Faust's per-event streams cost ≈ 37× the CPU, docs/benchmarks.md)
         self.batch_stages: list[BatchStage] = []
+        self.ingest = Ingest(names=names, partitions=s.partitions, operators=self.operators,
+                             default_operator=s.default_operator, rules=lateness_rules(self.operators, plan, names),
+                             clock=clock, count=self.count)
         self.ingest_stage = self.add_batch_stage("ingest", names.raw, self._ingest_batch, role="raw")
         app.agent(self.bindings, name="ipanon.mapping")(self._mapping_agent)
         app.agent(self.lookup_requests, name="ipanon.lookup")(self._lookup_agent)
@@ -193,54 +194,41 @@ class Pipeline:
                 for p in range(self.settings.partitions):
                     topic.send_soon(key=HEARTBEAT_KEY, value=None, partition=p, headers=HEARTBEAT_HEADERS)
             for p in sorted(self.table.active):
-                self.table.send_changelog(p, HEARTBEAT_KEY, None, value_serializer="raw")
+                self.outbox.add(self.table.changelog_topic, HEARTBEAT_KEY, None, partition=p)
+            await self.outbox.flush()
             self.count("heartbeats")
         except Exception:
             log.exception("heartbeat: failed; will retry")
 
     def dead_letter_value(self, topic: str, partition: int, offset: int, headers: Mapping[str, str],
                           value: Optional[bytes], reason: str, detail: str = "") -> bytes:
-        """The dead-letter record of one input record: why, where it came from, its bytes (at
-        most ``DEADLETTER_MAX_BYTES`` of them, base64 — so the record always fits a default
-        broker's 1 MB message limit; ``truncated_from`` gives the original length)."""
-        value = value or b""
-        record = {
-            "reason": reason,
-            "detail": detail,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "format": headers.get(T.H_FORMAT),
-            "operator": headers.get(T.H_OPERATOR),
-            "received_ms": self.clock(),
-            "value_b64": base64.b64encode(value[:DEADLETTER_MAX_BYTES]).decode(),
-        }
-        if len(value) > DEADLETTER_MAX_BYTES:
-            record["truncated_from"] = len(value)
-        return json.dumps(record).encode()
+        """The dead-letter record of one input record (``agents.ingest.dead_letter_value``)."""
+        return dead_letter_value(topic, partition, offset, headers, value, reason, detail,
+                                 received_ms=self.clock())
 
     def dead_letter(self, event: Any, reason: str, detail: str = "") -> None:
         msg = event.message
-        self.deadletter.send_soon(key=None, value=self.dead_letter_value(
+        self.outbox.add(self.deadletter, None, self.dead_letter_value(
             msg.topic, msg.partition, msg.offset, _headers(event), msg.value, reason, detail))
         self.count(f"rejected:{reason}")
 
     def dead_letter_output(self, record: Any, headers: Mapping[str, str], reason: str, detail: str = "") -> Output:
         """``dead_letter`` for a ``BatchStage``: an aiokafka record → the output to produce (the
         caller counts ``rejected:<reason>``)."""
-        return (self.names.deadletter, None, self.dead_letter_value(
-            record.topic, record.partition, record.offset, headers, record.value, reason, detail), None)
+        return self.ingest.dead_letter_output(record, headers, reason, detail)
 
     async def ebb(self) -> None:
-        """Once per batch: hand every queued output to the producer at once and wait until the
-        broker acknowledged all of them.
+        """Once per batch: publish every queued output and wait until the broker acknowledged
+        all of them, so the batch's offsets (``take_events`` acks after this returns) are
+        committed only after its outputs are safely in Kafka.
 
-        Faust's ProducerBuffer publishes one message per event-loop turn, and past 100 queued
-        messages ``wait_until_ebb`` waits message by message (measured: 2.7–4.5× fewer events
-        per CPU-second than this; docs/benchmarks.md).  Draining the queue here lets aiokafka
-        batch the whole lot, and awaiting the delivery futures means the batch's offsets are
-        acknowledged (``take_events`` acks after this returns) only after its outputs are
-        safely in Kafka."""
+        The table's changelog writes and the stage's own outputs go through ``self.outbox``,
+        which keeps their order (``agents.outbox``).  Anything else queued with Faust's
+        ``send_soon`` is drained here too: Faust's ProducerBuffer publishes one message per
+        event-loop turn and, past 100 queued, ``wait_until_ebb`` waits message by message
+        (2.7–4.5× fewer events per CPU-second; docs/benchmarks.md).  Only writes whose relative
+        order does not matter may take that path."""
+        await self.outbox.flush()
         q = self.app.producer.buffer.pending
         futs = []
         while not q.empty():
@@ -249,72 +237,16 @@ class Pipeline:
         if futs:
             await asyncio.gather(*futs)
 
-    # -- ingest -----------------------------------------------------------------------------
+    # -- ingest (agents.ingest) --------------------------------------------------------------
 
     def parse_raw(self, headers: Mapping[str, str], value: Optional[bytes]) -> list[Binding]:
-        """The bindings of one raw record (``Rejected`` with a reason if it has none)."""
-        fmt = headers.get(T.H_FORMAT)
-        if not fmt:
-            raise Rejected("missing-format", f"no {T.H_FORMAT} header")
-        operator = headers.get(T.H_OPERATOR) or self.settings.default_operator
-        if not operator:
-            raise Rejected("missing-operator", f"no {T.H_OPERATOR} header and no default operator")
-        if operator not in self.operators:
-            raise Rejected("unknown-operator", "operator has no profile in the worker's configuration")
-        if value is None:
-            raise Rejected("empty-record", "message has no value")
-        ctx: dict[str, Any] = {}
-        policy = self.operators[operator].policy
-        if policy is not None:
-            ctx["identity"] = policy.identity.radius_attribute
-        received = headers.get(T.H_RECEIVED_MS)
-        if received and received.isdigit():
-            ctx["ref_ms"] = int(received)  # dates syslog lines that carry no year (RFC 3164)
-        return get_format(fmt).parse(value, operator=operator, **ctx)
+        return self.ingest.parse_raw(headers, value)
 
     async def _ingest_batch(self, records: list[Any]) -> list[Output]:
-        """One ``BatchStage`` batch of raw records → bindings and dead letters (counted once
-        per batch)."""
-        out: list[Output] = []
-        rejected: dict[str, int] = {}
-        events = bindings = 0
-        for r in records:
-            if r.value is None and r.key == HEARTBEAT_KEY:
-                continue
-            headers = record_headers(r.headers)
-            try:
-                bs = self.parse_raw(headers, r.value)
-            except Rejected as e:
-                out.append(self.dead_letter_output(r, headers, e.reason, e.detail))
-                rejected[e.reason] = rejected.get(e.reason, 0) + 1
-                continue
-            except Exception as e:  # never let one record stop the stage
-                log.exception("ingest: unexpected error; record dead-lettered")
-                out.append(self.dead_letter_output(r, headers, "internal-error", type(e).__name__))
-                rejected["internal-error"] = rejected.get("internal-error", 0) + 1
-                continue
-            events += 1
-            for b in bs:
-                self._binding_outputs(b, out)
-                bindings += 1
-        if events:
-            self.count("events_in", events)
-        if bindings:
-            self.count("bindings", bindings)
-        for reason, n in rejected.items():
-            self.count(f"rejected:{reason}", n)
-        return out
+        return await self.ingest.handle_batch(records)
 
     def _binding_outputs(self, b: Binding, out: list[Output]) -> None:
-        topic = self.names.bindings
-        value = b.to_json()
-        if b.action == "reset":
-            # Accounting-On/Off closes sessions of a NAS on every address, so every partition
-            # must see it.
-            key = f"{b.operator}|reset|{b.nas}".encode()
-            out.extend((topic, key, value, p) for p in range(self.settings.partitions))
-        else:
-            out.append((topic, iv.routing_key(b.operator, b.ip).encode(), value, None))
+        self.ingest.binding_outputs(b, out)
 
     # -- mapping ----------------------------------------------------------------------------
 
@@ -460,6 +392,7 @@ class Pipeline:
     async def _sweeper(self) -> None:
         try:
             self.sweep_once(self.clock())
+            await self.outbox.flush()
         except Exception:
             log.exception("sweeper: pass failed; will retry")
             self.count("sweeper_errors")

@@ -4,10 +4,12 @@ Why not ``table[key] = value``?  Faust derives the changelog partition from the 
 event" context variable (``Table.partition_for_key``); inside ``stream.take_events()`` batches
 and in timers there is none, and Faust raises "Cannot modify table key from outside of stream
 iteration" (seen here with faust-streaming 0.15.3).  Batching is how we reach the throughput
-targets, and the expiry sweeper runs from a timer, so this wrapper passes the partition
-explicitly: it writes the local store and calls ``Table.send_changelog(partition, …)`` — the
-same two steps Faust's own ``__setitem__``/``__delitem__`` take (a delete sends ``value=None``
-with the raw serializer: a real Kafka tombstone).
+targets, and the expiry
+sweeper runs from a timer, so this wrapper passes the partition explicitly: it writes the local
+store and queues the changelog record (a delete queues ``value=None``: a real Kafka tombstone) in
+the table's ``Outbox`` (``agents.outbox``), which publishes the writes in the order they were
+made.  Faust's own ``send_changelog`` goes through a producer buffer that can reorder two writes
+of one key, and a restore would then bring back the older value.
 
 The partition of a key is the partition of its *routing key* on the bindings topic (Kafka's
 default murmur2 partitioner), so lookups and the sweeper can compute it for any key.
@@ -68,6 +70,8 @@ from aiokafka.partitioner import murmur2
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
+
+from .outbox import Outbox
 
 log = logging.getLogger("ipanon")
 
@@ -225,6 +229,9 @@ class MappingTable(faust.Table):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: the changelog writes, in the order the store was changed (``agents.outbox``: Faust's
+        #: ``send_changelog`` can reorder them); the app shares it and flushes it
+        self.outbox = Outbox()
         self.active: Set[int] = set()
         self.source_topics: Set[str] = set()  # set by the app: the bindings topic
         #: keyword arguments of the restore consumer (bootstrap servers, TLS/SASL); set by the app
@@ -253,12 +260,12 @@ class MappingTable(faust.Table):
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.data[key] = value
         self._key_partition()[key] = partition
-        self.send_changelog(partition, key, value)
+        self.outbox.add(self.changelog_topic, key, value, partition=partition, callback=self._on_changelog_sent)
 
     def delete(self, partition: int, key: bytes) -> None:
         self.data.pop(key, None)
         self._key_partition().pop(key, None)
-        self.send_changelog(partition, key, None, value_serializer="raw")
+        self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=self._on_changelog_sent)
 
     def _on_changelog_sent(self, fut: Any) -> None:
         """Each acknowledged changelog write: if it landed exactly where this worker's copy of
