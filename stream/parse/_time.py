@@ -163,22 +163,30 @@ def yearless_to_ms(mon: str, day: int, h: int, mi: int, s: int, *, tz: Optional[
 
 # -- syslog headers ---------------------------------------------------------------------------
 
-#: RFC 5424: ``<PRI>1 2018-06-26T17:23:06.269-07:00 HOST APP PROCID MSGID ...``
+#: RFC 5424: ``<PRI>1 2018-06-26T17:23:06.269-07:00 HOST APP PROCID MSGID ...``.  The zone is
+#: optional here because SRX writes ``1 2014-01-19T11:16:39.616 SRX3400_1 RT_FLOW - …`` without one.
 SYSLOG_5424 = re.compile(
-    r"^(?:<\d{1,3}>)?1 (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})) (\S+) ")
+    r"^(?:<\d{1,3}>)?1 (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?) (\S+) ")
+#: ISO 8601 line prefix, as rsyslog (RSYSLOG_FileFormat) and syslog-ng (ts-format(iso)) write
+#: received messages to files: ``2025-05-02T11:34:56.87+00:00 HOST MSG``.
+SYSLOG_ISO = re.compile(
+    r"^(?:<\d{1,3}>)?(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?) +(\S+)")
 #: RFC 3164: ``<PRI>Mmm dd hh:mm:ss HOST ...`` (day space-padded)
 SYSLOG_3164 = re.compile(r"^(?:<\d{1,3}>)?([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) +(\S+)")
+_ZONED = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 
 
 def syslog_header(line: str) -> Optional[tuple[str, Optional[str], Optional[re.Match]]]:
     """``(kind, host, match)`` for a syslog header at the start of ``line``, else None.
 
-    kind is ``"5424"`` (exact timestamp in group 1) or ``"3164"`` (year-less).  For 3164 the
-    host is only trusted when it is not itself a message tag (``fp-cgnat[42]:``).
+    kind is ``"5424"`` (RFC 5424, or an ISO 8601 file prefix: timestamp in group 1) or
+    ``"3164"`` (year-less).  The host is only trusted when it is not itself a message tag
+    (``fp-cgnat[42]:``, ``RT_FLOW:``).
     """
-    m = SYSLOG_5424.match(line)
+    m = SYSLOG_5424.match(line) or SYSLOG_ISO.match(line)
     if m:
-        return "5424", m.group(2), m
+        host = m.group(2)
+        return "5424", None if host.endswith(":") or "[" in host or host == "-" else host, m
     m = SYSLOG_3164.match(line)
     if m:
         host = m.group(6)
@@ -186,6 +194,17 @@ def syslog_header(line: str) -> Optional[tuple[str, Optional[str], Optional[re.M
             host = None
         return "3164", host, m
     return None
+
+
+def iso_local_to_ms(s: str, tz: Optional[str]) -> int:
+    """An ISO 8601 time with a zone (exact) or without one (read in ``tz``, default UTC)."""
+    if _ZONED.search(s):
+        return iso_to_ms(s)
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise Rejected("bad-timestamp", "timestamp is not ISO 8601") from None
+    return naive_to_ms(dt.replace(microsecond=0), tz, dt.microsecond // 1000)
 
 
 def syslog_time(line: str, *, tz: Optional[str], year: Optional[int], ref_ms: Optional[int]) -> int:
@@ -196,7 +215,7 @@ def syslog_time(line: str, *, tz: Optional[str], year: Optional[int], ref_ms: Op
     kind, _host, m = h
     assert m is not None
     if kind == "5424":
-        return iso_to_ms(m.group(1))
+        return iso_local_to_ms(m.group(1), tz)
     mon, day, hh, mi, ss = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
     return yearless_to_ms(mon, day, hh, mi, ss, tz=tz, year=year, ref_ms=ref_ms)
 

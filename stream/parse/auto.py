@@ -10,8 +10,9 @@ Detection looks only at a record's own bytes, in this order (first match wins):
 | ``address,…`` header line followed by a row | kea-csv |
 | detail header line (``Sun Nov 22 09:36:08 2026``) then TAB-indented lines | radius-detail |
 | ``YYYY-MM-DD hh:mm:ss ZONE Address:|Prefix:`` | kea-legal |
-| ``*_NAT_PORT_BLOCK_*`` or ``RT_SRC_NAT_PBA_*`` | juniper |
-| ``fp-cgnat`` / ``NEW|DESTROY BLOCK`` / ``CONN: fwd proto`` | sixwind |
+| CEF header with vendor ``A10`` (``CEF:0|A10|…``, or ``0|A10|…`` with the tag split off) | a10 |
+| ``*_NAT_PORT_BLOCK_*``, ``RT_SRC_NAT_PBA_*`` or ``RT_FLOW_SESSION_*`` | juniper |
+| ``fp-cgnat`` / ``NEW|DESTROY BLOCK (pool|ip public`` / ``CONN: fwd proto`` | sixwind |
 | ``A|D VRF n … INT … EXT …`` | nfware |
 | ``LSN_ADD|DELETE …`` | f5 |
 | ``NAT-<PROTO>-<C|B|U|D>:`` / ``FIXED-NAT-PORTS`` | a10 |
@@ -34,8 +35,9 @@ from . import Format, frame_lines, get_format, register
 _DETAIL_HEAD = re.compile(rb"^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}\r?$")
 _LEGAL = re.compile(rb"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)? \S+ (?:Address|Prefix): ")
 _SIGNATURES = (
-    (re.compile(rb"_NAT_PORT_BLOCK_|RT_SRC_NAT_PBA_"), "juniper"),
-    (re.compile(rb"fp-cgnat|\b(?:NEW|DESTROY) BLOCK \(pool|\bCONN: fwd proto"), "sixwind"),
+    (re.compile(rb"(?:^|\s)(?:CEF:)?\d+\|A10\|"), "a10"),
+    (re.compile(rb"_NAT_PORT_BLOCK_|RT_SRC_NAT_PBA_|RT_FLOW_SESSION_"), "juniper"),
+    (re.compile(rb"fp-cgnat|\b(?:NEW|DESTROY) BLOCK \((?:pool|ip public)|\bCONN: fwd proto"), "sixwind"),
     (re.compile(rb"\b[AD] VRF \d+ (?:\d+ )?INT \S+ EXT "), "nfware"),
     (re.compile(rb"\bLSN_(?:INBOUND_)?(?:ADD|DELETE) "), "f5"),
     (re.compile(rb"\bNAT-[A-Z]+-[CBUD]: |\bFIXED-NAT-PORTS "), "a10"),

@@ -12,6 +12,17 @@ Recognised messages (REFERENCE.md §5):
   hex epoch seconds) or brief form (``Subscriber <inside> used/maximum [u/m] blocks, allocates
   port block [<lo>-<hi>] from <public> in source pool …``).
 
+- SRX ``RT_FLOW_SESSION_CREATE|CLOSE`` (``_LS`` for logical systems): source-NAT session logs,
+  which SRX deployments without port blocks produce.  Structured form (``source-address="…"
+  source-port="…" nat-source-address="…" nat-source-port="…" protocol-id="…"``) or brief form
+  (``session created <src>/<sport>-><dst>/<dport> [0x<tag>] <service> <nat-src>/<nat-sport>->…``).
+  Each is a one-port binding public ``nat-source-address:nat-source-port`` → inside
+  ``source-address`` over the session's life: CREATE → start, CLOSE → stop.  A session whose
+  source was not translated (``nat-source`` = ``source``, e.g. destination NAT only) carries no
+  CGNAT binding and is rejected as ``no-source-nat``; an ICMP session (``protocol-id="1"``/``58``)
+  carries a query id, not a port (``unsupported-protocol``).  Other ``RT_FLOW_*`` messages
+  (DENY …) are ``unsupported-event``.
+
 ALLOC → start, ACTIVE/INTERIM → update (the interim log refreshes a block that is still in
 use), RELEASE → stop.  Time: the explicit epoch/inline timestamp of the message wins; else the
 syslog header (RFC 5424 exact; RFC 3164 by the year rule of ``_time``).  ``nas`` is the syslog
@@ -36,6 +47,10 @@ _MX = re.compile(
 _PIC_TIME = re.compile(r"\s(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})\s")
 _SRX = re.compile(r"\bRT_SRC_NAT_PBA_(ALLOC|RELEASE|INTERIM)\b(.*)$", re.S)
 _KV = re.compile(r'([a-z0-9-]+)="([^"]*)"')
+_FLOW = re.compile(r"\bRT_FLOW_SESSION_(CREATE|CLOSE)(?:_LS)?\b(.*)$", re.S)
+_FLOW_BRIEF = re.compile(
+    r"\bsession (?:created|closed [^:]*:) (\S+)/(\d+)->\S+/\d+ (?:0x[0-9a-fA-F]+ )?\S+ (\S+)/(\d+)->\S+/\d+ ")
+_FLOW_ACTION = {"CREATE": "start", "CLOSE": "stop"}
 _SRX_BRIEF = re.compile(r"Subscriber (\S+) .*?port block \[(\d+)-(\d+)\] from (\S+)")
 
 
@@ -88,8 +103,37 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
             at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
         return [binding(action=_ACTION[ev], operator=operator, public=public, inside_addr=inside_addr,
                         at_ms=at_ms, first=lo, last=hi, nas=_host(line))]
-    raise Rejected("unrecognised", "not a Juniper NAT port-block message")
+    m = _FLOW.search(line)
+    if m is not None:
+        return _flow(line, m, operator=operator, tz=tz, year=year, ref_ms=ref_ms)
+    if "RT_FLOW_" in line:
+        raise Rejected("unsupported-event", "SRX RT_FLOW message carries no NAT binding")
+    raise Rejected("unrecognised", "not a Juniper NAT port-block or session message")
+
+
+def _flow(line: str, m: re.Match, *, operator: str, tz: Optional[str], year: Optional[int],
+          ref_ms: Optional[int]) -> list[Binding]:
+    ev, rest = m.groups()
+    kv = dict(_KV.findall(rest))
+    if "source-address" in kv:
+        try:
+            inside_addr, inside_port = kv["source-address"], kv["source-port"]
+            public, p = kv["nat-source-address"], kv["nat-source-port"]
+        except KeyError as e:
+            raise Rejected("missing-attribute", f"SRX session log lacks {e.args[0]}") from None
+        if kv.get("protocol-id") in ("1", "58"):
+            raise Rejected("unsupported-protocol", "ICMP query identifier is not a transport port")
+    else:
+        b = _FLOW_BRIEF.search(rest)
+        if b is None:
+            raise Rejected("bad-record", "SRX session log without source and NAT source")
+        inside_addr, inside_port, public, p = b.groups()
+    if public == inside_addr and p == inside_port:
+        raise Rejected("no-source-nat", "session source was not translated")
+    at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
+    return [binding(action=_FLOW_ACTION[ev], operator=operator, public=public, inside_addr=inside_addr,
+                    at_ms=at_ms, first=p, last=p, nas=_host(line))]
 
 
 register(Format("juniper", parse, family="nat",
-                description="Juniper MX ASP_/JSERVICES_NAT_PORT_BLOCK_* and SRX RT_SRC_NAT_PBA_* syslog"))
+                description="Juniper MX ASP_/JSERVICES_NAT_PORT_BLOCK_*, SRX RT_SRC_NAT_PBA_* and RT_FLOW_SESSION_* syslog"))

@@ -1,0 +1,130 @@
+"""Real CGNAT log lines (tests/data/cgnat/, origins in tests/data/README) parse exactly.
+
+Every expected value below was written by reading the line, not by running a parser: the
+public address and port(s), the inside address, the action the event names, and the instant
+its timestamp states (converted here with the standard library, independently of
+``stream.parse._time``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from parsehelp import DATA
+from stream.errors import Rejected
+from stream.parse import detect, get_format
+
+CGNAT = DATA / "cgnat"
+
+
+def ms(iso: str) -> int:
+    dt = datetime.fromisoformat(iso)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return round(dt.timestamp() * 1000)
+
+
+def lines(name: str) -> list[bytes]:
+    return [l for l in (CGNAT / name).read_bytes().splitlines() if l.strip()]
+
+
+def outcome(fmt: str, rec: bytes, **ctx):
+    """(action, public, first, last, inside, at_ms, nas) or the rejection reason."""
+    try:
+        (b,) = get_format(fmt).parse(rec, operator="op", **ctx)
+    except Rejected as e:
+        return e.reason
+    d = b.to_dict()
+    return (d["action"], d["ip"], d["port_first"], d["port_last"], d["inside_ip"], d["at_ms"], d["nas"])
+
+
+A10 = [
+    ("start", "99.99.99.12", 22016, 22271, "100.65.140.73", ms("2025-05-02T11:34:56.870+00:00"), "10.254.254.57"),
+    "unsupported-protocol",  # ICMP: spt/sourceTranslatedPort are an ICMP query id
+    "unsupported-protocol",
+    ("stop", "99.99.99.12", 22016, 22271, "100.65.140.73", ms("2025-05-02T11:35:00.870+00:00"), "10.254.254.57"),
+    "missing-timestamp",  # the CEF message alone, its syslog header split off by the collector
+]
+
+SRX = [
+    ("start", "211.36.132.131", 43335, 43335, "10.213.110.248", ms("2012-05-08T02:52:01"), None),
+    ("stop", "211.36.132.123", 40488, 40488, "10.254.251.48", ms("2012-05-08T02:52:02"), None),
+    ("stop", "211.36.132.229", 52104, 52104, "10.253.4.144", ms("2012-05-08T02:52:06"), None),
+    ("stop", "132.58.192.15", 57572, 57572, "10.40.29.180", ms("2014-01-19T11:16:37.266"), "SRX3400_1"),
+    "no-source-nat",  # destination NAT only: nat-source = source
+    ("start", "10.176.11.11", 59627, 59627, "10.176.101.11", ms("2019-04-08T20:17:19.120+12:00"), "Internet"),
+]
+
+SIXWIND = [
+    "missing-attribute",  # the guide prints "ip public," with no address
+    "missing-attribute",
+    ("start", "192.0.2.33", 1, 512, "100.64.0.1", ms("2012-06-11T08:03:09"), "vsr"),
+]
+
+
+@pytest.mark.parametrize("fmt,name,expected", [
+    ("a10", "a10-cef.log", A10),
+    ("juniper", "juniper-srx-session.log", SRX),
+    ("sixwind", "sixwind-vsr3.log", SIXWIND),
+])
+def test_real_lines_parse_as_read_by_hand_and_auto_agrees(fmt, name, expected):
+    recs = lines(name)
+    assert len(recs) == len(expected)
+    for rec, want in zip(recs, expected):
+        assert detect(rec) == fmt
+        assert outcome(fmt, rec, year=2012) == want, rec
+        assert outcome("auto", rec, year=2012) == want, rec
+
+
+def test_iso8601_file_prefix_reaches_every_nat_format():
+    """rsyslog/syslog-ng file prefix ``<ISO time> <host> <msg>`` gives each vendor its time and host."""
+    at = ms("2025-05-02T11:34:56.870+00:00")
+    pre = b"2025-05-02T11:34:56.87+00:00 cgn1 "
+    cases = {
+        "nfware": pre + b"nfware: A VRF 0 INT 10.0.0.1 EXT 100.64.0.1:1024-1535",
+        "juniper": pre + b"RT_NAT: RT_SRC_NAT_PBA_ALLOC Subscriber 10.0.10.10 used/maximum [1/4] blocks, "
+                         b"allocates port block [48640-48895] from 1.2.84.172 in source pool guest lsys_id: 0",
+        "sixwind": pre + b'fp-cgnat[1]: USER 100.64.0.1 (matching rule 1): NEW BLOCK (pool "p", ip public '
+                         b"192.0.2.33, proto 6, port 1 - 512)",
+        "f5": pre + b"tmm: LSN_ADD 100.64.23.122%0:51234 6 194.15.97.34%0:40000 203.0.113.7 443",
+        "a10": pre + b"NAT-TCP-C: 100.64.1.2:10000<-->198.51.100.9:20000 to 203.0.113.5:443",
+    }
+    for fmt, rec in cases.items():
+        assert detect(rec) == fmt
+        (b,) = get_format(fmt).parse(rec, operator="op")
+        assert (b.at_ms, b.nas) == (at, "cgn1"), fmt
+    # a zone-less ISO prefix is read in --tz
+    rec = b"2025-05-02T13:34:56 cgn1 nfware: A VRF 0 INT 10.0.0.1 EXT 100.64.0.1:1024-1535"
+    (b,) = get_format("nfware").parse(rec, operator="op", tz="Europe/Stockholm")
+    assert b.at_ms == ms("2025-05-02T11:34:56+00:00")
+
+
+def test_sixwind_vsr3_nat64_block_with_public_address_and_line_time_wins():
+    # constructed from the vSR 3 NAT64 guide's shape with the public address filled in
+    rec = (b"Jan  1 00:00:00 vrouter fp-cgnat-logd@main[4269]: USER 2001:db8:200::1 (matching rule 1): "
+           b"DESTROY BLOCK (ip public 192.0.2.7, proto 17, port 1024 - 1536) at Tue Jun 11 08:07:30 2020")
+    assert outcome("sixwind", rec, year=2031) == (
+        "stop", "192.0.2.7", 1024, 1536, "2001:db8:200::1", ms("2020-06-11T08:07:30"), "vrouter")
+
+
+def test_a10_cef_rt_time_wins_and_unknown_events_are_refused():
+    rec = (b"Jun 11 08:03:09 ax1 CEF:0|A10|CFW|6.0.0|CGN 106|Nat Port Batch Pool Allocated|5|proto=TCP "
+           b"src=100.64.1.2 sourceTranslatedAddress=198.51.100.9 sourceTranslatedPort=1024 cn3=1279 "
+           b"cn3Label=Last Nat Port rt=1718092989123")
+    assert outcome("a10", rec) == ("start", "198.51.100.9", 1024, 1279, "100.64.1.2", 1718092989123, "ax1")
+    other = b"Jun 11 08:03:09 ax1 CEF:0|A10|CFW|6.0.0|FW 200|Session Denied|5|src=1.2.3.4"
+    assert outcome("a10", other, year=2024) == "unsupported-event"
+    no_port = b"Jun 11 08:03:09 ax1 CEF:0|A10|CFW|6.0.0|CGN 100|Nat Port Allocated|5|proto=TCP src=100.64.1.2"
+    assert outcome("a10", no_port, year=2024) == "missing-attribute"
+
+
+def test_srx_other_flow_messages_are_refused_with_a_reason():
+    deny = (b"Dec 16 05:02:28  RT_FLOW: RT_FLOW_SESSION_DENY: session denied 10.0.0.32/9370->63.251.254.131/370 "
+            b"None 17(0) default-permit trust untrust")
+    assert detect(deny) == "juniper"
+    assert outcome("juniper", deny, year=2012) == "unsupported-event"
+    icmp = (b'<14>1 2024-06-10T08:13:20Z srx1 RT_FLOW - RT_FLOW_SESSION_CREATE [junos@2636.1.1.1.2.129 '
+            b'source-address="100.64.0.9" source-port="7" destination-address="8.8.8.8" destination-port="0" '
+            b'nat-source-address="192.0.2.1" nat-source-port="9" protocol-id="1"]')
+    assert outcome("juniper", icmp) == "unsupported-protocol"
