@@ -10,7 +10,100 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "samples"
+SAMPLES = REPO / "tests" / "data" / "samples"
+
+
+# -- the suite reads nothing outside the repository -------------------------------------------
+# A run-time guard (sys.addaudithook): any file a test or its fixtures open, list, create or
+# remove in this process must be inside the repository or in a place of the environment (temp
+# dirs, the Python installation and venv, the Kafka cache, system files).  A path beside the
+# clone (REPO.parent/...) is always refused: CI lays folders there that users do not have.
+# Child processes are not seen here; tests/unit/test_self_contained.py scans the sources too.
+def _guard_roots() -> tuple[str, ...]:
+    import site
+    import sys
+    import tempfile
+
+    cache = os.environ.get("IPANON_CACHE") or str(Path.home() / ".cache" / "ipanon")
+    roots = {tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm", sys.prefix, sys.base_prefix, sys.exec_prefix,
+             sys.base_exec_prefix, cache, *site.getsitepackages(), "/proc", "/sys", "/dev", "/etc", "/usr", "/lib",
+             "/lib64", "/bin", "/sbin", "/run", "/var/lib", "/var/cache"}
+    return tuple(sorted({os.path.realpath(r) for r in roots if r}))
+
+
+class PathGuard:
+    EVENTS = frozenset({"open", "os.listdir", "os.scandir", "os.mkdir", "os.remove", "os.rename", "os.rmdir",
+                        "shutil.rmtree", "shutil.copyfile", "os.chmod", "os.link", "os.symlink", "glob.glob"})
+
+    def __init__(self) -> None:
+        self.repo = str(REPO)
+        self.beside = str(REPO.parent)  # path-guard
+        self.roots = _guard_roots()
+        self.active = False
+        self.violations: list[str] = []
+        import threading
+
+        self._busy = threading.local()
+
+    def outside(self, path) -> bool:
+        """True if ``path`` is neither in the repository nor in a place of the environment."""
+        p = os.path.abspath(os.fsdecode(path))
+        inside = lambda root: p == root or p.startswith(root.rstrip("/") + "/")  # noqa: E731
+        if inside(self.repo):
+            return False
+        if inside(self.beside):  # beside the clone: never, even when the clone is in a temp dir
+            return True
+        return not any(inside(r) for r in self.roots)
+
+    def hook(self, event: str, args: tuple) -> None:
+        if not self.active or event not in self.EVENTS or getattr(self._busy, "on", False):
+            return
+        self._busy.on = True  # no re-entry from what the check itself does
+        try:
+            for a in args[:2] if event in ("os.rename", "os.link", "os.symlink") else args[:1]:
+                if isinstance(a, (str, bytes, os.PathLike)) and self.outside(a):
+                    self.violations.append(f"{event} {os.fsdecode(a)}")
+        except Exception:  # never break the code under test; a path we cannot decode is not ours
+            pass
+        finally:
+            self._busy.on = False
+
+
+def _path_guard() -> PathGuard:
+    """One guard per process (test modules import this file again as ``tests.conftest``)."""
+    import sys
+
+    if not hasattr(sys, "_ipanon_path_guard"):
+        sys._ipanon_path_guard = PathGuard()
+        sys.addaudithook(sys._ipanon_path_guard.hook)
+    return sys._ipanon_path_guard
+
+
+PATH_GUARD = _path_guard()
+
+
+def _guarded(item):
+    PATH_GUARD.violations.clear()
+    PATH_GUARD.active = True
+    try:
+        result = yield
+    finally:
+        PATH_GUARD.active = False
+    if PATH_GUARD.violations:
+        seen = sorted(set(PATH_GUARD.violations))
+        PATH_GUARD.violations.clear()
+        pytest.fail(f"{item.nodeid} touched paths outside the repository: {'; '.join(seen[:5])}", pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _guarded(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _guarded(item))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from tests.conftest import REPO, wait_for
 
 pytestmark = pytest.mark.broker
 
-SAMPLES = REPO.parent / "shared" / "samples"
+SAMPLES = REPO / "tests" / "data" / "samples"
 SEEDS = ("connect2ip", "framsteget", "hektor", "junet", "op003")
 TWENTY_YEARS_MS = 20 * 365 * 86_400_000
 
@@ -53,7 +53,7 @@ def _feeds(tmp_path: Path) -> list[tuple[str, list[Path]]]:
     body = msg.split(": ", 1)[1]
     sixwind.write_text(msg + "\n" + f"<134>1 2024-06-11T08:03:09Z vsr fp-cgnat 4269 - - {body}\n")
     return [
-        ("radius-detail", [REPO / "tests" / "data" / "freeradius" / "detail", SAMPLES / "freeradius-detail.txt"]),
+        ("radius-detail", [REPO / "tests" / "data" / "freeradius" / "detail", REPO / "tests" / "data" / "freeradius" / "sample-detail"]),
         ("kea-csv", [REPO / "tests" / "data" / "kea" / "kea-leases4.csv"]),
         ("kea-legal", [SAMPLES / "kea-legal.txt"]),
         ("juniper", [juniper]),
