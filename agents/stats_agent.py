@@ -202,13 +202,17 @@ class StatsAgent:
             bs, rs = by_op[b.operator]
             bs.append(b)
             rs.append(r)
-        out = []
-        no_consent = 0
+        # pseudonymise everything first: a failure leaves no trace (aggregates, counters), so
+        # the caller can retry record by record
+        done = []
         for name, (bs, rs) in by_op.items():
             builder = self.builders[name]
-            built = builder.build_many(bs, rs)
-            if builder.late:
-                p.count("stats_late_epoch", len(builder.late))
+            done.append((name, builder, builder.build_many(bs, rs), len(builder.late)))
+        out = []
+        no_consent = 0
+        for name, builder, built, late in done:
+            if late:
+                p.count("stats_late_epoch", late)
             gate = name in self.consent_required
             for x in built:
                 self.aggregator.add(x, now)
@@ -234,6 +238,7 @@ class StatsAgent:
         out: list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]] = []
         good: list[Binding] = []
         raws: list[bytes] = []
+        origins: list[Any] = []
         rejected: dict[str, int] = {}
         builders = self.builders
         for r in records:
@@ -246,6 +251,7 @@ class StatsAgent:
                     raise Rejected("unknown-operator", "operator has no profile")
                 good.append(b)
                 raws.append(value)
+                origins.append(r)
             except Rejected as e:
                 out.append(p.dead_letter_output(r, record_headers(r.headers), e.reason, e.detail))
                 rejected[e.reason] = rejected.get(e.reason, 0) + 1
@@ -253,14 +259,24 @@ class StatsAgent:
                 log.exception("stats: unexpected error; record dead-lettered")
                 out.append(p.dead_letter_output(r, record_headers(r.headers), "internal-error", type(e).__name__))
                 rejected["internal-error"] = rejected.get("internal-error", 0) + 1
-        for reason, n in rejected.items():
-            p.count(f"rejected:{reason}", n)
+        now = p.clock()
         try:
-            msgs = self.handle(good, raws, p.clock(), consent_current)
+            msgs = self.handle(good, raws, now, consent_current)
         except Exception:
-            log.exception("stats: batch failed; its %d bindings produce no statistics", len(good))
+            # one binding must not cost its batch the statistics: redo it binding by binding and
+            # dead-letter only those that fail
+            log.warning("stats: a batch of %d bindings failed; retrying them one by one", len(good))
             p.count("stats_batch_errors")
             msgs = []
+            for b, value, r in zip(good, raws, origins):
+                try:
+                    msgs.extend(self.handle([b], [value], now, consent_current))
+                except Exception as e:
+                    log.error("stats: one binding failed (%s); dead-lettered", type(e).__name__)
+                    out.append(p.dead_letter_output(r, record_headers(r.headers), "stats-failed", type(e).__name__))
+                    rejected["stats-failed"] = rejected.get("stats-failed", 0) + 1
+        for reason, n in rejected.items():
+            p.count(f"rejected:{reason}", n)
         topic = p.names.stats
         out.extend((topic, key, value, None) for key, value in msgs)
         if msgs:

@@ -188,6 +188,8 @@ class Binding:
             raise Rejected("missing-address", "only a reset binding may lack an address")
         if not isinstance(self.at_ms, int) or isinstance(self.at_ms, bool):
             raise Rejected("bad-timestamp", "at_ms must be an integer")
+        for name in TEXT_FIELDS:
+            _check_text(getattr(self, name), name)
         if self.kind == "nat" and self.action != "reset":
             if self.inside_ip is None:
                 raise Rejected("missing-attribute", "NAT binding without inside address")
@@ -233,6 +235,24 @@ class Binding:
 
 #: Field names in declaration order (the key order of ``to_dict``).
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Binding))
+#: Fields that hold text taken from the input record.
+TEXT_FIELDS = ("kind", "action", "operator", "subscriber", "session", "nas", "hwaddr", "client_id", "duid",
+               "circuit_id", "remote_id")
+
+
+def _check_text(v: Any, name: str) -> None:
+    """Text must be valid Unicode: Python's JSON decoder lets a lone surrogate through (``"\\udca0"``,
+    or the UTF-8-encoded surrogate bytes ED A0 80 it decodes with ``surrogatepass``), and such a
+    string cannot be encoded again — it would fail the first later stage that does."""
+    if type(v) is not str:
+        if v is not None:
+            raise Rejected("bad-binding", f"{name} must be text")
+        return
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Rejected("bad-encoding", f"{name} is not valid Unicode text (lone surrogate)") from None
 _IP, _INSIDE_IP = FIELDS.index("ip"), FIELDS.index("inside_ip")
 
 
@@ -323,6 +343,9 @@ def _generate_factories(*, swap: bool) -> None:
             src.append("    self.__class__ = Binding")
             # certainly valid → done; anything else → __post_init__ decides (and names the reason)
             ok = "action in _ACTIONS and (ip is not None or action == 'reset') and type(at_ms) is int"
+            # absent or plain ASCII text is certainly valid
+            ok += "".join(f" and ({f} is None or (type({f}) is str and {f}.isascii()))"
+                          for f in params if f in TEXT_FIELDS)
             if kind == "nat":
                 ok += (" and (action == 'reset' or (inside_ip is not None and ((port_first is None and port_last"
                        " is None) or (type(port_first) is int and type(port_last) is int"

@@ -1,0 +1,122 @@
+"""The stats stage dead-letters a failing binding alone, never its batch (no broker: the
+stage's handler on a real Pipeline that is never started).
+
+Reference: every valid binding of the batch yields exactly one stats record (connect2ip: no
+consent gate, one record per non-reset binding), and every bad one exactly one dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import namedtuple
+
+import pytest
+
+from stream.model import Binding
+
+Rec = namedtuple("Rec", "topic partition offset key value headers")
+NOW_S = int(time.time())
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    from agents.app import Pipeline
+    from agents.keystore import ensure_demo_keys
+    from agents.runtime import OperatorRuntime
+    from agents.settings import Settings
+    from stream.config import load_operators
+    from tests.conftest import REPO
+
+    pol = load_operators(REPO / "config" / "operators")["connect2ip"]
+    keys = tmp_path / "keys"
+    ensure_demo_keys(keys, ["connect2ip"])
+    s = Settings(bootstrap="127.0.0.1:1", app_id="ts", topic_prefix="ts", operators_dir=tmp_path / "ops",
+                 keys_dir=keys, data_dir=tmp_path / "data", partitions=4, web_enabled=False)
+    op = OperatorRuntime("connect2ip", ttl_ms=3_600_000, stats_key=b"k" * 32, policy=pol)
+    p = Pipeline(s, {"connect2ip": op}, extensions=("agents.stats_agent",))
+    counts: dict = {}
+    p.on_count.append(lambda name, n: counts.__setitem__(name, counts.get(name, 0) + n))
+    p.test_counts = counts
+    return p
+
+
+def _binding(i: int, subscriber: str = None) -> bytes:
+    import ipaddress
+
+    return Binding(kind="radius", action="start", operator="connect2ip",
+                   ip=ipaddress.ip_network(f"100.64.{i // 250}.{i % 250 + 1}/32"),
+                   subscriber=subscriber or f"kund-{i}@isp", session=f"nas/S{i}", nas="192.0.2.1",
+                   at_ms=NOW_S * 1000 - i).to_json()
+
+
+def _records(values):
+    return [Rec("ts-bindings", 0, off, b"k", v, []) for off, v in enumerate(values)]
+
+
+def _run(p, values):
+    stats = p.extensions["agents.stats_agent"]
+    out = asyncio.run(stats.handle_batch(_records(values)))
+    stats_out = [o for o in out if o[0] == p.names.stats]
+    dead = [json.loads(o[2]) for o in out if o[0] == p.names.deadletter]
+    return stats_out, dead
+
+
+def test_a_surrogate_binding_is_dead_lettered_alone(pipeline):
+    good = [_binding(i) for i in range(300)]
+    bad = _binding(300).replace(b'"kund-300@isp"', b'"kund-\xed\xa0\x80"')
+    values = good[:150] + [bad] + good[150:]
+    stats_out, dead = _run(pipeline, values)
+    assert len(stats_out) == 300 and len({o[1] for o in stats_out}) == 300
+    assert [(d["reason"], d["offset"]) for d in dead] == [("bad-encoding", 150)]
+    assert pipeline.test_counts["stats_out"] == 300 and pipeline.test_counts["rejected:bad-encoding"] == 1
+
+
+def test_a_binding_that_fails_pseudonymisation_costs_only_itself(pipeline, monkeypatch):
+    """Any unforeseen failure inside the pseudonymiser (simulated for one subscriber) must not
+    take the batch's other 300 records with it."""
+    from stream.stats import StatsBuilder
+
+    real = StatsBuilder.build_many
+
+    def build_many(self, bindings, raw=None):
+        if any(b.subscriber == "boom@isp" for b in bindings):
+            raise RuntimeError("simulated pseudonymiser bug")
+        return real(self, bindings, raw)
+
+    monkeypatch.setattr(StatsBuilder, "build_many", build_many)
+    good = [_binding(i) for i in range(300)]
+    values = good[:10] + [_binding(300, "boom@isp")] + good[10:]
+    stats_out, dead = _run(pipeline, values)
+    assert len(stats_out) == 300
+    assert [(d["reason"], d["offset"], d["detail"]) for d in dead] == [("stats-failed", 10, "RuntimeError")]
+    c = pipeline.test_counts
+    assert c["stats_out"] == 300 and c["rejected:stats-failed"] == 1 and c["stats_batch_errors"] == 1
+
+
+
+def test_the_aggregator_sees_each_good_binding_once_despite_the_retry(pipeline, monkeypatch):
+    """The failed whole-batch attempt must leave no trace: its bindings are added once, on the
+    one-by-one retry."""
+    from stream.aggregate import Aggregator
+    from stream.stats import StatsBuilder
+
+    real = StatsBuilder.build_many
+    added = []
+    real_add = Aggregator.add
+
+    def build_many(self, bindings, raw=None):
+        if any(b.subscriber == "boom@isp" for b in bindings):
+            raise RuntimeError("simulated pseudonymiser bug")
+        return real(self, bindings, raw)
+
+    def add(self, built, now_ms):
+        added.append(built.binding.subscriber)
+        return real_add(self, built, now_ms)
+
+    monkeypatch.setattr(StatsBuilder, "build_many", build_many)
+    monkeypatch.setattr(Aggregator, "add", add)
+    values = [_binding(i) for i in range(20)] + [_binding(20, "boom@isp")]
+    stats_out, dead = _run(pipeline, values)
+    assert len(stats_out) == 20 and len(dead) == 1
+    assert sorted(added) == sorted(f"kund-{i}@isp" for i in range(20))
