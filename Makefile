@@ -25,8 +25,14 @@ kafka: install
 demo: kafka
 	$(BIN)/ipanon demo
 
+# Before the run: which optional real peers (promtool, prometheus, chromium) are missing and the
+# command that installs them; after it: how many tests their absence skipped (.ci/peers.py).
+JUNIT := .pytest_cache/make-test-junit.xml
 test: kafka
-	$(BIN)/python -m pytest
+	@$(BIN)/python .ci/peers.py before
+	@mkdir -p .pytest_cache && rm -f $(JUNIT)
+	@$(BIN)/python -m pytest --junitxml=$(JUNIT) $(PYTEST_ARGS); rc=$$?; \
+	  $(BIN)/python .ci/peers.py after $(JUNIT); exit $$rc
 
 bench: kafka
 	$(BIN)/python benchmarks/run_all.py

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 import tokenize
 import uuid
 from pathlib import Path
@@ -111,3 +112,45 @@ def test_run_time_guard_catches_an_open_beside_the_clone():
 ])
 def test_run_time_guard_classifies(path, outside):
     assert PATH_GUARD.outside(path) is outside
+
+
+def _peers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ci_peers", REPO / ".ci" / "peers.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ci_peers"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_optional_peer_the_tests_look_up_is_reported_by_make_test():
+    """`make test` names each missing peer before the run (.ci/peers.py): every executable a
+    test looks up must be one of its peers, every 'not installed' skip reason must start with a
+    peer's name (that is how the skips are counted after the run), and the Debian packages are
+    exactly .ci/apt-packages, which .ci/run installs."""
+    peers = _peers()
+    known = {e for p in peers.PEERS for e in p.executables}
+    looked_up, reasons = set(), []
+    for src in TESTS.rglob("*.py"):
+        text = src.read_text(encoding="utf-8")
+        looked_up |= set(re.findall(r"shutil\.which\(\s*[\"']([\w.-]+)[\"']", text))
+        reasons += re.findall(r"reason=\s*[\"']([^\"']*not installed[^\"']*)[\"']", text)
+    assert looked_up and looked_up <= known, looked_up - known
+    assert reasons and all(any(r.startswith(p.name) for p in peers.PEERS) for r in reasons), reasons
+    assert {p.apt for p in peers.PEERS} == set((REPO / ".ci" / "apt-packages").read_text().split())
+
+
+def test_peer_report_counts_skips_per_peer(tmp_path, capsys):
+    junit = tmp_path / "junit.xml"
+    junit.write_text('<testsuites><testsuite>'
+                     '<testcase name="a"><skipped message="promtool not installed (apt-get install prometheus)"/></testcase>'
+                     '<testcase name="b"><skipped message="promtool not installed (apt-get install prometheus)"/></testcase>'
+                     '<testcase name="c"><skipped message="chromium not installed (apt-get install chromium)"/></testcase>'
+                     '<testcase name="d"><skipped message="no query agent in this tree"/></testcase>'
+                     '<testcase name="e"/></testsuite></testsuites>')
+    _peers().after(junit)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("== 3 tests skipped for missing peers (chromium: 1, promtool: 2); ")
+    assert out[0].endswith("apt-get install -y --no-install-recommends chromium prometheus")
+    assert out[1] == "== 1 skipped: no query agent in this tree"
