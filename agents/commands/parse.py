@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                         bindings = get_format(name).parse(record, operator=args.operator, **ctx)
                     else:
                         bindings = fmt.parse(record, operator=args.operator, **ctx)
-                except Rejected as r:
+                except Exception as x:  # a parser bug: reported like the worker's dead letter, never a traceback
+                    r = x if isinstance(x, Rejected) else Rejected("internal-error", type(x).__name__)
                     n_rejects += 1
                     reasons[r.reason] += 1
                     err.write(json.dumps({"line": _text(record), "reason": r.reason, "detail": r.detail,

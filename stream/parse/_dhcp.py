@@ -15,8 +15,23 @@ import re
 from typing import Optional
 
 from ..errors import Rejected
+from ._time import MAX_EVENT_MS
 
 IDENTITY_FIELDS = ("client_id", "hwaddr", "duid", "circuit_id", "remote_id")
+#: DHCP carries a lease time in a 32-bit field of seconds (RFC 2131 option 51, RFC 8415
+#: valid-lifetime; 0xffffffff = infinity): a longer lifetime cannot come from a DHCP server.
+MAX_LIFETIME_S = 0xFFFF_FFFF
+
+
+def lease_end_ms(at_ms: int, lifetime_s: int) -> int:
+    """``at_ms`` + the lease lifetime, or ``bad-lifetime`` for a lifetime no DHCP server can
+    send or a lease that would end past 2100 (the bound of every event time)."""
+    if lifetime_s > MAX_LIFETIME_S:
+        raise Rejected("bad-lifetime", f"lease lifetime longer than {MAX_LIFETIME_S} s (the protocol's 32-bit field)")
+    end = at_ms + lifetime_s * 1000
+    if end >= MAX_EVENT_MS:
+        raise Rejected("bad-lifetime", "lease would end after 2100")
+    return end
 _HEX = re.compile(r"^[0-9a-fA-F]{1,2}(?::[0-9a-fA-F]{1,2})*$")
 _HEXRUN = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 _CANON = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2})*\Z")  # already normalised: the common case

@@ -28,7 +28,7 @@ from ..errors import Rejected
 from ..model import Binding
 from ._fastip import network as parse_network
 from . import Format, register
-from ._dhcp import hexid, subscriber
+from ._dhcp import hexid, lease_end_ms, subscriber
 from ._time import wall_to_ms
 
 MAX_RECORD_BYTES = 8 * 1024
@@ -37,7 +37,10 @@ _LINE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))? (\S+) "
     r"(Address|Prefix): (\S+) has been (assigned|renewed|rebound|released|declined|expired|deleted)\b(.*)$",
     re.S)
+# at most 10 digits a field: int() of a 4 300+ digit string raises, and 10 digits already
+# exceed any lifetime DHCP can carry (``_dhcp.MAX_LIFETIME_S``)
 _DURATION = re.compile(r"^ for (\d+) hrs (\d+) mins? (\d+) secs\b")
+_MAX_DIGITS = 10
 _IDS = {
     "hwaddr": re.compile(r"hardware address: (?:hwtype=\d+ )?([0-9a-fA-F:]+)"),
     "client_id": re.compile(r"client-id: ([0-9a-fA-F:]+)"),
@@ -78,8 +81,10 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None,
         dm = _DURATION.match(rest)
         if dm is None:
             raise Rejected("bad-record", "assigned/renewed line without its lifetime")
+        if max(len(x) for x in dm.groups()) > _MAX_DIGITS:
+            raise Rejected("bad-lifetime", "lease lifetime longer than DHCP can carry")
         h, mins, s = (int(x) for x in dm.groups())
-        until_ms = at_ms + (h * 3600 + mins * 60 + s) * 1000
+        until_ms = lease_end_ms(at_ms, h * 3600 + mins * 60 + s)
 
     ids: dict[str, Optional[str]] = {}
     for name, rx in _IDS.items():
