@@ -84,7 +84,11 @@ def _time(obj: dict) -> int:
 
 
 def parse(record: bytes, *, operator: str, **_context: object) -> list[Binding]:
-    obj = load_json_object(record, MAX_RECORD_BYTES)
+    return bindings(load_json_object(record, MAX_RECORD_BYTES), operator)
+
+
+def bindings(obj: dict, operator: str) -> list[Binding]:
+    """The binding of one NAT event given as IANA-named values (JSON here, binary in ``ipfix``)."""
     if "natEvent" not in obj:
         raise Rejected("missing-attribute", "natEvent is missing")
     ev = _EVENTS.get(_int(obj["natEvent"], "natEvent"))

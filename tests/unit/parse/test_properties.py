@@ -12,6 +12,8 @@ from stream.errors import Rejected
 from stream.model import Binding
 from stream.parse import formats
 
+import ipfix_encode
+
 SEEDS = {
     "radius-json": b'{"User-Name":"u","Acct-Status-Type":"Start","Acct-Session-Id":"s","NAS-IP-Address":"192.0.2.1",'
                    b'"Framed-IP-Address":"100.64.0.1","Delegated-IPv6-Prefix":"2001:db8::/56","Event-Timestamp":1718000000}',
@@ -36,6 +38,12 @@ SEEDS = {
     "nfware": b"<134>Jun 11 08:03:09 cgn1 nfware: A VRF 0 INT 10.0.0.1 EXT 100.64.0.1:1024-1535",
     "a10": b"Jun 11 08:03:09 ax1 NAT-TCP-C: 100.64.1.2:10000<-->198.51.100.9:20000 to 203.0.113.5:443",
     "f5": b"Jun 11 08:03:09 bigip1 tmm: LSN_ADD 100.64.23.122%0:51234 6 194.15.97.34%0:40000 203.0.113.7 443",
+    "ipfix": ipfix_encode.message([
+        ipfix_encode.template_set(256, ipfix_encode.BLOCK),
+        ipfix_encode.data_set(256, ipfix_encode.BLOCK, [{
+            "observationTimeMilliseconds": 1718000000123, "natEvent": 16, "sourceIPv4Address": "100.64.0.7",
+            "postNATSourceIPv4Address": "198.51.100.7", "portRangeStart": 40000, "portRangeEnd": 40127,
+            "ingressVRFID": 7}])]),
 }
 CTX = [{}, {"year": 2024}, {"ref_ms": 1718000000000, "tz": "Europe/Stockholm"}]
 
