@@ -1,4 +1,11 @@
-"""``ipanon collect syslog --listen HOST:PORT`` — receive CGNAT syslog, publish it unparsed.
+"""``ipanon collect syslog|ipfix --listen HOST:PORT`` — receive CGNAT logs, publish them to the raw NAT topic.
+
+``ipfix``: IPFIX over UDP; each data record becomes one self-contained IPFIX message (its
+template + the record, ``stream.parse.ipfix``) with ``ipanon-format: ipfix`` and
+``ipanon-source: ipfix:<peer>``; malformed datagrams and data for unknown templates are
+published as received, for the worker to dead-letter with the reason.
+
+``syslog``:
 
 Every message (UDP datagram or RFC 6587 TCP frame, see ``agents.collect``) becomes one message
 on the raw NAT topic: value = the syslog message bytes as received, key = the sender's address,
@@ -15,19 +22,24 @@ import time
 
 EPILOG = """examples:
   ipanon collect syslog --listen 0.0.0.0:5514 --operator junet
-  ipanon collect syslog --listen 127.0.0.1:5514 --max-messages 100 --duration 30"""
+  ipanon collect syslog --listen 127.0.0.1:5514 --max-messages 100 --duration 30
+  ipanon collect ipfix --listen 0.0.0.0:4739 --operator junet --template-lifetime 1800"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "collect", help="receive CGNAT syslog (UDP+TCP) and publish it to the raw NAT topic",
+        "collect", help="receive CGNAT syslog (UDP+TCP) or IPFIX (UDP) and publish it to the raw NAT topic",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Listen for syslog over UDP and TCP (RFC 3164/5424 messages, RFC 6587 framing)\n"
-                    "and publish every message unparsed to ipanon's raw NAT topic.")
-    p.add_argument("source", choices=["syslog"], help="what to collect (syslog)")
+                    "and publish every message unparsed to ipanon's raw NAT topic; or IPFIX over UDP\n"
+                    "(RFC 7011, RFC 8158 NAT events), one self-contained message per data record.")
+    p.add_argument("source", choices=["syslog", "ipfix"], help="what to collect (syslog | ipfix)")
     p.add_argument("--listen", "-l", required=True, metavar="HOST:PORT", help="address to listen on")
     p.add_argument("--topic", "-t", default=None, help="topic (default: the raw NAT topic)")
-    p.add_argument("--format", "-f", default="auto", help="value of the ipanon-format header (default auto)")
+    p.add_argument("--format", "-f", default=None,
+                   help="value of the ipanon-format header (default: auto for syslog, ipfix for ipfix)")
+    p.add_argument("--template-lifetime", type=float, default=1800.0, metavar="S",
+                   help="ipfix: seconds an unrefreshed template stays valid (default 1800)")
     p.add_argument("--operator", "-o", default=None, help="operator name for the ipanon-operator header")
     p.add_argument("--bootstrap", "-b", default=None, metavar="HOST:PORT",
                    help="Kafka bootstrap servers (default: the running local broker)")
@@ -51,12 +63,18 @@ def parse_listen(text: str) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     from stream.parse import get_format
 
-    from ..collect import SyslogCollector
+    from ..collect import IpfixCollector, SyslogCollector
     from ..topics import H_FORMAT, H_OPERATOR, H_RECEIVED_MS, H_SOURCE, RAW_NAT
     from .produce import default_bootstrap, ensure_topics
 
+    if args.format is None:
+        args.format = "ipfix" if args.source == "ipfix" else "auto"
     if args.format != "auto":
         get_format(args.format)  # unknown → exit 2 before listening
+    if args.template_lifetime <= 0:
+        from ..cli import CliError
+
+        raise CliError("--template-lifetime must be positive")
     host, port = parse_listen(args.listen)
     topic = args.topic or RAW_NAT
     bootstrap = args.bootstrap or default_bootstrap()
@@ -73,13 +91,17 @@ def run(args: argparse.Namespace) -> int:
     op_h = [(H_OPERATOR, args.operator.encode())] if args.operator else []
 
     def sink(msg: bytes, peer: str, received_ms: int) -> None:
-        headers = [fmt_h, (H_SOURCE, f"syslog:{peer}".encode()),
+        headers = [fmt_h, (H_SOURCE, f"{args.source}:{peer}".encode()),
                    (H_RECEIVED_MS, str(received_ms).encode()), *op_h]
         producer.send(topic, value=msg, key=peer.encode(), headers=headers).add_errback(failures.append)
 
-    col = SyslogCollector(host, port, sink, udp=not args.no_udp, tcp=not args.no_tcp)
-    protos = "/".join(p for p, on in (("udp", not args.no_udp), ("tcp", not args.no_tcp)) if on)
-    print(f"ipanon: collecting syslog on {protos} {col.address[0]}:{col.address[1]} → {topic}",
+    if args.source == "ipfix":
+        col = IpfixCollector(host, port, sink, template_lifetime_ms=int(args.template_lifetime * 1000))
+        protos = "udp"
+    else:
+        col = SyslogCollector(host, port, sink, udp=not args.no_udp, tcp=not args.no_tcp)
+        protos = "/".join(p for p, on in (("udp", not args.no_udp), ("tcp", not args.no_tcp)) if on)
+    print(f"ipanon: collecting {args.source} on {protos} {col.address[0]}:{col.address[1]} → {topic}",
           file=sys.stderr, flush=True)
     t0 = time.monotonic()
     try:
@@ -93,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print(f"ipanon: {len(failures)} messages were not acknowledged: {failures[0]!r}", file=sys.stderr)
         return 1
+    if args.source == "ipfix":
+        sp = col.splitter.stats
+        print(f"ipanon: collected {stats.total} IPFIX messages from {len(stats.peers)} peer(s) in {el:.1f}s → "
+              f"{col.records_out} records to {topic} ({sp.templates} templates, {sp.withdrawals} withdrawals, "
+              f"{sp.unknown_sets} data sets without a template and {col.malformed} malformed forwarded for "
+              f"dead-lettering, {sp.options_records} options records not forwarded)", file=sys.stderr)
+        return 0
     print(f"ipanon: collected {stats.total} messages (udp {stats.udp}, tcp {stats.tcp}, "
           f"{stats.oversized} oversized dropped) from {len(stats.peers)} peer(s) in {el:.1f}s → {topic}",
           file=sys.stderr)

@@ -4,6 +4,7 @@ Detection looks only at a record's own bytes, in this order (first match wins):
 
 | signature | format |
 |---|---|
+| IPFIX message header (version 10, length = the record's length) | ipfix |
 | JSON object with ``"natEvent"`` | ipfix-json |
 | JSON object with ``"hook"`` | kea-hook |
 | any other JSON object | radius-json |
@@ -45,6 +46,8 @@ _SIGNATURES = (
 
 
 def detect(record: bytes) -> str:
+    if record[:2] == b"\x00\x0a" and len(record) >= 16 and int.from_bytes(record[2:4], "big") == len(record):
+        return "ipfix"
     head = record.lstrip()[:1]
     if head == b"{":
         if b'"natEvent"' in record:

@@ -1,0 +1,131 @@
+"""CGNAT through the whole chain on the real local broker: binary IPFIX over UDP
+(``ipanon collect ipfix``), A10 CEF, SRX session logs and a 6WIND vSR 3 NAT64 line
+(``ipanon produce --format auto``) → the worker → a lookup of public:port at T names the
+subscriber that RADIUS says held the inside address then.
+
+The reference model is the scenario itself: who held which inside address (RADIUS) and which
+public:port block each CGNAT event gave that inside address."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from agents.kafka_io import count, read_all, wait_group_caught_up
+from agents.lookup_client import lookup_many
+from tests.conftest import REPO, wait_for
+from tests.unit.parse import ipfix_encode as enc
+
+pytestmark = pytest.mark.broker
+
+OP = "connect2ip"
+# subscriber → inside address (IPv4 CGNAT space, or a delegated IPv6 prefix for NAT64)
+SUBS = {
+    "ipfix-block@isp.example": "100.64.0.7",
+    "ipfix-session@isp.example": "100.64.0.8",
+    "ipfix-nat64@isp.example": "2001:db8:300::/56",
+    "a10@isp.example": "100.65.140.73",
+    "srx@isp.example": "10.213.110.248",
+    "sixwind64@isp.example": "2001:db8:200::/56",
+}
+
+
+def radius(sub: str, addr: str, t_s: int) -> dict:
+    r = {"User-Name": sub, "Acct-Status-Type": "Start", "Acct-Session-Id": f"s-{sub}",
+         "NAS-IP-Address": "192.0.2.10", "Event-Timestamp": t_s}
+    r["Delegated-IPv6-Prefix" if "/" in addr else "Framed-IP-Address"] = addr
+    return r
+
+
+def iso(t_ms: int) -> str:
+    return datetime.fromtimestamp(t_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factory, tmp_path, bootstrap):
+    w = worker_factory(operators=(OP,)).start()
+    now = int(time.time())
+    t_radius, t_nat = now - 900, (now - 600) * 1000
+
+    feed = tmp_path / "radius.jsonl"
+    feed.write_text("".join(json.dumps(radius(s, a, t_radius)) + "\n" for s, a in SUBS.items()))
+    rc = subprocess.run([sys.executable, "-m", "agents.cli", "produce", "--format", "radius-json", "--operator", OP,
+                         "--topic", w.topics.raw_radius, "--bootstrap", bootstrap, str(feed)],
+                        cwd=REPO, capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+
+    # -- binary IPFIX over UDP on loopback, through `ipanon collect ipfix` --
+    col = subprocess.Popen([sys.executable, "-m", "agents.cli", "collect", "ipfix", "--listen", "127.0.0.1:0",
+                            "--operator", OP, "--topic", w.topics.raw_nat, "--bootstrap", bootstrap,
+                            "--max-messages", "3", "--duration", "60"],
+                           cwd=REPO, stderr=subprocess.PIPE, text=True)
+    first = col.stderr.readline()
+    port = int(first.rsplit(":", 1)[1].split()[0])
+    rows_block = [{"observationTimeMilliseconds": t_nat, "natEvent": 16, "sourceIPv4Address": "100.64.0.7",
+                   "postNATSourceIPv4Address": "198.51.100.7", "portRangeStart": 40000, "portRangeEnd": 40127,
+                   "ingressVRFID": 1}]
+    rows_sess = [{"observationTimeMilliseconds": t_nat, "natEvent": 4, "sourceIPv4Address": "100.64.0.8",
+                  "sourceTransportPort": 5555, "postNATSourceIPv4Address": "198.51.100.7",
+                  "postNAPTSourceTransportPort": 41000}]
+    rows_64 = [{"observationTimeMilliseconds": t_nat, "natEvent": 16, "sourceIPv6Address": "2001:db8:300::1",
+                "postNATSourceIPv4Address": "198.51.100.8", "portRangeStart": 2048, "portRangeEnd": 2559}]
+    msgs = [enc.message([enc.template_set(256, enc.BLOCK), enc.template_set(257, enc.SESSION),
+                         enc.template_set(258, enc.NAT64)]),
+            enc.message([enc.data_set(256, enc.BLOCK, rows_block), enc.data_set(257, enc.SESSION, rows_sess)], seq=1),
+            enc.message([enc.data_set(258, enc.NAT64, rows_64)], seq=3)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for m in msgs:
+            s.sendto(m, ("127.0.0.1", port))
+    _out, err = col.communicate(timeout=90)
+    assert col.returncode == 0, first + err
+    assert "3 records" in err, err
+
+    # -- vendor syslog lines in the real shapes, stamped now --
+    lines = [
+        f"{iso(t_nat)} 10.254.254.57 cgn0.thn2/cgn-demo  CEF:0|A10|CFW|6.0.0-P1|CGN 106|Nat Port Batch Pool "
+        f"Allocated|5|proto=UDP src=100.65.140.73 sourceTranslatedAddress=99.99.99.12 sourceTranslatedPort=22016 "
+        f"cn3=22271 cn3Label=Last Nat Port",
+        f"<14>1 {iso(t_nat)} srx1 RT_FLOW - RT_FLOW_SESSION_CREATE [junos@2636.1.1.1.2.35 "
+        f'source-address="10.213.110.248" source-port="34613" destination-address="72.14.203.188" '
+        f'destination-port="5228" service-name="None" nat-source-address="211.36.132.131" nat-source-port="43335" '
+        f'nat-destination-address="72.14.203.188" nat-destination-port="5228" protocol-id="6"]',
+        f"{iso(t_nat)} vrouter fp-cgnat-logd@main[4269]: USER 2001:db8:200::1 (matching rule 1): NEW BLOCK "
+        f"(ip public 192.0.2.77, proto 6, port 1024 - 1535)",
+        "2025-05-02T11:35:00.62+00:00 10.254.254.57 cgn0.thn2/cgn-demo  CEF:0|A10|CFW|6.0.0-P1|CGN 100|"
+        "Nat Port Allocated|5|proto=ICMP src=100.65.161.0 spt=48856 sourceTranslatedAddress=99.99.99.13 "
+        "sourceTranslatedPort=48856 dst=8.8.8.8 dpt=0",
+    ]
+    nat = tmp_path / "cgnat.log"
+    nat.write_text("\n".join(lines) + "\n")
+    rc = subprocess.run([sys.executable, "-m", "agents.cli", "produce", "--format", "auto", "--operator", OP,
+                         "--topic", w.topics.raw_nat, "--bootstrap", bootstrap, str(nat)],
+                        cwd=REPO, capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+
+    wait_for(lambda: count(bootstrap, w.topics.deadletter) >= 1, timeout_s=120, what="the ICMP line dead-lettered")
+    dl = [json.loads(r.value) for r in read_all(bootstrap, w.topics.deadletter)]
+    assert [d["reason"] for d in dl] == ["unsupported-protocol"]
+    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=120)
+
+    at = t_nat + 60_000
+    cases = [  # (public, port, expected subscriber)
+        ("198.51.100.7", 40100, "ipfix-block@isp.example"),
+        ("198.51.100.7", 41000, "ipfix-session@isp.example"),
+        ("198.51.100.8", 2048, "ipfix-nat64@isp.example"),
+        ("99.99.99.12", 22271, "a10@isp.example"),
+        ("211.36.132.131", 43335, "srx@isp.example"),
+        ("192.0.2.77", 1500, "sixwind64@isp.example"),
+    ]
+    qs = [{"operator": OP, "ip": ip, "port": p, "from_ms": at, "to_ms": at + 1} for ip, p, _ in cases]
+    # outside every block/session: nobody, never a guess
+    qs.append({"operator": OP, "ip": "198.51.100.7", "port": 39999, "from_ms": at, "to_ms": at + 1})
+    ans = lookup_many(bootstrap, w.topics, qs, timeout_s=90)
+    got = [ans[q["id"]] for q in qs]
+    for (ip, p, sub), a in zip(cases, got):
+        assert [h["subscriber"] for h in a["holders"]] == [sub], (ip, p, a)
+    assert got[-1]["status"] == "no-data", got[-1]
