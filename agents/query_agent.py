@@ -62,9 +62,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from stream.access import Decision, Policy, QueryDesk, Registry
-from stream.audit import AuditChain, canonical, legal_hold_event
+from stream.audit import AuditChain, canonical
 from stream.errors import ConfigError, IpanonError, Rejected
-from stream.hold import DEFAULT_MAX_HOLD_MS, HoldSet, LegalHold
+from stream.hold import HOLD_MESSAGE_TYPES, HoldDecision, HoldDesk, HoldSet, LegalHold
 from stream.model import ip_text, parse_network
 
 from .broker import REPO_ROOT
@@ -202,9 +202,9 @@ class QueryAgent:
         self.holds_topic = app.topic(n.holds, **raw)
         self.state_topic = app.topic(n.query_state, **raw)
         self.desk = QueryDesk(self.registry, self.policy)
+        self.holddesk = self._new_holddesk()
         self.lookups = RemoteLookups(p)  # resolution on whichever worker owns each address
         self.chain = AuditChain()
-        self.holdset: dict[str, LegalHold] = {}  # the desk's view: what it has set and not released
         self.offset = -1           # last inbox offset decided (from the snapshot)
         self.owned = False         # this worker holds the inbox partition
         self.stale = True          # reload state before deciding anything
@@ -243,7 +243,14 @@ class QueryAgent:
         if any(tp.topic == self.inbox.get_topic_name() for tp in revoked):
             self.owned = False
 
-    def _load_sync(self) -> tuple[QueryDesk, AuditChain, dict[str, LegalHold], int]:
+    def _new_holddesk(self, state: Optional[dict] = None) -> HoldDesk:
+        # holds share the authority's request budget; the lambda follows desk reloads
+        charge = lambda authority, now: self.desk.charge(authority, now)  # noqa: E731
+        if state is None:
+            return HoldDesk(self.registry, self.policy, self.p.operators, charge)
+        return HoldDesk.from_dict(state, self.registry, self.policy, self.p.operators, charge)
+
+    def _load_sync(self) -> tuple[QueryDesk, AuditChain, dict, int]:
         n, b = self.p.names, self.p.settings.bootstrap
         rec = last_record(b, n.audit)
         chain = AuditChain.resume(rec.value if rec is not None else None)
@@ -252,16 +259,18 @@ class QueryAgent:
             return QueryDesk(self.registry, self.policy), chain, {}, -1
         st = decode_snapshot(snap.value)
         desk = QueryDesk.from_dict(st["desk"], self.registry, self.policy)
-        holds = {h["hold_id"]: LegalHold.from_dict(h) for h in st["holds"]}
+        holds = st.get("hold_desk") or {"active": st.get("holds", [])}  # older snapshots: active holds only
         return desk, chain, holds, int(st["offset"])
 
     async def reload(self) -> None:
         """Desk, chain and holds from the broker (start-up and every (re)assignment)."""
         loop = asyncio.get_running_loop()
-        self.desk, self.chain, self.holdset, self.offset = await loop.run_in_executor(None, self._load_sync)
+        self.desk, self.chain, holds, self.offset = await loop.run_in_executor(None, self._load_sync)
+        self.holddesk = self._new_holddesk(holds)
         self.stale = False
-        log.info("query desk loaded: %d pending, audit seq %d, %d holds, inbox offset %d",
-                 len(self.desk.pending()), self.chain.next_seq, len(self.holdset), self.offset)
+        log.info("query desk loaded: %d pending, audit seq %d, %d holds (%d pending), inbox offset %d",
+                 len(self.desk.pending()), self.chain.next_seq, len(self.holddesk.active),
+                 len(self.holddesk.pending()), self.offset)
 
     async def deliver(self) -> None:
         """Send the queued outputs in order and wait until the broker has acknowledged each.
@@ -277,8 +286,9 @@ class QueryAgent:
         """Deliver every queued output, then write the snapshot and deliver it: the snapshot
         never claims an offset whose outputs are not on the broker."""
         await self.deliver()
-        state = {"v": 1, "desk": self.desk.to_dict(), "holds": [h.to_dict() for h in self.holdset.values()],
-                 "offset": self.offset, "saved_ms": now}
+        state = {"v": 1, "desk": self.desk.to_dict(),
+                 "holds": [h.to_dict() for h in self.holddesk.active.values()],
+                 "hold_desk": self.holddesk.to_dict(), "offset": self.offset, "saved_ms": now}
         self._out.append((self.state_topic, STATE_KEY, encode_snapshot(state), 0))
         await self.deliver()
         self.saved_ms, self.dirty = now, False
@@ -358,54 +368,28 @@ class QueryAgent:
 
     # -- legal holds ------------------------------------------------------------------------
 
-    def hold_command(self, msg: Any, now: int) -> None:
-        """``{"type": "hold-set", "v": 1, "hold": {...}}`` or ``{"type": "hold-release", "v": 1,
-        "hold_id": ...}``.  Every set and release is audited (id, case, until; never the
-        address) and confirmed on the responses topic under the hold id."""
-        typ = msg.get("type") if isinstance(msg, dict) else None
-        if typ == "hold-set":
-            try:
-                h = LegalHold.from_dict(msg["hold"])
-                if h.until_ms <= now:
-                    raise Rejected("hold-in-past", "until has passed")
-                if h.until_ms - now > DEFAULT_MAX_HOLD_MS:
-                    raise Rejected("hold-too-long", "longer than the maximum hold")
-            except (Rejected, KeyError, TypeError) as e:
-                reason = e.reason if isinstance(e, Rejected) else "bad-hold"
-                claimed = msg.get("hold", {}).get("hold_id") if isinstance(msg.get("hold"), dict) else None
-                self._hold_reply(claimed if isinstance(claimed, str) else None, "refused", now, reason=reason)
-                self.p.count(f"holds:refused:{reason}")
-                return
-            if h.hold_id in self.holdset:
-                self._hold_reply(h.hold_id, "set", now, until_ms=h.until_ms)  # idempotent
-                return
-            self.holdset[h.hold_id] = h
-            self._audit(legal_hold_event("set", hold_id=h.hold_id, case_ref=h.case_ref, until_ms=h.until_ms), now)
-            self._out.append((self.holds_topic, h.hold_id.encode(), canonical(h.to_dict()), 0))
-            self._hold_reply(h.hold_id, "set", now, until_ms=h.until_ms)
-            self.p.count("holds:set")
-        elif typ == "hold-release":
-            hid = msg.get("hold_id")
-            if not isinstance(hid, str) or hid not in self.holdset:
-                self._hold_reply(hid if isinstance(hid, str) else None, "refused", now, reason="unknown-hold")
-                self.p.count("holds:refused:unknown-hold")
-                return
-            self._end_hold(hid, now, "released")
-        else:
-            self._hold_reply(None, "refused", now, reason="bad-hold")
-            self.p.count("holds:refused:bad-hold")
+    def hold_decide(self, typ: Optional[str], value: bytes, now: int) -> HoldDecision:
+        """Signed hold orders, staff approvals and releases (``stream.hold.HoldDesk``).  Anything
+        else on the hold key (such as an unsigned ``hold-set``) is refused as a malformed order."""
+        if typ == "hold-approval":
+            return self.holddesk.approve(value, now)
+        if typ == "hold-release":
+            return self.holddesk.release(value, now)
+        return self.holddesk.submit(value, now)
 
-    def _end_hold(self, hid: str, now: int, why: str) -> None:
-        h = self.holdset.pop(hid)
-        ev = legal_hold_event("released", hold_id=hid, case_ref=h.case_ref, until_ms=h.until_ms)
-        ev["detail"] = why  # "released" (by command) or "lapsed" (until passed)
-        self._audit(ev, now)
-        self._out.append((self.holds_topic, hid.encode(), None, 0))  # tombstone: compacted away
-        self._hold_reply(hid, why, now)
-        self.p.count(f"holds:{why}")
-
-    def _hold_reply(self, hid: Optional[str], status: str, now: int, **extra: Any) -> None:
-        self._reply(hid, {"type": "hold", "v": 1, "hold_id": hid, "status": status, "ts_ms": now, **extra})
+    def emit_hold(self, d: HoldDecision, now: int) -> None:
+        """Audit every step (id, case, requester, reason; never the address), confirm on the
+        responses topic under the hold id, and publish what took effect on the holds topic."""
+        for ev in d.events:
+            self._audit(ev, now)
+        if d.reply is not None:
+            self._reply(d.hold_id, d.reply)
+        if d.publish is not None:
+            self._out.append((self.holds_topic, d.publish.hold_id.encode(), canonical(d.publish.to_dict()), 0))
+        if d.unpublish is not None:
+            self._out.append((self.holds_topic, d.unpublish.encode(), None, 0))  # tombstone: compacted away
+        self.p.count(f"holds:{d.status}" + (f":{d.reason}" if d.reason else ""))
+        log.info("holds: %s %s%s", d.hold_id, d.status, f" ({d.reason})" if d.reason else "")
 
     async def holds_view(self) -> None:
         """Every worker: follow the holds topic (no consumer group) and keep ``pipeline.holds``
@@ -456,8 +440,8 @@ class QueryAgent:
             pass
         if typ == "approval":
             await self.emit(self.desk.approve(value, now), now)
-        elif typ in ("hold-set", "hold-release"):
-            self.hold_command(msg, now)
+        elif typ in HOLD_MESSAGE_TYPES or typ == "hold-set" or key == HOLD_KEY:
+            self.emit_hold(self.hold_decide(typ, value if value is not None else b"", now), now)
         else:
             await self.emit(self.desk.submit(value if value is not None else b"", now), now)
         self.dirty = True
@@ -505,8 +489,8 @@ class QueryAgent:
                 for d in self.desk.expire(now):
                     await self.emit(d, now)
                     self.dirty = True
-                for hid in [h for h, x in self.holdset.items() if now >= x.until_ms]:
-                    self._end_hold(hid, now, "lapsed")
+                for hd_ in self.holddesk.expire(now):
+                    self.emit_hold(hd_, now)
                     self.dirty = True
                 if self.dirty or now - self.saved_ms >= self.p.settings.heartbeat_ms // 2:
                     await self.save(now)

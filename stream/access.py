@@ -130,6 +130,14 @@ class Policy:
         "ipred-court-order": 2, "lek-law-enforcement": 0, "emergency": 0})
     max_interval_ms: Mapping[str, int] = field(default_factory=lambda: {
         "ipred-court-order": 7 * DAY_MS, "lek-law-enforcement": 31 * DAY_MS, "emergency": DAY_MS})
+    # Legal holds (stream.hold.HoldDesk): a preservation order is a criminal-procedure measure
+    # (RB 27:16), so by default only a LEK authority (or operator staff) may ask for one.
+    hold_bases: tuple[str, ...] = ("lek-law-enforcement",)
+    hold_approvals: int = 2                # distinct staff approvals before a hold takes effect
+    hold_max_ms: int = 30 * DAY_MS         # longest a hold may last; renewed by a new order
+    hold_max_interval_ms: int = 31 * DAY_MS  # longest usage interval one hold may name
+    hold_min_prefixlen_v4: int = 32        # one IPv4 address
+    hold_min_prefixlen_v6: int = 64        # one IPv6 /64
 
     def __post_init__(self) -> None:
         for name in ("max_age_ms", "clock_skew_ms", "pending_ttl_ms", "approval_ttl_ms"):
@@ -145,6 +153,18 @@ class Policy:
             m = self.max_interval_ms.get(basis)
             if not isinstance(m, int) or m <= 0:
                 raise ConfigError(f"policy: max_interval_ms.{basis} must be a positive integer")
+        if not isinstance(self.hold_bases, tuple) or any(b not in BASES for b in self.hold_bases):
+            raise ConfigError(f"policy: hold_bases must be a list of {list(BASES)}")
+        if not isinstance(self.hold_approvals, int) or self.hold_approvals < 2:
+            raise ConfigError("policy: hold_approvals must be an integer >= 2 (two staff approve a hold)")
+        for name in ("hold_max_ms", "hold_max_interval_ms"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"policy: {name} must be a positive integer (ms)")
+        if self.hold_max_ms > 90 * DAY_MS:
+            raise ConfigError("policy: hold_max_ms may be at most 90 days (a preservation order's limit)")
+        if not 0 <= self.hold_min_prefixlen_v4 <= 32 or not 0 <= self.hold_min_prefixlen_v6 <= 128:
+            raise ConfigError("policy: hold_min_prefixlen_v4 must be 0..32 and hold_min_prefixlen_v6 0..128")
         if self.approvals_required["ipred-court-order"] < 1:
             raise ConfigError("policy: approvals_required.ipred-court-order must be >= 1 "
                               "(staff approve each IPRED disclosure, ITS rapport 27)")
@@ -160,6 +180,8 @@ class Policy:
         for m in ("approvals_required", "max_interval_ms"):
             if m in kw:
                 kw[m] = {**getattr(base, m), **kw[m]}
+        if isinstance(kw.get("hold_bases"), list):
+            kw["hold_bases"] = tuple(kw["hold_bases"])
         return replace(base, **kw)
 
 
@@ -560,6 +582,11 @@ class QueryDesk:
         if req.to_ms - req.from_ms > p.max_interval_ms[req.basis]:
             raise Rejected("interval-too-long")
         self._take_token(auth, now_ms)
+
+    def charge(self, authority_id: str, now_ms: int) -> None:
+        """Take one token from a registered authority's budget (legal holds share it with
+        requests); raises ``Rejected('rate-limited')``."""
+        self._take_token(self.registry.authorities[authority_id], now_ms)
 
     def _take_token(self, auth: Authority, now_ms: int) -> None:
         """Token bucket in integer units: one token = HOUR_MS units, refilled at ``per_hour``

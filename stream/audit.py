@@ -53,7 +53,13 @@ EVENT_TYPES = frozenset({
     "ready",              # every check passed and enough approvals: handed to the resolver
     "answered",           # the sealed answer was sent (``answer_digest``)
     "expired",            # a pending request ran out of time
+    "legal-hold-received",  # an authentic, well-formed hold order arrived (``requester``, digest)
+    "legal-hold-refused",   # a hold order or release was refused: ``reason`` says why
+    "legal-hold-pending",   # a hold order waits for staff approvals
+    "legal-hold-approval",  # one staff approval of a hold counted
+    "legal-hold-approval-rejected",
     "legal-hold-set",     # a preservation order froze expiry for named data (``hold_id``)
+    "legal-hold-release-requested",  # one of the two staff releases a hold needs
     "legal-hold-released",
 })
 
@@ -75,6 +81,7 @@ FIELDS: Mapping[str, tuple[type, ...]] = {
     "until_ms": (int,),
     "scope_digest": (str,),
     "detail": (str,),
+    "requester": (str,),   # "authority:<id>" or "staff:<id>" of a hold order or release
 }
 _HEADER = ("v", "seq", "ts_ms", "prev", "type", "hash")
 

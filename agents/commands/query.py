@@ -124,6 +124,11 @@ def _common(p: argparse.ArgumentParser, *, send: bool = True) -> None:
 
 
 def _send(args: argparse.Namespace, key: str, value: bytes) -> None:
+    send_to_inbox(args, key.encode(), value)
+
+
+def send_to_inbox(args: argparse.Namespace, key: bytes, value: bytes) -> None:
+    """Send one signed message to ``<prefix>-query-requests`` and wait for the acknowledgement."""
     from kafka import KafkaProducer
 
     topic = topic_names(args.prefix)[0]
@@ -139,7 +144,7 @@ def _send(args: argparse.Namespace, key: str, value: bytes) -> None:
     try:
         if not prod.partitions_for(topic):
             raise CliError(f"topic {topic} does not exist on {bootstrap} — start the worker first")
-        prod.send(topic, key=key.encode(), value=value).get(timeout=10)
+        prod.send(topic, key=key, value=value).get(timeout=10)
     except CliError:
         raise
     except Exception as e:  # kafka errors: one line, no traceback

@@ -121,3 +121,205 @@ def test_tampered_or_broken_json_is_rejected():
 def test_repr_does_not_show_the_address():
     assert "198.51.100.7" not in repr(hold())
     assert "198.51.100.7" not in repr(HoldSet.of([hold()]))
+
+
+# -- signed holds: the hold desk (stream.hold.HoldDesk) ----------------------------------------
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519  # noqa: E402
+
+from stream import hold as hd  # noqa: E402
+from stream.access import Authority, Policy, QueryDesk, Registry, Staff  # noqa: E402
+from stream.audit import AuditChain, verify  # noqa: E402
+
+DAY = 24 * H
+KEYS = {n: ed25519.Ed25519PrivateKey.generate() for n in ("police", "rights", "s1", "s2", "s3", "ghost")}
+
+
+def _registry() -> Registry:
+    auth = [Authority(n, n, "SE", KEYS[n].public_key(), x25519.X25519PrivateKey.generate().public_key(),
+                      frozenset(b), 3600, burst) for n, b, burst in
+            (("police", ["lek-law-enforcement"], 50), ("rights", ["ipred-court-order"], 50))]
+    staff = [Staff(n, n, KEYS[n].public_key(), frozenset(["ipred-court-order", "lek-law-enforcement", "emergency"]))
+             for n in ("s1", "s2", "s3")]
+    return Registry.build(auth, staff)
+
+
+def _desk(policy=None):
+    reg = _registry()
+    q = QueryDesk(reg, policy)
+    return hd.HoldDesk(reg, q.policy, ["junet"], q.charge)
+
+
+_n = iter(range(10**6))
+
+
+def order(signer="police", role="authority", *, key=None, **kw):
+    body = hd.hold_body(requester=signer, role=role, basis="lek-law-enforcement", operator="junet",
+                        ip="198.51.100.7", port=None, from_ms=NOW - 2 * H, to_ms=NOW - H, case_ref="PM-1-26",
+                        until_ms=NOW + 7 * DAY, issued_ms=NOW, nonce=f"{next(_n):032x}")
+    body.update(kw)
+    return body, hd.sign_hold(key or KEYS[signer], body)
+
+
+def approval(body, staff, *, digest=None, issued=NOW):
+    hid = hd.hold_of_body(body).hold_id
+    return hd.sign_hold_approval(KEYS[staff], hold_id=hid, hold_digest=digest or hd.hold_digest(body),
+                                 staff=staff, issued_ms=issued)
+
+
+def release(hid, signer, role, *, issued=NOW):
+    return hd.sign_hold_release(KEYS[signer], hold_id=hid, requester=signer, role=role, issued_ms=issued,
+                                nonce=f"{next(_n):032x}")
+
+
+def _set(desk, **kw):
+    body, msg = order(**kw)
+    assert desk.submit(msg, NOW).status == "pending"
+    assert desk.approve(approval(body, "s1"), NOW).status == "pending"
+    d = desk.approve(approval(body, "s2"), NOW)
+    assert d.status == "set" and d.publish is not None
+    return body, d.hold_id
+
+
+def test_a_signed_order_takes_effect_after_two_staff_approvals_only():
+    desk = _desk()
+    body, msg = order()
+    d = desk.submit(msg, NOW)
+    assert (d.status, d.reply["needed"], d.reply["request_id"]) == ("pending", 2, f"police/hold-{d.hold_id}")
+    assert desk.active == {}  # nothing held while pending
+    d1 = desk.approve(approval(body, "s1"), NOW)
+    assert d1.status == "pending" and d1.publish is None and desk.active == {}
+    assert desk.approve(approval(body, "s1"), NOW).reason == "duplicate-approval"
+    d2 = desk.approve(approval(body, "s2"), NOW)
+    assert d2.status == "set" and d2.publish.requester == "authority:police"
+    assert list(desk.active) == [d.hold_id] == [hd.hold_of_body(body).hold_id]
+    assert [e["type"] for e in d.events + d1.events + d2.events] == [
+        "legal-hold-received", "legal-hold-pending", "legal-hold-approval", "legal-hold-approval", "legal-hold-set"]
+
+
+@pytest.mark.parametrize("kw,reason", [
+    (dict(signer="rights", basis="ipred-court-order"), "basis-not-allowed"),   # IPRED: no preservation
+    (dict(basis="emergency"), "basis-not-allowed"),                            # not registered for it
+    (dict(ip="0.0.0.0/0"), "hold-too-wide"),
+    (dict(ip="198.51.100.0/31"), "hold-too-wide"),
+    (dict(ip="2001:db8::/48"), "hold-too-wide"),
+    (dict(until_ms=NOW + 89 * DAY), "hold-too-long"),
+    (dict(from_ms=0, to_ms=NOW + DAY), "interval-too-long"),
+    (dict(operator="nobody"), "unknown-operator"),
+    (dict(issued_ms=NOW - H), "stale-request"),
+    (dict(issued_ms=NOW + H), "future-request"),
+    (dict(ip="not-an-ip"), "bad-address"),
+])
+def test_bad_orders_are_refused_and_audited(kw, reason):
+    desk = _desk()
+    d = desk.submit(order(**kw)[1], NOW)
+    assert (d.status, d.reason) == ("refused", reason)
+    assert d.events[-1]["type"] == "legal-hold-refused" and d.events[-1]["reason"] == reason
+    assert desk.active == {} and desk.pending() == []
+
+
+def test_v6_slash64_is_the_widest_hold():
+    desk = _desk()
+    assert desk.submit(order(ip="2001:db8:1:2::/64")[1], NOW).status == "pending"
+
+
+def test_unsigned_forged_and_unknown_orders_are_refused_unauthenticated():
+    desk = _desk()
+    body, msg = order()
+    unsigned = msg.replace(msg[msg.index(b'"sig":"') + 7: msg.index(b'"sig":"') + 135], b"0" * 128)
+    for raw, reason in ((b"{}", "malformed-hold"), (b"\xff", "malformed-hold"), (unsigned, "bad-signature"),
+                        (order(key=KEYS["ghost"])[1], "bad-signature"),
+                        (order(signer="ghost")[1], "unknown-requester"),
+                        (order(signer="s1", role="authority", key=KEYS["s1"])[1], "unknown-requester")):
+        d = desk.submit(raw, NOW)
+        assert (d.status, d.reason, d.authenticated) == ("refused", reason, False)
+        assert d.events[-1]["detail"] == "unauthenticated" and "request_id" not in d.reply
+    assert desk.pending() == []
+
+
+def test_replayed_order_and_duplicate_hold_are_refused():
+    desk = _desk()
+    body, msg = order()
+    assert desk.submit(msg, NOW).status == "pending"
+    assert desk.submit(msg, NOW).reason == "replayed-nonce"
+
+
+def test_approvals_that_do_not_count():
+    desk = _desk()
+    body, msg = order(signer="s3", role="staff")
+    assert desk.submit(msg, NOW).status == "pending"
+    assert desk.approve(approval(body, "s3"), NOW).reason == "own-hold"
+    assert desk.approve(approval(body, "s1", digest="0" * 64), NOW).reason == "digest-mismatch"
+    assert desk.approve(approval(body, "s1", issued=NOW - 2 * DAY), NOW).reason == "stale-approval"
+    other, _ = order()
+    assert desk.approve(approval(other, "s1"), NOW).reason == "unknown-hold"
+    forged = hd.sign_hold_approval(KEYS["ghost"], hold_id=hd.hold_of_body(body).hold_id,
+                                   hold_digest=hd.hold_digest(body), staff="s1", issued_ms=NOW)
+    d = desk.approve(forged, NOW)
+    assert (d.status, d.reason, d.authenticated) == ("approval-rejected", "bad-signature", False)
+    assert desk.active == {}
+
+
+def test_release_by_requester_at_once_by_others_only_two_staff():
+    desk = _desk()
+    body, hid = _set(desk)
+    d = desk.release(release(hid, "rights", "authority"), NOW)
+    assert (d.status, d.reason) == ("refused", "not-hold-requester") and hid in desk.active
+    assert desk.release(release(hid, "s1", "staff"), NOW).status == "release-pending"
+    assert desk.release(release(hid, "s1", "staff"), NOW).reason == "duplicate-release"
+    assert hid in desk.active
+    d = desk.release(release(hid, "s2", "staff"), NOW)
+    assert d.status == "released" and d.unpublish == hid and desk.active == {}
+    assert d.events[0]["detail"] == "released-by-staff" and d.events[0]["approvals"] == ["s1", "s2"]
+    _, hid2 = _set(desk, nonce="ab" * 16)
+    d = desk.release(release(hid2, "police", "authority"), NOW)
+    assert d.status == "released" and d.unpublish == hid2
+    assert desk.release(release(hid2, "police", "authority"), NOW).reason == "unknown-hold"
+    forged = hd.sign_hold_release(KEYS["ghost"], hold_id=hid, requester="police", role="authority",
+                                  issued_ms=NOW, nonce="cd" * 16)
+    assert desk.release(forged, NOW).reason == "bad-signature"
+
+
+def test_lapse_expiry_and_state_round_trip():
+    desk = _desk()
+    body, hid = _set(desk)
+    pend_body, pend = order(nonce="ef" * 16, ip="198.51.100.8")
+    desk.submit(pend, NOW)
+    desk.approve(approval(pend_body, "s1"), NOW)
+    desk.release(release(hid, "s1", "staff"), NOW)
+    back = hd.HoldDesk.from_dict(json_round(desk.to_dict()), desk.registry, desk.policy, ["junet"])
+    assert back.to_dict() == desk.to_dict()
+    assert back.release(release(hid, "s2", "staff"), NOW).status == "released"  # the first vote survived
+    assert back.approve(approval(pend_body, "s2"), NOW).status == "set"
+    out = back.expire(NOW + 8 * DAY)
+    assert [(d.status, d.unpublish is not None) for d in out] == [("lapsed", True)]
+    assert back.active == {}
+
+
+def test_every_event_can_be_chained_and_verified():
+    desk = _desk()
+    chain = AuditChain()
+    body, msg = order()
+    recs = []
+    for d in (desk.submit(b"junk", NOW), desk.submit(msg, NOW), desk.approve(approval(body, "s1"), NOW),
+              desk.approve(approval(body, "s2"), NOW),
+              desk.release(release(hd.hold_of_body(body).hold_id, "police", "authority"), NOW)):
+        recs += [chain.append(e, NOW) for e in d.events]
+    verify(recs)
+    assert b"198.51.100.7" not in b"".join(recs)
+
+
+def test_policy_bounds_for_holds():
+    from stream.errors import ConfigError
+
+    for bad in (dict(hold_approvals=1), dict(hold_max_ms=91 * DAY), dict(hold_bases=("nope",))):
+        with pytest.raises(ConfigError):
+            Policy(**bad)
+    assert Policy.from_mapping({"hold_bases": ["lek-law-enforcement", "emergency"]}).hold_bases == (
+        "lek-law-enforcement", "emergency")
+
+
+def json_round(d):
+    import json
+
+    return json.loads(json.dumps(d))
