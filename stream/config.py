@@ -175,6 +175,9 @@ class OperatorPolicy:
     statistics: StatisticsPolicy
     notes: str = ""
     path: str = field(default="", compare=False)
+    #: CGNAT: ``[realms.*]`` (stream.realm.RealmMap) and ``[[deterministic_nat]]`` versions (stream.detnat)
+    realms: Any = None
+    deterministic_nat: tuple = ()
 
     @property
     def file(self) -> str:
@@ -183,7 +186,7 @@ class OperatorPolicy:
 
 # -- loading ------------------------------------------------------------------------------
 
-_TOP = {"name", "display_name", "seed", "key_epoch", "notes", "identity", "purposes"}
+_TOP = {"name", "display_name", "seed", "key_epoch", "notes", "identity", "purposes", "realms", "deterministic_nat"}
 _IDENTITY = {"radius_attribute", "dhcp_identifier_order"}
 _PURPOSES = {"lawful_access", "statistics"}
 _LAWFUL = {"promise", "legal_minimum", "source"}
@@ -336,7 +339,21 @@ def parse_operator(text: str, *, file: str) -> OperatorPolicy:
         statistics=stats,
         notes=top.str("notes", ""),
         path=file,
+        realms=_cgnat_realms(data.get("realms"), file),
+        deterministic_nat=_cgnat_detnat(data.get("deterministic_nat"), file),
     )
+
+
+def _cgnat_realms(raw: Any, file: str) -> Any:
+    from .realm import parse_realms  # imported here: stream.realm/detnat sit above the parsers
+
+    return parse_realms(raw, file=file)
+
+
+def _cgnat_detnat(raw: Any, file: str) -> tuple:
+    from .detnat import parse_versions
+
+    return parse_versions(raw, file=file)
 
 
 def load_operator(path: Union[str, Path]) -> OperatorPolicy:
@@ -348,7 +365,7 @@ def load_operator(path: Union[str, Path]) -> OperatorPolicy:
         raise ConfigError(f"{p}: cannot read operator profile: {e.strerror}") from None
     op = parse_operator(text, file=p.name)
     return OperatorPolicy(op.name, op.display_name, op.seed, op.key_epoch_ms, op.identity,
-                          op.lawful_access, op.statistics, op.notes, str(p))
+                          op.lawful_access, op.statistics, op.notes, str(p), op.realms, op.deterministic_nat)
 
 
 def load_operators(directory: Union[str, Path]) -> dict[str, OperatorPolicy]:

@@ -91,3 +91,29 @@ def test_disjoint_pools_may_overlap_in_time():
                         file="op.toml")
     (m,) = lookup(vs, "198.51.100.4", 1024, T1, T1 + 1, now_ms=T1, keep_ms=DAY)
     assert (m.inside_ip, m.realm) == ("100.64.0.64", "b")
+
+
+def test_profile_sections_load_with_the_operator():
+    from pathlib import Path
+
+    from stream.config import parse_operator
+
+    text = (Path(__file__).resolve().parents[2] / "config" / "operators" / "connect2ip.toml").read_text()
+    extra = '''
+[realms.north]
+collectors = ["cgn1"]
+nas = ["192.0.2.10"]
+
+[[deterministic_nat]]
+version = 1
+valid_from = "2026-01-01T00:00:00Z"
+inside = "100.64.0.0/26"
+outside = "198.51.100.0/30"
+ratio = 16
+ports_per_host = 4000
+'''
+    op = parse_operator(text + extra, file="connect2ip.toml")
+    assert op.realms.of_nat("cgn1") == {"north"} and [v.version for v in op.deterministic_nat] == [1]
+    with pytest.raises(ConfigError) as e:
+        parse_operator(text + extra.replace("ratio = 16", "ratio = 1"), file="connect2ip.toml")
+    assert str(e.value).startswith("connect2ip.toml: deterministic_nat[0].outside")
