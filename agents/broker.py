@@ -64,6 +64,19 @@ LOCAL_OVERRIDES: dict[str, str] = {
 }
 
 
+#: umask of the broker's JVMs: every file Kafka writes (log segments hold subscriber ids and
+#: addresses) is readable by the broker's user only.
+PRIVATE_UMASK = 0o077
+
+
+def _write_argfile(path: Path, args: list[str]) -> None:
+    """A java launcher @argfile (one quoted argument a line), created 0600."""
+    from .security import _write_private
+
+    quote = lambda a: '"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"'  # noqa: E731
+    _write_private(path, "".join(quote(a) + "\n" for a in args).encode())
+
+
 class BrokerError(Exception):
     """A one-line, actionable message about the local broker."""
 
@@ -293,7 +306,8 @@ class LocalBroker:
             return info
         java = _need("java", "install Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
         libs = fetch(quiet=quiet)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.chmod(0o700)  # log segments hold subscriber ids and addresses: owner only
         m = self._meta()
         data = self.dir / "data"
         if not (data / "meta.properties").exists():
@@ -309,12 +323,18 @@ class LocalBroker:
             self.mtls_port = m.get("mtls_port")
             self._write_properties(m["port"], m["controller_port"], data)
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            fmt = subprocess.run(
-                [java, "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J}",
-                 "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                 "-c", str(self.dir / "server.properties"), "--standalone", *scram],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )
+            # The SCRAM passwords reach StorageTool through a 0600 java @argfile, never argv:
+            # /proc/<pid>/cmdline (ps) is readable by every local user.
+            argfile = self.dir / "format.args"
+            _write_argfile(argfile, ["kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                     "-c", str(self.dir / "server.properties"), "--standalone", *scram])
+            try:
+                fmt = subprocess.run(
+                    [java, "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J}", f"@{argfile}"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, umask=PRIVATE_UMASK,
+                )
+            finally:
+                argfile.unlink(missing_ok=True)
             if fmt.returncode != 0:  # the output may echo the SCRAM arguments: show no passwords
                 tail = fmt.stdout.strip()[-300:] if not scram else fmt.stdout.strip().splitlines()[-1][:200]
                 raise BrokerError(f"formatting the broker's storage failed: {tail}")
@@ -329,13 +349,14 @@ class LocalBroker:
             if _port_open(port):
                 raise BrokerError(f"port {port} of the local broker is taken by another process; "
                                   f"stop it or remove {self.dir} to start afresh")
-        log = open(self.log_path, "ab")
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         proc = subprocess.Popen(
             [java, f"-Xms128m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
              "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J}",
              "kafka.Kafka", str(self.dir / "server.properties")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the CLI that started it; `stop` ends it
+            umask=PRIVATE_UMASK,  # segments, indexes, checkpoints: 0600 files in 0700 dirs
         )
         log.close()
         m.update(pid=proc.pid, bootstrap=f"127.0.0.1:{m['port']}", started_at=time.time(),

@@ -53,7 +53,7 @@ def plan_params(settings: Settings) -> PlanParams:
     from .mapping_table import SCHEDULE_BUCKET_MS  # imports Faust: not at module level
 
     return PlanParams(heartbeat_ms=settings.heartbeat_ms,
-                      sweeper_period_ms=int(settings.sweep_interval_s * 1000),
+                      sweeper_period_ms=settings.sweeper_period_ms,
                       schedule_bucket_ms=SCHEDULE_BUCKET_MS,
                       ingest_lag_ms=settings.ingest_lag_ms,
                       partitions=settings.partitions,
@@ -93,6 +93,8 @@ def prepare(settings: Settings) -> tuple[dict[str, OperatorRuntime], TopicPlan]:
     from .kafka_admin import prepare_retention
 
     policies = load_policies(settings.operators_dir)
+    Path(settings.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    Path(settings.data_dir).chmod(0o700)  # table state and default keys: owner only (docs/security.md)
     kd = keys_dir(settings)
     keys = {name: load_key(kd, name) for name in policies}
     admin = _admin(settings)

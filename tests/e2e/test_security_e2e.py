@@ -36,12 +36,44 @@ AUTHORITIES = ("rights-demo", "se-police-demo")
 SUBSCRIBER = "kund-4711@isp.example"
 
 
+class CmdlineWatch:
+    """Polls every process's /proc/<pid>/cmdline (what ``ps`` shows every local user) in a
+    thread while the ``with`` body runs; ``seen`` holds each distinct command line."""
+
+    def __init__(self, period_s: float = 0.01):
+        import threading
+
+        self.period_s, self.seen, self._stop = period_s, set(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for d in os.listdir("/proc"):
+                if d.isdigit():
+                    try:
+                        with open(f"/proc/{d}/cmdline", "rb") as f:
+                            self.seen.add(f.read())
+                    except OSError:
+                        pass
+            self._stop.wait(self.period_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
     b = LocalBroker(tmp_path_factory.mktemp("secure-broker"), secure=True,
                     users=["ipanon-admin", "ipanon-collector", "ipanon-worker", "ipanon-analyst", "ipanon-staff",
                            "ipanon-auditor", *(f"ipanon-authority-{a}" for a in AUTHORITIES)])
-    b.start(quiet=True, timeout_s=180)
+    with CmdlineWatch() as watch:  # every command line seen while the broker formats and starts
+        b.start(quiet=True, timeout_s=180)
+    b.seen_cmdlines = watch.seen
     try:
         yield b
     finally:
@@ -307,3 +339,85 @@ def test_mutual_tls_certificate_gets_the_same_acls_as_the_scram_user(secure, dep
     cert, key = issue_client_certificate(tmp_path / "rogue", "ipanon-worker", tmp_path / "rogue" / "clients")
     with pytest.raises((KafkaConnectionError, ssl.SSLError, ConnectionError)):
         probe(ms, KafkaSecurity("SSL", ca_file=secure.tls_dir / "ca.pem", cert_file=cert, key_file=key))
+
+
+# -- secrets never on a command line, data never readable by other local users -------------
+
+def test_no_scram_password_on_any_command_line_while_the_secure_broker_starts(secure):
+    """``ps`` shows every process's argv to every local user: the passwords given to
+    StorageTool when the storage is formatted must not be there, nor anywhere else."""
+    passwords = [p.read_text().strip().encode() for p in (secure.dir / "secrets").glob("*.password")]
+    assert len(passwords) == len(secure.users) and all(len(p) >= 32 for p in passwords)
+    storage_tool = [c for c in secure.seen_cmdlines if b"java" in c and b"@" in c and b"kafka.Kafka" not in c]
+    # the watch really saw the format step (a JVM started with an @argfile), and the broker
+    assert storage_tool, sorted(c[:120] for c in secure.seen_cmdlines if b"java" in c)
+    assert any(b"kafka.Kafka" in c for c in secure.seen_cmdlines)
+    leaks = [c.replace(b"\0", b" ")[:200] for c in secure.seen_cmdlines for p in passwords if p in c]
+    assert leaks == []
+    assert not (secure.dir / "format.args").exists()  # the argfile holding them is gone
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, user=65534, group=65534, extra_groups=[],
+                          timeout=30)
+
+
+def _world_traversable_dir(tmp_path: Path) -> Path:
+    """A directory whose ancestors every user may traverse (pytest's own tmp dirs are 0700,
+    which would hide any mistake below them)."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="ipanon-modes-"))
+    d.chmod(0o755)
+    return d
+
+
+def test_broker_and_worker_data_are_owner_only(secure, deployment, tmp_path):
+    """Log segments of the secure broker and the worker's data directory: no group/other
+    permission anywhere, and the user ``nobody`` can read neither a segment holding a
+    subscriber id nor list the worker's directory."""
+    bs, t = secure.bootstrap, deployment["topics"]
+    marker = f"owner-only-{uuid.uuid4().hex[:8]}@isp.example"
+    feed = tmp_path / "radius.jsonl"
+    feed.write_text(json.dumps({"User-Name": marker, "Acct-Status-Type": "Start", "Acct-Session-Id": "M-1",
+                                "NAS-IP-Address": "192.0.2.10", "Framed-IP-Address": "100.64.77.1",
+                                "Event-Timestamp": int(time.time())}) + "\n")
+    r = cli(secure, "ipanon-collector", "produce", "--format", "radius-json", "--operator", "connect2ip",
+            "--topic", t.raw_radius, "--bootstrap", bs, "--no-create-topic", str(feed))
+    assert r.returncode == 0, r.stderr
+
+    data = secure.dir / "data"
+    segment = wait_for(lambda: next((p for p in data.glob(f"{t.raw_radius}-*/*.log")
+                                     if marker.encode() in p.read_bytes()), None), timeout_s=60,
+                       what="the record in a raw-topic log segment")
+    assert (secure.dir.stat().st_mode & 0o777) == 0o700
+    loose = [(str(p.relative_to(secure.dir)), oct(p.stat().st_mode & 0o777))
+             for p in [data, *data.rglob("*")] if p.stat().st_mode & 0o077]
+    assert loose == []
+
+    pub = _world_traversable_dir(tmp_path)
+    w = None
+    try:
+        if os.geteuid() == 0:  # act as nobody on a hard link of the segment (same inode, same mode)
+            link = pub / "segment.log"
+            os.link(segment, link)
+            assert marker.encode() in link.read_bytes()  # the owner reads it
+            got = _as_nobody("cat", str(link))
+            assert got.returncode != 0 and "Permission denied" in got.stderr, got
+            assert marker not in got.stdout
+
+        wdata = pub / "worker"
+        dep = {**deployment, "settings": dataclasses.replace(deployment["settings"], data_dir=wdata)}
+        log = tmp_path / "worker.log"
+        w = start_worker(secure, dep, log)
+        wait_for(lambda: w.poll() is not None or (wdata.is_dir() and any(p.is_dir() for p in wdata.iterdir())), timeout_s=120,
+                 what=f"the worker's data directory (log: {log})")
+        assert w.poll() is None, log.read_text()[-2000:]
+        assert (wdata.stat().st_mode & 0o777) == 0o700
+        if os.geteuid() == 0:
+            got = _as_nobody("ls", str(wdata))
+            assert got.returncode != 0 and "Permission denied" in got.stderr, got
+    finally:
+        if w is not None:
+            stop(w)
+        shutil.rmtree(pub, ignore_errors=True)
