@@ -12,7 +12,8 @@ Recognised messages (REFERENCE.md §5):
   hex epoch seconds) or brief form (``Subscriber <inside> used/maximum [u/m] blocks, allocates
   port block [<lo>-<hi>] from <public> in source pool …``).
 
-- SRX ``RT_FLOW_SESSION_CREATE|CLOSE`` (``_LS`` for logical systems): source-NAT session logs,
+- SRX ``RT_FLOW_SESSION_CREATE|CLOSE`` (``_LS`` for logical systems; ``_USF`` from MX-SPC3 Next Gen
+  Services): source-NAT session logs,
   which SRX deployments without port blocks produce.  Structured form (``source-address="…"
   source-port="…" nat-source-address="…" nat-source-port="…" protocol-id="…"``) or brief form
   (``session created <src>/<sport>-><dst>/<dport> [0x<tag>] <service> <nat-src>/<nat-sport>->…``).
@@ -47,7 +48,7 @@ _MX = re.compile(
 _PIC_TIME = re.compile(r"\s(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})\s")
 _SRX = re.compile(r"\bRT_SRC_NAT_PBA_(ALLOC|RELEASE|INTERIM)\b(.*)$", re.S)
 _KV = re.compile(r'([a-z0-9-]+)="([^"]*)"')
-_FLOW = re.compile(r"\bRT_FLOW_SESSION_(CREATE|CLOSE)(?:_LS)?\b(.*)$", re.S)
+_FLOW = re.compile(r"\bRT_FLOW_SESSION_(CREATE|CLOSE)(?:_LS|_USF)?\b(.*)$", re.S)
 _FLOW_BRIEF = re.compile(
     r"\bsession (?:created|closed [^:]*:) (\S+)/(\d+)->\S+/\d+ (?:0x[0-9a-fA-F]+ )?\S+ (\S+)/(\d+)->\S+/\d+ ")
 _FLOW_ACTION = {"CREATE": "start", "CLOSE": "stop"}
@@ -66,7 +67,7 @@ def _host(line: str) -> Optional[str]:
 def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optional[int] = None,
           ref_ms: Optional[int] = None, **_context: object) -> list[Binding]:
     line = text(record)
-    m = _MX.search(line)
+    m = _MX.search(line) if "_NAT_PORT_BLOCK_" in line else None
     if m is not None:
         ev, inside_addr, public, lo, hi, hexts = m.groups()
         if hexts:
@@ -79,7 +80,7 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
                 at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
         return [binding(action=_ACTION[ev], operator=operator, public=public, inside_addr=inside_addr,
                         at_ms=at_ms, first=lo, last=hi, nas=_host(line))]
-    m = _SRX.search(line)
+    m = _SRX.search(line) if "RT_SRC_NAT_PBA_" in line else None
     if m is not None:
         ev, rest = m.groups()
         kv = dict(_KV.findall(rest))

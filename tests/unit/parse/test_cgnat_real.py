@@ -54,6 +54,7 @@ SRX = [
     ("stop", "132.58.192.15", 57572, 57572, "10.40.29.180", ms("2014-01-19T11:16:37.266"), "SRX3400_1"),
     "no-source-nat",  # destination NAT only: nat-source = source
     ("start", "10.176.11.11", 59627, 59627, "10.176.101.11", ms("2019-04-08T20:17:19.120+12:00"), "Internet"),
+    "unsupported-protocol",  # MX-SPC3 _USF sample: an ICMP session (protocol-id 1)
 ]
 
 SIXWIND = [
