@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -31,6 +32,20 @@ class CliError(IpanonError):
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+#: one bootstrap server: a host name, IPv4 address or [IPv6] address, and an optional port
+_SERVER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::(\d{1,5}))?")
+
+
+def check_bootstrap(value: str, where: str) -> None:
+    """``host:port[,host:port…]`` or a ``CliError`` naming ``where`` it came from (a flag or an
+    environment variable); checked before any Kafka client sees it, whose errors for a
+    malformed address are tracebacks, not messages."""
+    for server in value.split(","):
+        m = _SERVER.fullmatch(server.strip())
+        if m is None or (m.group(1) is not None and not 0 < int(m.group(1)) < 65536):
+            raise CliError(f"{where} {value!r} is not host:port[,host:port…] (e.g. localhost:9092)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +71,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        if hasattr(args, "bootstrap"):  # every command that talks to Kafka has --bootstrap
+            if args.bootstrap is not None:
+                check_bootstrap(args.bootstrap, "--bootstrap")
+            elif os.environ.get("IPANON_BOOTSTRAP"):
+                check_bootstrap(os.environ["IPANON_BOOTSTRAP"], "IPANON_BOOTSTRAP")
         rc = args.func(args)
         return int(rc or 0)
     except (IpanonError, BrokerError, CliError) as e:
