@@ -97,6 +97,9 @@ class Pipeline:
             web_enabled=s.web_enabled,
             web_port=s.web_port or 6066,  # Faust validates the port even when disabled
             web_bind=s.web_bind,
+            # Faust's own views (/router/, /table/…, /graph/, /stats/) answer anyone without
+            # authentication; ipanon serves only its /status, /status.json and /metrics
+            web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
             consumer_auto_offset_reset="earliest",
             # no linger: the query desk and lookup answers wait on their acks, and 5 ms of
             # linger per hop cost a lawful answer 11 of its 24 ms (bench_lawful_latency).  Under

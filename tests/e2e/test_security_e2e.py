@@ -243,11 +243,11 @@ def test_auditor_and_staff(secure, deployment):
 
 # -- the whole pipeline under the worker's ACLs ----------------------------------------------
 
-def start_worker(secure, dep, log: Path) -> subprocess.Popen:
+def start_worker(secure, dep, log: Path, extra: tuple = ()) -> subprocess.Popen:
     s = dep["settings"]
     args = [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", secure.bootstrap, "--topic-prefix",
             dep["prefix"], "--app-id", dep["prefix"], "--operators", str(s.operators_dir), "--keys", str(s.keys_dir),
-            "--data-dir", str(s.data_dir), "--web-port", "0", "--heartbeat-ms", "1000", "--loglevel", "info"]
+            "--data-dir", str(s.data_dir), "--web-port", "0", "--heartbeat-ms", "1000", "--loglevel", "info", *extra]
     return subprocess.Popen(args, cwd=REPO, env=env_for(secure, "ipanon-worker"), stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -421,3 +421,44 @@ def test_broker_and_worker_data_are_owner_only(secure, deployment, tmp_path):
         if w is not None:
             stop(w)
         shutil.rmtree(pub, ignore_errors=True)
+
+
+def _http_get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def test_worker_serves_no_faust_views_only_status_and_metrics(secure, deployment, tmp_path):
+    """Faust's /router/ and /table/… views answer anyone without authentication (the table
+    view would list mapping keys): the worker must not serve them; /status and /metrics stay."""
+    from agents.broker import free_port
+
+    port = free_port()
+    dep = {**deployment, "settings": dataclasses.replace(deployment["settings"], data_dir=tmp_path / "data")}
+    log = tmp_path / "worker.log"
+    w = start_worker(secure, dep, log, extra=("--web-port", str(port)))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: w.poll() is not None or _http_get(base + "/status.json")[0] == 200, timeout_s=180,
+                 what=f"the worker's web server (log: {log})")
+        assert w.poll() is None, log.read_text()[-2000:]
+        status, body = _http_get(base + "/status.json")
+        assert status == 200 and "connect2ip" in json.loads(body)["operators"]
+        status, body = _http_get(base + "/metrics")
+        assert status == 200 and b"ipanon_compliance_ratio" in body
+        assert _http_get(base + "/status")[0] == 200
+        table = f"{deployment['prefix']}-mappings"  # whatever the table's name, no /table/ view exists
+        for path in ("/router/", "/router/?key=x", "/table/", f"/table/{table}/", f"/table/{table}/x/",
+                     "/graph/", "/stats/", "/assignments/", "/performance/"):
+            status, body = _http_get(base + path)
+            assert status == 404, (path, status, body[:200])
+    finally:
+        stop(w)
