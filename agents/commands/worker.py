@@ -47,8 +47,23 @@ def build(args: argparse.Namespace):
     return Pipeline(settings, operators, plan=plan)
 
 
-def run(args: argparse.Namespace) -> int:
+def worker_class():
+    """Faust's Worker, plus the rate limit on repeated Kafka client log lines
+    (``agents.logfilter``) on the handlers it sets up: a broker outage otherwise writes one
+    ERROR line per reconnect attempt of every client."""
     from faust import Worker
+
+    from ..logfilter import install
+
+    class IpanonWorker(Worker):
+        def on_setup_root_logger(self, logger, level) -> None:
+            super().on_setup_root_logger(logger, level)
+            install(logger)
+
+    return IpanonWorker
+
+
+def run(args: argparse.Namespace) -> int:
     from faust.exceptions import ImproperlyConfigured
 
     from ..cli import CliError
@@ -57,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         pipeline = build(args)  # raises ConfigError before anything starts
     except ImproperlyConfigured as e:
         raise CliError(f"worker settings rejected by Faust: {e}") from None
-    worker = Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker = worker_class()(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
