@@ -88,6 +88,7 @@ COUNT_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "mapping": ("mapping_updates", "*"),
     "expired": ("expired", None),
     "tombstones": ("tombstones", None),
+    "too_late_dropped": ("too_late_dropped", None),
     "heartbeats": ("heartbeats", None),
     "sweeper_errors": ("sweeper_errors", None),
     "unreadable_values": ("unreadable_values", None),
@@ -282,6 +283,8 @@ class Metrics:
                                        ("outcome",))
         self.expired = counter("ipanon_intervals_expired_total", "Raw mapping intervals dropped at expiry")
         self.tombstones = counter("ipanon_tombstones_total", "Changelog tombstones written for emptied table keys")
+        self.too_late_dropped = counter("ipanon_too_late_dropped_total", "Records past their promise whose bytes "
+                                        "not even the dead-letter topic may keep (dead-lettered without them)")
         self.heartbeats = counter("ipanon_heartbeats_total", "Heartbeat rounds appended to raw-identifier topics")
         self.sweeper_errors = counter("ipanon_sweeper_errors_total", "Sweeper passes that failed")
         self.stats_out = counter("ipanon_stats_records_out_total", "Pseudonymised statistics records emitted")

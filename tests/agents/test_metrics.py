@@ -100,13 +100,14 @@ def test_other_agents_counter_names_land_in_their_metrics():
     p = _pipeline([])
     m = Metrics(p)
     for name, n in (("query:answered", 2), ("epochs_shredded", 1), ("stats_epochs_destroyed", 3),
-                    ("stats_no_consent", 5), ("holds:refused:unknown-hold", 1)):
+                    ("stats_no_consent", 5), ("holds:refused:unknown-hold", 1), ("too_late_dropped", 4)):
         p.on_count[0](name, n)
     s = _samples(m.render().decode())
     assert s[("ipanon_queries_total", (("outcome", "answered"),))] == 2
     assert s[("ipanon_epochs_shredded_total", (("purpose", "lawful_access"),))] == 1
     assert s[("ipanon_epochs_shredded_total", (("purpose", "statistics"),))] == 3
     assert s[("ipanon_consent_drops_total", ())] == 5
+    assert s[("ipanon_too_late_dropped_total", ())] == 4
     assert s[("ipanon_holds_total", (("outcome", "refused_unknown-hold"),))] == 1
     assert not any(k[0].endswith("_created") for k in s)
     assert m.role_of("t-raw-dhcp") == "raw" and m.role_of("t-query-requests") == "query_requests"
