@@ -63,7 +63,7 @@ def vault_grace_ms(s: Settings) -> int:
     sweeper periods + the schedule bucket + 1 s.  The sweeper reaches a key up to a period and a
     bucket after its last expiry (or hold re-check), and must still be able to open (or
     re-seal) it then."""
-    return int(2 * s.sweep_interval_s * 1000) + SCHEDULE_BUCKET_MS + 1000
+    return 2 * s.sweeper_period_ms + SCHEDULE_BUCKET_MS + 1000
 
 
 class Pipeline:
@@ -109,6 +109,10 @@ class Pipeline:
             producer_linger_ms=0,
             stream_buffer_maxsize=8192,
             broker_commit_every=5000,
+            # static membership: a restarted worker (SIGTERM or SIGKILL) takes its partitions back
+            # at once instead of waiting out its former self's session (docs/operations.md)
+            consumer_group_instance_id=s.group_instance_id,
+            broker_session_timeout=s.session_timeout_ms / 1000,
             broker_credentials=faust_credentials(s.security),  # TLS + SASL (agents.security, issue 10)
             # the mapping table restores its changelog itself, not record by record through
             # Faust's recovery (agents/mapping_table.py; ≈ 540 records/s measured that way)

@@ -167,7 +167,8 @@ class BatchStage:
         cid = f"{s.app_id}-{self.name}"
         c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=self.group, client_id=cid,
                              enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_poll_records=s.batch_size, **kw)
+                             max_poll_records=s.batch_size, group_instance_id=f"{s.group_instance_id}-{self.name}",
+                             session_timeout_ms=s.session_timeout_ms, **kw)
         prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap, client_id=cid, acks="all", linger_ms=5,
                                 max_batch_size=PRODUCER_MAX_BATCH, **kw)
         return c, prod

@@ -220,9 +220,18 @@ def prepare_retention(admin, operators, params=None, layout=None, *, require_all
     ``ipanon topics apply`` first).  Returns the plan; use ``plan.retention[op]`` with
     ``stream.policy.expiry_ms`` and ``plan.configs_for(changelog)`` for Faust's
     ``extra_topic_configs``.  Raises ``ConfigError`` (the worker must not start)."""
-    from stream.policy import DEFAULT_LAYOUT, PlanParams, plan_topics
+    from stream.policy import DEFAULT_LAYOUT, PlanParams, plan_topics, rows_with_bounds
 
     broker, _ = read_broker_settings(admin)
     plan = plan_topics(operators, broker, params or PlanParams(), layout or DEFAULT_LAYOUT)
-    verify_topics(admin, plan, require_all=require_all)
+    bounds = verify_topics(admin, plan, require_all=require_all)
+    # each topic within its budget is not enough: with this worker's TTL, sweeper period and
+    # ingest lag, every operator's promise must hold with the bounds the topics really have
+    broken = [r for r in rows_with_bounds(plan, bounds) if not r.ok]
+    if broken:
+        r = broken[0]
+        raise ConfigError(f"{len(broken)} promise(s) not kept with this worker's parameters, e.g. {r.operator}'s "
+                          f"{r.purpose} promise {format_duration(r.promise_ms)}: {r.topic} gives "
+                          f"{format_duration(r.bound_ms)}; the topics were applied with other parameters — run "
+                          f"`ipanon topics apply --alter` with the worker's settings")
     return plan

@@ -9,8 +9,12 @@ records without an ``ipanon-operator`` header; unset = such records are dead-let
 in containers so Prometheus can scrape ``/metrics``), ``IPANON_TTL_MS`` (shorten every operator's table TTL; never lengthens it past the retention
 plan), ``IPANON_HEARTBEAT_MS`` (60000: how often the worker appends to every partition of the
 topics that hold raw identifiers, so their segments roll), ``IPANON_INGEST_LAG_MS`` (300000:
-the longest a raw record may arrive after its mapping ended).  The retention plan
-(``stream.policy``) is computed with these same values.
+the longest a raw record may arrive after its mapping ended), ``IPANON_SWEEPER_PERIOD_MS`` (1000:
+how often the expiry sweeper runs).  The retention plan (``stream.policy``) is computed with these
+same values, by the worker and by ``ipanon topics plan|apply|render`` alike
+(``agents.runtime.plan_params``).  ``IPANON_INSTANCE_ID`` (static consumer-group membership; default
+derived from host, app id and data directory) and ``IPANON_SESSION_TIMEOUT_MS`` (30000) govern how
+fast a restarted worker takes its partitions back (docs/operations.md).
 
 Kafka security (TLS, SASL/SCRAM; issue 10): ``IPANON_KAFKA_SECURITY`` (a client security file)
 and/or ``IPANON_KAFKA_PROTOCOL``, ``IPANON_SASL_USERNAME``, ``IPANON_SASL_PASSWORD_FILE``,
@@ -44,7 +48,8 @@ class Settings:
     web_bind: str = "127.0.0.1"
     web_enabled: bool = True
     ttl_ms_override: Optional[int] = None
-    sweep_interval_s: float = 1.0
+    #: the expiry sweeper runs this often; part of the deletion bound (``stream.policy.PlanParams``)
+    sweeper_period_ms: int = 1_000
     heartbeat_ms: int = 60_000
     ingest_lag_ms: int = 300_000
     batch_size: int = 2000
@@ -53,6 +58,28 @@ class Settings:
     extra: Mapping[str, str] = field(default_factory=dict)
     #: how every client of this worker connects (None = ``agents.security.current()``)
     security: Optional[KafkaSecurity] = None
+    #: this worker's static group membership id (None: derived from host, app id and data dir)
+    instance_id: Optional[str] = None
+    #: consumer group session timeout: how long a member that vanished without leaving keeps
+    #: its partitions when it does not come back (a static member that comes back takes them at once)
+    session_timeout_ms: int = 30_000
+
+    @property
+    def sweep_interval_s(self) -> float:
+        return self.sweeper_period_ms / 1000
+
+    @property
+    def group_instance_id(self) -> str:
+        """Static membership (KIP-345): a restarted worker rejoins under the same id and gets its
+        partitions back without waiting for the session timeout of its former self.  Stable for one
+        host + app id + data directory, distinct for two workers of one deployment."""
+        if self.instance_id:
+            return self.instance_id
+        import hashlib
+        import socket
+
+        where = f"{socket.gethostname()}|{Path(self.data_dir).resolve()}"
+        return f"{self.app_id}-{hashlib.sha256(where.encode()).hexdigest()[:12]}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides) -> "Settings":
@@ -75,6 +102,9 @@ class Settings:
             ttl_ms_override=get("IPANON_TTL_MS", int, None),
             heartbeat_ms=get("IPANON_HEARTBEAT_MS", int, 60_000),
             ingest_lag_ms=get("IPANON_INGEST_LAG_MS", int, 300_000),
+            sweeper_period_ms=get("IPANON_SWEEPER_PERIOD_MS", int, 1_000),
+            instance_id=get("IPANON_INSTANCE_ID"),
+            session_timeout_ms=get("IPANON_SESSION_TIMEOUT_MS", int, 30_000),
             security=load_security(env),
         )
         kw.update({k: v for k, v in overrides.items() if v is not None})

@@ -178,7 +178,7 @@ class PlanParams:
     ``heartbeat_ms``, ``sweeper_period_ms`` and ``schedule_bucket_ms`` the plan was computed with."""
 
     heartbeat_ms: int = 60_000          # worker appends to every changelog/response partition at least this often
-    sweeper_period_ms: int = 60_000     # the expiry sweeper runs at least this often
+    sweeper_period_ms: int = 1_000      # the expiry sweeper runs at least this often (agents.settings)
     schedule_bucket_ms: int = 1_000     # … and is handed a key at most this long after its expiry instant
                                         # (agents.mapping_table.SCHEDULE_BUCKET_MS)
     ingest_lag_ms: int = 300_000        # max delay between a mapping's end and its last raw record being written
@@ -537,23 +537,41 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
     for op in sorted(ops, key=lambda o: o.name):
         r = retention[op.name]
         for s in specs:
-            if s.role == "raw":
-                row = BoundRow(op.name, s.name, s.role, "lawful_access",
-                               _add(params.ingest_lag_ms, s.bound_ms), op.lawful_access.promise_ms)
-            elif s.role == "derived":
-                row = BoundRow(op.name, s.name, s.role, "lawful_access",
-                               _add(r.ttl_ms, params.sweeper_delay_ms, s.bound_ms), op.lawful_access.promise_ms)
-            elif s.role == "stats":
-                row = BoundRow(op.name, s.name, s.role, "statistics", _add(params.ingest_lag_ms, s.bound_ms),
-                               op.statistics.promise_ms)
-            elif s.role == "aggregates":
-                row = BoundRow(op.name, s.name, s.role, "statistics", s.bound_ms,
-                               op.statistics.aggregates_promise_ms)
-            else:
-                row = BoundRow(op.name, s.name, s.role, None, s.bound_ms, None)
+            purpose, promise = {
+                "raw": ("lawful_access", op.lawful_access.promise_ms),
+                "derived": ("lawful_access", op.lawful_access.promise_ms),
+                "stats": ("statistics", op.statistics.promise_ms),
+                "aggregates": ("statistics", op.statistics.aggregates_promise_ms),
+            }.get(s.role, (None, None))
+            row = BoundRow(op.name, s.name, s.role, purpose, row_bound_ms(s.role, s.bound_ms, r, params), promise)
             assert row.ok, row
             rows.append(row)
     return TopicPlan(broker, params, tuple(specs), MappingProxyType(retention), tuple(rows))
+
+
+def row_bound_ms(role: str, topic_bound_ms: Optional[int], retention: OperatorRetention,
+                 params: PlanParams) -> Optional[int]:
+    """Worst case after a mapping ends for one topic: raw and stats records are written up to the
+    ingest lag after the end, derived ones (changelog, responses) up to the expiry instant plus
+    the sweeper's delay; then the topic keeps them for its bound."""
+    if role in ("raw", "stats"):
+        return _add(params.ingest_lag_ms, topic_bound_ms)
+    if role == "derived":
+        return _add(retention.ttl_ms, params.sweeper_delay_ms, topic_bound_ms)
+    return topic_bound_ms
+
+
+def rows_with_bounds(plan: TopicPlan, bounds: Mapping[str, Optional[int]]) -> tuple[BoundRow, ...]:
+    """The plan's rows with each topic's *actual* bound (from its configs on the broker) in place
+    of the planned one: what the worker's own TTL, sweeper and ingest lag really give.  A row
+    that is not ``ok`` means the topics were set up for other parameters than the worker's."""
+    out = []
+    for r in plan.rows:
+        if r.topic in bounds:
+            r = BoundRow(r.operator, r.topic, r.role, r.purpose,
+                         row_bound_ms(r.role, bounds[r.topic], plan.retention[r.operator], plan.params), r.promise_ms)
+        out.append(r)
+    return tuple(out)
 
 
 # -- what the worker calls ----------------------------------------------------------------

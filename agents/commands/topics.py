@@ -45,11 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default=None, help="topic prefix (default $IPANON_TOPIC_PREFIX or ipanon)")
     p.add_argument("--app-id", default=None, help="Faust app id naming the changelog (default $IPANON_APP_ID or ipanon)")
     p.add_argument("--partitions", type=int, default=None, help="partitions per topic (default $IPANON_PARTITIONS or 4)")
-    p.add_argument("--replication-factor", type=int, default=1, help="replication factor (default 1)")
-    p.add_argument("--heartbeat-ms", type=int, default=None, help="worker heartbeat period (default 60000)")
-    p.add_argument("--sweeper-period-ms", type=int, default=None, help="expiry sweeper period (default 60000)")
+    p.add_argument("--replication-factor", type=int, default=None,
+                   help="replication factor (default $IPANON_REPLICATION_FACTOR or 1)")
+    # the worker's own parameters: the same flags, variables and defaults as `ipanon worker`
+    p.add_argument("--heartbeat-ms", type=int, default=None,
+                   help="worker heartbeat period (default $IPANON_HEARTBEAT_MS or 60000)")
+    p.add_argument("--sweeper-period-ms", type=int, default=None,
+                   help="expiry sweeper period (default $IPANON_SWEEPER_PERIOD_MS or 1000)")
     p.add_argument("--ingest-lag-ms", type=int, default=None,
-                   help="max delay from a mapping's end to its last raw record (default 300000)")
+                   help="max delay from a mapping's end to its last raw record (default $IPANON_INGEST_LAG_MS or 300000)")
     p.add_argument("--alter", action="store_true",
                    help="apply: also alter existing topics that break a promise (deletes data older than "
                         "the new retention); cleanup.policy is never changed")
@@ -65,13 +69,25 @@ def _env(name: str) -> Optional[str]:
     return v if v else None
 
 
+def plan_settings(args: argparse.Namespace, operators_dir: Path):
+    """The worker's ``Settings`` for these flags: every plan parameter the flags leave out comes
+    from the same environment variables and defaults the worker reads."""
+    from ..settings import Settings
+
+    return Settings.from_env(bootstrap=getattr(args, "bootstrap", None) or "unused:9092", operators_dir=operators_dir,
+                             topic_prefix=args.prefix, app_id=args.app_id, partitions=args.partitions,
+                             replication_factor=args.replication_factor, heartbeat_ms=args.heartbeat_ms,
+                             sweeper_period_ms=args.sweeper_period_ms, ingest_lag_ms=args.ingest_lag_ms)
+
+
 def build_plan(args: argparse.Namespace, admin=None):
     """The plan for these CLI options; broker settings from ``admin`` when given."""
     from stream.config import load_operators
-    from stream.policy import KAFKA_DEFAULTS, BrokerSettings, PlanParams, make_layout, plan_topics
+    from stream.policy import KAFKA_DEFAULTS, BrokerSettings, make_layout, plan_topics
 
     from ..broker import LOCAL_OVERRIDES, REPO_ROOT
     from ..kafka_admin import read_broker_settings
+    from ..runtime import plan_params
 
     ops_dir = args.operators or Path(_env("IPANON_OPERATORS") or REPO_ROOT / "config" / "operators")
     operators = load_operators(ops_dir)
@@ -82,16 +98,10 @@ def build_plan(args: argparse.Namespace, admin=None):
         broker, source = BrokerSettings.from_configs(LOCAL_OVERRIDES), "local test broker overrides"
     else:
         broker, source = KAFKA_DEFAULTS, "Apache Kafka defaults"
-    defaults = PlanParams()
-    params = PlanParams(
-        heartbeat_ms=args.heartbeat_ms or defaults.heartbeat_ms,
-        sweeper_period_ms=args.sweeper_period_ms or defaults.sweeper_period_ms,
-        ingest_lag_ms=defaults.ingest_lag_ms if args.ingest_lag_ms is None else args.ingest_lag_ms,
-        partitions=args.partitions or int(_env("IPANON_PARTITIONS") or defaults.partitions),
-        replication_factor=args.replication_factor,
-    )
-    layout = make_layout(args.prefix or _env("IPANON_TOPIC_PREFIX") or "ipanon",
-                         args.app_id or _env("IPANON_APP_ID") or "ipanon")
+    # the same Settings (flags > IPANON_* > defaults) and the same parameters the worker plans with
+    settings = plan_settings(args, ops_dir)
+    params = plan_params(settings)
+    layout = make_layout(settings.topic_prefix, settings.app_id)
     return plan_topics(operators, broker, params, layout), source
 
 

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ttl-ms", type=int, help="shorten every operator's table TTL (tests, demo); never lengthens it")
     p.add_argument("--heartbeat-ms", type=int, help="heartbeat period; must match `ipanon topics apply` (default 60000)")
     p.add_argument("--ingest-lag-ms", type=int, help="max raw-record lag after a mapping ends (default 300000)")
+    p.add_argument("--sweeper-period-ms", type=int,
+                   help="expiry sweeper period; must match `ipanon topics apply` (default 1000)")
+    p.add_argument("--instance-id", help="static consumer-group membership id (default: derived from host, "
+                                         "app id and data directory; distinct per worker)")
     p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -42,6 +46,7 @@ def build(args: argparse.Namespace):
         operators_dir=args.operators, keys_dir=args.keys, data_dir=args.data_dir,
         web_port=args.web_port, default_operator=args.default_operator, ttl_ms_override=args.ttl_ms,
         heartbeat_ms=args.heartbeat_ms, ingest_lag_ms=args.ingest_lag_ms,
+        sweeper_period_ms=args.sweeper_period_ms, instance_id=args.instance_id,
     )
     operators, plan = prepare(settings)  # ConfigError: the worker does not start half-configured
     return Pipeline(settings, operators, plan=plan)

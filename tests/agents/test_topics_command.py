@@ -53,11 +53,60 @@ def parse_k8s(text: str) -> list[dict]:
     return docs
 
 
-def test_plan_json_is_the_computed_plan(capsys):
+def _worker_params(env: dict) -> PlanParams:
+    """The plan parameters a worker started with this environment runs with."""
+    from agents.runtime import plan_params
+    from agents.settings import Settings
+
+    return plan_params(Settings.from_env(env, bootstrap="127.0.0.1:9"))
+
+
+def test_plan_json_is_the_computed_plan(capsys, monkeypatch):
+    for k in ("IPANON_HEARTBEAT_MS", "IPANON_SWEEPER_PERIOD_MS", "IPANON_INGEST_LAG_MS", "IPANON_PARTITIONS",
+              "IPANON_REPLICATION_FACTOR"):
+        monkeypatch.delenv(k, raising=False)
     rc, out, _ = _run(capsys, "plan", "--broker-settings", "local", "--json")
     assert rc == 0
-    expected = plan_topics(load_operators(OPERATORS), BrokerSettings.from_configs(LOCAL_OVERRIDES), PlanParams())
+    expected = plan_topics(load_operators(OPERATORS), BrokerSettings.from_configs(LOCAL_OVERRIDES),
+                           _worker_params({}))
     assert json.loads(out) == json.loads(json.dumps(expected.to_dict()))
+
+
+def test_plan_uses_the_workers_parameters_from_the_environment(capsys, monkeypatch):
+    """The plan once assumed a 60 s sweeper while the worker swept every second, and ignored
+    IPANON_HEARTBEAT_MS / IPANON_INGEST_LAG_MS: its TTLs and bounds were not the worker's."""
+    env = {"IPANON_HEARTBEAT_MS": "30000", "IPANON_INGEST_LAG_MS": "120000", "IPANON_SWEEPER_PERIOD_MS": "2000"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    rc, out, _ = _run(capsys, "plan", "--broker-settings", "local", "--json")
+    assert rc == 0
+    got = json.loads(out)
+    assert got["params"]["heartbeat_ms"] == 30_000 and got["params"]["ingest_lag_ms"] == 120_000
+    assert got["params"]["sweeper_period_ms"] == 2_000
+    worker = plan_topics(load_operators(OPERATORS), BrokerSettings.from_configs(LOCAL_OVERRIDES), _worker_params(env))
+    assert got == json.loads(json.dumps(worker.to_dict()))
+    for name, r in worker.retention.items():
+        assert got["operators"][name]["ttl_ms"] == r.ttl_ms  # the TTL the worker runs
+    rc, text, _ = _run(capsys, "plan", "--broker-settings", "local")
+    assert "heartbeat 30s, sweeper 2s" in text and "ingest lag 2m" in text
+
+
+def test_a_one_minute_promise_plans_a_positive_ttl_without_extra_flags(capsys, tmp_path):
+    """With the worker's 1 s sweeper a 60 s promise leaves room (it once gave a negative TTL
+    unless --sweeper-period-ms 1000 was passed)."""
+    src = (OPERATORS / "connect2ip.toml").read_text()
+    (tmp_path / "fast.toml").write_text(src.replace('name = "connect2ip"', 'name = "fast"')
+                                        .replace('promise = "24h"', 'promise = "60s"', 1))
+    rc = main(["topics", "plan", "--operators", str(tmp_path), "--broker-settings", "local", "--json",
+               "--heartbeat-ms", "1000", "--ingest-lag-ms", "5000"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    ttl = json.loads(out.out)["operators"]["fast"]["ttl_ms"]
+    assert 0 < ttl < 60_000
+    # with a 60 s heartbeat the broker cannot keep it: a clear refusal, never a negative TTL
+    rc = main(["topics", "plan", "--operators", str(tmp_path), "--broker-settings", "local", "--json"])
+    out = capsys.readouterr()
+    assert rc == 2 and "fast.toml: purposes.lawful_access.promise" in out.err and "Traceback" not in out.err
 
 
 def test_plan_text_lists_every_operator_and_topic_bound(capsys):

@@ -28,19 +28,20 @@ SESSIONS = 600
 
 
 def _history(now_s: int) -> list[dict]:
-    """SESSIONS sessions, each Start → Interim → Stop on its own address, within the last hour."""
+    """SESSIONS sessions, each Start → Interim → Stop on its own address, ending within the last
+    two minutes (older Stops would be past the worker's 5 min ingest lag: dead-lettered too-late)."""
     out = []
     base = int(ipaddress.ip_address("100.70.0.1"))
     for i in range(SESSIONS):
         ip = str(ipaddress.ip_address(base + i))
-        start = now_s - 3000 + i % 600
+        start = now_s - 240 + i % 60
         common = {"User-Name": f"kund-{i}@isp.example", "Acct-Session-Id": f"S{i:06d}",
                   "NAS-IP-Address": "192.0.2.10", "Framed-IP-Address": ip}
         out.append({**common, "Acct-Status-Type": "Start", "Event-Timestamp": start})
-        out.append({**common, "Acct-Status-Type": "Interim-Update", "Event-Timestamp": start + 300,
-                    "Acct-Session-Time": 300})
-        out.append({**common, "Acct-Status-Type": "Stop", "Event-Timestamp": start + 600,
-                    "Acct-Session-Time": 600})
+        out.append({**common, "Acct-Status-Type": "Interim-Update", "Event-Timestamp": start + 60,
+                    "Acct-Session-Time": 60})
+        out.append({**common, "Acct-Status-Type": "Stop", "Event-Timestamp": start + 120,
+                    "Acct-Session-Time": 120})
     return out
 
 

@@ -269,3 +269,23 @@ def test_any_feasible_plan_keeps_every_promise(promises, check, backoff, hb, swe
         raw = plan.topic("ipanon-raw-radius").bound_ms
         assert lag + raw <= p
     assert all(row.ok for row in plan.rows)
+
+
+def test_actual_bounds_beyond_the_planned_ones_break_the_promise_even_within_budget():
+    """A topic can sit within its budget and still break a promise: the worker's TTL was cut for
+    the *planned* changelog bound.  ``rows_with_bounds`` re-checks every row with the bounds the
+    topics really have (the worker refuses to start on any row that is not ok)."""
+    from stream.policy import rows_with_bounds
+
+    ops = load_operators(OPERATORS)
+    plan = plan_topics(ops, KAFKA_DEFAULTS, PlanParams())
+    assert all(r.ok for r in rows_with_bounds(plan, {}))
+    changelog = next(t for t in plan.topics if t.name.endswith("-changelog"))
+    assert all(r.ok for r in rows_with_bounds(plan, {changelog.name: changelog.bound_ms}))
+    slack = plan.retention["connect2ip"]
+    over = slack.promise_ms - slack.ttl_ms - plan.params.sweeper_delay_ms + 1  # one ms too long
+    bad = [r for r in rows_with_bounds(plan, {changelog.name: over}) if not r.ok]
+    assert bad and {r.operator for r in bad} >= {"connect2ip"} and all(r.topic == changelog.name for r in bad)
+    raw = next(t for t in plan.topics if t.role == "raw")
+    worst = min(o.lawful_access.promise_ms for o in ops.values()) - plan.params.ingest_lag_ms + 1
+    assert any(not r.ok and r.topic == raw.name for r in rows_with_bounds(plan, {raw.name: worst}))
