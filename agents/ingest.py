@@ -119,10 +119,14 @@ class Ingest:
             if r.value is None and r.key == HEARTBEAT_KEY:
                 continue
             headers = record_headers(r.headers)
+            mine: list[Output] = []
             try:
                 bs = self.parse_raw(headers, r.value)
                 rule = self.rules.get(bs[0].operator) if bs else None
                 verdict = rule.verdict_many(bs, now) if rule is not None else lateness.ACCEPT
+                if verdict == lateness.ACCEPT:
+                    for b in bs:
+                        self.binding_outputs(b, mine)
             except Rejected as e:
                 out.append(self.dead_letter_output(r, headers, e.reason, e.detail))
                 rejected[e.reason] = rejected.get(e.reason, 0) + 1
@@ -143,9 +147,8 @@ class Ingest:
                 dropped += not keep
                 continue
             events += 1
-            for b in bs:
-                self.binding_outputs(b, out)
-                bindings += 1
+            out.extend(mine)
+            bindings += len(bs)
         if events:
             self.count("events_in", events)
         if bindings:

@@ -106,3 +106,22 @@ def test_a_shorter_dead_letter_bound_keeps_the_bytes(setup):
     out = asyncio.run(ingest.handle_batch([_stop("connect2ip", at, 0)]))
     (d,) = [json.loads(o[2]) for o in out]
     assert d["reason"] == "too-late" and "value_b64" in d and "value_dropped" not in d
+
+
+def test_a_record_whose_outputs_fail_is_dead_lettered_alone(setup, monkeypatch):
+    """An unforeseen failure while writing one record's bindings must not fail the batch (the
+    stage would retry that batch for ever)."""
+    from stream.model import Binding
+
+    ingest, plan, names, ops, counts = setup
+    real = Binding.to_json
+
+    def to_json(self):
+        if self.subscriber == "u1":
+            raise RuntimeError("simulated")
+        return real(self)
+
+    monkeypatch.setattr(Binding, "to_json", to_json)
+    out = asyncio.run(ingest.handle_batch([_start("junet", NOW - 1000, i) for i in range(3)]))
+    assert [o[0] for o in out] == [names.bindings, names.deadletter, names.bindings]
+    assert json.loads(out[1][2])["reason"] == "internal-error" and counts["bindings"] == 2
