@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_worker_deployment_runs_with_the_plans_parameters():
     plan = plan_for()
     docs = {d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text()) if d}
     c = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}  # POD_IP comes from valueFrom
     assert env["IPANON_PARTITIONS"] == "12" and env["IPANON_HEARTBEAT_MS"] == "60000"
     assert env["IPANON_INGEST_LAG_MS"] == "300000" and env["IPANON_TOPIC_PREFIX"] == "ipanon"
     ttl = json.loads(docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]["ipanon/ttl-ms"])
@@ -136,3 +137,185 @@ def test_yaml_writer_round_trips():
     obj = {"a": 1, "b": [{"c": "x: y", "d": True}, "e"], "f": "line1\nline2\n", "g": {}, "h": None, "weird key": "1"}
     back = yaml.safe_load(to_yaml(obj))
     assert back == {**obj, "f": "line1\nline2\n"}
+
+
+# -- the rendered deployments follow the security model (docs/security.md) -------------------
+
+def _k8s(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()) if d]
+
+
+def _worker_pod() -> tuple[dict, dict, dict]:
+    docs = _k8s("worker.yaml")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}, dep, pod
+
+
+def test_k8s_cluster_listens_only_on_tls_with_scram_and_authorises_by_acl():
+    kafka = next(d for d in _k8s("kafka.yaml") if d["kind"] == "Kafka")
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    assert listeners and all(l["tls"] is True and l["authentication"]["type"] == "scram-sha-512" for l in listeners)
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+    assert kafka["spec"]["kafka"]["config"]["allow.everyone.if.no.acl.found"] is False
+    assert "userOperator" in kafka["spec"]["entityOperator"]  # it turns KafkaUser into SCRAM users + ACLs
+
+
+def test_k8s_users_are_exactly_what_acl_render_prints(capsys):
+    from agents.broker import authority_ids
+
+    authorities = authority_ids()
+    assert authorities  # the registered ones: each needs its own user and reply topic
+    assert main(["acl", "render", "--format", "strimzi", "--cluster", "ipanon", "--namespace", "ipanon",
+                 "--prefix", "ipanon", "--app-id", "ipanon"]) == 0
+    want = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    got = _k8s("kafka-users.yaml")
+    assert got == want
+    names = {d["metadata"]["name"] for d in got}
+    assert {"ipanon-worker", "ipanon-collector", "ipanon-analyst", "ipanon-staff", "ipanon-auditor"} <= names
+    assert {f"ipanon-authority-{a}" for a in authorities} <= names
+    assert all(d["spec"]["authentication"]["type"] == "scram-sha-512" and d["spec"]["authorization"]["acls"]
+               for d in got)
+
+
+def test_k8s_worker_connects_over_tls_with_scram_from_strimzi_secrets(tmp_path):
+    import tomllib
+
+    from agents.security import load_security
+
+    docs, dep, pod = _worker_pod()
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert "IPANON_SASL_PASSWORD" not in env and not any("password" in (v or "").lower() for v in env.values())
+    kafka = next(d for d in _k8s("kafka.yaml") if d["kind"] == "Kafka")
+    host, port = env["IPANON_BOOTSTRAP"].rsplit(":", 1)
+    assert host == f"{kafka['metadata']['name']}-kafka-bootstrap"
+    assert int(port) in {l["port"] for l in kafka["spec"]["kafka"]["listeners"]}
+
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+
+    def volume_of(path: str) -> dict:
+        mount = max((m for m in mounts if path.startswith(m.rstrip("/") + "/")), key=len)
+        return vols[mounts[mount]]
+
+    sec_path = env["IPANON_KAFKA_SECURITY"]
+    cm = volume_of(sec_path)["configMap"]["name"]
+    text = docs[("ConfigMap", cm)]["data"][Path(sec_path).name]
+    conf = tomllib.loads(text)
+    assert conf["protocol"] == "SASL_SSL" and conf["mechanism"] == "SCRAM-SHA-512"
+    assert conf["username"] == "ipanon-worker" and "password" not in conf
+    assert conf["username"] in {d["metadata"]["name"] for d in _k8s("kafka-users.yaml")}
+    # the CA is the cluster CA Strimzi publishes; the password is the one of the worker's KafkaUser,
+    # copied 0600 to a memory volume by the init container (Secret volumes get fsGroup's group bits)
+    assert volume_of(conf["ca_file"])["secret"]["secretName"] == f"{kafka['metadata']['name']}-cluster-ca-cert"
+    assert volume_of(conf["password_file"]) == {"name": "kafka-password", "emptyDir": {"medium": "Memory",
+                                                                                         "sizeLimit": "1Mi"}}
+    init = pod["initContainers"][0]
+    init_mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert vols["kafka-user"]["secret"]["secretName"] == conf["username"]
+    assert f"cp {init_mounts['kafka-user']}/password {conf['password_file']}" in init["command"][-1]
+    assert f"chmod 600 {conf['password_file']}" in init["command"][-1]
+
+    # the client file is one ipanon loads: same text with the paths pointed at local files
+    pw = tmp_path / "password"
+    pw.write_text("x" * 48 + "\n")
+    pw.chmod(0o600)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    local = tmp_path / "worker.toml"
+    local.write_text(text.replace(conf["password_file"], str(pw)).replace(conf["ca_file"], str(ca)))
+    sec = load_security({}, file=local)
+    assert (sec.protocol, sec.username, sec.password) == ("SASL_SSL", "ipanon-worker", "x" * 48)
+
+
+def test_k8s_web_server_binds_the_pod_ip_and_admits_only_prometheus():
+    docs, dep, pod = _worker_pod()
+    c = pod["containers"][0]
+    names = [e["name"] for e in c["env"]]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["IPANON_WEB_BIND"]["value"] == "$(POD_IP)"  # not 0.0.0.0
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert names.index("POD_IP") < names.index("IPANON_WEB_BIND")  # $(VAR) expands earlier variables only
+    web = next(p["containerPort"] for p in c["ports"] if p["name"] == "web")
+    assert env["IPANON_WEB_PORT"]["value"] == str(web)
+    (policy,) = [d for (kind, _), d in docs.items() if kind == "NetworkPolicy"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == dep["spec"]["template"]["metadata"]["labels"]
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": web}]
+    assert [f["podSelector"]["matchLabels"] for f in rule["from"]] == [{"app.kubernetes.io/name": "prometheus"}]
+
+
+def _properties(text: str) -> dict[str, str]:
+    return dict(l.split("=", 1) for l in text.splitlines() if l and not l.startswith("#"))
+
+
+def test_compose_brokers_speak_tls_only_with_scram_and_acls():
+    doc = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    s = doc["services"]
+    brokers = sorted(n for n in s if n.startswith("kafka-"))
+    for b in brokers:
+        mount = next(v for v in s[b]["volumes"] if v.endswith(":/mnt/shared/config/server.properties:ro"))
+        props = _properties((DEPLOY / "compose" / mount.split(":")[0]).read_text())
+        proto = dict(x.split(":") for x in props["listener.security.protocol.map"].split(","))
+        listeners = [l.split("://")[0] for l in props["listeners"].split(",")]
+        assert {proto[l] for l in listeners} <= {"SSL", "SASL_SSL"}, props["listeners"]
+        for l in listeners:  # a TLS listener without SASL must demand a client certificate
+            if proto[l] == "SSL":
+                assert props[f"listener.name.{l.lower()}.ssl.client.auth"] == "required"
+        assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+        assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        assert props["allow.everyone.if.no.acl.found"] == "false"
+        assert props["super.users"] == "User:ipanon-admin;User:ipanon-broker"
+        assert not any("password" in k and "jaas" not in k for k in props)
+        assert "password=" not in props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+        client_port = next(l.rsplit(":", 1)[1] for l in props["listeners"].split(",") if l.startswith("SASL_SSL"))
+    workers = [n for n in s if n.startswith("worker-")]
+    for w in workers:
+        env = s[w]["environment"]
+        assert env["IPANON_KAFKA_SECURITY"].endswith("/clients/ipanon-worker.toml")
+        assert all(b.rsplit(":", 1)[1] == client_port for b in env["IPANON_BOOTSTRAP"].split(","))
+        assert {"topics", "acls"} <= set(s[w]["depends_on"])
+        assert all(p.startswith("127.0.0.1:") for p in s[w]["ports"])  # the host sees the web port on loopback only
+    for name, svc in s.items():
+        env = svc.get("environment", {})
+        assert "IPANON_SASL_PASSWORD" not in env and not any("password=" in str(v) for v in env.values()), name
+        assert "password=" not in json.dumps(svc.get("command", "")), name  # never in argv
+    assert "--add-config-file" in s["users"]["command"][0]
+    assert s["acls"]["command"][:2] == ["acl", "apply"]
+    assert s["topics"]["environment"]["IPANON_KAFKA_SECURITY"].endswith("/clients/ipanon-admin.toml")
+
+
+def test_compose_secrets_are_private_and_load(tmp_path):
+    import os
+    import stat
+
+    from agents.commands.deploy import make_compose_secrets
+    from agents.security import load_security
+
+    users = ["ipanon-admin", "ipanon-worker", "ipanon-authority-rights-demo"]
+    uid = 4321 if os.geteuid() == 0 else None
+    made = make_compose_secrets(tmp_path / "s", users, kafka_uid=uid, ipanon_uid=uid)
+    for part in ("kafka", "ipanon", "pki"):
+        for p in [made[part], *made[part].rglob("*")]:
+            mode = stat.S_IMODE(p.stat().st_mode)
+            if p.is_dir():
+                assert mode == 0o700, p
+            elif p.name != "ca.pem" and not (part == "pki" and p.suffix == ".pem"):
+                assert mode == 0o600, (p, oct(mode))
+            if uid is not None and part != "pki":
+                assert p.stat().st_uid == uid, p
+    for user in users:
+        sec = load_security({}, file=made["ipanon"] / "clients" / f"{user}.toml")
+        assert (sec.protocol, sec.mechanism, sec.username) == ("SASL_SSL", "SCRAM-SHA-512", user)
+        scram = (made["kafka"] / "scram" / f"{user}.properties").read_text()
+        assert scram == f"SCRAM-SHA-512=iterations=8192,password={sec.password}\n" and len(sec.password) == 48
+    admin = _properties((made["kafka"] / "admin-mtls.properties").read_text())
+    assert admin["security.protocol"] == "SSL"
+    assert Path(admin["ssl.keystore.location"]).is_file() and Path(admin["ssl.truststore.location"]).is_file()
+    # a second run keeps every password (the brokers already hold their SCRAM credentials)
+    before = {u: (made["ipanon"] / "passwords" / f"{u}.password").read_text() for u in users}
+    assert main(["deploy", "secrets", "--out", str(tmp_path / "s"), "--users", ",".join(users)]) == 0
+    assert before == {u: (made["ipanon"] / "passwords" / f"{u}.password").read_text() for u in users}
