@@ -454,10 +454,17 @@ class Pipeline:
             if hops:  # the asker completes them (agents.lookup_client.complete_hops)
                 return {"status": "ok", "holders": rows, "hops": hops}
             return {"status": "ok" if rows else "no-data", "holders": rows}
+        ivs = self.intervals_for(operator, "ip", addr)
         rows = [{"subscriber": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms}
-                for h in iv.during(self.intervals_for(operator, "ip", addr), from_ms, to_ms,
-                                   stale_after_ms=op.stale_after_ms)]
-        return {"status": "ok" if rows else "no-data", "holders": rows}
+                for h in iv.during(ivs, from_ms, to_ms, stale_after_ms=op.stale_after_ms)]
+        # past the lost-Stop window a silent session is neither a confirmed holder nor "no data"
+        unknown = [{"subscriber": h.holder, "from_ms": h.from_ms, "last_seen_ms": h.last_seen_ms,
+                    "window_ms": h.window_ms}
+                   for h in iv.last_seen(ivs, from_ms, to_ms, stale_after_ms=op.stale_after_ms)]
+        out = {"status": "ok" if rows else ("end-unknown" if unknown else "no-data"), "holders": rows}
+        if unknown:
+            out["end_unknown"] = unknown
+        return out
 
     async def _lookup_agent(self, stream: Any) -> None:
         async for events in stream.take_events(256, within=0.01):

@@ -109,5 +109,6 @@ def prepare(settings: Settings) -> tuple[dict[str, OperatorRuntime], TopicPlan]:
         if settings.ttl_ms_override is not None:
             # an override may only shorten retention, never extend it past the plan
             ttl = min(ttl, settings.ttl_ms_override)
-        out[name] = OperatorRuntime(name=name, ttl_ms=ttl, stats_key=keys[name], policy=pol)
+        out[name] = OperatorRuntime(name=name, ttl_ms=ttl, stats_key=keys[name], policy=pol,
+                                    stale_after_ms=pol.sessions.lost_stop_window_ms)
     return out, plan

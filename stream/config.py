@@ -19,6 +19,10 @@ ignored would be a compliance bug)::
     radius_attribute = "User-Name"      # which RADIUS attribute names the subscriber
     dhcp_identifier_order = ["circuit-id", "remote-id", "client-id", "duid", "hwaddr"]
 
+    [sessions]                          # optional: when a silent session counts as ended
+    interim_interval = "15m"            # the NAS's Acct-Interim-Interval
+    lost_stop_after = "45m"             # default 3 × interim_interval, or 24h without one
+
     [purposes.lawful_access]            # raw IP<->subscriber mappings
     promise = "24h"                     # max time raw data may exist after the mapping ends
     legal_minimum = "306d"              # optional (LEK 9 kap.); must be <= promise
@@ -161,6 +165,34 @@ class StatisticsPolicy:
     source: str = ""
 
 
+#: the lost-Stop window without a configured interim interval: a day of silence
+DEFAULT_LOST_STOP_MS = 24 * 3600 * 1000
+#: interim updates a session may miss before it is taken as ended (its Stop was lost)
+MISSED_INTERIMS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """``[sessions]``: ``interim_interval`` is the NAS's Acct-Interim-Interval; ``lost_stop_after``
+    is how long an open session (no Stop, no lease end) may stay silent and still count as held.
+
+    Default window: ``MISSED_INTERIMS`` interim intervals when the interval is known (a session
+    that missed three interims in a row has most likely ended), else ``DEFAULT_LOST_STOP_MS``.
+    Past the window a lookup no longer names the holder as confirmed: it answers *end unknown*
+    with the last holder and when it was last seen (``stream.intervals.last_seen``)."""
+
+    interim_interval_ms: Optional[int] = None
+    lost_stop_after_ms: Optional[int] = None
+
+    @property
+    def lost_stop_window_ms(self) -> int:
+        if self.lost_stop_after_ms is not None:
+            return self.lost_stop_after_ms
+        if self.interim_interval_ms is not None:
+            return MISSED_INTERIMS * self.interim_interval_ms
+        return DEFAULT_LOST_STOP_MS
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorPolicy:
     """One operator's profile.  ``path`` is kept so later checks (``stream.policy``) can name
@@ -178,6 +210,9 @@ class OperatorPolicy:
     #: CGNAT: ``[realms.*]`` (stream.realm.RealmMap) and ``[[deterministic_nat]]`` versions (stream.detnat)
     realms: Any = None
     deterministic_nat: tuple = ()
+    #: ``[sessions]``: how long an open session may stay silent before it is no longer taken as
+    #: current (a lost Stop); see ``lost_stop_window_ms``
+    sessions: "SessionPolicy" = field(default_factory=lambda: SessionPolicy())
 
     @property
     def file(self) -> str:
@@ -186,7 +221,9 @@ class OperatorPolicy:
 
 # -- loading ------------------------------------------------------------------------------
 
-_TOP = {"name", "display_name", "seed", "key_epoch", "notes", "identity", "purposes", "realms", "deterministic_nat"}
+_TOP = {"name", "display_name", "seed", "key_epoch", "notes", "identity", "purposes", "realms", "deterministic_nat",
+        "sessions"}
+_SESSIONS = {"interim_interval", "lost_stop_after"}
 _IDENTITY = {"radius_attribute", "dhcp_identifier_order"}
 _PURPOSES = {"lawful_access", "statistics"}
 _LAWFUL = {"promise", "legal_minimum", "source"}
@@ -341,7 +378,25 @@ def parse_operator(text: str, *, file: str) -> OperatorPolicy:
         path=file,
         realms=_cgnat_realms(data.get("realms"), file),
         deterministic_nat=_cgnat_detnat(data.get("deterministic_nat"), file),
+        sessions=_sessions(top),
     )
+
+
+def _sessions(top: "_Reader") -> SessionPolicy:
+    se = top.sub("sessions", _SESSIONS) if top.has("sessions") else None
+    if se is None:
+        return SessionPolicy()
+    interim = se.duration("interim_interval") if se.has("interim_interval") else None
+    after = se.duration("lost_stop_after") if se.has("lost_stop_after") else None
+    if interim is not None and interim <= 0:
+        raise se.err("interim_interval", "must be positive")
+    if after is not None and after <= 0:
+        raise se.err("lost_stop_after", "must be positive")
+    if after is not None and interim is not None and after < interim:
+        raise se.err("lost_stop_after", f"{format_duration(after)} is shorter than interim_interval "
+                                        f"({format_duration(interim)}): every live session would look ended "
+                                        f"between two interim updates")
+    return SessionPolicy(interim, after)
 
 
 def _cgnat_realms(raw: Any, file: str) -> Any:
@@ -363,9 +418,9 @@ def load_operator(path: Union[str, Path]) -> OperatorPolicy:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read operator profile: {e.strerror}") from None
-    op = parse_operator(text, file=p.name)
-    return OperatorPolicy(op.name, op.display_name, op.seed, op.key_epoch_ms, op.identity,
-                          op.lawful_access, op.statistics, op.notes, str(p), op.realms, op.deterministic_nat)
+    from dataclasses import replace
+
+    return replace(parse_operator(text, file=p.name), path=str(p))
 
 
 def load_operators(directory: Union[str, Path]) -> dict[str, OperatorPolicy]:

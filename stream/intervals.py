@@ -305,6 +305,43 @@ def during(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: Opt
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class LastSeen:
+    """An open session whose holder went silent for longer than the lost-Stop window: it held
+    the address from ``from_ms`` and was last seen at ``last_seen_ms``; when it ended is not
+    known.  Neither a confirmed holder after ``last_seen_ms + window`` nor "no data"."""
+
+    holder: str
+    from_ms: int
+    last_seen_ms: int
+    window_ms: int
+    port_first: Optional[int] = None
+    port_last: Optional[int] = None
+
+
+def last_seen(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: Optional[int] = None,
+              stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> list[LastSeen]:
+    """Open sessions (no Stop, no lease end before the window ran out, no later holder) whose
+    lost-Stop window ended before ``to_ms``: ``during`` stops naming them at ``last_ms +
+    stale_after_ms``, and for ``[from_ms, to_ms)`` past that point the honest answer is "last
+    held by X, last seen at T, end unknown"."""
+    if to_ms <= from_ms:
+        raise Rejected("bad-interval", "query interval is empty")
+    out = []
+    for iv in intervals:
+        if iv.end_ms is not None:
+            continue  # a Stop, a reset or a later holder ended it: the end is known
+        if port is not None and iv.port_first is not None and not (iv.port_first <= port <= iv.port_last):  # type: ignore[operator]
+            continue
+        lapse = iv.last_ms + stale_after_ms
+        if iv.until_ms is not None and iv.until_ms <= lapse:
+            continue  # a DHCP lease that ran out: its end is known
+        if to_ms > lapse and to_ms > iv.start_ms:
+            out.append(LastSeen(iv.holder, iv.start_ms, iv.last_ms, stale_after_ms, iv.port_first, iv.port_last))
+    out.sort(key=lambda h: (h.from_ms, h.holder))
+    return out
+
+
 # -- codec ----------------------------------------------------------------------------------
 #
 # Format 2 (binary; format 1 was JSON ``{"v":1,"i":[…]}``, whose first byte is ``{``).  All
