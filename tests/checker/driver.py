@@ -55,6 +55,7 @@ class Params:
     expiry_phase: bool = True
     wait_s: float = 300.0
     detail: int = 5               # mismatches reported in full
+    restart_probe: int = 60       # extra lookups right after each fault, just after interval ends
 
 
 def now_ms() -> int:
@@ -82,7 +83,7 @@ class Checker:
                     "restarts": 0, "restart_kinds": {}, "unanswered": 0, "stats_missing": 0,
                     "stats_extra": 0, "stats_duplicates": 0, "dlq_missing": 0, "dlq_wrong_reason": 0,
                     "dlq_unexpected": 0, "expiry_checked": 0, "expiry_violations": 0,
-                    "past_window_answers": 0, "mismatch_kinds": {}, "seconds": 0.0}
+                    "end_unknown_answers": 0, "mismatch_kinds": {}, "seconds": 0.0}
         self.detailed = 0
         self.sent_at: dict = {}   # Raw seq -> when it was sent
         self.coords: dict = {}    # (topic, partition, offset) -> Raw seq
@@ -200,7 +201,8 @@ class Checker:
 
     # -- lookups ----------------------------------------------------------------------------
 
-    def queries(self, h: H.History, ops: list, n: int, model: Optional[M.Model] = None) -> list[dict]:
+    def queries(self, h: H.History, ops: list, n: int, model: Optional[M.Model] = None,
+                edge_share: float = 0.35) -> list[dict]:
         """Lookups at random instants: over the generated span, and (with ``model``) near the
         ends of the model's intervals, where a stale or a missing end shows."""
         rng = self.rng
@@ -213,7 +215,7 @@ class Checker:
         for _ in range(n):
             op = rng.choice(ops)
             P = h.pools[op]
-            if ends and rng.random() < 0.35:
+            if ends and rng.random() < edge_share:
                 (kop, slot, net), x = rng.choice(ends)
                 t = x.end_ms + (rng.randint(0, 15 * H.MIN) if rng.random() < 0.8 else -rng.randint(1, 60_000))
                 port = None
@@ -276,8 +278,8 @@ class Checker:
                 self.res["unanswered"] += 1
                 self.mismatch("unanswered", f"{when}: no answer to {_q(q)}")
                 continue
-            if ans.get("status") not in M.KNOWN_STATUSES:
-                self.res["past_window_answers"] += 1
+            if ans.get("status") == M.END_UNKNOWN or ans.get("end_unknown"):
+                self.res["end_unknown_answers"] += 1
             if not model.accepts(exp, ans):
                 self.mismatch(f"lookup:{_kind(exp, ans)}", f"{when}: {_q(q)}\n  worker: {json.dumps(ans)}\n"
                               f"  model:  {exp.answers}{' (past the lost-Stop window)' if exp.past_window else ''}\n"
@@ -320,10 +322,10 @@ class Checker:
                 kinds.append("twin")
             rounds = len(kinds) + 1
             recs = h.records
-            per_round = max(1, p.lookups // (2 * rounds + 1))
+            per_round = max(1, (p.lookups - p.restart_probe * len(kinds)) // (2 * rounds + 1))
             sent = 0
 
-            def settle_and_ask(when: str, n: int) -> None:
+            def settle_and_ask(when: str, n: int, probe: int = 0) -> None:
                 if not self.caught_up(w, workers):
                     self.mismatch("stalled", f"{when}: the worker did not catch up within {p.wait_s:.0f} s"
                                   f"\n{_tail(w)}")
@@ -331,7 +333,10 @@ class Checker:
                 # the model knows the whole history; it answers from the records sent so far
                 sent_h = H.History(h.seed, h.t0_ms, recs[:sent], h.pools, h.span)
                 part = self.model(sent_h.records, rules, bound)
-                self.check_lookups(w, sent_h, part, self.queries(h, ops, n, part), when)
+                qs = self.queries(h, ops, n, part)
+                if probe:  # right after a restart: just after the ends the restored table must know
+                    qs += self.queries(h, ops, probe, part, edge_share=1.0)
+                self.check_lookups(w, sent_h, part, qs, when)
 
             for i in range(rounds):
                 chunk = recs[i * len(recs) // rounds:(i + 1) * len(recs) // rounds]
@@ -342,7 +347,8 @@ class Checker:
                     kind = self.fault(kinds[i], w, state)  # while the worker is busy with the chunk
                     if state.get("twin") is not None and state["twin"] not in workers:
                         workers.append(state["twin"])
-                    settle_and_ask(f"right after {kind} #{self.res['restarts']} (round {i})", per_round)
+                    settle_and_ask(f"right after {kind} #{self.res['restarts']} (round {i})", per_round,
+                                   probe=p.restart_probe)
                     self.send(w, chunk[cut:])
                     sent += len(chunk) - cut
                     settle_and_ask(f"round {i}, after {kind}", per_round)
@@ -508,7 +514,7 @@ class Checker:
                 if ans is None:
                     self.res["unanswered"] += 1
                     self.mismatch("unanswered", f"expiry phase: no answer to {_q(q)}")
-                elif exp.answers != [("no-data", None, ())]:
+                elif exp.answers != [("no-data", None, (), ())]:
                     self.mismatch("expiry-model", f"model still holds {_q(q)} at {sent}: {exp.answers}")
                 elif not model.accepts(exp, ans):
                     self.res["expiry_violations"] += 1

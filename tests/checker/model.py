@@ -12,9 +12,10 @@ within ``bound_ms`` of its expiry instant.  So per interval: present if its expi
 after the answer arrived, absent if expiry + bound is before the request was sent, else either.
 ``expect`` returns every answer the rules allow (one, unless an interval is in that window).
 
-A lookup past the lost-Stop window of an open interval has no holder by the rules; the worker
-may say so with ``no-data`` or with a distinct "end unknown" kind (never ``ok``):
-``Expected.past_window`` says that applies.
+A lookup past the lost-Stop window of an open interval (no Stop, no lease end, no later holder)
+names no confirmed holder, and is not "no data" either: the answer lists the session under
+``end_unknown`` (holder, from, last seen) and, when no other holder is confirmed, its status is
+``end-unknown`` (issue 14, defect 5).
 """
 
 from __future__ import annotations
@@ -28,17 +29,15 @@ from stream.errors import Rejected
 from stream.model import ip_text
 from stream.parse import get_format
 
-#: statuses the lookup path has always had; anything else is a new answer kind
-KNOWN_STATUSES = {"ok", "no-data", "ambiguous", "refused", "error"}
+#: the answer for a time past the lost-Stop window of a silent session, when no holder is confirmed
+END_UNKNOWN = "end-unknown"
 
 
 def stale_after_ms(policy: Any, default: int = iv.DEFAULT_STALE_AFTER_MS) -> int:
-    """The operator's lost-Stop window: a profile setting where the profile has one."""
-    for name in ("stale_after_ms", "lost_stop_ms", "session_timeout_ms"):
-        v = getattr(policy, name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return default
+    """The operator's lost-Stop window: the profile's ``[sessions]`` setting where the profile
+    has one, else the default."""
+    v = getattr(getattr(policy, "sessions", None), "lost_stop_window_ms", None)
+    return v if isinstance(v, int) and v > 0 else default
 
 
 @dataclass
@@ -135,13 +134,15 @@ class Expected:
 
 
 def normalise(ans: dict) -> tuple:
-    """(status, candidates, sorted rows) of a worker answer (or a model answer)."""
+    """(status, candidates, sorted rows, sorted end-unknown sessions) of an answer."""
     status = ans.get("status")
     if status == "ambiguous":
-        return ("ambiguous", ans.get("candidates"), ())
+        return ("ambiguous", ans.get("candidates"), (), ())
     rows = tuple(sorted((h.get("subscriber"), h.get("from_ms"), h.get("to_ms"), h.get("inside_ip"),
                          tuple(h["ports"]) if h.get("ports") else None) for h in ans.get("holders") or ()))
-    return (status, None, rows)
+    unknown = tuple(sorted((u.get("subscriber"), u.get("from_ms"), u.get("last_seen_ms"))
+                           for u in ans.get("end_unknown") or ()))
+    return (status, None, rows, unknown)
 
 
 class Model:
@@ -183,9 +184,16 @@ class Model:
                     rows.append({"subscriber": r.holder, "from_ms": r.from_ms, "to_ms": r.to_ms,
                                  "inside_ip": h.holder, "ports": [h.port_first, h.port_last]})
             return {"status": "ok" if rows else "no-data", "holders": rows}
+        ivs = ip_of(addr)
         rows = [{"subscriber": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms}
-                for h in iv.during(ip_of(addr), f, t, stale_after_ms=stale)]
-        return {"status": "ok" if rows else "no-data", "holders": rows}
+                for h in iv.during(ivs, f, t, stale_after_ms=stale)]
+        # silent sessions whose lost-Stop window ran out before the query's end (written from
+        # the rule, not with stream.intervals.last_seen): end unknown
+        unknown = [{"subscriber": x.holder, "from_ms": x.start_ms, "last_seen_ms": x.last_ms}
+                   for x in ivs if x.end_ms is None and x.start_ms < t and x.last_ms + stale < t
+                   and (x.until_ms is None or x.until_ms > x.last_ms + stale)]
+        return {"status": "ok" if rows else (END_UNKNOWN if unknown else "no-data"), "holders": rows,
+                "end_unknown": unknown}
 
     def expect(self, q: dict, sent_ms: int, recv_ms: int) -> Expected:
         op, port, f, t = q["operator"], q.get("port"), int(q["from_ms"]), int(q["to_ms"])
@@ -207,25 +215,7 @@ class Model:
                                            lambda a: ip_side(a)[0] + ip_side(a)[1]))
             if both not in answers:
                 answers.append(both)
-        # an open interval whose lost-Stop window ended before the query's end: "end unknown"
-        stale = self.rules[op].stale_after_ms
-        past = False
-        for k in keys:
-            if k[1] != "ip":
-                continue
-            for x in self.a.keys.get(k, ()):
-                if x.end_ms is None and x.start_ms < t and x.effective_end(stale) < t:
-                    past = True
-        return Expected(answers, past, keys)
+        return Expected(answers, any(a[0] == END_UNKNOWN or a[3] for a in answers), keys)
 
     def accepts(self, exp: Expected, got: dict) -> bool:
-        g = normalise(got)
-        if g in exp.answers:
-            return True
-        status = got.get("status")
-        if exp.past_window and status not in KNOWN_STATUSES:
-            # a distinct "end unknown" answer where the rules have no confirmed holder: the
-            # confirmed rows must still be exactly the model's
-            rows = normalise({**got, "status": "no-data"})
-            return any(rows[2] == a[2] for a in exp.answers)
-        return False
+        return normalise(got) in exp.answers

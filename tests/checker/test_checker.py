@@ -79,11 +79,11 @@ def test_model_answers_from_the_rules_for_out_of_order_duplicates_and_reuse():
     def ans(q):
         return m.expect(q, now, now).answers
 
-    assert ans(_q("connect2ip", "100.64.0.1", ms + 100_000)) == [("ok", None, (("a@x", ms + 100_000, ms + 100_001, None, None),))]
-    assert ans(_q("connect2ip", "100.64.0.1", ms + 1_300_000)) == [("no-data", None, ())]
+    assert ans(_q("connect2ip", "100.64.0.1", ms + 100_000)) == [("ok", None, (("a@x", ms + 100_000, ms + 100_001, None, None),), ())]
+    assert ans(_q("connect2ip", "100.64.0.1", ms + 1_300_000)) == [("no-data", None, (), ())]
     assert ans(_q("connect2ip", "100.64.0.1", ms, ms + 3_000_000)) == [("ok", None, (
         ("a@x", ms, ms + 1_200_000, None, None), ("b@x", ms + 1_500_000, ms + 2_000_000, None, None),
-        ("c@x", ms + 2_000_000, ms + 3_000_000, None, None)))]
+        ("c@x", ms + 2_000_000, ms + 3_000_000, None, None)), ())]
 
 
 def test_model_expiry_window_allows_either_answer_only_inside_the_sweepers_bound():
@@ -92,10 +92,10 @@ def test_model_expiry_window_allows_either_answer_only_inside_the_sweepers_bound
     m = M.Model(M.apply_history([_radius(0, "Start", s), _radius(1, "Stop", s + 60, **{"Acct-Session-Time": 60})], r), r, 2000)
     q = _q("connect2ip", "100.64.0.1", T0 + 1000)
     exp_at = T0 + 60_000 + TTL
-    held = ("ok", None, (("a@x", T0 + 1000, T0 + 1001, None, None),))
+    held = ("ok", None, (("a@x", T0 + 1000, T0 + 1001, None, None),), ())
     assert m.expect(q, exp_at - 10, exp_at - 1).answers == [held]
-    assert set(m.expect(q, exp_at + 500, exp_at + 900).answers) == {("no-data", None, ()), held}
-    assert m.expect(q, exp_at + 2000, exp_at + 3000).answers == [("no-data", None, ())]
+    assert set(m.expect(q, exp_at + 500, exp_at + 900).answers) == {("no-data", None, (), ()), held}
+    assert m.expect(q, exp_at + 2000, exp_at + 3000).answers == [("no-data", None, (), ())]
 
 
 def test_model_too_late_rule_counts_open_sessions_from_the_lost_stop_window():
@@ -110,3 +110,24 @@ def test_model_too_late_rule_counts_open_sessions_from_the_lost_stop_window():
     # the Start speaks for up to the lost-Stop window: too late only a window later
     a = M.apply_history(recs[:1], r, {0: T0 + DEFAULT_STALE_AFTER_MS + 8 * H.HOUR + 1})
     assert a.too_late == {0}
+
+
+def test_model_past_the_lost_stop_window_is_end_unknown_not_no_data():
+    s = T0 // 1000
+    r = rules()
+    recs = [_radius(0, "Start", s), _radius(1, "Interim-Update", s + 600, **{"Acct-Session-Time": 600})]
+    m = M.Model(M.apply_history(recs, r), r, 2000)
+    last = T0 + 600_000
+    window = r["connect2ip"].stale_after_ms
+    now = T0 + window + H.HOUR
+    inside = _q("connect2ip", "100.64.0.1", last + window - 1)
+    past = _q("connect2ip", "100.64.0.1", last + window + 1)
+    across = _q("connect2ip", "100.64.0.1", last + window - 10, last + window + 10)
+    assert m.expect(inside, now, now).answers == [("ok", None, (("a@x", last + window - 1, last + window, None, None),), ())]
+    assert m.expect(past, now, now).answers == [(M.END_UNKNOWN, None, (), (("a@x", T0, last),))]
+    assert m.expect(across, now, now).answers == [
+        ("ok", None, (("a@x", last + window - 10, last + window, None, None),), (("a@x", T0, last),))]
+    # a Stop ends it: the end is known
+    stop = _radius(2, "Stop", s + 900, **{"Acct-Session-Time": 900})
+    m = M.Model(M.apply_history(recs + [stop], r), r, 2000)
+    assert m.expect(past, now, now).answers == [("no-data", None, (), ())]
