@@ -440,20 +440,26 @@ class Pipeline:
                 inside = {h.holder for h in nat}
                 return {"status": "ambiguous", "candidates": len(inside),
                         "detail": "CGNAT public address without a source port (RFC 6302)"}
-            rows, hops = [], []
+            rows, hops, unknown = [], [], []
             for h in nat:
                 inside = parse_network(h.holder)
                 ports = [h.port_first, h.port_last]
                 if not self.owns(operator, inside):  # the second hop lives on another worker
                     hops.append({"inside_ip": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms, "ports": ports})
                     continue
-                inner = iv.during(self.intervals_for(operator, "ip", inside.network_address),
-                                  h.from_ms, h.to_ms, stale_after_ms=op.stale_after_ms)
+                ivs = self.intervals_for(operator, "ip", inside.network_address)
+                inner = iv.during(ivs, h.from_ms, h.to_ms, stale_after_ms=op.stale_after_ms)
                 rows += [{"subscriber": r.holder, "from_ms": r.from_ms, "to_ms": r.to_ms,
                           "inside_ip": h.holder, "ports": ports} for r in inner]
+                unknown += [{"subscriber": u.holder, "from_ms": u.from_ms, "last_seen_ms": u.last_seen_ms,
+                             "window_ms": u.window_ms, "inside_ip": h.holder, "ports": ports}
+                            for u in iv.last_seen(ivs, h.from_ms, h.to_ms, stale_after_ms=op.stale_after_ms)]
+            out = {"status": "ok" if rows or hops else ("end-unknown" if unknown else "no-data"), "holders": rows}
+            if unknown:
+                out["end_unknown"] = unknown
             if hops:  # the asker completes them (agents.lookup_client.complete_hops)
-                return {"status": "ok", "holders": rows, "hops": hops}
-            return {"status": "ok" if rows else "no-data", "holders": rows}
+                out["hops"] = hops
+            return out
         ivs = self.intervals_for(operator, "ip", addr)
         rows = [{"subscriber": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms}
                 for h in iv.during(ivs, from_ms, to_ms, stale_after_ms=op.stale_after_ms)]

@@ -47,13 +47,17 @@ def complete_hops(answer: dict, inner: list[Optional[dict]]) -> dict:
     hops = list(answer.get("hops") or ())
     if len(inner) != len(hops):
         raise ValueError("one inner answer per hop")
+    unknown = list(answer.get("end_unknown") or ())
     for hop, ans in zip(hops, inner):
-        if ans is None or ans.get("status") not in ("ok", "no-data") or ans.get("hops"):
+        if ans is None or ans.get("status") not in ("ok", "no-data", "end-unknown") or ans.get("hops"):
             return {**out, "status": "error", "reason": "incomplete-hop", "holders": rows}
         rows += [{"subscriber": h["subscriber"], "from_ms": h["from_ms"], "to_ms": h["to_ms"],
                   "inside_ip": hop["inside_ip"], "ports": hop["ports"]} for h in ans.get("holders") or ()]
+        unknown += [{**h, "inside_ip": hop["inside_ip"], "ports": hop["ports"]} for h in ans.get("end_unknown") or ()]
     out["holders"] = rows
-    out["status"] = "ok" if rows else "no-data"
+    if unknown:
+        out["end_unknown"] = unknown
+    out["status"] = "ok" if rows else ("end-unknown" if unknown else "no-data")
     return out
 
 

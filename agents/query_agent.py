@@ -346,22 +346,27 @@ class QueryAgent:
         else:  # IPv6: one address, or a prefix's first address (finds the delegated prefix holding it)
             addrs = [str(net.network_address)]
         matches: list[dict] = []
+        unknown: list[dict] = []
         ambiguous = 0
         asks = [{"operator": op, "ip": a, "port": port, "from_ms": from_ms, "to_ms": to_ms}
                 for op in sorted(self.p.operators) for a in addrs]
         for q, r in zip(asks, await self.lookups.resolve_many(asks)):
             op, a = q["operator"], q["ip"]
-            if r is None or r.get("status") not in ("ok", "no-data", "ambiguous"):
+            if r is None or r.get("status") not in ("ok", "no-data", "ambiguous", "end-unknown"):
                 raise IpanonError(f"lookup {'timed out' if r is None else r.get('reason') or r.get('status')}")
             if r.get("status") == "ambiguous":
                 ambiguous += int(r.get("candidates", 0))
             elif r.get("status") == "ok":
                 matches += [{"operator": op, "address": a, **h} for h in r.get("holders", [])]
-        if not matches and not ambiguous:
+            # last holders whose session went silent past the lost-Stop window: end unknown
+            unknown += [{"operator": op, "address": a, **h} for h in r.get("end_unknown") or ()]
+        if not matches and not ambiguous and not unknown:
             return {"no_data": True}
         out: dict[str, Any] = {}
         if matches:
             out["matches"] = matches
+        if unknown:
+            out["end_unknown"] = unknown
         if ambiguous:
             out["ambiguous"] = ambiguous
         return out

@@ -756,6 +756,8 @@ def _answer_kind(result: Mapping[str, Any]) -> str:
         return "no-data"
     if "ambiguous" in result:
         return "ambiguous"
+    if "end_unknown" in result and not result.get("matches"):
+        return "end-unknown"  # a last holder whose session went silent: neither a match nor no data
     return "match"
 
 
