@@ -77,6 +77,15 @@ def _write_argfile(path: Path, args: list[str]) -> None:
     _write_private(path, "".join(quote(a) + "\n" for a in args).encode())
 
 
+def new_cluster_id(make_uuid=uuid.uuid4) -> str:
+    """A KRaft cluster id (22 characters of URL-safe base64) that does not start with "-":
+    StorageTool would read ``-t -…`` as an option and fail (1 start in 64)."""
+    while True:
+        cid = base64.urlsafe_b64encode(make_uuid().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 class BrokerError(Exception):
     """A one-line, actionable message about the local broker."""
 
@@ -322,7 +331,7 @@ class LocalBroker:
             scram = self._prepare_secure() if self.secure else []
             self.mtls_port = m.get("mtls_port")
             self._write_properties(m["port"], m["controller_port"], data)
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             # The SCRAM passwords reach StorageTool through a 0600 java @argfile, never argv:
             # /proc/<pid>/cmdline (ps) is readable by every local user.
             argfile = self.dir / "format.args"

@@ -288,3 +288,18 @@ def test_client_certificate_names_the_user(tmp_path):
     assert ssl_context(sec) is not None and sec.describe() == "SSL (mutual TLS)"
     # the broker's rule maps exactly CN=<user> to User:<user> (Kafka's RULE syntax, KIP-371)
     assert SSL_PRINCIPAL_RULES.startswith("RULE:^CN=([a-z0-9-]+)$/$1/")
+
+
+def test_cluster_id_never_starts_with_a_dash():
+    """StorageTool reads ``-t -abc…`` as a missing value: one local broker start in 64 failed."""
+    import base64
+    import uuid
+
+    from agents.broker import new_cluster_id
+
+    dash = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
+    ok = uuid.UUID(int=12345)
+    seq = iter([dash, dash, ok])
+    cid = new_cluster_id(lambda: next(seq))
+    assert cid == base64.urlsafe_b64encode(ok.bytes).decode().rstrip("=") and len(cid) == 22
+    assert all(not new_cluster_id().startswith("-") for _ in range(500))
