@@ -188,8 +188,12 @@ class Binding:
             raise Rejected("missing-address", "only a reset binding may lack an address")
         if not isinstance(self.at_ms, int) or isinstance(self.at_ms, bool):
             raise Rejected("bad-timestamp", "at_ms must be an integer")
-        for name in TEXT_FIELDS:
-            _check_text(getattr(self, name), name)
+        for v in (self.kind, self.action, self.operator, self.subscriber, self.session, self.nas, self.hwaddr,
+                  self.client_id, self.duid, self.circuit_id, self.remote_id):  # = TEXT_FIELDS, unrolled
+            if v is not None and (type(v) is not str or not v.isascii()):
+                for name in TEXT_FIELDS:  # the rare case: find the field and the reason
+                    _check_text(getattr(self, name), name)
+                break
         if self.kind == "nat" and self.action != "reset":
             if self.inside_ip is None:
                 raise Rejected("missing-attribute", "NAT binding without inside address")
