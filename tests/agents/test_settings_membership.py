@@ -7,8 +7,6 @@ deployment must never share one, or the group would fence one of them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from agents.settings import Settings
 
 
@@ -22,8 +20,9 @@ def test_instance_id_is_stable_for_one_worker_and_distinct_between_workers(tmp_p
     assert a.group_instance_id.startswith("ipanon-")
     assert a.group_instance_id != _s(app_id="ipanon", data_dir=tmp_path / "data2").group_instance_id
     assert a.group_instance_id != _s(app_id="other", data_dir=tmp_path / "data").group_instance_id
-    # the same directory named another way is the same worker
-    assert a.group_instance_id == _s(app_id="ipanon", data_dir=Path(str(tmp_path) + "/x/../data")).group_instance_id
+    # the same directory named another way (through a symlink) is the same worker
+    (tmp_path / "alias").symlink_to(tmp_path)
+    assert a.group_instance_id == _s(app_id="ipanon", data_dir=tmp_path / "alias" / "data").group_instance_id
 
 
 def test_instance_id_from_the_environment_wins(tmp_path):
