@@ -25,7 +25,7 @@ kafka: install
 demo: kafka
 	$(BIN)/ipanon demo
 
-# Before the run: which optional real peers (promtool, prometheus, chromium) are missing and the
+# Before the run: which optional real peers (promtool, prometheus, chromium, softflowd) are missing and the
 # command that installs them; after it: how many tests their absence skipped (.ci/peers.py).
 JUNIT := .pytest_cache/make-test-junit.xml
 test: kafka

@@ -33,6 +33,8 @@ PEERS = (
     Peer("prometheus", ("prometheus",), "prometheus", "a real Prometheus scraping the worker (tests/e2e/test_operations.py)"),
     Peer("chromium", ("chromium", "chromium-browser"), "chromium",
          "the status page rendered in headless Chromium (tests/e2e/test_operations.py)"),
+    Peer("softflowd", ("softflowd",), "softflowd",
+         "a real IPFIX exporter feeding the collector (tests/e2e/test_cgnat_softflowd.py)"),
 )
 
 
