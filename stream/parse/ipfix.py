@@ -31,7 +31,10 @@ turn each received message into one **self-contained message per data record** (
 record's template set + a data set with that record): ``Splitter.split``.  A data set whose
 template is unknown or expired is forwarded as it came (without a template), so the worker
 dead-letters it as ``unknown-template`` instead of losing it silently.  Options data records
-(metadata such as sampling, no NAT event) are counted and not forwarded.
+(metadata such as sampling, no NAT event) are counted and not forwarded.  When the exporter's
+own records do not name it, the self-contained message gets ``exporterIPv4Address`` (or IPv6)
+= the sender's address appended to its template and record, so the binding's ``nas`` says which
+CGN logged it.
 
 Decoded values are named as IANA names them and handed to the same NAT-event rules as
 ``ipfix-json`` (``ipfix_json.bindings``): natEvent 16/17 port blocks, 4/5 and 6/7 sessions, 8-11
@@ -252,6 +255,23 @@ def _set(sid: int, body: bytes) -> bytes:
     return SET_HEADER.pack(sid, SET_HEADER.size + len(body)) + body
 
 
+def _with_exporter(t: Template, exporter: str) -> tuple[bytes, bytes]:
+    """The template record (and per-record suffix) with the exporter's address appended as
+    exporterIPv4Address/exporterIPv6Address, unless the exporter already sends one: the
+    self-contained message then still says which CGN it came from (the binding's ``nas``,
+    which routing realms map)."""
+    if any(pen == 0 and ie in (130, 131) for ie, _l, pen in t.fields):
+        return t.raw, b""
+    try:
+        a = ipaddress.ip_address(exporter)
+    except ValueError:
+        return t.raw, b""
+    ie = 130 if a.version == 4 else 131
+    tid, count = struct.unpack_from("!HH", t.raw)
+    tmpl = struct.pack("!HH", tid, count + 1) + t.raw[4:] + struct.pack("!HH", ie, len(a.packed))
+    return tmpl, a.packed
+
+
 @dataclass
 class SplitStats:
     messages: int = 0
@@ -289,13 +309,13 @@ class Splitter:
                     self.stats.unknown_sets += 1
                     out.append(message(domain, export_s, seq, [whole]))
                     continue
+                tmpl, extra = _with_exporter(t, exporter)
                 for _values, raw in records(t, body):
                     if t.scope_count:
                         self.stats.options_records += 1
                         continue
                     self.stats.records += 1
-                    out.append(message(domain, export_s, seq,
-                                       [_set(2, t.raw), _set(sid, raw)]))
+                    out.append(message(domain, export_s, seq, [_set(2, tmpl), _set(sid, raw + extra)]))
             else:
                 raise _bad(f"reserved set id {sid}")
         return out

@@ -141,3 +141,18 @@ def test_file_framer_reads_concatenated_messages():
             + enc.message([enc.data_set(256, enc.BLOCK, rows[1:])]))
     recs = list(get_format("ipfix").frame([data[:10], data[10:]]))
     assert got(recs) == [expected(r) for r in rows]
+
+
+def test_the_exporter_address_becomes_the_bindings_nas():
+    row = block(16, "100.64.0.7", "198.51.100.7", 40000, 40127)
+    out = Splitter().split(enc.message([enc.template_set(256, enc.BLOCK), enc.data_set(256, enc.BLOCK, [row])]),
+                           "192.0.2.1", T0)
+    (b,) = get_format("ipfix").parse(out[0], operator="op")
+    assert b.nas == "192.0.2.1"
+    # an exporter that names itself keeps its own value
+    names = enc.BLOCK + ["exporterIPv4Address"]
+    out = Splitter().split(enc.message([enc.template_set(256, names),
+                                        enc.data_set(256, names, [{**row, "exporterIPv4Address": "10.9.9.9"}])]),
+                           "192.0.2.1", T0)
+    (b,) = get_format("ipfix").parse(out[0], operator="op")
+    assert b.nas == "10.9.9.9"
