@@ -65,8 +65,11 @@ def test_bad_and_too_late_records_are_dead_lettered_alone(worker_factory, bootst
     expected_ids = set(record_ids(seed, policy, expected_bindings))
     assert len(expected_ids) == 300
 
-    wait_for(lambda: len(read_all(bootstrap, w.topics.deadletter)) >= 3, timeout_s=120, what="3 dead letters")
-    wait_for(lambda: len(read_all(bootstrap, w.topics.stats)) >= 300, timeout_s=120, what="300 stats records")
+    try:
+        wait_for(lambda: len(read_all(bootstrap, w.topics.deadletter)) >= 3, timeout_s=240, what="3 dead letters")
+    except AssertionError:
+        raise AssertionError("no dead letters; worker log tail:\n" + w.log()[-3000:]) from None
+    wait_for(lambda: len(read_all(bootstrap, w.topics.stats)) >= 300, timeout_s=240, what="300 stats records")
     time.sleep(3)  # anything extra would land by now (only ever adds records to check)
 
     dead = [json.loads(r.value) for r in read_all(bootstrap, w.topics.deadletter)]
