@@ -87,6 +87,7 @@ class Checker:
         self.detailed = 0
         self.sent_at: dict = {}   # Raw seq -> when it was sent
         self.coords: dict = {}    # (topic, partition, offset) -> Raw seq
+        self.parsed: dict = {}    # Raw seq -> bindings (the model's parse, done once)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -174,12 +175,16 @@ class Checker:
 
     # -- faults -----------------------------------------------------------------------------
 
-    def fault(self, kind: str, w, state: dict) -> str:
+    def fault(self, kind: str, w, state: dict, while_down: Callable[[], None] = lambda: None) -> str:
+        """Inject one fault; ``while_down`` runs while the worker (or broker) is down: records
+        sent then wait as a backlog, which the restarted worker takes in large batches."""
         if kind == "sigterm":
             w.stop(signal.SIGTERM)
+            while_down()
             w.start()
         elif kind == "sigkill":
             w.stop(signal.SIGKILL)
+            while_down()
             w.start()
         elif kind == "twin":
             if state.get("twin") is None:
@@ -192,6 +197,7 @@ class Checker:
             self.broker.stop()
             time.sleep(1.0)
             self.broker.start(quiet=True)
+            while_down()  # (the broker must be up to take them; the worker is reconnecting)
         else:
             raise ValueError(kind)
         self.res["restarts"] += 1
@@ -322,7 +328,7 @@ class Checker:
                 kinds.append("twin")
             rounds = len(kinds) + 1
             recs = h.records
-            per_round = max(1, (p.lookups - p.restart_probe * len(kinds)) // (2 * rounds + 1))
+            per_round = max(1, (p.lookups - p.restart_probe * (len(kinds) + 3)) // (2 * rounds + 1))
             sent = 0
 
             def settle_and_ask(when: str, n: int, probe: int = 0) -> None:
@@ -341,21 +347,32 @@ class Checker:
             for i in range(rounds):
                 chunk = recs[i * len(recs) // rounds:(i + 1) * len(recs) // rounds]
                 if i < len(kinds):
-                    cut = self.rng.randint(len(chunk) // 4, 3 * len(chunk) // 4)
+                    cut = self.rng.randint(len(chunk) // 4, len(chunk) // 2)
+                    down = self.rng.randint(cut, 3 * len(chunk) // 4)
                     self.send(w, chunk[:cut])
-                    sent += cut
-                    kind = self.fault(kinds[i], w, state)  # while the worker is busy with the chunk
+
+                    def backlog(part=chunk[cut:down]) -> None:
+                        self.send(w, part)
+
+                    # while the worker is busy with the chunk
+                    kind = self.fault(kinds[i], w, state, backlog)
+                    if kind in ("twin-join", "twin-leave"):
+                        backlog()
+                    sent += down
                     if state.get("twin") is not None and state["twin"] not in workers:
                         workers.append(state["twin"])
                     settle_and_ask(f"right after {kind} #{self.res['restarts']} (round {i})", per_round,
                                    probe=p.restart_probe)
-                    self.send(w, chunk[cut:])
-                    sent += len(chunk) - cut
+                    self.send(w, chunk[down:])
+                    sent += len(chunk) - down
                     settle_and_ask(f"round {i}, after {kind}", per_round)
                 else:
                     self.send(w, chunk)
                     sent += len(chunk)
                     settle_and_ask(f"final round {i}", per_round)
+            # a last restart: the whole history read back from the changelog
+            kind = self.fault("sigterm", w, state)
+            settle_and_ask(f"right after the final {kind}", per_round, probe=3 * p.restart_probe)
             if state.get("twin") is not None:
                 state.pop("twin").stop(signal.SIGTERM)
             if not self.caught_up(w, [w], stats=True):
@@ -374,7 +391,7 @@ class Checker:
                 x.stop(signal.SIGTERM)
 
     def model(self, records: list, rules: dict, bound: int) -> M.Model:
-        return M.Model(M.apply_history(records, rules, self.sent_at, SLACK_MS), rules, bound)
+        return M.Model(M.apply_history(records, rules, self.sent_at, SLACK_MS, self.parsed), rules, bound)
 
     def check_outputs(self, w, h: H.History, model: M.Model, rules: dict) -> None:
         """Statistics: one record per accepted binding (ids from the operator's key), none for

@@ -160,7 +160,7 @@ class _Gen:
             sid = 0
             for a in range(sh.addresses_per_nas):
                 addr = f"100.{64 + oi}.{n}.{a + 1}"
-                v6 = f"2001:db8:{oi:x}{n:x}{a:02x}:{rng.randrange(16):x}00::/56" if rng.random() < sh.p_v6 else None
+                v6 = f"2001:db8:{oi:x}{n:02x}:{a:02x}00::/56" if rng.random() < sh.p_v6 else None
                 self.pools[op].radius_v4.append(addr)
                 if v6:
                     self.pools[op].radius_v6.append(v6)
@@ -395,11 +395,15 @@ def generate(seed: int, t0_ms: int, operators: list[str], shape: Optional[Shape]
 
 
 def shape_for(events: int, operators: int) -> Shape:
-    """A shape giving roughly ``events`` records over ``operators`` operators."""
-    # one NAS address yields ≈ 20 records over 5 h; DHCP and NAT add about a quarter
-    per_op = max(200, events // max(1, operators))
-    nases = max(1, min(32, per_op // 600))
-    addrs = max(4, int(per_op * 0.75 / (20 * nases)))
-    return Shape(nases=nases, addresses_per_nas=min(addrs, 250), dhcp_servers=max(1, nases // 4), burst=max(20, per_op // 12),
-                 dhcp_addresses=max(4, min(250, per_op // 160)), nat_boxes=max(1, nases // 4),
-                 nat_blocks=min(16, max(4, per_op // 1500)))
+    """A shape giving roughly ``events`` records over ``operators`` operators: about 60 % RADIUS
+    sessions (≈ 26 records per address over the 5 h span), 15 % back-to-back sessions (3 each),
+    15 % DHCP (≈ 29 per address), 10 % CGNAT (≈ 12 per port block)."""
+    per_op = max(400, events // max(1, operators))
+    nases = max(1, min(32, per_op // 1500))
+    addrs = max(4, min(250, round(0.6 * per_op / 26 / nases)))
+    servers = max(1, nases // 4)
+    blocks = max(4, round(0.1 * per_op / 12))
+    boxes = max(1, min(16, blocks // 16))
+    return Shape(nases=nases, addresses_per_nas=addrs, burst=max(10, round(0.15 * per_op / 3)),
+                 dhcp_servers=servers, dhcp_addresses=max(2, min(250, round(0.15 * per_op / 29 / servers))),
+                 nat_boxes=boxes, nat_blocks=max(4, min(60, blocks // boxes)))

@@ -88,10 +88,13 @@ def parse(raw: Any, rules: OperatorRules) -> list:
     return get_format(raw.fmt).parse(raw.value, operator=raw.operator, **ctx)
 
 
-def apply_history(records: list, rules: dict, ingest_ms: Optional[dict] = None, slack_ms: int = 0) -> Applied:
+def apply_history(records: list, rules: dict, ingest_ms: Optional[dict] = None, slack_ms: int = 0,
+                  cache: Optional[dict] = None) -> Applied:
     """Apply ``records`` in order.  ``ingest_ms``: seq → the instant the record was sent (it
-    is ingested within ``slack_ms`` after); records too late by then bind nothing."""
+    is ingested within ``slack_ms`` after); records too late by then bind nothing.  ``cache``:
+    seq → bindings, kept between calls on growing prefixes of one history."""
     m = Applied()
+    cache = {} if cache is None else cache
     for r in records:
         if r.kind == "bad":
             try:
@@ -100,7 +103,9 @@ def apply_history(records: list, rules: dict, ingest_ms: Optional[dict] = None, 
             except Rejected as e:
                 m.rejected[r.seq] = e.reason
             continue
-        bs = parse(r, rules[r.operator])  # a record that does not parse is a generator bug
+        bs = cache.get(r.seq)
+        if bs is None:
+            bs = cache[r.seq] = parse(r, rules[r.operator])  # a record that does not parse is a generator bug
         at = (ingest_ms or {}).get(r.seq)
         if at is not None:
             late = rules[r.operator].too_late(bs, at)
