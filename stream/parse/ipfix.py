@@ -323,6 +323,8 @@ class Splitter:
 
 def decode(record: bytes) -> list[dict]:
     """The data records of one self-contained message, as IANA-named values."""
+    if len(record) > MAX_MESSAGE:
+        raise Rejected("oversized", f"record larger than an IPFIX message ({MAX_MESSAGE} bytes)")
     length, _export_s, _seq, domain = _header(record)
     if length != len(record):
         raise _bad("trailing bytes after the message")

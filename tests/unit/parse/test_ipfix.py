@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-import ipfix_encode as enc
+from tests.unit.parse import ipfix_encode as enc
 from stream.errors import Rejected
 from stream.parse import get_format
 from stream.parse.ipfix import Splitter

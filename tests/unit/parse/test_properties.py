@@ -12,7 +12,7 @@ from stream.errors import Rejected
 from stream.model import Binding
 from stream.parse import formats
 
-import ipfix_encode
+from tests.unit.parse import ipfix_encode
 
 SEEDS = {
     "radius-json": b'{"User-Name":"u","Acct-Status-Type":"Start","Acct-Session-Id":"s","NAS-IP-Address":"192.0.2.1",'
