@@ -37,6 +37,10 @@ BAD_RECORDS = [
 ]
 
 
+
+#: the longest the demo's synthetic records arrive after their session ended (its history span)
+DEMO_INGEST_LAG_MS = 3 * 3_600_000
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run the whole pipeline on an embedded local broker and check it",
@@ -89,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
         operators = operator_names(operators_dir)
         topics = Topics("ipanon")
         keys = work / "keys"
+        # the demo replays about 3 h of history at once, so its raw records arrive up to 3 h after
+        # the sessions they end: the plan must budget that lag (raw topics keep data 3 h less),
+        # or the worker rightly dead-letters the old Stops as too late for the promise
         settings = Settings(bootstrap=bootstrap, operators_dir=operators_dir, keys_dir=keys,
-                            data_dir=work / "worker", heartbeat_ms=5000)
+                            data_dir=work / "worker", heartbeat_ms=5000, ingest_lag_ms=DEMO_INGEST_LAG_MS)
         plan = apply_topics(settings)
         ensure_demo_keys(keys, operators)
         strictest = min(plan.retention.values(), key=lambda r: r.promise_ms)
@@ -103,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         worker = subprocess.Popen(
             [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap,
              "--operators", str(operators_dir), "--keys", str(keys), "--data-dir", str(work / "worker"),
-             "--web-port", "0", "--heartbeat-ms", "5000", "--loglevel", "warning"],
+             "--web-port", "0", "--heartbeat-ms", "5000", "--ingest-lag-ms", str(DEMO_INGEST_LAG_MS),
+             "--loglevel", "warning"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True)
         prog.step(f"worker started (pid {worker.pid}, log {work / 'worker.log'})")
 
@@ -163,6 +171,13 @@ def run(args: argparse.Namespace) -> int:
                 last = stats_out
             if stats_out >= expected_bindings and rejected >= len(BAD_RECORDS):
                 break
+            if rejected > len(BAD_RECORDS):  # a fed record the demo meant to be good was refused: say why now
+                from collections import Counter
+
+                reasons = Counter(json.loads(r.value).get("reason") for r in read_all(bootstrap, topics.deadletter))
+                raise CliError(f"the worker dead-lettered {rejected} records, only {len(BAD_RECORDS)} were meant to "
+                               f"be bad: " + ", ".join(f"{n} {k}" for k, n in reasons.most_common())
+                               + f"; see {work / 'worker.log'} (use --keep)")
             if worker.poll() is not None:
                 raise CliError(f"worker exited with code {worker.returncode}; see {work / 'worker.log'} (use --keep)")
             if time.monotonic() > deadline:
