@@ -93,8 +93,6 @@ def prepare(settings: Settings) -> tuple[dict[str, OperatorRuntime], TopicPlan]:
     from .kafka_admin import prepare_retention
 
     policies = load_policies(settings.operators_dir)
-    Path(settings.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    Path(settings.data_dir).chmod(0o700)  # table state and default keys: owner only (docs/security.md)
     kd = keys_dir(settings)
     keys = {name: load_key(kd, name) for name in policies}
     admin = _admin(settings)
@@ -103,6 +101,9 @@ def prepare(settings: Settings) -> tuple[dict[str, OperatorRuntime], TopicPlan]:
                                  make_layout(settings.topic_prefix, settings.app_id))
     finally:
         admin.close()
+    Path(settings.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    # table state and default keys: owner only (docs/security.md); made once every check passed
+    Path(settings.data_dir).chmod(0o700)
     out = {}
     for name, pol in policies.items():
         ttl = plan.retention[name].ttl_ms
