@@ -6,10 +6,11 @@ every status reply and sealed answer to ``<prefix>-query-responses`` (keyed by r
 request id is *authenticated* to ``<prefix>-query-responses-<authority>``; ``ipanon acl``
 grants authority *A* a literal Read ACL on its own topic and nothing else.
 
-Not copied: replies with ``request_id`` null or ``"authenticated": false`` (the desk refused
-them before the signature verified, so the authority part of the id is only claimed — copying
-would let anyone make the worker create topics for invented names).  Those stay on the shared
-topic, visible to the operator's staff through the audit trail.
+Not copied: replies with ``request_id`` null; replies with ``"authenticated": false`` (the
+desk refused them before the signature verified, so the authority part of the id is only
+claimed) are copied only to a reply topic that already exists — creating one would let anyone
+make the worker create topics for invented names — so an authority sees that something forged
+a request in its name (``ipanon query status``).
 
 The per-authority topics are created on first use with the configs the retention plan
 computed for the shared reply topic (same role, same promise; ``stream.policy`` plans the
@@ -31,15 +32,17 @@ log = logging.getLogger("ipanon.answers")
 AUTHORITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-def authority_of(value: Optional[bytes]) -> Optional[str]:
-    """The authority whose reply this is, or None if it must not be routed (pure)."""
+def authority_of(value: Optional[bytes], *, claimed: bool = False) -> Optional[str]:
+    """The authority whose reply this is, or None if it must not be routed (pure).  A reply to
+    an unauthenticated message names an authority only as claimed: ``claimed=True`` returns
+    that name too (the router then copies it only to a reply topic that already exists)."""
     if value is None:
         return None
     try:
         msg = json.loads(value)
     except (ValueError, TypeError):
         return None
-    if not isinstance(msg, dict) or msg.get("authenticated") is False:
+    if not isinstance(msg, dict) or (msg.get("authenticated") is False and not claimed):
         return None
     rid = msg.get("request_id")
     if not isinstance(rid, str) or "/" not in rid:
@@ -87,8 +90,14 @@ class AnswerRouter:
                 try:
                     authority = authority_of(event.message.value)
                     if authority is None:
-                        self.p.count("answers:not-routed")
-                        continue
+                        # a refusal of a forged message claiming an authority: shown to that
+                        # authority (``ipanon query status``) only if its reply topic exists,
+                        # so nobody can make the worker create topics for invented names
+                        claimed = authority_of(event.message.value, claimed=True)
+                        if claimed is None or claimed not in self.topics:
+                            self.p.count("answers:not-routed")
+                            continue
+                        authority = claimed
                     t = await self.topic_for(authority)
                     t.send_soon(key=event.message.key, value=event.message.value, partition=0)
                     self.p.count("answers:routed")

@@ -134,10 +134,13 @@ class OperatorState:
 Summary = Union[int, tuple[tuple[int, bool], ...]]
 
 
-def summarize(ivs: Iterable[iv.Interval], stale_after_ms: int) -> Summary:
+def summarize(ivs: Iterable[iv.Interval], stale_after_ms: int,
+              is_held: Optional[Any] = None) -> Summary:
     """What the compliance fold needs of one key's intervals — independent of the clock, so a
-    key's summary can be kept until its value changes."""
-    out = tuple((i.effective_end(stale_after_ms), bool(i.held)) for i in ivs)
+    key's summary can be kept until its value changes.  ``is_held(interval)``: under an active
+    legal hold (the sweeper keeps those; they are counted as held, never as overdue)."""
+    out = tuple((i.effective_end(stale_after_ms), bool(i.held or (is_held is not None and is_held(i))))
+                for i in ivs)
     if len(out) == 1 and not out[0][1]:
         return out[0][0]
     return out
@@ -314,9 +317,12 @@ class Metrics:
                              ("operator", "purpose"), registry=r)
         self.ttl = Gauge("ipanon_ttl_seconds", "Table TTL from the retention plan (expiry = end + TTL)",
                          ("operator",), registry=r)
+        # exported by _StateCollector only once a check has run: a gauge registered here reads
+        # 0 (broken) before the first check while /status says it has not checked yet
         self.audit_ok = Gauge("ipanon_audit_chain_ok", "1 if the audit trail verified at the last check, 0 if broken "
-                              "(absent until the first check)", registry=r)
-        self.audit_records = Gauge("ipanon_audit_chain_records", "Audit records verified at the last check", registry=r)
+                              "(absent until the first check)", registry=None)
+        self.audit_records = Gauge("ipanon_audit_chain_records", "Audit records verified at the last check",
+                                   registry=None)
         self.audit_checked = Gauge("ipanon_audit_chain_checked_timestamp_seconds",
                                    "Unix time of the last audit trail verification", registry=r)
         self.last_expiry = Gauge("ipanon_last_expiry_timestamp_seconds", "Unix time intervals were last expired",
@@ -449,6 +455,7 @@ class Metrics:
         self._packed_for = names
         kept = errors = pending = 0
         budget = self.open_budget
+        held_keys = self._held_keys(now)  # keys a legal hold may cover: summarised afresh every walk
         kp = table._key_partition()
         active = table.active
         # a snapshot of the keys (10M: 0.14 s, the one block a walk costs at that size); taken
@@ -472,6 +479,17 @@ class Metrics:
             if raw is None or kp.get(key) not in active:
                 if seen.pop(key, None) is not None:
                     del packed[key]
+                continue
+            if key in held_keys:
+                if seen.pop(key, None) is not None:
+                    del packed[key]
+                operator = iv.operator_of(key)
+                try:
+                    net, ivs = vaults[operator].open(key, raw) if vaults else (None, iv.decode(raw))
+                    fold.add(operator, summarize(ivs, stale[operator], held_keys[key](net)))
+                    kept += 1
+                except Exception:  # noqa: BLE001 - an unreadable value must not break a scrape
+                    errors += 1
                 continue
             was = seen.get(key)
             if was is raw:
@@ -514,6 +532,32 @@ class Metrics:
         self.scan_pending = pending
         self.walks += 1
         self._scan = (t_start, now, fold.result())
+
+    def _held_keys(self, now_ms: int) -> dict:
+        """Table keys an active legal hold may cover (each hold names one address or at most a
+        /64: the keys of its address's containing networks, both slots), each with a factory
+        ``f(network) -> is_held(interval)``.  Empty without holds or vaults."""
+        holds = getattr(self.p, "holds", None)
+        vaults = getattr(self.p, "vaults", None)
+        if not holds or not getattr(holds, "holds", ()) or not vaults:
+            return {}
+        out: dict = {}
+        for h in holds.holds:
+            vault = vaults.get(h.operator)
+            if vault is None or now_ms >= h.until_ms:
+                continue
+            op = h.operator
+
+            def factory(net: Any, op: str = op) -> Any:
+                def held(i: iv.Interval) -> bool:
+                    ports = (i.port_first, i.port_last) if i.port_first is not None else None
+                    return holds.is_held(op, net, (i.start_ms, i.end_ms), now_ms, ports=ports)
+                return held
+
+            for slot in ("ip", "nat"):
+                for net in iv.candidate_networks(h.network.network_address):
+                    out[vault.key(slot, net)] = factory
+        return out
 
     # -- consumer lag ------------------------------------------------------------------------
 
@@ -682,11 +726,13 @@ class _StateCollector:
             lag.add_metric([topic, m.role_of(topic), str(part)], n)
         yield lag
         st = m.audit_state()
-        if st is not None and "ok" in st:
+        if st is not None and st.get("ok") is not None:
             m.audit_ok.set(1 if st["ok"] else 0)
             m.audit_records.set(st.get("records", 0))
             if st.get("checked_ms"):
                 m.audit_checked.set(st["checked_ms"] / 1000)
+            for g in (m.audit_ok, m.audit_records, m.audit_checked):
+                yield from g.collect()
 
 
 def _sensor_class():

@@ -61,7 +61,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Optional
 
-from stream.access import Decision, Policy, QueryDesk, Registry
+from stream.access import Decision, JunkLedger, Policy, QueryDesk, Registry, is_junk
 from stream.audit import AuditChain, canonical
 from stream.errors import ConfigError, IpanonError, Rejected
 from stream.hold import HOLD_MESSAGE_TYPES, HoldDecision, HoldDesk, HoldSet, LegalHold
@@ -109,6 +109,56 @@ def load_policy(settings: Any) -> Policy:
             return Policy.from_mapping(tomllib.load(f), source=str(path))
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the access policy ({type(e).__name__})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the audit anchor key
+
+ANCHOR_KEY_FILE = "audit-anchor.key"
+ANCHOR_PUB_FILE = "audit-anchor.pub"
+
+
+def load_anchor_key(keys_dir: Path):
+    """The desk's Ed25519 checkpoint key (``<keys>/audit-anchor.key``, 64 hex chars, mode
+    0600), created on first use; its public half is written to ``audit-anchor.pub``
+    (``ed25519:<hex>``) for ``ipanon audit verify --anchor-key``."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from stream.access import public_key_text
+
+    from .keystore import require_private
+
+    path = Path(keys_dir) / ANCHOR_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+    require_private(path, "audit anchor key")
+    try:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
+    except ValueError:
+        raise ConfigError(f"{path}: the audit anchor key must hold 64 hex characters") from None
+    pub = Path(keys_dir) / ANCHOR_PUB_FILE
+    text = public_key_text(key.public_key()) + "\n"
+    if not pub.exists() or pub.read_text() != text:
+        pub.write_text(text)
+    return key
+
+
+def read_anchor_public(path: Path):
+    """An anchor public key from a file holding ``ed25519:<hex>`` (``audit-anchor.pub``)."""
+    from stream.access import _parse_key
+
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the anchor key ({type(e).__name__})") from None
+    return _parse_key(text, "ed25519", str(path))
+
+
+def checkpoint_period_ms(settings: Any) -> int:
+    """How often an idle desk still writes a checkpoint: 60 heartbeats (1 h by default)."""
+    return 60 * int(settings.heartbeat_ms)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,6 +253,15 @@ class QueryAgent:
         self.state_topic = app.topic(n.query_state, **raw)
         self.desk = QueryDesk(self.registry, self.policy)
         self.holddesk = self._new_holddesk()
+        from .runtime import keys_dir
+
+        self.anchor_key = load_anchor_key(keys_dir(s))  # only the desk signs checkpoints
+        self.checkpoint_ms = checkpoint_period_ms(s)
+        self.anchored: tuple[Optional[str], int] = (None, 0)  # (head, ms) of the last checkpoint written
+        self.junk = JunkLedger([*self.registry.authorities, *self.registry.staff])
+        self.junk_interval_ms = 10 * int(s.heartbeat_ms)  # one summary per identity and reason per interval
+        p.audit_anchor_public = self.anchor_key.public_key()
+        p.audit_checkpoint_ms = self.checkpoint_ms
         self.lookups = RemoteLookups(p)  # resolution on whichever worker owns each address
         self.chain = AuditChain()
         self.offset = -1           # last inbox offset decided (from the snapshot)
@@ -250,23 +309,25 @@ class QueryAgent:
             return HoldDesk(self.registry, self.policy, self.p.operators, charge)
         return HoldDesk.from_dict(state, self.registry, self.policy, self.p.operators, charge)
 
-    def _load_sync(self) -> tuple[QueryDesk, AuditChain, dict, int]:
+    def _load_sync(self) -> tuple[QueryDesk, AuditChain, dict, int, dict]:
         n, b = self.p.names, self.p.settings.bootstrap
         rec = last_record(b, n.audit)
         chain = AuditChain.resume(rec.value if rec is not None else None)
         snap = last_record(b, n.query_state)
         if snap is None or snap.value is None:
-            return QueryDesk(self.registry, self.policy), chain, {}, -1
+            return QueryDesk(self.registry, self.policy), chain, {}, -1, {}
         st = decode_snapshot(snap.value)
         desk = QueryDesk.from_dict(st["desk"], self.registry, self.policy)
         holds = st.get("hold_desk") or {"active": st.get("holds", [])}  # older snapshots: active holds only
-        return desk, chain, holds, int(st["offset"])
+        return desk, chain, holds, int(st["offset"]), st.get("junk") or {}
 
     async def reload(self) -> None:
         """Desk, chain and holds from the broker (start-up and every (re)assignment)."""
         loop = asyncio.get_running_loop()
-        self.desk, self.chain, holds, self.offset = await loop.run_in_executor(None, self._load_sync)
+        self.desk, self.chain, holds, self.offset, junk = await loop.run_in_executor(None, self._load_sync)
+        self.junk.load(junk)
         self.holddesk = self._new_holddesk(holds)
+        self.anchored = (None, 0)  # anchor whatever the trail ends with at the next save
         self.stale = False
         log.info("query desk loaded: %d pending, audit seq %d, %d holds (%d pending), inbox offset %d",
                  len(self.desk.pending()), self.chain.next_seq, len(self.holddesk.active),
@@ -285,10 +346,16 @@ class QueryAgent:
     async def save(self, now: int) -> None:
         """Deliver every queued output, then write the snapshot and deliver it: the snapshot
         never claims an offset whose outputs are not on the broker."""
+        head, at = self.anchored
+        if self.chain.head != head or now - at >= self.checkpoint_ms:
+            # a signed checkpoint after every batch of records, and periodically while idle
+            self._out.append((self.audit, None, self.chain.checkpoint(self.anchor_key, now), 0))
+            self.anchored = (self.chain.head, now)
         await self.deliver()
         state = {"v": 1, "desk": self.desk.to_dict(),
                  "holds": [h.to_dict() for h in self.holddesk.active.values()],
-                 "hold_desk": self.holddesk.to_dict(), "offset": self.offset, "saved_ms": now}
+                 "hold_desk": self.holddesk.to_dict(), "junk": self.junk.to_dict(), "offset": self.offset,
+                 "saved_ms": now}
         self._out.append((self.state_topic, STATE_KEY, encode_snapshot(state), 0))
         await self.deliver()
         self.saved_ms, self.dirty = now, False
@@ -301,10 +368,20 @@ class QueryAgent:
     def _reply(self, key: Optional[str], reply: dict) -> None:
         self._out.append((self.responses, key.encode() if key else None, canonical(reply), None))
 
-    async def emit(self, d: Decision, now: int) -> None:
+    def _junk(self, reason: Optional[str], key: Optional[bytes], now: int) -> None:
+        """Unauthenticated input: counted per claimed identity, audited later as a summary."""
+        ident = self.junk.identity(key)
+        self.junk.add(ident, reason or "unknown", now)
+        self.p.count(f"query:junk_{ident}")
+
+    async def emit(self, d: Decision, now: int, key: Optional[bytes] = None) -> None:
         """Audit a decision, send its reply, and answer it when it is ready."""
-        for ev in d.events:
-            self._audit(ev, now)
+        authenticated = not (d.reply or {}).get("authenticated") is False
+        if is_junk(d.status, d.reason, authenticated):
+            self._junk(d.reason, key, now)
+        else:
+            for ev in d.events:
+                self._audit(ev, now)
         if d.reply is not None:
             self._reply(d.request_id, d.reply)
         self.p.count(f"query:{d.status}" + (f":{d.reason}" if d.reason else ""))
@@ -382,11 +459,14 @@ class QueryAgent:
             return self.holddesk.release(value, now)
         return self.holddesk.submit(value, now)
 
-    def emit_hold(self, d: HoldDecision, now: int) -> None:
+    def emit_hold(self, d: HoldDecision, now: int, key: Optional[bytes] = None) -> None:
         """Audit every step (id, case, requester, reason; never the address), confirm on the
         responses topic under the hold id, and publish what took effect on the holds topic."""
-        for ev in d.events:
-            self._audit(ev, now)
+        if is_junk(d.status, d.reason, d.authenticated):
+            self._junk(d.reason, key, now)
+        else:
+            for ev in d.events:
+                self._audit(ev, now)
         if d.reply is not None:
             self._reply(d.hold_id, d.reply)
         if d.publish is not None:
@@ -444,11 +524,11 @@ class QueryAgent:
         except (ValueError, UnicodeDecodeError):
             pass
         if typ == "approval":
-            await self.emit(self.desk.approve(value, now), now)
+            await self.emit(self.desk.approve(value, now), now, key)
         elif typ in HOLD_MESSAGE_TYPES or typ == "hold-set" or key == HOLD_KEY:
-            self.emit_hold(self.hold_decide(typ, value if value is not None else b"", now), now)
+            self.emit_hold(self.hold_decide(typ, value if value is not None else b"", now), now, key)
         else:
-            await self.emit(self.desk.submit(value if value is not None else b"", now), now)
+            await self.emit(self.desk.submit(value if value is not None else b"", now), now, key)
         self.dirty = True
 
     async def run(self, stream: Any) -> None:
@@ -496,6 +576,9 @@ class QueryAgent:
                     self.dirty = True
                 for hd_ in self.holddesk.expire(now):
                     self.emit_hold(hd_, now)
+                    self.dirty = True
+                for ev in self.junk.flush(now, self.junk_interval_ms):
+                    self._audit(ev, now)
                     self.dirty = True
                 if self.dirty or now - self.saved_ms >= self.p.settings.heartbeat_ms // 2:
                     await self.save(now)

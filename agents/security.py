@@ -376,3 +376,75 @@ def probe(bootstrap: str, sec: Optional[KafkaSecurity] = None, *, timeout_s: flo
             conn.close()
 
     return asyncio.run(asyncio.wait_for(run(), timeout_s))
+
+
+# -- saying what failed ---------------------------------------------------------------------
+
+class ConnectFailed(Exception):
+    """A connection check failed; ``kind`` is ``unreachable`` | ``authentication`` |
+    ``tls-verification`` | ``protocol`` | ``timeout``; the message is safe to print."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def diagnose(bootstrap: str, sec: Optional[KafkaSecurity] = None, *, timeout_s: float = 5.0) -> list[str]:
+    """Connect once (``probe``) and say what failed in one line, within ``timeout_s``: the
+    kafka clients themselves only report a ``KafkaTimeoutError`` after their full timeout
+    for a wrong password, an untrusted certificate, a plaintext client on a TLS listener and
+    an unreachable broker alike.  Returns the visible topic names; raises ``ConnectFailed``."""
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+
+    sec = current() if sec is None else sec
+    who = sec.describe()
+    try:
+        return probe(bootstrap, sec, timeout_s=timeout_s)
+    except SaslAuthenticationFailed:
+        raise ConnectFailed("authentication", f"authentication failed at {bootstrap} ({who}): wrong password "
+                                              f"or unknown user") from None
+    except ssl.SSLCertVerificationError:
+        raise ConnectFailed("tls-verification", f"TLS verification failed at {bootstrap}: the broker's certificate "
+                                                f"is not signed by the trusted CA (IPANON_SSL_CAFILE / ca_file: "
+                                                f"{sec.ca_file or 'system store'})") from None
+    except ssl.SSLError as e:
+        raise ConnectFailed("protocol", f"TLS handshake with {bootstrap} failed ({e.reason or type(e).__name__}): "
+                                        f"is it a TLS listener? client uses {sec.protocol}") from None
+    except ConnectionRefusedError:
+        raise ConnectFailed("unreachable", f"nothing listens at {bootstrap} (connection refused): is the broker "
+                                           f"running?") from None
+    except (asyncio.TimeoutError, TimeoutError):
+        hint = " (a TLS client talking to a plaintext listener waits like this)" if sec.tls else ""
+        raise ConnectFailed("timeout", f"no answer from {bootstrap} within {timeout_s:g} s{hint}") from None
+    except (KafkaConnectionError, ConnectionError, EOFError, OSError) as e:
+        if sec.protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            raise ConnectFailed("protocol", f"{bootstrap} closed the connection of a {sec.protocol} client: it "
+                                            f"probably expects TLS (set IPANON_KAFKA_SECURITY or "
+                                            f"IPANON_KAFKA_PROTOCOL)") from None
+        raise ConnectFailed("unreachable", f"cannot connect to {bootstrap} ({type(e).__name__}, {who})") from None
+
+
+def topic_access(bootstrap: str, topic: str, sec: Optional[KafkaSecurity] = None, *,
+                 timeout_s: float = 5.0) -> str:
+    """``ok``, ``denied`` (an ACL: the broker answers TOPIC_AUTHORIZATION_FAILED) or
+    ``missing`` for one topic, as this identity sees it."""
+    import asyncio
+
+    from aiokafka.conn import create_conn
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    sec = current() if sec is None else sec
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+
+    async def run() -> str:
+        conn = await create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **aiokafka_kwargs(sec))
+        try:
+            resp = await conn.send(MetadataRequest([topic], False))
+            code = next((t[0] for t in resp.topics if t[1] == topic), 3)
+            return "ok" if code == 0 else ("denied" if code == 29 else "missing")
+        finally:
+            conn.close()
+
+    return asyncio.run(asyncio.wait_for(run(), timeout_s))

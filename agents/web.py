@@ -14,8 +14,8 @@ are differences between samples).  No label or cell ever shows an address, subsc
 only operator names from the configuration and counts.
 
 The audit trail (``<prefix>-audit``) is verified here too, every ``AUDIT_CHECK_S``, with
-``stream.audit.verify`` over the records still in the topic (anchored at the first one's
-``(seq, prev)``, since retention deletes the beginning).  The result is ``pipeline.audit_state``,
+``stream.audit.verify_anchored`` from seq 0 (the topic keeps records for ever, so a missing
+beginning is an attack) and the desk's signed checkpoints.  The result is ``pipeline.audit_state``,
 which the metrics module exports as ``ipanon_audit_chain_ok``.
 """
 
@@ -247,7 +247,7 @@ class AuditVerifier:
 
     def check(self) -> dict:
         """Blocking (kafka-python); run in an executor."""
-        from stream.audit import AuditError, verify
+        from stream.audit import AuditError, verify, verify_anchored
 
         from .kafka_admin import admin_client
         from .kafka_io import read_all
@@ -265,15 +265,16 @@ class AuditVerifier:
         recs = read_all(self.p.settings.bootstrap, topic, timeout_s=5.0, security=security)
         if not recs:
             return {"ok": True, "records": 0, "checked_ms": now_ms, "detail": "empty trail"}
-        import json
-
+        key = getattr(self.p, "audit_anchor_public", None)
+        if key is not None:  # the whole trail from seq 0, with the desk's signed checkpoints
+            period = int(getattr(self.p, "audit_checkpoint_ms", 3_600_000))
+            r = verify_anchored([x.value for x in recs], offsets=[x.offset for x in recs], public_key=key,
+                                now_ms=now_ms, max_unanchored_ms=int(2 * AUDIT_CHECK_S * 1000),
+                                max_checkpoint_age_ms=2 * period + 60_000)
+            return {"ok": r.ok, "records": len(recs), "checked_ms": now_ms, "detail": r.detail,
+                    "problem": r.problem, "checkpoint_age_ms": r.checkpoint_age_ms}
         try:
-            first = json.loads(recs[0].value)
-            start = (int(first["seq"]), str(first["prev"]))
-        except (ValueError, KeyError, TypeError):
-            start = None
-        try:
-            head = verify([r.value for r in recs], offsets=[r.offset for r in recs], start=start)
+            head = verify([r.value for r in recs], offsets=[r.offset for r in recs])
             return {"ok": True, "records": len(recs), "checked_ms": now_ms, "detail": f"head {head[:12]}…"}
         except AuditError as e:
             return {"ok": False, "records": len(recs), "checked_ms": now_ms, "detail": f"{e.kind} at offset {e.offset}"}

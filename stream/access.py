@@ -795,3 +795,66 @@ def request_from_body(body: Mapping[str, Any]) -> Request:
                    case_ref=body["case_ref"], address=parse_network(body["address"]), port=body["port"],
                    from_ms=body["from_ms"], to_ms=body["to_ms"], issued_ms=body["issued_ms"],
                    nonce=body["nonce"], digest=request_digest(body))
+
+
+# --------------------------------------------------------------------------------------------
+# junk: unauthenticated input
+
+
+#: Refusal reasons given before any signature verified: the sender is unknown.
+JUNK_REASONS = frozenset({"malformed-request", "unknown-authority", "bad-signature", "malformed-approval",
+                          "unknown-staff", "malformed-hold", "unknown-requester"})
+
+
+def is_junk(status: str, reason: Optional[str], authenticated: bool = True) -> bool:
+    """True for a refusal of unauthenticated input (a request, approval or hold message whose
+    signature never verified)."""
+    return status in ("refused", "approval-rejected") and (not authenticated or reason in JUNK_REASONS)
+
+
+class JunkLedger:
+    """Counts unauthenticated messages per claimed identity and reason, and summarises them as
+    one audit event per (identity, reason) per interval, so that a flood costs the infinite
+    audit trail a bounded number of records.  The identity is the message key only when it
+    names a registered authority or staff member (else ``unknown``; ``hold`` for the hold key):
+    nothing an attacker invents reaches the trail or a metric label."""
+
+    def __init__(self, known_ids: Any) -> None:
+        self.known = frozenset(known_ids)
+        self.counts: dict[str, int] = {}   # "<identity>|<reason>" -> n
+        self.since_ms: Optional[int] = None
+
+    def identity(self, key: Optional[bytes]) -> str:
+        if key == b"hold":
+            return "hold"
+        try:
+            k = bytes(key).decode("ascii") if key is not None else ""
+        except (UnicodeDecodeError, TypeError):
+            return "unknown"
+        return k if k in self.known else "unknown"
+
+    def add(self, identity: str, reason: str, now_ms: int) -> None:
+        if self.since_ms is None:
+            self.since_ms = now_ms
+        k = f"{identity}|{reason}"
+        self.counts[k] = self.counts.get(k, 0) + 1
+
+    def flush(self, now_ms: int, interval_ms: int) -> list[dict[str, Any]]:
+        """The summary events once ``interval_ms`` has passed since the first uncounted message."""
+        if self.since_ms is None or now_ms - self.since_ms < interval_ms:
+            return []
+        out = []
+        for k in sorted(self.counts):
+            ident, reason = k.split("|", 1)
+            out.append({"type": "junk-summary", "identity": ident, "reason": reason, "count": self.counts[k],
+                        "from_ms": self.since_ms, "detail": "unauthenticated"})
+        self.counts, self.since_ms = {}, None
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "since_ms": self.since_ms}
+
+    def load(self, d: Mapping[str, Any]) -> "JunkLedger":
+        self.counts = {str(k): int(v) for k, v in d.get("counts", {}).items()}
+        self.since_ms = d.get("since_ms")
+        return self

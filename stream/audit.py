@@ -42,6 +42,7 @@ from .errors import IpanonError
 VERSION = 1
 GENESIS = "0" * 64
 _DOMAIN = b"ipanon-audit-v1\x00"
+CHECKPOINT_DOMAIN = b"ipanon-audit-checkpoint-v1\x00"
 
 #: Event types a trail may contain.
 EVENT_TYPES = frozenset({
@@ -61,6 +62,8 @@ EVENT_TYPES = frozenset({
     "legal-hold-set",     # a preservation order froze expiry for named data (``hold_id``)
     "legal-hold-release-requested",  # one of the two staff releases a hold needs
     "legal-hold-released",
+    "checkpoint",         # the desk's signed anchor over (seq, prev, ts_ms): see ``verify_anchored``
+    "junk-summary",       # unauthenticated input of one interval, per claimed identity and reason
 })
 
 #: Event fields a record may carry, with their JSON types.  Nothing here can hold an address,
@@ -82,6 +85,11 @@ FIELDS: Mapping[str, tuple[type, ...]] = {
     "scope_digest": (str,),
     "detail": (str,),
     "requester": (str,),   # "authority:<id>" or "staff:<id>" of a hold order or release
+    "anchor_sig": (str,),  # checkpoint: Ed25519 signature, hex
+    "key_id": (str,),      # checkpoint: which anchor key signed it
+    "identity": (str,),    # junk-summary: the claimed registered id, "hold" or "unknown"
+    "count": (int,),       # junk-summary: how many messages
+    "from_ms": (int,),     # junk-summary: start of the interval summarised
 }
 _HEADER = ("v", "seq", "ts_ms", "prev", "type", "hash")
 
@@ -160,6 +168,14 @@ class AuditChain:
         self.next_seq += 1
         self.head = record["hash"]
         return canonical(record)
+
+    def checkpoint(self, private_key: Any, now_ms: int) -> bytes:
+        """Append a checkpoint signed with the desk's Ed25519 anchor key: the signature covers
+        this record's own ``seq``, ``prev`` (the head it anchors) and ``ts_ms``."""
+        pos = {"seq": self.next_seq, "prev": self.head, "ts_ms": int(now_ms)}
+        sig = private_key.sign(CHECKPOINT_DOMAIN + canonical(pos))
+        return self.append({"type": "checkpoint", "anchor_sig": sig.hex(),
+                            "key_id": anchor_key_id(private_key.public_key())}, now_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return {"next_seq": self.next_seq, "head": self.head}
@@ -280,3 +296,102 @@ def trail_for(records: Iterable[bytes | Mapping[str, Any]], *, request_id: Optio
             continue
         out.append(rec)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# the anchor: signed checkpoints
+#
+# A hash chain has no secret, so anyone who can write the audit topic can append a record that
+# links, or rewrite the tail consistently.  The desk therefore appends a ``checkpoint`` after
+# every batch of records (and at least every checkpoint period while idle), signed with an
+# Ed25519 key only it holds.  ``verify_anchored`` then reports as broken: any record that does
+# not link (as ``verify``); a trail that does not start at seq 0 (records deleted from the
+# front of an infinite-retention topic); a checkpoint whose signature does not verify; records
+# after the last checkpoint older than ``max_unanchored_ms`` (a forged append, or a truncated
+# tail that lost its checkpoint); and a last checkpoint older than ``max_checkpoint_age_ms``
+# (a tail cut back to an earlier checkpoint).
+
+
+def anchor_key_id(public_key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorReport:
+    """What ``verify_anchored`` found.  ``problem`` is None when ``ok``; otherwise one of
+    ``AuditError`` kinds, ``truncated-front``, ``bad-checkpoint``, ``unanchored``,
+    ``stale-anchor``, ``no-checkpoint``."""
+
+    ok: bool
+    records: int
+    head: Optional[str] = None
+    last_checkpoint_seq: Optional[int] = None
+    last_checkpoint_ms: Optional[int] = None
+    checkpoint_age_ms: Optional[int] = None
+    unanchored: int = 0
+    problem: Optional[str] = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "records": self.records, "head": self.head,
+                "last_checkpoint_seq": self.last_checkpoint_seq, "last_checkpoint_ms": self.last_checkpoint_ms,
+                "checkpoint_age_ms": self.checkpoint_age_ms, "unanchored": self.unanchored,
+                "problem": self.problem, "detail": self.detail}
+
+
+def verify_anchored(records: Sequence[bytes | Mapping[str, Any]], *, public_key: Any, now_ms: int,
+                    offsets: Optional[Sequence[int]] = None, first_offset: int = 0,
+                    max_unanchored_ms: int = 10_000, max_checkpoint_age_ms: Optional[int] = None,
+                    clock_skew_ms: int = 120_000) -> AnchorReport:
+    """Verify the whole trail (from seq 0) and its signed checkpoints; never raises for a
+    broken trail.  ``first_offset``: the topic's log-start offset (> 0 when records were
+    deleted even though the topic keeps them for ever)."""
+    from cryptography.exceptions import InvalidSignature
+
+    n = len(records)
+    if first_offset > 0 or (offsets and offsets[0] > 0):
+        return AnchorReport(False, n, problem="truncated-front",
+                            detail=f"the trail's first offset is {first_offset or offsets[0]}: records were "
+                                   f"deleted from the front of a topic that keeps them for ever")
+    try:
+        head = verify(records, offsets=offsets)
+    except AuditError as e:
+        return AnchorReport(False, n, problem=e.kind, detail=str(e))
+    if n == 0:
+        return AnchorReport(True, 0, head=GENESIS, detail="empty trail")
+    kid = anchor_key_id(public_key)
+    last_cp: Optional[dict[str, Any]] = None
+    last_cp_i = -1
+    tail_ts: list[int] = []
+    for i, raw in enumerate(records):
+        rec = _parse(raw, i, offsets[i] if offsets is not None else None)
+        if rec["type"] != "checkpoint":
+            tail_ts.append(rec["ts_ms"])
+            continue
+        pos = {"seq": rec["seq"], "prev": rec["prev"], "ts_ms": rec["ts_ms"]}
+        try:
+            if rec.get("key_id") != kid:
+                raise InvalidSignature()
+            public_key.verify(bytes.fromhex(str(rec.get("anchor_sig", ""))), CHECKPOINT_DOMAIN + canonical(pos))
+        except (InvalidSignature, ValueError):
+            return AnchorReport(False, n, head=head, problem="bad-checkpoint",
+                                detail=f"checkpoint at record {i} (seq {rec['seq']}) is not signed by the anchor key")
+        last_cp, last_cp_i, tail_ts = rec, i, []
+    if last_cp is None:
+        return AnchorReport(False, n, head=head, unanchored=n, problem="no-checkpoint",
+                            detail="no signed checkpoint anchors this trail")
+    age = now_ms - last_cp["ts_ms"]
+    base = dict(head=head, last_checkpoint_seq=last_cp["seq"], last_checkpoint_ms=last_cp["ts_ms"],
+                checkpoint_age_ms=age, unanchored=len(tail_ts))
+    if tail_ts and (now_ms - min(tail_ts) > max_unanchored_ms or max(tail_ts) > now_ms + clock_skew_ms):
+        return AnchorReport(False, n, problem="unanchored",
+                            detail=f"{len(tail_ts)} record(s) after the last checkpoint (seq {last_cp['seq']}) "
+                                   f"were never anchored: forged, or the tail was cut", **base)
+    if max_checkpoint_age_ms is not None and age > max_checkpoint_age_ms:
+        return AnchorReport(False, n, problem="stale-anchor",
+                            detail=f"the last checkpoint is {age // 1000} s old (at most "
+                                   f"{max_checkpoint_age_ms // 1000} s expected): the tail may have been cut", **base)
+    return AnchorReport(True, n, detail=f"head {head[:12]}…, last checkpoint seq {last_cp['seq']}", **base)

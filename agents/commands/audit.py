@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 from ..cli import CliError
@@ -23,12 +24,46 @@ def default_bootstrap() -> str:
     return LocalBroker().bootstrap
 
 
-def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[tuple[int, int, Optional[bytes], bytes]]:
+_CHECKED: set[str] = set()
+
+
+def check_connection(bootstrap: str) -> None:
+    """Connect once per process and bootstrap before the kafka-python clients do, so a wrong
+    password, an untrusted certificate, a protocol mismatch or an unreachable broker is one
+    precise line within seconds, not a ``KafkaTimeoutError`` after half a minute."""
+    from ..security import ConnectFailed, diagnose
+
+    if bootstrap in _CHECKED:
+        return
+    try:
+        diagnose(bootstrap)
+    except ConnectFailed as e:
+        raise CliError(str(e)) from None
+    _CHECKED.add(bootstrap)
+
+
+def missing_topic(bootstrap: str, topic: str, hint: str) -> CliError:
+    """The error for a topic the client cannot see: an ACL denial says so."""
+    from ..security import current, topic_access
+
+    try:
+        access = topic_access(bootstrap, topic)
+    except Exception:  # noqa: BLE001 - the plain message is still right
+        access = "missing"
+    if access == "denied":
+        return CliError(f"access to topic {topic} on {bootstrap} denied for {current().describe()} (Kafka ACL)")
+    return CliError(f"topic {topic} does not exist on {bootstrap} — {hint}")
+
+
+def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
+               begin: Optional[dict] = None) -> list[tuple[int, int, Optional[bytes], bytes]]:
     """Every record of ``topic`` from the beginning to the end offsets seen at the start:
-    ``[(partition, offset, key, value)]`` ordered by partition then offset."""
+    ``[(partition, offset, key, value)]`` ordered by partition then offset.  ``begin``, if
+    given, receives each partition's log-start offset."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
+    check_connection(bootstrap)
     try:
         from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
 
@@ -39,11 +74,13 @@ def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[t
     try:
         parts = c.partitions_for_topic(topic)
         if not parts:
-            raise CliError(f"topic {topic} does not exist on {bootstrap} — start the worker or check --prefix/--topic")
+            raise missing_topic(bootstrap, topic, "start the worker or check --prefix/--topic")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         c.assign(tps)
         c.seek_to_beginning(*tps)
         end = c.end_offsets(tps)
+        if begin is not None:
+            begin.update({tp.partition: o for tp, o in c.beginning_offsets(tps).items()})
         out: list[tuple[int, int, Optional[bytes], bytes]] = []
         deadline = time.monotonic() + timeout_s
         while any(c.position(tp) < end[tp] for tp in tps):
@@ -70,6 +107,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="example:\n  ipanon audit verify --bootstrap 127.0.0.1:9092 --expect-head 3f2a…")
     _common(v)
+    v.add_argument("--anchor-key", type=Path, default=None,
+                   help="the desk's anchor public key file (default: <keys>/audit-anchor.pub, keys from "
+                        "IPANON_KEYS or the worker's data directory)")
+    v.add_argument("--max-unanchored-ms", type=int, default=10_000,
+                   help="how long records may wait for their signed checkpoint (default 10000)")
+    v.add_argument("--max-checkpoint-age", type=int, default=None,
+                   help="ms: report BROKEN when the last checkpoint is older (default: 2 checkpoint periods "
+                        "of the default heartbeat, 2 h + 10 min)")
+    v.add_argument("--no-anchor", action="store_true",
+                   help="check the hash chain only (cannot see a forged append, a cut tail or deleted records)")
     v.add_argument("--expect-head", default=None,
                    help="hash of the last record as anchored elsewhere (detects a cut-off tail)")
     v.add_argument("--start-seq", type=int, default=None,
@@ -92,12 +139,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic", default=None, help="audit topic (default <prefix>-audit)")
 
 
-def _records(args: argparse.Namespace):
+def _records(args: argparse.Namespace, begin: Optional[dict] = None):
     topic = args.topic or f"{args.prefix}-audit"
-    rows = read_topic(args.bootstrap or default_bootstrap(), topic)
+    rows = read_topic(args.bootstrap or default_bootstrap(), topic, begin=begin)
     if len({r[0] for r in rows}) > 1:
         raise CliError(f"{topic} has records on several partitions: an audit trail needs one partition")
     return topic, rows
+
+
+def anchor_key_path(args: argparse.Namespace) -> Path:
+    import os
+
+    if args.anchor_key is not None:
+        return args.anchor_key
+    keys = os.environ.get("IPANON_KEYS")
+    if not keys:
+        data = os.environ.get("IPANON_DATA_DIR") or str(Path.home() / ".local" / "state" / "ipanon" / "worker")
+        keys = str(Path(data) / "keys")
+    return Path(keys) / "audit-anchor.pub"
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -105,6 +164,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if (args.start_seq is None) != (args.start_prev is None):
         raise CliError("--start-seq and --start-prev go together")
+    if not args.no_anchor and args.start_seq is None and args.expect_head is None:
+        return _verify_anchored(args)
     topic, rows = _records(args)
     start = (args.start_seq, args.start_prev) if args.start_seq is not None else None
     try:
@@ -114,6 +175,37 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"audit trail BROKEN on {topic}: {e}", file=sys.stderr)
         return 1
     print(f"audit trail ok on {topic}: {len(rows)} records, head {head}")
+    return 0
+
+
+def _verify_anchored(args: argparse.Namespace) -> int:
+    from stream.audit import verify_anchored
+    from stream.errors import ConfigError
+
+    from ..query_agent import read_anchor_public
+
+    path = anchor_key_path(args)
+    if not path.exists():
+        raise CliError(f"{path}: no anchor key; pass --anchor-key (the worker writes <keys>/audit-anchor.pub) "
+                       f"or --no-anchor for the hash chain alone")
+    try:
+        key = read_anchor_public(path)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    begin: dict = {}
+    topic, rows = _records(args, begin)
+    max_age = args.max_checkpoint_age if args.max_checkpoint_age is not None else 2 * 3_600_000 + 600_000
+    r = verify_anchored([x[3] for x in rows], offsets=[x[1] for x in rows], first_offset=begin.get(0, 0),
+                        public_key=key, now_ms=int(time.time() * 1000), max_unanchored_ms=args.max_unanchored_ms,
+                        max_checkpoint_age_ms=max_age)
+    since = f"{r.checkpoint_age_ms / 1000:.0f} s" if r.checkpoint_age_ms is not None else "never"
+    if not r.ok:
+        print(f"audit trail BROKEN on {topic}: {r.problem}: {r.detail} (last checkpoint: {since} ago)",
+              file=sys.stderr)
+        return 1
+    print(f"audit trail ok on {topic}: {r.records} records, head {r.head}, "
+          f"last checkpoint seq {r.last_checkpoint_seq} {since} ago" if r.records else
+          f"audit trail ok on {topic}: 0 records (empty)")
     return 0
 
 

@@ -131,9 +131,13 @@ def send_to_inbox(args: argparse.Namespace, key: bytes, value: bytes) -> None:
     """Send one signed message to ``<prefix>-query-requests`` and wait for the acknowledgement."""
     from kafka import KafkaProducer
 
+    from kafka.errors import KafkaError
+
+    from .audit import check_connection, missing_topic
+
     topic = topic_names(args.prefix)[0]
     bootstrap = args.bootstrap or default_bootstrap()
-    from kafka.errors import KafkaError
+    check_connection(bootstrap)
 
     try:
         from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
@@ -143,7 +147,7 @@ def send_to_inbox(args: argparse.Namespace, key: bytes, value: bytes) -> None:
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(e).__name__}) — is the broker running?") from None
     try:
         if not prod.partitions_for(topic):
-            raise CliError(f"topic {topic} does not exist on {bootstrap} — start the worker first")
+            raise missing_topic(bootstrap, topic, "start the worker first")
         prod.send(topic, key=key, value=value).get(timeout=10)
     except CliError:
         raise
@@ -223,17 +227,29 @@ def _replies(args: argparse.Namespace, wait_s: float) -> list[dict]:
     deadline = time.monotonic() + wait_s
     while True:
         out = []
+        rows = []
         try:
             rows = read_topic(bootstrap, own)
-        except CliError:  # no per-authority topic (yet): the shared one, where the identity may read it
-            rows = read_topic(bootstrap, shared)
+        except CliError as e:
+            if "denied" in str(e):
+                raise
+        try:  # the shared topic too (the operator's view; it also holds replies to forged claims)
+            rows += read_topic(bootstrap, shared)
+        except CliError as e:
+            if not rows and "denied" in str(e):
+                raise CliError(f"no reply topic for {args.request_id.split('/', 1)[0]} yet, and {e}") from None
+        seen: set[bytes] = set()
         for _, _, _, value in rows:
+            if value is None or value in seen:  # a heartbeat, or a routed copy read twice
+                continue
+            seen.add(value)
             try:
                 msg = json.loads(value)
-            except (ValueError, TypeError):  # TypeError: a heartbeat (null value)
+            except (ValueError, TypeError):
                 continue
             if isinstance(msg, dict) and msg.get("request_id") == args.request_id:
                 out.append(msg)
+        out.sort(key=lambda m: m.get("ts_ms", 0) if isinstance(m.get("ts_ms"), int) else 0)
         if out or time.monotonic() >= deadline:
             return out
         time.sleep(0.5)

@@ -145,3 +145,32 @@ def test_hold_records_set_replace_and_tombstone():
     assert _apply_hold_record(holds, HEARTBEAT_KEY, None) is False and list(holds) == [h.hold_id]
     assert _apply_hold_record(holds, h.hold_id.encode(), b"not json") is False and list(holds) == [h.hold_id]
     assert _apply_hold_record(holds, h.hold_id.encode(), None) is True and holds == {}
+
+
+def test_a_forged_claim_is_routed_only_when_asked_for_the_claimed_name():
+    from agents.answer_router import authority_of
+
+    forged = json.dumps({"type": "status", "request_id": "police/10", "status": "refused",
+                         "reason": "bad-signature", "authenticated": False}).encode()
+    assert authority_of(forged) is None                      # never creates a topic for it
+    assert authority_of(forged, claimed=True) == "police"    # copied only to an existing topic
+    assert authority_of(json.dumps({"request_id": None, "authenticated": False}).encode(), claimed=True) is None
+    hold_reply = json.dumps({"type": "hold", "hold_id": "ab" * 8, "status": "pending",
+                             "request_id": f"police/hold-{'ab' * 8}"}).encode()
+    assert authority_of(hold_reply) == "police"
+
+
+def test_connection_diagnosis_names_an_unreachable_broker_at_once():
+    import socket
+    import time
+
+    from agents.security import ConnectFailed, diagnose
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    with pytest.raises(ConnectFailed) as e:
+        diagnose(f"127.0.0.1:{port}")
+    assert e.value.kind == "unreachable" and "nothing listens" in str(e.value)
+    assert time.monotonic() - t < 5

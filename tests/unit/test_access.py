@@ -387,3 +387,32 @@ def test_demo_registry_in_config_loads():
     reg = Registry.load(root / "config" / "authorities", root / "config" / "staff")
     assert any("ipred-court-order" in a.bases for a in reg.authorities.values())
     assert len(reg.staff) >= 2
+
+
+# -- junk: unauthenticated input is counted and summarised, never audited one by one ----------
+
+def test_junk_ledger_summarises_per_identity_and_reason_per_interval():
+    from stream.access import JunkLedger, is_junk
+    from stream.audit import AuditChain
+
+    led = JunkLedger(["police", "alice"])
+    assert [led.identity(k) for k in (b"police", b"alice", b"hold", b"invented", b"\xff", None)] == [
+        "police", "alice", "hold", "unknown", "unknown", "unknown"]
+    for i in range(1000):
+        led.add(led.identity(b"police" if i % 2 else b"x%d" % i), "bad-signature" if i % 4 < 2 else "malformed-request",
+                1_000 + i)
+    assert led.flush(1_000 + 59_999, 60_000) == []  # the interval is not over
+    events = led.flush(61_000, 60_000)
+    assert sum(e["count"] for e in events) == 1000 and len(events) == 4
+    assert {(e["identity"], e["reason"]) for e in events} == {
+        ("police", "bad-signature"), ("police", "malformed-request"),
+        ("unknown", "bad-signature"), ("unknown", "malformed-request")}
+    chain = AuditChain()
+    for e in events:
+        chain.append(e, 61_000)  # every summary is a valid audit event
+    assert led.flush(10**9, 60_000) == []  # nothing new, nothing written
+    led.add("police", "bad-signature", 5)
+    assert JunkLedger(["police"]).load(led.to_dict()).to_dict() == led.to_dict()
+    assert is_junk("refused", "bad-signature") and is_junk("refused", "stale-request", authenticated=False)
+    assert not is_junk("refused", "stale-request") and not is_junk("pending", None)
+    assert is_junk("approval-rejected", "unknown-staff") and not is_junk("approval-rejected", "digest-mismatch")

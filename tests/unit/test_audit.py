@@ -170,3 +170,71 @@ def test_any_single_tampering_is_detected_at_or_near_its_place(n, data):
     with pytest.raises(AuditError) as e:
         verify(t)
     assert e.value.index in want, (op, i, e.value)
+
+
+# -- the anchor: signed checkpoints (verify_anchored) ------------------------------------------
+
+from cryptography.hazmat.primitives.asymmetric import ed25519 as _ed  # noqa: E402
+
+from stream.audit import AuditChain as _Chain, verify_anchored  # noqa: E402
+
+_KEY = _ed.Ed25519PrivateKey.generate()
+_T = 1_700_000_000_000
+
+
+def _trail(n=4):
+    c = _Chain()
+    recs = [c.append({"type": "refused", "reason": "bad-signature"}, _T + i) for i in range(n)]
+    recs.append(c.checkpoint(_KEY, _T + n))
+    return c, recs
+
+
+def _check(recs, now=_T + 100, **kw):
+    return verify_anchored(recs, public_key=_KEY.public_key(), now_ms=now, **kw)
+
+
+def test_an_anchored_trail_verifies_and_reports_checkpoint_age():
+    c, recs = _trail()
+    r = _check(recs, now=_T + 5_000)
+    assert r.ok and r.records == 5 and r.last_checkpoint_seq == 4 and r.checkpoint_age_ms == 5_000 - 4
+    assert r.unanchored == 0
+
+
+def test_forged_append_is_unanchored_once_older_than_the_grace():
+    c, recs = _trail()
+    forged = c.append({"type": "refused", "reason": "x"}, _T + 50)  # links perfectly, no signature
+    assert _check(recs + [forged], now=_T + 60, max_unanchored_ms=1_000).ok  # in flight
+    r = _check(recs + [forged], now=_T + 5_000, max_unanchored_ms=1_000)
+    assert (r.ok, r.problem, r.unanchored) == (False, "unanchored", 1)
+    future = _Chain.resume(recs[-1]).append({"type": "refused"}, _T + 10**9)
+    assert _check(recs + [future], now=_T + 60).problem == "unanchored"
+
+
+def test_rewritten_tail_with_a_copied_or_forged_checkpoint_is_broken():
+    c, recs = _trail()
+    c2 = _Chain.resume(recs[2])  # rewrite from seq 3 on, consistently hashed
+    rewritten = recs[:3] + [c2.append({"type": "refused", "reason": "rewritten"}, _T + 3)]
+    r = _check(rewritten + [recs[4]])
+    assert not r.ok and r.problem == "inserted"  # the old checkpoint no longer links
+    r = _check(rewritten + [c2.checkpoint(_ed.Ed25519PrivateKey.generate(), _T + 4)])
+    assert (r.ok, r.problem) == (False, "bad-checkpoint")
+    r = _check(rewritten, now=_T + 60_000)
+    assert (r.ok, r.problem) == (False, "no-checkpoint")  # the only checkpoint was cut off
+
+
+def test_truncated_tail_and_deleted_front_are_broken():
+    c, recs = _trail()
+    more = recs + [c.append({"type": "refused"}, _T + 10), c.checkpoint(_KEY, _T + 11)]
+    assert _check(more[:-1], now=_T + 60_000).problem == "unanchored"   # lost its checkpoint
+    r = _check(recs, now=_T + 7_200_000, max_checkpoint_age_ms=3_600_000)  # cut back to an old one
+    assert (r.ok, r.problem) == (False, "stale-anchor")
+    assert _check(more[3:], offsets=list(range(3, len(more)))).problem == "truncated-front"
+    assert _check(more[3:]).problem == "removed"  # seq 3 where 0 was due
+    assert _check([], first_offset=10).problem == "truncated-front"
+    assert _check([]).ok
+
+
+def test_trail_without_any_checkpoint_is_not_anchored():
+    c = _Chain()
+    recs = [c.append({"type": "refused"}, _T)]
+    assert _check(recs).problem == "no-checkpoint"
