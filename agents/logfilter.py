@@ -53,7 +53,7 @@ class RepeatFilter(logging.Filter):
             if state is not None and state[1]:
                 record.msg = (f"{record.getMessage()} [{state[1]} more like this in the last "
                               f"{now - state[0]:.0f} s, not shown]")
-                record.args = None
+                record.args = ()  # already formatted (None would be formatted again by mode's formatter)
             if len(self._seen) > 10_000:  # bounded: kinds are templates, few in practice
                 self._seen.clear()
             self._seen[kind] = [now, 0]

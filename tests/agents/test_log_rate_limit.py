@@ -76,7 +76,12 @@ def test_the_worker_installs_it_where_it_sets_up_logging(tmp_path):
         app = faust.App("lrl", broker="kafka://127.0.0.1:1", web_enabled=False)
         w = worker_class()(app, loglevel="info", logfile={str(log)!r}, quiet=True, redirect_stdouts=False)
         w._setup_logging()
+        from agents.logfilter import RepeatFilter
+        (f,) = {{x for h in logging.root.handlers for x in h.filters if isinstance(x, RepeatFilter)}}
+        t = [0.0]
+        f.clock = lambda: t[0]          # 50 000 errors over 39 s of the filter's time
         for i in range(50_000):
+            t[0] = 39.0 * i / 50_000
             logging.getLogger(("aiokafka.conn", "kafka.client", "faust.transport")[i % 3]).error(
                 "Unable connect to node with id %s: %s", i % 4, "ConnectionError")
         logging.getLogger("ipanon").error("an ipanon line is never limited")
@@ -84,6 +89,9 @@ def test_the_worker_installs_it_where_it_sets_up_logging(tmp_path):
     """)
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
+    assert "Logging error" not in p.stderr + log.read_text()   # the count line formats cleanly
     lines = [l for l in log.read_text().splitlines() if "Unable connect" in l]
-    assert 3 <= len(lines) <= 6, len(lines)
+    assert len(lines) == 3 * 4, len(lines)                       # per kind: t = 0, 10, 20, 30 s
+    counted = [int(m) for l in lines for m in re.findall(r"\[(\d+) more like this in the last 10 s", l)]
+    assert len(counted) == 3 * 3 and sum(counted) + len(lines) <= 50_000
     assert log.read_text().count("an ipanon line is never limited") == 2
