@@ -36,7 +36,7 @@ from stream.model import Binding, parse_network
 from . import topics as T
 from .mapping_table import SCHEDULE_BUCKET_MS, DirectRecoveryTableManager, MappingTable, partition_for
 from .runtime import OperatorRuntime, keys_dir
-from .vault import Vault, max_until
+from .vault import Vault
 from .acl import worker_groups
 from .batch import BatchStage, Output
 from .ingest import DEADLETTER_MAX_BYTES, Ingest, dead_letter_value, lateness_rules  # noqa: F401 (re-exported)
@@ -81,7 +81,7 @@ class Pipeline:
         # crypto-shredding state per operator (agents/vault.py)
         grace = vault_grace_ms(s)
         self.vaults = {name: Vault.open_or_create(name, keys_dir(s), ttl_ms=op.ttl_ms, grace_ms=grace,
-                                                  now_ms=clock())
+                                                  now_ms=clock(), destroy=False)
                        for name, op in self.operators.items()}
         self.app = app = faust.App(
             s.app_id,
@@ -301,12 +301,13 @@ class Pipeline:
     def _store(self, partition: int, key: bytes, net: Any, ivs: iv.Intervals, op: OperatorRuntime,
                now: int, *, reschedule_ms: Optional[int] = None) -> None:
         if ivs:
-            until = max_until(ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
-            if reschedule_ms is not None:
-                until = max(until, reschedule_ms)
-            self.table.put(partition, key, self.vaults[op.name].seal(key, net, ivs, until_ms=until, now_ms=now))
-            nxt = iv.next_expiry_ms(ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
-            self.table.schedule(reschedule_ms if reschedule_ms is not None else nxt, key)
+            # sealed under the epoch of the content's earliest expiry (stream.shred): every
+            # version dies no later than a Stop that may shorten it; the sweeper re-seals it
+            # while it lives on
+            raw, revisit = self.vaults[op.name].seal_value(key, net, ivs, ttl_ms=op.ttl_ms,
+                                                           stale_after_ms=op.stale_after_ms, now_ms=now)
+            self.table.put(partition, key, raw)
+            self.table.schedule(revisit if reschedule_ms is None else min(revisit, reschedule_ms), key)
         else:
             self.table.delete(partition, key)
             self.count("tombstones")
@@ -336,10 +337,14 @@ class Pipeline:
         op = self.operators.get(iv.operator_of(key))
         if op is None:
             return 0  # an operator removed from the configuration: its data goes now
-        try:  # reads only the interval times (format 2): every restored value passes here
-            return self.vaults[op.name].next_expiry(key, value, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
+        vault = self.vaults[op.name]
+        try:  # every restored value passes here: its next expiry or re-seal instant
+            _, ivs = vault.open(key, value)
         except CryptoError:
             return 0  # sealed under a destroyed epoch: garbage, tombstone it now
+        if not ivs:
+            return 0
+        return vault.revisit(value, ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms, now_ms=self.clock())
 
     async def _on_recover(self) -> None:
         """After every recovery (the table is restored; the agents resume right after this):
@@ -351,7 +356,8 @@ class Pipeline:
 
     def sweep_once(self, now: int) -> int:
         """Drop expired intervals of due keys (tombstone when none is left), keep held ones
-        (re-sealed so their epoch key outlives the hold), destroy ended epoch keys."""
+        (re-sealed so their epoch key outlives the hold), re-seal live values whose epoch key is
+        due to go (``stream.shred``), destroy ended epoch keys."""
         dropped_total = 0
         kp = self.table._key_partition()
         for key in self.table.due(now):
@@ -373,9 +379,20 @@ class Pipeline:
                 self._store(partition, key, net, kept, op, now,
                             reschedule_ms=now + HOLD_RECHECK_MS if held else None)
             elif kept:
-                self.table.schedule(nxt, key)
+                raw = self.table.get_raw(key)
+                when = self.vaults[op.name].revisit(raw, kept, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms,
+                                                    now_ms=now)
+                if when <= now:  # its content outlives the epoch it is sealed under
+                    self._store(partition, key, net, kept, op, now)
+                    self.count("resealed")
+                else:
+                    self.table.schedule(when, key)
         if dropped_total:
             self.count("expired", dropped_total)
+        if not self.table.schedule_complete:
+            # a restored value may be due for re-sealing under an epoch about to go: the sweeper
+            # must reach it first (a restart delays destruction by the restore and rebuild)
+            return dropped_total
         for v in self.vaults.values():
             n = v.destroy_due(now)
             if n:

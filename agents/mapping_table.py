@@ -305,6 +305,12 @@ class MappingTable(faust.Table):
             return []
         return self._schedule.pop_due(now_ms)
 
+    @property
+    def schedule_complete(self) -> bool:
+        """Restored and no schedule rebuild running: every stored key is in the schedule, so
+        the sweeper will reach each one when it is due (the vault destroys epoch keys only then)."""
+        return self.restored and (self._rebuild_task is None or self._rebuild_task.done())
+
     def rebuild_schedule_soon(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
                               done: Callable[[int, float], Any]) -> None:
         """Rebuild the schedule in the background, ``SCHEDULE_CHUNK`` keys per event-loop turn;

@@ -14,10 +14,12 @@ after the epoch ends.  Any copy left anywhere is then unreadable.
   which hold the subscriber, are what we seal.)
 - Value: ``Keyring.seal(stream.intervals.encode_value(network, intervals), epoch, aad=table
   key)`` — the binary format 2 of ``stream.intervals`` (a version byte, the network as a
-  length and its 4/16 address bytes, the intervals without JSON punctuation) — with the epoch
-  containing ``max(latest expiry of its intervals, now + period)`` (so a value is never
-  sealed under a key about to be destroyed).  Legal holds: the sweeper re-seals held values
-  every recheck, so their epoch moves forward with the hold.
+  length and its 4/16 address bytes, the intervals without JSON punctuation) — under the epoch
+  containing the *earliest* instant its content could legitimately expire, at least one period
+  ahead (``stream.shred``: an open session as if a Stop came at its last event).  So a Start or
+  Interim version dies no later than the Stop that may follow it.  A value whose content lives
+  on past that instant (an open session gone quiet, a legal hold) is re-sealed by the sweeper
+  under a later epoch before its key is destroyed.
 - Destruction: epochs ending more than ``grace_ms`` ago are destroyed on every sweep:
   ``Keyring.destroy_before`` and the state file rewritten (temp + fsync + rename + dir fsync).
 
@@ -41,8 +43,9 @@ from pathlib import Path
 from typing import Optional
 
 from stream import intervals as iv
+from stream import shred
 from stream.errors import ConfigError, CryptoError, Rejected
-from stream.keyring import Keyring, epoch_bounds, epoch_of
+from stream.keyring import Keyring, epoch_bounds, epoch_of, sealed_epoch
 from stream.model import IPNetwork, ip_text
 
 _HEADER = struct.Struct(">QQ")
@@ -74,7 +77,11 @@ class Vault:
         return f"Vault({self.operator!r}, oldest_epoch={self.ring.oldest_epoch})"
 
     @classmethod
-    def open_or_create(cls, operator: str, keys_dir: Path, *, ttl_ms: int, grace_ms: int, now_ms: int) -> "Vault":
+    def open_or_create(cls, operator: str, keys_dir: Path, *, ttl_ms: int, grace_ms: int, now_ms: int,
+                       destroy: bool = True) -> "Vault":
+        """The operator's vault, its state created on first use.  ``destroy=False``: leave ended
+        epochs for the caller's first ``destroy_due`` (a worker does that once its restored table
+        is scheduled, so values it must re-seal are not lost to a restart)."""
         keys_dir = Path(keys_dir)
         path = keys_dir / f"{operator}.mapping.ratchet"
         if path.exists():
@@ -94,7 +101,8 @@ class Vault:
             ring = Keyring.create(operator, secrets.token_bytes(32), purpose=PURPOSE, epoch=0)
             v = cls(operator, path, ring, now_ms - now_ms % period, period, grace_ms)
             v._persist()
-        v.destroy_due(now_ms)
+        if destroy:
+            v.destroy_due(now_ms)
         return v
 
     # -- keys and values ----------------------------------------------------------------------
@@ -105,6 +113,24 @@ class Vault:
     def seal(self, key: bytes, net: IPNetwork, ivs: iv.Intervals, *, until_ms: int, now_ms: int) -> bytes:
         epoch = self.epoch_at(max(until_ms, now_ms + self.period_ms))
         return self.ring.seal(iv.encode_value(net, ivs), epoch, aad=key)
+
+    def seal_value(self, key: bytes, net: IPNetwork, ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int,
+                   now_ms: int) -> tuple[bytes, int]:
+        """``ivs`` sealed under the epoch of its content's earliest expiry (``stream.shred``), and
+        when the sweeper must look at it again (next expiry or re-seal, whichever first)."""
+        at = shred.seal_instant_ms(ivs, now_ms, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms,
+                                   period_ms=self.period_ms)
+        epoch = self.epoch_at(at)
+        raw = self.ring.seal(iv.encode_value(net, ivs), epoch, aad=key)
+        return raw, shred.revisit_ms(ivs, self.epoch_start_ms(epoch), now_ms, ttl_ms=ttl_ms,
+                                     stale_after_ms=stale_after_ms, period_ms=self.period_ms)
+
+    def revisit(self, raw: bytes, ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int, now_ms: int) -> int:
+        """When the sweeper must next look at a stored value holding ``ivs`` (its epoch is read
+        from the header); ``<= now_ms`` means: re-seal it now."""
+        start = self.epoch_start_ms(sealed_epoch(raw))
+        return shred.revisit_ms(ivs, start, now_ms, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms,
+                                period_ms=self.period_ms)
 
     def open(self, key: bytes, raw: bytes) -> tuple[IPNetwork, iv.Intervals]:
         """Raises ``CryptoError`` when the value's epoch key is destroyed, it was tampered with,
@@ -143,6 +169,9 @@ class Vault:
         self.shredded_epochs += cutoff - before
         return cutoff - before
 
+    def epoch_start_ms(self, epoch: int) -> int:
+        return epoch_bounds(epoch, self.period_ms, self.origin_ms)[0]
+
     def epoch_end_ms(self, epoch: int) -> int:
         return epoch_bounds(epoch, self.period_ms, self.origin_ms)[1]
 
@@ -162,7 +191,3 @@ class Vault:
         finally:
             os.close(dfd)
 
-
-def max_until(ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int) -> int:
-    """The latest expiry instant among ``ivs`` (the value must stay readable until then)."""
-    return max((iv.expiry_ms(i, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) for i in ivs), default=0)

@@ -86,3 +86,34 @@ def test_destroyed_epoch_shreds_the_value_and_survives_a_restart(tmp_path):
     assert again.key("ip", NET) == k                          # the index key is not shredded
     fresh = again.seal(k, NET, IVS, until_ms=later + 2 * H, now_ms=later)
     assert again.open(k, fresh) == (NET, IVS)
+
+
+def test_seal_value_uses_the_earliest_expiry_and_a_stop_shreds_every_earlier_version(tmp_path):
+    """Start and Interim versions are sealed as if the session stopped at their last event, so
+    once the Stop's version expires and its epoch is destroyed, none of them opens either."""
+    v = vault(tmp_path)
+    k = v.key("ip", NET)
+    ttl, stale = 24 * H, H
+    start = iv.Interval(T, None, "kund-123456@isp.example", "s", "192.0.2.10", T)
+    interim = iv.Interval(T, None, "kund-123456@isp.example", "s", "192.0.2.10", T + 600_000)
+    stop = iv.Interval(T, T + 900_000, "kund-123456@isp.example", "s", "192.0.2.10", T + 900_000)
+    raws = [v.seal_value(k, NET, (x,), ttl_ms=ttl, stale_after_ms=stale, now_ms=at)[0]
+            for x, at in ((start, T), (interim, T + 600_000), (stop, T + 900_000))]
+    assert v.open(k, raws[0]) == (NET, (start,))
+    gone = v.epoch_end_ms(v.epoch_at(T + 900_000 + ttl)) + 1
+    again = vault(tmp_path, now=gone)
+    for raw in raws:
+        with pytest.raises(CryptoError):
+            again.open(k, raw)
+
+
+def test_revisit_of_a_stored_value_reads_its_epoch_from_the_header(tmp_path):
+    v = vault(tmp_path)
+    k = v.key("ip", NET)
+    ttl, stale = 24 * H, H
+    ivs = (iv.Interval(T, None, "kund-123456@isp.example", "s", "192.0.2.10", T),)
+    raw, when = v.seal_value(k, NET, ivs, ttl_ms=ttl, stale_after_ms=stale, now_ms=T)
+    assert when == T + ttl == v.revisit(raw, ivs, ttl_ms=ttl, stale_after_ms=stale, now_ms=T)
+    # the former sealing (lost-Stop expiry) is re-sealed at the first visit
+    legacy = v.seal(k, NET, ivs, until_ms=T + stale + ttl, now_ms=T)
+    assert v.revisit(legacy, ivs, ttl_ms=ttl, stale_after_ms=stale, now_ms=T + 5) == T + 5
