@@ -129,12 +129,19 @@ def unique() -> str:
     return uuid.uuid4().hex[:8]
 
 
+TEST_INGEST_LAG_MS = 2 * 3_600_000
+
+
 class WorkerProcess:
     """``ipanon worker`` as a child process on the session broker, with its own topic prefix,
-    app id, operator profiles and keys.  Tests talk to it only through Kafka, like users do."""
+    app id, operator profiles and keys.  Tests talk to it only through Kafka, like users do.
+
+    Tests replay up to an hour of history at once, so by default the worker (and the plan its
+    topics are applied with) budgets a 2 h ingest lag; with the production default of 5 min the
+    worker rightly dead-letters older Stops as too late for the promise (stream.lateness)."""
 
     def __init__(self, bootstrap: str, workdir: Path, prefix: str, operators: list[str], extra: list[str],
-                 heartbeat_ms: int = 1000, ingest_lag_ms: int = 300_000):
+                 heartbeat_ms: int = 1000, ingest_lag_ms: int = TEST_INGEST_LAG_MS):
         import shutil
         import subprocess
         import sys
