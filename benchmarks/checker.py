@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--broker-dir", type=Path, default=None,
                     help="state directory of the local broker to use (it is restarted by 'broker' faults); "
                          "default: a throw-away broker")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep worker data and logs here (default: a temp dir)")
     ap.add_argument("--smoke", action="store_true", help="a short run (1 500 events, 4 restarts)")
     a = ap.parse_args(argv)
     if a.smoke:
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
     params = Params(seed=a.seed, events=a.events, restarts=a.restarts, lookups=a.lookups,
                     kinds=tuple(k for k in a.kinds.split(",") if k), expiry_phase=not a.no_expiry)
     with tempfile.TemporaryDirectory(prefix="ipanon-checker-") as tmp:
+        if a.workdir is not None:
+            a.workdir.mkdir(parents=True, exist_ok=True)
+            tmp = str(a.workdir)
         own = a.broker_dir is None
         broker = LocalBroker(a.broker_dir or Path(tmp) / "broker")
         broker.start(quiet=True)

@@ -137,7 +137,9 @@ class Checker:
         from agents import topics as T
         from agents.kafka_io import producer
 
-        p = producer(self.bootstrap)
+        # retries ride out a leader election after a broker restart; one request in flight
+        # (kafka_io.producer) keeps each source's order through them
+        p = producer(self.bootstrap, retries=200, retry_backoff_ms=300)
         futs = []
         try:
             at = now_ms()
@@ -194,9 +196,13 @@ class Checker:
                 state.pop("twin").stop(signal.SIGTERM)
                 kind = "twin-leave"
         elif kind == "broker":
+            # an outage of a running worker (one that starts during the outage exits with a
+            # traceback: reported, not what this fault is about)
+            self.ready(w)
             self.broker.stop()
             time.sleep(1.0)
             self.broker.start(quiet=True)
+            self.leaders(w)
             while_down()  # (the broker must be up to take them; the worker is reconnecting)
         else:
             raise ValueError(kind)
@@ -204,6 +210,36 @@ class Checker:
         rk = self.res["restart_kinds"]
         rk[kind] = rk.get(kind, 0) + 1
         return kind
+
+    def ready(self, w) -> bool:
+        """Wait until the worker answers a lookup (it has started and recovered)."""
+        probe = {"operator": sorted(w.plan.retention)[0], "ip": "100.127.255.255", "port": None,
+                 "from_ms": 0, "to_ms": 1}
+        got, _, _ = ask(self.bootstrap, w.topics, [probe], timeout_s=self.p.wait_s)
+        return bool(got)
+
+    def leaders(self, w, timeout_s: float = 120.0) -> None:
+        """Wait until every partition of the worker's topics has a leader again."""
+        from kafka import KafkaConsumer
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                c = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+                try:
+                    names = [*w.topics.raw, w.topics.bindings, w.topics.lookup_requests, w.topics.lookup_responses]
+                    ok = True
+                    for n in names:
+                        parts = c.partitions_for_topic(n) or set()
+                        ok = ok and bool(parts) and all(
+                            (c._client.cluster.leader_for_partition(_tp(n, q)) or -1) >= 0 for q in parts)
+                finally:
+                    c.close()
+                if ok:
+                    return
+            except Exception:  # the broker is still coming up
+                pass
+            time.sleep(0.5)
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -547,6 +583,12 @@ class Checker:
             self.expiry_phase()
         self.res["seconds"] = round(time.monotonic() - t, 1)
         return self.res
+
+
+def _tp(topic: str, partition: int):
+    from kafka import TopicPartition
+
+    return TopicPartition(topic, partition)
 
 
 def _budget(plan, name: str) -> Optional[int]:

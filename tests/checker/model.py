@@ -145,9 +145,18 @@ def normalise(ans: dict) -> tuple:
         return ("ambiguous", ans.get("candidates"), (), ())
     rows = tuple(sorted((h.get("subscriber"), h.get("from_ms"), h.get("to_ms"), h.get("inside_ip"),
                          tuple(h["ports"]) if h.get("ports") else None) for h in ans.get("holders") or ()))
-    unknown = tuple(sorted((u.get("subscriber"), u.get("from_ms"), u.get("last_seen_ms"))
-                           for u in ans.get("end_unknown") or ()))
+    unknown = tuple(sorted((u.get("subscriber"), u.get("from_ms"), u.get("last_seen_ms"), u.get("inside_ip"),
+                            tuple(u["ports"]) if u.get("ports") else None) for u in ans.get("end_unknown") or ()))
     return (status, None, rows, unknown)
+
+
+def _end_unknown(ivs: list, to_ms: int, stale: int) -> list[dict]:
+    """Silent sessions whose lost-Stop window ran out before ``to_ms`` (written from the rule,
+    not with ``stream.intervals.last_seen``): no Stop, no lease that ended first, no later
+    holder (that would have set an end)."""
+    return [{"subscriber": x.holder, "from_ms": x.start_ms, "last_seen_ms": x.last_ms}
+            for x in ivs if x.end_ms is None and x.start_ms < to_ms and x.last_ms + stale < to_ms
+            and (x.until_ms is None or x.until_ms > x.last_ms + stale)]
 
 
 class Model:
@@ -182,21 +191,20 @@ class Model:
         if held:
             if port is None:
                 return {"status": "ambiguous", "candidates": len({h.holder for h in held})}
-            rows = []
+            rows, unknown = [], []
             for h in held:
                 inside = ipaddress.ip_address(h.holder)
-                for r in iv.during(ip_of(inside), h.from_ms, h.to_ms, stale_after_ms=stale):
+                ports = [h.port_first, h.port_last]
+                ivs = ip_of(inside)
+                for r in iv.during(ivs, h.from_ms, h.to_ms, stale_after_ms=stale):
                     rows.append({"subscriber": r.holder, "from_ms": r.from_ms, "to_ms": r.to_ms,
-                                 "inside_ip": h.holder, "ports": [h.port_first, h.port_last]})
-            return {"status": "ok" if rows else "no-data", "holders": rows}
-        ivs = ip_of(addr)
-        rows = [{"subscriber": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms}
-                for h in iv.during(ivs, f, t, stale_after_ms=stale)]
-        # silent sessions whose lost-Stop window ran out before the query's end (written from
-        # the rule, not with stream.intervals.last_seen): end unknown
-        unknown = [{"subscriber": x.holder, "from_ms": x.start_ms, "last_seen_ms": x.last_ms}
-                   for x in ivs if x.end_ms is None and x.start_ms < t and x.last_ms + stale < t
-                   and (x.until_ms is None or x.until_ms > x.last_ms + stale)]
+                                 "inside_ip": h.holder, "ports": ports})
+                unknown += [{**u, "inside_ip": h.holder, "ports": ports} for u in _end_unknown(ivs, h.to_ms, stale)]
+        else:
+            ivs = ip_of(addr)
+            rows = [{"subscriber": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms}
+                    for h in iv.during(ivs, f, t, stale_after_ms=stale)]
+            unknown = _end_unknown(ivs, t, stale)
         return {"status": "ok" if rows else (END_UNKNOWN if unknown else "no-data"), "holders": rows,
                 "end_unknown": unknown}
 

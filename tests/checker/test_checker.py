@@ -124,9 +124,9 @@ def test_model_past_the_lost_stop_window_is_end_unknown_not_no_data():
     past = _q("connect2ip", "100.64.0.1", last + window + 1)
     across = _q("connect2ip", "100.64.0.1", last + window - 10, last + window + 10)
     assert m.expect(inside, now, now).answers == [("ok", None, (("a@x", last + window - 1, last + window, None, None),), ())]
-    assert m.expect(past, now, now).answers == [(M.END_UNKNOWN, None, (), (("a@x", T0, last),))]
+    assert m.expect(past, now, now).answers == [(M.END_UNKNOWN, None, (), (("a@x", T0, last, None, None),))]
     assert m.expect(across, now, now).answers == [
-        ("ok", None, (("a@x", last + window - 10, last + window, None, None),), (("a@x", T0, last),))]
+        ("ok", None, (("a@x", last + window - 10, last + window, None, None),), (("a@x", T0, last, None, None),))]
     # a Stop ends it: the end is known
     stop = _radius(2, "Stop", s + 900, **{"Acct-Session-Time": 900})
     m = M.Model(M.apply_history(recs + [stop], r), r, 2000)
