@@ -263,7 +263,11 @@ def run_release(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from agents.query_agent import read_holds
 
-    holds, _ = read_holds(args.bootstrap or default_bootstrap(), f"{args.prefix}-holds")
+    from .audit import check_connection
+
+    bootstrap = args.bootstrap or default_bootstrap()
+    check_connection(bootstrap)
+    holds, _ = read_holds(bootstrap, f"{args.prefix}-holds")
     if not holds:
         print("no active holds", file=sys.stderr)
         return 0

@@ -231,13 +231,16 @@ def _replies(args: argparse.Namespace, wait_s: float) -> list[dict]:
         try:
             rows = read_topic(bootstrap, own)
         except CliError as e:
-            if "denied" in str(e):
+            if "does not exist" not in str(e):  # denied, unreachable, …: say so
                 raise
         try:  # the shared topic too (the operator's view; it also holds replies to forged claims)
             rows += read_topic(bootstrap, shared)
         except CliError as e:
-            if not rows and "denied" in str(e):
-                raise CliError(f"no reply topic for {args.request_id.split('/', 1)[0]} yet, and {e}") from None
+            if "denied" in str(e):
+                if not rows:
+                    raise CliError(f"no reply topic for {args.request_id.split('/', 1)[0]} yet, and {e}") from None
+            elif "does not exist" not in str(e):
+                raise
         seen: set[bytes] = set()
         for _, _, _, value in rows:
             if value is None or value in seen:  # a heartbeat, or a routed copy read twice

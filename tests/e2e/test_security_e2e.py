@@ -462,3 +462,63 @@ def test_worker_serves_no_faust_views_only_status_and_metrics(secure, deployment
             assert status == 404, (path, status, body[:200])
     finally:
         stop(w)
+
+
+# -- issue 15 defect 10: errors that say what failed --------------------------------------------
+
+def _env_with(secure, tmp_path, *, protocol="SASL_SSL", password=None, ca=True, user="ipanon-staff") -> dict:
+    """Single-variable security settings for ``user``, with one thing wrong."""
+    sec = secure.security(user)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPANON_")}
+    env["IPANON_KAFKA_PROTOCOL"] = protocol
+    if protocol.startswith("SASL_"):
+        pw = tmp_path / f"pw-{uuid.uuid4().hex[:6]}"
+        pw.write_text(password if password is not None else sec.password)
+        pw.chmod(0o600)
+        env.update(IPANON_SASL_USERNAME=user, IPANON_SASL_PASSWORD_FILE=str(pw))
+    if ca and sec.ca_file:
+        env["IPANON_SSL_CAFILE"] = str(sec.ca_file)
+    return env
+
+
+def _timed_cli(env: dict, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO, capture_output=True, text=True,
+                       env=env, timeout=120)
+    return r, time.monotonic() - t
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("wrong-password", "authentication failed"),
+    ("missing-ca", "TLS verification failed"),
+    ("plaintext", "probably expects TLS"),
+])
+def test_connection_errors_say_what_failed(secure, deployment, tmp_path, case, expect):
+    env = {"wrong-password": lambda: _env_with(secure, tmp_path, password="not-the-password"),
+           "missing-ca": lambda: _env_with(secure, tmp_path, ca=False),
+           "plaintext": lambda: _env_with(secure, tmp_path, protocol="PLAINTEXT")}[case]()
+    r, took = _timed_cli(env, "audit", "verify", "--no-anchor", "--bootstrap", secure.bootstrap,
+                         "--prefix", deployment["prefix"])
+    assert r.returncode == 2 and expect in r.stderr, r.stderr
+    assert "KafkaTimeoutError" not in r.stderr and "Traceback" not in r.stderr
+    assert "not-the-password" not in r.stderr + r.stdout
+    assert took < 25, f"{case}: took {took:.1f} s"  # was 30 s and more (a Kafka client timeout)
+
+
+def test_unreachable_broker_is_reported_in_seconds(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPANON_")}
+    r, took = _timed_cli(env, "query", "status", "se-police-demo/1", "--bootstrap", f"127.0.0.1:{port}")
+    assert r.returncode == 2 and "nothing listens" in r.stderr, r.stderr
+    assert took < 10, f"took {took:.1f} s"
+
+
+def test_acl_denial_in_query_status_is_reported_as_a_denial(secure, deployment):
+    # rights-demo may read only its own reply topic; asking about another authority's request
+    r = cli(secure, "ipanon-authority-rights-demo", "query", "status", "se-police-demo/1",
+            "--bootstrap", secure.bootstrap, "--prefix", deployment["prefix"], timeout=120)
+    assert r.returncode == 2 and "denied" in r.stderr and "does not exist" not in r.stderr, r.stderr
