@@ -6,16 +6,19 @@ or the new state, never a torn one.  The state only ever moves forward: ``save``
 the file's state (if its oldest epoch is newer, ours is advanced to it), so a running worker can
 never resurrect an epoch that ``ipanon keys rotate`` destroyed meanwhile.
 
-First start: the ring is created from the operator's key file (``agents.keystore``) at the
-epoch the caller asks for — every earlier epoch is never written to disk.  Caveat (say it
-plainly): while ``<operator>.key`` itself stays in the key directory, every epoch can be
-re-derived from it; for epochs to be truly destroyed the seed must leave the machine after the
-ratchet file exists (docs/statistics.md "Key epochs").
+First start: the ring is created from the operator's key file (``agents.keystore``, the seed)
+at the epoch the caller asks for — every earlier epoch is never written to disk.  From then on
+the worker needs only the ratchet file.  The seed can re-derive every epoch from 0 on, so it is
+**retired the moment an epoch that was live on disk is destroyed** (``write_ring``): the file is
+overwritten with random bytes, fsynced and unlinked, and the log says so.  An operator who wants
+an escrow copy takes it off the machine before that, knowingly (docs/pseudonymisation.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import Optional
@@ -23,7 +26,9 @@ from typing import Optional
 from stream.errors import ConfigError, CryptoError
 from stream.keyring import Keyring
 
-from .keystore import load_key
+from .keystore import key_path, load_key
+
+log = logging.getLogger("ipanon")
 
 
 def ratchet_path(keys_dir: Path, operator: str, purpose: str = "statistics") -> Path:
@@ -55,6 +60,7 @@ def write_ring(keys_dir: Path, ring: Keyring) -> Path:
     on_disk = read_ring(keys_dir, ring.operator, ring.purpose)
     if on_disk is not None and on_disk.oldest_epoch > ring.oldest_epoch:
         ring.destroy_before(on_disk.oldest_epoch)
+    destroyed = on_disk is not None and ring.oldest_epoch > on_disk.oldest_epoch
     p = ratchet_path(keys_dir, ring.operator, ring.purpose)
     tmp = p.with_name(p.name + f".tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -64,12 +70,48 @@ def write_ring(keys_dir: Path, ring: Keyring) -> Path:
     finally:
         os.close(fd)
     os.replace(tmp, p)
-    dfd = os.open(keys_dir, os.O_RDONLY)
+    _fsync_dir(keys_dir)
+    if destroyed and retire_seed(keys_dir, ring.operator):
+        log.warning("keys: %s: epochs before %d destroyed; seed file %s removed (it re-derives every epoch)",
+                    ring.operator, ring.oldest_epoch, key_path(keys_dir, ring.operator).name)
+    return p
+
+
+def _fsync_dir(d: Path) -> None:
+    dfd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return p
+
+
+def retire_seed(keys_dir: Path, operator: str) -> bool:
+    """Overwrite ``<operator>.key`` with random bytes, fsync and unlink it; False if absent.
+    (The overwrite defeats an undelete of the inode; SSD wear levelling and snapshots may keep
+    old blocks, which is why the key directory stays out of backups and snapshots.)"""
+    p = key_path(keys_dir, operator)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        return False
+    fd = os.open(p, os.O_WRONLY)
+    try:
+        os.write(fd, secrets.token_bytes(max(size, 1)))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    p.unlink()
+    _fsync_dir(Path(keys_dir))
+    return True
+
+
+def key_material(keys_dir: Path, operator: str) -> bytes:
+    """What the worker needs to start: the seed while there is no ratchet yet (returned), or
+    an existing statistics ratchet (``b""``: the seed is not needed and may be gone).
+    ``ConfigError`` when neither is usable."""
+    if not key_path(keys_dir, operator).exists() and read_ring(keys_dir, operator) is not None:
+        return b""
+    return load_key(keys_dir, operator)
 
 
 def load_or_create(keys_dir: Path, operator: str, *, epoch: int, purpose: str = "statistics") -> Keyring:

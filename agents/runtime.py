@@ -22,7 +22,7 @@ from stream.config import OperatorPolicy, load_operators as load_policies
 from stream.errors import ConfigError
 from stream.policy import PlanParams, TopicPlan, make_layout, plan_topics
 
-from .keystore import load_key
+from .ratchet_store import key_material
 from .settings import Settings
 
 
@@ -94,7 +94,7 @@ def prepare(settings: Settings) -> tuple[dict[str, OperatorRuntime], TopicPlan]:
 
     policies = load_policies(settings.operators_dir)
     kd = keys_dir(settings)
-    keys = {name: load_key(kd, name) for name in policies}
+    keys = {name: key_material(kd, name) for name in policies}  # the seed, or b"" once a ratchet replaced it
     admin = _admin(settings)
     try:
         plan = prepare_retention(admin, policies, plan_params(settings),

@@ -181,7 +181,8 @@ def _register_epochs(ksub) -> None:
     for name, text, ex in (
         ("show", "per operator: oldest live statistics key epoch, current epoch, files (no key bytes)",
          "ipanon keys show --keys ~/.config/ipanon/keys"),
-        ("rotate", "destroy statistics key epochs now: everything before the current epoch (or --to-epoch)",
+        ("rotate", "destroy statistics key epochs now: everything before the current epoch (or --to-epoch, "
+                   "never a future one); says what was destroyed and removes the seed file once one was",
          "ipanon keys rotate --operator junet --keys ~/.config/ipanon/keys"),
     ):
         a = ksub.add_parser(name, help=text, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -208,6 +209,7 @@ def _epoch_context(args: argparse.Namespace):
     if args.operator and args.operator not in policies:
         raise CliError(f"operator {args.operator!r} has no profile in {s.operators_dir}")
     names = [args.operator] if args.operator else sorted(policies)
+    args.ingest_lag_ms = s.ingest_lag_ms
     return keys_dir(s), policies, names, time.time_ns() // 1_000_000
 
 
@@ -240,16 +242,47 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    from stream.keyring import epoch_of
+    """Destroy statistics epochs now, saying exactly what was destroyed (or that nothing was),
+    and refusing a target in the future: the worker could pseudonymise nothing until it begins."""
+    from stream.config import format_duration
+    from stream.keyring import epoch_bounds, epoch_of
 
-    from ..ratchet_store import load_or_create
+    from ..keystore import key_path
+    from ..ratchet_store import load_or_create, read_ring
 
     kd, policies, names, now = _epoch_context(args)
     n = names[0]
-    target = args.to_epoch if args.to_epoch is not None else epoch_of(now, policies[n].key_epoch_ms)
+    period = policies[n].key_epoch_ms
+    current = epoch_of(now, period)
+    target = args.to_epoch if args.to_epoch is not None else current
     if target < 0:
         raise CliError("--to-epoch must be >= 0")
+    if target > current:
+        begins = epoch_bounds(target, period)[0]
+        raise CliError(f"--to-epoch {target} lies in the future (current epoch {current}, {format_duration(period)} "
+                       f"each): the worker could pseudonymise nothing for {n} until epoch {target} begins at "
+                       f"{_utc(begins)} ({format_duration(begins - now)} without statistics); refused. "
+                       f"Use at most {current}")
+    before = read_ring(kd, n)
+    seed_before = key_path(kd, n).exists()
     ring = load_or_create(kd, n, epoch=target)
-    print(f"{n}: oldest live statistics epoch is now {ring.oldest_epoch} "
-          f"(earlier epochs destroyed in {kd}; a running worker follows within seconds)")
+    if before is None:
+        print(f"{n}: statistics ratchet created at epoch {ring.oldest_epoch} (since {_utc(epoch_bounds(ring.oldest_epoch, period)[0])}); "
+              f"no earlier epoch was ever stored in {kd}")
+    elif ring.oldest_epoch > before.oldest_epoch:
+        print(f"{n}: destroyed statistics epochs {before.oldest_epoch}..{ring.oldest_epoch - 1}; oldest live epoch is "
+              f"now {ring.oldest_epoch} (since {_utc(epoch_bounds(ring.oldest_epoch, period)[0])}); a running worker "
+              f"follows within seconds")
+    else:
+        print(f"{n}: nothing destroyed: the oldest live epoch is already {before.oldest_epoch} "
+              f"(current epoch {current}); epochs are destroyed by the worker as they end")
+    live = epoch_of(max(0, now - args.ingest_lag_ms), period)
+    if live < ring.oldest_epoch:
+        print(f"{n}: records of epoch {live} may still arrive for {format_duration(args.ingest_lag_ms)} (the ingest "
+              f"lag); they are no longer pseudonymised: the worker counts them as late and leaves them out")
+    if seed_before and not key_path(kd, n).exists():
+        print(f"{n}: seed file {key_path(kd, n).name} removed: it re-derived every destroyed epoch")
+    elif key_path(kd, n).exists():
+        print(f"{n}: seed file {key_path(kd, n)} is still present: it re-derives every epoch from 0 on; "
+              f"it is removed when the first live epoch is destroyed")
     return 0

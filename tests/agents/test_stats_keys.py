@@ -74,3 +74,77 @@ def test_keys_show_and_rotate_cli(keys, tmp_path, capsys):
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("junet")][0]
     assert f" {now_epoch} " in line and line.count(str(now_epoch)) >= 2   # current == oldest live
     assert main(["keys", "rotate", "--operator", "nobody", "--keys", str(keys)]) == 2
+
+
+def _relinked(keys, op, epoch, subjects, pseudonyms) -> int:
+    """The seed-relink attack on a key directory: every file tried as a seed and as a ratchet."""
+    import re
+
+    n = 0
+    for f in keys.iterdir():
+        data = f.read_bytes()
+        rings = []
+        if re.fullmatch(r"[0-9a-f]{64}", data.decode("ascii", "replace").strip()):
+            rings.append(Keyring.create(op, bytes.fromhex(data.decode().strip())))
+        try:
+            rings.append(Keyring.from_bytes(data))
+        except CryptoError:
+            pass
+        for r in rings:
+            try:
+                n += sum(r.hmac(epoch).pseudonym(s) in pseudonyms for s in subjects)
+            except CryptoError:
+                pass
+    return n
+
+
+def test_destroying_a_live_epoch_retires_the_seed_and_nothing_on_disk_relinks_it(keys):
+    subjects = [f"kund-{i}@isp.example" for i in range(16)]
+    ring = load_or_create(keys, "junet", epoch=30)           # first start: from the seed
+    assert (keys / "junet.key").exists()                     # nothing destroyed yet: kept
+    pseudonyms = {ring.hmac(30).pseudonym(s) for s in subjects}
+    assert _relinked(keys, "junet", 30, subjects, pseudonyms) == 32   # the seed and the ratchet
+    on_disk = read_ring(keys, "junet")                       # the worker's tick, as it runs
+    ring.destroy_before(max(31, on_disk.oldest_epoch))
+    write_ring(keys, ring)
+    assert not (keys / "junet.key").exists()
+    assert _relinked(keys, "junet", 30, subjects, pseudonyms) == 0
+    assert (keys / "connect2ip.key").exists()                # another operator's seed is untouched
+
+
+def test_worker_key_material_needs_the_seed_only_until_the_ratchet_exists(keys):
+    from agents.ratchet_store import key_material
+
+    assert len(key_material(keys, "junet")) == 32
+    load_or_create(keys, "junet", epoch=3)
+    assert main(["keys", "rotate", "--operator", "junet", "--keys", str(keys), "--to-epoch", "4"]) == 0
+    assert not (keys / "junet.key").exists()
+    assert key_material(keys, "junet") == b""                # starts from the ratchet alone
+    with pytest.raises(ConfigError, match="no key file"):
+        key_material(keys, "framsteget")                     # neither seed nor ratchet
+
+
+def test_rotate_says_what_it_destroyed_or_that_nothing_was(keys, capsys):
+    import time
+
+    now_epoch = epoch_of(time.time_ns() // 1_000_000, 7 * 86_400_000)
+    load_or_create(keys, "junet", epoch=now_epoch - 2)
+    assert main(["keys", "rotate", "--operator", "junet", "--keys", str(keys)]) == 0
+    out = capsys.readouterr().out
+    assert f"destroyed statistics epochs {now_epoch - 2}..{now_epoch - 1}" in out
+    assert "seed file junet.key removed" in out
+    assert main(["keys", "rotate", "--operator", "junet", "--keys", str(keys)]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing destroyed: the oldest live epoch is already {now_epoch}" in out
+    assert read_ring(keys, "junet").oldest_epoch == now_epoch
+
+
+def test_rotate_to_a_future_epoch_is_refused_and_changes_nothing(keys, capsys):
+    import time
+
+    now_epoch = epoch_of(time.time_ns() // 1_000_000, 7 * 86_400_000)
+    load_or_create(keys, "junet", epoch=now_epoch)
+    assert main(["keys", "rotate", "--operator", "junet", "--keys", str(keys), "--to-epoch", str(now_epoch + 1)]) == 2
+    err = capsys.readouterr().err
+    assert "lies in the future" in err and "refused" in err and "Traceback" not in err
+    assert read_ring(keys, "junet").oldest_epoch == now_epoch and (keys / "junet.key").exists()

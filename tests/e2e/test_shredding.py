@@ -139,3 +139,86 @@ def test_open_sessions_stay_exact_while_old_versions_are_shredded_and_after_a_re
     wait_for(lambda: holders(w, op, addrs, probe) == want, timeout_s=180, what="lookups after the restart")
     time.sleep(3 * period_for(ttl) / 1000 + GRACE_MS / 1000)
     assert holders(w, op, addrs, probe) == want
+
+
+def test_destroyed_statistics_epoch_is_not_relinked_by_anything_left_on_disk(worker_factory, tmp_path, bootstrap,
+                                                                            monkeypatch):
+    """The seed-relink attack: after the worker destroyed a statistics epoch, no file of its key
+    or data directory re-derives that epoch's subscriber pseudonyms; and the worker restarts
+    without the seed.  The records fall in the epoch before the current one, which the worker
+    keeps live for a late window ending 20 s after it starts (``IPANON_STATS_LATE_MS``), then
+    destroys by itself."""
+    import json
+    import re
+
+    from agents.ratchet_store import read_ring
+    from stream.config import load_operators
+    from stream.model import Binding
+    from stream.stats import StatsBuilder
+
+    op = f"epoch{uuid.uuid4().hex[:6]}"
+    from stream.keyring import epoch_bounds, epoch_of
+
+    period = 6 * 3_600_000   # short epochs from origin 0 would need too many ratchet steps
+    profile = re.sub(r'^key_epoch = ".*"$', 'key_epoch = "6h"', fast_profile(op), count=1, flags=re.M)
+    w = worker_factory(operators=((op, profile),), ingest_lag_ms=INGEST_LAG_MS)
+    w.bootstrap = bootstrap
+    surviving_seed = bytes.fromhex((w.keys / f"{op}.key").read_text().strip())   # what the attack used
+    now = int(time.time() * 1000)
+    current_start = epoch_bounds(epoch_of(now, period), period)[0]
+    monkeypatch.setenv("IPANON_STATS_LATE_MS", str(now - current_start + 20_000))
+    w.start()
+    policy = load_operators(w.operators_dir)[op]
+    tag = uuid.uuid4().hex[:8]
+    n = 16
+    at = current_start // 1000 - 30           # in the previous epoch, still live for 20 s
+    produce(bootstrap, w.topics.raw_radius, "radius-json", [radius(tag, i, "Start", at) for i in range(n)], tmp_path, op)
+
+    def stats():
+        recs = [json.loads(r.value) for r in read_all(bootstrap, w.topics.stats) if r.value]
+        return [x for x in recs if x.get("operator") == op]
+
+    observed = wait_for(lambda: (s := stats()) and len(s) >= n and s, timeout_s=120, what="the stats records")
+    epochs = {x["epoch"] for x in observed}
+    assert epochs == {epoch_of(current_start, period) - 1}
+    pseudonyms = {x["subscriber"] for x in observed}
+    assert len(pseudonyms) == n
+    bindings = [Binding.from_json(r.value) for r in read_all(bootstrap, w.topics.bindings) if r.value]
+    bindings = [b for b in bindings if b.operator == op]
+
+    def relinked(ring) -> int:
+        try:
+            built = StatsBuilder(policy, ring).build_many(bindings)
+        except Exception:  # a ring of another purpose or operator: it links nothing
+            return 0
+        return len({x.record["subscriber"] for x in built} & pseudonyms)
+
+    assert relinked(Keyring.create(op, surviving_seed)) == n    # a seed left on disk relinks every one
+
+    wait_for(lambda: read_ring(w.keys, op).oldest_epoch > max(epochs), timeout_s=120,
+             what="the worker to destroy the records' epoch")
+    time.sleep(1)
+    rings = []
+    for f in [*w.keys.rglob("*"), *(w.dir / "data").rglob("*")]:
+        if not f.is_file():
+            continue
+        data = f.read_bytes()
+        text = data.decode("ascii", "replace").strip()
+        if re.fullmatch(r"[0-9a-f]{64}", text):
+            rings.append(Keyring.create(op, bytes.fromhex(text)))
+        for blob in (data, data[16:]):       # a statistics ratchet, a mapping vault's state
+            try:
+                rings.append(Keyring.from_bytes(blob))
+            except CryptoError:
+                pass
+    assert rings                                                  # the ratchet itself is there
+    assert sum(relinked(r) for r in rings) == 0
+    assert not (w.keys / f"{op}.key").exists()
+
+    # the worker starts again from its ratchet alone, and keeps publishing statistics
+    w.stop()
+    monkeypatch.delenv("IPANON_STATS_LATE_MS")
+    w.start()
+    at2 = int(time.time())
+    produce(bootstrap, w.topics.raw_radius, "radius-json", [radius(tag, 100, "Start", at2)], tmp_path, op)
+    wait_for(lambda: len(stats()) >= n + 1, timeout_s=120, what="statistics after a restart without the seed")
