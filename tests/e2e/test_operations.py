@@ -123,7 +123,10 @@ def chromium(args: list[str], timeout: float = 90) -> subprocess.CompletedProces
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)")
 def test_prometheus_sees_compliance_move_as_mappings_age_and_expire(worker_factory, bootstrap, tmp_path):
     port = free_port()
-    w = worker_factory(operators=(OPERATOR,), extra=["--web-port", str(port)]).start()
+    # session A ended ~23 h ago: the worker plans for that ingest lag, else ingest dead-letters
+    # its Stop as too-late (docs/ingest.md, "Late records")
+    w = worker_factory(operators=(OPERATOR,), extra=["--web-port", str(port)],
+                       ingest_lag_ms=int(23.5 * 3600_000)).start()
     base = f"http://127.0.0.1:{port}"
     first = wait_for(lambda: get_json(base + "/status.json"), timeout_s=150, what="the worker's web server")
     ttl_s = first["operators"][OPERATOR]["ttl_ms"] // 1000
@@ -212,7 +215,9 @@ def test_prometheus_sees_compliance_move_as_mappings_age_and_expire(worker_facto
                     reason="chromium not installed (apt-get install chromium)")
 def test_status_page_in_headless_chromium_shows_real_figures(worker_factory, bootstrap, tmp_path):
     port = free_port()
-    w = worker_factory(operators=(OPERATOR, "framsteget"), extra=["--web-port", str(port)]).start()
+    # u1's Stop is 2 h old: the worker plans for that ingest lag (see above)
+    w = worker_factory(operators=(OPERATOR, "framsteget"), extra=["--web-port", str(port)],
+                       ingest_lag_ms=3 * 3600_000).start()
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: get_json(base + "/status.json"), timeout_s=150, what="the worker's web server")
     now = int(time.time())
