@@ -274,8 +274,8 @@ def test_pipeline_over_tls_and_scram_with_generated_acls(secure, deployment, tmp
             {"User-Name": SUBSCRIBER, "Acct-Status-Type": "Start", "Acct-Session-Id": "S-1",
              "NAS-IP-Address": "192.0.2.10", "Framed-IP-Address": "100.64.12.34", "Event-Timestamp": now - 600},
             {"User-Name": SUBSCRIBER, "Acct-Status-Type": "Stop", "Acct-Session-Id": "S-1",
-             "NAS-IP-Address": "192.0.2.10", "Framed-IP-Address": "100.64.12.34", "Event-Timestamp": now - 300,
-             "Acct-Session-Time": 300},
+             "NAS-IP-Address": "192.0.2.10", "Framed-IP-Address": "100.64.12.34", "Event-Timestamp": now - 60,
+             "Acct-Session-Time": 540},  # within the worker's 5 min ingest lag, else dead-lettered too-late
         ]
         feed = tmp_path / "radius.jsonl"
         feed.write_text("".join(json.dumps(r) + "\n" for r in records))
