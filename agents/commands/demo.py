@@ -221,6 +221,18 @@ def _subscribers(result: dict) -> list[str] | None:
     return None
 
 
+def _await_replies(bootstrap: str, topic: str, rid: str, done, *, timeout_s: float) -> list[dict]:
+    """The replies to ``rid`` once ``done(replies)`` holds (or what there is at the timeout)."""
+    from ..kafka_io import read_all
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ms = [m for m in (json.loads(r.value) for r in read_all(bootstrap, topic)) if m.get("request_id") == rid]
+        if done(ms) or time.monotonic() > deadline:
+            return ms
+        time.sleep(0.5)
+
+
 def _wait_desk(bootstrap: str, prefix: str, deadline: float, alive) -> None:
     from ..cli import CliError
     from ..kafka_io import count
@@ -442,14 +454,22 @@ def run(args: argparse.Namespace) -> int:
                 "--basis", "ipred-court-order", "--case", "PMÖ 4711-26", "--address", ipred["ip"],
                 "--port", str(ipred["port"]), "--from", str(ipred["at_ms"]), "--to", str(ipred["at_ms"] + 1),
                 "--number", number, *kafka)
-        for staff in STAFF:
-            _cli_ok("query", "status", rid, "--wait", "30", *kafka)
-            _cli_ok("query", "approve", rid, "--staff", staff, "--key", str(authority_keys / f"{staff}.sign.pem"),
-                    *kafka)
+        _cli_ok("query", "status", rid, "--wait", "30", *kafka)
+        _cli_ok("query", "approve", rid, "--staff", STAFF[0], "--key", str(authority_keys / f"{STAFF[0]}.sign.pem"),
+                *kafka)
+        # four eyes: one approval leaves the request pending, with no answer
+        one_approval = _await_replies(bootstrap, topics.query_responses, rid,
+                                      lambda ms: any(m.get("approvals") == 1 for m in ms), timeout_s=30)
+        pending_after_one = (any(m.get("status") == "pending" and m.get("approvals") == 1 for m in one_approval)
+                             and not any(m.get("type") == "answer" for m in one_approval))
+        prog.step(f"IPRED request {rid} by {RIGHTS}: after {STAFF[0]}'s approval "
+                  f"{'still pending (1 of 2), no answer' if pending_after_one else 'NOT pending as it should be'}")
+        _cli_ok("query", "approve", rid, "--staff", STAFF[1], "--key", str(authority_keys / f"{STAFF[1]}.sign.pem"),
+                *kafka)
         fetched = _cli("query", "fetch", rid, "--key", str(authority_keys / f"{RIGHTS}.enc.pem"), "--wait", "60",
                        *kafka)
         ipred_res = json.loads(fetched.stdout)["result"] if fetched.returncode == 0 else None
-        ipred_ok = ipred_res is not None and _subscribers(ipred_res) == [ipred["expect"]]
+        ipred_ok = pending_after_one and ipred_res is not None and _subscribers(ipred_res) == [ipred["expect"]]
         if not ipred_ok:
             wrong.append({"request": rid, "query": ipred, "result": ipred_res, "stderr": fetched.stderr[-300:]})
         prog.step(f"IPRED request {rid} for {ipred['ip']}:{ipred['port']} approved by {' and '.join(STAFF)}, "
@@ -550,13 +570,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"ipanon demo: audit verify: {verify.stdout}{verify.stderr}", file=sys.stderr)
         if args.keep:
             kept = True
+            ex = next((q for q in queries if q["expect"]), queries[0]) if queries else nat_queries[0]
             print(f"\nstill running (broker {bootstrap}, worker pid {worker.pid}); status page: "
                   f"http://127.0.0.1:{web_port}/status\ntry next:\n"
                   f"  export IPANON_BOOTSTRAP={bootstrap}\n"
                   f"  ipanon query submit --authority {POLICE} --key {authority_keys / (POLICE + '.sign.pem')} \\\n"
-                  f"      --basis lek-law-enforcement --case TRY-1 --address {queries[0]['ip']} "
-                  f"--from {queries[0]['at_ms']} --to {queries[0]['at_ms'] + 1} --number try-1 "
+                  f"      --basis lek-law-enforcement --case TRY-1 --address {ex['ip']} "
+                  + (f"--port {ex['port']} " if ex.get("port") is not None else "")
+                  + f"--from {ex['at_ms']} --to {ex['at_ms'] + 1} --number try-1 "
                   f"--bootstrap {bootstrap}\n"
+                  f"      # the generator says: {ex['expect'] or 'nobody'}\n"
                   f"  ipanon query fetch {POLICE}/try-1 --key {authority_keys / (POLICE + '.enc.pem')} --wait 30 "
                   f"--bootstrap {bootstrap}\n"
                   f"  ipanon audit verify --anchor-key {keys / 'audit-anchor.pub'} --bootstrap {bootstrap}\n"
