@@ -72,6 +72,9 @@ def all_file_bytes(*dirs: Path) -> bytes:
 def test_lookups_exact_then_physically_gone(worker_factory, tmp_path, bootstrap, broker):
     op = f"fast{uuid.uuid4().hex[:6]}"
     w = worker_factory(operators=((op, fast_profile(op)),), ingest_lag_ms=INGEST_LAG_MS).start()
+    # the lag that counts ends when ingest reads the record: a Stop written 5 s after its end to
+    # a worker still starting up would be past what the 60 s promise leaves (too-late)
+    wait_for(lambda: "ingest: assigned" in w.log(), timeout_s=150, what="the ingest stage to have its partitions")
     tag = uuid.uuid4().hex[:10]
     sub1, sub2 = f"erase-{tag}-one@isp.example", f"erase-{tag}-two@isp.example"
     now = int(time.time())
