@@ -31,7 +31,8 @@ then destroying one would prove nothing.  Consequences stated plainly: the key d
 be on local storage excluded from backups and snapshots; a worker that loses this file cannot
 read the table it restores (it starts empty and the old values are, by design, garbage); and
 several workers sharing a table must share this state (copy it to a joining worker before its
-first start) — with the file-based store in this release, run one worker per table.
+first start); the file never moves backwards (a write first adopts a newer state it finds), so
+a worker that destroyed less cannot bring another's destroyed epochs back.
 """
 
 from __future__ import annotations
@@ -176,6 +177,14 @@ class Vault:
         return epoch_bounds(epoch, self.period_ms, self.origin_ms)[1]
 
     def _persist(self) -> None:
+        # never move the file backwards: a worker sharing this key directory may have destroyed
+        # further meanwhile, and writing our older state would bring its epochs back
+        try:
+            on_disk = Keyring.from_bytes(self.path.read_bytes()[_HEADER.size:]).oldest_epoch
+        except (OSError, CryptoError):
+            on_disk = 0
+        if on_disk > self.ring.oldest_epoch:
+            self.ring.destroy_before(on_disk)
         data = _HEADER.pack(self.origin_ms, self.period_ms) + self.ring.to_bytes()
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

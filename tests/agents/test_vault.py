@@ -117,3 +117,15 @@ def test_revisit_of_a_stored_value_reads_its_epoch_from_the_header(tmp_path):
     # the former sealing (lost-Stop expiry) is re-sealed at the first visit
     legacy = v.seal(k, NET, ivs, until_ms=T + stale + ttl, now_ms=T)
     assert v.revisit(legacy, ivs, ttl_ms=ttl, stale_after_ms=stale, now_ms=T + 5) == T + 5
+
+
+def test_persisting_never_moves_the_state_file_backwards(tmp_path):
+    """Two workers on one key directory: the one that destroyed less must not bring the other's
+    destroyed epochs back into the file."""
+    a = vault(tmp_path)
+    b = vault(tmp_path)
+    later = a.epoch_end_ms(a.epoch_at(T + 5 * H))
+    assert a.destroy_due(later) > 0
+    b.destroy_due(b.epoch_end_ms(b.epoch_at(T + 2 * H)))     # b is behind, and writes
+    assert vault(tmp_path, now=T).ring.oldest_epoch == a.ring.oldest_epoch
+    assert b.ring.oldest_epoch == a.ring.oldest_epoch
