@@ -200,3 +200,9 @@ class Vault:
         finally:
             os.close(dfd)
 
+
+
+def max_until(ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int) -> int:
+    """The latest expiry instant among ``ivs`` (benchmarks seal synthetic values with it; the
+    worker seals by ``Vault.seal_value``)."""
+    return max((iv.expiry_ms(i, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) for i in ivs), default=0)
