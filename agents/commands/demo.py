@@ -498,7 +498,7 @@ def run(args: argparse.Namespace) -> int:
         verify = _cli("audit", "verify", "--bootstrap", bootstrap, "--prefix", "ipanon",
                       "--anchor-key", str(keys / "audit-anchor.pub"))
         audit_ok = verify.returncode == 0
-        prog.step(f"audit chain: {(verify.stdout or verify.stderr).strip().splitlines()[-1:] or ['?']}")
+        prog.step("audit chain: " + ((verify.stdout or verify.stderr).strip().splitlines() or ["no output"])[-1])
 
         agg_deadline = time.monotonic() + 60
         while count(bootstrap, topics.aggregates) == 0 and time.monotonic() < agg_deadline:
