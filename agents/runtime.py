@@ -88,6 +88,38 @@ def apply_topics(settings: Settings, policies: Optional[Mapping[str, OperatorPol
         admin.close()
 
 
+#: start-up checks retried this many times when the broker drops mid-check (a broker restart)
+CHECK_ATTEMPTS = 6
+
+
+def _checked_plan(settings: Settings, policies, prepare_retention) -> TopicPlan:
+    """The verified plan.  A broker that cannot be reached at all is reported at once; one that
+    goes away while the topics are being checked (it restarts) is asked again with a backoff,
+    and a ``ConfigError`` names the error if it does not come back."""
+    import logging
+    import time
+
+    from kafka.errors import KafkaError
+
+    delay = 1.0
+    for attempt in range(1, CHECK_ATTEMPTS + 1):
+        admin = _admin(settings)
+        try:
+            return prepare_retention(admin, policies, plan_params(settings),
+                                     make_layout(settings.topic_prefix, settings.app_id))
+        except KafkaError as e:
+            if attempt == CHECK_ATTEMPTS:
+                raise ConfigError(f"Kafka at {settings.bootstrap} failed while the worker checked its topics "
+                                  f"({type(e).__name__}), {CHECK_ATTEMPTS} times; is the broker restarting?") from None
+            logging.getLogger("ipanon").warning("start-up checks: broker error (%s); asking again in %.0f s",
+                                                type(e).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        finally:
+            admin.close()
+    raise AssertionError("unreachable")
+
+
 def prepare(settings: Settings) -> tuple[dict[str, OperatorRuntime], TopicPlan]:
     """Everything the worker checks before it starts; raises ``ConfigError``."""
     from .kafka_admin import prepare_retention
@@ -95,12 +127,7 @@ def prepare(settings: Settings) -> tuple[dict[str, OperatorRuntime], TopicPlan]:
     policies = load_policies(settings.operators_dir)
     kd = keys_dir(settings)
     keys = {name: key_material(kd, name) for name in policies}  # the seed, or b"" once a ratchet replaced it
-    admin = _admin(settings)
-    try:
-        plan = prepare_retention(admin, policies, plan_params(settings),
-                                 make_layout(settings.topic_prefix, settings.app_id))
-    finally:
-        admin.close()
+    plan = _checked_plan(settings, policies, prepare_retention)
     Path(settings.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     # table state and default keys: owner only (docs/security.md); made once every check passed
     Path(settings.data_dir).chmod(0o700)
