@@ -439,10 +439,17 @@ class Pipeline:
 
     def resolve(self, operator: str, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:
         """Answer "who held ``address`` (``port``) during ``[from_ms, to_ms)``" from this
-        worker's partitions.  NAT addresses resolve through the CGNAT chain; when the inside
-        address's partition belongs to another worker, that second hop comes back as
+        worker's partitions.  NAT addresses resolve through the CGNAT chain — logged port blocks
+        and sessions, and the profile's deterministic NAT versions (``stream.detnat``); when the
+        inside address's partition belongs to another worker, that second hop comes back as
         ``"hops": [{"inside_ip", "from_ms", "to_ms", "ports"}]`` for the asker to look up
-        (through the lookup topic, which routes it to the owner) — never silently left out."""
+        (through the lookup topic, which routes it to the owner) — never silently left out.
+        With ``[realms]`` in the profile the inside address's holders are kept only in the NAT
+        source's realm, and when two realms could match the answer is ``ambiguous``
+        (``stream.realm``)."""
+        from stream import detnat
+        from stream.realm import RealmMap, select
+
         if operator not in self.operators:
             raise Rejected("unknown-operator", "operator has no profile")
         net = parse_network(address)
@@ -450,27 +457,51 @@ class Pipeline:
             raise Rejected("bad-address", "lookups take a single address")
         addr = net.network_address
         op = self.operators[operator]
-        nat = iv.during(self.intervals_for(operator, "nat", addr), from_ms, to_ms, port=port,
-                        stale_after_ms=op.stale_after_ms)
-        if nat:
-            if port is None:
-                inside = {h.holder for h in nat}
-                return {"status": "ambiguous", "candidates": len(inside),
-                        "detail": "CGNAT public address without a source port (RFC 6302)"}
+        pol = op.policy
+        realms = pol.realms if pol is not None and pol.realms is not None else RealmMap()
+        versions = pol.deterministic_nat if pol is not None else ()
+        now = self.clock()
+        # one hop per logged NAT holding and per deterministic version:
+        # (inside address, from, to, ports, realms of the NAT source)
+        chain: list[tuple[str, int, int, list, frozenset]] = []
+        for x in self.intervals_for(operator, "nat", addr):
+            for h in iv.during([x], from_ms, to_ms, port=port, stale_after_ms=op.stale_after_ms):
+                chain.append((h.holder, h.from_ms, h.to_ms, [h.port_first, h.port_last], realms.of_nat(x.nas)))
+        for m in detnat.lookup(versions, str(addr), port, from_ms, to_ms, now_ms=now, keep_ms=op.ttl_ms):
+            chain.append((m.inside_ip, max(from_ms, m.from_ms), to_ms if m.to_ms is None else min(to_ms, m.to_ms),
+                          [m.port_first, m.port_last], frozenset({m.realm}) if m.realm else frozenset()))
+        chain.sort(key=lambda c: (c[1], c[0]))
+        if port is None and (chain or detnat.covers(versions, str(addr), from_ms, to_ms, now_ms=now,
+                                                    keep_ms=op.ttl_ms)):
+            return {"status": "ambiguous",
+                    "candidates": len({c[0] for c in chain}) or max(v.ratio for v in versions),
+                    "detail": "CGNAT public address without a source port (RFC 6302)"}
+        if chain:
             rows, hops, unknown = [], [], []
-            for h in nat:
-                inside = parse_network(h.holder)
-                ports = [h.port_first, h.port_last]
+            for inside_ip, lo, hi, ports, nat_realms in chain:
+                inside = parse_network(inside_ip)
                 if not self.owns(operator, inside):  # the second hop lives on another worker
-                    hops.append({"inside_ip": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms, "ports": ports})
+                    if realms.configured:  # the asker's merge cannot tell realms apart: never over-answer
+                        return {"status": "error", "reason": "realm-hop-remote",
+                                "detail": "the inside address lives on another worker; realms need a local hop"}
+                    hops.append({"inside_ip": inside_ip, "from_ms": lo, "to_ms": hi, "ports": ports})
                     continue
                 ivs = self.intervals_for(operator, "ip", inside.network_address)
-                inner = iv.during(ivs, h.from_ms, h.to_ms, stale_after_ms=op.stale_after_ms)
+                if realms.configured:
+                    cands = [x for x in ivs if iv.during([x], lo, hi, stale_after_ms=op.stale_after_ms)
+                             or iv.last_seen([x], lo, hi, stale_after_ms=op.stale_after_ms)]
+                    sel = select(realms, nat_realms, cands, lambda x: x.nas or x.session)
+                    if sel.status != "ok":
+                        return {"status": "ambiguous", "candidates": len(cands),
+                                "detail": f"inside {inside_ip} is held in several routing realms "
+                                          f"({', '.join(sel.realms)})"}
+                    ivs = sel.kept
+                inner = iv.during(ivs, lo, hi, stale_after_ms=op.stale_after_ms)
                 rows += [{"subscriber": r.holder, "from_ms": r.from_ms, "to_ms": r.to_ms,
-                          "inside_ip": h.holder, "ports": ports} for r in inner]
+                          "inside_ip": inside_ip, "ports": ports} for r in inner]
                 unknown += [{"subscriber": u.holder, "from_ms": u.from_ms, "last_seen_ms": u.last_seen_ms,
-                             "window_ms": u.window_ms, "inside_ip": h.holder, "ports": ports}
-                            for u in iv.last_seen(ivs, h.from_ms, h.to_ms, stale_after_ms=op.stale_after_ms)]
+                             "window_ms": u.window_ms, "inside_ip": inside_ip, "ports": ports}
+                            for u in iv.last_seen(ivs, lo, hi, stale_after_ms=op.stale_after_ms)]
             out = {"status": "ok" if rows or hops else ("end-unknown" if unknown else "no-data"), "holders": rows}
             if unknown:
                 out["end_unknown"] = unknown
