@@ -551,11 +551,21 @@ HEARTBEAT_HEADERS = [("ipanon-heartbeat", b"1")]
 RECORD_DUMPING_LOGGERS = ("aiokafka", "kafka", "faust.topics", "faust.transport")
 
 
+#: loggers that put a whole message (key and value) into a WARNING: faust.topics logs the
+#: failed message's repr when a send fails (``Topic._on_published``); the failure itself still
+#: reaches the writer, whose flush raises it
+RECORD_DUMPING_WARNINGS = ("faust.topics",)
+
+
 def quiet_client_libraries() -> None:
     for name in RECORD_DUMPING_LOGGERS:
         lg = logging.getLogger(name)
         if lg.getEffectiveLevel() < logging.INFO:
             lg.setLevel(logging.INFO)
+    for name in RECORD_DUMPING_WARNINGS:
+        lg = logging.getLogger(name)
+        if lg.getEffectiveLevel() < logging.ERROR:
+            lg.setLevel(logging.ERROR)
 
 
 def is_heartbeat(event: Any) -> bool:
