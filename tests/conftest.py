@@ -164,6 +164,9 @@ class WorkerProcess:
         operators = [op[0] if isinstance(op, tuple) else op for op in operators]
         self.keys = workdir / "keys"
         ensure_demo_keys(self.keys, operators)
+        # the statistics seeds as created: the worker shreds <op>.key once it destroys a live
+        # epoch (forward secrecy), so a test that recomputes pseudonyms reads them here
+        self.seeds = {op: bytes.fromhex((self.keys / f"{op}.key").read_text().strip()) for op in operators}
         self.settings = Settings(bootstrap=bootstrap, app_id=prefix, topic_prefix=prefix,
                                  operators_dir=self.operators_dir, keys_dir=self.keys,
                                  data_dir=workdir / "data", heartbeat_ms=heartbeat_ms,

@@ -444,7 +444,6 @@ class Checker:
         anything else.  Dead letters: every bad and too-late record, with its reason; nothing
         else."""
         from agents.kafka_io import read_all
-        from agents.keystore import load_key
         from agents.stats_agent import record_ids
         from stream.keyring import epoch_of
 
@@ -457,7 +456,7 @@ class Checker:
         horizon = now_ms() - w.settings.ingest_lag_ms
         for op, bs in by_op.items():
             pol = rules[op].policy
-            ids = record_ids(load_key(w.keys, op), pol, bs)
+            ids = record_ids(w.seeds[op], pol, bs)
             assert len(ids) == len(bs), "record_ids left bindings out"
             live = epoch_of(horizon, pol.key_epoch_ms)
             for b, i in zip(bs, ids):

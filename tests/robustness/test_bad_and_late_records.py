@@ -61,7 +61,7 @@ def test_bad_and_too_late_records_are_dead_lettered_alone(worker_factory, bootst
     fmt = get_format("radius-json")
     expected_bindings = [b for v in good for b in fmt.parse(v, operator="connect2ip")]
     assert len(expected_bindings) == 300
-    seed = bytes.fromhex((w.keys / "connect2ip.key").read_text().strip())
+    seed = w.seeds["connect2ip"]
     expected_ids = set(record_ids(seed, policy, expected_bindings))
     assert len(expected_ids) == 300
 
