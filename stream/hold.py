@@ -374,6 +374,14 @@ class _PendingHold:
     approvals: dict[str, int]
 
 
+class _Refusal(Exception):
+    """Carries the refusal of a message that is not a validly signed one (``HoldDesk._verified``)."""
+
+    def __init__(self, decision: "HoldDecision") -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
 class HoldDesk:
     """The pure state machine behind signed legal holds (see the wire forms above).
 
@@ -438,23 +446,32 @@ class HoldDesk:
                             self._reply(status, hid, now_ms, requester if authenticated else None, **extra),
                             authenticated, requester=requester)
 
+    def _verified(self, raw: bytes, kind: str, fields: Any, domain: bytes, now_ms: int) -> tuple[dict, str, Any]:
+        """``(body, "role:requester", signer)`` of a message of ``kind`` signed by a registered
+        requester; raises ``_Refusal`` with the audited refusal otherwise."""
+        try:
+            body, sig = _shape(raw, kind, fields)
+        except Rejected as e:
+            raise _Refusal(self._refuse(e.reason, None, now_ms, authenticated=False)) from None
+        who = f"{body['role']}:{body['requester']}"
+        signer = self._signer(body["role"], body["requester"])
+        if signer is None:
+            raise _Refusal(self._refuse("unknown-requester", None, now_ms, authenticated=False, requester=who))
+        try:
+            signer.signing_key.verify(sig, _signed(domain, body))
+        except Exception:  # InvalidSignature
+            raise _Refusal(self._refuse("bad-signature", None, now_ms, authenticated=False, requester=who)) from None
+        return body, who, signer
+
     # -- orders ---------------------------------------------------------------------------------
 
     def submit(self, raw: bytes, now_ms: int) -> HoldDecision:
         """Check one signed hold order; park it for staff approval or refuse it."""
         self._prune(now_ms)
         try:
-            body, sig = _shape(raw, "hold-request", _HOLD_FIELDS)
-        except Rejected as e:
-            return self._refuse(e.reason, None, now_ms, authenticated=False)
-        who = f"{body['role']}:{body['requester']}"
-        signer = self._signer(body["role"], body["requester"])
-        if signer is None:
-            return self._refuse("unknown-requester", None, now_ms, authenticated=False, requester=who)
-        try:
-            signer.signing_key.verify(sig, _signed(HOLD_DOMAIN, body))
-        except Exception:  # InvalidSignature
-            return self._refuse("bad-signature", None, now_ms, authenticated=False, requester=who)
+            body, who, signer = self._verified(raw, "hold-request", _HOLD_FIELDS, HOLD_DOMAIN, now_ms)
+        except _Refusal as r:
+            return r.decision
         digest = hold_digest(body)
         try:
             hold = hold_of_body(body)
@@ -559,17 +576,9 @@ class HoldDesk:
         """A signed release: by the hold's requester at once, else two distinct staff members."""
         self._prune(now_ms)
         try:
-            body, sig = _shape(raw, "hold-release", _HOLD_RELEASE_FIELDS)
-        except Rejected as e:
-            return self._refuse(e.reason, None, now_ms, authenticated=False)
-        who = f"{body['role']}:{body['requester']}"
-        signer = self._signer(body["role"], body["requester"])
-        if signer is None:
-            return self._refuse("unknown-requester", None, now_ms, authenticated=False, requester=who)
-        try:
-            signer.signing_key.verify(sig, _signed(HOLD_RELEASE_DOMAIN, body))
-        except Exception:
-            return self._refuse("bad-signature", None, now_ms, authenticated=False, requester=who)
+            body, who, signer = self._verified(raw, "hold-release", _HOLD_RELEASE_FIELDS, HOLD_RELEASE_DOMAIN, now_ms)
+        except _Refusal as r:
+            return r.decision
         hid = body["hold_id"]
         hold = self.active.get(hid) or (self._pending[hid].hold if hid in self._pending else None)
         try:
