@@ -37,6 +37,9 @@ from . import topics as T
 from .mapping_table import SCHEDULE_BUCKET_MS, DirectRecoveryTableManager, MappingTable, partition_for
 from .runtime import OperatorRuntime, keys_dir
 from .vault import Vault
+from .keystore import load_lookup_key
+from .logfilter import RepeatFilter
+from stream.lookup_wire import LookupSeal, ReplayGuard, nonce_of
 from .acl import worker_groups
 from .batch import BatchStage, Output
 from .ingest import DEADLETTER_MAX_BYTES, Ingest, dead_letter_value, lateness_rules  # noqa: F401 (re-exported)
@@ -44,6 +47,7 @@ from .security import aiokafka_kwargs, faust_credentials
 from .settings import Settings
 
 log = logging.getLogger("ipanon")
+lookup_log = logging.getLogger("ipanon.lookups")
 
 #: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
 DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web",
@@ -124,6 +128,10 @@ class Pipeline:
         self.deadletter = app.topic(names.deadletter, internal=True, **part)
         self.lookup_requests = app.topic(names.lookup_requests, internal=True, **part)
         self.lookup_responses = app.topic(names.lookup_responses, internal=True, **part)
+        # worker-to-worker lookups are sealed under the deployment's lookup key (issue 15)
+        self.lookup_seal = LookupSeal(load_lookup_key(keys_dir(s), create=True), names.lookup_requests)
+        self.lookup_replays = ReplayGuard()
+        self.lookup_refusals = RepeatFilter(prefixes=("ipanon.lookups",))  # one log line per reason per 10 s
         self.table = MappingTable(
             app, name="mappings", partitions=s.partitions, key_type=bytes, value_type=bytes,
             help="address slot → intervals",
@@ -520,26 +528,46 @@ class Pipeline:
             out["end_unknown"] = unknown
         return out
 
+    def answer_lookup(self, value: Optional[bytes], partition: int, now: int) -> Optional[tuple[bytes, bytes]]:
+        """The sealed answer ``(key, value)`` to one record of the lookup request topic, or None
+        when it must not be answered: not sealed under the lookup key (forged, altered, a
+        plaintext request from anyone), stale, from the future, sent to another partition than
+        it names, or a replay (``stream.lookup_wire``).  Each refusal is counted
+        (``ipanon_lookup_refused_total{reason}``) and logged once per reason per 10 s."""
+        try:
+            req = self.lookup_seal.open_request(value, partition=partition, now_ms=now)
+            self.lookup_replays.check(nonce_of(value), req["ts_ms"], now)  # type: ignore[arg-type]
+        except Rejected as e:
+            self.count(f"lookup_refused:{e.reason}")
+            # the reason is in the template, so the rate limit is per reason (agents.logfilter)
+            rec = logging.LogRecord("ipanon.lookups", logging.WARNING, __file__, 0,
+                                    f"lookup: refused a request ({e.reason}), not answered", (), None)
+            if self.lookup_refusals.filter(rec):
+                lookup_log.warning("%s", rec.getMessage())
+            return None
+        try:
+            ans = self.resolve(req["operator"], req["ip"], req["port"], int(req["from_ms"]), int(req["to_ms"]))
+        except Rejected as e:
+            ans = {"status": "refused", "reason": e.reason}
+        except (ValueError, KeyError, TypeError):
+            ans = {"status": "refused", "reason": "bad-request"}
+        except Exception:  # never let one request kill the agent (#175)
+            log.exception("lookup: unexpected error")
+            ans = {"status": "error", "reason": "internal-error"}
+        rid = req["id"]
+        ans["id"] = rid
+        self.count(f"lookup_answers:{ans.get('status', 'unknown')}")
+        return rid.encode(), self.lookup_seal.seal_answer(ans, request_id=rid)
+
     async def _lookup_agent(self, stream: Any) -> None:
         async for events in stream.take_events(256, within=0.01):
             for event in events:
                 if is_heartbeat(event):
                     continue
-                req: dict = {}
-                try:
-                    req = json.loads(event.message.value)
-                    ans = self.resolve(req["operator"], req["ip"], req.get("port"),
-                                       int(req["from_ms"]), int(req["to_ms"]))
-                except Rejected as e:
-                    ans = {"status": "refused", "reason": e.reason}
-                except (ValueError, KeyError, TypeError):
-                    ans = {"status": "refused", "reason": "bad-request"}
-                except Exception:  # never let one request kill the agent (#175)
-                    log.exception("lookup: unexpected error")
-                    ans = {"status": "error", "reason": "internal-error"}
-                ans["id"] = req.get("id") if isinstance(req, dict) else None
-                self.lookup_responses.send_soon(key=str(ans["id"]).encode(), value=json.dumps(ans).encode())
-                self.count("lookups")
+                out = self.answer_lookup(event.message.value, event.message.partition, self.clock())
+                if out is not None:
+                    self.lookup_responses.send_soon(key=out[0], value=out[1])
+                    self.count("lookups")
             await self.ebb()
 
 

@@ -69,3 +69,51 @@ def ensure_demo_keys(keys_dir: Path, operators: Iterable[str]) -> None:
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32) + "\n")
+
+
+#: The lookup key shared by the workers and the query desk of one deployment
+#: (``stream.lookup_wire``): 32 random bytes as 64 hex characters, mode 0600.
+LOOKUP_KEY_FILE = "lookup.key"
+
+
+def ensure_lookup_key(keys_dir: Path) -> Path:
+    """Create ``<keys_dir>/lookup.key`` from fresh random bytes if it does not exist (O_EXCL,
+    mode 0600; a worker does this on its first start, like the audit anchor key).  Several
+    workers of one deployment must share it: copy it to a worker with its own key directory
+    before its first start, or its lookups are refused as unauthenticated."""
+    keys_dir = Path(keys_dir)
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    p = keys_dir / LOOKUP_KEY_FILE
+    if p.exists():
+        return p
+    # written whole to a private temp file, then linked into place: a worker starting at the
+    # same moment sees either no key or the complete one, and the first link wins
+    tmp = keys_dir / f".{LOOKUP_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, p)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
+
+
+def load_lookup_key(keys_dir: Path, *, create: bool = False) -> bytes:
+    """The deployment's lookup key (``ConfigError`` if missing, not private or not 32 bytes)."""
+    p = Path(keys_dir) / LOOKUP_KEY_FILE
+    if create:
+        ensure_lookup_key(keys_dir)
+    require_private(p, "lookup key")
+    try:
+        key = bytes.fromhex(p.read_text().strip())
+    except ValueError:
+        raise ConfigError(f"{p}: the lookup key must hold 64 hex characters") from None
+    if len(key) != 32:
+        raise ConfigError(f"{p}: the lookup key must hold 32 bytes (64 hex characters)")
+    return key

@@ -1,11 +1,18 @@
-"""Send lookup requests to the worker and collect its answers (demo, tests, operators' tools).
+"""Send lookup requests to the workers and collect their answers (tests, benchmarks).
 
-Request (JSON on ``<prefix>-lookup-requests``, keyed by the address's routing key so it reaches
-the partition that owns the address): ``{"id", "operator", "ip", "port"|null, "from_ms",
-"to_ms"}``.  Answer (JSON on ``<prefix>-lookup-responses``, keyed by id): ``{"id", "status":
+This is the workers' internal channel, not a tool: lawful requests from authorities go through
+the guarded query desk (``agents.query_agent``, docs/lawful-access.md), and no CLI command
+offers a lookup through this path.  Only a holder of the deployment's lookup key
+(``<keys>/lookup.key``, shared by the workers and the desk) can ask or read an answer.
+
+Request: sealed with ``stream.lookup_wire.LookupSeal.seal_request`` (the query, a fresh nonce,
+the time and the target partition inside the seal) on ``<prefix>-lookup-requests``, sent to the
+partition that owns the address (``partition_for`` of its routing key) with *no* Kafka key, so
+nothing on the topic names the address.  Answer: sealed to the request id on
+``<prefix>-lookup-responses`` (Kafka key = the random request id): ``{"id", "status":
 "ok"|"no-data"|"ambiguous"|"refused", "holders": [{"subscriber", "from_ms", "to_ms", …}],
-"candidates": n, "reason"}``.  This internal lookup channel is the mapping agent's API; lawful
-requests from authorities go through the guarded query agent instead (docs/lawful-access.md).
+"candidates": n, "reason"}``.  A request that is not sealed under the lookup key (or stale,
+replayed, sent to another partition) gets no answer at all.
 
 CGNAT second hop: the worker owning a public address resolves public address + port → port
 block → inside address; the inside address's own entry may live on another worker's partition.
@@ -18,14 +25,15 @@ its owner) and merges the holders with ``complete_hops``.  ``lookup_many`` and t
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
 import uuid
 from typing import Iterable, Optional
 
 from kafka import KafkaConsumer, TopicPartition
 
+from stream.errors import CryptoError
 from stream.intervals import routing_key
+from stream.lookup_wire import LookupSeal
 
 from .kafka_io import producer
 
@@ -61,14 +69,23 @@ def complete_hops(answer: dict, inner: list[Optional[dict]]) -> dict:
     return out
 
 
-def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: float = 60.0,
+def request_partition(operator: str, ip: str, partitions: int) -> int:
+    """The lookup-request partition owning ``ip``'s table entries (the table is co-partitioned
+    with the request topic: ``agents.mapping_table.partition_for`` of the routing key)."""
+    from .mapping_table import partition_for
+
+    return partition_for(routing_key(operator, ipaddress.ip_network(ip)).encode(), partitions)
+
+
+def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, key: bytes, timeout_s: float = 60.0,
                 security=None) -> dict[str, dict]:
-    """Send every query (dicts without ``id``; one is added) and wait for all answers,
-    completing CGNAT second hops (see the module doc) within the same ``timeout_s``.
-    Returns {id: answer}; the ids are set on the query dicts.  ``security``: an
+    """Send every query (dicts without ``id``; one is added) sealed under the lookup ``key``
+    and wait for all answers, completing CGNAT second hops (see the module doc) within the same
+    ``timeout_s``.  Returns {id: answer}; the ids are set on the query dicts.  ``security``: an
     ``agents.security.KafkaSecurity`` (default: the process's)."""
     from .security import kafka_python_kwargs
 
+    seal = LookupSeal(key, topics.lookup_requests)
     queries = list(queries)
     deadline = time.monotonic() + timeout_s
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
@@ -81,12 +98,15 @@ def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: f
             c.seek_to_end(*tps)
             for tp in tps:
                 c.position(tp)
-        got = _round(c, tps, bootstrap, topics, queries, deadline, security)
+        n_req = len(c.partitions_for_topic(topics.lookup_requests) or ())
+        if not n_req:
+            raise RuntimeError(f"{topics.lookup_requests}: topic not found (is the worker's topic layout applied?)")
+        got = _round(c, tps, bootstrap, topics, queries, deadline, security, seal, n_req)
         firsts = [q for q in queries if (got.get(q["id"]) or {}).get("hops")]
         if firsts:
             second = {q["id"]: hop_queries(q, got[q["id"]]) for q in firsts}
             inner = _round(c, list(c.assignment()), bootstrap, topics,
-                           [h for hs in second.values() for h in hs], deadline, security)
+                           [h for hs in second.values() for h in hs], deadline, security, seal, n_req)
             for q in firsts:
                 hs = second[q["id"]]
                 got[q["id"]] = complete_hops(got[q["id"]], [inner.get(h["id"]) for h in hs])
@@ -95,15 +115,16 @@ def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, timeout_s: f
         c.close()
 
 
-def _round(c, tps, bootstrap, topics, queries: list[dict], deadline: float, security) -> dict[str, dict]:
+def _round(c, tps, bootstrap, topics, queries: list[dict], deadline: float, security, seal: LookupSeal,
+           n_req: int) -> dict[str, dict]:
     """Send ``queries`` and collect their answers until ``deadline`` (``c`` positioned at the
     responses' end before sending)."""
     p = producer(bootstrap, security=security)
     for q in queries:
         q["id"] = q.get("id") or uuid.uuid4().hex
-        net = ipaddress.ip_network(q["ip"])
-        p.send(topics.lookup_requests, key=routing_key(q["operator"], net).encode(),
-               value=json.dumps(q).encode())
+        part = request_partition(q["operator"], q["ip"], n_req)
+        p.send(topics.lookup_requests, partition=part,
+               value=seal.seal_request(q, request_id=q["id"], partition=part, now_ms=time.time_ns() // 1_000_000))
     p.flush()
     p.close()
     want = {q["id"] for q in queries}
@@ -119,12 +140,13 @@ def _round(c, tps, bootstrap, topics, queries: list[dict], deadline: float, secu
             continue
         for recs in c.poll(timeout_ms=500).values():
             for r in recs:
-                if r.value is None:  # the worker's heartbeats (agents.app._heartbeat)
+                if r.value is None or r.key is None:  # the worker's heartbeats (agents.app._heartbeat)
+                    continue
+                rid = r.key.decode("utf-8", "replace")
+                if rid not in want:
                     continue
                 try:
-                    ans = json.loads(r.value)
-                except ValueError:
+                    got[rid] = seal.open_answer(r.value, request_id=rid)
+                except CryptoError:  # not an answer sealed for this request: ignored
                     continue
-                if ans.get("id") in want:
-                    got[ans["id"]] = ans
     return got

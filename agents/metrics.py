@@ -10,7 +10,7 @@ sources feed it, none of which touches the agents' hot loops with more than a di
 - a Faust sensor (``_Sensor``): records in per topic role, source format and operator (header
   values are kept only when they name a registered format / a configured operator — a label
   is never taken verbatim from input, which would let one bad collector explode cardinality),
-  records out per topic role, lookup answers by status, processing latency (message in → acked)
+  records out per topic role, processing latency (message in → acked)
   and lookup latency (request's Kafka timestamp → acked);
 - a scrape-time collector (``_StateCollector``) reporting the last **compliance walk** of the
   worker's own partitions of the mapping table — live mappings per operator, the **compliance
@@ -35,7 +35,6 @@ All units are base units (seconds, ratios, counts); timestamps are Unix seconds.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import time
@@ -94,6 +93,8 @@ COUNT_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "unreadable_values": ("unreadable_values", None),
     "stats_out": ("stats_out", None),
     "lookups": ("lookups", None),
+    "lookup_answers": ("lookup_answers", "*"),   # by status, counted before the answer is sealed
+    "lookup_refused": ("lookup_refused", "*"),   # by reason (stream.lookup_wire.REFUSALS)
     "epochs_shredded": ("epochs_shredded", "lawful_access"),         # mapping-table vault epochs
     "stats_epochs_destroyed": ("epochs_shredded", "statistics"),     # statistics pseudonym epochs
     "stats_no_consent": ("consent_drops", None),
@@ -303,6 +304,9 @@ class Metrics:
         self.holds = counter("ipanon_holds_total", "Legal-hold commands, by outcome", ("outcome",))
         self.other = counter("ipanon_worker_events_total", "Other worker counters, by name", ("name",))
         self.lookup_answers = counter("ipanon_lookup_answers_total", "Lookup answers produced, by status", ("status",))
+        self.lookup_refused = counter("ipanon_lookup_refused_total", "Lookup requests refused without an answer "
+                                      "(not sealed under the lookup key, stale, future, replayed, wrong partition), "
+                                      "by reason", ("reason",))
         self.processing = Histogram("ipanon_processing_seconds", "Time from a record's arrival in the worker "
                                     "to its acknowledgement, per topic role", ("role",),
                                     buckets=LATENCY_BUCKETS, registry=r)
@@ -782,9 +786,6 @@ def _sensor_class():
                     return None
                 role = m.role_of(topic if isinstance(topic, str) else str(topic))
                 m.records_out.labels(role).inc()
-                if role == "lookup_responses" and isinstance(value, (bytes, bytearray)):
-                    status = json.loads(value).get("status", "unknown")
-                    m.lookup_answers.labels(_label_safe(str(status))).inc()
             except Exception:  # pragma: no cover
                 log.debug("sensor: on_send_initiated failed", exc_info=True)
             return None

@@ -5,35 +5,35 @@ that owns the inbox partition, so a lawful request may name an address (or, thro
 inside address) that another worker holds.  ``RemoteLookups.resolve_many`` answers each lookup
 
 - locally (``Pipeline.resolve``) when this worker owns the address's partition, and
-- otherwise through the internal lookup topics, exactly as ``agents.lookup_client`` does from
-  outside: the request goes to ``<prefix>-lookup-requests`` keyed by the routing key, so Kafka
-  delivers it to the owner's lookup agent; the answer comes back on
+- otherwise through the internal lookup topics, exactly as ``agents.lookup_client`` does: the
+  request, sealed under the deployment's lookup key (``stream.lookup_wire``), goes to the
+  partition of ``<prefix>-lookup-requests`` that owns the address (explicit partition, no Kafka
+  key), so Kafka delivers it to the owner's lookup agent; the sealed answer comes back on
   ``<prefix>-lookup-responses``, which this class tails without a consumer group (every
-  partition, from the end at start) and matches by request id;
+  partition, from the end at start), matches by request id (its Kafka key) and opens;
 
 then completes CGNAT second hops the same way (``agents.lookup_client.complete_hops``).  An
 answer that does not arrive within the timeout is ``None``; the caller refuses the lawful request
 as ``resolution-failed`` rather than answer from a part of the table.
 
 The consumer starts on the first remote lookup: a single worker (every partition) never creates
-it.  Lookup answers on the internal topic carry subscriber ids in plaintext, like the bindings
-topic and the changelog: the topic is the worker role's alone (``agents.acl``) and its retention
-is bounded by the promise (``stream.policy``, role ``derived``).
+it.  Nothing on the internal topics is in plaintext: requests and answers are AES-GCM sealed,
+a request that is not sealed under the lookup key, or is stale or replayed, gets no answer
+(issue 15); the topics are also the worker role's alone (``agents.acl``) and their retention is
+bounded by the promise (``stream.policy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import uuid
 from typing import Any, Optional
 
-from stream.errors import Rejected
-from stream.intervals import routing_key
+from stream.errors import CryptoError, Rejected
 
-from .lookup_client import complete_hops, hop_queries
+from .lookup_client import complete_hops, hop_queries, request_partition
 
 log = logging.getLogger("ipanon.lookups")
 
@@ -97,15 +97,18 @@ class RemoteLookups:
                 continue
             for recs in batch.values():
                 for r in recs:
-                    if r.value is None:  # heartbeats
+                    if r.value is None or r.key is None:  # heartbeats
+                        continue
+                    rid = r.key.decode("utf-8", "replace")
+                    fut = self._waiting.get(rid)
+                    if fut is None:
                         continue
                     try:
-                        ans = json.loads(r.value)
-                    except (ValueError, UnicodeDecodeError):
+                        ans = self.p.lookup_seal.open_answer(r.value, request_id=rid)
+                    except CryptoError:  # not sealed for this request under our key: ignored
                         continue
-                    rid = ans.get("id") if isinstance(ans, dict) else None
-                    fut = self._waiting.pop(rid, None) if isinstance(rid, str) else None
-                    if fut is not None and not fut.done():
+                    self._waiting.pop(rid, None)
+                    if not fut.done():
                         fut.set_result(ans)
 
     async def stop(self) -> None:
@@ -133,8 +136,9 @@ class RemoteLookups:
             self._waiting[rid] = fut
             ids.append(rid)
             futs.append(fut)
-            key = routing_key(q["operator"], ipaddress.ip_network(q["ip"])).encode()
-            sends.append(await self.p.lookup_requests.send(key=key, value=json.dumps({**q, "id": rid}).encode()))
+            part = request_partition(q["operator"], q["ip"], self.p.settings.partitions)
+            value = self.p.lookup_seal.seal_request(q, request_id=rid, partition=part, now_ms=self.p.clock())
+            sends.append(await self.p.lookup_requests.send(key=None, value=value, partition=part))
         self.remote += len(queries)
         await asyncio.gather(*sends)  # acknowledged by the broker
         await asyncio.wait(futs, timeout=self.timeout_s)

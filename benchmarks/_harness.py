@@ -113,7 +113,7 @@ class Worker:
                  engine: str = "worker") -> None:
         import shutil
 
-        from agents.keystore import ensure_demo_keys, load_key
+        from agents.keystore import ensure_demo_keys, load_key, load_lookup_key
         from agents.runtime import apply_topics
         from agents.settings import Settings
 
@@ -127,6 +127,7 @@ class Worker:
         self.keys_dir = workdir / "keys"
         ensure_demo_keys(self.keys_dir, operators)
         self.keys = {op: load_key(self.keys_dir, op) for op in operators}
+        self.lookup_key = load_lookup_key(self.keys_dir, create=True)  # to ask the lookup path
         self.settings = Settings(bootstrap=bootstrap, app_id=self.prefix, topic_prefix=self.prefix,
                                  operators_dir=ops, keys_dir=self.keys_dir, data_dir=workdir / "data",
                                  heartbeat_ms=heartbeat_ms)

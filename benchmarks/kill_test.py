@@ -149,7 +149,7 @@ def run(bootstrap: str, *, kills: int, rate: float, seed: int, workdir: Path,
         fed_ids = list(feeder.acked)
         w.start()
         restarts += 1
-        v = settle_and_verify(bootstrap, w.topics, fed_ids, base_s, settle_timeout_s)
+        v = settle_and_verify(bootstrap, w.topics, fed_ids, base_s, settle_timeout_s, w.lookup_key)
         log = w.log_path.read_bytes()
     finally:
         feeder.stop_flag.set()
@@ -174,7 +174,8 @@ def run(bootstrap: str, *, kills: int, rate: float, seed: int, workdir: Path,
     }
 
 
-def settle_and_verify(bootstrap: str, topics, fed_ids: list[int], base_s: int, settle_timeout_s: float) -> dict:
+def settle_and_verify(bootstrap: str, topics, fed_ids: list[int], base_s: int, settle_timeout_s: float,
+                      lookup_key: bytes) -> dict:
     """Wait until the stats topic holds a record id per fed binding (or the timeout), then look
     every fed address up.  Figures: fed, found, lost, wrong/multi holders, stats records,
     distinct ids, duplicates before/after de-duplication, dead letters, catch-up time, ok."""
@@ -205,7 +206,7 @@ def settle_and_verify(bootstrap: str, topics, fed_ids: list[int], base_s: int, s
                 "to_ms": (base_s + i // 50) * 1000 + 1} for i in fed_ids]
     answers = {}
     for c in range(0, len(queries), 2000):
-        answers.update(lookup_many(bootstrap, w_topics, queries[c:c + 2000], timeout_s=180))
+        answers.update(lookup_many(bootstrap, w_topics, queries[c:c + 2000], key=lookup_key, timeout_s=180))
     found = wrong = multi = 0
     for i, q in zip(fed_ids, queries):
         a = answers.get(q["id"])

@@ -167,6 +167,11 @@ class WorkerProcess:
         # the statistics seeds as created: the worker shreds <op>.key once it destroys a live
         # epoch (forward secrecy), so a test that recomputes pseudonyms reads them here
         self.seeds = {op: bytes.fromhex((self.keys / f"{op}.key").read_text().strip()) for op in operators}
+        # the deployment's lookup key (the worker would create it on first start): tests ask
+        # the worker-to-worker lookup path with it, as a worker or the desk does
+        from agents.keystore import load_lookup_key
+
+        self.lookup_key = load_lookup_key(self.keys, create=True)
         self.settings = Settings(bootstrap=bootstrap, app_id=prefix, topic_prefix=prefix,
                                  operators_dir=self.operators_dir, keys_dir=self.keys,
                                  data_dir=workdir / "data", heartbeat_ms=heartbeat_ms,

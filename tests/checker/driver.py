@@ -62,13 +62,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def ask(bootstrap: str, topics, queries: list[dict], timeout_s: float) -> tuple[dict, int, int]:
+def ask(bootstrap: str, topics, queries: list[dict], timeout_s: float, key: bytes) -> tuple[dict, int, int]:
     """The one call of the worker's lookup path: {id: answer}, send and receive instants.
     (When the lookup path changes, only this function changes.)"""
     from agents.lookup_client import lookup_many
 
     sent = now_ms()
-    got = lookup_many(bootstrap, topics, queries, timeout_s=timeout_s)
+    got = lookup_many(bootstrap, topics, queries, key=key, timeout_s=timeout_s)
     return got, sent, now_ms()
 
 
@@ -215,7 +215,7 @@ class Checker:
         """Wait until the worker answers a lookup (it has started and recovered)."""
         probe = {"operator": sorted(w.plan.retention)[0], "ip": "100.127.255.255", "port": None,
                  "from_ms": 0, "to_ms": 1}
-        got, _, _ = ask(self.bootstrap, w.topics, [probe], timeout_s=self.p.wait_s)
+        got, _, _ = ask(self.bootstrap, w.topics, [probe], timeout_s=self.p.wait_s, key=w.lookup_key)
         return bool(got)
 
     def leaders(self, w, timeout_s: float = 120.0) -> None:
@@ -315,7 +315,7 @@ class Checker:
         if not queries:
             return
         qs = [dict(q) for q in queries]
-        got, sent, recv = ask(self.bootstrap, w.topics, qs, timeout_s=self.p.wait_s)
+        got, sent, recv = ask(self.bootstrap, w.topics, qs, timeout_s=self.p.wait_s, key=w.lookup_key)
         self.res["lookups"] += len(qs)
         for q in qs:
             ans = got.get(q["id"])
@@ -533,7 +533,7 @@ class Checker:
         try:
             # the sessions end just before they are sent: wait until the worker answers first
             probe = {"operator": op, "ip": "100.110.255.255", "port": None, "from_ms": 0, "to_ms": 1}
-            got, _, _ = ask(self.bootstrap, w.topics, [probe], timeout_s=p.wait_s)
+            got, _, _ = ask(self.bootstrap, w.topics, [probe], timeout_s=p.wait_s, key=w.lookup_key)
             if not got:
                 self.mismatch("stalled", f"expiry phase: the worker never answered\n{_tail(w)}")
                 return

@@ -124,7 +124,7 @@ def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factor
     qs = [{"operator": OP, "ip": ip, "port": p, "from_ms": at, "to_ms": at + 1} for ip, p, _ in cases]
     # outside every block/session: nobody, never a guess
     qs.append({"operator": OP, "ip": "198.51.100.7", "port": 39999, "from_ms": at, "to_ms": at + 1})
-    ans = lookup_many(bootstrap, w.topics, qs, timeout_s=90)
+    ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=90)
     got = [ans[q["id"]] for q in qs]
     for (ip, p, sub), a in zip(cases, got):
         assert [h["subscriber"] for h in a["holders"]] == [sub], (ip, p, a)

@@ -99,7 +99,7 @@ def test_realms_keep_reused_inside_space_apart_and_deterministic_nat_needs_no_lo
         ("198.51.100.1", 5024), ("198.51.100.1", 9023), ("198.51.100.1", 9024), ("198.51.100.1", None),
     ]
     reqs = [{"operator": OP, "ip": ip, "port": p, "from_ms": at, "to_ms": at + 1} for ip, p in qs]
-    ans = lookup_many(bootstrap, w.topics, reqs, timeout_s=90)
+    ans = lookup_many(bootstrap, w.topics, reqs, key=w.lookup_key, timeout_s=90)
     got = [ans[r["id"]] for r in reqs]
     subs = [[h["subscriber"] for h in a.get("holders") or ()] for a in got]
     assert (got[0]["status"], subs[0]) == ("ok", ["north@isp.example"]), got[0]

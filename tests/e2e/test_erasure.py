@@ -114,7 +114,7 @@ def test_lookups_exact_then_physically_gone(worker_factory, tmp_path, bootstrap,
 
     def current():
         qs = {k: dict(v) for k, v in queries.items()}
-        got = lookup_many(bootstrap, w.topics, list(qs.values()), timeout_s=60)
+        got = lookup_many(bootstrap, w.topics, list(qs.values()), key=w.lookup_key, timeout_s=60)
         return {k: got.get(q["id"], {"status": "unanswered"}) for k, q in qs.items()}
 
     def applied():  # every binding in the table: each query's answer is in (not just some)
@@ -186,7 +186,7 @@ def test_expiry_survives_kill_restart_and_a_joining_worker(worker_factory, tmp_p
 
     def statuses():
         q = [{"operator": op, "ip": c["Framed-IP-Address"], "from_ms": probe_ms, "to_ms": probe_ms + 1} for c in common]
-        got = lookup_many(bootstrap, w.topics, q, timeout_s=60)
+        got = lookup_many(bootstrap, w.topics, q, key=w.lookup_key, timeout_s=60)
         return [got.get(x["id"], {}).get("status", "unanswered") for x in q]
 
     wait_for(lambda: statuses() == ["ok"] * len(subs), timeout_s=120, what="all mappings stored")

@@ -54,7 +54,7 @@ def test_silent_session_past_the_window_answers_end_unknown(worker_factory, tmp_
         {"operator": "connect2ip", "ip": "100.64.50.1", "from_ms": ms - 10_000, "to_ms": ms - 9_999},    # past it
         {"operator": "connect2ip", "ip": "100.64.50.2", "from_ms": ms - 10_000, "to_ms": ms - 9_999},    # stopped
     ]
-    ans = lookup_many(bootstrap, w.topics, qs, timeout_s=60)
+    ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=60)
     inside, past, stopped = (ans[q["id"]] for q in qs)
     assert inside["status"] == "ok" and [h["subscriber"] for h in inside["holders"]] == ["silent@isp.example"]
     assert past["status"] == "end-unknown" and past["holders"] == []

@@ -320,7 +320,7 @@ def test_legal_hold_keeps_a_mapping_past_its_ttl_until_released(worker_factory, 
     def look():
         qs = [{"operator": "connect2ip", "ip": a, "from_ms": (t - 10) * 1000, "to_ms": (t + 1) * 1000}
               for a in (held, free)]
-        ans = lookup_many(bootstrap, T, qs, timeout_s=60)
+        ans = lookup_many(bootstrap, T, qs, key=w.lookup_key, timeout_s=60)
         return [[h["subscriber"] for h in ans[q["id"]].get("holders", [])] for q in qs]
 
     # both stored (seen well before their expiry instant, t - 2 s + 45 s TTL) ...

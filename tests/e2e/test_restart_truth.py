@@ -59,7 +59,7 @@ def _expected(history: list[dict]) -> dict[str, tuple[str, int, int]]:
 def _wrong_answers(bootstrap, w, expected) -> list[tuple]:
     qs = [{"operator": "connect2ip", "ip": ip, "from_ms": s - 60_000, "to_ms": e + 3_600_000}
           for ip, (_, s, e) in expected.items()]
-    ans = lookup_many(bootstrap, w.topics, qs, timeout_s=120)
+    ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=120)
     wrong = []
     for q in qs:
         sub, s, e = expected[q["ip"]]

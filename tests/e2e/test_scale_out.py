@@ -54,7 +54,7 @@ def sessions(now: int, first: int, n: int) -> tuple[list[dict], dict[str, str]]:
     return recs, truth
 
 
-def check_lookups(bootstrap, topics, truth: dict[str, str], at_ms: int) -> None:
+def check_lookups(bootstrap, topics, truth: dict[str, str], at_ms: int, key: bytes) -> None:
     """Every address answers its subscriber.  The table may still be applying the last batch
     (the statistics the test waited for come from another consumer group) or restoring after a
     rebalance, so a *missing* answer is retried; a *wrong* holder fails at once."""
@@ -62,7 +62,7 @@ def check_lookups(bootstrap, topics, truth: dict[str, str], at_ms: int) -> None:
 
     def all_right():
         qs = [{"operator": OPERATOR, "ip": ip, "from_ms": at_ms, "to_ms": at_ms + 1} for ip in truth]
-        ans = lookup_many(bootstrap, topics, qs, timeout_s=90)
+        ans = lookup_many(bootstrap, topics, qs, key=key, timeout_s=90)
         holders = {q["ip"]: [h["subscriber"] for h in (ans.get(q["id"]) or {}).get("holders", [])] for q in qs}
         wrong = [(ip, hs) for ip, hs in holders.items() if hs and hs != [truth[ip]]]
         assert not wrong, f"{len(wrong)} of {len(qs)} lookups name another subscriber, e.g. {wrong[:2]}"
@@ -97,7 +97,7 @@ def test_two_workers_split_partitions_and_stay_correct_through_join_and_leave(wo
     truth.update(truth2)
     produce(bootstrap, w1.topics.raw_radius, batch2, tmp_path, operator=OPERATOR, name="b2.jsonl")
     wait_for(lambda: count(bootstrap, w1.topics.stats) >= 80, timeout_s=90, what="stats of batch 2")
-    check_lookups(bootstrap, w1.topics, truth, at_ms)  # answered by both workers, each for its partitions
+    check_lookups(bootstrap, w1.topics, truth, at_ms, w1.lookup_key)  # answered by both workers, each for its partitions
 
     w1.stop()  # leaves: worker 2 takes every partition, recovering worker 1's table from the changelog
     wait_for(lambda: partitions(p2) == {0, 1, 2, 3}, timeout_s=150, what="worker 2 to own every partition")
@@ -105,7 +105,7 @@ def test_two_workers_split_partitions_and_stay_correct_through_join_and_leave(wo
     truth.update(truth3)
     produce(bootstrap, w1.topics.raw_radius, batch3, tmp_path, operator=OPERATOR, name="b3.jsonl")
     wait_for(lambda: count(bootstrap, w1.topics.stats) >= 100, timeout_s=90, what="stats of batch 3")
-    check_lookups(bootstrap, w1.topics, truth, at_ms)
+    check_lookups(bootstrap, w1.topics, truth, at_ms, w1.lookup_key)
     # the status page's figures come from a periodic scan of the store (agents/metrics.py): wait
     # for a scan that has seen every mapping, and never more than there are
     def live():
@@ -189,7 +189,7 @@ def test_cgnat_chains_and_lawful_answers_span_workers(worker_factory, bootstrap,
     def chain_lookups():
         qs = [{"operator": OPERATOR, "ip": public, "port": 1500, "from_ms": at, "to_ms": at + 1}
               for public, _, _ in chains]
-        ans = lookup_many(bootstrap, w1.topics, qs, timeout_s=60)
+        ans = lookup_many(bootstrap, w1.topics, qs, key=w1.lookup_key, timeout_s=60)
         return [[(h["subscriber"], h["inside_ip"]) for h in (ans.get(q["id"]) or {}).get("holders", [])] for q in qs]
 
     expected = [[(sub, inside)] for _, inside, sub in chains]

@@ -25,6 +25,7 @@ from kafka.errors import TopicAuthorizationFailedError
 from agents.acl import authority_topic, query_topics
 from agents.broker import ADMIN_USER, LocalBroker
 from agents.kafka_io import count, read_all
+from agents.keystore import load_lookup_key
 from agents.lookup_client import lookup_many
 from agents.security import KafkaSecurity, kafka_python_kwargs, probe
 from agents.topics import Topics
@@ -292,8 +293,9 @@ def test_pipeline_over_tls_and_scram_with_generated_acls(secure, deployment, tmp
 
         ms = now * 1000
         worker = secure.security("ipanon-worker")
+        key = load_lookup_key(deployment["settings"].keys_dir)  # the worker made it at start
         ans = lookup_many(bs, t, [{"operator": "connect2ip", "ip": "100.64.12.34", "from_ms": ms - 450_000,
-                                   "to_ms": ms - 449_999}], timeout_s=90, security=worker)
+                                   "to_ms": ms - 449_999}], key=key, timeout_s=90, security=worker)
         (got,) = ans.values()
         assert [h["subscriber"] for h in got["holders"]] == [SUBSCRIBER]
 

@@ -96,7 +96,7 @@ def radius(tag, i, status, ts, **extra):
 
 def holders(w, op, addrs, at_ms):
     q = [{"operator": op, "ip": a, "from_ms": at_ms, "to_ms": at_ms + 1} for a in addrs]
-    got = lookup_many(w.bootstrap, w.topics, q, timeout_s=60)
+    got = lookup_many(w.bootstrap, w.topics, q, key=w.lookup_key, timeout_s=60)
     return [[(h["subscriber"], h["from_ms"]) for h in got.get(x["id"], {}).get("holders", [])] for x in q]
 
 

@@ -66,7 +66,7 @@ def test_raw_radius_to_pseudonymous_stats_and_exact_lookup(worker_factory, tmp_p
         {"operator": "connect2ip", "ip": "2001:db8:200:ab77::1", "from_ms": ms - 450_000, "to_ms": ms - 449_999},
         {"operator": "connect2ip", "ip": "100.64.12.34", "from_ms": ms - 700_000, "to_ms": ms},
     ]
-    ans = lookup_many(bootstrap, w.topics, qs, timeout_s=60)
+    ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=60)
     got = [ans[q["id"]] for q in qs]
     assert [h["subscriber"] for h in got[0]["holders"]] == [SUBSCRIBER]
     assert [h["subscriber"] for h in got[1]["holders"]] == ["other@isp.example"]

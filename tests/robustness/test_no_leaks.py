@@ -110,7 +110,7 @@ def test_debug_logs_and_metrics_hold_no_raw_identifier_or_key(worker_factory, bo
           {"operator": "connect2ip", "ip": "2001:db8:4711:ab00::1", "from_ms": ms - 800_000, "to_ms": ms - 799_999},
           {"operator": "connect2ip", "ip": ADDRESSES[2], "from_ms": ms - 300_000, "to_ms": ms - 299_999},
           {"operator": "nobody", "ip": ADDRESSES[1], "from_ms": 0, "to_ms": 1}]
-    ans = lookup_many(bootstrap, w.topics, qs, timeout_s=240)
+    ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=240)
     # the lookup path's logging is part of the scan; its answers are checked where they came
     # (on the loaded 2-core machine at DEBUG level, one run answered none within 300 s)
     got = {i: ans[q["id"]] for i, q in enumerate(qs) if q["id"] in ans}
