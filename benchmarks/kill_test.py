@@ -115,10 +115,13 @@ def distinct_ids(bootstrap: str, topic: str) -> tuple[int, int, set]:
 
 
 def run(bootstrap: str, *, kills: int, rate: float, seed: int, workdir: Path,
-        min_up_s: float = 1.0, max_up_s: float = 15.0, settle_timeout_s: float = 600.0) -> dict:
+        min_up_s: float = 1.0, max_up_s: float = 15.0, settle_timeout_s: float = 600.0,
+        events_at: int | None = None) -> dict:
     rng = random.Random(seed)
     w = Worker(bootstrap, workdir, heartbeat_ms=60_000)
-    base_s = int(time.time()) - 3600  # an hour ago: well inside every promise, never expired
+    # an hour ago: well inside every promise, never expired (``--events-at`` moves it, e.g. to just
+    # before the last midnight UTC, where the statistics key epoch turns)
+    base_s = int(time.time()) - 3600 if events_at is None else events_at
     feeder = Feeder(bootstrap, w.topics.raw_radius, rate, base_s, limit=10**7)
     feeder.start()
     from agents.kafka_io import count
@@ -235,10 +238,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=9)
     ap.add_argument("--max-up-s", type=float, default=15.0, help="longest uptime before a kill")
     ap.add_argument("--smoke", action="store_true", help="5 kills, 50 records/s, short uptimes (the suite)")
+    ap.add_argument("--keep", type=Path, help="work in this directory and keep it (the worker's log, data)")
+    ap.add_argument("--events-at", type=int, help="event time (epoch seconds) of the first record (default: an hour ago)")
     args = ap.parse_args(argv)
     kills, rate, max_up = (5, 50.0, 6.0) if args.smoke else (args.kills, args.rate, args.max_up_s)
     with broker(args.bootstrap) as (bs, _), tempfile.TemporaryDirectory(prefix="ipanon-kill-") as d:
-        fig = run(bs, kills=kills, rate=rate, seed=args.seed, workdir=Path(d), max_up_s=max_up)
+        workdir = Path(d)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            workdir = args.keep
+        fig = run(bs, kills=kills, rate=rate, seed=args.seed, workdir=workdir, max_up_s=max_up,
+                  events_at=args.events_at)
     fig["smoke"] = args.smoke
     print(json.dumps(fig, sort_keys=True))
     return 0
