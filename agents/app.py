@@ -294,7 +294,8 @@ class Pipeline:
             return "reset"
         key = self.vaults[op.name].key(iv.slot_of(b), b.ip)
         _, old = self._load(op, key)
-        new, outcome = iv.apply(old, b)
+        realms = op.policy.realms if op.policy is not None else None
+        new, outcome = iv.apply(old, b, realm_of=realms.of_access if realms is not None and realms.configured else None)
         kept, dropped = iv.sweep(new, now, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
         result = outcome.kind
         if dropped:

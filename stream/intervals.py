@@ -161,8 +161,16 @@ def _started_at(b: Binding) -> int:
     return b.at_ms
 
 
-def apply(intervals: Intervals, b: Binding) -> tuple[Intervals, Outcome]:
-    """Apply one (non-reset) binding to the intervals of its key."""
+#: a NAS (``nas`` as carried by an interval) → its routing realm, or None (the default realm)
+RealmOf = Callable[[Optional[str]], Optional[str]]
+
+
+def apply(intervals: Intervals, b: Binding, *, realm_of: Optional[RealmOf] = None) -> tuple[Intervals, Outcome]:
+    """Apply one (non-reset) binding to the intervals of its key.
+
+    ``realm_of`` (from the profile's ``[realms]``, ``stream.realm.RealmMap.of_access``): holders
+    in different routing realms share an inside address space, so a later start in one realm
+    does not end a holder in another (see ``_repair``)."""
     if b.action == "reset":
         raise ValueError("reset bindings go through apply_reset")
     probe = _interval_from(b, b.at_ms, None)
@@ -210,7 +218,7 @@ def apply(intervals: Intervals, b: Binding) -> tuple[Intervals, Outcome]:
             ivs[idx] = replace(iv, start_ms=start, end_ms=end, last_ms=max(iv.last_ms, end), until_ms=None)
     else:  # pragma: no cover - Binding validates actions
         raise ValueError(b.action)
-    return _repair(ivs), Outcome(outcome)
+    return _repair(ivs, realm_of), Outcome(outcome)
 
 
 def apply_reset(intervals: Intervals, nas: str, at_ms: int) -> Intervals:
@@ -234,14 +242,20 @@ def _later(a: Optional[int], b: Optional[int]) -> Optional[int]:
     return max(a, b)
 
 
-def _repair(ivs: list[Interval]) -> Intervals:
-    """Sort by start and cut any interval overlapped by a later start of another holder."""
+def _repair(ivs: list[Interval], realm_of: Optional[RealmOf] = None) -> Intervals:
+    """Sort by start and cut any interval overlapped by a later start of another holder in the
+    same realm: one address (or port block) has one holder at a time *per routing realm*.  Two
+    realms reuse the same private space (RFC 6598 behind two CGNATs), so north's holder of
+    100.64.0.9 is not ended by south's Start for 100.64.0.9; the lookup picks the realm from
+    the NAT hop (``stream.realm.select``).  Without realms every NAS is in the one default realm."""
     ivs.sort(key=lambda iv: (iv.start_ms, iv.port_first or 0))
     for i, iv in enumerate(ivs):
         for later in ivs[i + 1:]:
             if later.start_ms <= iv.start_ms or later.holder == iv.holder and later.session == iv.session:
                 continue
             if not iv.same_slot(later):
+                continue
+            if realm_of is not None and realm_of(iv.nas) != realm_of(later.nas):
                 continue
             if iv.end_ms is None or iv.end_ms > later.start_ms:
                 iv = replace(iv, end_ms=later.start_ms)

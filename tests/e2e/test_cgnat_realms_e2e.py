@@ -7,11 +7,11 @@ that inside address.  A lookup of a north public port must name the north subscr
 CGN in no realm must give "ambiguous", and a deterministic public port maps by the RFC 7422
 formula to an inside address whose north holder is the answer.
 
-The mapping table cuts an address's holder when another subscriber's Start for that address
-arrives later (stream/intervals.py ``_repair``), whatever the realm; only holders that start at
-the same instant stay side by side.  So the realm selection is checked with simultaneous
-starts, and the realistic case (the south subscriber starts a minute later) is an expected
-failure until that rule knows realms."""
+The mapping table ends an address's holder when another subscriber's Start for that address
+arrives later (stream/intervals.py ``_repair``) only within one routing realm: checked with
+simultaneous starts and with the realistic case, the south subscriber starting a minute after
+north (before the realm-aware rule, north's holder was cut there and north's lookup named
+nobody)."""
 
 from __future__ import annotations
 
@@ -54,12 +54,7 @@ def iso(t_ms: int) -> str:
     return datetime.fromtimestamp(t_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-@pytest.mark.parametrize("south_delay_s", [
-    0,
-    pytest.param(60, marks=pytest.mark.xfail(strict=True, reason=(
-        "the table cuts north's holder when south's Start for the same inside address arrives later "
-        "(stream/intervals.py _repair is not realm-aware)"))),
-])
+@pytest.mark.parametrize("south_delay_s", [0, 60])
 def test_realms_keep_reused_inside_space_apart_and_deterministic_nat_needs_no_log(worker_factory, tmp_path,
                                                                                    bootstrap, south_delay_s):
     profile = (REPO / "config" / "operators" / f"{OP}.toml").read_text() + EXTRA
