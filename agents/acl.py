@@ -13,7 +13,7 @@ creates them):
 |---|---|---|
 | collector | ``ipanon-collector`` | write the raw topics; read nothing |
 | worker | ``ipanon-worker`` | read/write/create its topics (prefixed ``<prefix>-`` and ``<app id>-``: raw for heartbeats, internal, changelogs, stats, aggregates, audit, query and lookup topics); its consumer groups ``<app id>``, ``<app id>-ingest``, ``<app id>-stats`` (literal); describe the cluster's configs (retention check) |
-| analyst | ``ipanon-analyst`` | read ``<prefix>-stats`` and ``<prefix>-aggregates``; consumer groups ``<prefix>-analyst*`` |
+| analyst | ``ipanon-analyst`` | read ``<prefix>-stats``, ``<prefix>-aggregates`` and ``<prefix>-erasures``; consumer groups ``<prefix>-analyst*`` |
 | authority *A* | ``ipanon-authority-A`` | write ``<prefix>-query-requests``; read only ``<prefix>-query-responses-A`` |
 | staff | ``ipanon-staff`` | write (approvals) and read (to see what they approve) ``<prefix>-query-requests`` |
 | auditor | ``ipanon-auditor`` | read ``<prefix>-audit`` |
@@ -99,7 +99,7 @@ def role_grants(prefix: str = "ipanon", app_id: str = "ipanon",
     for group in (app_id, *worker_groups(app_id).values()):
         g.append(Grant(u("worker"), "group", group, "literal", ("Read", "Describe")))
     g.append(Grant(u("worker"), "cluster", "kafka-cluster", "literal", ("Describe", "DescribeConfigs")))
-    for name in (t.stats, t.aggregates):
+    for name in (t.stats, t.aggregates, t.erasures):  # erasures: consent withdrawals to honour
         g.append(Grant(u("analyst"), "topic", name, "literal", ("Read", "Describe")))
     g.append(Grant(u("analyst"), "group", f"{prefix}-analyst", "prefixed", ("Read", "Describe")))
     for a in sorted(set(authorities)):

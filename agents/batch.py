@@ -52,7 +52,9 @@ log = logging.getLogger("ipanon.batch")
 
 #: (topic, key, value, partition) — one record to produce; partition None = the default
 #: partitioner (murmur2 of the key, as Faust's producer and ``mapping_table.partition_for``)
-Output = tuple[str, Optional[bytes], Optional[bytes], Optional[int]]
+#: An optional fifth element is the record's timestamp (ms; CreateTime topics only: the stats
+#: records' bucket start, stream.stats.record_timestamp_ms); without it the producer's clock.
+Output = tuple  # (topic, key, value, partition[, timestamp_ms])
 
 #: aiokafka producer batch size (bytes per partition batch)
 PRODUCER_MAX_BATCH = 256 * 1024
@@ -214,8 +216,8 @@ class BatchStage:
         outputs = await self.handle(records)  # raises only on a bug: the stage restarts, nothing committed
         while True:
             try:
-                futs = [await prod.send(topic, value, key=key, partition=part)
-                        for topic, key, value, part in outputs]
+                futs = [await prod.send(o[0], o[2], key=o[1], partition=o[3], timestamp_ms=o[4] if len(o) > 4 else None)
+                        for o in outputs]
                 if futs:
                     await asyncio.gather(*futs)
                 break
@@ -268,7 +270,7 @@ class BatchStage:
                     m.records_in.labels(self.role, "", "").inc(n)
                 observe_n(m.processing.labels(self.role), seconds, n)
             out: dict[str, int] = {}
-            for topic, _k, value, _p in outputs:
+            for topic, _k, value, *_ in outputs:
                 if value is not None:
                     out[topic] = out.get(topic, 0) + 1
             for topic, k in out.items():

@@ -44,7 +44,7 @@ from stream.consent import ConsentRecord, ConsentView, consent_key
 from stream.errors import ConfigError, Rejected
 from stream.keyring import epoch_of
 from stream.model import Binding
-from stream.stats import StatsBuilder
+from stream.stats import StatsBuilder, record_timestamp_ms
 
 from . import ratchet_store
 
@@ -223,7 +223,9 @@ class StatsAgent:
                         no_consent += 1
                         continue
                 rec = x.record
-                out.append((rec["id"].encode(), json.dumps(rec, separators=(",", ":")).encode()))
+                # Kafka timestamp = the bucket start, not the append time (issue 21)
+                out.append((rec["id"].encode(), json.dumps(rec, separators=(",", ":")).encode(),
+                            record_timestamp_ms(rec["bucket_ms"], now, builder.bucket_ms)))
         if no_consent:
             p.count("stats_no_consent", no_consent)
         return out
@@ -278,7 +280,8 @@ class StatsAgent:
         for reason, n in rejected.items():
             p.count(f"rejected:{reason}", n)
         topic = p.names.stats
-        out.extend((topic, key, value, None) for key, value in msgs)
+        # in id order (HMAC: random), so offsets do not replay the batch's event order
+        out.extend((topic, key, value, None, ts) for key, value, ts in sorted(msgs))
         if msgs:
             p.count("stats_out", len(msgs))
         return out

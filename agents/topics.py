@@ -26,6 +26,7 @@ RAW_BY_FAMILY = {"radius": RAW_RADIUS, "dhcp": RAW_DHCP, "nat": RAW_NAT}
 BINDINGS = f"{PREFIX}-bindings"          # internal repartition: bindings keyed by address key
 DEADLETTER = f"{PREFIX}-deadletter"
 STATS = f"{PREFIX}-stats"
+ERASURES = f"{PREFIX}-erasures"          # consent withdrawal notices (pseudonyms to delete)
 AGGREGATES = f"{PREFIX}-aggregates"
 LOOKUP_REQUESTS = f"{PREFIX}-lookup-requests"
 LOOKUP_RESPONSES = f"{PREFIX}-lookup-responses"
@@ -56,6 +57,8 @@ class Topics:
         self.bindings = f"{prefix}-bindings"
         self.deadletter = f"{prefix}-deadletter"
         self.stats = f"{prefix}-stats"
+        # consent withdrawal notices (agents/commands/consent.py, docs/statistics.md)
+        self.erasures = f"{prefix}-erasures"
         self.aggregates = f"{prefix}-aggregates"
         self.lookup_requests = f"{prefix}-lookup-requests"
         self.lookup_responses = f"{prefix}-lookup-responses"
@@ -68,6 +71,6 @@ class Topics:
         self.query_state = f"{prefix}-query-state"
 
     def all(self) -> list[str]:
-        return [*self.raw, self.bindings, self.deadletter, self.stats, self.aggregates,
+        return [*self.raw, self.bindings, self.deadletter, self.stats, self.erasures, self.aggregates,
                 self.lookup_requests, self.lookup_responses, self.audit, self.consent,
                 self.query_requests, self.query_responses, self.holds, self.query_state]

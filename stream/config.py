@@ -36,6 +36,8 @@ ignored would be a compliance bug)::
     bucket = "1h"                       # statistics time bucket
     subscriber = "hmac-sha256"          # hmac-sha256 | drop
     address = "truncate:/24,/48"        # ipcrypt-pfx | ipcrypt-det | cryptopan | truncate:/N,/M | drop
+    counters = "log2"                   # octets/session time per record: log2 (default) | drop | exact
+    erasure = "30d"                     # only with consent_required = true: withdrawal → records gone
     source = "…"
 
 Durations are integers with units ``ms s m h d w`` and may be concatenated (``1h30m``).
@@ -62,6 +64,14 @@ RADIUS_IDENTITY_ATTRIBUTES = ("User-Name", "Calling-Station-Id", "Class", "NAS-P
 DHCP_IDENTIFIERS = ("circuit-id", "remote-id", "client-id", "duid", "hwaddr")
 SUBSCRIBER_SCHEMES = ("hmac-sha256", "drop")
 ADDRESS_SCHEMES = ("ipcrypt-pfx", "ipcrypt-det", "cryptopan", "truncate", "drop")
+#: how per-record statistics carry octets and session time (``stream.stats.coarsen``): exact
+#: counters are a join key back to the raw logs (issue 21), so the default rounds them down to
+#: a power of two and ``exact`` must be chosen on purpose
+COUNTER_SCHEMES = ("log2", "drop", "exact")
+#: consent_required operators: how long after a withdrawal the subscriber's per-record
+#: statistics may still exist on ipanon's topics, unless the profile says ``erasure``
+#: ("without undue delay", GDPR art. 12(3)/17: one month at most)
+DEFAULT_ERASURE_MS = 30 * 86_400_000
 DEFAULT_K = 10
 DEFAULT_BUCKET_MS = 3_600_000
 DEFAULT_KEY_EPOCH_MS = 86_400_000
@@ -163,6 +173,9 @@ class StatisticsPolicy:
     subscriber: str = "hmac-sha256"
     address: AddressScheme = AddressScheme("ipcrypt-pfx")
     source: str = ""
+    counters: str = "log2"
+    #: consent_required only (else None): withdrawal → records physically gone (stream.policy)
+    erasure_ms: Optional[int] = None
 
 
 #: the lost-Stop window without a configured interim interval: a day of silence
@@ -227,7 +240,8 @@ _SESSIONS = {"interim_interval", "lost_stop_after"}
 _IDENTITY = {"radius_attribute", "dhcp_identifier_order"}
 _PURPOSES = {"lawful_access", "statistics"}
 _LAWFUL = {"promise", "legal_minimum", "source"}
-_STATS = {"promise", "aggregates_promise", "consent_required", "k", "bucket", "subscriber", "address", "source"}
+_STATS = {"promise", "aggregates_promise", "consent_required", "k", "bucket", "subscriber", "address", "source",
+          "counters", "erasure"}
 
 
 class _Reader:
@@ -348,10 +362,22 @@ def parse_operator(text: str, *, file: str) -> OperatorPolicy:
     subscriber = st.str("subscriber", "hmac-sha256")
     if subscriber not in SUBSCRIBER_SCHEMES:
         raise st.err("subscriber", f"unknown scheme {subscriber!r}; use one of {', '.join(SUBSCRIBER_SCHEMES)}")
+    counters = st.str("counters", "log2")
+    if counters not in COUNTER_SCHEMES:
+        raise st.err("counters", f"unknown scheme {counters!r}; use one of {', '.join(COUNTER_SCHEMES)}")
+    consent_required = st.bool("consent_required")
+    erasure: Optional[int] = None
+    if consent_required:
+        erasure = st.duration("erasure", min(DEFAULT_ERASURE_MS, s_promise))
+    elif st.has("erasure"):
+        raise st.err("erasure", "applies only with consent_required = true (records without consent "
+                                "follow purposes.statistics.promise)")
     stats = StatisticsPolicy(
         promise_ms=s_promise,
         aggregates_promise_ms=st.duration("aggregates_promise", s_promise),
-        consent_required=st.bool("consent_required"),
+        consent_required=consent_required,
+        counters=counters,
+        erasure_ms=erasure,
         k=k,
         bucket_ms=bucket,
         subscriber=subscriber,

@@ -131,3 +131,55 @@ class ConsentView:
 
     def __repr__(self) -> str:
         return f"ConsentView(granted={len(self._granted)})"
+
+
+# -- erasure notices (issue 21 defect 5) --------------------------------------------------------
+
+ERASURE_SCHEMA_VERSION = 1
+
+
+def erasure_epochs(ring: Keyring, key_epoch_ms: int, promise_ms: int, now_ms: int) -> range:
+    """The epochs whose records a withdrawal must name: every epoch the ring can still derive
+    (older ones are destroyed: nobody can name their pseudonyms any more) that a record still
+    within the statistics promise can have, up to the current one."""
+    from .keyring import epoch_of
+
+    first = max(ring.oldest_epoch, epoch_of(max(0, now_ms - promise_ms), key_epoch_ms))
+    return range(first, epoch_of(now_ms, key_epoch_ms) + 1)
+
+
+def erasure_notices(ring: Keyring, subscriber: str, *, key_epoch_ms: int, promise_ms: int,
+                    bucket_ms: int, now_ms: int) -> list[tuple[bytes, bytes]]:
+    """The ``<prefix>-erasures`` records for ``subscriber`` withdrawing consent at ``now_ms``:
+    one per live epoch, ``key = "<operator>:<epoch>:<pseudonym>"``, value::
+
+        {"v": 1, "operator", "epoch", "subscriber": <the pseudonym stats records carry>,
+         "reason": "consent-withdrawn", "until_bucket_ms": <start of the withdrawal's bucket>}
+
+    A consumer deletes every stats record with the same operator, epoch and subscriber whose
+    ``bucket_ms <= until_bucket_ms`` (a later bucket can only hold records emitted after a new
+    grant).  The notice names pseudonyms, never the subscriber id."""
+    from .stats import SUBSCRIBER_DOMAIN, bucket_of
+
+    if not isinstance(subscriber, str) or not subscriber:
+        raise Rejected("bad-subscriber", "subscriber id must be a non-empty string")
+    until = bucket_of(now_ms, bucket_ms)
+    out = []
+    for e in erasure_epochs(ring, key_epoch_ms, promise_ms, now_ms):
+        p = ring.hmac(e).pseudonym(SUBSCRIBER_DOMAIN + subscriber)
+        value = {"v": ERASURE_SCHEMA_VERSION, "operator": ring.operator, "epoch": e, "subscriber": p,
+                 "reason": "consent-withdrawn", "until_bucket_ms": until}
+        out.append((f"{ring.operator}:{e}:{p}".encode(), json.dumps(value, separators=(",", ":")).encode()))
+    return out
+
+
+def honour_erasures(records: list[dict], notices: list[dict]) -> list[dict]:
+    """What a downstream consumer keeps of ``records`` (stats records, decoded) after
+    ``notices`` (decoded erasure values): the reference model of docs/statistics.md."""
+    erase: dict[tuple[str, int, str], int] = {}
+    for n in notices:
+        k = (n["operator"], n["epoch"], n["subscriber"])
+        erase[k] = max(erase.get(k, n["until_bucket_ms"]), n["until_bucket_ms"])
+    return [r for r in records
+            if r.get("subscriber") is None
+            or r["bucket_ms"] > erase.get((r["operator"], r["epoch"], r["subscriber"]), -1)]

@@ -62,7 +62,16 @@ promise among them):
   instant, so their bound is subtracted from the TTL.  Budget: strictest lawful promise / 24,
   at least what the broker can do, at most 1 h.
 - ``stats`` / ``aggregates``: pseudonymised records / k-anonymous cells, budgets from the
-  strictest statistics promises.
+  strictest statistics promises.  The ``stats`` budget is also bounded by the strictest
+  ``erasure`` of a consent_required operator (a withdrawn subscriber's records must be
+  physically gone by then; the erasure notices on ``<prefix>-erasures`` share the role).
+  ``stats`` topics use **CreateTime**: the worker stamps each record with its bucket start
+  (``stream.stats.record_timestamp_ms``) so the timestamp reveals nothing finer than the bucket
+  (LogAppendTime put the event time to within a second on every record).  Stamps are never
+  later than the worker's clock and the broker refuses any more than
+  ``PlanParams.clock_skew_ms`` ahead of its own, so ``skew`` = that allowance; a stamp earlier
+  than the write only makes retention delete the record earlier (at most two buckets: the
+  plan refuses a stats retention that does not exceed two of the longest bucket).
 - ``audit``: hash-chained audit trail without plaintext identity; kept (no promise applies).
 - ``consent``: compacted consent flags; bounded like ``derived`` and reported, no IP promise.
 """
@@ -111,6 +120,9 @@ def make_layout(prefix: str = "ipanon", app_id: str = "ipanon") -> Mapping[str, 
         f"{prefix}-query-state": "consent",      # compacted: the query desk's snapshot (one key)
         f"{app_id}-mappings-changelog": "derived",
         f"{prefix}-stats": "stats",
+        # consent withdrawals: the subscriber's pseudonyms per live epoch, for consumers of
+        # <prefix>-stats to delete their copies; kept exactly as long as the records they name
+        f"{prefix}-erasures": "stats",
         f"{prefix}-aggregates": "aggregates",
         f"{prefix}-audit": "audit",
         f"{prefix}-consent": "consent",
@@ -188,6 +200,7 @@ class PlanParams:
     partitions: int = 4
     replication_factor: int = 1
     audit_retention_ms: int = -1        # audit chain: kept (-1 = forever); holds no plaintext identity
+    clock_skew_ms: int = 10_000         # CreateTime topics (stats): broker refuses stamps further ahead
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_ms", "sweeper_period_ms", "raw_buffer_ms", "derived_divisor",
@@ -268,21 +281,28 @@ def topic_bound_ms(configs: Mapping[str, str], broker: BrokerSettings, heartbeat
 # -- configs from budgets -----------------------------------------------------------------
 
 
-def _delete_configs(budget_ms: int, broker: BrokerSettings, params: PlanParams) -> Optional[dict[str, str]]:
+def _delete_configs(budget_ms: int, broker: BrokerSettings, params: PlanParams,
+                    create_time: bool = False) -> Optional[dict[str, str]]:
     """Configs whose B_delete <= budget, keeping as much retention as the budget allows;
-    ``None`` if the broker's intervals alone exceed the budget."""
+    ``None`` if the broker's intervals alone exceed the budget.  ``create_time``: the writer
+    sets the timestamps (stats: bucket starts), the skew allowance comes off the retention."""
     fdd = max(1_000, min(60_000, budget_ms // 48))
     seg = max(_MIN_SEGMENT_MS, min(_DAY, budget_ms // 24))
-    retention = budget_ms - seg - params.heartbeat_ms - broker.retention_check_interval_ms - fdd
+    skew = params.clock_skew_ms if create_time else 0
+    retention = budget_ms - seg - params.heartbeat_ms - broker.retention_check_interval_ms - fdd - skew
     if retention < _MIN_RETENTION_MS:
         return None
-    return {
+    cfg = {
         "cleanup.policy": "delete",
         "retention.ms": str(retention),
         "segment.ms": str(seg),
         "file.delete.delay.ms": str(fdd),
         "message.timestamp.type": "LogAppendTime",
     }
+    if create_time:
+        cfg["message.timestamp.type"] = "CreateTime"
+        cfg["message.timestamp.after.max.ms"] = str(skew)
+    return cfg
 
 
 def _compact_configs(budget_ms: int, broker: BrokerSettings, params: PlanParams) -> Optional[dict[str, str]]:
@@ -485,6 +505,9 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
 
     st_op, st_min = _strictest(ops, lambda o: o.statistics.promise_ms)
     ag_op, ag_min = _strictest(ops, lambda o: o.statistics.aggregates_promise_ms)
+    erasing = [o for o in ops if o.statistics.erasure_ms is not None]
+    er_op, er_min = _strictest(erasing, lambda o: o.statistics.erasure_ms) if erasing else (None, None)
+    max_bucket = max(o.statistics.bucket_ms for o in ops)
 
     specs: list[TopicSpec] = []
     for name, role in layout.items():
@@ -500,10 +523,18 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
         elif role in ("stats", "aggregates"):
             op, p = (st_op, st_min) if role == "stats" else (ag_op, ag_min)
             fieldname = "purposes.statistics." + ("promise" if role == "stats" else "aggregates_promise")
+            if role == "stats" and er_op is not None and er_min < p:
+                op, p, fieldname = er_op, er_min, "purposes.statistics.erasure"
             budget = p - params.ingest_lag_ms if role == "stats" else p
-            cfg = _delete_configs(budget, broker, params)
+            cfg = _delete_configs(budget, broker, params, create_time=role == "stats")
             if cfg is None:
                 raise fail(op, fieldname, f"{format_duration(p)} is too short for the {name} topic on this broker")
+            if role == "stats" and int(cfg["retention.ms"]) <= 2 * max_bucket:
+                # records are stamped with their bucket start, up to two buckets before the write
+                raise fail(op, fieldname, f"{format_duration(p)} leaves {name} a retention of "
+                                          f"{format_duration(int(cfg['retention.ms']))}, not more than two statistics "
+                                          f"buckets ({format_duration(max_bucket)}): records stamped with their bucket "
+                                          f"start would be deleted on arrival; shorten purposes.statistics.bucket")
             gov = (op.name, fieldname)
         else:  # audit
             budget = None
@@ -546,6 +577,13 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
             row = BoundRow(op.name, s.name, s.role, purpose, row_bound_ms(s.role, s.bound_ms, r, params), promise)
             assert row.ok, row
             rows.append(row)
+            if s.role == "stats" and op.statistics.erasure_ms is not None:
+                # consent withdrawal: records written up to then (in flight: within the ingest
+                # lag) are physically gone within the topic's bound (docs/statistics.md)
+                row = BoundRow(op.name, s.name, s.role, "erasure", row_bound_ms(s.role, s.bound_ms, r, params),
+                               op.statistics.erasure_ms)
+                assert row.ok, row
+                rows.append(row)
     return TopicPlan(broker, params, tuple(specs), MappingProxyType(retention), tuple(rows))
 
 

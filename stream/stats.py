@@ -1,13 +1,14 @@
 """Statistics records: a binding with every raw identifier replaced (issue 5).
 
-Schema version 2 (JSON Schema: ``docs/stats-schema.json``; prose: ``docs/statistics.md``)::
+Schema version 3 (JSON Schema: ``docs/stats-schema.json``; prose: ``docs/statistics.md``)::
 
-    {"v": 2, "id": <record id>, "kind", "action", "operator",
+    {"v": 3, "id": <record id>, "kind", "action", "operator",
      "bucket_ms": <start of the coarse time bucket>, "bucket_len_ms": <its length>,
      "epoch": <key epoch of the pseudonyms>, "subscriber": <pseudonym or null>,
      "ip": <address pseudonym per policy, or null>, "prefixlen": <length of the bound prefix>,
      "inside": <NAT inside address pseudonym, or null>,
-     "octets_in", "octets_out", "session_time_s", "nat_block_size"}
+     "counters": <"log2" | "drop" | "exact">, "octets_in", "octets_out", "session_time_s",
+     "nat_block_size"}
 
 Why each choice:
 
@@ -18,7 +19,13 @@ Why each choice:
   unlinkable across epochs once the older epoch's key is destroyed (``stream.keyring``).  NAT
   records have no subscriber (the CGNAT log names only the inside address): ``null``.
 - ``bucket_ms`` replaces the exact event time: the exact instant of a session start is a strong
-  quasi-identifier when joined with anything else.  ``at_ms`` is never copied.
+  quasi-identifier when joined with anything else.  ``at_ms`` is never copied, and the Kafka
+  record timestamp is bucket-aligned too (``record_timestamp_ms``; the stats topic uses
+  CreateTime for that — issue 21).
+- ``octets_in``/``octets_out``/``session_time_s`` go through the profile's ``counters`` scheme
+  (``coarsen``): exact values are a join key back to the bindings topic (issue 21: 9 of 9
+  pseudonyms relinked by matching octets, session time and bucket), so by default each is
+  rounded down to a power of two; ``drop`` removes them, ``exact`` must be chosen on purpose.
 - Nothing raw — address, subscriber id, MAC, DUID, client id, circuit/remote id, session id,
   NAS — is ever copied; ``tests/unit/test_stats.py`` checks that field by field and the leak
   test (``tests/e2e/test_stats_leak.py``) scans every byte of the topics.
@@ -42,12 +49,13 @@ from .errors import CryptoError
 from .keyring import Keyring, epoch_of
 from .model import Binding
 
-STATS_SCHEMA_VERSION = 2
+STATS_SCHEMA_VERSION = 3
 DEFAULT_BUCKET_MS = 3_600_000
 
 #: every key of a version-2 record, in emission order (the JSON Schema lists the same)
 FIELDS = ("v", "id", "kind", "action", "operator", "bucket_ms", "bucket_len_ms", "epoch", "subscriber",
-          "ip", "prefixlen", "inside", "octets_in", "octets_out", "session_time_s", "nat_block_size")
+          "ip", "prefixlen", "inside", "counters", "octets_in", "octets_out", "session_time_s",
+          "nat_block_size")
 
 SUBSCRIBER_DOMAIN = "subscriber\0"
 RECORD_DOMAIN = "record\0"
@@ -58,6 +66,32 @@ def bucket_of(at_ms: int, bucket_ms: int = DEFAULT_BUCKET_MS) -> int:
     """Start of the bucket containing ``at_ms`` (buckets align to the Unix epoch, hence to UTC
     days, because ``stream.config`` only accepts bucket lengths that divide a day)."""
     return at_ms - at_ms % bucket_ms
+
+
+def record_timestamp_ms(bucket_start_ms: int, now_ms: int, bucket_ms: int = DEFAULT_BUCKET_MS) -> int:
+    """The Kafka timestamp of a stats record whose event lies in the bucket starting at
+    ``bucket_start_ms``, processed at ``now_ms``: that bucket start, but never later than the
+    current bucket's start (an event clock running ahead must not stamp the future: the topic's
+    retention bound allows only ``message.timestamp.after.max.ms`` of skew) and never earlier
+    than the previous bucket's start (a replay of old data would otherwise be deleted on
+    arrival; the record's ``bucket_ms`` already says it is late).  Every value is a bucket
+    start, so the timestamp carries nothing finer than the bucket (issue 21: the append time
+    was 0.56-1.24 s after the event)."""
+    now_bucket = bucket_of(now_ms, bucket_ms)
+    return min(now_bucket, max(bucket_start_ms, now_bucket - bucket_ms))
+
+
+def coarsen(value: Optional[int], scheme: str) -> Optional[int]:
+    """One counter (octets, seconds) as the profile's ``counters`` scheme carries it:
+    ``log2`` = the largest power of two <= value (0 stays 0: the class [2^n, 2^(n+1)) is named
+    by its lower bound), ``drop`` = None, ``exact`` = unchanged."""
+    if value is None or scheme == "exact":
+        return value
+    if scheme == "drop":
+        return None
+    if scheme == "log2":
+        return 0 if value <= 0 else 1 << (value.bit_length() - 1)
+    raise ValueError(f"unknown counters scheme {scheme!r}")
 
 
 def nat_block_size(b: Binding) -> Optional[int]:
@@ -75,6 +109,7 @@ def stats_record(
     ip: Optional[str],
     inside: Optional[str] = None,
     bucket_ms: int = DEFAULT_BUCKET_MS,
+    counters: str = "log2",
 ) -> dict[str, Any]:
     """The version-2 record for ``b`` from already-computed pseudonyms (pure, no keys here).
 
@@ -92,9 +127,10 @@ def stats_record(
         "ip": ip,
         "prefixlen": b.ip.prefixlen if b.ip is not None else None,
         "inside": inside,
-        "octets_in": b.octets_in,
-        "octets_out": b.octets_out,
-        "session_time_s": b.session_time_s,
+        "counters": counters,
+        "octets_in": coarsen(b.octets_in, counters),
+        "octets_out": coarsen(b.octets_out, counters),
+        "session_time_s": coarsen(b.session_time_s, counters),
         "nat_block_size": nat_block_size(b),
     }
 
@@ -142,6 +178,7 @@ class StatsBuilder:
         st = policy.statistics
         self.scheme = st.address
         self.bucket_ms = st.bucket_ms
+        self.counters = st.counters
         self.keep_subscriber = st.subscriber != "drop"
         self.cell_v4 = st.address.v4_prefix if st.address.v4_prefix is not None else 24
         self.cell_v6 = st.address.v6_prefix if st.address.v6_prefix is not None else 48
@@ -234,7 +271,8 @@ class StatsBuilder:
             ip = _text(enc[k], plen if kind in ("ipcrypt-pfx", "cryptopan") else None)
             rec = stats_record(b, record_id=rids[k], epoch=e,
                                subscriber=sub if self.keep_subscriber else None,
-                               ip=ip, inside=_text(inside.get(k)), bucket_ms=self.bucket_ms)
+                               ip=ip, inside=_text(inside.get(k)), bucket_ms=self.bucket_ms,
+                               counters=self.counters)
             out[idx[k]] = Built(b, e, rec, counted[k], cells[k])
 
 

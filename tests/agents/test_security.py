@@ -139,7 +139,7 @@ def test_every_layout_topic_is_readable_only_by_its_roles():
     for name, users in readers.items():
         assert "ipanon-worker" in users
         assert "ipanon-collector" not in users
-        if name in ("ipanon-stats", "ipanon-aggregates"):
+        if name in ("ipanon-stats", "ipanon-aggregates", "ipanon-erasures"):
             assert users == {"ipanon-worker", "ipanon-analyst"}
         elif name == "ipanon-audit":
             assert users == {"ipanon-worker", "ipanon-auditor"}

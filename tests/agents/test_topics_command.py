@@ -151,7 +151,7 @@ def test_bad_profile_is_one_line_naming_file_and_field(tmp_path, capsys):
 
 def test_promise_too_short_for_kafka_defaults_is_refused(tmp_path, capsys):
     (tmp_path / "fast.toml").write_text('name = "fast"\n[identity]\n[purposes.lawful_access]\npromise = "60s"\n'
-                                        '[purposes.statistics]\npromise = "60s"\nconsent_required = false\n')
+                                        '[purposes.statistics]\npromise = "60s"\nconsent_required = false\nbucket = "10s"\n')
     rc = main(["topics", "plan", "--operators", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "fast.toml: purposes.lawful_access.promise" in err

@@ -153,3 +153,21 @@ def test_load_operators_refuses_empty_or_missing_dir(tmp_path):
         load_operators(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_operators(tmp_path / "nope")
+
+
+def test_statistics_counters_and_erasure_keys():
+    """Issue 21: counters = log2 | drop | exact (default log2); erasure only with consent."""
+    import pytest as _pytest
+
+    from stream.config import parse_operator as _p
+    from stream.errors import ConfigError as _E
+
+    base = 'name = "x"\n[identity]\n[purposes.lawful_access]\npromise = "24h"\n[purposes.statistics]\npromise = "24h"\n'
+    assert _p(base + "consent_required = false\n", file="x.toml").statistics.counters == "log2"
+    assert _p(base + 'consent_required = false\ncounters = "drop"\n', file="x.toml").statistics.counters == "drop"
+    with _pytest.raises(_E, match=r"^x\.toml: purposes\.statistics\.counters: unknown scheme 'round'"):
+        _p(base + 'consent_required = false\ncounters = "round"\n', file="x.toml")
+    with _pytest.raises(_E, match=r"^x\.toml: purposes\.statistics\.erasure: applies only with consent_required"):
+        _p(base + 'consent_required = false\nerasure = "1h"\n', file="x.toml")
+    assert _p(base + 'consent_required = true\nerasure = "1h"\n', file="x.toml").statistics.erasure_ms == 3_600_000
+    assert _p(base + "consent_required = false\n", file="x.toml").statistics.erasure_ms is None

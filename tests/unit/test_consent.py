@@ -64,3 +64,40 @@ def test_view_applies_in_order_last_write_wins():
     v.apply(ConsentRecord.decode(k.encode(), None))            # tombstone: forgotten = no consent
     assert not v.allows(k) and len(v) == 0 and v.applied == 4
     assert SUB not in repr(v)
+
+
+def test_erasure_notices_name_the_pseudonyms_of_every_live_epoch_and_nothing_raw():
+    """Issue 21 defect 5: the notice carries exactly what stats records carry for the subscriber
+    (the epoch's HMAC pseudonym), for every epoch the ring can still derive within the promise."""
+    import json
+
+    from stream.consent import erasure_epochs, erasure_notices, honour_erasures
+    from stream.keyring import epoch_of
+    from stream.stats import SUBSCRIBER_DOMAIN
+
+    DAY = 86_400_000
+    now = 20_000 * DAY + 5 * 3_600_000 + 123
+    r = ring(epoch=epoch_of(now, DAY) - 3)
+    # epochs: from max(oldest live, epoch of now - promise) to the current one
+    assert list(erasure_epochs(r, DAY, 2 * DAY, now)) == [19_998, 19_999, 20_000]
+    assert list(erasure_epochs(r, DAY, 30 * DAY, now)) == [19_997, 19_998, 19_999, 20_000]
+    out = erasure_notices(r, "kund-77@isp.example", key_epoch_ms=DAY, promise_ms=2 * DAY, bucket_ms=3_600_000,
+                          now_ms=now)
+    vals = [json.loads(v) for _k, v in out]
+    assert [(v["epoch"], v["subscriber"]) for v in vals] == \
+        [(e, r.hmac(e).pseudonym(SUBSCRIBER_DOMAIN + "kund-77@isp.example")) for e in (19_998, 19_999, 20_000)]
+    assert all(k.decode() == f"junet:{v['epoch']}:{v['subscriber']}" for (k, _), v in zip(out, vals))
+    assert all(v["until_bucket_ms"] == 20_000 * DAY + 5 * 3_600_000 and v["reason"] == "consent-withdrawn"
+               for v in vals)
+    assert b"kund-77" not in b"".join(k + v for k, v in out)
+    with pytest.raises(Rejected):
+        erasure_notices(r, "", key_epoch_ms=DAY, promise_ms=DAY, bucket_ms=3_600_000, now_ms=now)
+
+    # the consumer rule: drop records of a named (operator, epoch, pseudonym) up to the bucket
+    p = vals[-1]["subscriber"]
+    recs = [{"operator": "junet", "epoch": 20_000, "subscriber": p, "bucket_ms": vals[-1]["until_bucket_ms"]},
+            {"operator": "junet", "epoch": 20_000, "subscriber": p, "bucket_ms": vals[-1]["until_bucket_ms"] + 3_600_000},
+            {"operator": "junet", "epoch": 20_000, "subscriber": "0" * 32, "bucket_ms": 0},
+            {"operator": "hektor", "epoch": 20_000, "subscriber": p, "bucket_ms": 0},
+            {"operator": "junet", "epoch": 20_000, "subscriber": None, "bucket_ms": 0}]
+    assert honour_erasures(recs, vals) == recs[1:]

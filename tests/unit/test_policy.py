@@ -23,7 +23,9 @@ def op(name: str, promise: str, legal_minimum: str | None = None, stats: str | N
     lm = f'legal_minimum = "{legal_minimum}"\n' if legal_minimum else ""
     return parse_operator(
         f'name = "{name}"\n[identity]\n[purposes.lawful_access]\npromise = "{promise}"\n{lm}'
-        f'[purposes.statistics]\npromise = "{stats or promise}"\nconsent_required = false\n',
+        f'[purposes.statistics]\npromise = "{stats or promise}"\nconsent_required = false\n'
+        # stats records are stamped with their bucket start: the plan wants retention > 2 buckets
+        f'bucket = "5s"\n',
         file=f"{name}.toml")
 
 
@@ -115,7 +117,16 @@ def test_seed_plan_keeps_every_promise(broker):
         assert r.worst_case_ms <= r.promise_ms
     assert plan.retention["hektor"].ttl_ms >= 306 * DAY
     assert all(row.ok for row in plan.rows)
-    assert len(plan.rows) == len(ops) * len(plan.topics)
+    # one row per operator and topic, plus the erasure row of each consent_required operator
+    # on every stats-role topic (withdrawal → physically gone: docs/statistics.md)
+    erasing = [o for o in ops.values() if o.statistics.consent_required]
+    stats_topics = [t for t in plan.topics if t.role == "stats"]
+    assert len(plan.rows) == len(ops) * len(plan.topics) + len(erasing) * len(stats_topics)
+    assert {(r.operator, r.topic) for r in plan.rows if r.purpose == "erasure"} == \
+        {(o.name, t.name) for o in erasing for t in stats_topics}
+    for t in stats_topics:  # bucket-start timestamps: CreateTime with a bounded skew
+        assert t.configs["message.timestamp.type"] == "CreateTime"
+        assert int(t.configs["message.timestamp.after.max.ms"]) == params.clock_skew_ms
 
 
 def test_shared_topics_follow_the_strictest_promise():
@@ -183,7 +194,7 @@ def test_layout_matches_agents_topics():
 
     expected = {*T.RAW_TOPICS, T.BINDINGS, T.DEADLETTER, T.STATS, T.AGGREGATES, T.LOOKUP_REQUESTS,
                 T.LOOKUP_RESPONSES, T.AUDIT, T.CONSENT, MAPPINGS_CHANGELOG,
-                T.QUERY_REQUESTS, T.QUERY_RESPONSES, T.HOLDS, T.QUERY_STATE}
+                T.QUERY_REQUESTS, T.QUERY_RESPONSES, T.HOLDS, T.QUERY_STATE, T.ERASURES}
     assert set(DEFAULT_LAYOUT) == set(T.Topics().all()) | {MAPPINGS_CHANGELOG}
     assert set(DEFAULT_LAYOUT) == expected
 
@@ -289,3 +300,37 @@ def test_actual_bounds_beyond_the_planned_ones_break_the_promise_even_within_bud
     raw = next(t for t in plan.topics if t.role == "raw")
     worst = min(o.lawful_access.promise_ms for o in ops.values()) - plan.params.ingest_lag_ms + 1
     assert any(not r.ok and r.topic == raw.name for r in rows_with_bounds(plan, {raw.name: worst}))
+
+
+def _consent_op(name: str, erasure: str | None, stats: str = "181d", bucket: str = "1h"):
+    er = f'erasure = "{erasure}"\n' if erasure else ""
+    return parse_operator(
+        f'name = "{name}"\n[identity]\n[purposes.lawful_access]\npromise = "181d"\n'
+        f'[purposes.statistics]\npromise = "{stats}"\nconsent_required = true\nbucket = "{bucket}"\n{er}',
+        file=f"{name}.toml")
+
+
+def test_consent_erasure_bounds_the_stats_topics_and_the_plan_says_so():
+    """Issue 21 defect 5: a withdrawn subscriber's records must be physically gone from every
+    stats-role topic (records, erasure notices, cell contributions) within ``erasure``."""
+    plan = plan_topics({"junet": _consent_op("junet", "2d")}, LOCAL)
+    for t in plan.topics:
+        if t.role == "stats":
+            assert t.governed_by == ("junet", "purposes.statistics.erasure")
+            assert t.bound_ms <= 2 * DAY - plan.params.ingest_lag_ms
+    rows = [r for r in plan.rows if r.purpose == "erasure"]
+    assert rows and all(r.ok and r.promise_ms == 2 * DAY for r in rows)
+    # without `erasure` a consent operator gets the default (30 d, at most its promise)
+    assert _consent_op("x", None).statistics.erasure_ms == 30 * DAY
+    assert _consent_op("x", None, stats="7d").statistics.erasure_ms == 7 * DAY
+    # a promise shorter than the erasure bound governs instead
+    plan = plan_topics({"junet": _consent_op("junet", "30d", stats="2d")}, LOCAL)
+    assert plan.topic("ipanon-stats").governed_by == ("junet", "purposes.statistics.promise")
+
+
+def test_stats_retention_must_outlast_two_buckets():
+    """Records are stamped with their bucket start (up to two buckets before the write): a
+    shorter retention would delete them on arrival, so the plan refuses it and names the field."""
+    with pytest.raises(ConfigError, match=r"^junet\.toml: purposes\.statistics\.erasure: .*two statistics buckets"):
+        plan_topics({"junet": _consent_op("junet", "3h", bucket="2h")}, LOCAL)
+    plan_topics({"junet": _consent_op("junet", "3h", bucket="1h")}, LOCAL)

@@ -55,12 +55,13 @@ def test_record_has_exactly_the_schema_fields_and_no_raw_value():
     b = radius(octets_in=5, octets_out=7, session_time_s=60, action="stop")
     [x] = builder().build_many([b])
     rec = x.record
-    assert tuple(rec) == FIELDS and rec["v"] == STATS_SCHEMA_VERSION == 2
+    assert tuple(rec) == FIELDS and rec["v"] == STATS_SCHEMA_VERSION == 3
     text = json.dumps(rec)
     for raw in (SUB, "100.64.12.34", "0A0B0C0D", "192.0.2.10", "02:00:5e:10:00:01", "ge-0/0/1.101", str(T0)):
         assert raw not in text
     assert rec["bucket_ms"] == bucket_of(T0) == 1_717_999_200_000 and rec["bucket_len_ms"] == 3_600_000
-    assert (rec["octets_in"], rec["octets_out"], rec["session_time_s"]) == (5, 7, 60)
+    # the profile's default counters scheme: log2 (largest power of two <= value)
+    assert rec["counters"] == "log2" and (rec["octets_in"], rec["octets_out"], rec["session_time_s"]) == (4, 4, 32)
     assert rec["epoch"] == epoch_of(T0, 7 * 86_400_000)
     assert len(rec["subscriber"]) == 32 and len(rec["id"]) == 32 and rec["nat_block_size"] is None
 
@@ -181,3 +182,41 @@ def test_published_json_schema_lists_exactly_the_emitted_fields():
             types = t if isinstance(t, list) else [t]
             ok = {"integer": int, "string": str, "null": type(None)}
             assert any(isinstance(value, ok[k]) and not isinstance(value, bool) for k in types), name
+
+
+def test_counters_are_coarsened_per_profile_scheme():
+    """Issue 21 defect 4: exact counters are a join key back to the bindings topic."""
+    from stream.stats import coarsen
+
+    b = radius(octets_in=1_234_567, octets_out=0, session_time_s=3_599, action="stop")
+    got = {}
+    for scheme in ("log2", "drop", "exact"):
+        st = dataclasses.replace(OPS["junet"].statistics, counters=scheme)
+        bld = StatsBuilder(dataclasses.replace(OPS["junet"], statistics=st),
+                           Keyring.create("junet", SEED, epoch=epoch_of(T0, OPS["junet"].key_epoch_ms)))
+        [x] = bld.build_many([b])
+        got[scheme] = (x.record["counters"], x.record["octets_in"], x.record["octets_out"], x.record["session_time_s"])
+    assert got == {"log2": ("log2", 1_048_576, 0, 2_048), "drop": ("drop", None, None, None),
+                   "exact": ("exact", 1_234_567, 0, 3_599)}
+    # reference model: [2^n, 2^(n+1)) named by its lower bound
+    for v in (1, 2, 3, 4, 5, 1023, 1024, 1025, 2**40 + 7):
+        c = coarsen(v, "log2")
+        assert c <= v < 2 * c and c & (c - 1) == 0
+    assert coarsen(None, "log2") is None and coarsen(0, "log2") == 0
+    with pytest.raises(ValueError):
+        coarsen(5, "round")
+
+
+def test_record_timestamp_is_a_bucket_start_never_ahead_never_far_behind():
+    """Issue 21 defect 3: the Kafka timestamp must not carry the event time to the second."""
+    from stream.stats import record_timestamp_ms
+
+    H = 3_600_000
+    now = 1_717_999_200_000 + 40 * 60_000 + 1_234           # 40 min into an hour
+    assert record_timestamp_ms(bucket_of(now - 900), now, H) == bucket_of(now)          # live event
+    assert record_timestamp_ms(bucket_of(now) - H, now, H) == bucket_of(now) - H       # previous bucket
+    assert record_timestamp_ms(bucket_of(now) - 50 * H, now, H) == bucket_of(now) - H  # replay: not deleted on arrival
+    assert record_timestamp_ms(bucket_of(now) + 3 * H, now, H) == bucket_of(now)       # event clock ahead
+    for dt in range(0, 3 * H, 61_013):
+        ts = record_timestamp_ms(bucket_of(now - dt), now, H)
+        assert ts % H == 0 and ts <= now
