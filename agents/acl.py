@@ -11,13 +11,23 @@ creates them):
 
 | role | user | may |
 |---|---|---|
-| collector | ``ipanon-collector`` | write the raw topics; read nothing |
+| collector of operator *O* | ``ipanon-collector-O`` | write only ``<prefix>-raw-op-O``; read nothing |
 | worker | ``ipanon-worker`` | read/write/create its topics (prefixed ``<prefix>-`` and ``<app id>-``: raw for heartbeats, internal, changelogs, stats, aggregates, audit, query and lookup topics); its consumer groups ``<app id>``, ``<app id>-ingest``, ``<app id>-stats`` (literal); describe the cluster's configs (retention check) |
 | analyst | ``ipanon-analyst`` | read ``<prefix>-stats``, ``<prefix>-aggregates`` and ``<prefix>-erasures``; consumer groups ``<prefix>-analyst*`` |
 | authority *A* | ``ipanon-authority-A`` | write ``<prefix>-query-requests``; read only ``<prefix>-query-responses-A`` |
 | staff | ``ipanon-staff`` | write (approvals) and read (to see what they approve) ``<prefix>-query-requests`` |
 | auditor | ``ipanon-auditor`` | read ``<prefix>-audit`` |
 | admin | ``ipanon-admin`` | super user (``topics apply``, ``acl apply``); not an ACL |
+
+Per-operator collectors (issue 15 defect 8): Kafka does not tell a consumer who produced a
+record, so the operator cannot be trusted from a header that any raw-topic writer sets.  Each
+operator's collector gets a **literal** Write on its own topic ``<prefix>-raw-op-<operator>``
+only, and the worker takes the operator from that topic (a record there whose
+``ipanon-operator`` header names another operator is dead-lettered ``operator-not-allowed``,
+``agents.ingest``).  No collector may write the shared family topics ``<prefix>-raw-radius|dhcp|nat``
+(there the header picks the operator: only the worker and the admin can write them on a secure
+broker; they serve the unauthenticated local broker).  Literal, not prefixed: a prefixed grant
+on ``…-raw-op-tele`` would also cover an operator called ``tele2``.
 
 Per-authority answers: Kafka authorises whole topics, never keys, so "an authority reads only
 its own sealed answers" needs one topic per authority.  The query agent writes every reply to
@@ -67,10 +77,12 @@ def worker_groups(app_id: str) -> dict[str, str]:
 
 
 def user_for(role: str, authority: Optional[str] = None) -> str:
-    if role == "authority":
+    """The SCRAM user of a role; ``authority`` is the authority id (role ``authority``) or the
+    operator name (role ``collector``)."""
+    if role in ("authority", "collector"):
         if not authority:
-            raise ValueError("the authority role needs an authority id")
-        return f"ipanon-authority-{authority}"
+            raise ValueError(f"the {role} role needs an {'authority id' if role == 'authority' else 'operator name'}")
+        return f"ipanon-{role}-{authority}"
     return f"ipanon-{role}"
 
 
@@ -85,14 +97,15 @@ def authority_topic(prefix: str, authority: str) -> str:
 
 
 def role_grants(prefix: str = "ipanon", app_id: str = "ipanon",
-                authorities: Iterable[str] = ()) -> list[Grant]:
-    """Every ACL of every role for one deployment (see the module docstring)."""
-    t = Topics(prefix)
+                authorities: Iterable[str] = (), operators: Iterable[str] = ()) -> list[Grant]:
+    """Every ACL of every role for one deployment (see the module docstring); ``operators``:
+    one collector user per operator, writing its own raw topic only."""
+    t = Topics(prefix, operators)
     requests, _ = query_topics(prefix)
     g: list[Grant] = []
     u = user_for
-    for name in t.raw:
-        g.append(Grant(u("collector"), "topic", name, "literal", ("Write", "Describe")))
+    for name, op in t.raw_operator.items():
+        g.append(Grant(u("collector", op), "topic", name, "literal", ("Write", "Describe")))
     worker_ops = ("Read", "Write", "Create", "Describe", "DescribeConfigs")
     for pfx in dict.fromkeys((f"{prefix}-", f"{app_id}-")):
         g.append(Grant(u("worker"), "topic", pfx, "prefixed", worker_ops))
@@ -110,11 +123,12 @@ def role_grants(prefix: str = "ipanon", app_id: str = "ipanon",
     return g
 
 
-def covered_topics(prefix: str, app_id: str) -> dict[str, set[str]]:
+def covered_topics(prefix: str, app_id: str, operators: Iterable[str] = ()) -> dict[str, set[str]]:
     """Layout topic → users that may read it (for checks and docs)."""
-    grants = role_grants(prefix, app_id)
+    operators = tuple(operators)
+    grants = role_grants(prefix, app_id, operators=operators)
     out: dict[str, set[str]] = {}
-    for name in make_layout(prefix, app_id):
+    for name in make_layout(prefix, app_id, operators):
         for gr in grants:
             if gr.resource != "topic" or "Read" not in gr.operations:
                 continue

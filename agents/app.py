@@ -122,7 +122,8 @@ class Pipeline:
             # Faust's recovery (agents/mapping_table.py; ≈ 540 records/s measured that way)
             TableManager=DirectRecoveryTableManager,
         )
-        self.names = names = T.Topics(s.topic_prefix)
+        # raw topics include one per operator (<prefix>-raw-op-<op>): the topic decides its operator
+        self.names = names = T.Topics(s.topic_prefix, operators=self.operators)
         part = dict(partitions=s.partitions, key_serializer="raw", value_serializer="raw")
         self.bindings = app.topic(names.bindings, internal=True, **part)
         self.deadletter = app.topic(names.deadletter, internal=True, **part)

@@ -203,8 +203,15 @@ ADMIN_USER = "ipanon-admin"
 #: ``RULE:^CN=([a-z0-9-]+)$/$1/`` that also turns a client certificate CN=<user> into User:<user>.
 BROKER_PRINCIPAL = "User:ipanon-broker"
 SSL_PRINCIPAL_RULES = "RULE:^CN=([a-z0-9-]+)$/$1/,DEFAULT"
-SECURE_USERS = (ADMIN_USER, "ipanon-collector", "ipanon-worker", "ipanon-analyst", "ipanon-staff",
-                "ipanon-auditor")
+SECURE_USERS = (ADMIN_USER, "ipanon-worker", "ipanon-analyst", "ipanon-staff", "ipanon-auditor")
+
+
+def operator_ids(operators_dir: Optional[Path] = None) -> list[str]:
+    """Operator names of the profiles in ``config/operators`` (one collector user each,
+    ``ipanon-collector-<operator>``: issue 15 defect 8).  The file stem is the profile name
+    (``stream.config`` refuses a profile whose ``name`` differs)."""
+    d = Path(operators_dir or os.environ.get("IPANON_OPERATORS") or REPO_ROOT / "config" / "operators")
+    return sorted(f.stem for f in d.glob("*.toml")) if d.is_dir() else []
 
 
 def authority_ids(authorities_dir: Optional[Path] = None) -> list[str]:
@@ -231,7 +238,8 @@ class LocalBroker:
         self.heap = heap
         self.secure = secure
         self.users = list(users) if users is not None else \
-            [*SECURE_USERS, *(f"ipanon-authority-{a}" for a in authority_ids())]
+            [*SECURE_USERS, *(f"ipanon-collector-{o}" for o in operator_ids()),
+             *(f"ipanon-authority-{a}" for a in authority_ids())]
         self.meta_path = self.dir / "broker.json"
         self.log_path = self.dir / "broker.log"
 

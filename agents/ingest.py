@@ -5,6 +5,10 @@ that gets everything it needs as arguments: topic names, partition count, operat
 lateness rules, a clock and a counter.  Per raw record:
 
 1. parse it with the format named by its header (``Rejected`` → dead letter with the reason);
+   on a per-operator raw topic (``<prefix>-raw-op-<operator>``) the topic names the operator,
+   and a record whose ``ipanon-operator`` header claims another is dead-lettered
+   ``operator-not-allowed`` (issue 15 defect 8: one collector framing another operator's
+   subscriber);
 2. check lateness (``stream.lateness``): a record whose mapping's promise would run out before
    the bindings topic lets go of it is dead-lettered ``too-late`` — with its bytes when the
    dead-letter topic's bound still fits, else without them (counted ``too_late_dropped``);
@@ -87,12 +91,23 @@ class Ingest:
             record.topic, record.partition, record.offset, headers, record.value, reason, detail,
             received_ms=self.clock(), keep_value=keep_value), None)
 
-    def parse_raw(self, headers: Mapping[str, str], value: Optional[bytes]) -> list[Binding]:
-        """The bindings of one raw record (``Rejected`` with a reason if it has none)."""
+    def parse_raw(self, headers: Mapping[str, str], value: Optional[bytes], topic: Optional[str] = None) -> list[Binding]:
+        """The bindings of one raw record (``Rejected`` with a reason if it has none).  On an
+        operator's own raw topic the topic decides the operator: its ACL lets only that
+        operator's collector write it, and a header naming another operator is refused."""
         fmt = headers.get(T.H_FORMAT)
         if not fmt:
             raise Rejected("missing-format", f"no {T.H_FORMAT} header")
-        operator = headers.get(T.H_OPERATOR) or self.default_operator
+        owner = self.names.raw_operator.get(topic) if topic is not None else None
+        claimed = headers.get(T.H_OPERATOR)
+        if owner is not None:
+            if claimed and claimed != owner:
+                raise Rejected("operator-not-allowed",
+                               "the ipanon-operator header names another operator than the topic's "
+                               "(only that operator's collector may write this topic)")
+            operator = owner
+        else:
+            operator = claimed or self.default_operator
         if not operator:
             raise Rejected("missing-operator", f"no {T.H_OPERATOR} header and no default operator")
         if operator not in self.operators:
@@ -121,7 +136,7 @@ class Ingest:
             headers = record_headers(r.headers)
             mine: list[Output] = []
             try:
-                bs = self.parse_raw(headers, r.value)
+                bs = self.parse_raw(headers, r.value, r.topic)
                 rule = self.rules.get(bs[0].operator) if bs else None
                 verdict = rule.verdict_many(bs, now) if rule is not None else lateness.ACCEPT
                 if verdict == lateness.ACCEPT:

@@ -81,7 +81,7 @@ def apply_topics(settings: Settings, policies: Optional[Mapping[str, OperatorPol
     try:
         broker, _ = read_broker_settings(admin)
         plan = plan_topics(policies, broker, plan_params(settings),
-                           make_layout(settings.topic_prefix, settings.app_id))
+                           make_layout(settings.topic_prefix, settings.app_id, policies))
         apply_plan(admin, plan)
         return plan
     finally:
@@ -106,7 +106,7 @@ def _checked_plan(settings: Settings, policies, prepare_retention) -> TopicPlan:
         admin = _admin(settings)
         try:
             return prepare_retention(admin, policies, plan_params(settings),
-                                     make_layout(settings.topic_prefix, settings.app_id))
+                                     make_layout(settings.topic_prefix, settings.app_id, policies))
         except KafkaError as e:
             if attempt == CHECK_ATTEMPTS:
                 raise ConfigError(f"Kafka at {settings.bootstrap} failed while the worker checked its topics "

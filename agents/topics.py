@@ -9,11 +9,21 @@ Raw topics (written by collectors / ``ipanon produce`` / ``ipanon collect``):
             required unless the worker has a default operator), ``ipanon-source`` (source id),
             ``ipanon-received-ms`` (collector receive time, syslog)
 
+Per-operator raw topics (issue 15 defect 8): ``<prefix>-raw-op-<operator>``, one per configured
+operator, any format.  Kafka never tells a consumer who produced a record, but its ACLs decide
+who may write a topic: only ``ipanon-collector-<operator>`` (and the worker/admin) may write
+``<prefix>-raw-op-<operator>``, so the topic names the operator and the worker dead-letters a
+record there whose ``ipanon-operator`` header names another one (``operator-not-allowed``).
+The shared family topics above stay for a local broker without authentication; on a secure
+broker no collector is granted them (``agents.acl``).
+
 Everything else is written by the worker.  The retention configs of every topic that can hold
 raw identifiers are computed by ``stream.policy`` (see ``ipanon topics apply``).
 """
 
 from __future__ import annotations
+
+from typing import Iterable
 
 PREFIX = "ipanon"
 
@@ -37,6 +47,10 @@ QUERY_RESPONSES = f"{PREFIX}-query-responses"  # status replies, sealed answers
 HOLDS = f"{PREFIX}-holds"                      # active legal holds, read by every worker
 QUERY_STATE = f"{PREFIX}-query-state"          # the query desk's snapshot
 
+#: infix of the per-operator raw topics; operator names match [a-z0-9][a-z0-9_-]* (stream.config),
+#: so ``<prefix>-raw-op-<operator>`` is always a valid topic name and never a family topic's
+OPERATOR_RAW_INFIX = "-raw-op-"
+
 H_FORMAT = "ipanon-format"
 H_OPERATOR = "ipanon-operator"
 H_SOURCE = "ipanon-source"
@@ -47,12 +61,15 @@ class Topics:
     """Every topic name for one deployment prefix (tests and demos use their own prefix so
     runs on one broker never share data; production uses the default ``ipanon``)."""
 
-    def __init__(self, prefix: str = PREFIX) -> None:
+    def __init__(self, prefix: str = PREFIX, operators: Iterable[str] = ()) -> None:
         self.prefix = prefix
         self.raw_radius = f"{prefix}-raw-radius"
         self.raw_dhcp = f"{prefix}-raw-dhcp"
         self.raw_nat = f"{prefix}-raw-nat"
-        self.raw = (self.raw_radius, self.raw_dhcp, self.raw_nat)
+        self.raw_shared = (self.raw_radius, self.raw_dhcp, self.raw_nat)
+        #: per-operator raw topic → the operator it is written for (only the operators given)
+        self.raw_operator = {self.operator_raw(op): op for op in sorted(set(operators))}
+        self.raw = (*self.raw_shared, *self.raw_operator)
         self.raw_by_family = {"radius": self.raw_radius, "dhcp": self.raw_dhcp, "nat": self.raw_nat}
         self.bindings = f"{prefix}-bindings"
         self.deadletter = f"{prefix}-deadletter"
@@ -69,6 +86,10 @@ class Topics:
         self.query_responses = f"{prefix}-query-responses"
         self.holds = f"{prefix}-holds"
         self.query_state = f"{prefix}-query-state"
+
+    def operator_raw(self, operator: str) -> str:
+        """The raw topic only ``operator``'s collector may write (any format)."""
+        return f"{self.prefix}{OPERATOR_RAW_INFIX}{operator}"
 
     def all(self) -> list[str]:
         return [*self.raw, self.bindings, self.deadletter, self.stats, self.erasures, self.aggregates,

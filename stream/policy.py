@@ -103,13 +103,16 @@ _LONG_MAX = 2**63 - 1
 #: Topic roles (see module doc).
 ROLES = ("raw", "derived", "stats", "aggregates", "audit", "consent")
 
-def make_layout(prefix: str = "ipanon", app_id: str = "ipanon") -> Mapping[str, str]:
+def make_layout(prefix: str = "ipanon", app_id: str = "ipanon", operators: Iterable[str] = ()) -> Mapping[str, str]:
     """Topic name → role for a deployment.  Mirrors ``agents/topics.py`` (a unit test keeps
-    them in step); the Faust table changelog is ``<app id>-<table>-changelog``."""
+    them in step); the Faust table changelog is ``<app id>-<table>-changelog``.  ``operators``:
+    one raw topic ``<prefix>-raw-op-<operator>`` each, the only raw topic its collector may
+    write on a secure broker (issue 15 defect 8)."""
     return MappingProxyType({
         f"{prefix}-raw-radius": "raw",
         f"{prefix}-raw-dhcp": "raw",
         f"{prefix}-raw-nat": "raw",
+        **{f"{prefix}-raw-op-{op}": "raw" for op in sorted(set(operators))},
         f"{prefix}-bindings": "raw",
         f"{prefix}-deadletter": "raw",
         f"{prefix}-lookup-requests": "raw",

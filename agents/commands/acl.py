@@ -11,7 +11,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "acl", help="render or apply the Kafka ACLs of every role (collector, worker, analyst, authority, staff, auditor)",
+        "acl", help="render or apply the Kafka ACLs of every role (collector per operator, worker, analyst, authority, staff, auditor)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="ACLs for every ipanon role, generated from the same topic layout as `ipanon topics`.\n"
                     "render: kafka-acls.sh command lines or Strimzi KafkaUser YAML.  apply: create them with\n"
@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="authority registry directory (default config/authorities)")
         a.add_argument("--authority", action="append", default=[],
                        help="an authority id (repeatable; replaces the registry)")
+        a.add_argument("--operators", type=Path, default=None,
+                       help="operator profiles directory: one collector user per profile, writing only "
+                            "<prefix>-raw-op-<operator> (default IPANON_OPERATORS or config/operators)")
+        a.add_argument("--operator", action="append", default=[],
+                       help="an operator name (repeatable; replaces the profiles directory)")
         a.add_argument("--bootstrap", default=None, help="Kafka bootstrap (apply: default IPANON_BOOTSTRAP or the local broker)")
         if name == "render":
             a.add_argument("--format", choices=["kafka-acls", "strimzi"], default="kafka-acls")
@@ -44,11 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def grants_for(args: argparse.Namespace):
     from ..acl import role_grants
-    from ..broker import authority_ids
+    from ..broker import authority_ids, operator_ids
 
     app_id = args.app_id or os.environ.get("IPANON_APP_ID") or "ipanon"
     authorities = args.authority or authority_ids(args.authorities)
-    return role_grants(args.prefix, app_id, authorities)
+    operators = args.operator or operator_ids(args.operators)
+    return role_grants(args.prefix, app_id, authorities, operators)
 
 
 def run(args: argparse.Namespace) -> int:

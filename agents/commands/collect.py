@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", choices=["syslog", "ipfix"], help="what to collect (syslog | ipfix)")
     p.add_argument("--listen", "-l", required=True, metavar="HOST:PORT", help="address to listen on")
     p.add_argument("--topic", "-t", default=None, help="topic (default: the raw NAT topic)")
+    p.add_argument("--own-topic", action="store_true",
+                   help="write to the operator's own raw topic <prefix>-raw-op-<operator> (prefix from "
+                        "IPANON_TOPIC_PREFIX, default ipanon): the only raw topic an operator's collector "
+                        "may write on a secure broker")
     p.add_argument("--format", "-f", default=None,
                    help="value of the ipanon-format header (default: auto for syslog, ipfix for ipfix)")
     p.add_argument("--template-lifetime", type=float, default=1800.0, metavar="S",
@@ -76,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
 
         raise CliError("--template-lifetime must be positive")
     host, port = parse_listen(args.listen)
+    if args.own_topic:
+        import os
+
+        from ..cli import CliError
+        from ..topics import Topics
+
+        if args.topic or not args.operator:
+            raise CliError("--own-topic needs --operator and no --topic")
+        args.topic = Topics(os.environ.get("IPANON_TOPIC_PREFIX") or "ipanon").operator_raw(args.operator)
     topic = args.topic or RAW_NAT
     bootstrap = args.bootstrap or default_bootstrap()
     ensure_topics(bootstrap, {topic}, create=not args.no_create_topic)

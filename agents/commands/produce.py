@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Progress on stderr; a one-line summary at the end.")
     add_format_options(p)
     p.add_argument("--topic", "-t", default=None, help="topic (default: the raw topic of the format's family)")
+    p.add_argument("--own-topic", action="store_true",
+                   help="write to the operator's own raw topic <prefix>-raw-op-<operator> (prefix from "
+                        "IPANON_TOPIC_PREFIX, default ipanon): the only raw topic an operator's collector "
+                        "may write on a secure broker (docs/security.md)")
     p.add_argument("--bootstrap", "-b", default=None, metavar="HOST:PORT",
                    help="Kafka bootstrap servers (default: the running local broker)")
     p.add_argument("--source", default=None, help="source id used as key (default host:/abs/path)")
@@ -147,6 +151,13 @@ def run(args: argparse.Namespace) -> int:
     for f in args.files:
         if f != "-" and not os.access(f, os.R_OK) and not args.follow:
             raise CliError(f"cannot read {f}")
+
+    if args.own_topic:
+        from ..topics import Topics
+
+        if args.topic or args.operator == "default":
+            raise CliError("--own-topic needs --operator and no --topic")
+        args.topic = Topics(os.environ.get("IPANON_TOPIC_PREFIX") or "ipanon").operator_raw(args.operator)
 
     def topic_for(name: str) -> str:
         if args.topic:

@@ -101,7 +101,7 @@ def build_plan(args: argparse.Namespace, admin=None):
     # the same Settings (flags > IPANON_* > defaults) and the same parameters the worker plans with
     settings = plan_settings(args, ops_dir)
     params = plan_params(settings)
-    layout = make_layout(settings.topic_prefix, settings.app_id)
+    layout = make_layout(settings.topic_prefix, settings.app_id, operators)
     return plan_topics(operators, broker, params, layout), source
 
 

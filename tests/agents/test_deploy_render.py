@@ -172,7 +172,11 @@ def test_k8s_users_are_exactly_what_acl_render_prints(capsys):
     got = _k8s("kafka-users.yaml")
     assert got == want
     names = {d["metadata"]["name"] for d in got}
-    assert {"ipanon-worker", "ipanon-collector", "ipanon-analyst", "ipanon-staff", "ipanon-auditor"} <= names
+    assert {"ipanon-worker", "ipanon-analyst", "ipanon-staff", "ipanon-auditor"} <= names
+    # one collector per operator profile, none for every operator (issue 15 defect 8)
+    from agents.broker import operator_ids
+
+    assert {n for n in names if n.startswith("ipanon-collector")} == {f"ipanon-collector-{o}" for o in operator_ids()}
     assert {f"ipanon-authority-{a}" for a in authorities} <= names
     assert all(d["spec"]["authentication"]["type"] == "scram-sha-512" and d["spec"]["authorization"]["acls"]
                for d in got)

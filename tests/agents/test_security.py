@@ -16,6 +16,7 @@ from agents.answer_router import authority_of
 from agents.keystore import ensure_demo_keys, require_private
 from agents.security import (KafkaSecurity, faust_credentials, kafka_python_kwargs, load_security, make_local_pki,
                              ssl_context, write_client_file)
+from agents.topics import Topics
 from stream.errors import ConfigError
 from stream.policy import make_layout
 
@@ -133,12 +134,13 @@ def test_local_pki_verifies_for_loopback_only(tmp_path):
 # -- ACLs ------------------------------------------------------------------------------------
 
 def test_every_layout_topic_is_readable_only_by_its_roles():
-    readers = covered_topics("ipanon", "ipanon")
-    layout = make_layout("ipanon", "ipanon")
+    readers = covered_topics("ipanon", "ipanon", ["junet", "framsteget"])
+    layout = make_layout("ipanon", "ipanon", ["junet", "framsteget"])
+    assert {"ipanon-raw-op-junet", "ipanon-raw-op-framsteget"} <= set(layout)
     assert set(readers) == set(layout)  # no topic left without a reader (the worker reads them all)
     for name, users in readers.items():
         assert "ipanon-worker" in users
-        assert "ipanon-collector" not in users
+        assert not any(u.startswith("ipanon-collector") for u in users)
         if name in ("ipanon-stats", "ipanon-aggregates", "ipanon-erasures"):
             assert users == {"ipanon-worker", "ipanon-analyst"}
         elif name == "ipanon-audit":
@@ -160,6 +162,34 @@ def test_authority_grants_are_literal_and_own_topic_only():
     prefixed = {(x.user, x.name) for x in g if x.pattern == "prefixed" and x.resource == "topic"}
     assert prefixed == {("ipanon-worker", "p-"), ("ipanon-worker", "app-")}
     assert not any(op in x.operations for x in g for op in ("Alter", "AlterConfigs", "Delete", "All"))
+
+
+def test_each_collector_writes_only_its_own_operators_raw_topic():
+    """Issue 15 defect 8: no identity writes raw records for every operator.  Reference: the
+    collector of operator O has exactly Write+Describe on the literal topic <prefix>-raw-op-O
+    and nothing else; no collector may write a shared family topic (the header would pick
+    the operator there)."""
+    ops = ["junet", "framsteget", "tele", "tele2"]
+    g = role_grants("p", "app", ["se-police-demo"], ops)
+    coll = {(x.user, x.resource, x.name, x.pattern, x.operations) for x in g if x.user.startswith("ipanon-collector")}
+    assert coll == {(f"ipanon-collector-{o}", "topic", f"p-raw-op-{o}", "literal", ("Write", "Describe")) for o in ops}
+    shared = set(Topics("p").raw_shared)
+    writers = {x.user for x in g if x.resource == "topic" and "Write" in x.operations and
+               (x.name in shared or (x.pattern == "prefixed" and any(t.startswith(x.name) for t in shared)))}
+    assert writers == {"ipanon-worker"}
+    # the topic decides the operator: each per-operator topic maps back to exactly its operator
+    assert Topics("p", ops).raw_operator == {f"p-raw-op-{o}": o for o in ops}
+
+
+def test_acl_render_cli_has_one_collector_per_operator_profile():
+    out = subprocess.run([sys.executable, "-m", "agents.cli", "acl", "render", "--prefix", "zz",
+                          "--operator", "junet", "--operator", "framsteget"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    coll = sorted(ln for ln in out.splitlines() if "User:ipanon-collector" in ln)
+    assert coll == [
+        f"kafka-acls.sh --bootstrap-server BOOTSTRAP --command-config admin.properties --add --allow-principal "
+        f"User:ipanon-collector-{o} --operation Write --operation Describe --topic zz-raw-op-{o} "
+        f"--resource-pattern-type literal" for o in ("framsteget", "junet")]
 
 
 def test_render_kafka_acls_and_strimzi_match_the_grants():

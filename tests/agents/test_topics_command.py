@@ -61,6 +61,13 @@ def _worker_params(env: dict) -> PlanParams:
     return plan_params(Settings.from_env(env, bootstrap="127.0.0.1:9"))
 
 
+def _layout():
+    """The worker's layout: the shared topics and one raw topic per operator profile."""
+    from stream.policy import make_layout
+
+    return make_layout("ipanon", "ipanon", load_operators(OPERATORS))
+
+
 def test_plan_json_is_the_computed_plan(capsys, monkeypatch):
     for k in ("IPANON_HEARTBEAT_MS", "IPANON_SWEEPER_PERIOD_MS", "IPANON_INGEST_LAG_MS", "IPANON_PARTITIONS",
               "IPANON_REPLICATION_FACTOR"):
@@ -68,7 +75,7 @@ def test_plan_json_is_the_computed_plan(capsys, monkeypatch):
     rc, out, _ = _run(capsys, "plan", "--broker-settings", "local", "--json")
     assert rc == 0
     expected = plan_topics(load_operators(OPERATORS), BrokerSettings.from_configs(LOCAL_OVERRIDES),
-                           _worker_params({}))
+                           _worker_params({}), _layout())
     assert json.loads(out) == json.loads(json.dumps(expected.to_dict()))
 
 
@@ -83,7 +90,8 @@ def test_plan_uses_the_workers_parameters_from_the_environment(capsys, monkeypat
     got = json.loads(out)
     assert got["params"]["heartbeat_ms"] == 30_000 and got["params"]["ingest_lag_ms"] == 120_000
     assert got["params"]["sweeper_period_ms"] == 2_000
-    worker = plan_topics(load_operators(OPERATORS), BrokerSettings.from_configs(LOCAL_OVERRIDES), _worker_params(env))
+    worker = plan_topics(load_operators(OPERATORS), BrokerSettings.from_configs(LOCAL_OVERRIDES), _worker_params(env),
+                         _layout())
     assert got == json.loads(json.dumps(worker.to_dict()))
     for name, r in worker.retention.items():
         assert got["operators"][name]["ttl_ms"] == r.ttl_ms  # the TTL the worker runs
@@ -122,7 +130,7 @@ def test_render_k8s_matches_the_plan(capsys):
     rc, out, _ = _run(capsys, "render", "--k8s", "--cluster", "prod", "--namespace", "net")
     assert rc == 0
     docs = parse_k8s(out)
-    plan = plan_topics(load_operators(OPERATORS), KAFKA_DEFAULTS, PlanParams())
+    plan = plan_topics(load_operators(OPERATORS), KAFKA_DEFAULTS, PlanParams(), _layout())
     assert [d["metadata"]["name"] for d in docs] == [t.name for t in plan.topics]
     for doc, spec in zip(docs, plan.topics):
         assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2" and doc["kind"] == "KafkaTopic"

@@ -70,7 +70,7 @@ class CmdlineWatch:
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
     b = LocalBroker(tmp_path_factory.mktemp("secure-broker"), secure=True,
-                    users=["ipanon-admin", "ipanon-collector", "ipanon-worker", "ipanon-analyst", "ipanon-staff",
+                    users=["ipanon-admin", "ipanon-collector-connect2ip", "ipanon-worker", "ipanon-analyst", "ipanon-staff",
                            "ipanon-auditor", *(f"ipanon-authority-{a}" for a in AUTHORITIES)])
     with CmdlineWatch() as watch:  # every command line seen while the broker formats and starts
         b.start(quiet=True, timeout_s=180)
@@ -116,7 +116,7 @@ def deployment(secure, tmp_path_factory):
                   configs={authority_topic(prefix, a): shared for a in AUTHORITIES},
                   security=secure.security(ADMIN_USER))
     r = cli(secure, ADMIN_USER, "acl", "apply", "--bootstrap", secure.bootstrap, "--prefix", prefix,
-            "--app-id", prefix, *(x for a in AUTHORITIES for x in ("--authority", a)))
+            "--app-id", prefix, *(x for a in AUTHORITIES for x in ("--authority", a)), "--operator", "connect2ip")
     assert r.returncode == 0, r.stderr
     assert "bindings created" in r.stdout
     # `acl apply` returns once describe_acls shows every binding; the authoriser reads the same
@@ -219,12 +219,14 @@ def test_authority_reads_only_its_own_replies(secure, deployment):
 
 def test_collector_writes_raw_and_reads_nothing(secure, deployment):
     bs, t = secure.bootstrap, deployment["topics"]
-    collector = secure.security("ipanon-collector")
+    collector = secure.security("ipanon-collector-connect2ip")
     p = KafkaProducer(bootstrap_servers=bs, max_block_ms=20_000, **kafka_python_kwargs(collector))
     try:
-        p.send(t.raw_nat, b"<134>not a real nat line", headers=[("ipanon-format", b"auto")]).get(timeout=30)
+        p.send(t.operator_raw("connect2ip"), b"<134>not a real nat line", headers=[("ipanon-format", b"auto")]).get(timeout=30)
     finally:
         p.close()
+    for topic in t.raw_shared:  # the shared topics, where a header would pick the operator (issue 15 defect 8)
+        write_refused(collector, bs, topic)
     write_refused(collector, bs, t.bindings)  # no forged bindings into the worker's internal topics
     write_refused(collector, bs, query_topics(deployment["prefix"])[0])  # nor lawful requests
     for topic in [*sensitive_topics(deployment), t.stats, t.aggregates]:
@@ -280,8 +282,8 @@ def test_pipeline_over_tls_and_scram_with_generated_acls(secure, deployment, tmp
         ]
         feed = tmp_path / "radius.jsonl"
         feed.write_text("".join(json.dumps(r) + "\n" for r in records))
-        r = cli(secure, "ipanon-collector", "produce", "--format", "radius-json", "--operator", "connect2ip",
-                "--topic", t.raw_radius, "--bootstrap", bs, "--no-create-topic", str(feed))
+        r = cli(secure, "ipanon-collector-connect2ip", "produce", "--format", "radius-json", "--operator", "connect2ip",
+                "--topic", t.operator_raw("connect2ip"), "--bootstrap", bs, "--no-create-topic", str(feed))
         assert r.returncode == 0, r.stderr
 
         analyst = secure.security("ipanon-analyst")
@@ -384,12 +386,12 @@ def test_broker_and_worker_data_are_owner_only(secure, deployment, tmp_path):
     feed.write_text(json.dumps({"User-Name": marker, "Acct-Status-Type": "Start", "Acct-Session-Id": "M-1",
                                 "NAS-IP-Address": "192.0.2.10", "Framed-IP-Address": "100.64.77.1",
                                 "Event-Timestamp": int(time.time())}) + "\n")
-    r = cli(secure, "ipanon-collector", "produce", "--format", "radius-json", "--operator", "connect2ip",
-            "--topic", t.raw_radius, "--bootstrap", bs, "--no-create-topic", str(feed))
+    r = cli(secure, "ipanon-collector-connect2ip", "produce", "--format", "radius-json", "--operator", "connect2ip",
+            "--topic", t.operator_raw("connect2ip"), "--bootstrap", bs, "--no-create-topic", str(feed))
     assert r.returncode == 0, r.stderr
 
     data = secure.dir / "data"
-    segment = wait_for(lambda: next((p for p in data.glob(f"{t.raw_radius}-*/*.log")
+    segment = wait_for(lambda: next((p for p in data.glob(f"{t.operator_raw('connect2ip')}-*/*.log")
                                      if marker.encode() in p.read_bytes()), None), timeout_s=60,
                        what="the record in a raw-topic log segment")
     assert (secure.dir.stat().st_mode & 0o777) == 0o700
