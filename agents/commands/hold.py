@@ -152,7 +152,18 @@ def _hold_replies(args: argparse.Namespace, hold_id: str, authority: Optional[st
 def _send_and_wait(args: argparse.Namespace, hold_id: str, msg: bytes, authority: Optional[str]) -> Optional[dict]:
     """Send ``msg``; with ``--wait``, return the first reply for ``hold_id`` that arrived after
     it (None after ``--wait`` seconds).  A refusal is an error (exit 2, the reason)."""
-    before = len(_hold_replies(args, hold_id, authority)) if args.wait > 0 else 0
+    before = 0
+    if args.wait > 0:
+        try:
+            before = len(_hold_replies(args, hold_id, authority))
+        except CliError as e:
+            if authority or "(Kafka ACL)" not in str(e):
+                raise
+            # staff on a secure broker read the inbox, not the desk's replies (worker-only,
+            # docs/security.md): send anyway, unconfirmed; the desk audits every step
+            print(f"note: {e}; sent without waiting for the query agent's confirmation "
+                  f"(the outcome is on the audit trail)", file=sys.stderr)
+            args.wait = 0
     _send(args, msg)
     deadline = time.monotonic() + args.wait
     while args.wait > 0:

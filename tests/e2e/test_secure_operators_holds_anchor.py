@@ -262,11 +262,13 @@ def test_signed_hold_two_staff_approvals_set_and_released_every_step_audited(sec
                  "--case", "SEC-HOLD-3", "--until", str(now + 3_600_000), *at, "--wait", "0")
     assert forged.returncode == 0, forged.stderr  # sent; the desk refuses it (junk summary, below)
 
-    # staff approve as ipanon-staff (they read the inbox to see the order; the replies topic is not theirs)
+    # staff approve as ipanon-staff with the command's defaults: they read the inbox to see the
+    # order, but not the desk's replies (worker-only), so the approval is sent without waiting
     for staff in ("alice-demo", "bob-demo"):
         r = cli(secure, "ipanon-staff", "hold", "approve", hold_id, "--staff", staff,
-                "--key", str(keys / f"{staff}.sign.pem"), *at, "--wait", "0")
-        assert r.returncode == 0, r.stderr
+                "--key", str(keys / f"{staff}.sign.pem"), *at)
+        assert r.returncode == 0 and f"approved hold {hold_id} as {staff}" in r.stdout, r.stderr + r.stdout
+        assert "sent without waiting" in r.stderr, r.stderr
 
     def steps():
         return [(r["type"], r.get("reason") or r.get("detail") or r.get("staff")) for r in audit(secure, dep)
