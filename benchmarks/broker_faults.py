@@ -64,7 +64,8 @@ def _rf3_topics(w: Worker) -> None:
         broker, _ = read_broker_settings(admin)
         p = plan_params(s)
         params = PlanParams(**{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "replication_factor": 3})
-        plan = plan_topics(load_operators(s.operators_dir), broker, params, make_layout(s.topic_prefix, s.app_id))
+        ops = load_operators(s.operators_dir)  # the layout has a raw topic per operator (issue 15 defect 8)
+        plan = plan_topics(ops, broker, params, make_layout(s.topic_prefix, s.app_id, ops))
         apply_plan(admin, plan)
     finally:
         admin.close()
