@@ -32,7 +32,8 @@ PEERS = (
     Peer("promtool", ("promtool",), "prometheus", "alert rule unit tests (tests/agents/test_prometheus_rules.py)"),
     Peer("prometheus", ("prometheus",), "prometheus", "a real Prometheus scraping the worker (tests/e2e/test_operations.py)"),
     Peer("chromium", ("chromium", "chromium-browser"), "chromium",
-         "the status page rendered in headless Chromium (tests/e2e/test_operations.py)"),
+         "the status page and the compliance report rendered in headless Chromium "
+         "(tests/e2e/test_operations.py, tests/e2e/test_compliance_report.py)"),
     Peer("softflowd", ("softflowd",), "softflowd",
          "a real IPFIX exporter feeding the collector (tests/e2e/test_cgnat_softflowd.py)"),
 )

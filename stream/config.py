@@ -19,6 +19,11 @@ ignored would be a compliance bug)::
     radius_attribute = "User-Name"      # which RADIUS attribute names the subscriber
     dhcp_identifier_order = ["circuit-id", "remote-id", "client-id", "duid", "hwaddr"]
 
+    [separation]                        # optional: identity data that must never sit next to an address
+    identity_fields = ["name", "postal_address", "personal_number"]   # the default; also email, phone
+                                        # (ipanon report compliance scans the bindings and the
+                                        # table's changelog for them: docs/compliance.md)
+
     [sessions]                          # optional: when a silent session counts as ended
     interim_interval = "15m"            # the NAS's Acct-Interim-Interval
     lost_stop_after = "45m"             # default 3 × interim_interval, or 24h without one
@@ -75,6 +80,11 @@ DEFAULT_ERASURE_MS = 30 * 86_400_000
 DEFAULT_K = 10
 DEFAULT_BUCKET_MS = 3_600_000
 DEFAULT_KEY_EPOCH_MS = 86_400_000
+#: civil-identity data kinds a profile may declare under ``[separation] identity_fields``: the
+#: data C-470/21 requires to be kept apart from IP addresses (``stream.compliance`` knows how
+#: to recognise each one); the default is what the issue names: name, postal address, personal number
+IDENTITY_FIELD_KINDS = ("name", "postal_address", "personal_number", "email", "phone")
+DEFAULT_IDENTITY_FIELDS = ("name", "postal_address", "personal_number")
 
 
 def parse_duration(text: Any, *, where: str = "duration") -> int:
@@ -226,6 +236,8 @@ class OperatorPolicy:
     #: ``[sessions]``: how long an open session may stay silent before it is no longer taken as
     #: current (a lost Stop); see ``lost_stop_window_ms``
     sessions: "SessionPolicy" = field(default_factory=lambda: SessionPolicy())
+    #: ``[separation] identity_fields``: civil-identity kinds that must never appear beside an address
+    identity_fields: tuple[str, ...] = DEFAULT_IDENTITY_FIELDS
 
     @property
     def file(self) -> str:
@@ -235,6 +247,7 @@ class OperatorPolicy:
 # -- loading ------------------------------------------------------------------------------
 
 _TOP = {"name", "display_name", "seed", "key_epoch", "notes", "identity", "purposes", "realms", "deterministic_nat",
+        "separation",
         "sessions"}
 _SESSIONS = {"interim_interval", "lost_stop_after"}
 _IDENTITY = {"radius_attribute", "dhcp_identifier_order"}
@@ -405,7 +418,23 @@ def parse_operator(text: str, *, file: str) -> OperatorPolicy:
         realms=_cgnat_realms(data.get("realms"), file),
         deterministic_nat=_cgnat_detnat(data.get("deterministic_nat"), file),
         sessions=_sessions(top),
+        identity_fields=_identity_fields(top),
     )
+
+
+def _identity_fields(top: "_Reader") -> tuple[str, ...]:
+    sep = top.sub("separation", {"identity_fields"}) if top.has("separation") else None
+    if sep is None or not sep.has("identity_fields"):
+        return DEFAULT_IDENTITY_FIELDS
+    v = sep.table["identity_fields"]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise sep.err("identity_fields", f"expected a list of strings from {', '.join(IDENTITY_FIELD_KINDS)}")
+    bad = [x for x in v if x not in IDENTITY_FIELD_KINDS]
+    if bad:
+        raise sep.err("identity_fields", f"{bad[0]!r} is not one of {', '.join(IDENTITY_FIELD_KINDS)}")
+    if len(set(v)) != len(v):
+        raise sep.err("identity_fields", "lists a field twice")
+    return tuple(v)
 
 
 def _sessions(top: "_Reader") -> SessionPolicy:
