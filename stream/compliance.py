@@ -635,7 +635,9 @@ def render_html(report: Mapping[str, Any]) -> str:
         a("<p>The worker's own counters (all operators, since it started"
           + (f" at {_e(w.get('started'))}" if w.get("started") else "") + "): "
           f"{_fig('expiries.worker.intervals_expired_total', w.get('intervals_expired_total'))} intervals expired, "
-          f"{_e(w.get('tombstones_total'))} tombstones written, last sweeper pass {_e(w.get('sweeper_last_run'))}.</p>")
+          f"{_e(w.get('tombstones_total'))} tombstones written, last sweeper pass {_e(w.get('sweeper_last_run'))}"
+          + "".join(f"; {_e(n)} {_e(k)} key epochs destroyed" for k, n in (w.get("epochs_shredded_total") or {}).items())
+          + ".</p>")
     else:
         a("<p class=\"muted\">The worker's counters were not read (no worker metrics address given or reachable).</p>")
     a("</section>")

@@ -583,6 +583,10 @@ def run(args: argparse.Namespace) -> int:
                   f"--bootstrap {bootstrap}\n"
                   f"  ipanon audit verify --anchor-key {keys / 'audit-anchor.pub'} --bootstrap {bootstrap}\n"
                   f"  ipanon audit show {rid} --bootstrap {bootstrap}\n"
+                  f"  ipanon report compliance --operator connect2ip --from now-1h --out {work / 'report'} "
+                  f"--keys {keys} --data-dir {work / 'worker'} --heartbeat-ms 5000 --ingest-lag-ms {DEMO_INGEST_LAG_MS} "
+                  f"--metrics-url http://127.0.0.1:{web_port}/metrics --bootstrap {bootstrap}\n"
+                  f"  ipanon report verify {work / 'report'} --key {keys / 'connect2ip.report.pub'}\n"
                   f"stop them with: kill -TERM -{worker.pid}; ipanon broker stop --dir {work / 'broker'}  "
                   f"(files in {work})", file=sys.stderr if args.json else sys.stdout)
         return 0 if ok else 1

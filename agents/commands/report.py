@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import struct
 import sys
 import time
@@ -185,7 +186,9 @@ def _worker_metrics(url: Optional[str]) -> Optional[dict]:
     return {"intervals_expired_total": int(get("ipanon_intervals_expired_total") or 0),
             "tombstones_total": int(get("ipanon_tombstones_total") or 0),
             "started": iso(int(started * 1000)) if started else None,
-            "sweeper_last_run": iso(int(swept * 1000)) if swept else None}
+            "sweeper_last_run": iso(int(swept * 1000)) if swept else None,
+            "epochs_shredded_total": {m.group(1): int(v) for k, v in sorted(vals.items())
+                                      if (m := re.fullmatch(r'ipanon_epochs_shredded_total\{purpose="([^"]+)"\}', k))}}
 
 
 def _location(admin, settings, topics: list[str]) -> dict:

@@ -199,6 +199,7 @@ def test_report_figures_match_independent_sources(deployment, bootstrap):
     # expiries: alice's tombstone at least; the worker's counters were read
     assert r["expiries"]["tombstones_in_period"] >= 1
     assert r["expiries"]["worker"]["intervals_expired_total"] >= 1
+    assert r["expiries"]["worker"]["epochs_shredded_total"]["lawful_access"] > 0
 
     # where the data is: the broker's own answer
     assert r["location"]["bootstrap"] == bootstrap and r["location"]["replication_factor"] == 1
