@@ -151,18 +151,30 @@ def canary_section(measurements: Sequence[Mapping[str, Any]] = ()) -> dict[str, 
 
 
 def epoch_figures(*, purpose: str, oldest_live_epoch: Optional[int], origin_ms: int, period_ms: int,
-                  due_after_ms: int, state_written_ms: Optional[int], from_ms: int, to_ms: int) -> dict[str, Any]:
+                  due_after_ms: int, state_written_ms: Optional[int], from_ms: int, to_ms: int,
+                  now_ms: Optional[int] = None, slack_ms: int = 0) -> dict[str, Any]:
     """Key epochs whose window ended in the period and whose key the state on disk can no longer
     derive (epoch < the oldest live one: the ratchet only goes forward).  ``due`` is the end of
     the window plus the time the key must outlive it; ``state_written_ms`` (the state file's
     modification time) is when the last destruction was written, so every listed epoch was gone
-    from disk by then.  ``oldest_live_epoch`` None: no key state for this purpose."""
+    from disk by then.  ``oldest_live_epoch`` None: no key state for this purpose.
+
+    ``overdue``: epochs whose key was due more than ``slack_ms`` (the destroying timer's period
+    and a margin) before ``now_ms`` — when the state was read — and that the state can still
+    derive: a stopped sweeper or stats timer, checked rather than assumed."""
     base = {"purpose": purpose, "period_ms": period_ms, "period": format_duration(period_ms),
             "due_after_ms": due_after_ms, "state_written_ms": state_written_ms, "state_written": iso(state_written_ms),
             "oldest_live_epoch": oldest_live_epoch}
     if oldest_live_epoch is None or period_ms <= 0:
         return {**base, "state": "absent", "destroyed_in_period": 0, "listed": [], "first_due": None,
-                "last_due": None}
+                "last_due": None, "overdue": 0, "overdue_since": None}
+    overdue, since = 0, None
+    if now_ms is not None:
+        # epochs e >= oldest with origin + (e+1)*period + due_after + slack <= now
+        last = (now_ms - slack_ms - due_after_ms - origin_ms) // period_ms - 1
+        if last >= oldest_live_epoch:
+            overdue = last - oldest_live_epoch + 1
+            since = iso(origin_ms + (oldest_live_epoch + 1) * period_ms + due_after_ms)
     lo = max(0, -(-(from_ms - origin_ms) // period_ms) - 1)       # first epoch ending at or after from_ms
     hi = min(oldest_live_epoch, (to_ms - origin_ms - 1) // period_ms)  # … and before to_ms, destroyed
     count = max(0, hi - lo)
@@ -174,7 +186,8 @@ def epoch_figures(*, purpose: str, oldest_live_epoch: Optional[int], origin_ms: 
                        "start": iso(start), "end": iso(end), "due": iso(end + due_after_ms)})
     dues = [origin_ms + (e + 1) * period_ms + due_after_ms for e in (lo, hi - 1)] if count else []
     return {**base, "state": "present", "destroyed_in_period": count, "listed": listed,
-            "first_due": iso(min(dues)) if dues else None, "last_due": iso(max(dues)) if dues else None}
+            "first_due": iso(min(dues)) if dues else None, "last_due": iso(max(dues)) if dues else None,
+            "overdue": overdue, "overdue_since": since}
 
 
 def expiry_figures(tombstone_ts: Iterable[int], *, from_ms: int, to_ms: int, changelog_records: int,
@@ -461,6 +474,10 @@ def build_report(*, op: OperatorPolicy, from_ms: int, to_ms: int, generated_ms: 
         problems.append(f"audit trail not verified: {audit.get('problem') or 'unknown'}")
     if not separation.get("ok"):
         problems.append(f"separation: {separation.get('hit_count')} identity field(s) found next to addresses")
+    for e in epochs:
+        if e.get("overdue"):
+            problems.append(f"{e['purpose']}: {e['overdue']} key epoch(s) past their destruction time (since "
+                            f"{e['overdue_since']}) are still derivable from the key state on disk")
     can = canaries or canary_section()
     for m in can.get("measurements", []):
         if m.get("promise_ms") is not None and m.get("max_ms") is not None and m["max_ms"] > m["promise_ms"]:
@@ -605,13 +622,16 @@ def render_html(report: Mapping[str, Any]) -> str:
     a("<p class=\"muted\">Values are sealed under per-epoch keys; once an epoch's key is destroyed every copy "
       "sealed under it, wherever it survives (old segments, replicas, backups), is unreadable.</p>")
     a("<table><tr><th>keys</th><th>epoch length</th><th>epochs destroyed in the period</th><th>due (first … last)"
-      "</th><th>key state on disk written</th><th>oldest live epoch</th></tr>")
+      "</th><th>key state on disk written</th><th>oldest live epoch</th><th>past due, not destroyed</th></tr>")
     for i, e in enumerate(r["epochs"]):
         due = f"{e['first_due']} … {e['last_due']}" if e["first_due"] else "—"
         a(f"<tr><td>{_e(e['purpose'])}</td><td class=\"n\">{_e(e['period'])}</td>"
           f"<td class=\"n\">{_fig(f'epochs.{i}.destroyed_in_period', e['destroyed_in_period'])}</td>"
           f"<td>{_e(due)}</td><td>{_e(e['state_written'] or 'no key state')}</td>"
-          f"<td class=\"n\">{_e(e['oldest_live_epoch'] if e['oldest_live_epoch'] is not None else '—')}</td></tr>")
+          f"<td class=\"n\">{_e(e['oldest_live_epoch'] if e['oldest_live_epoch'] is not None else '—')}</td>"
+          + (f"<td class=\"n\">{_fig(f'epochs.{i}.overdue', e['overdue'], 'notkept')} (due since "
+             f"{_e(e['overdue_since'])})</td></tr>" if e["overdue"] else
+             f"<td class=\"n\">{_fig(f'epochs.{i}.overdue', 0, 'kept')}</td></tr>"))
     a("</table>")
     for i, e in enumerate(r["epochs"]):
         if e["listed"]:

@@ -135,11 +135,18 @@ def _state_header(path: Path, skip: int) -> tuple[Optional[int], Optional[int], 
     return oldest, mtime, data[:skip]
 
 
-def _epochs(settings, op, from_ms: int, to_ms: int) -> list[dict]:
+#: a key is reported past due once its destroying timer had this much time after the due instant:
+#: two of its periods and 10 s for a loaded machine (the sweeper: IPANON_SWEEPER_PERIOD_MS; the
+#: statistics key timer: agents.stats_agent.KEYS_TICK_S)
+OVERDUE_MARGIN_MS = 10_000
+
+
+def _epochs(settings, op, from_ms: int, to_ms: int, now_ms: int) -> list[dict]:
     from stream.compliance import epoch_figures
 
     from ..app import vault_grace_ms
     from ..runtime import keys_dir
+    from ..stats_agent import KEYS_TICK_S
 
     kd = keys_dir(settings)
     out = []
@@ -147,13 +154,15 @@ def _epochs(settings, op, from_ms: int, to_ms: int) -> list[dict]:
     origin, period = struct.unpack(">QQ", head) if head else (0, 0)
     out.append(epoch_figures(purpose="lawful_access (mapping table values)", oldest_live_epoch=oldest,
                              origin_ms=origin, period_ms=period, due_after_ms=vault_grace_ms(settings),
-                             state_written_ms=mtime, from_ms=from_ms, to_ms=to_ms))
+                             state_written_ms=mtime, from_ms=from_ms, to_ms=to_ms, now_ms=now_ms,
+                             slack_ms=2 * settings.sweeper_period_ms + OVERDUE_MARGIN_MS))
     late = os.environ.get("IPANON_STATS_LATE_MS")
     late_ms = int(late) if late and late.isdigit() else settings.ingest_lag_ms
     oldest, mtime, _ = _state_header(kd / f"{op.name}.statistics.ratchet", 0)
     out.append(epoch_figures(purpose="statistics (pseudonym keys)", oldest_live_epoch=oldest, origin_ms=0,
                              period_ms=op.key_epoch_ms, due_after_ms=late_ms, state_written_ms=mtime,
-                             from_ms=from_ms, to_ms=to_ms))
+                             from_ms=from_ms, to_ms=to_ms, now_ms=now_ms,
+                             slack_ms=int(2 * KEYS_TICK_S * 1000) + OVERDUE_MARGIN_MS))
     return out
 
 
@@ -337,7 +346,7 @@ def gather(args: argparse.Namespace, now_ms: int) -> dict:
         plan_params={"heartbeat_ms": p.heartbeat_ms, "sweeper_period_ms": p.sweeper_period_ms,
                      "schedule_bucket_ms": p.schedule_bucket_ms, "ingest_lag_ms": p.ingest_lag_ms,
                      "ttl_ms": plan.retention[op.name].ttl_ms},
-        epochs=_epochs(settings, op, from_ms, to_ms), expiries=expiries,
+        epochs=_epochs(settings, op, from_ms, to_ms, now_ms), expiries=expiries,
         holds=C.hold_figures(recs, hold_ops, operator=op.name, from_ms=from_ms, to_ms=to_ms),
         requests=C.request_figures(recs, from_ms=from_ms, to_ms=to_ms), desk_operators=sorted(operators),
         audit=audit, location=location, separation=scanner.result(), canaries=C.canary_section())

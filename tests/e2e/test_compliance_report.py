@@ -17,6 +17,7 @@ import shutil
 import struct
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -102,12 +103,13 @@ def deployment(bootstrap, tmp_path_factory):
                 os.environ[k] = v
 
 
-def report_cli(w, out: Path, start_ms: int, port: int):
+def report_cli(w, out: Path, start_ms: int, port: Optional[int]):
+    metrics = ("--metrics-url", f"http://127.0.0.1:{port}/metrics") if port else ()
     return cli("report", "compliance", "--operator", OP, "--from", str(start_ms), "--to", "now", "--out", str(out),
                "--bootstrap", w.bootstrap, "--prefix", w.topics.prefix, "--app-id", w.settings.app_id,
                "--operators", str(w.operators_dir), "--keys", str(w.keys), "--data-dir", str(w.dir / "data"),
                "--heartbeat-ms", str(w.settings.heartbeat_ms), "--ingest-lag-ms", str(w.settings.ingest_lag_ms),
-               "--metrics-url", f"http://127.0.0.1:{port}/metrics")
+               *metrics)
 
 
 def _changelog(bootstrap, w, *, values=False, tombstones=False) -> int:
@@ -306,6 +308,33 @@ def test_report_renders_in_headless_chromium_with_the_json_figures(deployment, t
         shutil.copy(shot, REPO / "docs" / "compliance-report.png")
 
 
+def test_a_topic_reconfigured_after_start_turns_its_row_and_the_verdict_red(deployment):
+    """``segment.ms`` raised on the bindings topic after the worker started: the report reads the
+    topic's actual configs, so that store's bound exceeds the promise and the page says NOT KEPT."""
+    from agents.kafka_admin import _alter, admin_client
+
+    w, tmp = deployment["w"], deployment["tmp"]
+    name = w.topics.bindings
+    planned = w.plan.configs_for(name)
+    admin = admin_client(w.bootstrap)
+    try:
+        # AlterConfigs replaces the topic's whole dynamic config: give the planned set, one value changed
+        _alter(admin, name, {**planned, "segment.ms": str(7 * 86_400_000)})
+        out = tmp / "report-segment"
+        rc = report_cli(w, out, deployment["start_ms"], deployment["port"])
+        assert rc.returncode == 0, rc.stderr
+        assert "NOT KEPT" in rc.stdout and name in rc.stdout
+        r = _load(out)
+        bad = [s for s in r["bounds"]["stores"] if not s["ok"]]
+        assert [s["store"] for s in bad] == [name] and bad[0]["bound_ms"] > bad[0]["promise_ms"] == 24 * 3600_000
+        assert r["verdict"]["kept"] is False and len(r["verdict"]["problems"]) == 1
+        row = (out / "report.html").read_text().split(f"<code>{name}</code>", 1)[1].split("</tr>", 1)[0]
+        assert '<span class="notkept">NOT KEPT</span>' in row
+    finally:
+        _alter(admin, name, planned)
+        admin.close()
+
+
 def test_a_personal_number_next_to_an_address_fails_the_separation_check(deployment):
     w, tmp = deployment["w"], deployment["tmp"]
     t = int(time.time())
@@ -327,3 +356,24 @@ def test_a_personal_number_next_to_an_address_fails_the_separation_check(deploym
     for name in ("report.json", "report.html"):
         text = (out / name).read_text()
         assert PNR_SUBSCRIBER not in text and "191212121212" not in text and "100.64.77.9" not in text
+
+
+def test_a_stopped_sweeper_leaves_keys_past_due_and_the_report_says_so_in_red(deployment):
+    """Last (it stops the worker): with nobody destroying epoch keys, the key state on disk still
+    derives epochs whose destruction was due; the report counts them and turns red."""
+    w, tmp = deployment["w"], deployment["tmp"]
+    out = tmp / "report-stopped"
+    before = report_cli(w, tmp / "report-running", deployment["start_ms"], None)
+    assert before.returncode == 0, before.stderr
+    assert _load(tmp / "report-running")["epochs"][0]["overdue"] == 0  # a running sweeper keeps up
+    w.stop()
+    stopped = time.time()
+    # past the last key's due instant (1 s epochs + 4 s grace) and the report's allowance (2 sweeper periods + 10 s)
+    time.sleep(16)
+    rc = report_cli(w, out, deployment["start_ms"], None)
+    assert rc.returncode == 0, rc.stderr
+    r = _load(out)
+    m = r["epochs"][0]
+    assert m["overdue"] >= 1 and r["verdict"]["kept"] is False, (m, time.time() - stopped)
+    assert any("past their destruction time" in p for p in r["verdict"]["problems"])
+    assert 'data-figure="epochs.0.overdue" class="notkept"' in (out / "report.html").read_text()

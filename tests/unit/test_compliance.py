@@ -94,6 +94,26 @@ def test_epochs_destroyed_match_a_brute_force_count(origin, period, oldest, frm,
     assert all(x["due_ms"] == x["end_ms"] + 3 for x in f["listed"])
 
 
+@pytest.mark.parametrize("oldest, now", [(10, 0), (10, 14_000), (10, 16_000), (10, 16_999), (10, 17_000),
+                                         (10, 95_500), (0, 5_000)])
+def test_keys_past_due_are_counted_against_a_brute_force_model(oldest, now):
+    origin, period, due, slack = 1_000, 1_000, 3_000, 2_000
+    f = C.epoch_figures(purpose="x", oldest_live_epoch=oldest, origin_ms=origin, period_ms=period, due_after_ms=due,
+                        state_written_ms=None, from_ms=0, to_ms=now, now_ms=now, slack_ms=slack)
+    ref = [e for e in range(oldest, 10_000) if origin + (e + 1) * period + due + slack <= now]
+    assert f["overdue"] == len(ref)
+    assert f["overdue_since"] == (C.iso(origin + (oldest + 1) * period + due) if ref else None)
+
+
+def test_keys_past_due_turn_the_verdict_red():
+    e = C.epoch_figures(purpose="lawful_access", oldest_live_epoch=5, origin_ms=0, period_ms=1_000, due_after_ms=0,
+                        state_written_ms=None, from_ms=0, to_ms=60_000, now_ms=60_000, slack_ms=1_000)
+    r = _report(epochs=[e])
+    assert e["overdue"] == 54 and r["verdict"]["kept"] is False
+    assert "54 key epoch(s) past their destruction time" in r["verdict"]["problems"][0]
+    assert 'data-figure="epochs.0.overdue" class="notkept">54<' in C.render_html(r)
+
+
 def test_no_key_state_is_said_not_counted_as_zero_destroyed():
     f = C.epoch_figures(purpose="x", oldest_live_epoch=None, origin_ms=0, period_ms=1000, due_after_ms=0,
                         state_written_ms=None, from_ms=0, to_ms=10_000)
