@@ -43,11 +43,13 @@ class FakeProducer:
 
     def __init__(self, fail_first: int = 0):
         self.sent: list[tuple] = []
+        self.stamps: list = []  # timestamp_ms per send (None: the producer's clock)
         self.futures: list[asyncio.Future] = []
         self.fail_first = fail_first
 
-    async def send(self, topic, value, key=None, partition=None):
+    async def send(self, topic, value, key=None, partition=None, timestamp_ms=None):
         self.sent.append((topic, key, value, partition))
+        self.stamps.append(timestamp_ms)
         f = asyncio.get_running_loop().create_future()
         if self.fail_first:
             self.fail_first -= 1
@@ -239,3 +241,24 @@ def test_dead_letters_keep_at_most_the_cap_of_the_original(pipeline):
     d = json.loads(pipeline.dead_letter_value("t", 0, 1, {}, big, "oversized"))
     assert len(base64.b64decode(d["value_b64"])) == DEADLETTER_MAX_BYTES and d["truncated_from"] == len(big)
     assert "truncated_from" not in json.loads(pipeline.dead_letter_value("t", 0, 1, {}, b"ab", "bad-json"))
+
+
+def test_an_output_timestamp_reaches_the_producer_and_none_means_the_producers_clock():
+    async def stamped(records):  # stats records carry their bucket start (CreateTime topics)
+        return [("out", r.key, r.value, None, 3_600_000 * r.offset) if r.offset % 2 else
+                ("out", r.key, r.value, None) for r in records]
+
+    async def main():
+        a = TP("raw", 0)
+        c, prod, counts = FakeConsumer([a]), FakeProducer(), {}
+        st = _stage(stamped, counts)
+        task = asyncio.ensure_future(st._process(c, prod, {a: _records(a, [1, 2, 3])}))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        for f in prod.futures:
+            f.set_result(None)
+        await task
+        assert prod.stamps == [3_600_000, None, 3 * 3_600_000]
+        assert c.commits == [{a: 4}]
+
+    asyncio.run(main())
