@@ -63,6 +63,7 @@ from typing import Any, Optional
 
 from stream.access import Decision, JunkLedger, Policy, QueryDesk, Registry, is_junk
 from stream.audit import AuditChain, canonical
+from stream.canary import visible_holders
 from stream.errors import ConfigError, IpanonError, Rejected
 from stream.hold import HOLD_MESSAGE_TYPES, HoldDecision, HoldDesk, HoldSet, LegalHold
 from stream.model import ip_text, parse_network
@@ -437,6 +438,8 @@ class QueryAgent:
                 matches += [{"operator": op, "address": a, **h} for h in r.get("holders", [])]
             # last holders whose session went silent past the lost-Stop window: end unknown
             unknown += [{"operator": op, "address": a, **h} for h in r.get("end_unknown") or ()]
+        # an erasure canary is never named: a lookup that finds only canaries is no-data
+        matches, unknown = visible_holders(matches), visible_holders(unknown)
         if not matches and not ambiguous and not unknown:
             return {"no_data": True}
         out: dict[str, Any] = {}

@@ -40,6 +40,7 @@ from collections import defaultdict
 from typing import Any, Optional
 
 from stream.aggregate import Aggregator
+from stream.canary import is_canary
 from stream.consent import ConsentRecord, ConsentView, consent_key
 from stream.errors import ConfigError, Rejected
 from stream.keyring import epoch_of
@@ -199,6 +200,8 @@ class StatsAgent:
         p = self.p
         by_op: dict[str, tuple[list[Binding], list[bytes]]] = defaultdict(lambda: ([], []))
         for b, r in zip(bindings, raws):
+            if is_canary(b):  # erasure canaries are never counted (stream.canary)
+                continue
             bs, rs = by_op[b.operator]
             bs.append(b)
             rs.append(r)

@@ -1,0 +1,68 @@
+"""stream.canary: the one "is this a canary" rule, the reserved records, and the measurement."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from stream import canary as C
+from stream.parse import get_format
+
+
+@pytest.mark.parametrize("attr", ["User-Name", "Calling-Station-Id"])
+def test_records_parse_through_the_real_parser_into_canaries(attr):
+    recs = C.records("connect2ip", 1_765_000_000_123, end_ms=1_765_000_000_000, identity_attribute=attr, k=3)
+    bs = [b for r in recs for b in get_format(C.FORMAT).parse(r, operator="connect2ip", identity=attr)]
+    assert [b.action for b in bs] == ["start", "stop"]
+    assert all(C.is_canary(b) for b in bs)
+    assert bs[1].at_ms == 1_765_000_000_000 and bs[0].at_ms == 1_765_000_000_000 - 1000
+    assert bs[0].ip == ipaddress.ip_network(C.address(1_765_000_000_123, 3))
+    assert C.is_canary_subscriber(bs[0].subscriber) and bs[0].subscriber.endswith("@canary.invalid")
+
+
+def test_real_subscribers_and_addresses_are_not_canaries():
+    for sub in ("alice@isp.example", "ipanon-canary-x@canary.invalid.example.com", "canary.invalid", None,
+                "x-ipanon-canary-1@canary.invalid.", "ipanon-canary-1@canary.example"):
+        assert not C.is_canary_subscriber(sub), sub
+    for a in ("100.64.0.1", "2001:db8::1", "100:0:0:1::1", "::1", "100::/63", "not an address", "1.0.0.0"):
+        assert not C.is_canary_address(a), a
+    for a in ("100::1", "100::ffff:ffff:ffff:ffff", "100::/64", ipaddress.ip_network("100::5")):
+        assert C.is_canary_address(a), a
+    # every address the injector can pick is in the block, distinct per k
+    addrs = {C.address(1_765_000_000_123, k) for k in range(16)}
+    assert len(addrs) == 16 and all(C.is_canary_address(a) for a in addrs)
+
+
+def test_visible_holders_never_name_a_canary():
+    hs = [{"address": "100::1", "subscriber": "alice@isp.example"},
+          {"address": "192.0.2.1", "subscriber": C.subscriber("op", 1)},
+          {"address": "192.0.2.1", "subscriber": "bob@isp.example"}]
+    assert C.visible_holders(hs) == [hs[2]]
+
+
+def test_measurement_is_observed_gone_minus_end_and_open_ones_keep_rising():
+    c = C.Canary("op", 1, end_ms=10_000, expiry_ms=15_000, inserted_ms=10_100)
+    c.saw("table", False, 10_050)          # not arrived yet: proves nothing
+    assert c.persistence_ms("table", 10_050) is None
+    c.saw("table", True, 10_200)
+    assert c.persistence_ms("table", 14_000) == 4_000        # still held: so far
+    c.saw("table", False, 16_500)
+    c.saw("table", True, 17_000)                             # gone is final
+    assert c.persistence_ms("table", 99_000) == 6_500
+    figs = {f.store: f for f in C.summarize([c], 20_000, bounds={("op", "table"): 7_000}, promises={"op": 8_000})}
+    assert figs["table"].measured_ms == 6_500 and figs["table"].verdict == "kept"
+    assert figs["changelog"].measured_ms is None and figs["changelog"].verdict == "unmeasured"
+    # a stopped sweeper: the table never lets go; the figure passes the bound, then the promise
+    s = C.Canary("op", 2, end_ms=10_000, expiry_ms=15_000, inserted_ms=10_100)
+    s.saw("table", True, 10_200)
+    f = lambda now: {x.store: x for x in C.summarize([c, s], now, bounds={("op", "table"): 7_000},
+                                                      promises={"op": 8_000})}["table"]
+    assert f(17_500).verdict == "over-bound" and f(18_001).verdict == "broken" and f(18_001).open == 1
+
+
+def test_store_bounds_from_plan_numbers():
+    b = C.store_bounds(ttl_ms=10_000, sweeper_period_ms=1000, schedule_bucket_ms=1000, epoch_period_ms=1000,
+                       key_grace_ms=4000, disk_bound_ms=30_000, topic_rows={"changelog": 20_000, "raw": None})
+    assert b == {"table": 12_000, "epoch-key": 16_000, "disk": 30_000, "changelog": 20_000, "bindings": None,
+                 "raw": None}
