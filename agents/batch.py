@@ -91,6 +91,8 @@ class _Listener:
             for tp in revoked:
                 self.stage._read.pop(tp, None)
                 self.stage._committed.pop(tp, None)
+            if self.stage.revoke_hook is not None:
+                self.stage.revoke_hook(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
         st = self.stage
@@ -108,6 +110,15 @@ class _Listener:
                     st._committed[tp] = off
         except Exception:  # the lag metric's baseline only; never fail the rebalance for it
             log.debug("%s: could not read offsets of the new assignment", st.name, exc_info=True)
+        if st.assign_hook is not None:
+            meta: dict = {}
+            try:  # the commit metadata the previous owner left (the aggregate stage's emitted buckets)
+                got = await c._coordinator.fetch_committed_offsets(tps)
+                meta = {tp: om.metadata for tp, om in got.items() if om is not None}
+            except Exception:
+                log.warning("%s: could not read the commit metadata of the new assignment", st.name, exc_info=True)
+            async with st._lock:
+                st.assign_hook(tps, meta)
 
 
 def _listener_class():
@@ -144,6 +155,30 @@ class BatchStage:
         self._ends: dict[Any, int] = {}        # tp → end offset seen at assignment
         self.batches = 0
         self.records = 0
+        # stateful stages (the aggregate stage): ``commit_hook(tp, end)`` → (offset, metadata) to
+        # commit instead of ``end``; ``assign_hook(tps, metadata by tp)`` and
+        # ``revoke_hook(tps)`` run under the batch lock
+        self.commit_hook: Optional[Callable[[Any, int], tuple[int, str]]] = None
+        self.assign_hook: Optional[Callable[[list, dict], None]] = None
+        self.revoke_hook: Optional[Callable[[list], None]] = None
+
+    def _offsets(self, ends: dict) -> dict:
+        from aiokafka.structs import OffsetAndMetadata
+
+        if self.commit_hook is None:
+            return {tp: OffsetAndMetadata(off, "") for tp, off in ends.items()}
+        return {tp: OffsetAndMetadata(*self.commit_hook(tp, off)) for tp, off in ends.items()}
+
+    async def commit_read(self) -> None:
+        """Commit every assigned partition at what ``commit_hook`` allows now (a stateful stage
+        calls this after it released state without a new batch).  Call it holding ``_lock``."""
+        c = self.consumer
+        if c is None or not self._read:
+            return
+        assigned = c.assignment()
+        ends = {tp: off for tp, off in self._read.items() if tp in assigned}
+        if ends:
+            await c.commit(self._offsets(ends))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -231,10 +266,8 @@ class BatchStage:
                             self.name, len(records), type(e).__name__, RETRY_PAUSE_S)
                 self.p.count(f"{self.name}_send_retries")
                 await asyncio.sleep(RETRY_PAUSE_S)
-        from aiokafka.structs import OffsetAndMetadata
-
         try:
-            await c.commit({tp: OffsetAndMetadata(off, "") for tp, off in ends.items()})
+            await c.commit(self._offsets(ends))
             self._committed.update(ends)
         except (CommitFailedError, IllegalStateError) as e:
             # a rebalance moved the partitions: their new owner re-reads from the last commit

@@ -101,6 +101,7 @@ COUNT_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "consent_drops": ("consent_drops", None),
     "suppressed_cells": ("suppressed_cells", None),
     "aggregates_out": ("aggregates_out", None),
+    "aggregates_late": ("aggregates_late", "*"),
     "query": ("queries", "*"),
     "queries": ("queries", "*"),
     "holds": ("holds", "*"),
@@ -300,6 +301,8 @@ class Metrics:
         self.consent_drops = counter("ipanon_consent_drops_total", "Statistics records dropped for lack of consent")
         self.suppressed_cells = counter("ipanon_suppressed_cells_total", "Aggregate cells suppressed (k-anonymity)")
         self.aggregates_out = counter("ipanon_aggregates_out_total", "Aggregate records emitted")
+        self.aggregates_late = counter("ipanon_aggregates_late_total", "Bindings not counted in any aggregate: "
+                                       "their bucket was already emitted, by operator", ("operator",))
         self.queries = counter("ipanon_queries_total", "Lawful-access query steps, by outcome", ("outcome",))
         self.holds = counter("ipanon_holds_total", "Legal-hold commands, by outcome", ("outcome",))
         self.other = counter("ipanon_worker_events_total", "Other worker counters, by name", ("name",))

@@ -8,13 +8,17 @@ Installed into every worker by ``agents.app.Pipeline`` (``install(pipeline)``, l
   acknowledged): per batch, brings the consent view up to date
   (``ConsentFollower.sync``), groups bindings by operator, pseudonymises them in one
   ``StatsBuilder.build_many`` call per operator (``encrypt_many`` per epoch), sends the
-  records a consent check lets through to ``<prefix>-stats`` (key = record id) and adds every
-  binding to the aggregator;
+  records a consent check lets through to ``<prefix>-stats`` (key = record id) and writes every
+  binding's cell contribution to ``<prefix>-aggregate-parts`` (key = cell id);
+- stage ``aggregate`` on ``<prefix>-aggregate-parts`` (group ``<app id>-aggregate``): one
+  ``stream.aggregate.Aggregator`` per owned partition, so each cell has one counter whatever
+  the number of workers; commits stop at the first contribution of a still-open bucket, so a
+  partition's next owner rebuilds it whole (issue 21);
 - a task following the compacted ``<prefix>-consent`` topic from the beginning with its own
   group-less consumer (every worker needs *all* consent flags, not a partition of them);
 - timer ``ipanon.stats-keys``: destroys key epochs that can no longer receive records, picks up
   ``ipanon keys rotate`` done on disk, and emits closed aggregate buckets to
-  ``<prefix>-aggregates``.
+  ``<prefix>-aggregates`` (under the aggregate stage's lock, then commits past them).
 
 Keys: one ``stream.keyring.Keyring`` per operator for purpose ``statistics``, persisted as
 ``<keys dir>/<operator>.statistics.ratchet`` (``agents.ratchet_store``).  A record's epoch
@@ -39,7 +43,7 @@ import os
 from collections import defaultdict
 from typing import Any, Optional
 
-from stream.aggregate import Aggregator
+from stream.aggregate import Aggregator, contribution, decode_contribution, encode_contribution
 from stream.canary import is_canary
 from stream.consent import ConsentRecord, ConsentView, consent_key
 from stream.errors import ConfigError, Rejected
@@ -173,7 +177,10 @@ class StatsAgent:
             self.builders[name] = StatsBuilder(pol, ring)
             k[name] = pol.statistics.k
         self.consent_required = {n for n, op in p.operators.items() if op.policy.statistics.consent_required}
-        self.aggregator = Aggregator(k, grace_ms=grace_ms, idle_ms=idle_ms)
+        # one aggregator per partition of <prefix>-aggregate-parts this worker owns: every cell
+        # has one owner (stream.aggregate, issue 21)
+        self.k, self._grace_ms, self._idle_ms = k, grace_ms, idle_ms
+        self.aggregators: dict[int, Aggregator] = {}
         self.aggregates = p.app.topic(p.names.aggregates, internal=True, partitions=s.partitions,
                                       key_serializer="raw", value_serializer="raw")
         self.consent = ConsentFollower(s.bootstrap, p.names.consent)
@@ -181,6 +188,10 @@ class StatsAgent:
         # stateless: a plain aiokafka batch loop in its own consumer group (agents.batch)
         self.stage = p.add_batch_stage("stats", [p.names.bindings], self.handle_batch, role="bindings")
         self.stage.count_in = False  # the mapping agent's consumer already counts bindings read
+        self.agg_stage = st = p.add_batch_stage("aggregate", [p.names.aggregate_parts], self.handle_parts,
+                                                role="aggregate")
+        st.count_in = False
+        st.commit_hook, st.assign_hook, st.revoke_hook = self._commit_at, self._assigned, self._revoked
         p.app.timer(KEYS_TICK_S, name="ipanon.stats-keys")(self._tick)
 
     def _live_epoch(self, pol: Any, now: int) -> int:
@@ -194,9 +205,10 @@ class StatsAgent:
     # -- per batch ---------------------------------------------------------------------------
 
     def handle(self, bindings: list[Binding], raws: list[bytes], now: int,
-               consent_current: bool) -> list[tuple[bytes, bytes]]:
+               consent_current: bool, parts: Optional[list] = None) -> list[tuple[bytes, bytes]]:
         """Pseudonymise one batch (``raws``: each binding's bytes as read); returns the
-        (key, value) stats messages to send."""
+        (key, value) stats messages to send and appends each binding's cell contribution
+        (key, value) to ``parts``."""
         p = self.p
         by_op: dict[str, tuple[list[Binding], list[bytes]]] = defaultdict(lambda: ([], []))
         for b, r in zip(bindings, raws):
@@ -212,13 +224,14 @@ class StatsAgent:
             builder = self.builders[name]
             done.append((name, builder, builder.build_many(bs, rs), len(builder.late)))
         out = []
+        mine = []
         no_consent = 0
         for name, builder, built, late in done:
             if late:
                 p.count("stats_late_epoch", late)
             gate = name in self.consent_required
             for x in built:
-                self.aggregator.add(x, now)
+                mine.append(encode_contribution(contribution(x)))
                 if gate:
                     sub = x.binding.subscriber
                     if (not consent_current or sub is None
@@ -231,6 +244,8 @@ class StatsAgent:
                             record_timestamp_ms(rec["bucket_ms"], now, builder.bucket_ms)))
         if no_consent:
             p.count("stats_no_consent", no_consent)
+        if parts is not None:
+            parts.extend(mine)
         return out
 
     async def handle_batch(self, records: list[Any]) -> list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]]:
@@ -265,8 +280,9 @@ class StatsAgent:
                 out.append(p.dead_letter_output(r, record_headers(r.headers), "internal-error", type(e).__name__))
                 rejected["internal-error"] = rejected.get("internal-error", 0) + 1
         now = p.clock()
+        parts: list = []
         try:
-            msgs = self.handle(good, raws, now, consent_current)
+            msgs = self.handle(good, raws, now, consent_current, parts)
         except Exception:
             # one binding must not cost its batch the statistics: redo it binding by binding and
             # dead-letter only those that fail
@@ -275,7 +291,7 @@ class StatsAgent:
             msgs = []
             for b, value, r in zip(good, raws, origins):
                 try:
-                    msgs.extend(self.handle([b], [value], now, consent_current))
+                    msgs.extend(self.handle([b], [value], now, consent_current, parts))
                 except Exception as e:
                     log.error("stats: one binding failed (%s); dead-lettered", type(e).__name__)
                     out.append(p.dead_letter_output(r, record_headers(r.headers), "stats-failed", type(e).__name__))
@@ -287,13 +303,86 @@ class StatsAgent:
         out.extend((topic, key, value, None, ts) for key, value, ts in sorted(msgs))
         if msgs:
             p.count("stats_out", len(msgs))
+        out.extend((p.names.aggregate_parts, key, value, None) for key, value in parts)
+        return out
+
+    # -- the aggregate stage: one owner per cell ---------------------------------------------
+
+    def _agg(self, partition: int) -> Aggregator:
+        a = self.aggregators.get(partition)
+        if a is None:
+            a = self.aggregators[partition] = Aggregator(self.k, grace_ms=self._grace_ms, idle_ms=self._idle_ms)
+        return a
+
+    def _assigned(self, tps: list, meta: dict) -> None:
+        """A partition (re)assigned: count it from scratch from the committed offset, which
+        is before every bucket still open (``_commit_at``); the buckets the last owner emitted
+        come in the commit metadata and are not emitted again."""
+        for tp in tps:
+            a = self.aggregators[tp.partition] = Aggregator(self.k, grace_ms=self._grace_ms, idle_ms=self._idle_ms)
+            try:
+                a.mark_closed((str(op), int(b)) for op, b in json.loads(meta.get(tp) or "[]"))
+            except (ValueError, TypeError):
+                log.warning("aggregate: unreadable commit metadata on partition %d; ignored", tp.partition)
+
+    def _revoked(self, tps: list) -> None:
+        for tp in tps:  # its new owner rebuilds the open buckets from the committed offset
+            self.aggregators.pop(tp.partition, None)
+
+    def _commit_at(self, tp: Any, end: int) -> tuple[int, str]:
+        a = self.aggregators.get(tp.partition)
+        if a is None:
+            return end, ""
+        hold = a.hold_offset()
+        return (end if hold is None else min(end, hold)), json.dumps(a.closed_keys(), separators=(",", ":"))
+
+    async def handle_parts(self, records: list[Any]) -> list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]]:
+        """One batch of cell contributions: count each into its partition's aggregator."""
+        from .app import record_headers
+
+        p = self.p
+        now = p.clock()
+        out: list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]] = []
+        late: dict[str, int] = {}
+        for r in records:
+            if r.value is None:
+                continue
+            try:
+                c = decode_contribution(r.value)
+                if c["operator"] not in self.k:
+                    raise Rejected("unknown-operator", "operator has no profile")
+            except Rejected as e:
+                out.append(p.dead_letter_output(r, record_headers(r.headers), e.reason, e.detail))
+                p.count(f"rejected:{e.reason}")
+                continue
+            a = self._agg(r.partition)
+            before = a.late
+            a.add_contribution(c, now, r.offset)
+            if a.late != before:
+                late[c["operator"]] = late.get(c["operator"], 0) + 1
+        for op, n in late.items():
+            p.count(f"aggregates_late:{op}", n)
         return out
 
     # -- timer -------------------------------------------------------------------------------
 
     def tick(self, now: int) -> list[dict]:
         """Destroy epochs past their use (and follow ``ipanon keys rotate`` on disk); return
-        the aggregate records of buckets that closed."""
+        the aggregate records of buckets that closed (counting the suppressed cells)."""
+        self.destroy_keys(now)
+        recs: list[dict] = []
+        suppressed = 0
+        for part in sorted(self.aggregators):
+            a = self.aggregators[part]
+            before = a.suppressed
+            recs.extend(a.due(now))
+            suppressed += a.suppressed - before
+        if suppressed:
+            self.p.count("suppressed_cells", suppressed)
+        return recs
+
+    def destroy_keys(self, now: int) -> None:
+        """Destroy epochs past their use (and follow ``ipanon keys rotate`` on disk)."""
         for name, builder in self.builders.items():
             ring = builder.ring
             before = ring.oldest_epoch
@@ -303,15 +392,27 @@ class StatsAgent:
             if ring.oldest_epoch != before or on_disk is None or on_disk.oldest_epoch != ring.oldest_epoch:
                 ratchet_store.write_ring(self.keys_dir, ring)
                 self.p.count("stats_epochs_destroyed", ring.oldest_epoch - before)
-        return self.aggregator.due(now)
 
     async def _tick(self) -> None:
+        st = self.agg_stage
         try:
-            recs = self.tick(self.p.clock())
-            for r in recs:
-                self.aggregates.send_soon(key=r["id"].encode(), value=json.dumps(r, separators=(",", ":")).encode())
-            if recs:
-                self.p.count("aggregates_out", len(recs))
+            # under the aggregate stage's lock: no batch or rebalance between closing a bucket,
+            # sending its cells and committing past its contributions
+            async with st._lock:
+                prod = st.producer
+                if prod is None or st.consumer is None:  # the stage is (re)starting: emit later
+                    self.destroy_keys(self.p.clock())
+                    return
+                before = sum(a.open_buckets for a in self.aggregators.values())
+                recs = self.tick(self.p.clock())
+                closed = before - sum(a.open_buckets for a in self.aggregators.values())
+                futs = [await prod.send(self.p.names.aggregates, json.dumps(r, separators=(",", ":")).encode(),
+                                        key=r["id"].encode()) for r in recs]
+                if futs:
+                    await asyncio.gather(*futs)
+                    self.p.count("aggregates_out", len(recs))
+                if closed:  # their contributions need no re-reading any more
+                    await st.commit_read()
         except Exception:
             log.exception("stats keys/aggregates tick failed; will retry")
             self.p.count("stats_tick_errors")

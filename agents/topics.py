@@ -38,6 +38,7 @@ DEADLETTER = f"{PREFIX}-deadletter"
 STATS = f"{PREFIX}-stats"
 ERASURES = f"{PREFIX}-erasures"          # consent withdrawal notices (pseudonyms to delete)
 AGGREGATES = f"{PREFIX}-aggregates"
+AGGREGATE_PARTS = f"{PREFIX}-aggregate-parts"   # internal: cell contributions keyed by cell id
 LOOKUP_REQUESTS = f"{PREFIX}-lookup-requests"
 LOOKUP_RESPONSES = f"{PREFIX}-lookup-responses"
 AUDIT = f"{PREFIX}-audit"
@@ -77,6 +78,9 @@ class Topics:
         # consent withdrawal notices (agents/commands/consent.py, docs/statistics.md)
         self.erasures = f"{prefix}-erasures"
         self.aggregates = f"{prefix}-aggregates"
+        # internal: the stats stage's per-binding cell contributions, keyed by cell id, so one
+        # aggregate stage (one partition owner) counts each cell (stream.aggregate)
+        self.aggregate_parts = f"{prefix}-aggregate-parts"
         self.lookup_requests = f"{prefix}-lookup-requests"
         self.lookup_responses = f"{prefix}-lookup-responses"
         self.audit = f"{prefix}-audit"
@@ -92,6 +96,6 @@ class Topics:
         return f"{self.prefix}{OPERATOR_RAW_INFIX}{operator}"
 
     def all(self) -> list[str]:
-        return [*self.raw, self.bindings, self.deadletter, self.stats, self.erasures, self.aggregates,
+        return [*self.raw, self.bindings, self.deadletter, self.stats, self.erasures, self.aggregates, self.aggregate_parts,
                 self.lookup_requests, self.lookup_responses, self.audit, self.consent,
                 self.query_requests, self.query_responses, self.holds, self.query_state]

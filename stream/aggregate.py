@@ -26,20 +26,36 @@ subscribers without consent.
 
 Rule 2 is what makes a replay of old data (whose buckets are all "closed" by the clock at once)
 produce the same cells as live traffic.  A binding that arrives for a bucket already emitted is
-not added anywhere (``late``): a second partial cell would be a differencing attack.  Open cells
-live in memory only: a worker that dies loses them (counted, never emitted twice).
+not added anywhere (``late``, counted per operator in ``late_by_operator``): a second partial
+cell would be a differencing attack.
+
+**One owner per cell** (issue 21): with several workers the bindings partitions, and so a
+cell's bindings, are split between them.  The stats stage therefore does not count: it turns
+each binding into a *contribution* (``contribution``: the cell coordinates, action, octets,
+holder pseudonym and record id — no raw identifier, no exact time) keyed by the cell id, and
+one aggregate stage per partition of that topic counts them.  Every cell thus has exactly one
+counter, and k applies to the whole cell.  The event-time watermark is the largest *bucket
+start* seen (the contribution carries no finer time), which can only delay an emission.  A
+contribution repeated by a re-delivered batch has the same record id and is counted once
+(``duplicates``).  ``hold_offset`` tells the agent which offset it may commit: the first
+offset of any still-open bucket, so a partition's new owner re-reads every open bucket whole.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
+from .errors import Rejected
 from .stats import Built
 
 AGGREGATE_SCHEMA_VERSION = 1
+CONTRIBUTION_VERSION = 1
+_ACTIONS = ("start", "update", "stop")
+_KINDS = ("radius", "dhcp", "nat")
 DEFAULT_IDLE_MS = 10_000
 FIELDS = ("v", "id", "operator", "kind", "bucket_ms", "bucket_len_ms", "epoch", "prefix", "k",
           "sessions", "subscribers", "records", "octets_in", "octets_out")
@@ -52,6 +68,7 @@ class _Cell:
     octets_in: int = 0
     octets_out: int = 0
     holders: set = field(default_factory=set)
+    rids: set = field(default_factory=set)        # record ids counted (a re-delivery repeats them)
 
 
 @dataclass(slots=True)
@@ -59,6 +76,59 @@ class _Bucket:
     bucket_len_ms: int
     last_ms: int                                  # processing time of the last addition
     cells: dict = field(default_factory=dict)     # (kind, epoch, prefix) -> _Cell
+    first_offset: Optional[int] = None            # smallest source offset counted (commit hold)
+
+
+def contribution(built: Built) -> dict[str, Any]:
+    """What the aggregate stage needs of one binding (see the module doc), as a dict."""
+    b = built.binding
+    rec = built.record
+    assert rec is not None
+    stop = b.action == "stop"
+    return {"v": CONTRIBUTION_VERSION, "operator": b.operator, "kind": b.kind,
+            "bucket_ms": rec["bucket_ms"], "bucket_len_ms": rec["bucket_len_ms"], "epoch": built.epoch,
+            "prefix": built.cell, "action": b.action,
+            "octets_in": (b.octets_in or 0) if stop else 0, "octets_out": (b.octets_out or 0) if stop else 0,
+            "holder": built.holder, "rid": rec.get("id")}
+
+
+def contribution_id(c: Mapping[str, Any]) -> str:
+    """The cell id a contribution counts towards (its partitioning key)."""
+    return aggregate_id(c["operator"], c["kind"], c["bucket_ms"], c["epoch"], c["prefix"])
+
+
+def encode_contribution(c: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """(key, value) on the contributions topic: key = cell id, so one partition owns a cell."""
+    return contribution_id(c).encode(), json.dumps(c, separators=(",", ":")).encode()
+
+
+def _int(d: Mapping[str, Any], name: str, lo: int = 0) -> int:
+    v = d.get(name)
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise Rejected("bad-contribution", f"{name} must be an integer >= {lo}")
+    return v
+
+
+def decode_contribution(value: Optional[bytes]) -> dict[str, Any]:
+    """Parse and check one contribution; ``Rejected`` for anything else."""
+    try:
+        d = json.loads(value) if value is not None else None
+    except (ValueError, RecursionError):
+        raise Rejected("bad-contribution", "not JSON") from None
+    if not isinstance(d, dict) or d.get("v") != CONTRIBUTION_VERSION:
+        raise Rejected("bad-contribution", f"not a version-{CONTRIBUTION_VERSION} contribution")
+    for name in ("operator", "prefix"):
+        if not isinstance(d.get(name), str):
+            raise Rejected("bad-contribution", f"{name} must be a string")
+    if d.get("kind") not in _KINDS or d.get("action") not in _ACTIONS:
+        raise Rejected("bad-contribution", "unknown kind or action")
+    for name in ("bucket_ms", "epoch", "octets_in", "octets_out"):
+        _int(d, name)
+    _int(d, "bucket_len_ms", 1)
+    for name in ("holder", "rid"):
+        if d.get(name) is not None and not isinstance(d[name], str):
+            raise Rejected("bad-contribution", f"{name} must be a string or null")
+    return d
 
 
 class Aggregator:
@@ -77,38 +147,75 @@ class Aggregator:
         self._remember = remember
         self.watermark: dict[str, int] = {}
         self.late = 0
+        self.late_by_operator: dict[str, int] = {}
+        self.duplicates = 0
+        self.reread = 0
+        self._inherited: set[tuple[str, int]] = set()
         self.suppressed = 0
         self.emitted = 0
 
     def add(self, built: Built, now_ms: int) -> bool:
         """Count one binding; False if its bucket was already emitted (then it is dropped)."""
-        b = built.binding
-        rec = built.record
-        assert rec is not None
-        bkey = (b.operator, rec["bucket_ms"])
+        return self.add_contribution(contribution(built), now_ms)
+
+    def add_contribution(self, c: Mapping[str, Any], now_ms: int, offset: Optional[int] = None) -> bool:
+        """Count one contribution (``offset``: its position in the source partition, for
+        ``hold_offset``); False if its bucket was already emitted (counted ``late``) or it
+        repeats a record already counted (``duplicates``)."""
+        op = c["operator"]
+        bkey = (op, c["bucket_ms"])
+        if bkey in self._inherited:  # emitted by this partition's previous owner: a re-read
+            self.reread += 1
+            return False
         if bkey in self._closed:
             self.late += 1
+            self.late_by_operator[op] = self.late_by_operator.get(op, 0) + 1
             return False
-        wm = self.watermark.get(b.operator)
-        if wm is None or b.at_ms > wm:
-            self.watermark[b.operator] = b.at_ms
+        wm = self.watermark.get(op)
+        if wm is None or c["bucket_ms"] > wm:
+            self.watermark[op] = c["bucket_ms"]
         bucket = self._open.get(bkey)
         if bucket is None:
-            bucket = self._open[bkey] = _Bucket(rec["bucket_len_ms"], now_ms)
+            bucket = self._open[bkey] = _Bucket(c["bucket_len_ms"], now_ms)
         bucket.last_ms = max(bucket.last_ms, now_ms)
-        ckey = (b.kind, built.epoch, built.cell)
+        if offset is not None and (bucket.first_offset is None or offset < bucket.first_offset):
+            bucket.first_offset = offset
+        ckey = (c["kind"], c["epoch"], c["prefix"])
         cell = bucket.cells.get(ckey)
         if cell is None:
             cell = bucket.cells[ckey] = _Cell()
+        rid = c.get("rid")
+        if rid is not None:
+            if rid in cell.rids:
+                self.duplicates += 1
+                return False
+            cell.rids.add(rid)
         cell.records += 1
-        if b.action == "start":
+        if c["action"] == "start":
             cell.sessions += 1
-        if b.action == "stop":
-            cell.octets_in += b.octets_in or 0
-            cell.octets_out += b.octets_out or 0
-        if built.holder is not None:
-            cell.holders.add(built.holder)
+        if c["action"] == "stop":
+            cell.octets_in += c["octets_in"]
+            cell.octets_out += c["octets_out"]
+        if c.get("holder") is not None:
+            cell.holders.add(c["holder"])
         return True
+
+    def hold_offset(self) -> Optional[int]:
+        """The smallest source offset counted into a still-open bucket (None: nothing open
+        came from an offset): committing no further lets a new owner rebuild them whole."""
+        offs = [b.first_offset for b in self._open.values() if b.first_offset is not None]
+        return min(offs) if offs else None
+
+    def closed_keys(self, limit: int = 64) -> list[tuple[str, int]]:
+        """The most recently emitted buckets (for a new owner: ``mark_closed``)."""
+        return list(self._closed)[-limit:]
+
+    def mark_closed(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Buckets another owner already emitted: their contributions count as late here."""
+        for op, bucket_ms in keys:
+            self._closed[(op, bucket_ms)] = None
+            self._inherited.add((op, bucket_ms))
+            self._open.pop((op, bucket_ms), None)
 
     def add_many(self, built: Iterable[Built], now_ms: int) -> int:
         return sum(1 for x in built if self.add(x, now_ms))

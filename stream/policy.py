@@ -127,6 +127,9 @@ def make_layout(prefix: str = "ipanon", app_id: str = "ipanon", operators: Itera
         # <prefix>-stats to delete their copies; kept exactly as long as the records they name
         f"{prefix}-erasures": "stats",
         f"{prefix}-aggregates": "aggregates",
+        # cell contributions (pseudonyms, bucket, no raw identifier): needed until their
+        # bucket is emitted, bounded like the per-record statistics
+        f"{prefix}-aggregate-parts": "stats",
         f"{prefix}-audit": "audit",
         f"{prefix}-consent": "consent",
     })

@@ -96,27 +96,25 @@ def test_a_binding_that_fails_pseudonymisation_costs_only_itself(pipeline, monke
 
 
 def test_the_aggregator_sees_each_good_binding_once_despite_the_retry(pipeline, monkeypatch):
-    """The failed whole-batch attempt must leave no trace: its bindings are added once, on the
-    one-by-one retry."""
-    from stream.aggregate import Aggregator
+    """The failed whole-batch attempt must leave no trace: each good binding yields exactly one
+    cell contribution (on the one-by-one retry), keyed by its cell id, and none for the bad one."""
+    from stream.aggregate import contribution_id
     from stream.stats import StatsBuilder
 
     real = StatsBuilder.build_many
-    added = []
-    real_add = Aggregator.add
 
     def build_many(self, bindings, raw=None):
         if any(b.subscriber == "boom@isp" for b in bindings):
             raise RuntimeError("simulated pseudonymiser bug")
         return real(self, bindings, raw)
 
-    def add(self, built, now_ms):
-        added.append(built.binding.subscriber)
-        return real_add(self, built, now_ms)
-
     monkeypatch.setattr(StatsBuilder, "build_many", build_many)
-    monkeypatch.setattr(Aggregator, "add", add)
     values = [_binding(i) for i in range(20)] + [_binding(20, "boom@isp")]
-    stats_out, dead = _run(pipeline, values)
-    assert len(stats_out) == 20 and len(dead) == 1
-    assert sorted(added) == sorted(f"kund-{i}@isp" for i in range(20))
+    stats = pipeline.extensions["agents.stats_agent"]
+    out = asyncio.run(stats.handle_batch(_records(values)))
+    parts = [o for o in out if o[0] == pipeline.names.aggregate_parts]
+    stats_out = [o for o in out if o[0] == pipeline.names.stats]
+    assert len(stats_out) == 20 and len(parts) == 20
+    cs = [json.loads(o[2]) for o in parts]
+    assert all(o[1].decode() == contribution_id(c) for o, c in zip(parts, cs))
+    assert sorted(c["rid"] for c in cs) == sorted(o[1].decode() for o in stats_out)

@@ -192,7 +192,7 @@ def test_statistics_promise_too_short_names_the_field():
 def test_layout_matches_agents_topics():
     from agents import topics as T
 
-    expected = {*T.RAW_TOPICS, T.BINDINGS, T.DEADLETTER, T.STATS, T.AGGREGATES, T.LOOKUP_REQUESTS,
+    expected = {*T.RAW_TOPICS, T.BINDINGS, T.DEADLETTER, T.STATS, T.AGGREGATES, T.AGGREGATE_PARTS, T.LOOKUP_REQUESTS,
                 T.LOOKUP_RESPONSES, T.AUDIT, T.CONSENT, MAPPINGS_CHANGELOG,
                 T.QUERY_REQUESTS, T.QUERY_RESPONSES, T.HOLDS, T.QUERY_STATE, T.ERASURES}
     assert set(DEFAULT_LAYOUT) == set(T.Topics().all()) | {MAPPINGS_CHANGELOG}
