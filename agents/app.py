@@ -51,7 +51,7 @@ lookup_log = logging.getLogger("ipanon.lookups")
 
 #: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
 DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web",
-                                       "agents.answer_router")
+                                       "agents.answer_router", "agents.canary")
 
 
 #: How soon the sweeper looks again at a key kept past its expiry by a legal hold.

@@ -841,3 +841,34 @@ def install(pipeline: Any) -> Metrics:
         return web.bytes(m.render(), headers={"Content-Type": CONTENT_TYPE})
 
     return m
+
+
+class CanaryCollector:
+    """Erasure canaries' measured persistence (``agents.canary``), per operator and store, with
+    the computed bound and the promise beside it, so one rule compares them
+    (deploy/prometheus/ipanon-rules.yml: measured > promise ⇒ critical)."""
+
+    def __init__(self, job: Any, *, wall: Callable[[], float] = time.time) -> None:
+        self.job = job
+        self.wall = wall
+
+    def collect(self):
+        labels = ("operator", "store")
+        meas = GaugeMetricFamily("ipanon_canary_persistence_seconds", "Erasure canaries: worst measured time "
+                                 "from a canary mapping's end until it was observed gone from the store (still "
+                                 "held: until now)", labels=labels)
+        bound = GaugeMetricFamily("ipanon_canary_bound_seconds", "Computed worst case after a mapping's end for "
+                                  "the store (the retention plan's numbers)", labels=labels)
+        prom = GaugeMetricFamily("ipanon_canary_promise_seconds", "The operator's lawful-access promise, beside "
+                                 "each store's figure", labels=labels)
+        held = GaugeMetricFamily("ipanon_canaries_held", "Canaries the store still holds", labels=labels)
+        for f in self.job.figures(int(self.wall() * 1000)):
+            lv = [f.operator, f.store]
+            if f.measured_ms is not None:
+                meas.add_metric(lv, f.measured_ms / 1000)
+            if f.bound_ms is not None:
+                bound.add_metric(lv, f.bound_ms / 1000)
+            if f.promise_ms is not None:
+                prom.add_metric(lv, f.promise_ms / 1000)
+            held.add_metric(lv, f.open)
+        return [meas, bound, prom, held]

@@ -14,7 +14,8 @@ how often the expiry sweeper runs).  The retention plan (``stream.policy``) is c
 same values, by the worker and by ``ipanon topics plan|apply|render`` alike
 (``agents.runtime.plan_params``).  ``IPANON_INSTANCE_ID`` (static consumer-group membership; default
 derived from host, app id and data directory) and ``IPANON_SESSION_TIMEOUT_MS`` (30000) govern how
-fast a restarted worker takes its partitions back (docs/operations.md).
+fast a restarted worker takes its partitions back (docs/operations.md).  ``IPANON_CANARY_PERIOD_MS``
+(300000; 0 = off): one erasure canary per operator this often (``agents.canary``).
 
 Kafka security (TLS, SASL/SCRAM; issue 10): ``IPANON_KAFKA_SECURITY`` (a client security file)
 and/or ``IPANON_KAFKA_PROTOCOL``, ``IPANON_SASL_USERNAME``, ``IPANON_SASL_PASSWORD_FILE``,
@@ -63,6 +64,8 @@ class Settings:
     #: consumer group session timeout: how long a member that vanished without leaving keeps
     #: its partitions when it does not come back (a static member that comes back takes them at once)
     session_timeout_ms: int = 30_000
+    #: one erasure canary per operator this often (``agents.canary``; 0 = off)
+    canary_period_ms: int = 300_000
 
     @property
     def sweep_interval_s(self) -> float:
@@ -105,6 +108,7 @@ class Settings:
             sweeper_period_ms=get("IPANON_SWEEPER_PERIOD_MS", int, 1_000),
             instance_id=get("IPANON_INSTANCE_ID"),
             session_timeout_ms=get("IPANON_SESSION_TIMEOUT_MS", int, 30_000),
+            canary_period_ms=get("IPANON_CANARY_PERIOD_MS", int, 300_000),
             security=load_security(env),
         )
         kw.update({k: v for k, v in overrides.items() if v is not None})

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="expiry sweeper period; must match `ipanon topics apply` (default 1000)")
     p.add_argument("--instance-id", help="static consumer-group membership id (default: derived from host, "
                                          "app id and data directory; distinct per worker)")
+    p.add_argument("--canary-period-ms", type=int,
+                   help="one erasure canary per operator this often (default 300000; 0 = off; docs/operations.md)")
     p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -47,6 +49,7 @@ def build(args: argparse.Namespace):
         web_port=args.web_port, default_operator=args.default_operator, ttl_ms_override=args.ttl_ms,
         heartbeat_ms=args.heartbeat_ms, ingest_lag_ms=args.ingest_lag_ms,
         sweeper_period_ms=args.sweeper_period_ms, instance_id=args.instance_id,
+        canary_period_ms=args.canary_period_ms,
     )
     operators, plan = prepare(settings)  # ConfigError: the worker does not start half-configured
     return Pipeline(settings, operators, plan=plan)

@@ -1,0 +1,312 @@
+"""Erasure canaries in the worker (issue 19 part 1): inject, follow, measure.  Decisions (what a
+canary is, its records, what counts as gone, the bounds) live in ``stream.canary``.
+
+Installed as an extension (``install(pipeline)``); ``IPANON_CANARY_PERIOD_MS`` /
+``--canary-period-ms`` (default 300000 = one canary per operator every 5 min; 0 = off).
+
+- **inject** (every period): per operator, one Start + Stop pair (``stream.canary.records``)
+  produced to ``<prefix>-raw-op-<operator>``: the real ingest path.  The address is chosen so
+  its table partition is one this worker owns (it can then read its own table); a worker owning
+  none injects nothing.
+- **watch** (every 250 ms): the worker's own table — present, sealed under which epoch, gone —
+  and the operator's vault — the epoch key destroyed.
+- **scan** (every ``scan period`` = min(period, 60 s)): the topics that held it, read from the
+  beginning with a group-less consumer — the changelog partition (a sealed version still there?
+  a tombstone written?), the bindings partition and the raw record's partition; and every file
+  of the worker's data directory for the canary's table key, address or subscriber bytes.  On
+  delete-policy topics (raw, bindings) a record once found at offset *o* is gone exactly when the
+  partition's log start passes *o*: later checks read only the offsets, not the records.
+
+Figures (``figures(now)``) per operator and store are exported by ``agents.metrics``
+(``ipanon_canary_persistence_seconds`` …) and alerted on by deploy/prometheus/ipanon-rules.yml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from pathlib import Path
+from typing import Any, Optional
+
+from stream import canary as C
+from stream import intervals as iv
+from stream.keyring import sealed_epoch
+from stream.parse import get_format
+
+from .mapping_table import SCHEDULE_BUCKET_MS, partition_for
+
+log = logging.getLogger("ipanon.canary")
+
+#: finished canaries kept per operator for the figures (the gauges are a worst case over these)
+KEEP_FINISHED = 64
+#: topic scans run at most this often
+MAX_SCAN_PERIOD_MS = 60_000
+#: the table and the vault are looked at this often: a measured figure is late by at most this
+WATCH_PERIOD_S = 0.25
+
+
+class Tracked:
+    """A ``stream.canary.Canary`` with where to look for it."""
+
+    def __init__(self, c: C.Canary, *, table_key: bytes, routing_key: bytes, partition: int, marker: bytes,
+                 address: str, raw_partition: int, raw_offset: int) -> None:
+        self.c = c
+        self.table_key = table_key
+        self.routing_key = routing_key
+        self.partition = partition
+        self.marker = marker
+        self.address = address.encode()
+        #: topic → (partition, highest offset found); the raw record's from its produce ack
+        self.found: dict[str, tuple[int, int]] = {"raw": (raw_partition, raw_offset)}
+
+
+class CanaryJob:
+    def __init__(self, pipeline: Any, period_ms: int) -> None:
+        self.p = pipeline
+        self.period_ms = period_ms
+        self.scan_ms = max(1000, min(period_ms, MAX_SCAN_PERIOD_MS))
+        self.pending: list[Tracked] = []
+        self.finished: dict[str, deque] = {op: deque(maxlen=KEEP_FINISHED) for op in pipeline.operators}
+        self.bounds: dict[tuple[str, str], Optional[int]] = {}
+        self.promises: dict[str, int] = {}
+        self._bounds()
+        self._scanning = False
+
+    # -- bounds (the plan's numbers) --------------------------------------------------------
+
+    def _bounds(self) -> None:
+        p, s = self.p, self.p.settings
+        from .app import vault_grace_ms
+
+        plan = p.plan
+        for name, op in p.operators.items():
+            rows: dict[str, Optional[int]] = {}
+            disk = None
+            promise = op.policy.lawful_access.promise_ms if op.policy is not None else op.ttl_ms
+            if plan is not None:
+                want = {p._changelog_name(): "changelog", p.names.bindings: "bindings",
+                        p.names.operator_raw(name): "raw"}
+                for r in plan.rows:
+                    if r.operator == name and r.topic in want:
+                        rows[want[r.topic]] = r.bound_ms
+                ret = plan.retention.get(name)
+                if ret is not None:
+                    # the table TTL may be shortened (--ttl-ms): the disk bound moves with it
+                    disk = ret.worst_case_ms - ret.ttl_ms + op.ttl_ms
+            b = C.store_bounds(ttl_ms=op.ttl_ms, sweeper_period_ms=s.sweeper_period_ms,
+                               schedule_bucket_ms=SCHEDULE_BUCKET_MS, epoch_period_ms=p.vaults[name].period_ms,
+                               key_grace_ms=vault_grace_ms(s), disk_bound_ms=disk, topic_rows=rows)
+            self.promises[name] = promise
+            for store, v in b.items():
+                self.bounds[(name, store)] = v
+
+    # -- inject -----------------------------------------------------------------------------
+
+    async def inject(self) -> None:
+        try:
+            for name in sorted(self.p.operators):
+                await self.inject_one(name, self.p.clock())
+        except Exception:
+            log.exception("canary: injection failed; will retry")
+            self.p.count("canary_errors")
+
+    async def inject_one(self, name: str, now: int) -> Optional[Tracked]:
+        p = self.p
+        active = p.table.active
+        if not active:
+            return None
+        op = p.operators[name]
+        seq = now
+        end = now - now % 1000
+        attr = op.policy.identity.radius_attribute if op.policy is not None else "User-Name"
+        for k in range(16):
+            rk = iv.routing_key(name, C.address(seq, k)).encode()
+            part = partition_for(rk, p.settings.partitions)
+            if part in active:
+                break
+        else:
+            return None
+        recs = C.records(name, seq, end_ms=end, identity_attribute=attr, k=k)
+        # the binding exactly as ingest will make it: the table key comes from it
+        b = get_format(C.FORMAT).parse(recs[-1], operator=name, identity=attr)[0]
+        table_key = p.vaults[name].key(iv.slot_of(b), b.ip)
+        topic = p.app.topic(p.names.operator_raw(name), key_serializer="raw", value_serializer="raw")
+        headers = [("ipanon-format", C.FORMAT.encode()), ("ipanon-operator", name.encode()),
+                   ("ipanon-source", C.SOURCE.encode())]
+        md = None
+        for r in recs:  # one key: one partition, in order
+            fut = await topic.send(key=C.SOURCE.encode(), value=r, headers=headers)
+            md = await fut
+        c = C.Canary(name, seq, end_ms=end, expiry_ms=end + op.ttl_ms, inserted_ms=p.clock())
+        t = Tracked(c, table_key=table_key, routing_key=rk, partition=part, marker=C.subscriber(name, seq).encode(),
+                    address=str(b.ip.network_address), raw_partition=md.partition, raw_offset=md.offset)
+        self.pending.append(t)
+        p.count("canaries_injected")
+        return t
+
+    # -- watch the table and the vault ------------------------------------------------------
+
+    def watch(self, now: int) -> None:
+        p = self.p
+        for t in self.pending:
+            c = t.c
+            if t.partition not in p.table.active:
+                continue  # moved to another worker: this one cannot read it
+            raw = p.table.get_raw(t.table_key)
+            if raw is not None and "table" not in c.present:
+                # in the table ⇒ every store upstream held it, and the disk may (conservative)
+                for s in ("raw", "bindings", "changelog", "disk", "epoch-key"):
+                    c.saw(s, True, now)
+            c.saw("table", raw is not None, now)
+            if raw is not None:
+                try:
+                    e = sealed_epoch(raw)
+                    c.sealed_epoch = e if c.sealed_epoch is None else max(c.sealed_epoch, e)
+                except Exception:
+                    pass
+            if c.sealed_epoch is not None:
+                c.saw("epoch-key", p.vaults[c.operator].ring.oldest_epoch <= c.sealed_epoch, now)
+        self._retire()
+
+    def _retire(self) -> None:
+        keep = []
+        for t in self.pending:
+            if t.c.done:
+                self.finished[t.c.operator].append(t.c)
+                self.p.count("canaries_finished")
+                # no identifier in the line: the canary's number and its figures only
+                log.info("canary: %s #%d gone everywhere: %s", t.c.operator, t.c.seq, json.dumps(
+                    {s: t.c.persistence_ms(s, 0) for s in C.STORES} | {"tombstone": t.c.tombstone_ms}))
+            else:
+                keep.append(t)
+        self.pending = keep
+
+    async def watch_timer(self) -> None:
+        try:
+            self.watch(self.p.clock())
+        except Exception:
+            log.exception("canary: watch failed; will retry")
+            self.p.count("canary_errors")
+
+    # -- scan topics and disk ---------------------------------------------------------------
+
+    async def scan(self) -> None:
+        if self._scanning:
+            return
+        todo = [t for t in self.pending if "table" in t.c.present]
+        if not todo:
+            return
+        self._scanning = True
+        try:
+            seen = await asyncio.to_thread(self._scan_sync, todo)
+            now = self.p.clock()
+            for t, obs in zip(todo, seen):
+                for store, here in obs.items():
+                    t.c.saw(store, here, now)
+                if obs.get("tombstone") and t.c.tombstone_ms is None:
+                    t.c.tombstone_ms = now
+            self._retire()
+        except Exception:
+            log.exception("canary: scan failed; will retry")
+            self.p.count("canary_errors")
+        finally:
+            self._scanning = False
+
+    def _scan_sync(self, todo: list[Tracked]) -> list[dict]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        from .security import kafka_python_kwargs
+
+        p = self.p
+        topics = {"changelog": p._changelog_name(), "bindings": p.names.bindings}
+        c = KafkaConsumer(bootstrap_servers=p.settings.bootstrap, enable_auto_commit=False, group_id=None,
+                          consumer_timeout_ms=10_000, **kafka_python_kwargs(p.settings.security))
+        out = [dict() for _ in todo]
+        try:
+            for i, t in enumerate(todo):
+                t_topics = {**topics, "raw": p.names.operator_raw(t.c.operator)}
+                for store, topic in t_topics.items():
+                    if store in t.c.gone:
+                        continue
+                    part = t.found[store][0] if store in t.found else t.partition
+                    tp = TopicPartition(topic, part)
+                    begin = c.beginning_offsets([tp])[tp]
+                    if store in ("raw", "bindings") and store in t.found:
+                        out[i][store] = begin <= t.found[store][1]  # delete policy: the log start passed it?
+                        continue
+                    here, tomb, last = _read_partition(c, tp, t, store)
+                    out[i][store] = here
+                    if tomb:
+                        out[i]["tombstone"] = True
+                    if here and last is not None and store in ("raw", "bindings"):
+                        t.found[store] = (part, last)
+                if "disk" not in t.c.gone:
+                    out[i]["disk"] = _on_disk(Path(p.settings.data_dir), (t.table_key, t.marker, t.address))
+        finally:
+            c.close()
+        return out
+
+    # -- figures ----------------------------------------------------------------------------
+
+    def canaries(self) -> list[C.Canary]:
+        return [c for d in self.finished.values() for c in d] + [t.c for t in self.pending]
+
+    def figures(self, now: int) -> list[C.StoreFigure]:
+        return C.summarize(self.canaries(), now, bounds=self.bounds, promises=self.promises)
+
+
+def _read_partition(c: Any, tp: Any, t: Tracked, store: str) -> tuple[bool, bool, Optional[int]]:
+    """(a version holding the canary is in the partition, a tombstone for its table key is,
+    the highest offset holding it), reading ``tp`` from its beginning to its current end."""
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    end = c.end_offsets([tp])[tp]
+    here, tomb, last = False, False, None
+    while c.position(tp) < end:
+        batch = c.poll(timeout_ms=5000)
+        if not batch:
+            break
+        for r in batch.get(tp, ()):
+            if store == "changelog":
+                if r.key == t.table_key:
+                    if r.value is None:
+                        tomb = True
+                    else:
+                        here, last = True, r.offset
+            elif store == "bindings":
+                if r.key == t.routing_key and r.value is not None:
+                    here, last = True, r.offset
+            elif r.value is not None and t.marker in r.value:
+                here, last = True, r.offset
+    return here, tomb, last
+
+
+def _on_disk(root: Path, needles: tuple[bytes, ...]) -> bool:
+    for f in root.rglob("*"):
+        try:
+            if f.is_file():
+                data = f.read_bytes()
+                if any(n in data for n in needles):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def install(pipeline: Any) -> Optional[CanaryJob]:
+    period = getattr(pipeline.settings, "canary_period_ms", 0)
+    if not period or period <= 0:
+        return None
+    job = CanaryJob(pipeline, period)
+    pipeline.canaries = job
+    pipeline.app.timer(period / 1000, name="ipanon.canary-inject")(job.inject)
+    pipeline.app.timer(WATCH_PERIOD_S, name="ipanon.canary-watch")(job.watch_timer)
+    pipeline.app.timer(job.scan_ms / 1000, name="ipanon.canary-scan")(job.scan)
+    m = getattr(pipeline, "metrics", None)
+    if m is not None:
+        from .metrics import CanaryCollector
+
+        m.registry.register(CanaryCollector(job, wall=m.wall))
+    return job
