@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(promtool is None, reason="promtool not installed
 def test_rules_pass_promtool_check():
     r = subprocess.run([promtool, "check", "rules", "ipanon-rules.yml"], cwd=RULES, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 9 rules found" in r.stdout + r.stderr
+    assert "SUCCESS: 11 rules found" in r.stdout + r.stderr  # 9 + the two erasure-canary alerts
 
 
 def test_rule_unit_cases_fire_the_compliance_alert():
@@ -39,3 +39,16 @@ def test_a_broken_expectation_fails(tmp_path):
     (tmp_path / "t.yml").write_text(bad)
     r = subprocess.run([promtool, "test", "rules", "t.yml"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode != 0
+
+
+def test_canary_alert_case_can_fail(tmp_path):
+    """The canary case is not vacuous: with the measured figure under the promise, the critical
+    alert it expects at 2m does not fire and promtool rejects the case."""
+    text = (RULES / "ipanon-rules.test.yml").read_text()
+    assert "alertname: IpanonCanaryPromiseBroken" in text
+    bad = text.replace("values: '10 55 70'", "values: '10 55 59'", 1)
+    assert bad != text
+    shutil.copy(RULES / "ipanon-rules.yml", tmp_path / "ipanon-rules.yml")
+    (tmp_path / "t.yml").write_text(bad)
+    r = subprocess.run([promtool, "test", "rules", "t.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0 and "IpanonCanaryPromiseBroken" in r.stdout + r.stderr
