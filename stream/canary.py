@@ -3,7 +3,9 @@
 A canary is an ordinary RADIUS Start + Stop pair, produced to the operator's own raw topic, so it
 is parsed, mapped, changelogged, swept, tombstoned and key-shredded like any record.  What makes
 it a canary is this module's one rule (``is_canary``), used by every stage that must treat it
-differently: statistics never count it, the lawful-access desk never names it.
+differently: statistics never count it, the lawful-access desk never names it.  The rule needs
+both the reserved subscriber name and the reserved address: a name alone is not proof (the
+subscriber chooses it on many access networks), an address in the block is never assigned.
 
 Reserved namespace (documented in docs/operations.md "Erasure canaries"):
 
@@ -71,14 +73,23 @@ def is_canary_address(address: Any) -> bool:
 
 
 def is_canary(binding: Any) -> bool:
-    """The one rule: a binding naming the canary subscriber namespace or the canary block."""
-    return is_canary_subscriber(getattr(binding, "subscriber", None)) or is_canary_address(getattr(binding, "ip", "0.0.0.0"))
+    """The one rule: a binding naming the canary subscriber namespace *and* an address in the
+    canary block.  Both, never either: the subscriber id comes from the access request (on
+    many BNGs the PPPoE user name is whatever the CPE sends), so a name alone would let a real
+    subscriber call themselves ``ipanon-canary-…@canary.invalid`` and vanish from statistics
+    and from lawful answers; the address is the operator's to assign, and it never assigns one
+    in the discard-only block."""
+    return (is_canary_subscriber(getattr(binding, "subscriber", None))
+            and is_canary_address(getattr(binding, "ip", "0.0.0.0")))
 
 
 def visible_holders(holders: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Lookup holders an authority may be told about: never a canary (the desk answers a
-    lookup that would only name canaries as not retained)."""
-    return [h for h in holders if not (is_canary_subscriber(h.get("subscriber")) or is_canary_address(h.get("address", "0.0.0.0")))]
+    lookup that would only name canaries as not retained).  Same rule as ``is_canary``: the
+    holder's subscriber in the namespace *and* the address asked about in the canary block, so
+    a real subscriber whose user name imitates a canary is still named."""
+    return [h for h in holders if not (is_canary_subscriber(h.get("subscriber"))
+                                       and is_canary_address(h.get("address", "0.0.0.0")))]
 
 
 # -- the records -----------------------------------------------------------------------------

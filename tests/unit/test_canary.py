@@ -35,10 +35,39 @@ def test_real_subscribers_and_addresses_are_not_canaries():
 
 
 def test_visible_holders_never_name_a_canary():
-    hs = [{"address": "100::1", "subscriber": "alice@isp.example"},
-          {"address": "192.0.2.1", "subscriber": C.subscriber("op", 1)},
+    hs = [{"address": str(C.address(1)), "subscriber": C.subscriber("op", 1)},
           {"address": "192.0.2.1", "subscriber": "bob@isp.example"}]
-    assert C.visible_holders(hs) == [hs[2]]
+    assert C.visible_holders(hs) == [hs[1]]
+
+
+IMPOSTORS = [C.subscriber("connect2ip", 1_765_000_000_123), "ipanon-canary-me@canary.invalid"]
+
+
+@pytest.mark.parametrize("name", IMPOSTORS)
+@pytest.mark.parametrize("ip", ["100.64.12.34", "2001:db8:4711:ab00::1", "2001:db8:4711:ab00::/56"])
+def test_a_real_subscriber_named_like_a_canary_is_still_counted_and_named(name, ip):
+    """Attack: the subscriber id is what the access request carries (on many BNGs the PPPoE
+    user name is whatever the CPE sends).  A subscriber who calls themselves
+    ipanon-canary-…@canary.invalid on an address the operator really assigned must not vanish
+    from the statistics or from a lawful answer (before the fix: either field sufficed)."""
+    attr = "User-Name"
+    key = "Framed-IP-Address" if ":" not in ip else ("Framed-IPv6-Prefix" if "/" in ip else "Framed-IPv6-Address")
+    rec = {"NAS-IP-Address": "192.0.2.10", "Acct-Session-Id": "s1", key: ip, attr: name,
+           "Acct-Status-Type": "Start", "Event-Timestamp": 1_765_000_000}
+    import json
+    bs = get_format(C.FORMAT).parse(json.dumps(rec).encode(), operator="connect2ip", identity=attr)
+    assert bs and bs[0].subscriber == name
+    assert not C.is_canary(bs[0])
+    holder = {"operator": "connect2ip", "address": ip.split("/")[0], "subscriber": name, "from_ms": 0, "to_ms": 1}
+    assert C.visible_holders([holder]) == [holder]
+
+
+def test_a_real_subscriber_on_the_canary_block_is_not_a_canary_either():
+    """The other half: an address in 100::/64 with a real name (an operator that misassigns the
+    discard block) is still counted and named; only the pair is a canary."""
+    b = type("B", (), {"subscriber": "alice@isp.example", "ip": ipaddress.ip_network("100::7")})()
+    assert not C.is_canary(b)
+    assert C.visible_holders([{"address": "100::7", "subscriber": "alice@isp.example"}])
 
 
 def test_measurement_is_observed_gone_minus_end_and_open_ones_keep_rising():
