@@ -144,6 +144,7 @@ class CanaryJob:
                     address=str(b.ip.network_address), raw_partition=md.partition, raw_offset=md.offset)
         self.pending.append(t)
         p.count("canaries_injected")
+        log.info("canary: %s #%d injected (k=%d)", name, seq, k)  # synthetic: names no one
         return t
 
     # -- watch the table and the vault ------------------------------------------------------

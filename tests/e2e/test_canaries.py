@@ -145,3 +145,41 @@ def _human(s: float) -> str:
         return f"{s:.4g}s"
     m, sec = divmod(s, 60)
     return f"{int(m)}m {sec:.4g}s"
+
+
+def test_a_lawful_request_for_a_canary_is_answered_no_data(worker_factory, tmp_path, bootstrap, monkeypatch):
+    """The canary is in the table and the internal lookup path finds it (so the request could
+    name it), yet the guarded desk answers a signed LEK request for its address as no-data."""
+
+    from agents.lookup_client import lookup_many
+    from stream import access
+    from stream import canary as C
+    from stream.access import open_answer
+    from tests.e2e.test_query_agent import cli, make_registry, replies, request, send, start_and_wait_for_desk
+
+    keys = make_registry(tmp_path / "reg")
+    monkeypatch.setenv("IPANON_AUTHORITIES", str(tmp_path / "reg" / "authorities"))
+    monkeypatch.setenv("IPANON_STAFF", str(tmp_path / "reg" / "staff"))
+    w = start_and_wait_for_desk(worker_factory(operators=("connect2ip",), extra=["--canary-period-ms", "3000"]),
+                                bootstrap)
+    m = wait_for(lambda: re.search(r"canary: connect2ip #(\d+) injected \(k=(\d+)\)", w.log()), timeout_s=120,
+                 what="a canary injected")
+    seq, k = int(m[1]), int(m[2])
+    addr, sub, end = str(C.address(seq, k)), C.subscriber("connect2ip", seq), seq - seq % 1000
+
+    def internal():
+        q = {"operator": "connect2ip", "ip": addr, "from_ms": end - 500, "to_ms": end - 400}
+        got = lookup_many(bootstrap, w.topics, [q], key=w.lookup_key, timeout_s=30).get(q["id"], {})
+        return got if got.get("status") == "ok" else None
+
+    held = wait_for(internal, timeout_s=60, what="the canary in the table")
+    assert [h["subscriber"] for h in held["holders"]] == [sub]  # retained, and the table would name it
+    body, req = request(keys, "police-t", 1, address=addr, from_ms=end - 5_000, to_ms=end + 1_000)
+    send(bootstrap, w.topics.query_requests, [("police-t", req)])
+    rep = wait_for(lambda: replies(bootstrap, w.topics.query_responses).get("police-t/1"), timeout_s=120,
+                   what="the desk's answer")
+    assert [x["type"] for x in rep] == ["answer"], rep
+    opened = open_answer(keys["police-t"][1], rep[0])
+    assert opened["request_digest"] == access.request_digest(body)
+    assert opened["result"] == {"no_data": True}, opened["result"]
+    assert sub not in json.dumps(opened) and "canary" not in json.dumps(opened)
