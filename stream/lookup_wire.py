@@ -27,7 +27,10 @@ AAD: ``b"ipanon-lookup-v1\\x00request\\x00" + request topic`` for a request (a r
 one deployment's topic does not open on another's), ``b"ipanon-lookup-v1\\x00answer\\x00" +
 request id`` for an answer.  A request's plaintext is canonical JSON ``{"id", "operator", "ip",
 "port", "from_ms", "to_ms", "ts_ms", "partition"}`` padded with spaces to a multiple of
-``PAD`` bytes (an IPv4 and an IPv6 question look the same size); an answer's is the answer's JSON.
+``PAD`` bytes (an IPv4 and an IPv6 question look the same size); an answer's is the answer's JSON
+padded with spaces to the next power of two of at least ``ANSWER_PAD`` bytes, so its length on
+the topic does not say whether the address was held (no-data, one holder, end-unknown, refused
+all look alike; only answers with many holders grow, in doublings).
 
 Every failure to open raises ``Rejected`` with one of the ``REFUSALS`` reasons; the detail
 never includes any of the record's content.
@@ -50,6 +53,8 @@ NONCE_LEN = 12
 TAG_LEN = 16
 KEY_LEN = 32
 PAD = 256
+#: the smallest sealed answer (plaintext bytes); larger ones are padded to a power of two
+ANSWER_PAD = 1024
 #: a request older than this is refused (stale): the askers give up well before (30-60 s)
 MAX_AGE_MS = 300_000
 #: a request dated further ahead than this is refused (clock skew between hosts is allowed for)
@@ -127,7 +132,8 @@ class LookupSeal:
             ts, part = req["ts_ms"], req["partition"]
             if not isinstance(ts, int) or not isinstance(part, int) or not isinstance(req["id"], str):
                 raise ValueError
-        except (ValueError, UnicodeDecodeError):
+            req["id"].encode()  # a lone surrogate (JSON "\\ud800") cannot be the answer's key
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not a request either
             raise Rejected("malformed", "a sealed request that is not a lookup request") from None
         if part != partition:
             raise Rejected("wrong-partition", "the request names another partition than it arrived on")
@@ -141,6 +147,10 @@ class LookupSeal:
 
     def seal_answer(self, answer: dict, *, request_id: str) -> bytes:
         text = json.dumps(answer, separators=(",", ":")).encode()
+        size = ANSWER_PAD
+        while size < len(text):
+            size *= 2
+        text += b" " * (size - len(text))
         return _seal(self._ans, text, _LABEL + b"answer\x00" + request_id.encode(), None)
 
     def open_answer(self, blob: object, *, request_id: str) -> dict:
@@ -148,7 +158,7 @@ class LookupSeal:
         text = _open(self._ans, blob, _LABEL + b"answer\x00" + request_id.encode())
         try:
             ans = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CryptoError("sealed lookup answer is not JSON") from None
         if not isinstance(ans, dict):
             raise CryptoError("sealed lookup answer is not an object")

@@ -79,3 +79,52 @@ def test_key_holders_get_a_sealed_answer_once(pipeline, tmp_path):
                                                                                now_ms=NOW)
     assert pipeline.answer_lookup(forged, 2, NOW) is None
     assert pipeline.counters["lookup_refused:unauthenticated"] == 1
+
+
+def _restarted(tmp_path, answer):
+    """A second Pipeline on the same key directory: a worker restart (its replay memory is new)."""
+    from agents.app import Pipeline
+    from agents.runtime import OperatorRuntime
+    from agents.settings import Settings
+    from stream.config import load_operators
+
+    pol = load_operators(Path(__file__).resolve().parents[2] / "config" / "operators")["connect2ip"]
+    s = Settings(bootstrap="127.0.0.1:1", app_id="tl", topic_prefix="tl", operators_dir=tmp_path / "ops",
+                 keys_dir=tmp_path / "keys", data_dir=tmp_path / "data2", partitions=4, web_enabled=False)
+    op = OperatorRuntime("connect2ip", ttl_ms=3_600_000, stats_key=b"k" * 32, policy=pol)
+    p = Pipeline(s, {"connect2ip": op}, clock=lambda: NOW, extensions=())
+    p.resolve = lambda operator, ip, port, lo, hi: answer
+    return p
+
+
+def test_a_replay_after_a_restart_is_answered_but_its_length_says_nothing(pipeline, tmp_path):
+    """The documented limit (docs/security.md): replay memory is per process.  What a replayer
+    who reads the responses topic really gets: a second sealed answer.  Before answers were
+    padded its length told an address with a holder (ok) from one without (no-data)."""
+    seal = LookupSeal(load_lookup_key(tmp_path / "keys"), pipeline.names.lookup_requests)
+    q = {"operator": "connect2ip", "ip": "100.64.12.34", "port": None, "from_ms": 0, "to_ms": 1}
+    blob = seal.seal_request(q, request_id="r1", partition=2, now_ms=NOW - 1000)
+    assert pipeline.answer_lookup(blob, 2, NOW) is not None
+    assert pipeline.answer_lookup(blob, 2, NOW) is None  # same process: replayed
+    held = _restarted(tmp_path, {"status": "ok", "holders": [{"subscriber": "alice@isp.example",
+                                                              "from_ms": NOW - 5000, "to_ms": NOW}]})
+    empty = _restarted(tmp_path, {"status": "no-data", "holders": []})
+    a = held.answer_lookup(blob, 2, NOW)
+    b = empty.answer_lookup(blob, 2, NOW)
+    assert a is not None and b is not None  # the limit is real: a restarted worker answers again
+    assert a[0] == b[0] == b"r1"
+    assert len(a[1]) == len(b[1])           # but the replayer cannot tell held from not held
+    assert b"alice" not in a[1]
+
+
+@pytest.mark.parametrize("text", [b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"id":"\\ud800","operator":"connect2ip","ip":"100.64.12.34","port":null,'
+                                  b'"from_ms":0,"to_ms":1,"ts_ms":%d,"partition":2}' % NOW])
+def test_odd_json_inside_a_valid_seal_never_leaves_the_agent(pipeline, tmp_path, text):
+    """Before: RecursionError / UnicodeEncodeError escaped answer_lookup (the agent's loop)."""
+    from stream import lookup_wire as lw
+
+    seal = LookupSeal(load_lookup_key(tmp_path / "keys"), pipeline.names.lookup_requests)
+    blob = lw._seal(seal._req, text, seal._req_aad, None)
+    assert pipeline.answer_lookup(blob, 2, NOW) is None
+    assert pipeline.counters["lookup_refused:malformed"] == 1

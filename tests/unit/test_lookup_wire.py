@@ -103,3 +103,55 @@ def test_key_must_be_32_bytes():
     with pytest.raises(ValueError):
         lw.LookupSeal(b"short", TOPIC)
     assert "0001" not in repr(lw.LookupSeal(KEY, TOPIC))
+
+
+def _seal_text(text: bytes) -> bytes:
+    s = lw.LookupSeal(KEY, TOPIC)
+    return lw._seal(s._req, text, s._req_aad, None)
+
+
+@pytest.mark.parametrize("text", [
+    b"[" * 100_000 + b"]" * 100_000,                                 # nesting past the recursion limit
+    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    json.dumps({**Q, "id": "\ud800", "ts_ms": NOW, "partition": 3}).encode(),  # id not encodable as a key
+    json.dumps({**Q, "id": "x", "ts_ms": NOW, "partition": 3, "extra": 1}).encode(),
+    json.dumps({**Q, "id": "x", "ts_ms": float(NOW), "partition": 3}).encode(),
+    b"\xff\xfe" + b" " * 300,
+])
+def test_odd_json_inside_a_valid_seal_is_malformed_never_an_exception(text):
+    """Attack by a key holder gone wrong (a buggy desk, a corrupted copy): whatever opens under
+    the key must end as a refusal; before, deep nesting raised RecursionError and a lone
+    surrogate in the id passed and then broke the answer's Kafka key, both out of the lookup
+    agent's loop."""
+    refused(_seal_text(text), "malformed")
+
+
+def test_deeply_nested_answer_is_a_crypto_error_not_a_crash():
+    s = lw.LookupSeal(KEY, TOPIC)
+    blob = lw._seal(s._ans, b"[" * 100_000 + b"]" * 100_000, lw._LABEL + b"answer\x00r1", None)
+    with pytest.raises(CryptoError):
+        s.open_answer(blob, request_id="r1")
+
+
+def test_answer_length_does_not_say_whether_the_address_was_held():
+    """Side channel: anyone who can read -lookup-responses (everyone, on the local broker) sees
+    each answer's length.  Unpadded, no-data (~40 bytes) and one holder (~110) differ, so a
+    replay after a worker restart (or the original answer) told whether an address was held."""
+    s = lw.LookupSeal(KEY, TOPIC)
+    rid = "desk-0123456789ab-" + "f" * 32
+    holder = {"subscriber": "a-rather-long-subscriber-id-0123456789@isp.example", "from_ms": NOW - 86_400_000,
+              "to_ms": NOW, "inside_ip": "100.64.255.255", "ports": [65000, 65535]}
+    shapes = [{"status": "no-data", "holders": []},
+              {"status": "ok", "holders": [holder]},
+              {"status": "ok", "holders": [holder, holder]},
+              {"status": "end-unknown", "holders": [], "end_unknown": [holder]},
+              {"status": "ambiguous", "holders": [], "candidates": 3},
+              {"status": "refused", "reason": "unknown-operator"},
+              {"status": "refused", "reason": "bad-request"}]
+    sizes = {len(s.seal_answer({**a, "id": rid}, request_id=rid)) for a in shapes}
+    assert len(sizes) == 1, sizes
+    for a in shapes:  # and they still open to what was sealed
+        assert s.open_answer(s.seal_answer({**a, "id": rid}, request_id=rid), request_id=rid) == {**a, "id": rid}
+    many = {"status": "ok", "holders": [holder] * 40}
+    big = len(s.seal_answer(many, request_id=rid)) - 1 - lw.NONCE_LEN - lw.TAG_LEN
+    assert big & (big - 1) == 0 and big > lw.ANSWER_PAD  # large answers grow only in doublings
