@@ -813,4 +813,13 @@ def verify_files(files: Mapping[str, Optional[bytes]], manifest_bytes: Optional[
         if sha256_hex(data) != listed[name]:
             raise ReportError(f"{name} was altered after signing (SHA-256 {sha256_hex(data)[:16]}…, signed "
                               f"{str(listed[name])[:16]}…)")
+    # the key vouches for the manifest's operator: a report about another operator, signed with
+    # this one's key, is not that operator's report (the page would show the other name)
+    try:
+        about = json.loads(files["report.json"])["operator"]["name"]  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError):
+        raise ReportError("report.json names no operator") from None
+    if about != m.get("operator"):
+        raise ReportError(f"report.json is about operator {str(about)[:64]!r} but the manifest was signed for "
+                          f"{str(m.get('operator'))[:64]!r}")
     return Verified(str(m.get("operator")), int(m.get("signed_ms", 0)), str(m.get("key_id")), dict(listed))

@@ -29,6 +29,8 @@ from ..cli import CliError
 
 REPORT_KEY_SUFFIX = ".report.key"
 REPORT_PUB_SUFFIX = ".report.pub"
+#: an operator name as profiles allow it (stream.config): what may name a key file
+OPERATOR_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 EXAMPLES = """examples:
   ipanon report compliance --operator connect2ip --from 2026-11-01 --to 2026-12-01 --out report-c2ip-2026-11
@@ -409,6 +411,11 @@ def run_verify(args: argparse.Namespace) -> int:
         if not isinstance(op, str) or not op:
             print(f"report {d}: ALTERED or unsigned: {C.MANIFEST_FILE} is missing or unreadable", file=sys.stderr)
             return 1
+        if not OPERATOR_NAME.fullmatch(op):
+            # the directory must never choose the trusted key: a name like "/tmp/r/x" or
+            # "../r/x" would point at a public key shipped inside the forged report itself
+            print(f"report {d}: ALTERED — {C.MANIFEST_FILE} names no valid operator", file=sys.stderr)
+            return 1
         keyfile = _keys_dir(None) / f"{op}{REPORT_PUB_SUFFIX}"
         if not keyfile.exists():
             raise CliError(f"no trusted report key for {op!r}: {keyfile} not found; pass --key <operator>.report.pub "
@@ -421,6 +428,11 @@ def run_verify(args: argparse.Namespace) -> int:
         v = C.verify_files({n: read(n) for n in C.REPORT_FILES}, mbytes, read(C.SIGNATURE_FILE), trusted)
     except C.ReportError as e:
         print(f"report {d}: ALTERED — {e}", file=sys.stderr)
+        return 1
+    # "exactly what was signed": a file added next to the signed ones is a change too
+    extra = sorted(p.name for p in d.iterdir() if p.name not in (*C.REPORT_FILES, C.MANIFEST_FILE, C.SIGNATURE_FILE))
+    if extra:
+        print(f"report {d}: ALTERED — not part of the signed report: {', '.join(extra)}", file=sys.stderr)
         return 1
     print(f"report {d}: intact; signed by {v.operator}'s report key {v.key_id} at {C.iso(v.signed_ms)}")
     for name, digest in sorted(v.files.items()):

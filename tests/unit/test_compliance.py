@@ -284,7 +284,7 @@ def test_a_broken_store_a_broken_trail_or_found_identity_turns_the_verdict_red()
 
 def test_signature_covers_every_byte_of_both_files_and_the_manifest():
     key = ed25519.Ed25519PrivateKey.generate()
-    files = {"report.json": b'{"a": 1}\n', "report.html": b"<html>x</html>\n"}
+    files = {"report.json": b'{"operator": {"name": "connect2ip"}}\n', "report.html": b"<html>x</html>\n"}
     m = C.manifest(files, operator="connect2ip", signed_ms=1_796_000_000_000, public_key=key.public_key())
     mb, sig = C.sign(m, key)
     v = C.verify_files(files, mb, sig, key.public_key())
@@ -308,6 +308,11 @@ def test_signature_covers_every_byte_of_both_files_and_the_manifest():
         C.verify_files(files, mb, sig, ed25519.Ed25519PrivateKey.generate().public_key())
     with pytest.raises(C.ReportError, match="missing"):
         C.verify_files({"report.json": files["report.json"]}, mb, sig, key.public_key())
+    # signed by this key for "junet", but the report is about connect2ip (adversary review)
+    other = {**files, "report.json": b'{"operator": {"name": "connect2ip"}}\n'}
+    m2 = C.manifest(other, operator="junet", signed_ms=1_796_000_000_000, public_key=key.public_key())
+    with pytest.raises(C.ReportError, match="about operator 'connect2ip'"):
+        C.verify_files(other, *C.sign(m2, key), key.public_key())
 
 
 def test_instants():
