@@ -231,7 +231,9 @@ class StatsAgent:
                 p.count("stats_late_epoch", late)
             gate = name in self.consent_required
             for x in built:
-                mine.append(encode_contribution(contribution(x)))
+                # stamped with the bucket start too: the append time would carry the event time
+                mine.append((*encode_contribution(contribution(x)),
+                             record_timestamp_ms(x.record["bucket_ms"], now, builder.bucket_ms)))
                 if gate:
                     sub = x.binding.subscriber
                     if (not consent_current or sub is None
@@ -303,7 +305,7 @@ class StatsAgent:
         out.extend((topic, key, value, None, ts) for key, value, ts in sorted(msgs))
         if msgs:
             p.count("stats_out", len(msgs))
-        out.extend((p.names.aggregate_parts, key, value, None) for key, value in parts)
+        out.extend((p.names.aggregate_parts, key, value, None, ts) for key, value, ts in parts)
         return out
 
     # -- the aggregate stage: one owner per cell ---------------------------------------------

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Optional
 
@@ -43,9 +44,31 @@ def consent_key(ring: Keyring, subscriber: str, purpose: str = "statistics") -> 
     """The consent-topic key of ``subscriber`` for ``ring``'s operator (no raw identity)."""
     if purpose not in PURPOSES:
         raise Rejected("bad-purpose", f"purpose must be one of {', '.join(PURPOSES)}")
-    if not isinstance(subscriber, str) or not subscriber:
+    if not isinstance(subscriber, str) or not subscriber.strip():
         raise Rejected("bad-subscriber", "subscriber id must be a non-empty string")
-    return f"{ring.operator}:{ring.key_id(f'consent/{purpose}/' + subscriber)}"
+    return f"{ring.operator}:{ring.key_id(f'consent/{purpose}/' + normalise_subscriber(subscriber))}"
+
+
+_HEXGROUPS = re.compile(r"[0-9a-f]{1,2}(?::[0-9a-f]{1,2})+|[0-9a-f]{2}(?:-[0-9a-f]{2})+|[0-9a-f]{4}(?:\.[0-9a-f]{4})+")
+_HEXRUN = re.compile(r"(?:[0-9a-f]{2}){6,}")
+
+
+def normalise_subscriber(subscriber: str) -> str:
+    """The identity a consent flag is about (issue 21: withdrawing ``kund-77@…`` left
+    ``Kund-77@…`` flowing).  Applied alike to the id an operator types and to the id a binding
+    carries: surrounding space removed (as the RADIUS parser does), Unicode NFKC, case folded
+    (RADIUS user names and realms are matched case-insensitively by the AAA systems the seed
+    operators run), and hex identifiers (MAC, client id, DUID: ``02-00-5E-…``,
+    ``0200.5e10.0001``, ``02005e100001``) in the DHCP parsers' lower-case colon form.  Ids that
+    differ only in these ways are one subscriber for consent: a withdrawal stops them all."""
+    s = unicodedata.normalize("NFKC", subscriber.strip()).casefold()
+    if _HEXGROUPS.fullmatch(s):
+        if ":" in s:
+            return ":".join(p.rjust(2, "0") for p in s.split(":"))
+        s = s.replace("-", "").replace(".", "")
+    if _HEXRUN.fullmatch(s):
+        return ":".join(s[i:i + 2] for i in range(0, len(s), 2))
+    return s
 
 
 @dataclass(frozen=True, slots=True)

@@ -273,6 +273,10 @@ class StatsBuilder:
                                subscriber=sub if self.keep_subscriber else None,
                                ip=ip, inside=_text(inside.get(k)), bucket_ms=self.bucket_ms,
                                counters=self.counters)
+            if kind == "truncate":  # ``ip`` is the truncated network: say its length (issue 21)
+                cut = self.scheme.v4_prefix if b.ip.version == 4 else self.scheme.v6_prefix  # type: ignore[union-attr]
+                if cut is not None:
+                    rec["prefixlen"] = min(plen, cut)
             out[idx[k]] = Built(b, e, rec, counted[k], cells[k])
 
 

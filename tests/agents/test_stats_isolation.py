@@ -117,4 +117,5 @@ def test_the_aggregator_sees_each_good_binding_once_despite_the_retry(pipeline, 
     assert len(stats_out) == 20 and len(parts) == 20
     cs = [json.loads(o[2]) for o in parts]
     assert all(o[1].decode() == contribution_id(c) for o, c in zip(parts, cs))
+    assert all(o[4] == c["bucket_ms"] for o, c in zip(parts, cs))  # Kafka timestamp: the bucket start, no finer
     assert sorted(c["rid"] for c in cs) == sorted(o[1].decode() for o in stats_out)

@@ -140,6 +140,13 @@ def test_two_workers_emit_exactly_the_cells_of_one_worker(worker_factory, bootst
     assert counter(p2, "suppressed_cells") + counter(p3, "suppressed_cells") == 1
     assert prom(p2, "ipanon_suppressed_cells_total") + prom(p3, "ipanon_suppressed_cells_total") == 1
     assert counter(p2, "aggregates_out") + counter(p3, "aggregates_out") == len(ref)
+    # what an analyst tails is valid against docs/stats-schema.json (issue 21 defect 7)
+    from tests.e2e.test_stats_export import SCHEMA, cli, errors
+
+    tailed = [json.loads(x) for x in cli("stats", "tail", "--aggregates", "--bootstrap", bootstrap,
+                                         "--topic-prefix", one.topics.prefix).stdout.splitlines()]
+    assert sorted(tailed, key=key) == sorted(single, key=key)
+    assert all(errors(d, SCHEMA["$defs"]["aggregate"]) == [] for d in tailed)
     # the attack's condition held: both workers' stats stages pseudonymised part of the traffic
     assert counter(p2, "stats_out") > 0 and counter(p3, "stats_out") > 0
     assert counter(p2, "stats_out") + counter(p3, "stats_out") == n

@@ -66,6 +66,29 @@ def test_view_applies_in_order_last_write_wins():
     assert SUB not in repr(v)
 
 
+def test_consent_matches_the_subscriber_whatever_the_spelling():
+    """Issue 21: withdrawing ``kund-77@…`` left ``Kund-77@…`` flowing (keys compared byte for
+    byte).  The binding's spelling and the operator's spelling must meet in one key."""
+    from stream.consent import normalise_subscriber
+
+    r = ring()
+    base = consent_key(r, "kund-77@isp.example")
+    for spelling in ("Kund-77@isp.example", "KUND-77@ISP.EXAMPLE", " kund-77@Isp.Example\t", "ｋｕｎｄ-77@isp.example"):
+        assert consent_key(r, spelling) == base, spelling
+    assert consent_key(r, "kund-78@isp.example") != base
+    mac = consent_key(r, "02:00:5e:10:00:01")           # how the DHCP parsers write a MAC
+    for spelling in ("02:00:5E:10:00:01", "02-00-5e-10-00-01", "0200.5e10.0001", "02005E100001", "2:0:5e:10:0:1"):
+        assert consent_key(r, spelling) == mac, spelling
+    assert normalise_subscriber("Kund-77@ISP.example") == "kund-77@isp.example"
+    view = ConsentView()
+    view.apply(grant(r, "Kund-77@isp.example", 1))
+    assert view.allows(consent_key(r, "kund-77@isp.example"))
+    view.apply(withdraw(r, "kund-77@isp.example", 2))   # the reported attack
+    assert not view.allows(consent_key(r, "Kund-77@isp.example"))
+    with pytest.raises(Rejected):
+        consent_key(r, "   ")
+
+
 def test_erasure_notices_name_the_pseudonyms_of_every_live_epoch_and_nothing_raw():
     """Issue 21 defect 5: the notice carries exactly what stats records carry for the subscriber
     (the epoch's HMAC pseudonym), for every epoch the ring can still derive within the promise."""

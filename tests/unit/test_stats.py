@@ -112,8 +112,11 @@ def test_truncate_policy_keeps_the_network_and_the_prefix_cell():
     bld = builder("connect2ip")
     [v4, v6] = bld.build_many([with_op(radius(), "connect2ip"),
                                with_op(radius(ip="2001:db8:200:ab00::/56"), "connect2ip")])
-    assert v4.record["ip"] == "100.64.12.0" and v4.cell == "100.64.12.0/24"
-    assert v6.record["ip"] == "2001:db8:200::" and v6.record["prefixlen"] == 56
+    # prefixlen is the length of what ``ip`` holds: the truncated network (was 32 and 56: issue 21)
+    assert v4.record["ip"] == "100.64.12.0" and v4.record["prefixlen"] == 24 and v4.cell == "100.64.12.0/24"
+    assert v6.record["ip"] == "2001:db8:200::" and v6.record["prefixlen"] == 48
+    [short] = bld.build_many([with_op(radius(ip="100.64.0.0/20"), "connect2ip")])  # shorter than the cut: kept
+    assert (short.record["ip"], short.record["prefixlen"]) == ("100.64.0.0", 20)
     assert v6.cell == "2001:db8:200::/48"
 
 
