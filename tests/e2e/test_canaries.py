@@ -7,6 +7,7 @@ and past the promise, the measured figure says so, and the alert rule fires on i
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import socket
@@ -116,10 +117,12 @@ def test_raised_segment_ms_makes_the_measured_figure_exceed_bound_and_promise(wo
         pytest.skip("promtool not installed (apt-get install prometheus): alert not evaluated")
     rules = REPO / "deploy" / "prometheus" / "ipanon-rules.yml"
     shutil.copy(rules, tmp_path / "rules.yml")
+    # whole seconds in, so the expected annotation is plain (humanizeDuration of an integer)
+    measured_s = math.ceil(measured)
     series = "\n".join(
         f"      - series: '{m}{{job=\"ipanon\",instance=\"w\",operator=\"{op}\",store=\"bindings\"}}'\n"
         f"        values: '{v} {v}'"
-        for m, v in (("ipanon_canary_persistence_seconds", measured), ("ipanon_canary_bound_seconds", bound),
+        for m, v in (("ipanon_canary_persistence_seconds", measured_s), ("ipanon_canary_bound_seconds", bound),
                      ("ipanon_canary_promise_seconds", PROMISE_S)))
     (tmp_path / "t.yml").write_text(f"""rule_files: [rules.yml]
 evaluation_interval: 1m
@@ -134,17 +137,15 @@ tests:
           - exp_labels: {{severity: critical, operator: {op}, store: bindings}}
             exp_annotations:
               summary: "{op}: an erasure canary outlived the promise in the bindings by {{{{ VALUE }}}}"
-""".replace("{{ VALUE }}", _human(measured - PROMISE_S)))
+""".replace("{{ VALUE }}", _human(measured_s - PROMISE_S)))
     r = subprocess.run([promtool, "test", "rules", "t.yml"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def _human(s: float) -> str:
-    """promtool's humanizeDuration for under a minute / a few minutes."""
-    if s < 60:
-        return f"{s:.4g}s"
+def _human(s: int) -> str:
+    """promtool's humanizeDuration of a whole number of seconds under an hour."""
     m, sec = divmod(s, 60)
-    return f"{int(m)}m {sec:.4g}s"
+    return f"{m}m {sec}s" if m else f"{sec}s"
 
 
 def test_a_lawful_request_for_a_canary_is_answered_no_data(worker_factory, tmp_path, bootstrap, monkeypatch):
