@@ -69,6 +69,28 @@ def dead_letter_value(topic: str, partition: int, offset: int, headers: Mapping[
     return json.dumps(record).encode()
 
 
+_H_OPERATOR_B = T.H_OPERATOR.encode()
+
+
+def one_operator_claim(raw_headers: Any) -> None:
+    """``Rejected("operator-not-allowed")`` if the record's ``ipanon-operator`` headers disagree
+    or one is not text.  ``record_headers`` keeps the last of two and drops an undecodable one,
+    so without this a collector could put a claim for another operator in front of an honest
+    one (or in bytes that do not decode) and the framing attempt would pass uncounted."""
+    first = None
+    for k, v in raw_headers or ():
+        if k != T.H_OPERATOR and k != _H_OPERATOR_B:
+            continue
+        try:
+            text = v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
+        except UnicodeDecodeError:
+            raise Rejected("operator-not-allowed", "an ipanon-operator header that is not UTF-8 text") from None
+        if first is None:
+            first = text
+        elif text != first:
+            raise Rejected("operator-not-allowed", "several ipanon-operator headers that disagree")
+
+
 class Ingest:
     """Raw records → outputs.  ``rules``: operator → ``stream.lateness.LatenessRule`` (an
     operator without one is not checked: only tests build pipelines without a plan)."""
@@ -136,6 +158,7 @@ class Ingest:
             headers = record_headers(r.headers)
             mine: list[Output] = []
             try:
+                one_operator_claim(r.headers)
                 bs = self.parse_raw(headers, r.value, r.topic)
                 rule = self.rules.get(bs[0].operator) if bs else None
                 verdict = rule.verdict_many(bs, now) if rule is not None else lateness.ACCEPT

@@ -88,3 +88,29 @@ def test_operator_topic_reference_model(cases):
     want_dead = sorted((i, "operator-not-allowed") for i, (topic_op, hdr) in enumerate(cases) if hdr and hdr != topic_op)
     assert got_bind == want_bind and got_dead == want_dead
     assert counts.get("rejected:operator-not-allowed", 0) == len(want_dead)
+
+
+def _with_headers(topic: str, extra: list, value: bytes, i: int) -> Rec:
+    return Rec(topic, 0, i, b"src", value, [("ipanon-format", b"radius-json"), *extra])
+
+
+def test_a_second_or_unreadable_operator_header_does_not_hide_a_framing_attempt():
+    """Adversary: record_headers keeps the last of two headers and drops one that is not UTF-8,
+    so a collector that adds ``ipanon-operator: framsteget`` *before* an honest
+    ``ipanon-operator: connect2ip`` (or writes the claim in bytes that do not decode) was
+    accepted silently: the framing attempt escaped the operator-not-allowed count that is the
+    only sign of it.  Every claim must be seen; disagreeing or unreadable claims are refused."""
+    ing, names, counts = make_ingest()
+    own = names.operator_raw("connect2ip")
+    H = "ipanon-operator"
+    recs = [_with_headers(own, [(H, b"framsteget"), (H, b"connect2ip")], radius(VICTIM, "100.64.9.2", 1), 1),
+            _with_headers(own, [(H, b"\xfeframsteget")], radius(VICTIM, "100.64.9.3", 2), 2),
+            _with_headers(own, [(H.encode(), b"framsteget"), (H, b"connect2ip")], radius(VICTIM, "100.64.9.4", 3), 3),
+            _with_headers(own, [(H, b"connect2ip"), (H, b"connect2ip")], radius("kund-2@connect2ip.example",
+                                                                               "100.64.9.5", 4), 4)]
+    out = asyncio.run(ing.handle_batch(recs))
+    bindings = [json.loads(v) for t, _, v, _ in out if t == names.bindings]
+    dead = [json.loads(v) for t, _, v, _ in out if t == names.deadletter]
+    assert [b["subscriber"] for b in bindings] == ["kund-2@connect2ip.example"]  # the same claim twice is fine
+    assert [(d["reason"], d["offset"]) for d in dead] == [("operator-not-allowed", i) for i in (1, 2, 3)]
+    assert counts["rejected:operator-not-allowed"] == 3
