@@ -59,6 +59,9 @@ log = logging.getLogger("ipanon.stats")
 #: operators' records of that batch are then dropped from the per-record topic)
 CONSENT_SYNC_TIMEOUT_S = 30.0
 KEYS_TICK_S = 2.0
+#: the emitted buckets a commit's metadata lists stay below the broker's default
+#: offset.metadata.max.bytes (4096), newest first kept
+COMMIT_METADATA_MAX = 3500
 
 
 def _env_ms(settings: Any, name: str, default: int) -> int:
@@ -336,7 +339,12 @@ class StatsAgent:
         if a is None:
             return end, ""
         hold = a.hold_offset()
-        return (end if hold is None else min(end, hold)), json.dumps(a.closed_keys(), separators=(",", ":"))
+        keys = a.closed_keys()
+        meta = json.dumps(keys, separators=(",", ":"))
+        while len(meta) > COMMIT_METADATA_MAX and keys:  # the broker refuses more (offset.metadata.max.bytes)
+            keys = keys[len(keys) // 2 + 1:]
+            meta = json.dumps(keys, separators=(",", ":"))
+        return (end if hold is None else min(end, hold)), meta
 
     async def handle_parts(self, records: list[Any]) -> list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]]:
         """One batch of cell contributions: count each into its partition's aggregator."""

@@ -119,3 +119,24 @@ def test_the_aggregator_sees_each_good_binding_once_despite_the_retry(pipeline, 
     assert all(o[1].decode() == contribution_id(c) for o, c in zip(parts, cs))
     assert all(o[4] == c["bucket_ms"] for o, c in zip(parts, cs))  # Kafka timestamp: the bucket start, no finer
     assert sorted(c["rid"] for c in cs) == sorted(o[1].decode() for o in stats_out)
+
+
+def test_the_aggregate_commit_holds_open_buckets_and_its_metadata_fits_the_broker(pipeline):
+    """The aggregate stage commits no further than the first contribution of a still-open
+    bucket, and lists the newest emitted buckets in metadata under 4096 bytes (the broker's
+    default offset.metadata.max.bytes) even with 63-character operator names."""
+    from collections import namedtuple
+
+    from stream.aggregate import Aggregator
+
+    stats = pipeline.extensions["agents.stats_agent"]
+    a = stats.aggregators[0] = Aggregator({"o": 1}, grace_ms=0)
+    for i in range(64):
+        a.mark_closed([("x" * 63, 1_700_000_000_000 + i)])
+    a.add_contribution({"operator": "o", "kind": "radius", "bucket_ms": 0, "bucket_len_ms": 1, "epoch": 0,
+                        "prefix": "*", "action": "start", "octets_in": 0, "octets_out": 0, "holder": "h",
+                        "rid": "r"}, 0, offset=7)
+    off, meta = stats._commit_at(namedtuple("TP", "topic partition")("t", 0), 100)
+    keys = json.loads(meta)
+    assert off == 7 and len(meta.encode()) < 4096 and keys and keys[-1] == ["x" * 63, 1_700_000_000_063]
+    assert stats._commit_at(namedtuple("TP", "topic partition")("t", 1), 100) == (100, "")  # not owned

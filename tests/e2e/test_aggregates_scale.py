@@ -150,3 +150,11 @@ def test_two_workers_emit_exactly_the_cells_of_one_worker(worker_factory, bootst
     # the attack's condition held: both workers' stats stages pseudonymised part of the traffic
     assert counter(p2, "stats_out") > 0 and counter(p3, "stats_out") > 0
     assert counter(p2, "stats_out") + counter(p3, "stats_out") == n
+
+    # a binding for the bucket already emitted: counted nowhere, but counted as late (it was
+    # dropped without a trace: 183 stats records against 150 aggregated, no way to explain it)
+    late = [{**recs[0], "Acct-Session-Id": "AG-late", "User-Name": "agg-late@isp.example"}]
+    produce(bootstrap, one.topics.raw_radius, late, tmp_path, operator=OPERATOR, name="late.jsonl")
+    wait_for(lambda: counter(p1, f"aggregates_late:{OPERATOR}") == 1, timeout_s=60, what="the late binding counted")
+    assert prom(p1, "ipanon_aggregates_late_total") == 1
+    assert sorted(aggregates(bootstrap, one.topics.aggregates), key=key) == sorted(single, key=key)
