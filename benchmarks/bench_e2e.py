@@ -9,7 +9,7 @@ In one run, on one broker, with the same topic shapes (4 partitions):
    without a consumer group → produce every value unchanged to a pass-through topic, batched,
    no processing) drains that backlog: events/s;
 3. *worker*: a fresh ``ipanon worker`` drains the same backlog (ingest → bindings → mapping
-   table + stats).  Sustained events/s = stats records ÷ (end − first stats record timestamp),
+   table + stats).  Sustained events/s = stats records ÷ (end − first stats record read),
    so start-up and rebalancing are not counted; the backlog is complete when the stats topic
    holds one record per binding (counted by parsing the same raw records here) *and* the
    mapping stage's consumer group has committed the whole bindings topic (stats and mapping
@@ -17,10 +17,14 @@ In one run, on one broker, with the same topic shapes (4 partitions):
    stats record and the last table write (newest changelog record).  Worker CPU is sampled
    while waiting and taken at that end;
 4. *latency*: ``--latency-events`` more records are produced at a steady rate below the
-   measured throughput (half of it, at most 5000/s); latency = stats record timestamp (set by
-   the worker's producer) − raw record produce time, pairing the k-th produced binding with
+   measured throughput (half of it, at most 5000/s); latency = the instant this script reads
+   the stats record − raw record produce time, pairing the k-th produced binding with
    the k-th stats record in time order (see ``StatsReader``), p50/p99.  Skipped when the
    backlog did not drain in time (it would measure the queue).
+
+Stats records are timed by when this script reads them (it polls the whole time, 50 ms fetch
+wait): their Kafka timestamp is their hour bucket's start since issue 21 (the exact time would
+undo the bucketing), so it says nothing about when they were written.
 
 Also reported: the worker's CPU seconds during the backlog (events per CPU-second is less
 noisy than events/s on a shared machine) and its RSS.  ``--profile FILE`` records the worker
@@ -101,8 +105,8 @@ async def _passthrough(bootstrap: str, topics, out_topic: str, n: int, timeout_s
 
 
 class StatsReader:
-    """Reads the stats topic from the beginning; keeps (record timestamp, receive time) of every
-    record.  Records are not matched to raw events one by one (their ids are keyed hashes
+    """Reads the stats topic from the beginning; keeps (read time, read time) of every record
+    (the record's own timestamp is its hour bucket: see the module docstring).  Records are not matched to raw events one by one (their ids are keyed hashes
     under the worker's own statistics keyring): the backlog is complete when the count is
     reached, and latency pairs the k-th produced event with the k-th stats record in time
     order — exact for a FIFO pipeline, and an estimate of the per-event delay otherwise."""
@@ -120,7 +124,7 @@ class StatsReader:
             now = time.time_ns() // 1_000_000
             for r in recs:
                 if r.value is not None:
-                    self.seen.append((r.timestamp, now))
+                    self.seen.append((now, now))
                     n += 1
         return n
 
