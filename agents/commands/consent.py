@@ -15,6 +15,8 @@ before the consent flag, so no consumer sees a withdrawal without its notice.
 from __future__ import annotations
 
 import argparse
+import json
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -79,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         prod = producer(settings.bootstrap, retries=60, retry_backoff_ms=500)  # a new topic may still elect its leader
         try:
-            futures = [prod.send(erasures, key=k, value=v) for k, v in notices]
+            # stamped with the withdrawal's bucket start, as stats records are (the producer's
+            # clock would tell the analyst the exact withdrawal time), and in random order (a
+            # sorted list of ids would otherwise order the pseudonyms)
+            secrets.SystemRandom().shuffle(notices)
+            futures = [prod.send(erasures, key=k, value=v, timestamp_ms=json.loads(v)["until_bucket_ms"])
+                       for k, v in notices]
             prod.flush()  # the notices first: a consumer never sees a withdrawal without them
             for f in futures:
                 f.get(timeout=30)
