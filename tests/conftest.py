@@ -101,9 +101,34 @@ def pytest_runtest_setup(item):
     return (yield from _guarded(item))
 
 
+#: a hung test fails with its own traceback after this long instead of eating CI's whole budget
+#: (the longest test, the kill smoke, gives up by itself after 1500 s)
+TEST_TIMEOUT_S = int(os.environ.get("IPANON_TEST_TIMEOUT_S", "1800"))
+
+
+class HungTest(BaseException):  # not Exception: the code under test must not swallow it
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise HungTest(f"test still running after {TEST_TIMEOUT_S} s (IPANON_TEST_TIMEOUT_S)")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    return (yield from _guarded(item))
+    import signal
+    import threading
+
+    armed = TEST_TIMEOUT_S > 0 and threading.current_thread() is threading.main_thread()
+    if armed:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.alarm(TEST_TIMEOUT_S)
+    try:
+        return (yield from _guarded(item))
+    finally:
+        if armed:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="session")
