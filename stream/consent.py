@@ -51,6 +51,7 @@ def consent_key(ring: Keyring, subscriber: str, purpose: str = "statistics") -> 
 
 _HEXGROUPS = re.compile(r"[0-9a-f]{1,2}(?::[0-9a-f]{1,2})+|[0-9a-f]{2}(?:-[0-9a-f]{2})+|[0-9a-f]{4}(?:\.[0-9a-f]{4})+")
 _HEXRUN = re.compile(r"(?:[0-9a-f]{2}){6,}")
+_HEXCHARS = re.compile(r"[0-9a-f:.\-]+")  # everything either form can match is made of these
 
 
 def normalise_subscriber(subscriber: str) -> str:
@@ -62,6 +63,8 @@ def normalise_subscriber(subscriber: str) -> str:
     ``0200.5e10.0001``, ``02005e100001``) in the DHCP parsers' lower-case colon form.  Ids that
     differ only in these ways are one subscriber for consent: a withdrawal stops them all."""
     s = unicodedata.normalize("NFKC", subscriber.strip()).casefold()
+    if not _HEXCHARS.fullmatch(s):  # fails at the first other character: the common case, fast
+        return s
     if _HEXGROUPS.fullmatch(s):
         if ":" in s:
             return ":".join(p.rjust(2, "0") for p in s.split(":"))
@@ -189,7 +192,7 @@ def erasure_notices(ring: Keyring, subscriber: str, *, key_epoch_ms: int, promis
     until = bucket_of(now_ms, bucket_ms)
     out = []
     for e in erasure_epochs(ring, key_epoch_ms, promise_ms, now_ms):
-        p = ring.hmac(e).pseudonym(SUBSCRIBER_DOMAIN + subscriber)
+        p = ring.hmac(e).pseudonym(SUBSCRIBER_DOMAIN + normalise_subscriber(subscriber))  # as stream.stats does
         value = {"v": ERASURE_SCHEMA_VERSION, "operator": ring.operator, "epoch": e, "subscriber": p,
                  "reason": "consent-withdrawn", "until_bucket_ms": until}
         out.append((f"{ring.operator}:{e}:{p}".encode(), json.dumps(value, separators=(",", ":")).encode()))

@@ -48,6 +48,7 @@ from .config import OperatorPolicy
 from .errors import CryptoError
 from .keyring import Keyring, epoch_of
 from .model import Binding
+from .consent import normalise_subscriber
 
 STATS_SCHEMA_VERSION = 3
 DEFAULT_BUCKET_MS = 3_600_000
@@ -260,8 +261,10 @@ class StatsBuilder:
         holders = [holder_of(b) for b in bs]
         # distinct-count identity: the subscriber pseudonym, or for NAT a pseudonym of the
         # inside address (never emitted; only the aggregator counts it)
-        counted = h.pseudonym_many(SUBSCRIBER_DOMAIN + x if x is not None else INSIDE_DOMAIN + str(b.inside_ip)
-                                   for x, b in zip(holders, bs))
+        # of the id as consent sees it (stream.consent.normalise_subscriber): spellings that one
+        # withdrawal stops must share the pseudonym its erasure notices name
+        counted = h.pseudonym_many(SUBSCRIBER_DOMAIN + normalise_subscriber(x) if x is not None
+                                   else INSIDE_DOMAIN + str(b.inside_ip) for x, b in zip(holders, bs))
         if raws is None:
             raws = [b.to_json() for b in bs]
         rids = [d[:16].hex() for d in h.digest_many(_RECORD_PREFIX + r for r in raws)]
