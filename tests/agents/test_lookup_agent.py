@@ -128,3 +128,26 @@ def test_odd_json_inside_a_valid_seal_never_leaves_the_agent(pipeline, tmp_path,
     blob = lw._seal(seal._req, text, seal._req_aad, None)
     assert pipeline.answer_lookup(blob, 2, NOW) is None
     assert pipeline.counters["lookup_refused:malformed"] == 1
+
+
+def _race(args):
+    keys, barrier = args
+    barrier.wait()
+    return load_lookup_key(keys, create=True)
+
+
+def test_workers_starting_together_on_a_shared_key_directory_agree_on_one_key(tmp_path):
+    """Adversary: replicas start at once on the shared key volume (deploy/k8s: one RWX claim).
+    Every one must end with the same complete key, and nothing else private may be left behind."""
+    import multiprocessing as mp
+
+    keys = tmp_path / "shared-keys"
+    ctx = mp.get_context("fork")
+    n = 8
+    with ctx.Manager() as m:
+        barrier = m.Barrier(n)
+        with ctx.Pool(n) as pool:
+            got = pool.map(_race, [(keys, barrier)] * n)
+    assert len(set(got)) == 1 and len(got[0]) == 32
+    assert sorted(p.name for p in keys.iterdir()) == [LOOKUP_KEY_FILE]  # no temp file left
+    assert stat.S_IMODE((keys / LOOKUP_KEY_FILE).stat().st_mode) == 0o600
