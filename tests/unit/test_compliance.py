@@ -324,3 +324,23 @@ def test_instants():
     assert C.parse_instant("1796000000000", now_ms=now, where="--from") == now
     with pytest.raises(ConfigError, match="--from: 'yesterday' is not a time"):
         C.parse_instant("yesterday", now_ms=now, where="--from")
+
+
+def test_no_string_of_the_report_can_inject_markup():
+    """Adversary: profile strings (display name, policy sentence), topic names, broker addresses
+    and audit details all reach the page.  Every string of a report poisoned with markup that
+    would break out of text or an attribute renders inert (escaped), and the page stays free of
+    script and live external references."""
+    x = '"><script>alert(1)</script><img src=x onerror=alert(2)><a href="https://evil.example/">'
+
+    def poison(o):
+        if isinstance(o, dict):
+            return {k: poison(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [poison(v) for v in o]
+        return o + x if isinstance(o, str) else o
+
+    page = C.render_html(poison(_report()))
+    assert page.count("&lt;script&gt;") > 10  # the poison is on the page, escaped
+    for live in ("<script", "<img", "<a href", "=\"https://"):
+        assert live not in page, live
