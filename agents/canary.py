@@ -10,12 +10,14 @@ Installed as an extension (``install(pipeline)``); ``IPANON_CANARY_PERIOD_MS`` /
   none injects nothing.
 - **watch** (every 250 ms): the worker's own table — present, sealed under which epoch, gone —
   and the operator's vault — the epoch key destroyed.
-- **scan** (every ``scan period`` = min(period, 60 s)): the topics that held it, read from the
-  beginning with a group-less consumer — the changelog partition (a sealed version still there?
-  a tombstone written?), the bindings partition and the raw record's partition; and every file
-  of the worker's data directory for the canary's table key, address or subscriber bytes.  On
-  delete-policy topics (raw, bindings) a record once found at offset *o* is gone exactly when the
-  partition's log start passes *o*: later checks read only the offsets, not the records.
+- **scan** (every ``scan period`` = min(period, 60 s), and never more than 1 % of one core:
+  ``SCAN_DUTY_FACTOR``): the raw and bindings topics (delete policy) by offsets only — the
+  canary's record is gone once the partition's log start passes its offset (the raw record's
+  from its produce ack; the bindings record's bounded by the partition's end offset once the
+  table held it, a conservative mark); the changelog partition read from the beginning with a
+  group-less consumer, once per partition per scan and only after the table let the canary go
+  (a sealed version still there?  the tombstone written?); every file of the worker's data
+  directory for the canary's table key, address or subscriber bytes.
 
 Figures (``figures(now)``) per operator and store are exported by ``agents.metrics``
 (``ipanon_canary_persistence_seconds`` …) and alerted on by deploy/prometheus/ipanon-rules.yml.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +46,8 @@ log = logging.getLogger("ipanon.canary")
 KEEP_FINISHED = 64
 #: topic scans run at most this often
 MAX_SCAN_PERIOD_MS = 60_000
+#: a scan that took d seconds waits SCAN_DUTY_FACTOR × d before the next (≤ 1 % of one core)
+SCAN_DUTY_FACTOR = 100.0
 #: the table and the vault are looked at this often: a measured figure is late by at most this
 WATCH_PERIOD_S = 0.25
 
@@ -73,6 +78,9 @@ class CanaryJob:
         self.promises: dict[str, int] = {}
         self._bounds()
         self._scanning = False
+        self._next_scan_ms = 0
+        self.last_scan_s = 0.0
+        self._soon = False
 
     # -- bounds (the plan's numbers) --------------------------------------------------------
 
@@ -160,6 +168,10 @@ class CanaryJob:
                 # in the table ⇒ every store upstream held it, and the disk may (conservative)
                 for s in ("raw", "bindings", "changelog", "disk", "epoch-key"):
                     c.saw(s, True, now)
+            if raw is None and "table" in c.present and "table" not in c.gone:
+                # the sweeper just let it go: read the changelog at once, while the tombstone it
+                # wrote is still there (compaction keeps it only delete.retention.ms)
+                self._soon = True
             c.saw("table", raw is not None, now)
             if raw is not None:
                 try:
@@ -179,7 +191,8 @@ class CanaryJob:
                 self.p.count("canaries_finished")
                 # no identifier in the line: the canary's number and its figures only
                 log.info("canary: %s #%d gone everywhere: %s", t.c.operator, t.c.seq, json.dumps(
-                    {s: t.c.persistence_ms(s, 0) for s in C.STORES} | {"tombstone": t.c.tombstone_ms}))
+                    {s: t.c.persistence_ms(s, 0) for s in C.STORES}
+                    | {"tombstone": None if t.c.tombstone_ms is None else t.c.tombstone_ms - t.c.end_ms}))
             else:
                 keep.append(t)
         self.pending = keep
@@ -187,6 +200,10 @@ class CanaryJob:
     async def watch_timer(self) -> None:
         try:
             self.watch(self.p.clock())
+            if self._soon and not self._scanning:
+                self._soon = False
+                self._next_scan_ms = 0  # once per canary: outside the duty cap
+                asyncio.ensure_future(self.scan())
         except Exception:
             log.exception("canary: watch failed; will retry")
             self.p.count("canary_errors")
@@ -194,18 +211,25 @@ class CanaryJob:
     # -- scan topics and disk ---------------------------------------------------------------
 
     async def scan(self) -> None:
-        if self._scanning:
+        """One scan, unless one is running or the duty cap says wait: a scan that took *d*
+        seconds is not followed by another for ``SCAN_DUTY_FACTOR × d`` (so scanning a large
+        changelog partition takes at most 1 % of one core; the figure's resolution is then
+        coarser, never its bound looser: a store is marked gone only when seen gone)."""
+        now = self.p.clock()
+        if self._scanning or now < self._next_scan_ms:
             return
         todo = [t for t in self.pending if "table" in t.c.present]
         if not todo:
             return
         self._scanning = True
+        t0 = time.monotonic()
         try:
             seen = await asyncio.to_thread(self._scan_sync, todo)
             now = self.p.clock()
             for t, obs in zip(todo, seen):
                 for store, here in obs.items():
-                    t.c.saw(store, here, now)
+                    if store != "tombstone":
+                        t.c.saw(store, here, now)
                 if obs.get("tombstone") and t.c.tombstone_ms is None:
                     t.c.tombstone_ms = now
             self._retire()
@@ -214,37 +238,51 @@ class CanaryJob:
             self.p.count("canary_errors")
         finally:
             self._scanning = False
+            self.last_scan_s = time.monotonic() - t0
+            self._next_scan_ms = self.p.clock() + int(SCAN_DUTY_FACTOR * self.last_scan_s * 1000)
 
     def _scan_sync(self, todo: list[Tracked]) -> list[dict]:
+        """Observations per canary.  Raw and bindings topics (delete policy) by offsets only: the
+        raw record's offset is known from its produce ack; its bindings record was written before
+        the table held it, so below the partition's end offset read at the first scan after that
+        (a conservative mark).  Either is gone once the partition's log start passes its mark.
+        The changelog (compacted) is read from the beginning, once per partition per scan, and
+        only for canaries the table already let go (until then its sealed version must be there)."""
         from kafka import KafkaConsumer, TopicPartition
 
         from .security import kafka_python_kwargs
 
         p = self.p
-        topics = {"changelog": p._changelog_name(), "bindings": p.names.bindings}
         c = KafkaConsumer(bootstrap_servers=p.settings.bootstrap, enable_auto_commit=False, group_id=None,
                           consumer_timeout_ms=10_000, **kafka_python_kwargs(p.settings.security))
-        out = [dict() for _ in todo]
+        out: list[dict] = [dict() for _ in todo]
         try:
             for i, t in enumerate(todo):
-                t_topics = {**topics, "raw": p.names.operator_raw(t.c.operator)}
-                for store, topic in t_topics.items():
+                for store, topic in (("raw", p.names.operator_raw(t.c.operator)), ("bindings", p.names.bindings)):
                     if store in t.c.gone:
                         continue
                     part = t.found[store][0] if store in t.found else t.partition
                     tp = TopicPartition(topic, part)
-                    begin = c.beginning_offsets([tp])[tp]
-                    if store in ("raw", "bindings") and store in t.found:
-                        out[i][store] = begin <= t.found[store][1]  # delete policy: the log start passed it?
-                        continue
-                    here, tomb, last = _read_partition(c, tp, t, store)
-                    out[i][store] = here
-                    if tomb:
+                    if store not in t.found:
+                        t.found[store] = (part, c.end_offsets([tp])[tp] - 1)
+                    out[i][store] = c.beginning_offsets([tp])[tp] <= t.found[store][1]
+            by_part: dict[int, list[int]] = {}
+            for i, t in enumerate(todo):
+                if "table" in t.c.gone and "changelog" not in t.c.gone:
+                    by_part.setdefault(t.partition, []).append(i)
+            for part, idx in by_part.items():
+                keys = {todo[i].table_key: i for i in idx}
+                here, tombs = _read_changelog(c, TopicPartition(p._changelog_name(), part), set(keys))
+                for k, i in keys.items():
+                    out[i]["changelog"] = k in here
+                    if k in tombs:
                         out[i]["tombstone"] = True
-                    if here and last is not None and store in ("raw", "bindings"):
-                        t.found[store] = (part, last)
-                if "disk" not in t.c.gone:
-                    out[i]["disk"] = _on_disk(Path(p.settings.data_dir), (t.table_key, t.marker, t.address))
+            root = Path(p.settings.data_dir)
+            want = [i for i, t in enumerate(todo) if "disk" not in t.c.gone]
+            if want:
+                found = _on_disk(root, {n: i for i in want for n in (todo[i].table_key, todo[i].marker, todo[i].address)})
+                for i in want:
+                    out[i]["disk"] = i in found
         finally:
             c.close()
         return out
@@ -258,42 +296,35 @@ class CanaryJob:
         return C.summarize(self.canaries(), now, bounds=self.bounds, promises=self.promises)
 
 
-def _read_partition(c: Any, tp: Any, t: Tracked, store: str) -> tuple[bool, bool, Optional[int]]:
-    """(a version holding the canary is in the partition, a tombstone for its table key is,
-    the highest offset holding it), reading ``tp`` from its beginning to its current end."""
+def _read_changelog(c: Any, tp: Any, keys: set) -> tuple[set, set]:
+    """(keys with a sealed version in the partition, keys with a tombstone), reading ``tp`` from
+    its beginning to its current end."""
     c.assign([tp])
     c.seek_to_beginning(tp)
     end = c.end_offsets([tp])[tp]
-    here, tomb, last = False, False, None
+    here: set = set()
+    tombs: set = set()
     while c.position(tp) < end:
         batch = c.poll(timeout_ms=5000)
         if not batch:
             break
         for r in batch.get(tp, ()):
-            if store == "changelog":
-                if r.key == t.table_key:
-                    if r.value is None:
-                        tomb = True
-                    else:
-                        here, last = True, r.offset
-            elif store == "bindings":
-                if r.key == t.routing_key and r.value is not None:
-                    here, last = True, r.offset
-            elif r.value is not None and t.marker in r.value:
-                here, last = True, r.offset
-    return here, tomb, last
+            if r.key in keys:
+                (tombs if r.value is None else here).add(r.key)
+    return here, tombs
 
 
-def _on_disk(root: Path, needles: tuple[bytes, ...]) -> bool:
+def _on_disk(root: Path, needles: dict) -> set:
+    """The values of ``needles`` (bytes → canary index) whose bytes some file under ``root`` holds."""
+    found: set = set()
     for f in root.rglob("*"):
         try:
             if f.is_file():
                 data = f.read_bytes()
-                if any(n in data for n in needles):
-                    return True
+                found.update(i for n, i in needles.items() if n in data)
         except OSError:
             continue
-    return False
+    return found
 
 
 def install(pipeline: Any) -> Optional[CanaryJob]:
