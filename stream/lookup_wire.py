@@ -28,9 +28,10 @@ one deployment's topic does not open on another's), ``b"ipanon-lookup-v1\\x00ans
 request id`` for an answer.  A request's plaintext is canonical JSON ``{"id", "operator", "ip",
 "port", "from_ms", "to_ms", "ts_ms", "partition"}`` padded with spaces to a multiple of
 ``PAD`` bytes (an IPv4 and an IPv6 question look the same size); an answer's is the answer's JSON
-padded with spaces to the next power of two of at least ``ANSWER_PAD`` bytes, so its length on
-the topic does not say whether the address was held (no-data, one holder, end-unknown, refused
-all look alike; only answers with many holders grow, in doublings).
+padded with spaces to the next power of two of at least ``ANSWER_PAD`` bytes (past
+``ANSWER_PAD_STEP``, to a multiple of it), so its length on the topic does not say whether the
+address was held (no-data, one holder, end-unknown, refused all look alike; only answers with
+many holders grow, in doublings, then in 64 KiB steps).
 
 Every failure to open raises ``Rejected`` with one of the ``REFUSALS`` reasons; the detail
 never includes any of the record's content.
@@ -55,6 +56,8 @@ KEY_LEN = 32
 PAD = 256
 #: the smallest sealed answer (plaintext bytes); larger ones are padded to a power of two
 ANSWER_PAD = 1024
+#: ... up to this size; beyond it, to a multiple of it
+ANSWER_PAD_STEP = 65536
 #: a request older than this is refused (stale): the askers give up well before (30-60 s)
 MAX_AGE_MS = 300_000
 #: a request dated further ahead than this is refused (clock skew between hosts is allowed for)
@@ -148,8 +151,10 @@ class LookupSeal:
     def seal_answer(self, answer: dict, *, request_id: str) -> bytes:
         text = json.dumps(answer, separators=(",", ":")).encode()
         size = ANSWER_PAD
-        while size < len(text):
+        while size < len(text) and size < ANSWER_PAD_STEP:
             size *= 2
+        if size < len(text):  # past 64 KiB in steps: doubling could push a large answer past
+            size = -(-len(text) // ANSWER_PAD_STEP) * ANSWER_PAD_STEP  # the producer's 1 MB limit
         text += b" " * (size - len(text))
         return _seal(self._ans, text, _LABEL + b"answer\x00" + request_id.encode(), None)
 

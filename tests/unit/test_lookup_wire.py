@@ -155,3 +155,7 @@ def test_answer_length_does_not_say_whether_the_address_was_held():
     many = {"status": "ok", "holders": [holder] * 40}
     big = len(s.seal_answer(many, request_id=rid)) - 1 - lw.NONCE_LEN - lw.TAG_LEN
     assert big & (big - 1) == 0 and big > lw.ANSWER_PAD  # large answers grow only in doublings
+    huge = {"status": "ok", "holders": [holder] * 4000}  # a busy CGNAT address over a long interval
+    n = len(json.dumps({**huge, "id": rid}, separators=(",", ":")))
+    padded = len(s.seal_answer({**huge, "id": rid}, request_id=rid)) - 1 - lw.NONCE_LEN - lw.TAG_LEN
+    assert padded % lw.ANSWER_PAD_STEP == 0 and n <= padded < n + lw.ANSWER_PAD_STEP  # never doubled past 1 MB
