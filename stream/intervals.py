@@ -13,7 +13,7 @@ Semantics (each rule has a unit test in ``tests/unit/test_intervals.py``):
   their port ranges overlap.  Within a slot at most one holder exists at any instant.
 - *Same session.*  An event belongs to an existing interval when its session matches (RADIUS:
   ``<nas>/<Acct-Session-Id>``), or — for DHCP and NAT, which have no session — when its holder
-  matches and the intervals touch or overlap.
+  (for NAT: inside address and logged VRF) matches and the intervals touch or overlap.
 - **start** opens ``[at, open)``.  A later start by another holder on the same slot closes the
   earlier interval at that instant ("IP re-use").  A duplicate start changes nothing; a start
   that arrives after its own interim or stop (out of order) moves the interval's start earlier.
@@ -65,6 +65,7 @@ class Interval:
     port_first: Optional[int] = None
     port_last: Optional[int] = None
     held: bool = False             # under a legal hold: not swept
+    vrf: Optional[str] = None      # NAT: the VRF / routing instance the CGN logged (realm selection)
 
     def effective_end(self, stale_after_ms: int) -> int:
         """The instant this interval stops being current (never None)."""
@@ -140,7 +141,7 @@ def _interval_from(b: Binding, start_ms: int, end_ms: Optional[int]) -> Interval
         raise Rejected("missing-identity", "binding has no subscriber")
     return Interval(start_ms=start_ms, end_ms=end_ms, holder=holder, session=b.session, nas=b.nas,
                     last_ms=max(start_ms, b.at_ms) if end_ms is None else end_ms,
-                    until_ms=b.until_ms, port_first=b.port_first, port_last=b.port_last)
+                    until_ms=b.until_ms, port_first=b.port_first, port_last=b.port_last, vrf=b.vrf)
 
 
 def _matches(iv: Interval, b: Binding, probe: Interval) -> bool:
@@ -148,7 +149,7 @@ def _matches(iv: Interval, b: Binding, probe: Interval) -> bool:
         return False
     if b.session is not None and iv.session is not None:
         return iv.session == b.session
-    if iv.holder != probe.holder:
+    if iv.holder != probe.holder or iv.vrf != probe.vrf:  # 100.64.0.9 in VRF 7 ≠ in VRF 8
         return False
     # no session (DHCP, NAT): the same holder's interval that is still open, or that ends at or
     # after this event's time (a renewal within the lease), is the same tenure
@@ -251,7 +252,8 @@ def _repair(ivs: list[Interval], realm_of: Optional[RealmOf] = None) -> Interval
     ivs.sort(key=lambda iv: (iv.start_ms, iv.port_first or 0))
     for i, iv in enumerate(ivs):
         for later in ivs[i + 1:]:
-            if later.start_ms <= iv.start_ms or later.holder == iv.holder and later.session == iv.session:
+            if later.start_ms <= iv.start_ms or (later.holder == iv.holder and later.session == iv.session
+                                                 and later.vrf == iv.vrf):
                 continue
             if not iv.same_slot(later):
                 continue
@@ -375,7 +377,11 @@ def last_seen(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: 
 #               [session:text]                 (flags & 0x02); with flags & 0x40 it is only
 #                                              what follows "<nas>/" (RADIUS: <nas>/<session id>)
 #               [nas:text]                     (flags & 0x04)
-#               held = flags & 0x20; flags & 0x80 must be 0
+#               [ext:u8]                       (flags & 0x80) extension flags, right after flags
+#               [vrf:text]                     (ext & 0x01), after nas
+#               held = flags & 0x20; ext & 0xFE must be 0 (an older decoder refuses flags & 0x80,
+#               so a value with a VRF is unreadable to it; every value written before carries
+#               no extension byte and decodes unchanged)
 #   text      = header:uvarint (length << 3 | kind)  payload:length bytes
 #               kind 0 UTF-8; 1 an address (4 or 16 bytes; the text is its canonical form:
 #               dotted quad, or Python's compressed IPv6); 2 lower-case hex; 3 upper-case hex;
@@ -388,7 +394,8 @@ def last_seen(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: 
 
 FORMAT_VERSION = 0x02
 _NO_NET = 0xFF
-_F_END, _F_SESSION, _F_NAS, _F_UNTIL, _F_PORTS, _F_HELD, _F_SESSION_AFTER_NAS = 1, 2, 4, 8, 16, 32, 64
+_F_END, _F_SESSION, _F_NAS, _F_UNTIL, _F_PORTS, _F_HELD, _F_SESSION_AFTER_NAS, _F_EXT = 1, 2, 4, 8, 16, 32, 64, 128
+_X_VRF = 1  # extension byte flags
 _T_UTF8, _T_ADDR, _T_HEX, _T_HEX_UPPER, _T_HEX_COLON = 0, 1, 2, 3, 4
 _INT_LIMIT = 1 << 63
 _HEX = re.compile(r"(?:[0-9a-f][0-9a-f])+|(?:[0-9A-F][0-9A-F])+")
@@ -500,7 +507,12 @@ def _encode(net: Optional[IPNetwork], intervals: Intervals) -> bytes:
             flags |= _F_PORTS
         if i.held:
             flags |= _F_HELD
+        vrf = i.vrf
+        if vrf is not None:
+            flags |= _F_EXT
         out.append(flags)
+        if vrf is not None:
+            out.append(_X_VRF)
         _svarint(out, start - prev)
         prev = start
         if end is not None:
@@ -516,6 +528,8 @@ def _encode(net: Optional[IPNetwork], intervals: Intervals) -> bytes:
             _text(out, session, False)
         if nas is not None:
             out += _nas_text(nas)
+        if vrf is not None:
+            _text(out, vrf, False)
     return bytes(out)
 
 
@@ -620,11 +634,15 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
         for _ in range(n):
             flags = raw[pos]
             pos += 1
-            if flags & 0x80:
-                raise _Bad("unknown interval flag")
+            ext = 0
+            if flags & _F_EXT:
+                ext = raw[pos]
+                pos += 1
+                if ext & ~_X_VRF:
+                    raise _Bad("unknown extension flag")
             v, pos = _sv(raw, pos)
             start = prev = prev + v
-            end = until = pf = pl = session = nas = None
+            end = until = pf = pl = session = nas = vrf = None
             if flags & _F_END:
                 v, pos = _sv(raw, pos)
                 end = start + v
@@ -642,11 +660,13 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
                 session, pos = _text_at(raw, pos)
             if flags & _F_NAS:
                 nas, pos = _text_at(raw, pos)
+            if ext & _X_VRF:
+                vrf, pos = _text_at(raw, pos)
             if flags & _F_SESSION_AFTER_NAS:
                 if session is None or nas is None:
                     raise _Bad("session after nas without both")
                 session = nas + "/" + session
-            out.append(Interval(start, end, holder, session, nas, last, until, pf, pl, bool(flags & _F_HELD)))
+            out.append(Interval(start, end, holder, session, nas, last, until, pf, pl, bool(flags & _F_HELD), vrf))
         if pos != len(raw):
             raise _Bad("trailing bytes")
     except (_Bad, IndexError, ValueError) as e:  # UnicodeDecodeError and ipaddress errors are ValueErrors
@@ -680,8 +700,12 @@ def next_expiry_of(raw: bytes, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STA
         for _ in range(n):
             flags = raw[pos]
             pos += 1
-            if flags & 0x80:
-                raise _Bad("unknown interval flag")
+            ext = 0
+            if flags & _F_EXT:
+                ext = raw[pos]
+                pos += 1
+                if ext & ~_X_VRF:
+                    raise _Bad("unknown extension flag")
             v, pos = _sv(raw, pos)
             start = prev = prev + v
             end = until = None
@@ -699,6 +723,8 @@ def next_expiry_of(raw: bytes, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STA
             if flags & _F_SESSION:
                 pos = _skip_text(raw, pos)
             if flags & _F_NAS:
+                pos = _skip_text(raw, pos)
+            if ext & _X_VRF:
                 pos = _skip_text(raw, pos)
             if flags & _F_HELD:
                 continue

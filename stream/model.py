@@ -178,6 +178,7 @@ class Binding:
     octets_in: Optional[int] = None
     octets_out: Optional[int] = None
     session_time_s: Optional[int] = None
+    vrf: Optional[str] = None  # NAT: the VRF / routing instance the CGN logged (realm selection)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -189,7 +190,7 @@ class Binding:
         if not isinstance(self.at_ms, int) or isinstance(self.at_ms, bool):
             raise Rejected("bad-timestamp", "at_ms must be an integer")
         for v in (self.kind, self.action, self.operator, self.subscriber, self.session, self.nas, self.hwaddr,
-                  self.client_id, self.duid, self.circuit_id, self.remote_id):  # = TEXT_FIELDS, unrolled
+                  self.client_id, self.duid, self.circuit_id, self.remote_id, self.vrf):  # = TEXT_FIELDS, unrolled
             if v is not None and (type(v) is not str or not v.isascii()):
                 for name in TEXT_FIELDS:  # the rare case: find the field and the reason
                     _check_text(getattr(self, name), name)
@@ -241,7 +242,7 @@ class Binding:
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Binding))
 #: Fields that hold text taken from the input record.
 TEXT_FIELDS = ("kind", "action", "operator", "subscriber", "session", "nas", "hwaddr", "client_id", "duid",
-               "circuit_id", "remote_id")
+               "circuit_id", "remote_id", "vrf")
 
 
 def _check_text(v: Any, name: str) -> None:
@@ -326,8 +327,11 @@ _FACTORIES = {
     "dhcp_binding": ("dhcp", ("action", "operator", "ip", "subscriber", "at_ms", "until_ms", "hwaddr",
                               "client_id", "duid", "circuit_id", "remote_id")),
     "nat_binding": ("nat", ("action", "operator", "ip", "nas", "at_ms", "inside_ip", "port_first",
-                            "port_last")),
+                            "port_last", "vrf")),
 }
+
+
+_OPTIONAL_PARAMS = frozenset({"vrf"})
 
 
 def _generate_factories(*, swap: bool) -> None:
@@ -339,7 +343,8 @@ def _generate_factories(*, swap: bool) -> None:
     ns: dict[str, Any] = {"Binding": Binding, "_BindingInit": _BindingInit, "_ACTIONS": frozenset(ACTIONS)}
     src = []
     for fname, (kind, params) in _FACTORIES.items():
-        src.append(f"def {fname}({', '.join(params)}):")
+        # trailing optional fields (``vrf``) default to None: callers that do not log one omit it
+        src.append(f"def {fname}({', '.join(p + '=None' if p in _OPTIONAL_PARAMS else p for p in params)}):")
         values = {f: (repr(kind) if f == "kind" else f if f in params else "None") for f in FIELDS}
         if swap:
             src.append("    self = _BindingInit()")

@@ -5,6 +5,8 @@ belong to inside address ``inside_ip``.  Single-port mappings (session/BIB logs)
 one-port range; address-only mappings (1:1 NAT) carry no ports.  ``subscriber`` is null — the
 subscriber is found by resolving ``inside_ip`` through the RADIUS/DHCP bindings.  ``nas`` is the
 logging device when the line names it (the syslog host), so one operator's CGNs stay apart.
+``vrf`` is the VRF / routing instance the line logs (NFWare ``VRF n``, 6WIND ``@vrf``, IPFIX
+``VRFname``/``ingressVRFID``), as text exactly as logged: ``stream.realm`` maps it to a realm.
 
 Syslog lines reach these parsers whole — with or without ``<PRI>`` and the RFC 3164/5424
 header — whether they came from a file or from ``ipanon collect syslog``.
@@ -55,10 +57,10 @@ def port(v: str | int, field: str = "port") -> int:
 
 def binding(*, action: str, operator: str, public: str, inside_addr: str, at_ms: int,
             first: Optional[str | int] = None, last: Optional[str | int] = None,
-            nas: Optional[str] = None) -> Binding:
+            nas: Optional[str] = None, vrf: Optional[str] = None) -> Binding:
     pub = parse_network(public, field="public address")
     if not is_single(pub):
         raise Rejected("bad-address", "public address must be a single address")
     pf = first if first is None or (type(first) is int and 0 <= first <= 65535) else port(first, "first port")
     pl = last if last is None or (type(last) is int and 0 <= last <= 65535) else port(last, "last port")
-    return nat_binding(action, operator, pub, nas, at_ms, inside(inside_addr), pf, pl)
+    return nat_binding(action, operator, pub, nas, at_ms, inside(inside_addr), pf, pl, vrf)

@@ -18,6 +18,9 @@ decoding.  Elements read (IANA names, values as JSON numbers or strings):
 - time: ``observationTimeMilliseconds`` (323), else ``observationTimeMicroseconds``/
   ``…Nanoseconds``/``…Seconds`` (324/325/322), each an epoch integer or an RFC 3339 string.
 - ``nas``: ``exporterIPv4Address``/``exporterIPv6Address`` (130/131) when present.
+- ``vrf``: ``VRFname`` (236; trailing NUL padding of a fixed-length field dropped) when present
+  and not empty, else ``ingressVRFID`` (234) as decimal text (``"7"``) — list it in a realm's
+  ``vrfs`` in the form the exporter sends.
 """
 
 from __future__ import annotations
@@ -83,6 +86,18 @@ def _time(obj: dict) -> int:
     raise Rejected("missing-timestamp", "no observationTime* element")
 
 
+def _vrf(obj: dict) -> Optional[str]:
+    name = obj.get("VRFname")
+    if name is not None:
+        if not isinstance(name, str):
+            raise Rejected("bad-attribute", "VRFname must be a string")
+        name = name.rstrip("\x00").strip()
+        if name:
+            return name
+    vid = obj.get("ingressVRFID")
+    return None if vid is None else str(_int(vid, "ingressVRFID"))
+
+
 def parse(record: bytes, *, operator: str, **_context: object) -> list[Binding]:
     return bindings(load_json_object(record, MAX_RECORD_BYTES), operator)
 
@@ -129,7 +144,8 @@ def bindings(obj: dict, operator: str) -> list[Binding]:
             raise Rejected("missing-attribute", "postNAPTSourceTransportPort is missing")
         first = last = port(_int(obj["postNAPTSourceTransportPort"], "postNAPTSourceTransportPort"))
     return [binding(action=action, operator=operator, public=public, inside_addr=inside_addr,
-                    at_ms=at_ms, first=first, last=last, nas=nas)]
+                    at_ms=at_ms, first=first, last=last, nas=nas,
+                    vrf=_vrf(obj) if "ingressVRFID" in obj or "VRFname" in obj else None)]
 
 
 register(Format("ipfix-json", parse, family="nat",

@@ -7,7 +7,7 @@
 
 ``A`` → start, ``D`` → stop.  A port or session mapping becomes a one-port binding (the
 destination is dropped: RFC 6888 asks CGNs not to log it, and the mapping needs only the
-public port).  The VRF id is not part of the binding (see docs/ingest.md).  The message has no
+public port).  The VRF id becomes the binding's ``vrf`` (``"0"``).  The message has no
 timestamp of its own: the time comes from the syslog header (``_time`` year/zone rule).
 Formats as documented by NFWare and handled by the open-source cgn-ec project.
 """
@@ -24,7 +24,7 @@ from ._nat import binding, text
 from ._time import syslog_header, syslog_time
 
 _LINE = re.compile(
-    r"(?:^|[\s:])([AD]) VRF \d+ (?:\d+ )?INT ([0-9.]+)(?::\d+)? EXT ([0-9.]+)(?::(\d+)(?:-(\d+))?)?"
+    r"(?:^|[\s:])([AD]) VRF (\d+) (?:\d+ )?INT ([0-9.]+)(?::\d+)? EXT ([0-9.]+)(?::(\d+)(?:-(\d+))?)?"
     r"(?: DST [0-9.]+:\d+ DIR (?:IN|OUT))?\s*$")
 
 
@@ -34,13 +34,14 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
     m = _LINE.search(line)
     if m is None:
         raise Rejected("unrecognised", "not an NFWare NAT log message")
-    ev, inside_addr, public, lo, hi = m.groups()
+    ev, vrf, inside_addr, public, lo, hi = m.groups()
     if lo is not None and hi is None:
         hi = lo
     at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
     h = syslog_header(line)
     return [binding(action="start" if ev == "A" else "stop", operator=operator, public=public,
-                    inside_addr=inside_addr, at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None)]
+                    inside_addr=inside_addr, at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None,
+                    vrf=vrf)]
 
 
 register(Format("nfware", parse, family="nat",

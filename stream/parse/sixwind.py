@@ -13,7 +13,8 @@ itself; NAT64 blocks have an IPv6 inside address (vSR 3 CG-NAT deployment guide,
 The trailing ``at <ctime>`` wins over the syslog header (it has a year; read in ``tz``,
 default UTC).  A line whose ``ip public`` is empty (as printed in that guide) names no public
 address and is rejected (``missing-attribute``), never bound to a guessed one.  ``@main`` is the
-VRF the CG-NAT runs in.
+VRF the CG-NAT runs in (vSR 3 runs one ``fp-cgnat-logd@<vrf>`` per VRF): it becomes the
+binding's ``vrf``; the older ``fp-cgnat[pid]`` tag names none (``vrf`` null).
 
 Session mapping (one port; the public side is the destination of the ``back`` direction)::
 
@@ -39,6 +40,7 @@ _BLOCK = re.compile(
     r"\bUSER (\S+) \(matching rule [^)]*\): (NEW|DESTROY) BLOCK \((?:pool \"[^\"]*\", )?ip public ?([^,\s]*), "
     r"proto \d+, port (\d+) - (\d+)\)"
     r"(?: at [A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (\d{4}))?")
+_VRF = re.compile(r"\bfp-cgnat(?:-logd)?@([^\s\[\]:]+)\[")
 _CONN = re.compile(
     r"\b(NEW|DESTROY) CONN: fwd proto \d+ (\S+):\d+ -> \S+, back proto \d+ \S+ -+> (\S+):(\d+)\s*$")
 
@@ -66,8 +68,10 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
     if at_ms is None:
         at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
     h = syslog_header(line)
+    v = _VRF.search(line)
     return [binding(action="start" if ev == "NEW" else "stop", operator=operator, public=public,
-                    inside_addr=inside_addr, at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None)]
+                    inside_addr=inside_addr, at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None,
+                    vrf=v.group(1) if v else None)]
 
 
 register(Format("sixwind", parse, family="nat",

@@ -33,7 +33,7 @@ def radius(**kw) -> Binding:
 def test_fields_and_defaults():
     assert FIELDS == ("kind", "action", "operator", "ip", "subscriber", "session", "nas", "at_ms", "until_ms",
                       "hwaddr", "client_id", "duid", "circuit_id", "remote_id", "inside_ip", "port_first",
-                      "port_last", "octets_in", "octets_out", "session_time_s")
+                      "port_last", "octets_in", "octets_out", "session_time_s", "vrf")
     assert tuple(f.name for f in dataclasses.fields(Binding)) == FIELDS
     b = Binding("radius", "reset", "op", None, None, None, "nas1", 1)  # positional, like any dataclass
     assert all(getattr(b, f) is None for f in FIELDS[8:])

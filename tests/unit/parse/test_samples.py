@@ -9,7 +9,7 @@ from parsehelp import DATA, parse_file
 
 NULLS = dict(until_ms=None, hwaddr=None, client_id=None, duid=None, circuit_id=None, remote_id=None,
              inside_ip=None, port_first=None, port_last=None, octets_in=None, octets_out=None,
-             session_time_s=None)
+             session_time_s=None, vrf=None)
 
 
 def radius(action, ip, at_ms, **kw):
