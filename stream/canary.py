@@ -208,3 +208,23 @@ def store_bounds(*, ttl_ms: int, sweeper_period_ms: int, schedule_bucket_ms: int
     table = ttl_ms + sweeper_period_ms + schedule_bucket_ms
     return {"table": table, "epoch-key": ttl_ms + epoch_period_ms + key_grace_ms + sweeper_period_ms,
             "disk": disk_bound_ms, **{s: topic_rows.get(s) for s in ("changelog", "bindings", "raw")}}
+
+
+def report_rows(figures: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """The compliance report's canary rows (``stream.compliance.canary_section``) from per-store
+    figures ``{"store", "measured_ms", "bound_ms", "promise_ms"}`` (the worker's gauges).  The
+    gauges carry a worst case, not a distribution: ``p99`` is not given."""
+    from .config import format_duration
+
+    def fmt(ms: Optional[int]) -> Optional[str]:
+        return None if ms is None else format_duration(int(ms))
+
+    out = []
+    for f in figures:
+        m, b, pr = f.get("measured_ms"), f.get("bound_ms"), f.get("promise_ms")
+        if m is None:
+            continue
+        out.append({"store": f["store"], "max_ms": m, "max": fmt(m), "p99": "—", "bound_ms": b, "bound": fmt(b) or "—",
+                    "promise_ms": pr, "promise": fmt(pr) or "—",
+                    "verdict": StoreFigure("", f["store"], m, 0, 0, b, pr).verdict})
+    return out

@@ -202,6 +202,44 @@ def _worker_metrics(url: Optional[str]) -> Optional[dict]:
                                       if (m := re.fullmatch(r'ipanon_epochs_shredded_total\{purpose="([^"]+)"\}', k))}}
 
 
+#: what the canary figures are, said in the report (they come from the worker's gauges)
+CANARY_SOURCE = ("Measured by the worker's erasure canaries (docs/operations.md): per store, the worst time from a "
+                 "canary mapping's end until it was observed gone, over the worker's recent canaries (the last 64 "
+                 "finished and every pending one) when the report was made, read from --metrics-url.")
+
+
+def _canaries(url: Optional[str], operator: str) -> dict:
+    """The canary section from the worker's ``ipanon_canary_*`` gauges (no --metrics-url, or no
+    canary figure for the operator: the section says there are no measurements)."""
+    from stream import canary as K
+    from stream import compliance as C
+
+    if not url:
+        return C.canary_section()
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text = r.read().decode("utf-8", "replace")
+    except OSError as e:
+        raise CliError(f"cannot read the worker's metrics at {url} ({type(e).__name__}); "
+                       f"check --metrics-url or leave it out") from None
+    names = {"ipanon_canary_persistence_seconds": "measured_ms", "ipanon_canary_bound_seconds": "bound_ms",
+             "ipanon_canary_promise_seconds": "promise_ms"}
+    figs: dict[str, dict] = {}
+    for m in re.finditer(r'^(ipanon_canary_\w+)\{operator="([^"]+)",store="([^"]+)"\} (\S+)$', text, re.M):
+        if m[1] in names and m[2] == operator:
+            try:
+                figs.setdefault(m[3], {"store": m[3]})[names[m[1]]] = int(round(float(m[4]) * 1000))
+            except ValueError:
+                continue
+    rows = K.report_rows(figs[s] for s in K.STORES if s in figs)
+    sec = C.canary_section(rows)
+    if rows:
+        sec["statement"] = CANARY_SOURCE
+    return sec
+
+
 def _location(admin, settings, topics: list[str]) -> dict:
     from kafka.admin import ConfigResource, ConfigResourceType
 
@@ -351,7 +389,7 @@ def gather(args: argparse.Namespace, now_ms: int) -> dict:
         epochs=_epochs(settings, op, from_ms, to_ms, now_ms), expiries=expiries,
         holds=C.hold_figures(recs, hold_ops, operator=op.name, from_ms=from_ms, to_ms=to_ms),
         requests=C.request_figures(recs, from_ms=from_ms, to_ms=to_ms), desk_operators=sorted(operators),
-        audit=audit, location=location, separation=scanner.result(), canaries=C.canary_section())
+        audit=audit, location=location, separation=scanner.result(), canaries=_canaries(args.metrics_url, op.name))
 
 
 def write_report(out: Path, report: dict, key, now_ms: int) -> dict:
