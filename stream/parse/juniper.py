@@ -22,7 +22,9 @@ Recognised messages (REFERENCE.md §5):
   source was not translated (``nat-source`` = ``source``, e.g. destination NAT only) carries no
   CGNAT binding and is rejected as ``no-source-nat``; an ICMP session (``protocol-id="1"``/``58``)
   carries a query id, not a port (``unsupported-protocol``).  Other ``RT_FLOW_*`` messages
-  (DENY …) are ``unsupported-event``.
+  (DENY …) are ``unsupported-event``.  The source side's VRF becomes the binding's ``vrf``:
+  ``src-vrf`` (newer Junos) or else ``src-vrf-grp`` (the L3VPN VRF group, Junos 22.4+), when not
+  ``N/A``; the brief form names none.
 
 ALLOC → start, ACTIVE/INTERIM → update (the interim log refreshes a block that is still in
 use), RELEASE → stop.  Time: the explicit epoch/inline timestamp of the message wins; else the
@@ -116,7 +118,13 @@ def _flow(line: str, m: re.Match, *, operator: str, tz: Optional[str], year: Opt
           ref_ms: Optional[int]) -> list[Binding]:
     ev, rest = m.groups()
     kv = dict(_KV.findall(rest))
+    vrf = None
     if "source-address" in kv:
+        for name in ("src-vrf", "src-vrf-grp"):
+            v = kv.get(name)
+            if v and v != "N/A":
+                vrf = v
+                break
         try:
             inside_addr, inside_port = kv["source-address"], kv["source-port"]
             public, p = kv["nat-source-address"], kv["nat-source-port"]
@@ -133,7 +141,7 @@ def _flow(line: str, m: re.Match, *, operator: str, tz: Optional[str], year: Opt
         raise Rejected("no-source-nat", "session source was not translated")
     at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
     return [binding(action=_FLOW_ACTION[ev], operator=operator, public=public, inside_addr=inside_addr,
-                    at_ms=at_ms, first=p, last=p, nas=_host(line))]
+                    at_ms=at_ms, first=p, last=p, nas=_host(line), vrf=vrf)]
 
 
 register(Format("juniper", parse, family="nat",

@@ -66,6 +66,30 @@ def test_sixwind_vsr3_logd_instance_is_the_vrf():
     assert one("sixwind", other, year=2020).vrf == "cust-7"
 
 
+def test_srx_session_log_names_the_source_vrf_group():
+    real = (DATA / "juniper-srx-vrf.log").read_bytes().splitlines()
+    header = b"<14>1 2024-05-27T10:00:00Z vsrx-right "  # the TechPost quotes the lines without one
+    # static NAT between overlapping tenants: 10.1.2.10:50440 of VRF group tenant-1 leaves as
+    # 10.21.2.10:50440 (src-vrf-grp="tenant-1"; dst-vrf-grp names the far side, not the inside)
+    for fmt in ("juniper", "auto"):
+        b = one(fmt, header + real[0])
+        assert (b.action, str(b.ip.network_address), b.port_first, b.port_last, str(b.inside_ip), b.vrf, b.nas) == (
+            "stop", "10.21.2.10", 50440, 50440, "10.1.2.10", "tenant-1", "vsrx-right")
+    # the same tenant without translation carries no CGNAT binding at all
+    with pytest.raises(Rejected) as e:
+        one("juniper", header + real[1])
+    assert e.value.reason == "no-source-nat"
+    # newer Junos also writes src-vrf; "N/A" names none
+    kv = (b'<14>1 2024-05-27T10:00:00Z srx1 RT_FLOW - RT_FLOW_SESSION_CREATE [junos@2636.1.1.1.2.129 '
+          b'source-address="100.64.0.9" source-port="4000" destination-address="198.51.100.1" destination-port="443" '
+          b'nat-source-address="192.0.2.1" nat-source-port="1025" protocol-id="6" src-vrf-grp="%s" src-vrf="%s"]')
+    assert one("juniper", kv % (b"grp-a", b"cust-7")).vrf == "cust-7"
+    assert one("juniper", kv % (b"grp-a", b"N/A")).vrf == "grp-a"
+    assert one("juniper", kv % (b"N/A", b"N/A")).vrf is None
+    srx_brief = (DATA / "juniper-srx-session.log").read_bytes().splitlines()[0]
+    assert one("juniper", srx_brief, year=2012).vrf is None
+
+
 def _json_event(**extra) -> bytes:
     return json.dumps({"natEvent": 16, "sourceIPv4Address": "100.64.0.9", "postNATSourceIPv4Address": "192.0.2.1",
                        "portRangeStart": 1024, "portRangeEnd": 1279, "observationTimeMilliseconds": T0,
