@@ -30,8 +30,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import faust
 
 from stream import intervals as iv
+from stream import mapping
 from stream.errors import CryptoError, Rejected
-from stream.model import Binding, parse_network
+from stream.model import Binding
 
 from . import topics as T
 from .mapping_table import SCHEDULE_BUCKET_MS, DirectRecoveryTableManager, MappingTable, partition_for
@@ -52,10 +53,6 @@ lookup_log = logging.getLogger("ipanon.lookups")
 #: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
 DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web",
                                        "agents.answer_router", "agents.canary")
-
-
-#: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
-HOLD_RECHECK_MS = 5_000
 
 
 def now_ms() -> int:
@@ -80,6 +77,9 @@ class Pipeline:
         self.settings = s = settings
         self.plan = plan
         self.operators = dict(operators)
+        #: each operator's parameters of the table's decisions (``stream.mapping``)
+        self.rules = {name: mapping.rules_of(op.policy, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
+                      for name, op in self.operators.items()}
         self.clock = clock
         self.counters: dict[str, int] = {}
         # crypto-shredding state per operator (agents/vault.py)
@@ -280,7 +280,9 @@ class Pipeline:
             return None, ()
 
     def apply_binding(self, partition: int, b: Binding, now: int) -> str:
+        """Read the binding's key(s), decide (``stream.mapping``), write; returns the outcome."""
         op = self.operators[b.operator]
+        rules = self.rules[b.operator]
         if b.action == "reset":
             prefix = f"{b.operator}|".encode()
             for key in self.table.keys_of([partition]):
@@ -289,24 +291,18 @@ class Pipeline:
                 net, old = self._load(op, key)
                 if net is None:
                     continue
-                new = iv.apply_reset(old, b.nas, b.at_ms)
-                if new is not old:
-                    self._store(partition, key, net, new, op, now)
+                change = mapping.reset(old, b.nas, b.at_ms, rules)
+                if change.write:
+                    self._store(partition, key, net, change.intervals, op, now)
             return "reset"
         key = self.vaults[op.name].key(iv.slot_of(b), b.ip)
         _, old = self._load(op, key)
-        realms = op.policy.realms if op.policy is not None else None
-        new, outcome = iv.apply(old, b, realm_of=realms.of_access if realms is not None and realms.configured else None)
-        kept, dropped = iv.sweep(new, now, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms)
-        result = outcome.kind
-        if dropped:
-            self.count("expired", dropped)
-            arrived = set(new) - set(old)
-            if arrived and not arrived & set(kept):
-                result = "expired-on-arrival"  # already past its expiry instant: not stored
-        if kept != old:
-            self._store(partition, key, b.ip, kept, op, now)
-        return result
+        change = mapping.apply(old, b, now, rules)
+        if change.expired:
+            self.count("expired", change.expired)
+        if change.write:
+            self._store(partition, key, b.ip, change.intervals, op, now)
+        return change.outcome
 
     def _store(self, partition: int, key: bytes, net: Any, ivs: iv.Intervals, op: OperatorRuntime,
                now: int, *, reschedule_ms: Optional[int] = None) -> None:
@@ -380,20 +376,17 @@ class Pipeline:
                 self.table.delete(partition, key)  # unknown operator or unreadable: gone
                 self.count("tombstones")
                 continue
-            kept, dropped = iv.sweep(ivs, now, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms,
-                                     is_held=self._hold_check(op.name, net, now))
-            nxt = iv.next_expiry_ms(kept, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms) if kept else None
-            held = nxt is not None and nxt <= now  # kept past its expiry: under a legal hold
-            if dropped or held:
-                dropped_total += dropped
-                self._store(partition, key, net, kept, op, now,
-                            reschedule_ms=now + HOLD_RECHECK_MS if held else None)
-            elif kept:
+            d = mapping.sweep(ivs, now, self.rules[op.name],
+                              is_held=mapping.hold_predicate(self.holds, op.name, net, now))
+            if d.write:
+                dropped_total += d.expired
+                self._store(partition, key, net, d.intervals, op, now, reschedule_ms=d.recheck_ms)
+            elif d.intervals:
                 raw = self.table.get_raw(key)
-                when = self.vaults[op.name].revisit(raw, kept, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms,
-                                                    now_ms=now)
+                when = self.vaults[op.name].revisit(raw, d.intervals, ttl_ms=op.ttl_ms,
+                                                    stale_after_ms=op.stale_after_ms, now_ms=now)
                 if when <= now:  # its content outlives the epoch it is sealed under
-                    self._store(partition, key, net, kept, op, now)
+                    self._store(partition, key, net, d.intervals, op, now)
                     self.count("resealed")
                 else:
                     self.table.schedule(when, key)
@@ -408,20 +401,6 @@ class Pipeline:
             if n:
                 self.count("epochs_shredded", n)
         return dropped_total
-
-    def _hold_check(self, operator: str, net: Any, now: int) -> Optional[Callable[[iv.Interval], bool]]:
-        """A predicate for ``stream.intervals.sweep``: is this interval under a legal hold?
-        ``self.holds`` is a ``stream.hold.HoldSet`` kept current by the holds agent (None = no
-        holds)."""
-        holds = self.holds
-        if holds is None or not getattr(holds, "holds", ()):
-            return None
-
-        def held(i: iv.Interval) -> bool:
-            ports = (i.port_first, i.port_last) if i.port_first is not None else None
-            return holds.is_held(operator, net, (i.start_ms, i.end_ms), now, ports=ports)
-
-        return held
 
     async def _sweeper(self) -> None:
         try:
@@ -449,86 +428,13 @@ class Pipeline:
 
     def resolve(self, operator: str, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:
         """Answer "who held ``address`` (``port``) during ``[from_ms, to_ms)``" from this
-        worker's partitions.  NAT addresses resolve through the CGNAT chain — logged port blocks
-        and sessions, and the profile's deterministic NAT versions (``stream.detnat``); when the
-        inside address's partition belongs to another worker, that second hop comes back as
-        ``"hops": [{"inside_ip", "from_ms", "to_ms", "ports"}]`` for the asker to look up
-        (through the lookup topic, which routes it to the owner) — never silently left out.
-        With ``[realms]`` in the profile the inside address's holders are kept only in the NAT
-        source's realm, and when two realms could match the answer is ``ambiguous``
-        (``stream.realm``)."""
-        from stream import detnat
-        from stream.realm import RealmMap, select
-
+        worker's partitions (``stream.mapping.resolve``: the CGNAT chain, realms, deterministic
+        NAT; a second hop on another worker comes back as ``hops`` for the asker)."""
         if operator not in self.operators:
             raise Rejected("unknown-operator", "operator has no profile")
-        net = parse_network(address)
-        if net.prefixlen != net.max_prefixlen:
-            raise Rejected("bad-address", "lookups take a single address")
-        addr = net.network_address
-        op = self.operators[operator]
-        pol = op.policy
-        realms = pol.realms if pol is not None and pol.realms is not None else RealmMap()
-        versions = pol.deterministic_nat if pol is not None else ()
-        now = self.clock()
-        # one hop per logged NAT holding and per deterministic version:
-        # (inside address, from, to, ports, realms of the NAT source)
-        chain: list[tuple[str, int, int, list, frozenset]] = []
-        for x in self.intervals_for(operator, "nat", addr):
-            for h in iv.during([x], from_ms, to_ms, port=port, stale_after_ms=op.stale_after_ms):
-                chain.append((h.holder, h.from_ms, h.to_ms, [h.port_first, h.port_last], realms.of_nat(x.nas)))
-        for m in detnat.lookup(versions, str(addr), port, from_ms, to_ms, now_ms=now, keep_ms=op.ttl_ms):
-            chain.append((m.inside_ip, max(from_ms, m.from_ms), to_ms if m.to_ms is None else min(to_ms, m.to_ms),
-                          [m.port_first, m.port_last], frozenset({m.realm}) if m.realm else frozenset()))
-        chain.sort(key=lambda c: (c[1], c[0]))
-        if port is None and (chain or detnat.covers(versions, str(addr), from_ms, to_ms, now_ms=now,
-                                                    keep_ms=op.ttl_ms)):
-            return {"status": "ambiguous",
-                    "candidates": len({c[0] for c in chain}) or max(v.ratio for v in versions),
-                    "detail": "CGNAT public address without a source port (RFC 6302)"}
-        if chain:
-            rows, hops, unknown = [], [], []
-            for inside_ip, lo, hi, ports, nat_realms in chain:
-                inside = parse_network(inside_ip)
-                if not self.owns(operator, inside):  # the second hop lives on another worker
-                    if realms.configured:  # the asker's merge cannot tell realms apart: never over-answer
-                        return {"status": "error", "reason": "realm-hop-remote",
-                                "detail": "the inside address lives on another worker; realms need a local hop"}
-                    hops.append({"inside_ip": inside_ip, "from_ms": lo, "to_ms": hi, "ports": ports})
-                    continue
-                ivs = self.intervals_for(operator, "ip", inside.network_address)
-                if realms.configured:
-                    cands = [x for x in ivs if iv.during([x], lo, hi, stale_after_ms=op.stale_after_ms)
-                             or iv.last_seen([x], lo, hi, stale_after_ms=op.stale_after_ms)]
-                    sel = select(realms, nat_realms, cands, lambda x: x.nas or x.session)
-                    if sel.status != "ok":
-                        return {"status": "ambiguous", "candidates": len(cands),
-                                "detail": f"inside {inside_ip} is held in several routing realms "
-                                          f"({', '.join(sel.realms)})"}
-                    ivs = sel.kept
-                inner = iv.during(ivs, lo, hi, stale_after_ms=op.stale_after_ms)
-                rows += [{"subscriber": r.holder, "from_ms": r.from_ms, "to_ms": r.to_ms,
-                          "inside_ip": inside_ip, "ports": ports} for r in inner]
-                unknown += [{"subscriber": u.holder, "from_ms": u.from_ms, "last_seen_ms": u.last_seen_ms,
-                             "window_ms": u.window_ms, "inside_ip": inside_ip, "ports": ports}
-                            for u in iv.last_seen(ivs, lo, hi, stale_after_ms=op.stale_after_ms)]
-            out = {"status": "ok" if rows or hops else ("end-unknown" if unknown else "no-data"), "holders": rows}
-            if unknown:
-                out["end_unknown"] = unknown
-            if hops:  # the asker completes them (agents.lookup_client.complete_hops)
-                out["hops"] = hops
-            return out
-        ivs = self.intervals_for(operator, "ip", addr)
-        rows = [{"subscriber": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms}
-                for h in iv.during(ivs, from_ms, to_ms, stale_after_ms=op.stale_after_ms)]
-        # past the lost-Stop window a silent session is neither a confirmed holder nor "no data"
-        unknown = [{"subscriber": h.holder, "from_ms": h.from_ms, "last_seen_ms": h.last_seen_ms,
-                    "window_ms": h.window_ms}
-                   for h in iv.last_seen(ivs, from_ms, to_ms, stale_after_ms=op.stale_after_ms)]
-        out = {"status": "ok" if rows else ("end-unknown" if unknown else "no-data"), "holders": rows}
-        if unknown:
-            out["end_unknown"] = unknown
-        return out
+        return mapping.resolve(address, port, from_ms, to_ms, now_ms=self.clock(), rules=self.rules[operator],
+                               intervals_for=lambda slot, addr: self.intervals_for(operator, slot, addr),
+                               owns=lambda net: self.owns(operator, net))
 
     def answer_lookup(self, value: Optional[bytes], partition: int, now: int) -> Optional[tuple[bytes, bytes]]:
         """The sealed answer ``(key, value)`` to one record of the lookup request topic, or None

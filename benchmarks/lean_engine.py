@@ -9,7 +9,8 @@ stream machinery and its one-message-at-a-time ProducerBuffer cost us:
 - stage 1 (ingest): raw topics → ``get_format(fmt).parse`` → bindings topic, keyed by
   ``intervals.routing_key`` (same as ``Pipeline._binding_outputs``);
 - stage 2 (mapping + stats): bindings topic → ``Binding.from_json`` → the interval update
-  on a dict (``decode → apply → sweep → encode``, as ``Pipeline.apply_binding``) → a
+  on a dict (``decode → stream.mapping.apply/reset → encode``, the decisions
+  ``Pipeline.apply_binding`` calls, with the profile's lost-Stop window) → a
   changelog record on the partition of the binding → stats records built per batch by
   ``stream.stats.StatsBuilder.build_many`` under the operator's statistics keyring
   (``agents.ratchet_store``), as ``agents.stats_agent.StatsAgent.handle`` does.
@@ -31,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream import intervals as iv  # noqa: E402
+from stream import mapping  # noqa: E402
 from stream.errors import Rejected  # noqa: E402
 from stream.model import Binding  # noqa: E402
 from stream.parse import get_format  # noqa: E402
@@ -53,7 +55,8 @@ async def run(a) -> None:
 
     names = Topics(a.prefix)
     policies = load_operators(a.operators)
-    ttl = {n: 24 * 3600 * 1000 for n in policies}
+    rules = {n: mapping.rules_of(pol, ttl_ms=24 * 3600 * 1000, stale_after_ms=pol.sessions.lost_stop_window_ms)
+             for n, pol in policies.items()}
     now0 = time.time_ns() // 1_000_000
     builders = {n: StatsBuilder(pol, ratchet_store.load_or_create(
                     a.keys, n, epoch=epoch_of(max(0, now0 - 300_000), pol.key_epoch_ms)))
@@ -103,18 +106,25 @@ async def run(a) -> None:
         for r in recs:
             try:
                 b = Binding.from_json(r.value)
-                key = iv.table_key(b.operator, iv.slot_of(b), b.ip).encode()
-                raw = table.get(key)
-                old = iv.decode(raw) if raw is not None else ()
-                new, _ = iv.apply(old, b)
-                kept, _ = iv.sweep(new, now, ttl_ms=ttl[b.operator])
-                if kept != old:
-                    value = iv.encode(kept) if kept else None
-                    if value is None:
-                        table.pop(key, None)
-                    else:
-                        table[key] = value
-                    out.append((changelog, key, value, r.partition))
+                if b.operator not in rules:
+                    continue
+                if b.action == "reset":  # every key of the operator (the worker: of the partition)
+                    prefix = f"{b.operator}|".encode()
+                    keys = [k for k in table if k.startswith(prefix)]
+                else:
+                    keys = [iv.table_key(b.operator, iv.slot_of(b), b.ip).encode()]
+                for key in keys:
+                    raw = table.get(key)
+                    old = iv.decode(raw) if raw is not None else ()
+                    change = (mapping.reset(old, b.nas, b.at_ms, rules[b.operator]) if b.action == "reset"
+                              else mapping.apply(old, b, now, rules[b.operator]))
+                    if change.write:
+                        value = None if change.tombstone else iv.encode(change.intervals)
+                        if value is None:
+                            table.pop(key, None)
+                        else:
+                            table[key] = value
+                        out.append((changelog, key, value, r.partition))
                 by_op[b.operator].append(b)
             except Rejected:
                 pass

@@ -1,0 +1,244 @@
+"""The mapping table's decisions, as pure functions: what a binding does to a key, what the
+sweeper drops or keeps of a key, and how a lookup resolves (through the CGNAT chain).
+
+The worker's shell (``agents.app``) reads a key's intervals from the table, calls one of these
+and writes what it says; the benchmarks' lean engine calls the same ones.  Nothing here reads
+the clock, a key or the network: ``now_ms`` is an argument, and a lookup reads the table
+through the two callables it is given.  The interval rules themselves (what a Start, Interim,
+Stop or reset means) are ``stream.intervals``; this module adds the per-key decision around
+them:
+
+- **apply** (``apply``): the binding's rule, then the key's expired intervals are dropped at
+  once (a write should not carry data past its expiry); the outcome is the rule's, or
+  ``expired-on-arrival`` when what the binding added is already past its expiry instant (so
+  it is not stored).  The key is written when its intervals changed, as a tombstone when none
+  is left.
+- **reset** (``reset``): Accounting-On/Off closes the NAS's open intervals of each key; nothing
+  is swept.
+- **sweep** (``sweep``): drop the intervals past their expiry instant, keep those under a legal
+  hold; a key kept past its expiry by a hold is written again (re-sealed, so its epoch key
+  outlives the hold) and looked at again ``HOLD_RECHECK_MS`` later.
+- **resolve** (``resolve``): who held an address (and port) during ``[from, to)``; a NAT address
+  goes through its logged port blocks and the profile's deterministic NAT versions to the
+  inside address, whose holders answer — in the NAT source's routing realm when the profile
+  has ``[realms]``, ``ambiguous`` when two realms could match.  A session silent past the
+  lost-Stop window is ``end_unknown``, neither a holder nor "no data".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import detnat
+from . import intervals as iv
+from .errors import Rejected
+from .model import Binding, IPAddress, IPNetwork, parse_network
+from .realm import RealmMap, select
+
+#: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
+HOLD_RECHECK_MS = 5_000
+
+#: Is this interval under a legal hold?  (``hold_predicate``)
+IsHeld = Callable[[iv.Interval], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """One operator's parameters of the table's decisions."""
+
+    ttl_ms: int
+    stale_after_ms: int = iv.DEFAULT_STALE_AFTER_MS
+    realms: RealmMap = field(default_factory=RealmMap)
+    detnat: tuple = ()  # stream.detnat.DetNatVersion, the profile's [[deterministic_nat]]
+
+    @property
+    def realm_of(self) -> Optional[iv.RealmOf]:
+        """The realm of a NAS for ``stream.intervals.apply`` (None without ``[realms]``)."""
+        return self.realms.of_access if self.realms.configured else None
+
+
+def rules_of(policy: Any, *, ttl_ms: int, stale_after_ms: int = iv.DEFAULT_STALE_AFTER_MS) -> Rules:
+    """``Rules`` from an operator's profile (``stream.config.OperatorPolicy``, or None)."""
+    realms = getattr(policy, "realms", None)
+    return Rules(ttl_ms=ttl_ms, stale_after_ms=stale_after_ms,
+                 realms=realms if realms is not None else RealmMap(),
+                 detnat=tuple(getattr(policy, "deterministic_nat", ()) or ()))
+
+
+def expiry_instant(ivs: iv.Intervals, rules: Rules) -> Optional[int]:
+    """When the sweeper must next drop something of ``ivs`` (None: nothing left to expire)."""
+    return iv.next_expiry_ms(ivs, ttl_ms=rules.ttl_ms, stale_after_ms=rules.stale_after_ms) if ivs else None
+
+
+# -- a binding ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a binding (or reset) does to one key."""
+
+    outcome: str               # opened, extended, closed, duplicate, reopened-earlier, orphan-stop,
+                               # expired-on-arrival, reset
+    intervals: iv.Intervals    # the key's intervals from now on
+    write: bool                # they differ from the stored ones: write the key
+    expired: int = 0           # intervals dropped as past their expiry instant
+    expiry_ms: Optional[int] = None  # when written: the next expiry instant of ``intervals``
+
+    @property
+    def tombstone(self) -> bool:
+        """The key is written with nothing left: delete it."""
+        return self.write and not self.intervals
+
+
+def apply(old: iv.Intervals, b: Binding, now_ms: int, rules: Rules, *,
+          is_held: Optional[IsHeld] = None) -> Change:
+    """A (non-reset) binding on the intervals ``old`` of its key, at ``now_ms``.  ``is_held``:
+    intervals under a legal hold survive the sweep that follows (the worker passes None)."""
+    new, outcome = iv.apply(old, b, realm_of=rules.realm_of)
+    kept, dropped = iv.sweep(new, now_ms, ttl_ms=rules.ttl_ms, stale_after_ms=rules.stale_after_ms,
+                             is_held=is_held)
+    kind = outcome.kind
+    if dropped:
+        arrived = set(new) - set(old)
+        if arrived and not arrived & set(kept):
+            kind = "expired-on-arrival"  # already past its expiry instant: not stored
+    write = kept != old
+    return Change(kind, kept, write, dropped, expiry_instant(kept, rules) if write else None)
+
+
+def reset(old: iv.Intervals, nas: str, at_ms: int, rules: Rules) -> Change:
+    """Accounting-On/Off of ``nas`` on one key's intervals (no sweep)."""
+    new = iv.apply_reset(old, nas, at_ms)
+    write = new is not old
+    return Change("reset", new, write, 0, expiry_instant(new, rules) if write else None)
+
+
+# -- the sweeper -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What the sweeper does with one due key."""
+
+    intervals: iv.Intervals    # kept
+    expired: int               # dropped
+    held: bool                 # kept past its expiry instant by a legal hold
+    write: bool                # write the key (a tombstone when ``intervals`` is empty)
+    recheck_ms: Optional[int]  # held: look again no later than this
+    expiry_ms: Optional[int]   # next expiry instant of ``intervals`` (None: none left or all held)
+
+    @property
+    def tombstone(self) -> bool:
+        return self.write and not self.intervals
+
+
+def sweep(ivs: iv.Intervals, now_ms: int, rules: Rules, *, is_held: Optional[IsHeld] = None) -> Sweep:
+    """The sweeper's decision on a key due at ``now_ms``.  A key kept past its expiry by a hold
+    is written although nothing dropped: the writer re-seals it so its epoch key outlives the
+    hold.  A key neither dropped from nor held is not written (its re-seal is the vault's
+    decision)."""
+    kept, dropped = iv.sweep(ivs, now_ms, ttl_ms=rules.ttl_ms, stale_after_ms=rules.stale_after_ms,
+                             is_held=is_held)
+    nxt = expiry_instant(kept, rules)
+    held = nxt is not None and nxt <= now_ms
+    return Sweep(kept, dropped, held, bool(dropped) or held, now_ms + HOLD_RECHECK_MS if held else None, nxt)
+
+
+def hold_predicate(holds: Any, operator: str, net: IPNetwork, now_ms: int) -> Optional[IsHeld]:
+    """Is an interval of ``operator``'s key ``net`` under a legal hold in ``holds`` (a
+    ``stream.hold.HoldSet``)?  None when there are no holds at all (the sweep's fast path)."""
+    if holds is None or not getattr(holds, "holds", ()):
+        return None
+
+    def held(i: iv.Interval) -> bool:
+        ports = (i.port_first, i.port_last) if i.port_first is not None else None
+        return holds.is_held(operator, net, (i.start_ms, i.end_ms), now_ms, ports=ports)
+
+    return held
+
+
+# -- lookups -----------------------------------------------------------------------------------
+
+#: (slot "ip" or "nat", address) → the intervals of every key of that slot holding the address
+IntervalsFor = Callable[[str, IPAddress], list]
+#: is the table partition of this (inside) network held by this worker?
+Owns = Callable[[IPNetwork], bool]
+
+
+def _holders(ivs: list, lo: int, hi: int, stale_after_ms: int, extra: dict) -> tuple[list, list]:
+    """The answer rows of ``ivs`` during ``[lo, hi)``: confirmed holders, and the sessions
+    silent past the lost-Stop window (``end_unknown``); ``extra`` is added to each row."""
+    rows = [{"subscriber": h.holder, "from_ms": h.from_ms, "to_ms": h.to_ms, **extra}
+            for h in iv.during(ivs, lo, hi, stale_after_ms=stale_after_ms)]
+    unknown = [{"subscriber": u.holder, "from_ms": u.from_ms, "last_seen_ms": u.last_seen_ms,
+                "window_ms": u.window_ms, **extra}
+               for u in iv.last_seen(ivs, lo, hi, stale_after_ms=stale_after_ms)]
+    return rows, unknown
+
+
+def _answer(rows: list, unknown: list, hops: list) -> dict:
+    out: dict = {"status": "ok" if rows or hops else ("end-unknown" if unknown else "no-data"), "holders": rows}
+    if unknown:
+        out["end_unknown"] = unknown
+    if hops:  # the asker completes them (agents.lookup_client.complete_hops)
+        out["hops"] = hops
+    return out
+
+
+def resolve(address: str, port: Optional[int], from_ms: int, to_ms: int, *, now_ms: int, rules: Rules,
+            intervals_for: IntervalsFor, owns: Owns) -> dict:
+    """Who held ``address`` (``port``) during ``[from_ms, to_ms)``, from the keys this worker
+    holds.  When the inside address of a NAT hop lives on another worker (``owns`` says no),
+    the hop comes back as ``"hops": [{"inside_ip", "from_ms", "to_ms", "ports"}]`` for the asker
+    to look up — never silently left out; with ``[realms]`` that is an error instead (the
+    asker's merge cannot tell realms apart).  ``Rejected`` for an address that is not one
+    address."""
+    net = parse_network(address)
+    if net.prefixlen != net.max_prefixlen:
+        raise Rejected("bad-address", "lookups take a single address")
+    addr = net.network_address
+    stale = rules.stale_after_ms
+    realms, versions = rules.realms, rules.detnat
+    # one hop per logged NAT holding and per deterministic version:
+    # (inside address, from, to, ports, realms of the NAT source)
+    chain: list[tuple[str, int, int, list, frozenset]] = []
+    for x in intervals_for("nat", addr):
+        for h in iv.during([x], from_ms, to_ms, port=port, stale_after_ms=stale):
+            chain.append((h.holder, h.from_ms, h.to_ms, [h.port_first, h.port_last], realms.of_nat(x.nas)))
+    for m in detnat.lookup(versions, str(addr), port, from_ms, to_ms, now_ms=now_ms, keep_ms=rules.ttl_ms):
+        chain.append((m.inside_ip, max(from_ms, m.from_ms), to_ms if m.to_ms is None else min(to_ms, m.to_ms),
+                      [m.port_first, m.port_last], frozenset({m.realm}) if m.realm else frozenset()))
+    chain.sort(key=lambda c: (c[1], c[0]))
+    if port is None and (chain or detnat.covers(versions, str(addr), from_ms, to_ms, now_ms=now_ms,
+                                                keep_ms=rules.ttl_ms)):
+        return {"status": "ambiguous",
+                "candidates": len({c[0] for c in chain}) or max(v.ratio for v in versions),
+                "detail": "CGNAT public address without a source port (RFC 6302)"}
+    if not chain:
+        return _answer(*_holders(intervals_for("ip", addr), from_ms, to_ms, stale, {}), [])
+    rows: list = []
+    unknown: list = []
+    hops: list = []
+    for inside_ip, lo, hi, ports, nat_realms in chain:
+        inside = parse_network(inside_ip)
+        if not owns(inside):  # the second hop lives on another worker
+            if realms.configured:  # the asker's merge cannot tell realms apart: never over-answer
+                return {"status": "error", "reason": "realm-hop-remote",
+                        "detail": "the inside address lives on another worker; realms need a local hop"}
+            hops.append({"inside_ip": inside_ip, "from_ms": lo, "to_ms": hi, "ports": ports})
+            continue
+        ivs = intervals_for("ip", inside.network_address)
+        if realms.configured:
+            cands = [x for x in ivs if iv.during([x], lo, hi, stale_after_ms=stale)
+                     or iv.last_seen([x], lo, hi, stale_after_ms=stale)]
+            sel = select(realms, nat_realms, cands, lambda x: x.nas or x.session)
+            if sel.status != "ok":
+                return {"status": "ambiguous", "candidates": len(cands),
+                        "detail": f"inside {inside_ip} is held in several routing realms "
+                                  f"({', '.join(sel.realms)})"}
+            ivs = sel.kept
+        r, u = _holders(ivs, lo, hi, stale, {"inside_ip": inside_ip, "ports": ports})
+        rows += r
+        unknown += u
+    return _answer(rows, unknown, hops)
