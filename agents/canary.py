@@ -8,8 +8,9 @@ Installed as an extension (``install(pipeline)``); ``IPANON_CANARY_PERIOD_MS`` /
   produced to ``<prefix>-raw-op-<operator>``: the real ingest path.  The address is chosen so
   its table partition is one this worker owns (it can then read its own table); a worker owning
   none injects nothing.
-- **watch** (every 250 ms): the worker's own table — present, sealed under which epoch, gone —
-  and the operator's vault — the epoch key destroyed.
+- **watch** (every 250 ms, and right after every sweeper pass — the pass that drops a canary
+  or destroys its key is then observed with no polling delay): the worker's own table —
+  present, sealed under which epoch, gone — and the operator's vault — the epoch key destroyed.
 - **scan** (every ``scan period`` = min(period, 60 s), and never more than 1 % of one core:
   ``SCAN_DUTY_FACTOR``): the raw and bindings topics (delete policy) by offsets only — the
   canary's record is gone once the partition's log start passes its offset (the raw record's
@@ -257,15 +258,21 @@ class CanaryJob:
                           consumer_timeout_ms=10_000, **kafka_python_kwargs(p.settings.security))
         out: list[dict] = [dict() for _ in todo]
         try:
+            # one offsets request for every partition involved, whatever the number of canaries
+            checks = []
             for i, t in enumerate(todo):
                 for store, topic in (("raw", p.names.operator_raw(t.c.operator)), ("bindings", p.names.bindings)):
-                    if store in t.c.gone:
-                        continue
-                    part = t.found[store][0] if store in t.found else t.partition
-                    tp = TopicPartition(topic, part)
+                    if store not in t.c.gone:
+                        part = t.found[store][0] if store in t.found else t.partition
+                        checks.append((i, t, store, TopicPartition(topic, part)))
+            tps = sorted({x[3] for x in checks})
+            if tps:
+                ends = c.end_offsets(tps)
+                begins = c.beginning_offsets(tps)
+                for i, t, store, tp in checks:
                     if store not in t.found:
-                        t.found[store] = (part, c.end_offsets([tp])[tp] - 1)
-                    out[i][store] = c.beginning_offsets([tp])[tp] <= t.found[store][1]
+                        t.found[store] = (tp.partition, ends[tp] - 1)
+                    out[i][store] = begins[tp] <= t.found[store][1]
             by_part: dict[int, list[int]] = {}
             for i, t in enumerate(todo):
                 if "table" in t.c.gone and "changelog" not in t.c.gone:
@@ -327,6 +334,23 @@ def _on_disk(root: Path, needles: dict) -> set:
     return found
 
 
+def _watch_after_sweeps(pipeline: Any, job: CanaryJob) -> None:
+    """Look at the table and the vault right after every sweeper pass too: the sweeper is what
+    drops a canary and destroys its epoch key, so the figure carries no polling delay and
+    is comparable with the computed bound (``agents.metrics`` wraps the pass the same way)."""
+    inner = pipeline.sweep_once
+
+    def sweep_once(now: int) -> int:
+        n = inner(now)
+        try:
+            job.watch(pipeline.clock())
+        except Exception:
+            log.exception("canary: watch failed; will retry")
+        return n
+
+    pipeline.sweep_once = sweep_once
+
+
 def install(pipeline: Any) -> Optional[CanaryJob]:
     period = getattr(pipeline.settings, "canary_period_ms", 0)
     if not period or period <= 0:
@@ -335,6 +359,7 @@ def install(pipeline: Any) -> Optional[CanaryJob]:
     pipeline.canaries = job
     pipeline.app.timer(period / 1000, name="ipanon.canary-inject")(job.inject)
     pipeline.app.timer(WATCH_PERIOD_S, name="ipanon.canary-watch")(job.watch_timer)
+    _watch_after_sweeps(pipeline, job)
     pipeline.app.timer(job.scan_ms / 1000, name="ipanon.canary-scan")(job.scan)
     m = getattr(pipeline, "metrics", None)
     if m is not None:
