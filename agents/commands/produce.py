@@ -106,12 +106,26 @@ def default_bootstrap() -> str:
     return LocalBroker().bootstrap
 
 
+OWN_TOPIC_HINT = ("On a secure broker an operator's collector may write only its own raw topic "
+                  "<prefix>-raw-op-<operator>: pass --operator NAME --own-topic (docs/security.md).")
+
+
+def _refused(e: BaseException) -> bool:
+    """An authorisation refusal (the error class, or kafka-python's message for CreateTopics)."""
+    from kafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
+
+    return isinstance(e, (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)) or \
+        "Authorization failed" in str(e)
+
+
 def ensure_topics(bootstrap: str, topics: set[str], *, create: bool) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     from ..cli import CliError
 
     from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
+
+    from kafka.errors import KafkaError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-produce", **kafka_python_kwargs())
     try:
@@ -121,7 +135,15 @@ def ensure_topics(bootstrap: str, topics: set[str], *, create: bool) -> None:
             raise CliError(f"topic(s) {', '.join(missing)} do not exist — run `ipanon topics apply` "
                            "or drop --no-create-topic")
         if missing:
-            admin.create_topics([NewTopic(t) for t in missing])
+            try:
+                admin.create_topics([NewTopic(t) for t in missing])
+            except KafkaError as e:
+                # on a secure broker a collector sees (and may write) only its own raw topic, so
+                # the shared family topic looks missing and creating it is refused
+                if _refused(e):
+                    raise CliError(f"the broker refused {', '.join(missing)} to this user (not authorised). "
+                                   f"{OWN_TOPIC_HINT}") from None
+                raise CliError(f"cannot create {', '.join(missing)} ({type(e).__name__})") from None
             for t in missing:
                 print(f"ipanon: created topic {t} with the broker's default configs — run "
                       "`ipanon topics apply` to set the retention the operators' promises require",
@@ -238,6 +260,9 @@ def run(args: argparse.Namespace) -> int:
         producer.close(timeout=10)
     el = time.monotonic() - t0
     if failures:
+        if all(_refused(f) for f in failures):
+            raise CliError(f"the broker refused all {len(failures)} records to this user (not authorised). "
+                           f"{OWN_TOPIC_HINT}")
         print(f"ipanon: {len(failures)} of {sent} records were not acknowledged: {failures[0]!r}", file=sys.stderr)
         return 1
     where = args.topic or ", ".join(sorted(wanted))

@@ -337,3 +337,23 @@ def test_audit_anchor_verifies_and_catches_forged_and_cut_trails(secure, dep):
                   timeout_s=120, what="status.json reports the cut trail")
     assert st["problem"] == "truncated-front"
     assert "ipanon_audit_chain_ok 0.0" in http(dep["port"], "/metrics").decode()
+
+
+def test_a_collector_forgetting_own_topic_gets_a_clear_refusal(secure, dep, tmp_path):
+    """Adversary (a careless operator): ``ipanon produce --operator connect2ip`` as the
+    collector on the secure broker, without --own-topic, aims at the shared family topic the
+    collector may not write.  It must fail with one clear line naming --own-topic (exit 2),
+    never a traceback, and nothing may reach any raw topic."""
+    t, bs = dep["t"], secure.bootstrap
+    f = tmp_path / "s.jsonl"
+    f.write_text(json.dumps(radius(GENUINE, "Start", int(time.time()) - 30, "C-1")) + "\n")
+    admin = secure.security(ADMIN_USER)
+    def records(tp):  # the worker's heartbeats left out
+        return len(read_all(bs, tp, security=admin))
+
+    before = {tp: records(tp) for tp in (*t.raw_shared, t.operator_raw("connect2ip"))}
+    r = cli(secure, "ipanon-collector-connect2ip", "produce", "--format", "radius-json", "--operator", "connect2ip",
+            "--bootstrap", bs, str(f), env={"IPANON_TOPIC_PREFIX": dep["prefix"]})
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "--own-topic" in r.stderr, r.stderr[-2000:]
+    assert {tp: records(tp) for tp in before} == before
