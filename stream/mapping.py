@@ -201,11 +201,11 @@ def resolve(address: str, port: Optional[int], from_ms: int, to_ms: int, *, now_
     stale = rules.stale_after_ms
     realms, versions = rules.realms, rules.detnat
     # one hop per logged NAT holding and per deterministic version:
-    # (inside address, from, to, ports, realms of the NAT source)
+    # (inside address, from, to, ports, realms of the NAT source and its logged VRF)
     chain: list[tuple[str, int, int, list, frozenset]] = []
     for x in intervals_for("nat", addr):
         for h in iv.during([x], from_ms, to_ms, port=port, stale_after_ms=stale):
-            chain.append((h.holder, h.from_ms, h.to_ms, [h.port_first, h.port_last], realms.of_nat(x.nas)))
+            chain.append((h.holder, h.from_ms, h.to_ms, [h.port_first, h.port_last], realms.of_nat(x.nas, x.vrf)))
     for m in detnat.lookup(versions, str(addr), port, from_ms, to_ms, now_ms=now_ms, keep_ms=rules.ttl_ms):
         chain.append((m.inside_ip, max(from_ms, m.from_ms), to_ms if m.to_ms is None else min(to_ms, m.to_ms),
                       [m.port_first, m.port_last], frozenset({m.realm}) if m.realm else frozenset()))

@@ -214,3 +214,52 @@ def test_same_inside_address_in_two_vrfs_is_two_holders():
     again, out = iv.apply(ivs, _nat("start", T0 + 60_000, "100.64.0.9", "8"))
     assert out.kind == "duplicate" and again == ivs
     assert iv.decode(iv.encode(ivs)) == ivs
+
+
+# -- the lookup: one CGN box shared by two realms, told apart only by the logged VRF ---------
+
+from stream import mapping  # noqa: E402
+from stream.realm import parse_realms  # noqa: E402
+
+SHARED = parse_realms({"north": {"collectors": ["cgn-shared"], "nas": ["192.0.2.10"], "vrfs": ["1"]},
+                       "south": {"collectors": ["cgn-shared"], "nas": ["192.0.2.20"], "vrfs": ["2"]}},
+                      file="op.toml")
+
+
+def _shared_box_table(nat_lines: list[bytes]):
+    """(slot, address) → intervals, built the way the worker builds them: parsed lines and
+    RADIUS Starts through ``mapping.apply``."""
+    rules = mapping.Rules(ttl_ms=10 * 24 * 3600_000, realms=SHARED)
+    rows: dict = {}
+
+    def put(slot, addr, b):
+        key = (slot, addr)
+        rows[key] = mapping.apply(rows.get(key, ()), b, T0, rules).intervals
+
+    for line in nat_lines:
+        b = one("nfware", line)
+        put("nat", str(b.ip.network_address), b)
+    inside = network("100.64.0.9")
+    for sub, nas in (("north@isp", "192.0.2.10"), ("south@isp", "192.0.2.20")):  # same inside, same instant
+        put("ip", "100.64.0.9", Binding("radius", "start", "op", inside, sub, f"{nas}/s-{sub}", nas, T0 - 600_000))
+    return rules, lambda slot, addr: list(rows.get((slot, str(addr)), ()))
+
+
+def _who(rules, intervals_for, port):
+    out = mapping.resolve("203.0.113.4", port, T0 + 60_000, T0 + 60_001, now_ms=T0 + 120_000, rules=rules,
+                          intervals_for=intervals_for, owns=lambda net: True)
+    return out["status"], [h["subscriber"] for h in out.get("holders") or ()]
+
+
+def test_a_shared_cgn_is_resolved_by_the_logged_vrf():
+    at = b"2024-06-10T06:13:20+00:00 cgn-shared nfware: "  # T0
+    rules, intervals_for = _shared_box_table([
+        at + b"A VRF 1 INT 100.64.0.9 EXT 203.0.113.4:1024-1279",
+        at + b"A VRF 2 INT 100.64.0.9 EXT 203.0.113.4:1280-1535",
+        at + b"A VRF 3 INT 100.64.0.9 EXT 203.0.113.4:1536-1791",  # a VRF in no realm
+    ])
+    assert _who(rules, intervals_for, 1100) == ("ok", ["north@isp"])
+    assert _who(rules, intervals_for, 1300) == ("ok", ["south@isp"])
+    # VRF 3 maps to no realm: the shared source could be either, so never a pick
+    assert _who(rules, intervals_for, 1600)[0] == "ambiguous"
+    assert _who(rules, intervals_for, 1900) == ("no-data", [])
