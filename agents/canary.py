@@ -66,6 +66,7 @@ class Tracked:
         self.address = address.encode()
         #: topic → (partition, highest offset found); the raw record's from its produce ack
         self.found: dict[str, tuple[int, int]] = {"raw": (raw_partition, raw_offset)}
+        self.abandoned = False
 
 
 class CanaryJob:
@@ -162,8 +163,13 @@ class CanaryJob:
         p = self.p
         for t in self.pending:
             c = t.c
+            if "table" in c.gone and (c.sealed_epoch is None or "epoch-key" in c.gone):
+                continue  # nothing left here to watch: only the topic scans remain (hours, on a real plan)
             if t.partition not in p.table.active:
-                continue  # moved to another worker: this one cannot read it
+                # moved to another worker (a rebalance): this one cannot read that table, and a
+                # figure it cannot finish would only rise; it is dropped, not measured
+                t.abandoned = True
+                continue
             raw = p.table.get_raw(t.table_key)
             if raw is not None and "table" not in c.present:
                 # in the table ⇒ every store upstream held it, and the disk may (conservative)
@@ -187,6 +193,9 @@ class CanaryJob:
     def _retire(self) -> None:
         keep = []
         for t in self.pending:
+            if t.abandoned:
+                self.p.count("canaries_abandoned")
+                continue
             if t.c.done:
                 self.finished[t.c.operator].append(t.c)
                 self.p.count("canaries_finished")
