@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import struct
 import sys
 import time
@@ -402,9 +403,23 @@ def write_report(out: Path, report: dict, key, now_ms: int) -> dict:
                    signed_ms=now_ms, public_key=key.public_key())
     mbytes, sig = C.sign(m, key)
     out.mkdir(parents=True, exist_ok=True)
+    st = out.stat()
+    if st.st_mode & stat.S_IWOTH:
+        # whoever else may write it can plant links before and swap files after
+        raise CliError(f"{out}: the report directory is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+                       f"use a directory of your own")
     for name, data in (("report.json", body), ("report.html", page), (C.MANIFEST_FILE, mbytes),
                        (C.SIGNATURE_FILE, sig)):
-        (out / name).write_bytes(data)
+        path = out / name
+        try:  # never through a planted symbolic link (it could point at any file of the operator's)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            what = "a symbolic link" if path.is_symlink() else "not a regular file we can write"
+            raise CliError(f"{path}: {what} ({e.strerror}); refusing to write the report there") from None
+        with os.fdopen(fd, "wb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise CliError(f"{path}: not a regular file; refusing to write the report there")
+            f.write(data)
     return m
 
 

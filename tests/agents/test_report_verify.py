@@ -8,6 +8,7 @@ than the manifest that was signed."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -108,3 +109,35 @@ def test_report_json_must_name_the_signed_operator(tmp_path, monkeypatch, render
         (d / n).write_bytes(b)
     assert _verify(monkeypatch, keys, d) == 1
     assert "connect2ip" in capsys.readouterr().err
+
+
+def test_writing_a_report_never_follows_a_planted_symlink(tmp_path, render):
+    """Adversary (a hostile local user; the documented example writes to --out /tmp/junet): the
+    directory already exists with report.json a symlink to a file of the operator's.  Before,
+    write_report followed it and overwrote that file.  Now it refuses, and the file is intact."""
+    from stream.errors import IpanonError
+
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA… operator\n")
+    out = tmp_path / "tmp-junet"
+    out.mkdir()
+    (out / "report.json").symlink_to(victim)
+    with pytest.raises(IpanonError, match="a symbolic link"):
+        _sign(out, ed25519.Ed25519PrivateKey.generate(), _report())
+    assert victim.read_text() == "ssh-ed25519 AAAA… operator\n"
+    # a directory others may write is refused too (they could swap files in later)
+    other = tmp_path / "shared"
+    other.mkdir()
+    other.chmod(0o777)
+    with pytest.raises(IpanonError, match="writable by others"):
+        _sign(other, ed25519.Ed25519PrivateKey.generate(), _report())
+
+
+def test_a_planted_fifo_does_not_hang_the_report(tmp_path, render):
+    from stream.errors import IpanonError
+
+    out = tmp_path / "r"
+    out.mkdir()
+    os.mkfifo(out / "report.html")
+    with pytest.raises(IpanonError, match="not a regular file"):
+        _sign(out, ed25519.Ed25519PrivateKey.generate(), _report())
