@@ -58,6 +58,8 @@ PAD = 256
 ANSWER_PAD = 1024
 #: ... up to this size; beyond it, to a multiple of it
 ANSWER_PAD_STEP = 65536
+#: the largest sealed request opened (a real one is 1-2 PAD blocks; ids are short)
+MAX_REQUEST = 1 + NONCE_LEN + 32 * PAD + TAG_LEN
 #: a request older than this is refused (stale): the askers give up well before (30-60 s)
 MAX_AGE_MS = 300_000
 #: a request dated further ahead than this is refused (clock skew between hosts is allowed for)
@@ -124,6 +126,9 @@ class LookupSeal:
         """The request inside ``blob`` as received on ``partition`` at ``now_ms``; ``Rejected``
         (``unauthenticated``, ``malformed``, ``stale``, ``future``, ``wrong-partition``) if it
         must not be answered.  Replays are ``ReplayGuard``'s business (it needs memory)."""
+        if isinstance(blob, (bytes, bytearray)) and len(blob) > MAX_REQUEST:
+            # no request is this large (a few PAD blocks): refused before spending AES-GCM on it
+            raise Rejected("malformed", f"a lookup request is at most {MAX_REQUEST} bytes")
         try:
             text = _open(self._req, blob, self._req_aad)
         except CryptoError:

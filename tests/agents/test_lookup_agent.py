@@ -117,7 +117,7 @@ def test_a_replay_after_a_restart_is_answered_but_its_length_says_nothing(pipeli
     assert b"alice" not in a[1]
 
 
-@pytest.mark.parametrize("text", [b"[" * 100_000 + b"]" * 100_000,
+@pytest.mark.parametrize("text", [b"[" * 3000 + b"]" * 3000,
                                   b'{"id":"\\ud800","operator":"connect2ip","ip":"100.64.12.34","port":null,'
                                   b'"from_ms":0,"to_ms":1,"ts_ms":%d,"partition":2}' % NOW])
 def test_odd_json_inside_a_valid_seal_never_leaves_the_agent(pipeline, tmp_path, text):

@@ -111,8 +111,8 @@ def _seal_text(text: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("text", [
-    b"[" * 100_000 + b"]" * 100_000,                                 # nesting past the recursion limit
-    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    b"[" * 3000 + b"]" * 3000,                                       # nesting past the recursion limit,
+    b'{"a":' * 1300 + b"1" + b"}" * 1300,                            # within MAX_REQUEST
     json.dumps({**Q, "id": "\ud800", "ts_ms": NOW, "partition": 3}).encode(),  # id not encodable as a key
     json.dumps({**Q, "id": "x", "ts_ms": NOW, "partition": 3, "extra": 1}).encode(),
     json.dumps({**Q, "id": "x", "ts_ms": float(NOW), "partition": 3}).encode(),
@@ -159,3 +159,12 @@ def test_answer_length_does_not_say_whether_the_address_was_held():
     n = len(json.dumps({**huge, "id": rid}, separators=(",", ":")))
     padded = len(s.seal_answer({**huge, "id": rid}, request_id=rid)) - 1 - lw.NONCE_LEN - lw.TAG_LEN
     assert padded % lw.ANSWER_PAD_STEP == 0 and n <= padded < n + lw.ANSWER_PAD_STEP  # never doubled past 1 MB
+
+
+def test_an_oversized_request_is_refused_before_it_is_opened():
+    """A flood of 1 MB records on the request topic cost one AES-GCM pass each; and a key holder's
+    request with a 100 kB id was answered under a 100 kB Kafka key.  Requests are a few PAD blocks."""
+    big = sealed(request_id="x" * 100_000)
+    refused(big, "malformed")
+    refused(b"\x01" + bytes(1_000_000), "malformed")
+    refused(sealed(request_id="desk-0123456789ab-" + "f" * 32), "unauthenticated", key=bytes(32))  # normal size: opened
