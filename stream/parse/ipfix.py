@@ -38,8 +38,9 @@ CGN logged it.
 
 Decoded values are named as IANA names them and handed to the same NAT-event rules as
 ``ipfix-json`` (``ipfix_json.bindings``): natEvent 16/17 port blocks, 4/5 and 6/7 sessions, 8-11
-BIB, 14/15 address bindings.  observationTimeMicro-/Nanoseconds (NTP format) become epoch
-integers; addresses become text.
+BIB, 14/15 address bindings (port blocks when they carry a port range: draft-02 numbering, as
+Juniper MX exports).  observationTimeMicro-/Nanoseconds (NTP format) become epoch integers;
+addresses become text.
 """
 
 from __future__ import annotations

@@ -6,7 +6,11 @@ decoding.  Elements read (IANA names, values as JSON numbers or strings):
 - ``natEvent`` (IE 230): 16 port block allocation → start, 17 de-allocation → stop;
   4/6 NAT44/NAT64 session create → start, 5/7 delete → stop (one-port range);
   8/10 BIB create → start, 9/11 delete → stop (one-port range);
-  14 address binding create → start, 15 delete → stop (no ports).
+  14 address binding create → start, 15 delete → stop (no ports) — but a 14/15 that carries
+  ``portRangeStart`` is a port block: Juniper MX/NFX250 export the numbering of
+  draft-ietf-behave-ipfix-nat-logging-02, where 14/15 are port block allocation/de-allocation
+  (IANA's 16/17), and reading it as a portless address binding would hand the whole public
+  address to one inside address.
   Anything else (3 addresses exhausted, 12 ports exhausted, 13 quota, 18 threshold, historic
   1/2) carries no binding → ``unsupported-event``.
 - inside: ``sourceIPv4Address`` (8) or ``sourceIPv6Address`` (27, NAT64);
@@ -110,6 +114,8 @@ def bindings(obj: dict, operator: str) -> list[Binding]:
     if ev is None:
         raise Rejected("unsupported-event", "natEvent carries no binding")
     action, shape = ev
+    if shape == "address" and "portRangeStart" in obj:  # draft-02 numbering: a port block (see above)
+        shape = "block"
     inside_addr = obj.get("sourceIPv4Address")  # _str(), with the common case inline
     if type(inside_addr) is not str:
         inside_addr = _str(obj, "sourceIPv4Address", "sourceIPv6Address")

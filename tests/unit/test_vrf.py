@@ -263,3 +263,28 @@ def test_a_shared_cgn_is_resolved_by_the_logged_vrf():
     # VRF 3 maps to no realm: the shared source could be either, so never a pick
     assert _who(rules, intervals_for, 1600)[0] == "ambiguous"
     assert _who(rules, intervals_for, 1900) == ("no-data", [])
+
+
+# -- IPFIX natEvent numbering: Juniper MX exports draft-02 values ------------------------------
+
+
+def test_draft_numbered_port_block_event_is_a_block_never_a_whole_address():
+    """Juniper's "Mapping Between Field Values for IPFIX Flow Templates and Logs Exported From an MX
+    Series Router or NFX250" lists natEvent 14 = port block allocation, 15 = de-allocation
+    (draft-ietf-behave-ipfix-nat-logging-02); IANA's registry has them as address binding
+    create/delete (blocks are 16/17).  With a port range the event can only be a block: read as an
+    address binding it would hand every port of 192.0.2.1 to 100.64.0.9."""
+    names = enc.BLOCK  # time, natEvent, inside, public, portRangeStart, portRangeEnd, ingressVRFID
+    for ev, action in ((14, "start"), (15, "stop")):
+        row = {"observationTimeMilliseconds": T0, "natEvent": ev, "sourceIPv4Address": "100.64.0.9",
+               "postNATSourceIPv4Address": "192.0.2.1", "portRangeStart": 1024, "portRangeEnd": 1279,
+               "ingressVRFID": 0}
+        b = one("ipfix", enc.message([enc.template_set(256, names), enc.data_set(256, names, [row])]))
+        assert (b.action, b.port_first, b.port_last, str(b.inside_ip)) == (action, 1024, 1279, "100.64.0.9")
+        j = one("ipfix-json", _json_event(natEvent=ev))
+        assert (j.action, j.port_first, j.port_last) == (action, 1024, 1279)
+    # an IANA address binding (no port range) stays an address binding
+    addr = json.dumps({"natEvent": 14, "sourceIPv4Address": "100.64.0.9", "postNATSourceIPv4Address": "192.0.2.1",
+                       "observationTimeMilliseconds": T0}).encode()
+    a = one("ipfix-json", addr)
+    assert (a.action, a.port_first, a.port_last) == ("start", None, None)
