@@ -46,7 +46,7 @@ that follows opens every value (≈ 10 µs each), so it runs in the background i
 the agents already work: keys written meanwhile are scheduled by their writer, and an entry
 made stale by a write is re-checked when it comes up.
 
-The schedule (``ExpirySchedule``) keeps keys in time buckets of ``SCHEDULE_BUCKET_MS``, not
+The schedule (``stream.schedule.ExpirySchedule``) keeps keys in time buckets of ``SCHEDULE_BUCKET_MS``, not
 one ``(expiry, key)`` tuple each: ≈ 10 bytes per scheduled key instead of 112
 (``benchmarks/bench_memory.py`` at 1M).  A bucket is handed out only once every expiry it
 covers has passed, so a key is never due before its expiry instant and at most one bucket
@@ -59,10 +59,8 @@ instant, and the retention plan subtracts both from the TTL
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
-from array import array
 from typing import Any, Callable, Iterable, Optional, Set
 
 import faust
@@ -70,6 +68,8 @@ from aiokafka.partitioner import murmur2
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
+
+from stream.schedule import SCHEDULE_BUCKET_MS, SCHEDULE_GROUP, ExpirySchedule  # noqa: F401 (re-exported)
 
 from .outbox import Outbox
 
@@ -83,12 +83,6 @@ RESTORE_PARTITION_FETCH_BYTES = 8 * 2**20
 PROGRESS_EVERY_S = 5.0
 #: keys opened per event-loop turn while the schedule is rebuilt in the background
 SCHEDULE_CHUNK = 2_000
-#: width of the sweeper's schedule buckets (``ExpirySchedule``): a key is due at most this long
-#: after its expiry instant, never before.  Part of the deletion bound: the worker's retention
-#: plan uses it as ``PlanParams.schedule_bucket_ms`` (``agents.runtime.plan_params``).
-SCHEDULE_BUCKET_MS = 1_000
-#: buckets per span of the schedule's far level (``ExpirySchedule``): 3 600 × 1 s = 1 h
-SCHEDULE_GROUP = 3_600
 #: a partition whose position has not moved for this long although it is short of its end
 #: offset is treated as restored (see ``_restore_once``)
 STALL_S = 60.0
@@ -102,122 +96,6 @@ def partition_for(routing_key: bytes, partitions: int) -> int:
 def _human_s(s: float) -> str:
     s = int(s + 0.5)
     return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
-
-
-#: ``ExpirySchedule._near_end`` before the first ``pop_due``: below any bucket id an expiry gives
-_NOTHING_NEAR = -(1 << 80)
-
-
-class ExpirySchedule:
-    """The sweeper's schedule: keys by expiry instant, in buckets ``width_ms`` wide.
-
-    A key with expiry ``e`` belongs to bucket ``b = ceil(e / width_ms)``, which covers the
-    expiries in ``((b-1)·width_ms, b·width_ms]``; ``pop_due(now)`` hands out (and forgets) every
-    bucket with ``b·width_ms <= now``.  So a key is never handed out before its expiry and at most
-    ``width_ms`` after it (plus however long until the next ``pop_due``).  Entries are never
-    updated or removed: a key scheduled again is simply in two buckets, and the caller re-checks
-    a key when it comes up (``pop_due`` returns each key once per call).
-
-    Two levels, so that memory stays small however far ahead the expiries lie (a 181-day TTL
-    spreads 1M keys over 15M one-second buckets, and a list, an int and a heap slot per bucket
-    would cost more than the ``(expiry, key)`` tuple per key this replaced):
-
-    - *near*: the buckets of the spans already reached (``group`` buckets each, 1 h at the
-      defaults), a dict bucket id → list of keys plus a min-heap of the ids — 8 bytes per key
-      (a list slot; the key object is the store's) and one list per non-empty bucket;
-    - *far*: everything later, grouped by span: span id → (list of keys, ``array('H')`` of each
-      key's bucket offset in the span) plus a min-heap of the span ids — 10 bytes per key.
-      When ``pop_due`` reaches a span it moves the span's keys to their near buckets (each
-      entry once; a span holds the expiries of one hour).
-    """
-
-    __slots__ = ("width_ms", "group", "_near", "_near_ids", "_near_end", "_far", "_far_ids")
-
-    def __init__(self, width_ms: int = SCHEDULE_BUCKET_MS, group: int = SCHEDULE_GROUP) -> None:
-        if width_ms <= 0 or not 0 < group <= 65_536:
-            raise ValueError("schedule bucket width must be positive, and a span 1 to 65 536 buckets")
-        self.width_ms = width_ms
-        self.group = group
-        self.clear()
-
-    def clear(self) -> None:
-        self._near: dict[int, list[bytes]] = {}
-        self._near_ids: list[int] = []  # min-heap of the ids in _near
-        #: buckets below this id are near (a multiple of ``group``); nothing is near at first
-        self._near_end = _NOTHING_NEAR
-        self._far: dict[int, tuple[list[bytes], array]] = {}
-        self._far_ids: list[int] = []  # min-heap of the ids in _far
-
-    def add(self, expiry_ms: int, key: bytes) -> None:
-        b = -(-expiry_ms // self.width_ms)  # ceil: never early
-        if b < self._near_end:  # a bucket of a span already reached (often a new one)
-            keys = self._near.get(b)
-            if keys is None:
-                self._near[b] = [key]
-                heapq.heappush(self._near_ids, b)
-            else:
-                keys.append(key)
-            return
-        c, off = divmod(b, self.group)
-        try:  # spans are few and hold many keys each
-            keys, offs = self._far[c]
-        except KeyError:
-            keys, offs = self._far[c] = ([], array("H"))
-            heapq.heappush(self._far_ids, c)
-        keys.append(key)
-        try:
-            offs.append(off)
-        except TypeError:  # the expiry came as a float
-            offs.append(int(off))
-
-    def _reach(self, last: int) -> None:
-        """Make every bucket up to ``last`` near: move the far spans it lies in."""
-        group = self.group
-        c_last = last // group
-        far, far_ids, near, near_ids = self._far, self._far_ids, self._near, self._near_ids
-        while far_ids and far_ids[0] <= c_last:
-            c = heapq.heappop(far_ids)
-            keys, offs = far.pop(c)
-            base = c * group
-            for k, off in zip(keys, offs):
-                b = base + off
-                bucket = near.get(b)
-                if bucket is None:
-                    near[b] = [k]
-                    heapq.heappush(near_ids, b)
-                else:
-                    bucket.append(k)
-        self._near_end = max(self._near_end, (c_last + 1) * group)
-
-    def pop_due(self, now_ms: int) -> list[bytes]:
-        """Keys of every bucket that ended at or before ``now_ms``, each once, earliest bucket
-        first; those buckets are forgotten."""
-        last = now_ms // self.width_ms  # b·width_ms <= now_ms  ⇔  b <= last
-        if last >= self._near_end:
-            self._reach(last)
-        ids = self._near_ids
-        if not ids or ids[0] > last:
-            return []
-        near = self._near
-        out = dict.fromkeys(near.pop(heapq.heappop(ids)))  # ordered, de-duplicated
-        while ids and ids[0] <= last:
-            for k in near.pop(heapq.heappop(ids)):
-                out[k] = None
-        return list(out)
-
-    def next_due_ms(self) -> Optional[int]:
-        """The earliest instant at which ``pop_due`` returns something (None when empty)."""
-        firsts = []
-        if self._near_ids:
-            firsts.append(self._near_ids[0])
-        if self._far_ids:
-            c = self._far_ids[0]
-            firsts.append(c * self.group + min(self._far[c][1]))
-        return min(firsts) * self.width_ms if firsts else None
-
-    def __len__(self) -> int:
-        """Entries held (a key scheduled twice counts twice); walks the buckets."""
-        return sum(map(len, self._near.values())) + sum(len(keys) for keys, _ in self._far.values())
 
 
 class MappingTable(faust.Table):

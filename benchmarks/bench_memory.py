@@ -7,7 +7,7 @@ like ``bench_state.py``, keys and sealed values exactly as the worker writes the
 1. ``key_value_bytes``: the key and value ``bytes`` objects (what the changelog restore creates);
 2. ``store_dict``: the store's own dict (key → value; Faust's ``MemoryStore.data``);
 3. ``partition_map``: the key → partition dict the table keeps (``MappingTable._key_partition``);
-4. ``schedule``: the sweeper's schedule, the real ``agents.mapping_table.ExpirySchedule`` filled
+4. ``schedule``: the sweeper's schedule, the real ``stream.schedule.ExpirySchedule`` filled
    with every key at its next expiry, as ``MappingTable.schedule`` does (time buckets of
    ``SCHEDULE_BUCKET_MS`` grouped in spans of an hour: ~10 bytes per key).  Counted with
    ``tracemalloc`` (its live allocations), not by RSS growth: ~10 MB at 1M keys fit into memory
@@ -56,7 +56,7 @@ def one_size(n: int) -> dict:
     from types import SimpleNamespace
 
     import bench_state
-    from agents.mapping_table import ExpirySchedule
+    from stream.schedule import ExpirySchedule
     from agents.metrics import Metrics
     from agents.vault import Vault
     from stream import intervals as iv

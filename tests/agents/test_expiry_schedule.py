@@ -1,4 +1,4 @@
-"""The sweeper's schedule (``agents.mapping_table.ExpirySchedule`` and ``MappingTable.schedule/due``),
+"""The sweeper's schedule (``stream.schedule.ExpirySchedule`` and ``MappingTable.schedule/due``),
 no broker: a key is never due before its scheduled instant and at most one bucket after it, each
 key once per ``due``, ``schedule(0)`` is due at once, nothing is due until the table is restored,
 the rebuild after a recovery resets and refills it; and the retention plan counts the bucket in
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.mapping_table import SCHEDULE_BUCKET_MS, SCHEDULE_GROUP, ExpirySchedule
+from stream.schedule import SCHEDULE_BUCKET_MS, SCHEDULE_GROUP, ExpirySchedule
 
 W = SCHEDULE_BUCKET_MS
 HOUR = SCHEDULE_GROUP * W

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.metrics import Metrics, OperatorState, scan_intervals, split_count_name
+from agents.metrics import Metrics, split_count_name
 from agents.topics import Topics
 from stream import intervals as iv
+from stream.compliance_fold import OperatorState, scan_intervals
 from stream.config import load_operators
 from tests.conftest import REPO
 
@@ -197,7 +198,7 @@ def test_summaries_of_keys_gone_or_changed_are_dropped_and_the_cache_never_outgr
 def test_packed_summaries_round_trip_and_are_not_gc_containers():
     import gc
 
-    from agents.metrics import pack_summary, summarize, unpack_summary
+    from stream.compliance_fold import pack_summary, summarize, unpack_summary
 
     one = summarize((ivl(0, 88 * H),), 24 * H)
     several = summarize((ivl(0, 80 * H, held=True), ivl(80 * H, None, last=99 * H)), 24 * H)
