@@ -1,0 +1,331 @@
+"""The bindings topic's record format: a compact, versioned binary form of a ``Binding``.
+
+Ingest writes every binding to ``<prefix>-bindings`` with ``encode``; the mapping agent and the
+stats stage read it back with ``decode``.  Pure: no I/O, no clock.
+
+Byte layout, version 1 (all multi-byte integers are LEB128 *varints*: 7 bits per byte, least
+significant group first, high bit = "more follows", at most 10 bytes, no redundant trailing
+zero group; signed values are *zigzag*-mapped first, ``n ≥ 0 → 2n``, ``n < 0 → −2n−1``)::
+
+    offset  size       field
+    0       1          version = 0x01
+    1       1          header: bits 0-1 kind    (0 radius, 1 dhcp, 2 nat; 3 → bad-kind)
+                               bits 2-3 action  (0 start, 1 update, 2 stop, 3 reset)
+                               bits 4-5 ip        (0 absent, 1 IPv4, 2 IPv6; 3 → bad-address)
+                               bits 6-7 inside_ip (0 absent, 1 IPv4, 2 IPv6; 3 → bad-address)
+    2       2          presence bitmap, little-endian: bit i set = optional field i follows
+                       (table below); bit 15 is reserved and must be 0
+    4       …          operator: text
+    …       …          at_ms: signed varint
+    …       4|16 + 1   ip, if present: the network address (big-endian) + its prefix length
+                       (0..32 / 0..128; host bits set → bad-address, as ``parse_network``)
+    …       4|16       inside_ip, if present: the address (big-endian)
+    …       …          the present optional fields, in bit order
+    end                nothing may follow the last field
+
+    text = varint byte length + that many bytes of UTF-8
+
+    bit  field           bit  field           bit  field
+    0    subscriber  txt  5    client_id  txt  10   port_last      int
+    1    session     txt  6    duid       txt  11   octets_in      int
+    2    nas         txt  7    circuit_id txt  12   octets_out     int
+    3    until_ms    int  8    remote_id  txt  13   session_time_s int
+    4    hwaddr      txt  9    port_first int  14   vrf            txt
+
+    (int = signed varint)
+
+A 100.64.x.y RADIUS Start with a 12-character subscriber, session and NAS takes ~50 bytes
+against ~330 for its JSON (``benchmarks/bench_binding_wire.py``).
+
+Validation is the model's: the decoded values go through ``Binding``'s own constructor, so
+kind, action, missing address, NAT port range and text rules are checked exactly as for any
+other Binding (same reasons).  Text must be strict UTF-8: bytes that are not (including the
+UTF-8-encoded surrogates ED A0 80 that Python's JSON decoder lets through) are rejected
+``bad-encoding``, the reason ``Binding`` gives a lone surrogate.  A record cut short, with bytes
+after its last field, or with a reserved bit set is ``bad-binding``.  Never a traceback.
+
+Versions.  A record whose first byte is not a version this reader knows is rejected
+``unknown-binding-version`` (the consumers dead-letter it with that reason, bytes kept).  So a
+future version 2 must be rolled out readers first: every worker must run a release that reads
+v2 before any worker writes it.
+
+The old JSON form (``Binding.to_json``, what releases before this one wrote) is still read:
+``to_json`` always starts with ``{`` (0x7B), which is not a version byte, so ``decode`` sends
+such records to ``Binding.from_json``.  This matters only during an upgrade, for the bindings
+topic's own retention: records written by the old release and not yet consumed (or re-read after
+a crash, before their offsets were committed) must still become mappings, not dead letters.  The
+table's changelog is not affected — it holds sealed interval values, never bindings — so once
+the bindings topic's retention (its budget in the retention plan) has passed after the upgrade
+no JSON binding is left to read, and JSON reading could be dropped in a later release.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any, Optional
+
+from .errors import Rejected
+from .model import ACTIONS, KINDS, Binding, _v4_host
+
+VERSION = 1
+_V1 = b"\x01"
+_JSON_START = 0x7B  # "{"
+
+#: Optional fields, in bitmap order; True = text, False = signed integer.
+OPTIONAL: tuple[tuple[str, bool], ...] = (
+    ("subscriber", True), ("session", True), ("nas", True), ("until_ms", False),
+    ("hwaddr", True), ("client_id", True), ("duid", True), ("circuit_id", True),
+    ("remote_id", True), ("port_first", False), ("port_last", False), ("octets_in", False),
+    ("octets_out", False), ("session_time_s", False), ("vrf", True),
+)
+_OPT_NAMES = tuple(n for n, _ in OPTIONAL)
+_OPT_TEXT = tuple(t for _, t in OPTIONAL)
+_RESERVED = 0xFFFF ^ ((1 << len(OPTIONAL)) - 1)
+#: where each field sits among Binding's positional parameters
+_N_FIELDS = len(Binding.__dataclass_fields__)  # type: ignore[attr-defined]
+_FIELD_POS = {name: i for i, name in enumerate(Binding.__dataclass_fields__)}  # type: ignore[attr-defined]
+_OPT_POS = tuple(_FIELD_POS[n] for n in _OPT_NAMES)
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+_ACTION_CODE = {a: i for i, a in enumerate(ACTIONS)}
+_MAX_VARINT = 10
+_LIMIT = 1 << 69  # zigzag of |n| < 2**69 fits 10 varint bytes (70 bits)
+
+
+class _Truncated(Exception):
+    pass
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+def _uvarint(n: int, out: bytearray) -> None:
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _svarint(v: Any, name: str, out: bytearray) -> None:
+    if type(v) is not int:  # bool included: JSON would write true, the wire has no such thing
+        raise Rejected("bad-binding", f"{name} must be an integer")
+    if not -_LIMIT <= v < _LIMIT:
+        raise Rejected("bad-binding", f"{name} is out of the encodable range (±2**69)")
+    n = v << 1 if v >= 0 else ((-v) << 1) - 1
+    if n < 0x80:
+        out.append(n)
+    else:
+        _uvarint(n, out)
+
+
+def _text(v: Any, name: str, out: bytearray) -> None:
+    if type(v) is not str:
+        raise Rejected("bad-binding", f"{name} must be text")
+    try:
+        data = v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Rejected("bad-encoding", f"{name} is not valid Unicode text (lone surrogate)") from None
+    n = len(data)
+    if n < 0x80:
+        out.append(n)
+    else:
+        _uvarint(n, out)
+    out += data
+
+
+def encode(b: Binding) -> bytes:
+    """``b`` in the version-1 layout (module docstring).  ``Rejected('bad-binding')`` for values
+    the layout cannot carry (a non-integer counter, an ``ip`` that is not a network, an integer
+    beyond ±2**69) — ``Binding`` itself does not type-check those fields."""
+    ip = b.ip
+    inside = b.inside_ip
+    if ip is None:
+        ipf = 0
+    elif type(ip) is IPv4Network:
+        ipf = 1
+    elif type(ip) is IPv6Network:
+        ipf = 2
+    else:
+        raise Rejected("bad-binding", "ip must be an IPv4 or IPv6 network")
+    if inside is None:
+        inf = 0
+    elif type(inside) is IPv4Address:
+        inf = 1
+    elif type(inside) is IPv6Address:
+        inf = 2
+    else:
+        raise Rejected("bad-binding", "inside_ip must be an IPv4 or IPv6 address")
+    present = 0
+    values = []
+    for i, name in enumerate(_OPT_NAMES):
+        v = getattr(b, name)
+        if v is not None:
+            present |= 1 << i
+            values.append((name, v, _OPT_TEXT[i]))
+    out = bytearray(_V1)
+    out.append(_KIND_CODE[b.kind] | _ACTION_CODE[b.action] << 2 | ipf << 4 | inf << 6)
+    out.append(present & 0xFF)
+    out.append(present >> 8)
+    _text(b.operator, "operator", out)
+    _svarint(b.at_ms, "at_ms", out)
+    if ipf:
+        out += ip.network_address.packed  # type: ignore[union-attr]
+        out.append(ip._prefixlen)  # type: ignore[union-attr]
+    if inf:
+        out += inside.packed  # type: ignore[union-attr]
+    for name, v, is_text in values:
+        if is_text:
+            _text(v, name, out)
+        else:
+            _svarint(v, name, out)
+    return bytes(out)
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+#: packed ip + prefix length → network: addresses repeat (every interim update names the same
+#: one again); networks are immutable, so sharing is safe.  Bounded, cleared when full.
+_NET_CACHE: dict[bytes, Any] = {}
+_NET_CACHE_MAX = 1 << 16
+
+
+def _network(raw: bytes, pos: int, v6: bool) -> Any:
+    size = 16 if v6 else 4
+    end = pos + size + 1
+    if end > len(raw):
+        raise _Truncated("ip")
+    key = raw[pos:end]
+    net = _NET_CACHE.get(key)
+    if net is not None:
+        return net
+    plen = key[size]
+    n = int.from_bytes(key[:size], "big")
+    try:
+        if not v6 and plen == 32:
+            net = _v4_host(n)
+        elif v6:
+            net = IPv6Network((n, plen))
+        else:
+            net = IPv4Network((n, plen))
+    except ValueError:  # prefix length out of range, or host bits set
+        raise Rejected("bad-address", "ip is not an IP address or prefix") from None
+    if len(_NET_CACHE) >= _NET_CACHE_MAX:
+        _NET_CACHE.clear()
+    _NET_CACHE[key] = net
+    return net
+
+
+def _read_uvarint(raw: bytes, pos: int, name: str) -> tuple[int, int]:
+    n = shift = 0
+    for i in range(pos, min(pos + _MAX_VARINT, len(raw))):
+        c = raw[i]
+        n |= (c & 0x7F) << shift
+        if c < 0x80:
+            if c == 0 and i > pos:
+                raise Rejected("bad-binding", f"{name}: varint with a redundant zero byte")
+            return n, i + 1
+        shift += 7
+    if pos + _MAX_VARINT <= len(raw):
+        raise Rejected("bad-binding", f"{name}: varint longer than {_MAX_VARINT} bytes")
+    raise _Truncated(name)
+
+
+def _read_text(raw: bytes, pos: int, name: str) -> tuple[str, int]:
+    n = raw[pos] if pos < len(raw) else 0x80
+    if n < 0x80:
+        pos += 1
+    else:
+        n, pos = _read_uvarint(raw, pos, name)
+    end = pos + n
+    if end > len(raw):
+        raise _Truncated(name)
+    try:
+        return raw[pos:end].decode("utf-8"), end
+    except UnicodeDecodeError:
+        raise Rejected("bad-encoding", f"{name} is not valid UTF-8") from None
+
+
+def _read_int(raw: bytes, pos: int, name: str) -> tuple[int, int]:
+    n = raw[pos] if pos < len(raw) else 0x80
+    if n < 0x80:
+        pos += 1
+    else:
+        n, pos = _read_uvarint(raw, pos, name)
+    return (n >> 1) if not n & 1 else -((n + 1) >> 1), pos
+
+
+def decode(raw: Any) -> Binding:
+    """A bindings-topic record → its ``Binding``: the version-1 layout, or the old JSON form
+    (first byte ``{``; see the module docstring).  Every failure is ``Rejected`` with a reason:
+    ``unknown-binding-version``, ``bad-binding`` (empty, truncated, trailing bytes, reserved
+    bit, bad varint), ``bad-encoding`` (text not UTF-8), ``bad-address``, or the model's own."""
+    if type(raw) is not bytes:
+        if isinstance(raw, (bytearray, memoryview)):
+            raw = bytes(raw)
+        else:
+            raise Rejected("bad-binding", "binding record is not bytes")
+    if not raw:
+        raise Rejected("bad-binding", "empty binding record")
+    v = raw[0]
+    if v != VERSION:
+        if v == _JSON_START:
+            return Binding.from_json(raw)
+        raise Rejected("unknown-binding-version",
+                       f"binding record version {v} (first byte 0x{v:02x}); this worker reads "
+                       f"version {VERSION} and JSON")
+    try:
+        return _decode_v1(raw)
+    except _Truncated as e:
+        raise Rejected("bad-binding", f"binding record truncated (in {e.args[0]})") from None
+
+
+def _decode_v1(raw: bytes) -> Binding:
+    if len(raw) < 4:
+        raise _Truncated("header")
+    h = raw[1]
+    kind_c, action_c, ipf, inf = h & 3, (h >> 2) & 3, (h >> 4) & 3, h >> 6
+    if kind_c >= len(KINDS):
+        raise Rejected("bad-kind", f"kind code {kind_c} is not one of {KINDS}")
+    if ipf == 3 or inf == 3:
+        raise Rejected("bad-address", "address family code 3 is not IPv4 or IPv6")
+    present = raw[2] | raw[3] << 8
+    if present & _RESERVED:
+        raise Rejected("bad-binding", "reserved presence bit set")
+    values: list[Any] = [None] * _N_FIELDS
+    values[0] = KINDS[kind_c]
+    values[1] = ACTIONS[action_c]
+    values[2], pos = _read_text(raw, 4, "operator")
+    at_ms, pos = _read_int(raw, pos, "at_ms")
+    values[7] = at_ms
+    if ipf:
+        values[3] = _network(raw, pos, ipf == 2)
+        pos += 17 if ipf == 2 else 5
+    if inf:
+        size = 16 if inf == 2 else 4
+        end = pos + size
+        if end > len(raw):
+            raise _Truncated("inside_ip")
+        values[_INSIDE] = (IPv6Address if inf == 2 else IPv4Address)(raw[pos:end])
+        pos = end
+    if present:
+        for i in range(len(OPTIONAL)):
+            if present >> i & 1:
+                if _OPT_TEXT[i]:
+                    values[_OPT_POS[i]], pos = _read_text(raw, pos, _OPT_NAMES[i])
+                else:
+                    values[_OPT_POS[i]], pos = _read_int(raw, pos, _OPT_NAMES[i])
+    if pos != len(raw):
+        raise Rejected("bad-binding", f"{len(raw) - pos} bytes after the last field")
+    return Binding(*values)
+
+
+_INSIDE = _FIELD_POS["inside_ip"]
+assert (_FIELD_POS["kind"], _FIELD_POS["action"], _FIELD_POS["operator"], _FIELD_POS["ip"],
+        _FIELD_POS["at_ms"]) == (0, 1, 2, 3, 7), "Binding's field order changed: update decode"
+
+
+def is_json(raw: Optional[bytes]) -> bool:
+    """Whether a bindings record is in the old JSON form (its stats record id is taken over
+    these very bytes; for a binary record, over ``Binding.to_json()``)."""
+    return bool(raw) and raw[0] == _JSON_START  # type: ignore[index]
+
+
+__all__ = ["VERSION", "OPTIONAL", "encode", "decode", "is_json"]
