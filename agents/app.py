@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import faust
 
 from stream import intervals as iv
-from stream import mapping
+from stream import binding_wire, mapping
 from stream.errors import CryptoError, Rejected
 from stream.model import Binding
 
@@ -326,7 +326,7 @@ class Pipeline:
                 if is_heartbeat(event):
                     continue
                 try:
-                    b = Binding.from_json(event.message.value)
+                    b = binding_wire.decode(event.message.value)
                     if b.operator not in self.operators:
                         raise Rejected("unknown-operator", "operator has no profile")
                     self.count("mapping:" + self.apply_binding(event.message.partition, b, now))

@@ -25,7 +25,7 @@ import logging
 from typing import Any, Callable, Mapping, Optional
 
 from stream import intervals as iv
-from stream import lateness
+from stream import binding_wire, lateness
 from stream.errors import Rejected
 from stream.model import Binding
 from stream.parse import get_format
@@ -199,7 +199,7 @@ class Ingest:
 
     def binding_outputs(self, b: Binding, out: list[Output]) -> None:
         topic = self.names.bindings
-        value = b.to_json()
+        value = binding_wire.encode(b)
         if b.action == "reset":
             # Accounting-On/Off closes sessions of a NAS on every address, so every partition
             # must see it.

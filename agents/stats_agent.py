@@ -43,6 +43,7 @@ import os
 from collections import defaultdict
 from typing import Any, Optional
 
+from stream import binding_wire
 from stream.aggregate import Aggregator, contribution, decode_contribution, encode_contribution
 from stream.canary import is_canary
 from stream.consent import ConsentRecord, ConsentView, consent_key
@@ -271,11 +272,13 @@ class StatsAgent:
             if value is None and r.key == HEARTBEAT_KEY:
                 continue
             try:
-                b = Binding.from_json(value)
+                b = binding_wire.decode(value)
                 if b.operator not in builders:
                     raise Rejected("unknown-operator", "operator has no profile")
                 good.append(b)
-                raws.append(value)
+                # the record id is HMAC'd over the binding's JSON (docs/statistics.md), whatever
+                # the wire form: a binding re-read across the upgrade keeps its id
+                raws.append(value if binding_wire.is_json(value) else b.to_json())
                 origins.append(r)
             except Rejected as e:
                 out.append(p.dead_letter_output(r, record_headers(r.headers), e.reason, e.detail))

@@ -8,7 +8,7 @@ stream machinery and its one-message-at-a-time ProducerBuffer cost us:
 
 - stage 1 (ingest): raw topics → ``get_format(fmt).parse`` → bindings topic, keyed by
   ``intervals.routing_key`` (same as ``Pipeline._binding_outputs``);
-- stage 2 (mapping + stats): bindings topic → ``Binding.from_json`` → the interval update
+- stage 2 (mapping + stats): bindings topic → ``binding_wire.decode`` → the interval update
   on a dict (``decode → stream.mapping.apply/reset → encode``, the decisions
   ``Pipeline.apply_binding`` calls, with the profile's lost-Stop window) → a
   changelog record on the partition of the binding → stats records built per batch by
@@ -32,9 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream import intervals as iv  # noqa: E402
-from stream import mapping  # noqa: E402
+from stream import binding_wire, mapping  # noqa: E402
 from stream.errors import Rejected  # noqa: E402
-from stream.model import Binding  # noqa: E402
 from stream.parse import get_format  # noqa: E402
 
 from agents.topics import H_FORMAT, H_OPERATOR, Topics  # noqa: E402
@@ -95,7 +94,7 @@ async def run(a) -> None:
                 h = dict(r.headers or ())
                 fmt, op = h[H_FORMAT].decode(), h[H_OPERATOR].decode()
                 for b in get_format(fmt).parse(r.value, operator=op):
-                    out.append((names.bindings, iv.routing_key(b.operator, b.ip).encode(), b.to_json(), None))
+                    out.append((names.bindings, iv.routing_key(b.operator, b.ip).encode(), binding_wire.encode(b), None))
             except Rejected:
                 pass
         return out
@@ -105,7 +104,7 @@ async def run(a) -> None:
         by_op = defaultdict(list)
         for r in recs:
             try:
-                b = Binding.from_json(r.value)
+                b = binding_wire.decode(r.value)
                 if b.operator not in rules:
                     continue
                 if b.action == "reset":  # every key of the operator (the worker: of the partition)

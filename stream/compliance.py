@@ -424,6 +424,26 @@ class IdentityScanner:
         for k, v in _walk(obj):
             self._text(topic, partition, offset, k, v or "", "record")
 
+    def scan_binding(self, topic: str, partition: int, offset: int, value: Optional[bytes], *, what: str,
+                     operator: Optional[str] = None) -> None:
+        """A bindings-topic record (``stream.binding_wire``: binary, or the previous release's
+        JSON): every field of the decoded binding, like ``scan_json``; a record that does not
+        decode is counted and scanned as text."""
+        from .binding_wire import decode
+        if value is None:
+            return
+        try:
+            b = decode(value)
+        except Exception:  # noqa: BLE001 - undecodable: still scanned, as text
+            self._count(topic, what, value)
+            self._text(topic, partition, offset, None, value.decode("utf-8", "replace"), "record")
+            return
+        if operator is not None and b.operator != operator:
+            return
+        self._count(topic, what, value)
+        for k, v in _walk(b.to_dict()):
+            self._text(topic, partition, offset, k, v or "", "record")
+
     def scan_sealed(self, topic: str, partition: int, offset: int, key: Optional[bytes], value: Optional[bytes],
                     *, what: str) -> None:
         """A table changelog record: the key must be ``operator | slot | keyed hash`` and the

@@ -376,8 +376,8 @@ def gather(args: argparse.Namespace, now_ms: int) -> dict:
         scanner.scan_sealed(changelog, r.partition, r.offset, r.key, r.value,
                             what="the mapping table's changelog: keys (operator + keyed hash) and sealed values")
     for r in read_all(bootstrap, f"{prefix}-bindings"):
-        scanner.scan_json(f"{prefix}-bindings", r.partition, r.offset, r.value, operator=op.name,
-                          what="canonical bindings (address ↔ subscriber account id), every field")
+        scanner.scan_binding(f"{prefix}-bindings", r.partition, r.offset, r.value, operator=op.name,
+                             what="canonical bindings (address ↔ subscriber account id), every field")
 
     expiries = C.expiry_figures(tombstones, from_ms=from_ms, to_ms=to_ms, changelog_records=len(rows),
                                 changelog_first_ms=first_ts, worker=_worker_metrics(args.metrics_url))

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from agents import batch as B
 from agents.kafka_io import HEARTBEAT_KEY
+from stream.binding_wire import decode as decode_binding
 
 TP = namedtuple("TP", "topic partition")
 Rec = namedtuple("Rec", "topic partition offset key value headers")
@@ -215,7 +216,7 @@ def test_ingest_batch_emits_bindings_dead_letters_and_counts_once_per_batch(pipe
     bindings = [o for o in out if o[0] == names.bindings]
     dead = [json.loads(o[2]) for o in out if o[0] == names.deadletter]
     assert len(bindings) == 2 and all(o[3] is None and o[1] for o in bindings)
-    assert json.loads(bindings[0][2])["ip"].startswith("100.64.0.1")
+    assert decode_binding(bindings[0][2]).to_dict()["ip"].startswith("100.64.0.1")
     assert [(d["reason"], d["topic"], d["partition"], d["offset"]) for d in dead] == [
         ("bad-json", "tb-raw-radius", 2, 12), ("missing-operator", "tb-raw-radius", 2, 13)]
     assert base64.b64decode(dead[0]["value_b64"]) == b"not json" and dead[0]["format"] == "radius-json"

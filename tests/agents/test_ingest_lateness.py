@@ -14,6 +14,7 @@ import pytest
 from agents.ingest import Ingest, lateness_rules
 from agents.runtime import OperatorRuntime
 from agents.topics import Topics
+from stream.binding_wire import decode as decode_binding
 from stream.config import load_operators
 from stream.policy import PlanParams, make_layout, plan_topics
 from tests.conftest import REPO
@@ -76,7 +77,7 @@ def test_stops_at_the_boundary_and_905_days_late(setup):
             records.append(_stop(op, at, len(records)))
             expect.append(ok)
     out = asyncio.run(ingest.handle_batch(records))
-    got_bindings = sorted(json.loads(o[2])["session"] for o in out if o[0] == names.bindings)
+    got_bindings = sorted(decode_binding(o[2]).session for o in out if o[0] == names.bindings)
     dead = [json.loads(o[2]) for o in out if o[0] == names.deadletter]
     want = sorted(f"192.0.2.1/S{i}" for i, ok in enumerate(expect) if ok)
     assert got_bindings == want and len(want) == 4
@@ -111,17 +112,17 @@ def test_a_shorter_dead_letter_bound_keeps_the_bytes(setup):
 def test_a_record_whose_outputs_fail_is_dead_lettered_alone(setup, monkeypatch):
     """An unforeseen failure while writing one record's bindings must not fail the batch (the
     stage would retry that batch for ever)."""
-    from stream.model import Binding
+    from stream import binding_wire
 
     ingest, plan, names, ops, counts = setup
-    real = Binding.to_json
+    real = binding_wire.encode
 
-    def to_json(self):
-        if self.subscriber == "u1":
+    def encode(b):
+        if b.subscriber == "u1":
             raise RuntimeError("simulated")
-        return real(self)
+        return real(b)
 
-    monkeypatch.setattr(Binding, "to_json", to_json)
+    monkeypatch.setattr(binding_wire, "encode", encode)
     out = asyncio.run(ingest.handle_batch([_start("junet", NOW - 1000, i) for i in range(3)]))
     assert [o[0] for o in out] == [names.bindings, names.deadletter, names.bindings]
     assert json.loads(out[1][2])["reason"] == "internal-error" and counts["bindings"] == 2

@@ -19,6 +19,7 @@ from hypothesis import given, settings, strategies as st
 from agents.ingest import Ingest
 from agents.runtime import OperatorRuntime
 from agents.topics import Topics
+from stream.binding_wire import decode as decode_binding
 
 Rec = namedtuple("Rec", "topic partition offset key value headers")
 OPS = ("connect2ip", "framsteget")
@@ -51,7 +52,7 @@ def test_collector_of_one_operator_cannot_frame_a_subscriber_of_another():
     genuine = rec(own, "connect2ip", radius("kund-1@connect2ip.example", "100.64.9.1", 1), 1)
     framed = rec(own, "framsteget", radius(VICTIM, "100.64.9.2", 2), 2)  # the attack
     out = asyncio.run(ing.handle_batch([genuine, framed]))
-    bindings = [json.loads(v) for t, _, v, _ in out if t == names.bindings]
+    bindings = [decode_binding(v).to_dict() for t, _, v, _ in out if t == names.bindings]
     dead = [json.loads(v) for t, _, v, _ in out if t == names.deadletter]
     assert [(b["operator"], b["subscriber"]) for b in bindings] == [("connect2ip", "kund-1@connect2ip.example")]
     assert VICTIM.encode() not in b"".join(v for t, _, v, _ in out if t == names.bindings)
@@ -63,7 +64,7 @@ def test_collector_of_one_operator_cannot_frame_a_subscriber_of_another():
 def test_the_topic_names_the_operator_when_the_header_is_absent():
     ing, names, counts = make_ingest()
     out = asyncio.run(ing.handle_batch([rec(names.operator_raw("framsteget"), None, radius("f@x", "100.64.9.3", 3), 3)]))
-    assert [json.loads(v)["operator"] for t, _, v, _ in out if t == names.bindings] == ["framsteget"]
+    assert [decode_binding(v).operator for t, _, v, _ in out if t == names.bindings] == ["framsteget"]
     assert "rejected:missing-operator" not in counts
 
 
@@ -72,7 +73,7 @@ def test_shared_topics_keep_the_header_rule_for_the_open_local_broker():
     still picks the operator, as the unauthenticated local demo needs."""
     ing, names, _ = make_ingest()
     out = asyncio.run(ing.handle_batch([rec(names.raw_radius, "framsteget", radius("f@x", "100.64.9.4", 4), 4)]))
-    assert [json.loads(v)["operator"] for t, _, v, _ in out if t == names.bindings] == ["framsteget"]
+    assert [decode_binding(v).operator for t, _, v, _ in out if t == names.bindings] == ["framsteget"]
 
 
 @settings(max_examples=150, deadline=None)
@@ -82,7 +83,7 @@ def test_operator_topic_reference_model(cases):
     recs = [rec(names.operator_raw(topic_op), hdr, radius(f"u{i}@x", f"100.64.10.{i + 1}", i), i)
             for i, (topic_op, hdr) in enumerate(cases)]
     out = asyncio.run(ing.handle_batch(recs))
-    got_bind = sorted((json.loads(v)["subscriber"], json.loads(v)["operator"]) for t, _, v, _ in out if t == names.bindings)
+    got_bind = sorted((decode_binding(v).subscriber, decode_binding(v).operator) for t, _, v, _ in out if t == names.bindings)
     got_dead = sorted((json.loads(v)["offset"], json.loads(v)["reason"]) for t, _, v, _ in out if t == names.deadletter)
     want_bind = sorted((f"u{i}@x", topic_op) for i, (topic_op, hdr) in enumerate(cases) if not hdr or hdr == topic_op)
     want_dead = sorted((i, "operator-not-allowed") for i, (topic_op, hdr) in enumerate(cases) if hdr and hdr != topic_op)
@@ -109,7 +110,7 @@ def test_a_second_or_unreadable_operator_header_does_not_hide_a_framing_attempt(
             _with_headers(own, [(H, b"connect2ip"), (H, b"connect2ip")], radius("kund-2@connect2ip.example",
                                                                                "100.64.9.5", 4), 4)]
     out = asyncio.run(ing.handle_batch(recs))
-    bindings = [json.loads(v) for t, _, v, _ in out if t == names.bindings]
+    bindings = [decode_binding(v).to_dict() for t, _, v, _ in out if t == names.bindings]
     dead = [json.loads(v) for t, _, v, _ in out if t == names.deadletter]
     assert [b["subscriber"] for b in bindings] == ["kund-2@connect2ip.example"]  # the same claim twice is fine
     assert [(d["reason"], d["offset"]) for d in dead] == [("operator-not-allowed", i) for i in (1, 2, 3)]

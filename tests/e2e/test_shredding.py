@@ -15,6 +15,7 @@ from agents.kafka_io import read_all
 from agents.lookup_client import lookup_many
 from agents.vault import period_for
 from stream import intervals as iv
+from stream.binding_wire import decode as decode_binding
 from stream.errors import CryptoError, Rejected
 from stream.keyring import Keyring, sealed_epoch
 from tests.conftest import wait_for
@@ -193,7 +194,6 @@ def test_destroyed_statistics_epoch_is_not_relinked_by_anything_left_on_disk(wor
 
     from agents.ratchet_store import read_ring
     from stream.config import load_operators
-    from stream.model import Binding
     from stream.stats import StatsBuilder
 
     op = f"epoch{uuid.uuid4().hex[:6]}"
@@ -223,7 +223,7 @@ def test_destroyed_statistics_epoch_is_not_relinked_by_anything_left_on_disk(wor
     assert epochs == {epoch_of(current_start, period) - 1}
     pseudonyms = {x["subscriber"] for x in observed}
     assert len(pseudonyms) == n
-    bindings = [Binding.from_json(r.value) for r in read_all(bootstrap, w.topics.bindings) if r.value]
+    bindings = [decode_binding(r.value) for r in read_all(bootstrap, w.topics.bindings) if r.value]
     bindings = [b for b in bindings if b.operator == op]
 
     def relinked(ring) -> int:

@@ -24,6 +24,7 @@ import pytest
 from agents.cli import main as cli
 from agents.kafka_io import read_all
 from stream.keyring import Keyring, epoch_of
+from stream.binding_wire import decode as decode_binding
 from stream.model import Binding
 from stream.stats import SUBSCRIBER_DOMAIN, bucket_of, coarsen
 from tests.conftest import wait_for
@@ -118,7 +119,7 @@ def test_counter_join_links_every_pseudonym_with_exact_counters_and_only_outlier
     read_at = time.time() * 1000
     raw_stats = read_all(bootstrap, w.topics.stats)
     stats = [json.loads(r.value) for r in raw_stats]
-    bindings = [Binding.from_json(r.value) for r in read_all(bootstrap, w.topics.bindings)]
+    bindings = [decode_binding(r.value) for r in read_all(bootstrap, w.topics.bindings)]
     assert len(stats) == want
 
     # defect 3: every stats record's timestamp is its bucket start (CreateTime), never the
@@ -127,7 +128,7 @@ def test_counter_join_links_every_pseudonym_with_exact_counters_and_only_outlier
         assert r.timestamp_type == 0 and r.timestamp == rec["bucket_ms"] and r.timestamp % rec["bucket_len_ms"] == 0
         assert r.timestamp <= read_at
     ev = {(b.operator, b.subscriber, b.action): b.at_ms for b in bindings}
-    gaps_raw = sorted(r.timestamp - Binding.from_json(r.value).at_ms for r in read_all(bootstrap, w.topics.bindings))
+    gaps_raw = sorted(r.timestamp - decode_binding(r.value).at_ms for r in read_all(bootstrap, w.topics.bindings))
     gaps_stats = sorted(ev[(rec["operator"], s, rec["action"])] - r.timestamp
                         for r, rec in zip(raw_stats, stats)
                         for s in subs if _pseudonym(w, rec["operator"], s, rec["bucket_ms"]) == rec["subscriber"])

@@ -18,6 +18,7 @@ import pytest
 
 from agents.kafka_io import producer, read_all
 from stream.config import parse_operator
+from stream.binding_wire import decode as decode_binding
 from stream.parse import get_format
 from tests.conftest import wait_for
 
@@ -81,7 +82,7 @@ def test_bad_and_too_late_records_are_dead_lettered_alone(worker_factory, bootst
         if d["reason"] == "too-late":   # the 24 h promise is long gone: not even the DLQ keeps the bytes
             assert d["value_dropped"] is True and "value_b64" not in d
 
-    bindings = [json.loads(r.value) for r in read_all(bootstrap, w.topics.bindings)]
+    bindings = [decode_binding(r.value).to_dict() for r in read_all(bootstrap, w.topics.bindings)]
     assert len(bindings) == 300
     assert sorted(b["subscriber"] for b in bindings) == sorted(b.subscriber for b in expected_bindings)
     assert min(b["at_ms"] for b in bindings) >= (now_s - 3600) * 1000   # nothing 905 days old

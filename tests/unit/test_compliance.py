@@ -194,6 +194,25 @@ def test_the_scanner_finds_declared_identity_in_a_binding(value, field):
     assert value not in json.dumps(r)  # where, never what
 
 
+@pytest.mark.parametrize("form", ["binary", "json"])
+def test_the_report_scans_bindings_topic_records_in_either_wire_form(form):
+    """The bindings topic carries ``stream.binding_wire`` records (and, after an upgrade, the old
+    JSON ones): the report decodes both, scans every field, and skips other operators' records."""
+    from stream import binding_wire
+
+    def record(subscriber: str, operator: str = "connect2ip") -> bytes:
+        b = Binding.from_json(_binding(subscriber, operator=operator))
+        return binding_wire.encode(b) if form == "binary" else b.to_json()
+
+    s = C.IdentityScanner(DEFAULT_IDENTITY_FIELDS)
+    s.scan_binding("b", 0, 7, record("kund 811228-9874 x"), what="bindings", operator="connect2ip")
+    s.scan_binding("b", 0, 8, record("kund 811228-9874 x", "other"), what="bindings", operator="connect2ip")
+    s.scan_binding("b", 0, 9, record("kund-4711@isp.example"), what="bindings", operator="connect2ip")
+    r = s.result()
+    assert [(h["field"], h["offset"]) for h in r["hits"]] == [("personal_number", 7)]
+    assert r["records_scanned"] == 2
+
+
 @pytest.mark.parametrize("value", ["kund-4711@isp.example", "19121212-1213", "0A0B0C0D-00000042", "1765000000",
                                    "02:00:5e:10:00:01", "ge-0/0/1.100:100-200", "Storgatan"])
 def test_the_scanner_leaves_account_ids_and_technical_values_alone(value):
