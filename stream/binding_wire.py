@@ -3,9 +3,12 @@
 Ingest writes every binding to ``<prefix>-bindings`` with ``encode``; the mapping agent and the
 stats stage read it back with ``decode``.  Pure: no I/O, no clock.
 
-Byte layout, version 1 (all multi-byte integers are LEB128 *varints*: 7 bits per byte, least
-significant group first, high bit = "more follows", at most 10 bytes, no redundant trailing
-zero group; signed values are *zigzag*-mapped first, ``n ≥ 0 → 2n``, ``n < 0 → −2n−1``)::
+Byte layout, version 1.  Every integer after the fixed header (text lengths, times, ports,
+counters) is a *prefix varint*: a value 0..127 is its own single byte; a larger one is a head
+byte ``0x80 + k`` (k = 1..9) followed by the value in k big-endian bytes, no leading zero byte
+(one value, one encoding; like CBOR's head, the length is known from the first byte, so the
+reader takes the value with one ``int.from_bytes`` instead of a Python loop over 7-bit groups).
+Signed values are *zigzag*-mapped first: ``n ≥ 0 → 2n``, ``n < 0 → −2n−1``, so |n| < 2**71::
 
     offset  size       field
     0       1          version = 0x01
@@ -16,14 +19,14 @@ zero group; signed values are *zigzag*-mapped first, ``n ≥ 0 → 2n``, ``n < 0
     2       2          presence bitmap, little-endian: bit i set = optional field i follows
                        (table below); bit 15 is reserved and must be 0
     4       …          operator: text
-    …       …          at_ms: signed varint
+    …       …          at_ms: signed prefix varint
     …       4|16 + 1   ip, if present: the network address (big-endian) + its prefix length
                        (0..32 / 0..128; host bits set → bad-address, as ``parse_network``)
     …       4|16       inside_ip, if present: the address (big-endian)
     …       …          the present optional fields, in bit order
     end                nothing may follow the last field
 
-    text = varint byte length + that many bytes of UTF-8
+    text = prefix-varint byte length + that many bytes of UTF-8
 
     bit  field           bit  field           bit  field
     0    subscriber  txt  5    client_id  txt  10   port_last      int
@@ -32,7 +35,7 @@ zero group; signed values are *zigzag*-mapped first, ``n ≥ 0 → 2n``, ``n < 0
     3    until_ms    int  8    remote_id  txt  13   session_time_s int
     4    hwaddr      txt  9    port_first int  14   vrf            txt
 
-    (int = signed varint)
+    (int = zigzag signed prefix varint)
 
 A 100.64.x.y RADIUS Start with a 12-character subscriber, session and NAS takes ~50 bytes
 against ~330 for its JSON (``benchmarks/bench_binding_wire.py``).
@@ -87,8 +90,8 @@ _FIELD_POS = {name: i for i, name in enumerate(Binding.__dataclass_fields__)}  #
 _OPT_POS = tuple(_FIELD_POS[n] for n in _OPT_NAMES)
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 _ACTION_CODE = {a: i for i, a in enumerate(ACTIONS)}
-_MAX_VARINT = 10
-_LIMIT = 1 << 69  # zigzag of |n| < 2**69 fits 10 varint bytes (70 bits)
+_MAX_VARINT = 9  # bytes after an integer's head byte
+_LIMIT = 1 << 71  # zigzag of |n| < 2**71 fits 9 bytes
 
 
 class _Truncated(Exception):
@@ -97,23 +100,25 @@ class _Truncated(Exception):
 
 # -- encoding -------------------------------------------------------------------------------
 
-def _uvarint(n: int, out: bytearray) -> None:
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
+def _uint_out(n: int, out: bytearray) -> None:
+    if n < 0x80:
+        out.append(n)
+    else:
+        k = (n.bit_length() + 7) >> 3
+        out.append(0x80 + k)
+        out += n.to_bytes(k, "big")
 
 
 def _svarint(v: Any, name: str, out: bytearray) -> None:
     if type(v) is not int:  # bool included: JSON would write true, the wire has no such thing
         raise Rejected("bad-binding", f"{name} must be an integer")
     if not -_LIMIT <= v < _LIMIT:
-        raise Rejected("bad-binding", f"{name} is out of the encodable range (±2**69)")
+        raise Rejected("bad-binding", f"{name} is out of the encodable range (±2**71)")
     n = v << 1 if v >= 0 else ((-v) << 1) - 1
     if n < 0x80:
         out.append(n)
     else:
-        _uvarint(n, out)
+        _uint_out(n, out)
 
 
 def _text(v: Any, name: str, out: bytearray) -> None:
@@ -127,14 +132,14 @@ def _text(v: Any, name: str, out: bytearray) -> None:
     if n < 0x80:
         out.append(n)
     else:
-        _uvarint(n, out)
+        _uint_out(n, out)
     out += data
 
 
 def encode(b: Binding) -> bytes:
     """``b`` in the version-1 layout (module docstring).  ``Rejected('bad-binding')`` for values
     the layout cannot carry (a non-integer counter, an ``ip`` that is not a network, an integer
-    beyond ±2**69) — ``Binding`` itself does not type-check those fields."""
+    beyond ±2**71) — ``Binding`` itself does not type-check those fields."""
     ip = b.ip
     inside = b.inside_ip
     if ip is None:
@@ -213,50 +218,30 @@ def _network(raw: bytes, pos: int, v6: bool) -> Any:
     return net
 
 
-def _read_uvarint(raw: bytes, pos: int, name: str) -> tuple[int, int]:
-    n = shift = 0
-    for i in range(pos, min(pos + _MAX_VARINT, len(raw))):
-        c = raw[i]
-        n |= (c & 0x7F) << shift
-        if c < 0x80:
-            if c == 0 and i > pos:
-                raise Rejected("bad-binding", f"{name}: varint with a redundant zero byte")
-            return n, i + 1
-        shift += 7
-    if pos + _MAX_VARINT <= len(raw):
-        raise Rejected("bad-binding", f"{name}: varint longer than {_MAX_VARINT} bytes")
-    raise _Truncated(name)
-
-
-def _read_text(raw: bytes, pos: int, name: str) -> tuple[str, int]:
-    n = raw[pos] if pos < len(raw) else 0x80
-    if n < 0x80:
-        pos += 1
-    else:
-        n, pos = _read_uvarint(raw, pos, name)
-    end = pos + n
+def _uint(raw: bytes, pos: int, name: str) -> tuple[int, int]:
+    """The prefix varint at ``pos`` → (value, next position)."""
+    c = raw[pos]  # IndexError → truncated (caught in decode)
+    if c < 0x80:
+        return c, pos + 1
+    k = c - 0x80
+    if not 1 <= k <= _MAX_VARINT:
+        raise Rejected("bad-binding", f"{name}: integer head 0x{c:02x} is not 0x00..0x{0x80 + _MAX_VARINT:02x}")
+    end = pos + 1 + k
     if end > len(raw):
         raise _Truncated(name)
-    try:
-        return raw[pos:end].decode("utf-8"), end
-    except UnicodeDecodeError:
-        raise Rejected("bad-encoding", f"{name} is not valid UTF-8") from None
-
-
-def _read_int(raw: bytes, pos: int, name: str) -> tuple[int, int]:
-    n = raw[pos] if pos < len(raw) else 0x80
+    if raw[pos + 1] == 0:
+        raise Rejected("bad-binding", f"{name}: integer with a redundant leading zero byte")
+    n = int.from_bytes(raw[pos + 1:end], "big")
     if n < 0x80:
-        pos += 1
-    else:
-        n, pos = _read_uvarint(raw, pos, name)
-    return (n >> 1) if not n & 1 else -((n + 1) >> 1), pos
+        raise Rejected("bad-binding", f"{name}: integer below 128 not in its one-byte form")
+    return n, end
 
 
 def decode(raw: Any) -> Binding:
     """A bindings-topic record → its ``Binding``: the version-1 layout, or the old JSON form
     (first byte ``{``; see the module docstring).  Every failure is ``Rejected`` with a reason:
     ``unknown-binding-version``, ``bad-binding`` (empty, truncated, trailing bytes, reserved
-    bit, bad varint), ``bad-encoding`` (text not UTF-8), ``bad-address``, or the model's own."""
+    bit, bad integer), ``bad-encoding`` (text not UTF-8), ``bad-address``, or the model's own."""
     if type(raw) is not bytes:
         if isinstance(raw, (bytearray, memoryview)):
             raw = bytes(raw)
@@ -275,15 +260,29 @@ def decode(raw: Any) -> Binding:
         return _decode_v1(raw)
     except _Truncated as e:
         raise Rejected("bad-binding", f"binding record truncated (in {e.args[0]})") from None
+    except IndexError:
+        raise Rejected("bad-binding", "binding record truncated") from None
+
+
+#: presence bitmap → the present optional fields as (Binding position, is text, name): at most
+#: 2**15 plans, in practice one per kind of record
+_PLANS: dict[int, tuple[tuple[int, bool, str], ...]] = {}
+
+
+def _plan(present: int) -> tuple[tuple[int, bool, str], ...]:
+    plan = tuple((_OPT_POS[i], _OPT_TEXT[i], _OPT_NAMES[i]) for i in range(len(OPTIONAL)) if present >> i & 1)
+    _PLANS[present] = plan
+    return plan
 
 
 def _decode_v1(raw: bytes) -> Binding:
-    if len(raw) < 4:
+    L = len(raw)
+    if L < 4:
         raise _Truncated("header")
     h = raw[1]
-    kind_c, action_c, ipf, inf = h & 3, (h >> 2) & 3, (h >> 4) & 3, h >> 6
-    if kind_c >= len(KINDS):
-        raise Rejected("bad-kind", f"kind code {kind_c} is not one of {KINDS}")
+    kind_c, ipf, inf = h & 3, (h >> 4) & 3, h >> 6
+    if kind_c == 3:
+        raise Rejected("bad-kind", f"kind code 3 is not one of {KINDS}")
     if ipf == 3 or inf == 3:
         raise Rejected("bad-address", "address family code 3 is not IPv4 or IPv6")
     present = raw[2] | raw[3] << 8
@@ -291,29 +290,51 @@ def _decode_v1(raw: bytes) -> Binding:
         raise Rejected("bad-binding", "reserved presence bit set")
     values: list[Any] = [None] * _N_FIELDS
     values[0] = KINDS[kind_c]
-    values[1] = ACTIONS[action_c]
-    values[2], pos = _read_text(raw, 4, "operator")
-    at_ms, pos = _read_int(raw, pos, "at_ms")
-    values[7] = at_ms
+    values[1] = ACTIONS[(h >> 2) & 3]
+    # operator
+    n = raw[4]
+    pos = 5
+    if n >= 0x80:
+        n, pos = _uint(raw, 4, "operator")
+    end = pos + n
+    if end > L:
+        raise _Truncated("operator")
+    try:
+        values[2] = raw[pos:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected("bad-encoding", "operator is not valid UTF-8") from None
+    # at_ms
+    n, pos = _uint(raw, end, "at_ms")
+    values[7] = n >> 1 if not n & 1 else -((n + 1) >> 1)
     if ipf:
         values[3] = _network(raw, pos, ipf == 2)
         pos += 17 if ipf == 2 else 5
     if inf:
-        size = 16 if inf == 2 else 4
-        end = pos + size
-        if end > len(raw):
+        end = pos + (16 if inf == 2 else 4)
+        if end > L:
             raise _Truncated("inside_ip")
         values[_INSIDE] = (IPv6Address if inf == 2 else IPv4Address)(raw[pos:end])
         pos = end
     if present:
-        for i in range(len(OPTIONAL)):
-            if present >> i & 1:
-                if _OPT_TEXT[i]:
-                    values[_OPT_POS[i]], pos = _read_text(raw, pos, _OPT_NAMES[i])
-                else:
-                    values[_OPT_POS[i]], pos = _read_int(raw, pos, _OPT_NAMES[i])
-    if pos != len(raw):
-        raise Rejected("bad-binding", f"{len(raw) - pos} bytes after the last field")
+        for at, is_text, name in _PLANS.get(present) or _plan(present):
+            n = raw[pos]
+            if n < 0x80:
+                pos += 1
+            else:
+                n, pos = _uint(raw, pos, name)
+            if is_text:
+                end = pos + n
+                if end > L:
+                    raise _Truncated(name)
+                try:
+                    values[at] = raw[pos:end].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise Rejected("bad-encoding", f"{name} is not valid UTF-8") from None
+                pos = end
+            else:
+                values[at] = n >> 1 if not n & 1 else -((n + 1) >> 1)
+    if pos != L:
+        raise Rejected("bad-binding", f"{L - pos} bytes after the last field")
     return Binding(*values)
 
 

@@ -104,12 +104,12 @@ GOLDEN = bytes.fromhex(
     "62"                                  # header: kind nat=2 | action start=0<<2 | ip v6=2<<4 | inside v4=1<<6
     "0446"                                # presence LE 0x4604: nas(2), port_first(9), port_last(10), vrf(14)
     "04" + b"acme".hex() +                # operator
-    "80f0bc8c8064" +                      # at_ms: zigzag 2*T0 = 3436000000000, LEB128
+    "86" "0320018f3800"                   # at_ms: zigzag 2*T0 = 0x0320018f3800, 6 bytes follow
     "20010db80200ab000000000000000000" "38"  # ip: network address + /56
     "0a000001"                            # inside_ip 10.0.0.1
     "04" + b"cgn1".hex() +                # nas
-    "8010"                                # port_first: zigzag 2048
-    "fe1f"                                # port_last: zigzag 4094
+    "82" "0800"                           # port_first 1024: zigzag 2048 = 0x800, 2 bytes follow
+    "82" "0ffe"                           # port_last 2047: zigzag 4094 = 0xffe
     "01" + b"7".hex()                     # vrf
 )
 
@@ -124,6 +124,7 @@ def test_negative_and_large_integers():
                 octets_in=(1 << 64) - 1, session_time_s=0)
     raw = wire.encode(b)
     assert raw[4:4 + 3] == b"\x02op" and raw[7] == 0x01  # at_ms −1 → zigzag 1
+    assert raw.endswith(b"\x00") and bytes.fromhex("89" "01fffffffffffffffe") in raw  # 2**64−1 → zigzag 2**65−2
     assert wire.decode(raw) == b
 
 
@@ -164,9 +165,9 @@ def test_model_rules_apply_to_decoded_records():
         wire.decode(bytes(raw[:i]) + bytes(raw[i + 5:]))  # drop the 5 address bytes too
     assert e.value.reason == "missing-address"
     n = wire.encode(NAT)
-    pf = n.index(bytes.fromhex("8010fe1f"))
+    pf = n.index(bytes.fromhex("820800820ffe"))
     with pytest.raises(Rejected) as e:  # ports reversed: 2047..1024
-        wire.decode(n[:pf] + bytes.fromhex("fe1f8010") + n[pf + 4:])
+        wire.decode(n[:pf] + bytes.fromhex("820ffe820800") + n[pf + 6:])
     assert e.value.reason == "bad-port-range"
 
 
@@ -186,12 +187,15 @@ def test_host_bits_reserved_bits_and_bad_varints():
         wire.decode(raw[:1] + bytes([raw[1] | 0x30]) + raw[2:])
     assert e.value.reason == "bad-address"
     j = raw.index(b"\x02op") + 3  # at_ms starts here
-    with pytest.raises(Rejected) as e:  # operator length 2 as 0x82 0x00: a redundant zero group
-        wire.decode(raw[:4] + b"\x82\x00" + raw[5:])
-    assert e.value.reason == "bad-binding" and "redundant" in e.value.detail
-    with pytest.raises(Rejected) as e:
-        wire.decode(raw[:j] + b"\xff" * 11 + b"\x01")
-    assert e.value.reason == "bad-binding" and "longer than" in e.value.detail
+    with pytest.raises(Rejected) as e:  # operator length 2 in a two-byte form: not canonical
+        wire.decode(raw[:4] + b"\x81\x02" + raw[5:])
+    assert e.value.reason == "bad-binding" and "one-byte form" in e.value.detail
+    with pytest.raises(Rejected) as e:  # a leading zero byte
+        wire.decode(raw[:j] + b"\x87\x00" + raw[j + 1:])
+    assert e.value.reason == "bad-binding" and "leading zero" in e.value.detail
+    with pytest.raises(Rejected) as e:  # head 0x8a: 10 bytes would follow
+        wire.decode(raw[:j] + b"\x8a" + b"\x01" * 10)
+    assert e.value.reason == "bad-binding" and "head" in e.value.detail
 
 
 @pytest.mark.parametrize("raw", [b"", None, "text", 5])
@@ -206,7 +210,7 @@ def test_unencodable_values_are_rejected_not_raised():
         wire.encode(_radius(octets_in="5"))   # Binding does not type-check counters
     assert e.value.reason == "bad-binding" and "octets_in" in e.value.detail
     with pytest.raises(Rejected) as e:
-        wire.encode(_radius(octets_in=1 << 70))
+        wire.encode(_radius(octets_in=1 << 71))
     assert e.value.reason == "bad-binding"
     with pytest.raises(Rejected) as e:
         wire.encode(_radius(octets_in=True))
