@@ -365,7 +365,7 @@ class Pipeline:
         (re-sealed so their epoch key outlives the hold), re-seal live values whose epoch key is
         due to go (``stream.shred``), destroy ended epoch keys."""
         dropped_total = 0
-        kp = self.table._key_partition()
+        kp = self.table.key_partition()
         for key in self.table.due(now):
             partition = kp.get(key)
             if self.table.get_raw(key) is None or partition not in self.table.active:

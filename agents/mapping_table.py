@@ -129,20 +129,24 @@ class MappingTable(faust.Table):
 
     # -- store access -----------------------------------------------------------------------
 
-    def _key_partition(self) -> dict:
-        return self.data._key_partition  # faust MemoryStore's own map (see module docstring)
+    def key_partition(self) -> dict:
+        """key → table partition of every key this worker holds: the live map (faust
+        MemoryStore's own ``_key_partition``, see the module docstring), for readers that walk
+        the table (sweeper, metrics); a key missing from it, or whose partition is not in
+        ``active``, is not this worker's to touch."""
+        return self.data._key_partition
 
     def get_raw(self, key: bytes) -> Optional[bytes]:
         return self.data.get(key)
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.data[key] = value
-        self._key_partition()[key] = partition
+        self.key_partition()[key] = partition
         self.outbox.add(self.changelog_topic, key, value, partition=partition, callback=self._on_changelog_sent)
 
     def delete(self, partition: int, key: bytes) -> None:
         self.data.pop(key, None)
-        self._key_partition().pop(key, None)
+        self.key_partition().pop(key, None)
         self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=self._on_changelog_sent)
 
     def _on_changelog_sent(self, fut: Any) -> None:
@@ -164,7 +168,7 @@ class MappingTable(faust.Table):
 
     def keys_of(self, partitions: Iterable[int]) -> list[bytes]:
         ps = set(partitions)
-        kp = self._key_partition()
+        kp = self.key_partition()
         return [k for k in list(self.data.keys()) if kp.get(k) in ps]
 
     # -- schedule ---------------------------------------------------------------------------
@@ -201,7 +205,7 @@ class MappingTable(faust.Table):
     async def _rebuild(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
                        done: Callable[[int, float], Any], epoch: int) -> None:
         t0 = time.monotonic()
-        kp = self._key_partition()
+        kp = self.key_partition()
         keys = [k for k, p in kp.items() if p in self.active]
         n = 0
         try:
@@ -237,7 +241,7 @@ class MappingTable(faust.Table):
         names = {self.changelog_topic.get_topic_name(), *self.source_topics}
         mine = {tp.partition for tp in assigned if tp.topic in names}
         self.active = mine
-        kp = self._key_partition()
+        kp = self.key_partition()
         for k in [k for k, p in kp.items() if p not in mine]:
             self.data.pop(k, None)
             kp.pop(k, None)
@@ -278,7 +282,7 @@ class MappingTable(faust.Table):
 
         t0, cpu0 = time.monotonic(), time.process_time()
         data = self.data.data  # the memory store's dict itself: no per-record method calls
-        kp = self._key_partition()
+        kp = self.key_partition()
         restored_to = self._restored_to
         client = dict(self.restore_client) or {
             "bootstrap_servers": [f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker]}

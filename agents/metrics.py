@@ -326,7 +326,7 @@ class Metrics:
         kept = errors = pending = 0
         budget = self.open_budget
         held_keys = self._held_keys(now)  # keys a legal hold may cover: summarised afresh every walk
-        kp = table._key_partition()
+        kp = table.key_partition()
         active = table.active
         # a snapshot of the keys (10M: 0.14 s, the one block a walk costs at that size); taken
         # from the end, so the list shrinks as the walk goes instead of being freed at once
@@ -342,7 +342,7 @@ class Metrics:
                 if getattr(table, "_epoch", 0) != epoch:
                     return
                 s0 = mono()
-                kp = table._key_partition()
+                kp = table.key_partition()
                 active = table.active
             key = keys.pop()
             raw = store.get(key)

@@ -6,7 +6,7 @@ like ``bench_state.py``, keys and sealed values exactly as the worker writes the
 
 1. ``key_value_bytes``: the key and value ``bytes`` objects (what the changelog restore creates);
 2. ``store_dict``: the store's own dict (key → value; Faust's ``MemoryStore.data``);
-3. ``partition_map``: the key → partition dict the table keeps (``MappingTable._key_partition``);
+3. ``partition_map``: the key → partition dict the table keeps (``MappingTable.key_partition()``);
 4. ``schedule``: the sweeper's schedule, the real ``stream.schedule.ExpirySchedule`` filled
    with every key at its next expiry, as ``MappingTable.schedule`` does (time buckets of
    ``SCHEDULE_BUCKET_MS`` grouped in spans of an hour: ~10 bytes per key).  Counted with
@@ -96,7 +96,7 @@ def one_size(n: int) -> dict:
     assert len(schedule) == n
     ops = {H.OPERATOR: SimpleNamespace(name=H.OPERATOR, ttl_ms=ttl, stale_after_ms=iv.DEFAULT_STALE_AFTER_MS,
                                         policy=None)}
-    table = SimpleNamespace(data=store, active=set(range(partitions)), _key_partition=lambda: kp)
+    table = SimpleNamespace(data=store, active=set(range(partitions)), key_partition=lambda: kp)
     pipeline = SimpleNamespace(operators=ops, on_count=[], table=table, counters={}, clock=lambda: now,
                                app=SimpleNamespace(), vaults={H.OPERATOR: vault})
     m = Metrics(pipeline)

@@ -7,7 +7,7 @@ changed (summaries reused), a rescan after 1 % of the values changed, the exposi
 the worker's way of walking: the background walk (``Metrics.walk_in_background``, 2 ms slices)
 after another 1 % changed, beside a task that sleeps 1 ms at a time — ``loop_max_block_ms`` is
 the longest the event loop was held (what a lookup answer could wait behind the walk).  No Kafka: the table is an in-memory stand-in with the store layout
-``agents.metrics`` reads (``data``, ``active``, ``_key_partition()``), filled with values sealed
+``agents.metrics`` reads (``data``, ``active``, ``key_partition()``), filled with values sealed
 by a real ``Vault``.  The machine is shared with other busy processes: figures are noisy.
 
     python benchmarks/bench_metrics_scan.py            # 50 000 keys
@@ -60,7 +60,7 @@ def main() -> None:
             key = vault.key("ip", net)
             data[key] = vault.seal(key, net, ivs, until_ms=end + ttl, now_ms=NOW)
             kp[key] = i % 4
-        table = SimpleNamespace(data=data, active={0, 1, 2, 3}, _key_partition=lambda: kp)
+        table = SimpleNamespace(data=data, active={0, 1, 2, 3}, key_partition=lambda: kp)
         ops = {name: SimpleNamespace(name=name, ttl_ms=ttl, stale_after_ms=24 * H, policy=policies[name])}
         p = SimpleNamespace(operators=ops, on_count=[], names=Topics("bench"), table=table, counters={},
                             clock=lambda: NOW, app=SimpleNamespace(), vaults={name: vault})

@@ -180,7 +180,7 @@ def test_table_schedule_and_due():
 
 def test_rebuild_resets_and_refills_the_schedule_and_rechecks_everything_on_failure():
     table = make_table()
-    kp = table._key_partition()
+    kp = table.key_partition()
     for i in range(5):
         k = b"k%d" % i
         table.data[k] = b"v%d" % i

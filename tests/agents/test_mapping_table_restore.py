@@ -49,7 +49,7 @@ def tps(topic: str, parts):
 
 
 def contents(table) -> dict:
-    kp = table._key_partition()
+    kp = table.key_partition()
     return {k: (v, kp[k]) for k, v in table.data.items()}
 
 

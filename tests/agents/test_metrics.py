@@ -56,7 +56,7 @@ def _pipeline(table_items):
     operators = {n: SimpleNamespace(name=n, ttl_ms=23 * H, stale_after_ms=24 * H, policy=p) for n, p in ops.items()}
     data = {k: v for k, v in table_items}
     store = SimpleNamespace(_key_partition={k: 0 for k in data})
-    table = SimpleNamespace(data=data, active={0}, _key_partition=lambda: store._key_partition)
+    table = SimpleNamespace(data=data, active={0}, key_partition=lambda: store._key_partition)
     return SimpleNamespace(operators=operators, on_count=[], names=Topics("t"), table=table, counters={},
                            clock=lambda: 100 * H, app=SimpleNamespace(), vaults=None)
 
