@@ -4,7 +4,8 @@ Targets — everything that turns bytes an attacker can write to a topic into ob
 
 - every registered parser (``stream.parse.formats()``, ``auto`` included), with random parse
   context (year, reference time, zone, identity attribute);
-- ``Binding.from_json`` (the bindings topic), ``ConsentRecord.decode`` (consent topic),
+- ``binding_wire.decode`` (the bindings topic; plus a round trip of what it accepts) and
+  ``Binding.from_json`` (its previous form), ``ConsentRecord.decode`` (consent topic),
   ``HoldSet.from_json`` (legal holds);
 - the lawful-request decoder: ``QueryDesk.submit`` and ``QueryDesk.approve`` on garbage *and*
   on structurally mutated bodies that carry a valid signature of the demo authority/staff keys
@@ -286,6 +287,21 @@ def build_targets(access: AccessFixture) -> dict[str, tuple[Callable[[bytes, ran
         return "accepted"
 
     targets["binding-json"] = (t_binding, [binding, nat])
+
+    from stream import binding_wire
+
+    def t_binding_wire(data: bytes, rng: random.Random) -> str:
+        b = binding_wire.decode(data)
+        if not isinstance(b, Binding):
+            raise TypeError("binding_wire.decode returned something other than a Binding")
+        if binding_wire.decode(binding_wire.encode(b)) != b:
+            raise ValueError("binding_wire round trip changed the binding")
+        return "accepted"
+
+    v6 = Binding(kind="radius", action="stop", operator="op", ip=parse_network("2001:db8:200:ab00::/56"),
+                 subscriber="ü", session="s", nas=None, at_ms=-5, octets_in=1 << 40, vrf="7")
+    targets["binding-wire"] = (t_binding_wire, [binding_wire.encode(Binding.from_json(binding)),
+                                                binding_wire.encode(Binding.from_json(nat)), binding_wire.encode(v6)])
 
     def t_consent(data: bytes, rng: random.Random) -> str:
         key = rng.choice([b"op:abc", None, b"", b"\xff", data[:40]])

@@ -59,7 +59,7 @@ def test_fuzz_smoke_runs_every_target_and_finds_no_new_crash(tmp_path):
               "slowest_call_ms", "wall_s", "inputs_per_s", "machine", "smoke"):
         assert k in fig, k
     assert fig["smoke"] is True and fig["inputs"] == 3000 == sum(fig["calls"].values())
-    targets = {f"parse:{n}" for n in formats()} | {"binding-json", "consent-decode", "hold-set", "access-submit",
+    targets = {f"parse:{n}" for n in formats()} | {"binding-json", "binding-wire", "consent-decode", "hold-set", "access-submit",
                                                     "access-approve", "access-request-from-body"}
     assert set(fig["calls"]) == targets
     # every target both rejected something (with a reason) and accepted something (the mutation
