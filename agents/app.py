@@ -297,7 +297,8 @@ class Pipeline:
             return "reset"
         key = self.vaults[op.name].key(iv.slot_of(b), b.ip)
         _, old = self._load(op, key)
-        change = mapping.apply(old, b, now, rules)
+        # a hold keeps an expired interval here too, not only in the sweeper
+        change = mapping.apply(old, b, now, rules, is_held=mapping.hold_predicate(self.holds, op.name, b.ip, now))
         if change.expired:
             self.count("expired", change.expired)
         if change.write:

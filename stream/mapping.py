@@ -94,7 +94,7 @@ class Change:
 def apply(old: iv.Intervals, b: Binding, now_ms: int, rules: Rules, *,
           is_held: Optional[IsHeld] = None) -> Change:
     """A (non-reset) binding on the intervals ``old`` of its key, at ``now_ms``.  ``is_held``:
-    intervals under a legal hold survive the sweep that follows (the worker passes None)."""
+    intervals under a legal hold survive the sweep that follows (hold_predicate)."""
     new, outcome = iv.apply(old, b, realm_of=rules.realm_of)
     kept, dropped = iv.sweep(new, now_ms, ttl_ms=rules.ttl_ms, stale_after_ms=rules.stale_after_ms,
                              is_held=is_held)

@@ -330,6 +330,19 @@ def test_legal_hold_keeps_a_mapping_past_its_ttl_until_released(worker_factory, 
     assert time.time() > t - 2 + 45
     assert look()[0] == ["held@isp.example"]
 
+    # a new tenure of the held address: the sweep that follows every table write must honour the
+    # hold as the sweeper does (it did not: the held, expired interval was dropped at write time)
+    t2 = int(time.time())
+    feed_radius(bootstrap, T.raw_radius, [radius("next@isp.example", held, "Start", t2 - 1, "N-1")], tmp_path)
+
+    def now_held():
+        q = {"operator": "connect2ip", "ip": held, "from_ms": t2 * 1000, "to_ms": t2 * 1000 + 1}
+        return [h["subscriber"] for h in lookup_many(bootstrap, T, [q], key=w.lookup_key, timeout_s=60)[q["id"]]
+                .get("holders", [])]
+
+    wait_for(lambda: now_held() == ["next@isp.example"], timeout_s=60, what="the new tenure stored")
+    assert look()[0] == ["held@isp.example"]
+
     # the figures (issue 15 defect 9): the kept mapping counts as held, not as overdue
     m = wait_for(lambda: (x := scrape(port)) and 'ipanon_mappings_held{operator="connect2ip"} 1.0' in x and x,
                  timeout_s=60, what="the held mapping counted as held")
