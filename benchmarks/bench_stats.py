@@ -1,8 +1,9 @@
 """Records per second of the statistics agent's pure path, per address scheme, on one core.
 
-What is timed, per batch of ``--batch`` bindings (the worker's default batch is 2000): JSON
-decode of each binding (as the agent reads the bindings topic), ``StatsBuilder.build_many``
-(HMAC subscriber pseudonyms and record ids, one ``encrypt_many`` per epoch for the addresses
+What is timed, per batch of ``--batch`` bindings (the worker's default batch is 2000): decode of
+each binding as the agent reads the bindings topic (``stream.binding_wire``, and the binding's
+JSON for its record id; ``--json``: the JSON records of releases before it, whose bytes are the
+id's input as read), ``StatsBuilder.build_many`` (HMAC subscriber pseudonyms and record ids, one ``encrypt_many`` per epoch for the addresses
 and the aggregate cells), ``Aggregator.add`` of every result, and JSON encoding of every record.
 Kafka is not involved (the worker's end-to-end rate is ``benchmarks/bench_e2e.py``'s business).
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stream import binding_wire  # noqa: E402
 from stream.aggregate import Aggregator  # noqa: E402
 from stream.config import AddressScheme, load_operators  # noqa: E402
 from stream.keyring import Keyring, epoch_of  # noqa: E402
@@ -57,6 +59,7 @@ def bindings(n: int, rng: random.Random) -> list[bytes]:
 
 
 def run(scheme: str, raw: list[bytes], batch: int, repeat: int) -> float:
+    wire = not binding_wire.is_json(raw[0])
     base = load_operators(Path(__file__).resolve().parents[1] / "config" / "operators")["framsteget"]
     st = dataclasses.replace(base.statistics, address=AddressScheme.parse(scheme, where="bench"))
     pol = dataclasses.replace(base, name="bench", statistics=st)
@@ -68,8 +71,9 @@ def run(scheme: str, raw: list[bytes], batch: int, repeat: int) -> float:
         t = time.process_time()
         for i in range(0, len(raw), batch):
             chunk = raw[i:i + batch]
-            bs = [Binding.from_json(v) for v in chunk]
-            for x in builder.build_many(bs, chunk):
+            bs = [binding_wire.decode(v) for v in chunk]
+            ids = [b.to_json() for b in bs] if wire else chunk  # as agents.stats_agent.handle_batch
+            for x in builder.build_many(bs, ids):
                 agg.add(x, T0)
                 json.dumps(x.record, separators=(",", ":")).encode()
         best = max(best, len(raw) / max(time.process_time() - t, 1e-9))
@@ -82,11 +86,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (test suite)")
+    ap.add_argument("--json", action="store_true", help="bindings as JSON records (the previous wire form)")
     a = ap.parse_args()
     if a.smoke:
         a.n, a.batch, a.repeat = 200, 50, 1
     raw = bindings(a.n, random.Random(5))
-    fig = {"bindings": a.n, "batch": a.batch, "smoke": a.smoke}
+    if not a.json:
+        raw = [binding_wire.encode(Binding.from_json(v)) for v in raw]
+    fig = {"bindings": a.n, "batch": a.batch, "smoke": a.smoke, "wire": "json" if a.json else "binary"}
     for s in SCHEMES:
         fig["records_per_s_" + s.split(":")[0].replace("-", "_")] = round(run(s, raw, a.batch, a.repeat))
     print(json.dumps(fig))
