@@ -140,3 +140,23 @@ def test_the_aggregate_commit_holds_open_buckets_and_its_metadata_fits_the_broke
     keys = json.loads(meta)
     assert off == 7 and len(meta.encode()) < 4096 and keys and keys[-1] == ["x" * 63, 1_700_000_000_063]
     assert stats._commit_at(namedtuple("TP", "topic partition")("t", 1), 100) == (100, "")  # not owned
+
+
+def test_binary_and_old_json_bindings_give_the_same_ids_and_an_unknown_version_is_dead_lettered(pipeline):
+    """The bindings topic carries ``stream.binding_wire`` records; JSON ones written before the
+    upgrade are still read, and a binding keeps its stats record id whichever form it was read
+    in (dedup by id across the upgrade).  A record of a version this worker does not know is
+    dead-lettered with ``unknown-binding-version`` and its bytes, alone."""
+    import base64
+
+    from stream import binding_wire
+
+    js = [_binding(i) for i in range(20)]
+    wire = [binding_wire.encode(Binding.from_json(v)) for v in js]
+    future = b"\x02" + wire[0][1:]
+    stats_json, dead_json = _run(pipeline, js)
+    stats_wire, dead = _run(pipeline, wire[:10] + [future] + wire[10:])
+    assert not dead_json and len(stats_wire) == 20
+    assert sorted(o[1] for o in stats_wire) == sorted(o[1] for o in stats_json)  # same record ids
+    assert [(d["reason"], d["offset"]) for d in dead] == [("unknown-binding-version", 10)]
+    assert base64.b64decode(dead[0]["value_b64"]) == future and "version 2" in dead[0]["detail"]
