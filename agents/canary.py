@@ -47,7 +47,7 @@ log = logging.getLogger("ipanon.canary")
 KEEP_FINISHED = 64
 #: topic scans run at most this often
 MAX_SCAN_PERIOD_MS = 60_000
-#: a scan that took d seconds waits SCAN_DUTY_FACTOR × d before the next (≤ 1 % of one core)
+#: a scan that used d CPU-seconds waits SCAN_DUTY_FACTOR × d before the next (≤ 1 % of one core)
 SCAN_DUTY_FACTOR = 100.0
 #: the table and the vault are looked at this often: a measured figure is late by at most this
 WATCH_PERIOD_S = 0.25
@@ -83,6 +83,7 @@ class CanaryJob:
         self._next_scan_ms = 0
         self.last_scan_s = 0.0
         self._soon = False
+        self._consumer: Any = None
 
     # -- bounds (the plan's numbers) --------------------------------------------------------
 
@@ -221,8 +222,8 @@ class CanaryJob:
     # -- scan topics and disk ---------------------------------------------------------------
 
     async def scan(self) -> None:
-        """One scan, unless one is running or the duty cap says wait: a scan that took *d*
-        seconds is not followed by another for ``SCAN_DUTY_FACTOR × d`` (so scanning a large
+        """One scan, unless one is running or the duty cap says wait: a scan that used *d*
+        CPU-seconds is not followed by another for ``SCAN_DUTY_FACTOR × d`` (so scanning a large
         changelog partition takes at most 1 % of one core; the figure's resolution is then
         coarser, never its bound looser: a store is marked gone only when seen gone)."""
         now = self.p.clock()
@@ -232,7 +233,7 @@ class CanaryJob:
         if not todo:
             return
         self._scanning = True
-        t0 = time.monotonic()
+        self.last_scan_s = 0.0
         try:
             seen = await asyncio.to_thread(self._scan_sync, todo)
             now = self.p.clock()
@@ -248,7 +249,6 @@ class CanaryJob:
             self.p.count("canary_errors")
         finally:
             self._scanning = False
-            self.last_scan_s = time.monotonic() - t0
             self._next_scan_ms = self.p.clock() + int(SCAN_DUTY_FACTOR * self.last_scan_s * 1000)
 
     def _scan_sync(self, todo: list[Tracked]) -> list[dict]:
@@ -263,9 +263,14 @@ class CanaryJob:
         from .security import kafka_python_kwargs
 
         p = self.p
-        c = KafkaConsumer(bootstrap_servers=p.settings.bootstrap, enable_auto_commit=False, group_id=None,
-                          consumer_timeout_ms=10_000, **kafka_python_kwargs(p.settings.security))
+        cpu0 = time.thread_time()  # the cap counts CPU, not the wait for the broker's answers
+        if self._consumer is None:  # one consumer for every scan: making one costs more than a scan
+            self._consumer = KafkaConsumer(bootstrap_servers=p.settings.bootstrap, enable_auto_commit=False,
+                                           group_id=None, consumer_timeout_ms=10_000,
+                                           **kafka_python_kwargs(p.settings.security))
+        c = self._consumer
         out: list[dict] = [dict() for _ in todo]
+        ok = False
         try:
             # one offsets request for every partition involved, whatever the number of canaries
             checks = []
@@ -299,8 +304,12 @@ class CanaryJob:
                 found = _on_disk(root, {n: i for i in want for n in (todo[i].table_key, todo[i].marker, todo[i].address)})
                 for i in want:
                     out[i]["disk"] = i in found
+            ok = True
         finally:
-            c.close()
+            if not ok:  # a consumer that failed mid-scan is not trusted with the next one
+                self._consumer = None
+                c.close()
+            self.last_scan_s = time.thread_time() - cpu0
         return out
 
     # -- figures ----------------------------------------------------------------------------

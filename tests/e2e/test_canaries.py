@@ -12,6 +12,8 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
+import time
 import urllib.request
 import uuid
 
@@ -85,6 +87,23 @@ def test_canaries_measured_within_bound_and_promise_and_never_counted(worker_fac
     assert count(bootstrap, w.topics.aggregate_parts) == 0
     # nothing the canaries wrote was dead-lettered (they took the real path, and it took them)
     assert read_all(bootstrap, w.topics.deadletter) == []
+
+    # the signed compliance report carries the same measurements in its section 3
+    out = w.dir / "report"
+    rc = subprocess.run([sys.executable, "-m", "agents.cli", "report", "compliance", "--operator", op,
+                         "--from", str(int(time.time() * 1000) - 600_000), "--to", "now", "--out", str(out),
+                         "--bootstrap", bootstrap, "--prefix", w.topics.prefix, "--app-id", w.settings.app_id,
+                         "--operators", str(w.operators_dir), "--keys", str(w.keys), "--data-dir", str(w.dir / "data"),
+                         "--heartbeat-ms", str(w.settings.heartbeat_ms), "--ingest-lag-ms", str(INGEST_LAG_MS),
+                         "--metrics-url", f"http://127.0.0.1:{port}/metrics"], cwd=REPO, capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr + rc.stdout
+    r = json.loads((out / "report.json").read_text())
+    rows = {m["store"]: m for m in r["canaries"]["measurements"]}
+    assert r["canaries"]["measured"] is True and set(rows) == set(stores)
+    assert all(m["verdict"] == "kept" and m["max_ms"] <= m["bound_ms"] <= m["promise_ms"] for m in rows.values()), rows
+    assert not [p for p in r["verdict"]["problems"] if "measured persistence" in p]
+    page = (out / "report.html").read_text()
+    assert 'data-figure="canaries.measurements.0.max"' in page and "No canary measurements" not in page
 
 
 def test_raised_segment_ms_makes_the_measured_figure_exceed_bound_and_promise(worker_factory, bootstrap, tmp_path):
