@@ -15,8 +15,8 @@ creates them):
 | worker | ``ipanon-worker`` | read/write/create its topics (prefixed ``<prefix>-`` and ``<app id>-``: raw for heartbeats, internal, changelogs, stats, aggregates, audit, query and lookup topics); its consumer groups ``<app id>``, ``<app id>-ingest``, ``<app id>-stats``, ``<app id>-aggregate`` (literal); describe the cluster's configs (retention check) |
 | analyst | ``ipanon-analyst`` | read ``<prefix>-stats``, ``<prefix>-aggregates`` and ``<prefix>-erasures``; consumer groups ``<prefix>-analyst*`` |
 | authority *A* | ``ipanon-authority-A`` | write ``<prefix>-query-requests``; read only ``<prefix>-query-responses-A`` |
-| staff | ``ipanon-staff`` | write (approvals) and read (to see what they approve) ``<prefix>-query-requests`` |
-| auditor | ``ipanon-auditor`` | read ``<prefix>-audit`` |
+| staff | ``ipanon-staff`` | write (approvals) and read (to see what they approve) ``<prefix>-query-requests``; read ``<prefix>-canary-results`` (for ``ipanon report compliance``) |
+| auditor | ``ipanon-auditor`` | read ``<prefix>-audit`` and ``<prefix>-canary-results`` |
 | admin | ``ipanon-admin`` | super user (``topics apply``, ``acl apply``); not an ACL |
 
 Per-operator collectors (issue 15 defect 8): Kafka does not tell a consumer who produced a
@@ -120,6 +120,9 @@ def role_grants(prefix: str = "ipanon", app_id: str = "ipanon",
         g.append(Grant(u("authority", a), "topic", authority_topic(prefix, a), "literal", ("Read", "Describe")))
     g.append(Grant(u("staff"), "topic", requests, "literal", ("Read", "Write", "Describe")))
     g.append(Grant(u("auditor"), "topic", t.audit, "literal", ("Read", "Describe")))
+    # the canaries' measurements (no personal data): whoever writes or checks the compliance report
+    for role in ("staff", "auditor"):
+        g.append(Grant(u(role), "topic", t.canary_results, "literal", ("Read", "Describe")))
     return g
 
 

@@ -47,6 +47,7 @@ QUERY_REQUESTS = f"{PREFIX}-query-requests"    # lawful-access inbox (requests, 
 QUERY_RESPONSES = f"{PREFIX}-query-responses"  # status replies, sealed answers
 HOLDS = f"{PREFIX}-holds"                      # active legal holds, read by every worker
 QUERY_STATE = f"{PREFIX}-query-state"          # the query desk's snapshot
+CANARY_RESULTS = f"{PREFIX}-canary-results"    # erasure canaries' measurements (no personal data)
 
 #: infix of the per-operator raw topics; operator names match [a-z0-9][a-z0-9_-]* (stream.config),
 #: so ``<prefix>-raw-op-<operator>`` is always a valid topic name and never a family topic's
@@ -90,6 +91,8 @@ class Topics:
         self.query_responses = f"{prefix}-query-responses"
         self.holds = f"{prefix}-holds"
         self.query_state = f"{prefix}-query-state"
+        # one record per finished canary and store (agents/canary.py), read by `ipanon report compliance`
+        self.canary_results = f"{prefix}-canary-results"
 
     def operator_raw(self, operator: str) -> str:
         """The raw topic only ``operator``'s collector may write (any format)."""
@@ -98,4 +101,4 @@ class Topics:
     def all(self) -> list[str]:
         return [*self.raw, self.bindings, self.deadletter, self.stats, self.erasures, self.aggregates, self.aggregate_parts,
                 self.lookup_requests, self.lookup_responses, self.audit, self.consent,
-                self.query_requests, self.query_responses, self.holds, self.query_state]
+                self.query_requests, self.query_responses, self.holds, self.query_state, self.canary_results]

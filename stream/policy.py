@@ -73,6 +73,9 @@ promise among them):
   than the write only makes retention delete the record earlier (at most two buckets: the
   plan refuses a stats retention that does not exceed two of the longest bucket).
 - ``audit``: hash-chained audit trail without plaintext identity; kept (no promise applies).
+- ``evidence``: the erasure canaries' measurements (``<prefix>-canary-results``: synthetic
+  canary ids and durations, no personal data), kept ``evidence_retention_ms`` (400 days) so a
+  yearly compliance report can read its whole period; no promise applies.
 - ``consent``: compacted consent flags; bounded like ``derived`` and reported, no IP promise.
 """
 
@@ -101,7 +104,7 @@ KAFKA_TOPIC_DEFAULTS: Mapping[str, str] = MappingProxyType({
 _LONG_MAX = 2**63 - 1
 
 #: Topic roles (see module doc).
-ROLES = ("raw", "derived", "stats", "aggregates", "audit", "consent")
+ROLES = ("raw", "derived", "stats", "aggregates", "audit", "consent", "evidence")
 
 def make_layout(prefix: str = "ipanon", app_id: str = "ipanon", operators: Iterable[str] = ()) -> Mapping[str, str]:
     """Topic name → role for a deployment.  Mirrors ``agents/topics.py`` (a unit test keeps
@@ -132,6 +135,8 @@ def make_layout(prefix: str = "ipanon", app_id: str = "ipanon", operators: Itera
         f"{prefix}-aggregate-parts": "stats",
         f"{prefix}-audit": "audit",
         f"{prefix}-consent": "consent",
+        # erasure canaries' measurements (synthetic ids, durations): the compliance report's period
+        f"{prefix}-canary-results": "evidence",
     })
 
 
@@ -206,6 +211,7 @@ class PlanParams:
     partitions: int = 4
     replication_factor: int = 1
     audit_retention_ms: int = -1        # audit chain: kept (-1 = forever); holds no plaintext identity
+    evidence_retention_ms: int = 400 * 86_400_000  # canary measurements: a yearly report's period and more
     clock_skew_ms: int = 10_000         # CreateTime topics (stats): broker refuses stamps further ahead
 
     def __post_init__(self) -> None:
@@ -542,6 +548,9 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
                                           f"buckets ({format_duration(max_bucket)}): records stamped with their bucket "
                                           f"start would be deleted on arrival; shorten purposes.statistics.bucket")
             gov = (op.name, fieldname)
+        elif role == "evidence":  # canary measurements: no personal data, kept for the yearly report
+            budget = None
+            cfg = {"cleanup.policy": "delete", "retention.ms": str(params.evidence_retention_ms)}
         else:  # audit
             budget = None
             cfg = {"cleanup.policy": "delete", "retention.ms": str(params.audit_retention_ms)}

@@ -147,6 +147,8 @@ def test_every_layout_topic_is_readable_only_by_its_roles():
             assert users == {"ipanon-worker", "ipanon-auditor"}
         elif name == "ipanon-query-requests":
             assert users == {"ipanon-worker", "ipanon-staff"}
+        elif name == "ipanon-canary-results":  # measurements only: who writes or checks the report
+            assert users == {"ipanon-worker", "ipanon-staff", "ipanon-auditor"}
         else:  # raw, changelogs, lookups, replies, holds, state
             assert users == {"ipanon-worker"}, name
 
