@@ -208,8 +208,9 @@ class Binding:
     # -- text edges ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON contract of ``ipanon parse`` (and of the bindings topic): every field, in
-        declaration order; ``ip`` and ``inside_ip`` as text."""
+        """The JSON contract of ``ipanon parse`` (and of the bindings topic before
+        ``stream.binding_wire``, still read from it): every field, in declaration order; ``ip``
+        and ``inside_ip`` as text."""
         return _to_dict(self)
 
     def to_json(self) -> bytes:

@@ -210,8 +210,8 @@ class StatsBuilder:
 
     def build_many(self, bindings: Sequence[Binding], raw: Optional[Sequence[bytes]] = None) -> list[Built]:
         """One ``Built`` per binding with an address, in input order (resets carry no address
-        and are skipped).  ``raw``: each binding's JSON exactly as read from the bindings topic
-        (``Binding.to_json()`` bytes, which is what ingest writes); it saves re-serialising
+        and are skipped).  ``raw``: each binding's JSON (``Binding.to_json()`` bytes: an old JSON
+        record as read from the bindings topic, which now carries ``stream.binding_wire``); it saves re-serialising
         for the record id, and the id is the same either way.  Bindings whose event time lies in an epoch whose key is already
         destroyed cannot be pseudonymised any more: they are left out and listed in
         ``self.late`` (the agent counts them).  Key problems raise ``CryptoError``."""
