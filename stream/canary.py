@@ -198,6 +198,30 @@ def summarize(canaries: Sequence[Canary], now_ms: int, *, bounds: Mapping[tuple[
     return out
 
 
+RESULT_VERSION = 1
+
+
+def result_records(c: Canary, *, bounds: Mapping[tuple[str, str], Optional[int]],
+                   promise_ms: Optional[int]) -> list[dict]:
+    """The records a finished canary leaves on ``<prefix>-canary-results``, one per store it was
+    measured in: what the compliance report reads for its period (max, p99, chart).  No personal
+    data: the canary id is its reserved synthetic subscriber name (``subscriber``)."""
+    def s(ms: Optional[int]) -> Optional[float]:
+        return None if ms is None else ms / 1000
+
+    out = []
+    for store in STORES:
+        if store not in c.gone:
+            continue
+        b = bounds.get((c.operator, store))
+        per = c.gone[store] - c.end_ms
+        out.append({"v": RESULT_VERSION, "operator": c.operator, "store": store, "canary": subscriber(c.operator, c.seq),
+                    "inserted_at_ms": c.inserted_ms, "end_ms": c.end_ms, "gone_at_ms": c.gone[store],
+                    "persistence_ms": per, "persistence_s": s(per), "bound_ms": b, "bound_s": s(b),
+                    "promise_ms": promise_ms, "promise_s": s(promise_ms)})
+    return out
+
+
 def store_bounds(*, ttl_ms: int, sweeper_period_ms: int, schedule_bucket_ms: int, epoch_period_ms: int,
                  key_grace_ms: int, disk_bound_ms: Optional[int],
                  topic_rows: Mapping[str, Optional[int]]) -> dict[str, Optional[int]]:

@@ -10,8 +10,10 @@ What each figure answers to (docs/compliance.md says it in a DPO's words):
   irreversibly at the end of the period.  The bounds are ``stream.policy``'s, the same numbers
   ``ipanon topics plan`` prints (one source), with each topic's *actual* configs read from the
   broker in place of the planned ones;
-- erasure canaries — *measured* persistence.  Not built yet (issue 19 part 1): the section says
-  so and carries no figure until there are measurements (``canary_section``);
+- erasure canaries — *measured* persistence per store over the period: count, max and p99
+  (nearest rank) from the ``<prefix>-canary-results`` topic, with a chart
+  (``canary_results_section``); the worker's current gauges when the topic has none; with no
+  measurement the section says so and carries no figure (``canary_section``);
 - key epochs destroyed, expiries done — the destruction itself;
 - holds, lawful requests by basis and outcome, the audit chain — who asked, on what basis, what
   happened, with no identity (``stream.audit`` records carry none);
@@ -145,6 +147,104 @@ def canary_section(measurements: Sequence[Mapping[str, Any]] = ()) -> dict[str, 
     if not measurements:
         return {"measured": False, "measurements": [], "statement": NO_CANARIES}
     return {"measured": True, "measurements": [dict(m) for m in measurements], "statement": ""}
+
+
+#: the canary chart draws at most this many points; a longer period keeps each time bin's worst
+MAX_CHART_POINTS = 400
+
+CANARY_RESULTS_SOURCE = ("Measured by the worker's erasure canaries (docs/operations.md), read from the topic {topic}: "
+                         "every canary of this operator observed gone from a store in the period. Persistence is the "
+                         "time from the canary mapping's end until it was first observed gone. max is the largest; "
+                         "p99 is the nearest-rank 99th percentile: the value at rank ⌈0.99 × count⌉ of the sorted "
+                         "measurements (with fewer than 100 measurements it equals max).")
+
+
+def p99_nearest_rank(values: Sequence[int]) -> Optional[int]:
+    """The 99th percentile by nearest rank: the ⌈0.99·n⌉-th smallest value (1-based), so a
+    measured value, never interpolated; None for no values.  Integer arithmetic: no rounding."""
+    if not values:
+        return None
+    v = sorted(values)
+    rank = (99 * len(v) + 99) // 100  # ⌈99n/100⌉
+    return v[rank - 1]
+
+
+def parse_canary_result(value: Optional[bytes]) -> Optional[dict[str, Any]]:
+    """One ``<prefix>-canary-results`` record, or None when it is not one (the caller counts it):
+    integer instants and durations, the store one of ``stream.canary.STORES``."""
+    from .canary import STORES
+
+    try:
+        r = json.loads(value) if value else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(r, dict) or r.get("store") not in STORES or not isinstance(r.get("operator"), str):
+        return None
+    for k in ("end_ms", "gone_at_ms", "persistence_ms"):
+        if not isinstance(r.get(k), int) or isinstance(r.get(k), bool):
+            return None
+    for k in ("bound_ms", "promise_ms"):
+        if r.get(k) is not None and (not isinstance(r[k], int) or isinstance(r[k], bool)):
+            return None
+    if not isinstance(r.get("canary"), str):
+        return None
+    return r
+
+
+def canary_results_section(results: Iterable[Mapping[str, Any]], *, operator: str, from_ms: int, to_ms: int,
+                           topic: str, unreadable: int = 0) -> dict[str, Any]:
+    """The canary section from the measurements on the results topic: per store, the
+    measurements of ``operator`` whose gone instant is in ``[from_ms, to_ms)`` — count, max and
+    p99 (``p99_nearest_rank``) against the bound and promise the worker measured against (the
+    latest record's: a changed profile shows from its first canary on).  A canary measured twice
+    for a store (a worker restarted before its offsets were committed) counts once, its longer
+    figure.  ``points``: per canary, its longest persistence over the stores, at the mapping's
+    end instant, for the chart (binned to ``MAX_CHART_POINTS`` by worst)."""
+    from .canary import STORES
+
+    best: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for r in results:
+        if r["operator"] != operator or not from_ms <= r["gone_at_ms"] < to_ms:
+            continue
+        k = (r["canary"], r["store"])
+        if k not in best or r["persistence_ms"] > best[k]["persistence_ms"]:
+            best[k] = r
+    if not best:
+        return canary_section()
+    rows = []
+    for store in STORES:
+        mine = sorted((r for (c, st), r in best.items() if st == store), key=lambda r: (r["gone_at_ms"], r["canary"]))
+        if not mine:
+            continue
+        vals = [r["persistence_ms"] for r in mine]
+        mx, p99 = max(vals), p99_nearest_rank(vals)
+        b, pr = mine[-1].get("bound_ms"), mine[-1].get("promise_ms")
+        verdict = ("broken" if pr is not None and mx > pr else "over-bound" if b is not None and mx > b else "kept")
+        rows.append({"store": store, "count": len(vals), "max_ms": mx, "max": format_duration(mx),
+                     "p99_ms": p99, "p99": format_duration(p99),
+                     "bound_ms": b, "bound": format_duration(b) if b is not None else "—",
+                     "promise_ms": pr, "promise": format_duration(pr) if pr is not None else "—", "verdict": verdict})
+    per_canary: dict[str, dict[str, Any]] = {}
+    for (c, st), r in best.items():
+        p = per_canary.get(c)
+        if p is None or r["persistence_ms"] > p["persistence_ms"]:
+            per_canary[c] = {"end_ms": r["end_ms"], "persistence_ms": r["persistence_ms"], "store": st}
+    pts = sorted(per_canary.values(), key=lambda p: (p["end_ms"], -p["persistence_ms"], p["store"]))
+    binned = len(pts) > MAX_CHART_POINTS
+    if binned:
+        width = -(-(to_ms - from_ms) // MAX_CHART_POINTS)
+        bins: dict[int, dict[str, Any]] = {}
+        for p in pts:
+            i = (p["end_ms"] - from_ms) // width
+            if i not in bins or p["persistence_ms"] > bins[i]["persistence_ms"]:
+                bins[i] = p
+        pts = [bins[i] for i in sorted(bins)]
+    promises_ms = sorted({r["promise_ms"] for r in rows if r["promise_ms"] is not None})
+    sec = canary_section(rows)
+    sec.update({"source": "topic", "topic": topic, "statement": CANARY_RESULTS_SOURCE.format(topic=topic),
+                "canaries": len(per_canary), "unreadable_records": unreadable,
+                "chart": {"points": [dict(p) for p in pts], "binned": binned, "promise_ms": promises_ms[-1] if promises_ms else None}})
+    return sec
 
 
 # -- epochs and expiries --------------------------------------------------------------------
@@ -573,6 +673,48 @@ def _bar_chart(stores: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
+def _canary_chart(chart: Mapping[str, Any], from_ms: int, to_ms: int) -> str:
+    """Persistence per canary (its longest store) against the mapping's end time over the
+    period, with the promise as a dashed line (inline SVG; integer coordinates, no ids but the
+    chart's own: the same figures give the same bytes)."""
+    w, h, left, right, top, bottom = 640, 220, 64, 12, 10, 34
+    pw, ph = w - left - right, h - top - bottom
+    pts = chart.get("points") or []
+    promise = chart.get("promise_ms")
+    ymax = max([p["persistence_ms"] for p in pts] + ([promise] if promise is not None else []) + [1])
+    ymax = ymax + ymax // 10 + 1
+    span = max(1, to_ms - from_ms)
+
+    def x(ms: int) -> int:
+        return left + (min(max(ms, from_ms), to_ms) - from_ms) * pw // span
+
+    def y(ms: int) -> int:
+        return top + ph - max(0, ms) * ph // ymax
+
+    parts = [f'<svg class="chart" id="canary-chart" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+             f'viewBox="0 0 {w} {h}" role="img" aria-label="{_e("measured persistence per canary over the period")}">',
+             f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#111"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#111"/>',
+             f'<text x="{left - 4}" y="{top + ph}" font-size="10" text-anchor="end">0</text>',
+             f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end">{_e(format_duration(ymax))}</text>',
+             f'<text x="{left}" y="{h - 16}" font-size="10">{_e(iso(from_ms))}</text>',
+             f'<text x="{left + pw}" y="{h - 16}" font-size="10" text-anchor="end">{_e(iso(to_ms))}</text>',
+             f'<text x="{left + pw // 2}" y="{h - 3}" font-size="10" text-anchor="middle">'
+             f'{_e("mapping end (time) → persistence until gone from every store")}</text>']
+    if promise is not None:
+        parts.append(f'<line class="promise" x1="{left}" y1="{y(promise)}" x2="{left + pw}" y2="{y(promise)}" '
+                     f'stroke="#b00000" stroke-dasharray="5 3"/>')
+        parts.append(f'<text x="{left + pw - 2}" y="{y(promise) - 3}" font-size="10" text-anchor="end" fill="#b00000">'
+                     f'{_e("promise " + format_duration(promise))}</text>')
+    for p in pts:
+        over = promise is not None and p["persistence_ms"] > promise
+        parts.append(f'<circle class="canary" cx="{x(p["end_ms"])}" cy="{y(p["persistence_ms"])}" r="2.5" '
+                     f'fill="{"#b00000" if over else "#1f4e99"}"><title>{_e(iso(p["end_ms"]))}: '
+                     f'{_e(format_duration(max(0, p["persistence_ms"])))} ({_e(p["store"])})</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """The printable page: self-contained (inline CSS and SVG, no script, no external asset) and
     a function of ``report`` alone, so the same figures always give the same bytes."""
@@ -629,13 +771,20 @@ def render_html(report: Mapping[str, Any]) -> str:
     if not c["measured"]:
         a(f'<p id="no-canaries" data-figure="canaries.statement">{_e(c["statement"])}</p>')
     else:
-        a("<table><tr><th>store</th><th>max</th><th>p99</th><th>bound</th><th>promise</th><th></th></tr>")
+        if c.get("statement"):
+            a(f'<p class="muted" data-figure="canaries.statement">{_e(c["statement"])}</p>')
+        a("<table><tr><th>store</th><th>canaries</th><th>max</th><th>p99</th><th>bound</th><th>promise</th><th></th></tr>")
         for i, m in enumerate(c["measurements"]):
             ok = m.get("max_ms") is not None and m.get("promise_ms") is not None and m["max_ms"] <= m["promise_ms"]
-            a(f"<tr><td>{_e(m.get('store'))}</td><td class=\"n\">{_fig(f'canaries.measurements.{i}.max', m.get('max'))}"
-              f"</td><td class=\"n\">{_e(m.get('p99'))}</td><td class=\"n\">{_e(m.get('bound'))}</td>"
+            count = _fig(f'canaries.measurements.{i}.count', m["count"]) if "count" in m else "—"
+            p99 = _fig(f'canaries.measurements.{i}.p99', m.get("p99")) if m.get("p99_ms") is not None else _e(m.get("p99"))
+            a(f"<tr><td>{_e(m.get('store'))}</td><td class=\"n\">{count}</td>"
+              f"<td class=\"n\">{_fig(f'canaries.measurements.{i}.max', m.get('max'))}"
+              f"</td><td class=\"n\">{p99}</td><td class=\"n\">{_e(m.get('bound'))}</td>"
               f"<td class=\"n\">{_e(m.get('promise'))}</td><td>{_ok(ok)}</td></tr>")
         a("</table>")
+        if c.get("chart"):
+            a(_canary_chart(c["chart"], r["period"]["from_ms"], r["period"]["to_ms"]))
     a("</section>")
 
     a('<section id="epochs"><h2>4. Key epochs destroyed</h2>')

@@ -95,3 +95,16 @@ def test_store_bounds_from_plan_numbers():
                        key_grace_ms=4000, disk_bound_ms=30_000, topic_rows={"changelog": 20_000, "raw": None})
     assert b == {"table": 12_000, "epoch-key": 16_000, "disk": 30_000, "changelog": 20_000, "bindings": None,
                  "raw": None}
+
+
+def test_result_records_one_per_store_gone_with_no_personal_data():
+    c = C.Canary("junet", 1000, end_ms=10_000, expiry_ms=30_000, inserted_ms=9_000)
+    for s in C.STORES:
+        c.saw(s, True, 11_000)
+    c.saw("table", False, 31_500)
+    c.saw("raw", False, 40_000)
+    recs = C.result_records(c, bounds={("junet", "table"): 35_000}, promise_ms=60_000)
+    assert [(r["store"], r["persistence_ms"], r["persistence_s"], r["bound_s"]) for r in recs] == [
+        ("table", 21_500, 21.5, 35.0), ("raw", 30_000, 30.0, None)]
+    assert all(r["canary"] == C.subscriber("junet", 1000) and C.is_canary_subscriber(r["canary"]) for r in recs)
+    assert recs[0]["gone_at_ms"] == 31_500 and recs[0]["inserted_at_ms"] == 9_000 and recs[0]["promise_s"] == 60.0

@@ -359,7 +359,95 @@ def test_no_string_of_the_report_can_inject_markup():
             return [poison(v) for v in o]
         return o + x if isinstance(o, str) else o
 
-    page = C.render_html(poison(_report()))
+    can = C.canary_results_section([_res(1, "table", 10, 3000)], operator="connect2ip", from_ms=T0,
+                                   to_ms=T0 + 100_000, topic="ipanon-canary-results")
+    page = C.render_html(poison(_report(canaries=can)))
+    assert '<svg class="chart" id="canary-chart"' in page
     assert page.count("&lt;script&gt;") > 10  # the poison is on the page, escaped
     for live in ("<script", "<img", "<a href", "=\"https://"):
         assert live not in page, live
+
+
+# -- canary measurements over the period (<prefix>-canary-results) ---------------------------
+
+T0 = 1_796_000_000_000
+
+
+def _res(canary, store, gone_s, per_ms, *, op="connect2ip", bound=50_000, promise=60_000):
+    """One results-topic record as the worker writes it (stream.canary.result_records)."""
+    return {"v": 1, "operator": op, "store": store, "canary": f"ipanon-canary-{op}-{canary}@canary.invalid",
+            "inserted_at_ms": T0 + gone_s * 1000 - per_ms - 2000, "end_ms": T0 + gone_s * 1000 - per_ms,
+            "gone_at_ms": T0 + gone_s * 1000, "persistence_ms": per_ms, "persistence_s": per_ms / 1000,
+            "bound_ms": bound, "bound_s": bound / 1000, "promise_ms": promise, "promise_s": promise / 1000}
+
+
+@pytest.mark.parametrize("values,p99", [
+    ([7], 7),                                  # n=1: rank ⌈0.99⌉ = 1
+    ([5, 1, 3], 5),                            # n=3: rank ⌈2.97⌉ = 3 → sorted [1,3,5][2]
+    (list(range(100, 0, -1)), 99),             # n=100: rank 99 → 99 (max is 100)
+    (list(range(1, 201)), 198),                # n=200: rank 198
+    (list(range(1, 102)), 100),                # n=101: rank ⌈99.99⌉ = 100
+])
+def test_p99_is_the_nearest_rank_of_a_hand_sorted_list(values, p99):
+    assert C.p99_nearest_rank(values) == p99
+    assert C.p99_nearest_rank([]) is None
+
+
+def test_canary_results_count_max_p99_per_store_in_the_period_only():
+    """Reference by hand: table measurements in [T0, T0+1000 s): canaries 1..4 with 3, 9, 5, 4 s
+    (sorted 3 4 5 9: max 9, p99 rank ⌈3.96⌉ = 4 → 9); canary 0 gone before the period and canary
+    9 gone at the period's end (exclusive) are out; another operator's 70 s is not ours; canary 2
+    reported twice (a restarted worker) counts once, its longer figure."""
+    recs = [_res(0, "table", -1, 30_000), _res(1, "table", 10, 3000), _res(2, "table", 20, 8000),
+            _res(2, "table", 21, 9000), _res(3, "table", 30, 5000), _res(4, "table", 40, 4000),
+            _res(9, "table", 1000, 59_000), _res(1, "disk", 15, 7000), _res(5, "table", 50, 70_000, op="junet")]
+    sec = C.canary_results_section(recs, operator="connect2ip", from_ms=T0, to_ms=T0 + 1_000_000, topic="t-cr")
+    rows = {m["store"]: m for m in sec["measurements"]}
+    assert sec["measured"] is True and set(rows) == {"table", "disk"}
+    assert (rows["table"]["count"], rows["table"]["max_ms"], rows["table"]["p99_ms"]) == (4, 9000, 9000)
+    assert (rows["disk"]["count"], rows["disk"]["max_ms"], rows["disk"]["p99_ms"]) == (1, 7000, 7000)
+    assert rows["table"]["verdict"] == "kept" and rows["table"]["promise_ms"] == 60_000
+    # the chart: one point per canary (its worst store), in time order
+    assert [p["persistence_ms"] for p in sec["chart"]["points"]] == [7000, 9000, 5000, 4000]
+    assert sec["canaries"] == 4 and sec["chart"]["promise_ms"] == 60_000
+    empty = C.canary_results_section(recs, operator="connect2ip", from_ms=T0 + 2_000_000, to_ms=T0 + 3_000_000,
+                                     topic="t-cr")
+    assert empty["measured"] is False and empty["measurements"] == []
+
+
+def test_p99_below_max_with_many_canaries_and_the_chart_is_binned():
+    # 200 canaries: persistence 1..200 s; p99 = rank 198 → 198 s; max 200 s
+    recs = [_res(i, "raw", 10 + i, i * 1000) for i in range(1, 201)]
+    sec = C.canary_results_section(recs, operator="connect2ip", from_ms=T0, to_ms=T0 + 1_000_000, topic="t",)
+    (row,) = sec["measurements"]
+    assert (row["count"], row["max_ms"], row["p99_ms"]) == (200, 200_000, 198_000)
+    assert row["verdict"] == "broken"  # 200 s > the 60 s promise
+    many = [_res(i, "raw", i, 1000) for i in range(1, C.MAX_CHART_POINTS * 2 + 1)]
+    s2 = C.canary_results_section(many, operator="connect2ip", from_ms=T0, to_ms=T0 + 10_000_000, topic="t")
+    assert s2["chart"]["binned"] and len(s2["chart"]["points"]) <= C.MAX_CHART_POINTS
+    assert s2["measurements"][0]["count"] == C.MAX_CHART_POINTS * 2  # the figures are never binned
+
+
+def test_a_canary_over_the_promise_turns_the_verdict_red_and_the_chart_shows_the_promise():
+    ok = C.canary_results_section([_res(1, "table", 10, 3000)], operator="connect2ip", from_ms=T0,
+                                  to_ms=T0 + 100_000, topic="ipanon-canary-results")
+    assert _report(canaries=ok)["verdict"]["kept"] is True
+    bad = C.canary_results_section([_res(1, "table", 10, 3000), _res(2, "changelog", 20, 61_000)],
+                                   operator="connect2ip", from_ms=T0, to_ms=T0 + 100_000, topic="ipanon-canary-results")
+    r = _report(canaries=bad)
+    assert r["verdict"]["kept"] is False and r["verdict"]["problems"] == ["changelog: measured persistence exceeds the promise"]
+    page = C.render_html(r)
+    assert page == C.render_html(json.loads(json.dumps(r)))  # deterministic, a function of report.json
+    assert page.count('<svg class="chart" id="canary-chart"') == 1 and page.count('<circle class="canary"') == 2
+    assert 'class="promise"' in page and "promise 1m" in page
+    assert 'data-figure="canaries.measurements.0.p99">3s<' in page
+    assert 'data-figure="canaries.measurements.1.count">1<' in page
+
+
+def test_results_records_are_parsed_strictly():
+    good = json.dumps(_res(1, "table", 10, 3000)).encode()
+    assert C.parse_canary_result(good)["persistence_ms"] == 3000
+    for bad in (b"", b"{", b"[]", json.dumps({**_res(1, "table", 10, 3000), "store": "attic"}).encode(),
+                json.dumps({**_res(1, "table", 10, 3000), "persistence_ms": "3000"}).encode(),
+                json.dumps({**_res(1, "table", 10, 3000), "gone_at_ms": True}).encode()):
+        assert C.parse_canary_result(bad) is None, bad
