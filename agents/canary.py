@@ -20,6 +20,10 @@ Installed as an extension (``install(pipeline)``); ``IPANON_CANARY_PERIOD_MS`` /
   (a sealed version still there?  the tombstone written?); every file of the worker's data
   directory for the canary's table key, address or subscriber bytes.
 
+Every finished canary leaves one record per store on ``<prefix>-canary-results``
+(``stream.canary.result_records``: operator, store, canary id, instants, persistence, bound,
+promise; no personal data), which ``ipanon report compliance`` reads for its period.
+
 Figures (``figures(now)``) per operator and store are exported by ``agents.metrics``
 (``ipanon_canary_persistence_seconds`` …) and alerted on by deploy/prometheus/ipanon-rules.yml.
 """
@@ -84,6 +88,10 @@ class CanaryJob:
         self.last_scan_s = 0.0
         self._soon = False
         self._consumer: Any = None
+        #: result records not yet produced to <prefix>-canary-results (sent by the watch timer)
+        self.outbox: list[dict] = []
+        self.results_sent = 0
+        self._sending = False
 
     # -- bounds (the plan's numbers) --------------------------------------------------------
 
@@ -199,6 +207,7 @@ class CanaryJob:
                 continue
             if t.c.done:
                 self.finished[t.c.operator].append(t.c)
+                self.outbox.extend(C.result_records(t.c, bounds=self.bounds, promise_ms=self.promises.get(t.c.operator)))
                 self.p.count("canaries_finished")
                 # no identifier in the line: the canary's number and its figures only
                 log.info("canary: %s #%d gone everywhere: %s", t.c.operator, t.c.seq, json.dumps(
@@ -208,7 +217,33 @@ class CanaryJob:
                 keep.append(t)
         self.pending = keep
 
+    async def send_results(self) -> None:
+        """Produce the finished canaries' records (key: the operator), oldest first; a record
+        whose send fails stays queued for the next timer tick."""
+        if not self.outbox:
+            return
+        topic = self.p.app.topic(self.p.names.canary_results, key_serializer="raw", value_serializer="raw")
+        while self.outbox:
+            r = self.outbox[0]
+            fut = await topic.send(key=r["operator"].encode(), value=json.dumps(r, sort_keys=True).encode())
+            await fut
+            self.outbox.pop(0)
+            self.results_sent += 1
+            self.p.count("canary_results_sent")
+
+    async def _send_task(self) -> None:
+        try:
+            await self.send_results()
+        except Exception:
+            log.exception("canary: sending results failed; will retry")
+            self.p.count("canary_errors")
+        finally:
+            self._sending = False
+
     async def watch_timer(self) -> None:
+        if self.outbox and not self._sending:  # in its own task: a slow ack never delays the watch
+            self._sending = True
+            asyncio.ensure_future(self._send_task())
         try:
             self.watch(self.p.clock())
             if self._soon and not self._scanning:

@@ -49,9 +49,10 @@ SIGNATURE_FILE = "report.sig"
 #: epochs listed one by one in the report; the rest are counted
 MAX_LISTED_EPOCHS = 48
 
-NO_CANARIES = ("No canary measurements in this period. Erasure canaries (synthetic bindings injected "
-               "through the worker and traced until gone) are not yet part of this deployment, so every "
-               "bound in this report is computed from configuration, none is measured.")
+NO_CANARIES = ("No canary measurements in this period. No erasure canary (a synthetic binding injected "
+               "through the worker and traced until gone) was recorded gone in the period, and no worker's "
+               "canary figures were read, so every bound in this report is computed from configuration, "
+               "none is measured.")
 
 
 class ReportError(IpanonError):
@@ -203,7 +204,9 @@ def canary_results_section(results: Iterable[Mapping[str, Any]], *, operator: st
     from .canary import STORES
 
     best: dict[tuple[str, str], Mapping[str, Any]] = {}
+    read = 0
     for r in results:
+        read += 1
         if r["operator"] != operator or not from_ms <= r["gone_at_ms"] < to_ms:
             continue
         k = (r["canary"], r["store"])
@@ -242,7 +245,7 @@ def canary_results_section(results: Iterable[Mapping[str, Any]], *, operator: st
     promises_ms = sorted({r["promise_ms"] for r in rows if r["promise_ms"] is not None})
     sec = canary_section(rows)
     sec.update({"source": "topic", "topic": topic, "statement": CANARY_RESULTS_SOURCE.format(topic=topic),
-                "canaries": len(per_canary), "unreadable_records": unreadable,
+                "canaries": len(per_canary), "records_read": read, "unreadable_records": unreadable,
                 "chart": {"points": [dict(p) for p in pts], "binned": binned, "promise_ms": promises_ms[-1] if promises_ms else None}})
     return sec
 

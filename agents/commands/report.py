@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--anchor-key", type=Path, default=None,
                    help="the desk's audit anchor public key (default <keys>/audit-anchor.pub)")
     c.add_argument("--metrics-url", default=None,
-                   help="the worker's /metrics URL, for its expiry counters (default: not read)")
+                   help="the worker's /metrics URL, for its expiry counters, and its canary gauges when "
+                        "<prefix>-canary-results holds no measurement for the period (default: not read)")
     c.add_argument("--heartbeat-ms", type=int, default=None, help="worker heartbeat (default $IPANON_HEARTBEAT_MS or 60000)")
     c.add_argument("--sweeper-period-ms", type=int, default=None,
                    help="sweeper period (default $IPANON_SWEEPER_PERIOD_MS or 1000)")
@@ -209,9 +210,28 @@ CANARY_SOURCE = ("Measured by the worker's erasure canaries (docs/operations.md)
                  "finished and every pending one) when the report was made, read from --metrics-url.")
 
 
+def _canary_results(bootstrap: str, topic: str, operator: str, from_ms: int, to_ms: int) -> dict:
+    """The canary section from the measurements on ``<prefix>-canary-results`` in the period
+    (``stream.compliance.canary_results_section``); no measurement there: ``measured`` False."""
+    from stream import compliance as C
+
+    from ..kafka_io import read_all
+
+    results, bad = [], 0
+    for r in read_all(bootstrap, topic):
+        x = C.parse_canary_result(r.value)
+        if x is None:
+            bad += 1  # counted and said in the report, never silently dropped
+        else:
+            results.append(x)
+    return C.canary_results_section(results, operator=operator, from_ms=from_ms, to_ms=to_ms, topic=topic,
+                                    unreadable=bad)
+
+
 def _canaries(url: Optional[str], operator: str) -> dict:
     """The canary section from the worker's ``ipanon_canary_*`` gauges (no --metrics-url, or no
-    canary figure for the operator: the section says there are no measurements)."""
+    canary figure for the operator: the section says there are no measurements).  The fallback
+    when the results topic holds no measurement for the period."""
     from stream import canary as K
     from stream import compliance as C
 
@@ -379,6 +399,9 @@ def gather(args: argparse.Namespace, now_ms: int) -> dict:
         scanner.scan_binding(f"{prefix}-bindings", r.partition, r.offset, r.value, operator=op.name,
                              what="canonical bindings (address ↔ subscriber account id), every field")
 
+    canaries = _canary_results(bootstrap, f"{prefix}-canary-results", op.name, from_ms, to_ms)
+    if not canaries["measured"]:  # nothing recorded for the period (an older worker): the current gauges
+        canaries = _canaries(args.metrics_url, op.name)
     expiries = C.expiry_figures(tombstones, from_ms=from_ms, to_ms=to_ms, changelog_records=len(rows),
                                 changelog_first_ms=first_ts, worker=_worker_metrics(args.metrics_url))
     p = plan.params
@@ -390,7 +413,7 @@ def gather(args: argparse.Namespace, now_ms: int) -> dict:
         epochs=_epochs(settings, op, from_ms, to_ms, now_ms), expiries=expiries,
         holds=C.hold_figures(recs, hold_ops, operator=op.name, from_ms=from_ms, to_ms=to_ms),
         requests=C.request_figures(recs, from_ms=from_ms, to_ms=to_ms), desk_operators=sorted(operators),
-        audit=audit, location=location, separation=scanner.result(), canaries=_canaries(args.metrics_url, op.name))
+        audit=audit, location=location, separation=scanner.result(), canaries=canaries)
 
 
 def write_report(out: Path, report: dict, key, now_ms: int) -> dict:

@@ -105,6 +105,27 @@ def test_canaries_measured_within_bound_and_promise_and_never_counted(worker_fac
     page = (out / "report.html").read_text()
     assert 'data-figure="canaries.measurements.0.max"' in page and "No canary measurements" not in page
 
+    # the figures came from the results topic (not the gauges): count, max and p99 per store are
+    # what the records the report could read say, recomputed here by hand (nearest rank)
+    assert r["canaries"]["source"] == "topic" and r["canaries"]["topic"] == f"{w.topics.prefix}-canary-results"
+    frm, to = r["period"]["from_ms"], r["period"]["to_ms"]
+    # (a canary finishing after the report was made lands after the records it read: key = operator,
+    # one partition, so the report read the first `records_read` of them)
+    recs = [json.loads(x.value) for x in read_all(bootstrap, f"{w.topics.prefix}-canary-results")]
+    assert len(recs) >= r["canaries"]["records_read"] >= 6
+    recs = recs[:r["canaries"]["records_read"]]
+    assert recs and all(x["operator"] == op and x["canary"].endswith("@canary.invalid") for x in recs)
+    assert not {"subscriber", "address", "ip"} & {k for x in recs for k in x}
+    for s in stores:
+        vals = sorted(x["persistence_ms"] for x in recs if x["store"] == s and frm <= x["gone_at_ms"] < to)
+        p99 = vals[math.ceil(0.99 * len(vals)) - 1]
+        m = rows[s]
+        print(f"report {s}: count {m['count']} max {m['max_ms']} ms p99 {m['p99_ms']} ms bound {m['bound_ms']} ms")
+        assert (m["count"], m["max_ms"], m["p99_ms"]) == (len(vals), vals[-1], p99), (s, m, vals)
+        assert all(x["persistence_ms"] / 1000 == x["persistence_s"] for x in recs)
+    pts = r["canaries"]["chart"]["points"]
+    assert len(pts) == r["canaries"]["canaries"] >= 1 and 'id="canary-chart"' in page
+
 
 def test_raised_segment_ms_makes_the_measured_figure_exceed_bound_and_promise(worker_factory, bootstrap, tmp_path):
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient

@@ -409,7 +409,7 @@ def test_canary_results_count_max_p99_per_store_in_the_period_only():
     assert rows["table"]["verdict"] == "kept" and rows["table"]["promise_ms"] == 60_000
     # the chart: one point per canary (its worst store), in time order
     assert [p["persistence_ms"] for p in sec["chart"]["points"]] == [7000, 9000, 5000, 4000]
-    assert sec["canaries"] == 4 and sec["chart"]["promise_ms"] == 60_000
+    assert sec["canaries"] == 4 and sec["chart"]["promise_ms"] == 60_000 and sec["records_read"] == len(recs)
     empty = C.canary_results_section(recs, operator="connect2ip", from_ms=T0 + 2_000_000, to_ms=T0 + 3_000_000,
                                      topic="t-cr")
     assert empty["measured"] is False and empty["measurements"] == []
