@@ -242,6 +242,12 @@ def test_auditor_and_staff(secure, deployment):
     assert read_allowed(staff, bs, query_topics(prefix)[0]) is not None
     for topic in (t.stats, t.audit, *t.raw, query_topics(prefix)[1]):
         read_refused(staff, bs, topic)
+    # the canaries' measurements: read by whoever writes or checks the compliance report, forged by none
+    for who in (auditor, staff):
+        assert read_allowed(who, bs, t.canary_results) is not None
+        write_refused(who, bs, t.canary_results)
+    read_refused(secure.security("ipanon-analyst"), bs, t.canary_results)
+    read_refused(secure.security("ipanon-collector-connect2ip"), bs, t.canary_results)
 
 
 # -- the whole pipeline under the worker's ACLs ----------------------------------------------
