@@ -55,7 +55,7 @@ def test_genuine_report_verifies_with_the_default_key(tmp_path, monkeypatch, ren
     assert _verify(monkeypatch, keys, tmp_path / "r") == 0
 
 
-@pytest.mark.parametrize("claimed", ["{dir}/connect2ip", "../r/connect2ip", "../../../../../../..{dir}/connect2ip"])
+@pytest.mark.parametrize("claimed", ["{dir}/connect2ip", "../r/connect2ip", "../../../../../../..{dir}/connect2ip"])  # path-guard
 def test_the_manifest_cannot_choose_the_trusted_key(tmp_path, monkeypatch, render, capsys, claimed):
     """Attack: without --key, verify read ``<keys>/<manifest operator>.report.pub``.  A forger
     signs with their own key, ships the public key inside the report directory and names it as
@@ -126,7 +126,7 @@ def test_writing_a_report_never_follows_a_planted_symlink(tmp_path, render):
         _sign(out, ed25519.Ed25519PrivateKey.generate(), _report())
     assert victim.read_text() == "ssh-ed25519 AAAA… operator\n"
     # a directory others may write is refused too (they could swap files in later)
-    other = tmp_path / "shared"
+    other = tmp_path / "open-to-all"
     other.mkdir()
     other.chmod(0o777)
     with pytest.raises(IpanonError, match="writable by others"):

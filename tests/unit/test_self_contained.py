@@ -49,6 +49,8 @@ def outside_references(path: Path, text: str) -> list[str]:
     for tok in tokens:
         if tok.type != tokenize.STRING:
             continue
+        if lines[tok.start[0] - 1].rstrip().endswith("# path-guard"):  # an attack string, not a path it opens
+            continue
         s = tok.string
         body = re.sub(r"^[a-zA-Z]*[\"']{1,3}|[\"']{1,3}$", "", s)
         if "\n" in body:  # docstrings and multi-line text are prose, not paths
