@@ -158,7 +158,7 @@ def run(scenario: str, *, down_s: float, rate: float, before_s: float, after_s: 
             fed_ids = list(feeder.acked)
             if not w.alive():  # no manual action: a dead worker is a failure, reported as such
                 worker_alive = False
-            v = settle_and_verify(bootstrap, w.topics, fed_ids, base_s, settle_timeout_s)
+            v = settle_and_verify(bootstrap, w.topics, fed_ids, base_s, settle_timeout_s, w.lookup_key)
             log = w.log_path.read_bytes()
         finally:
             feeder.stop_flag.set()
