@@ -550,7 +550,9 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
             gov = (op.name, fieldname)
         elif role == "evidence":  # canary measurements: no personal data, kept for the yearly report
             budget = None
-            cfg = {"cleanup.policy": "delete", "retention.ms": str(params.evidence_retention_ms)}
+            # planned like a delete topic with all its intervals, so the plan and the start-up
+            # check (which reads the broker's defaults for whatever is unset) get one bound
+            cfg = _delete_configs(params.evidence_retention_ms, broker, params)
         else:  # audit
             budget = None
             cfg = {"cleanup.policy": "delete", "retention.ms": str(params.audit_retention_ms)}
