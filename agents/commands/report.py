@@ -40,6 +40,17 @@ EXAMPLES = """examples:
 """
 
 
+def _scrape(url: str) -> str:
+    """The worker's /metrics text at ``url`` (``--metrics-url``), or one clear error."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read().decode("utf-8", "replace")
+    except OSError as e:
+        raise CliError(f"cannot read the worker's metrics at {url} ({type(e).__name__}); "
+                       f"check --metrics-url or leave it out") from None
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="the signed compliance report for a DPO: write it, verify it",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -173,16 +184,9 @@ def _epochs(settings, op, from_ms: int, to_ms: int, now_ms: int) -> list[dict]:
 def _worker_metrics(url: Optional[str]) -> Optional[dict]:
     if not url:
         return None
-    import urllib.request
-
     from stream.compliance import iso
 
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode("utf-8", "replace")
-    except OSError as e:
-        raise CliError(f"cannot read the worker's metrics at {url} ({type(e).__name__}); "
-                       f"check --metrics-url or leave it out") from None
+    text = _scrape(url)
     vals: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#") or " " not in line:
@@ -237,14 +241,7 @@ def _canaries(url: Optional[str], operator: str) -> dict:
 
     if not url:
         return C.canary_section()
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode("utf-8", "replace")
-    except OSError as e:
-        raise CliError(f"cannot read the worker's metrics at {url} ({type(e).__name__}); "
-                       f"check --metrics-url or leave it out") from None
+    text = _scrape(url)
     names = {"ipanon_canary_persistence_seconds": "measured_ms", "ipanon_canary_bound_seconds": "bound_ms",
              "ipanon_canary_promise_seconds": "promise_ms"}
     figs: dict[str, dict] = {}
