@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import Rejected
@@ -69,12 +69,13 @@ class Interval:
 
     def effective_end(self, stale_after_ms: int) -> int:
         """The instant this interval stops being current (never None)."""
-        ends = [self.last_ms + stale_after_ms]
-        if self.end_ms is not None:
-            ends.append(self.end_ms)
-        if self.until_ms is not None:
-            ends.append(self.until_ms)
-        return min(ends)
+        e = self.last_ms + stale_after_ms
+        end, until = self.end_ms, self.until_ms
+        if end is not None and end < e:
+            e = end
+        if until is not None and until < e:
+            e = until
+        return e
 
     def same_slot(self, other: "Interval") -> bool:
         if self.port_first is None or other.port_first is None:
@@ -86,6 +87,49 @@ class Interval:
 
 
 Intervals = tuple[Interval, ...]
+
+#: A plain class with exactly Interval's slots: ``_new_interval`` stores the fields as ordinary
+#: slot stores, then makes the instance an ``Interval`` (the frozen ``__init__`` pays an
+#: ``object.__setattr__`` call per field, and every binding builds two or three intervals).
+_IntervalInit = type("_IntervalInit", (), {"__slots__": Interval.__slots__})
+
+
+def _new_interval_fast(start_ms, end_ms, holder, session, nas, last_ms, until_ms, port_first, port_last,
+                       held, vrf):  # type: ignore[no-untyped-def]
+    self = _IntervalInit()
+    self.start_ms = start_ms
+    self.end_ms = end_ms
+    self.holder = holder
+    self.session = session
+    self.nas = nas
+    self.last_ms = last_ms
+    self.until_ms = until_ms
+    self.port_first = port_first
+    self.port_last = port_last
+    self.held = held
+    self.vrf = vrf
+    self.__class__ = Interval
+    return self
+
+
+def _new_interval_exact() -> bool:
+    try:
+        args = (1, 2, "h", "s", "n", 3, 4, 5, 6, True, "v")
+        a, b = _new_interval_fast(*args), Interval(*args)
+        return type(a) is Interval and a == b and hash(a) == hash(b) and a.effective_end(9) == b.effective_end(9)
+    except Exception:  # noqa: BLE001 - an interpreter refusing the swap: use the constructor
+        return False
+
+
+#: ``Interval(*all eleven fields)``, positional
+_new_interval = _new_interval_fast if _new_interval_exact() else Interval
+
+
+def _moved(iv: Interval, start_ms: int, end_ms: Optional[int], last_ms: int, until_ms: Optional[int]) -> Interval:
+    """``replace(iv, start_ms=…, end_ms=…, last_ms=…, until_ms=…)``: the only fields a binding
+    changes (``dataclasses.replace`` costs ~3.5 µs, mostly its keyword handling)."""
+    return _new_interval(start_ms, end_ms, iv.holder, iv.session, iv.nas, last_ms, until_ms, iv.port_first,
+                         iv.port_last, iv.held, iv.vrf)
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -139,9 +183,9 @@ def _interval_from(b: Binding, start_ms: int, end_ms: Optional[int]) -> Interval
     holder = str(b.inside_ip) if b.kind == "nat" else b.subscriber
     if holder is None:
         raise Rejected("missing-identity", "binding has no subscriber")
-    return Interval(start_ms=start_ms, end_ms=end_ms, holder=holder, session=b.session, nas=b.nas,
-                    last_ms=max(start_ms, b.at_ms) if end_ms is None else end_ms,
-                    until_ms=b.until_ms, port_first=b.port_first, port_last=b.port_last, vrf=b.vrf)
+    return _new_interval(start_ms, end_ms, holder, b.session, b.nas,
+                         max(start_ms, b.at_ms) if end_ms is None else end_ms,
+                         b.until_ms, b.port_first, b.port_last, False, b.vrf)
 
 
 def _matches(iv: Interval, b: Binding, probe: Interval) -> bool:
@@ -184,15 +228,16 @@ def apply(intervals: Intervals, b: Binding, *, realm_of: Optional[RealmOf] = Non
         else:
             iv = ivs[idx]
             if b.at_ms < iv.start_ms:
-                ivs[idx] = replace(iv, start_ms=b.at_ms)
+                ivs[idx] = _moved(iv, b.at_ms, iv.end_ms, iv.last_ms, iv.until_ms)
                 outcome = "reopened-earlier"
             else:
-                ivs[idx] = replace(iv, until_ms=_later(iv.until_ms, b.until_ms), last_ms=max(iv.last_ms, b.at_ms)) if iv.end_ms is None else iv
+                if iv.end_ms is None:
+                    ivs[idx] = _moved(iv, iv.start_ms, None, max(iv.last_ms, b.at_ms), _later(iv.until_ms, b.until_ms))
                 outcome = "duplicate" if b.at_ms == iv.start_ms else "extended"
     elif b.action == "update":
         if idx is None:
             start = _started_at(b)
-            ivs.append(replace(probe, start_ms=start, last_ms=b.at_ms))
+            ivs.append(_moved(probe, start, probe.end_ms, b.at_ms, probe.until_ms))
             outcome = "opened"
         else:
             iv = ivs[idx]
@@ -200,14 +245,13 @@ def apply(intervals: Intervals, b: Binding, *, realm_of: Optional[RealmOf] = Non
                 outcome = "duplicate"  # late interim after the stop: the stop is authoritative
             else:
                 start = min(iv.start_ms, _started_at(b)) if b.session_time_s is not None else iv.start_ms
-                ivs[idx] = replace(iv, start_ms=start, last_ms=max(iv.last_ms, b.at_ms),
-                                   until_ms=_later(iv.until_ms, b.until_ms))
+                ivs[idx] = _moved(iv, start, iv.end_ms, max(iv.last_ms, b.at_ms), _later(iv.until_ms, b.until_ms))
                 outcome = "extended"
     elif b.action == "stop":
         if idx is None:
             if b.session_time_s is None:
                 return intervals, Outcome("orphan-stop")
-            ivs.append(replace(probe, start_ms=_started_at(b), end_ms=b.at_ms, last_ms=b.at_ms, until_ms=None))
+            ivs.append(_moved(probe, _started_at(b), b.at_ms, b.at_ms, None))
             outcome = "opened"
         else:
             iv = ivs[idx]
@@ -216,7 +260,7 @@ def apply(intervals: Intervals, b: Binding, *, realm_of: Optional[RealmOf] = Non
             if end < start:
                 end = start
             outcome = "duplicate" if iv.end_ms == end and iv.start_ms == start else "closed"
-            ivs[idx] = replace(iv, start_ms=start, end_ms=end, last_ms=max(iv.last_ms, end), until_ms=None)
+            ivs[idx] = _moved(iv, start, end, max(iv.last_ms, end), None)
     else:  # pragma: no cover - Binding validates actions
         raise ValueError(b.action)
     return _repair(ivs, realm_of), Outcome(outcome)
@@ -228,7 +272,7 @@ def apply_reset(intervals: Intervals, nas: str, at_ms: int) -> Intervals:
     changed = False
     for iv in intervals:
         if iv.end_ms is None and iv.nas == nas and iv.start_ms <= at_ms:
-            out.append(replace(iv, end_ms=at_ms, last_ms=max(iv.last_ms, at_ms)))
+            out.append(_moved(iv, iv.start_ms, at_ms, max(iv.last_ms, at_ms), iv.until_ms))
             changed = True
         else:
             out.append(iv)
@@ -249,6 +293,8 @@ def _repair(ivs: list[Interval], realm_of: Optional[RealmOf] = None) -> Interval
     realms reuse the same private space (RFC 6598 behind two CGNATs), so north's holder of
     100.64.0.9 is not ended by south's Start for 100.64.0.9; the lookup picks the realm from
     the NAT hop (``stream.realm.select``).  Without realms every NAS is in the one default realm."""
+    if len(ivs) < 2:  # the usual key: one interval, nothing to order or cut
+        return tuple(ivs)
     ivs.sort(key=lambda iv: (iv.start_ms, iv.port_first or 0))
     for i, iv in enumerate(ivs):
         for later in ivs[i + 1:]:
@@ -260,7 +306,7 @@ def _repair(ivs: list[Interval], realm_of: Optional[RealmOf] = None) -> Interval
             if realm_of is not None and realm_of(iv.nas) != realm_of(later.nas):
                 continue
             if iv.end_ms is None or iv.end_ms > later.start_ms:
-                iv = replace(iv, end_ms=later.start_ms)
+                iv = _moved(iv, iv.start_ms, later.start_ms, iv.last_ms, iv.until_ms)
                 ivs[i] = iv
             break
     return tuple(ivs)
@@ -274,8 +320,8 @@ def expiry_ms(iv: Interval, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STALE_
 
 
 def next_expiry_ms(intervals: Intervals, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> Optional[int]:
-    live = [expiry_ms(iv, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) for iv in intervals if not iv.held]
-    return min(live) if live else None
+    live = [iv.effective_end(stale_after_ms) for iv in intervals if not iv.held]
+    return min(live) + ttl_ms if live else None
 
 
 def sweep(intervals: Intervals, now_ms: int, *, ttl_ms: int,
@@ -283,9 +329,9 @@ def sweep(intervals: Intervals, now_ms: int, *, ttl_ms: int,
           is_held: Optional[Callable[[Interval], bool]] = None) -> tuple[Intervals, int]:
     """Drop intervals whose expiry instant has passed, except those under a legal hold
     (``iv.held`` or ``is_held(iv)``).  Returns (kept, number dropped)."""
+    cut = now_ms - ttl_ms  # expiry_ms > now_ms  ⇔  effective_end > now_ms - ttl_ms
     kept = tuple(iv for iv in intervals
-                 if iv.held or expiry_ms(iv, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) > now_ms
-                 or (is_held is not None and is_held(iv)))
+                 if iv.held or iv.effective_end(stale_after_ms) > cut or (is_held is not None and is_held(iv)))
     return kept, len(intervals) - len(kept)
 
 
