@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import Rejected
-from .model import Binding, IPAddress, IPNetwork, ip_text
+from .model import Binding, IPAddress, IPNetwork, _v4_host, ip_text
 
 #: Default for how long an open interval stays current without any event (lost Stop).
 DEFAULT_STALE_AFTER_MS = 24 * 3600 * 1000
@@ -656,6 +656,11 @@ def _network_at(raw: bytes, pos: int) -> tuple[Optional[IPNetwork], int]:
     pos += 1
     if tag == _NO_NET:
         return None, pos
+    if tag == 32:  # a single IPv4 address, the usual key: no ipaddress constructor
+        end = pos + 4
+        if end > len(raw):
+            raise _Bad("network runs past the end")
+        return _v4_host(int.from_bytes(raw[pos:end], "big")), end
     width, p = _network_tag(tag)
     end = pos + ((p + 7) >> 3)
     if end > len(raw):
@@ -677,6 +682,7 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
             raise _Bad("interval count larger than the value")
         out = []
         prev = 0
+        uv, new = _uv, _new_interval
         for _ in range(n):
             flags = raw[pos]
             pos += 1
@@ -686,14 +692,14 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
                 pos += 1
                 if ext & ~_X_VRF:
                     raise _Bad("unknown extension flag")
-            v, pos = _sv(raw, pos)
-            start = prev = prev + v
+            v, pos = uv(raw, pos)
+            start = prev = prev + (-(v >> 1) - 1 if v & 1 else v >> 1)
             end = until = pf = pl = session = nas = vrf = None
             if flags & _F_END:
-                v, pos = _sv(raw, pos)
-                end = start + v
-            v, pos = _sv(raw, pos)
-            last = start + v
+                v, pos = uv(raw, pos)
+                end = start + (-(v >> 1) - 1 if v & 1 else v >> 1)
+            v, pos = uv(raw, pos)
+            last = start + (-(v >> 1) - 1 if v & 1 else v >> 1)
             if flags & _F_UNTIL:
                 v, pos = _sv(raw, pos)
                 until = start + v
@@ -701,7 +707,16 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
                 pf, pos = _sv(raw, pos)
                 v, pos = _sv(raw, pos)
                 pl = pf + v
-            holder, pos = _text_at(raw, pos)
+            h = raw[pos]
+            if h < 0x80 and h & 7 == _T_UTF8:  # a short UTF-8 holder (a subscriber name): inline
+                pos += 1
+                e = pos + (h >> 3)
+                if e > len(raw):
+                    raise _Bad("text runs past the end")
+                holder = raw[pos:e].decode("utf-8")
+                pos = e
+            else:
+                holder, pos = _text_at(raw, pos)
             if flags & _F_SESSION:
                 session, pos = _text_at(raw, pos)
             if flags & _F_NAS:
@@ -712,7 +727,7 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
                 if session is None or nas is None:
                     raise _Bad("session after nas without both")
                 session = nas + "/" + session
-            out.append(Interval(start, end, holder, session, nas, last, until, pf, pl, bool(flags & _F_HELD), vrf))
+            out.append(new(start, end, holder, session, nas, last, until, pf, pl, bool(flags & _F_HELD), vrf))
         if pos != len(raw):
             raise _Bad("trailing bytes")
     except (_Bad, IndexError, ValueError) as e:  # UnicodeDecodeError and ipaddress errors are ValueErrors
