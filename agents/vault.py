@@ -119,12 +119,15 @@ class Vault:
                    now_ms: int) -> tuple[bytes, int]:
         """``ivs`` sealed under the epoch of its content's earliest expiry (``stream.shred``), and
         when the sweeper must look at it again (next expiry or re-seal, whichever first)."""
-        at = shred.seal_instant_ms(ivs, now_ms, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms,
-                                   period_ms=self.period_ms)
-        epoch = self.epoch_at(at)
+        # shred.seal_instant_ms, epoch_at and shred.revisit_ms, from one pass over the intervals
+        earliest, nxt = shred.seal_plan(ivs, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms)
+        period, origin = self.period_ms, self.origin_ms
+        at = max(earliest, now_ms + period)
+        epoch = (at - origin) // period if at > origin else 0
         raw = self.ring.seal(iv.encode_value(net, ivs), epoch, aad=key)
-        return raw, shred.revisit_ms(ivs, self.epoch_start_ms(epoch), now_ms, ttl_ms=ttl_ms,
-                                     stale_after_ms=stale_after_ms, period_ms=self.period_ms)
+        start = origin + epoch * period
+        reseal = now_ms if start > at else max(earliest, start)
+        return raw, reseal if nxt is None or reseal < nxt else nxt
 
     def revisit(self, raw: bytes, ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int, now_ms: int) -> int:
         """When the sweeper must next look at a stored value holding ``ivs`` (its epoch is read

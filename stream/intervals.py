@@ -446,6 +446,7 @@ _T_UTF8, _T_ADDR, _T_HEX, _T_HEX_UPPER, _T_HEX_COLON = 0, 1, 2, 3, 4
 _INT_LIMIT = 1 << 63
 _HEX = re.compile(r"(?:[0-9a-f][0-9a-f])+|(?:[0-9A-F][0-9A-F])+")
 _HEX_COLON = re.compile(r"[0-9a-f][0-9a-f](?::[0-9a-f][0-9a-f])+")
+_HEX_FIRST = frozenset("0123456789abcdefABCDEF")
 _NAS_CACHE: dict[str, bytes] = {}
 _NAS_CACHE_MAX = 4096
 
@@ -496,12 +497,14 @@ def _text(out: bytearray, s: str, try_address: bool) -> None:
             _uvarint(out, len(packed) << 3 | _T_ADDR)
             out += packed
             return
-    if _HEX.fullmatch(s):
+    if s[:1] not in _HEX_FIRST:  # neither hex form: no regex (subscriber names, session ids)
+        pass
+    elif _HEX.fullmatch(s):
         b = bytes.fromhex(s)
         _uvarint(out, len(b) << 3 | (_T_HEX if s.islower() or s.isdigit() else _T_HEX_UPPER))
         out += b
         return
-    if _HEX_COLON.fullmatch(s):
+    if s[:1] in _HEX_FIRST and _HEX_COLON.fullmatch(s):
         b = bytes.fromhex(s.replace(":", ""))
         _uvarint(out, len(b) << 3 | _T_HEX_COLON)
         out += b

@@ -68,3 +68,23 @@ def revisit_ms(ivs: iv.Intervals, sealed_epoch_start_ms: int, now_ms: int, *, tt
                           period_ms=period_ms)
     nxt: Optional[int] = iv.next_expiry_ms(ivs, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms)
     return reseal if nxt is None else min(nxt, reseal)
+
+
+def seal_plan(ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int) -> tuple[int, Optional[int]]:
+    """``(content_expiry_ms(ivs), iv.next_expiry_ms(ivs))`` in one pass: what ``seal_instant_ms``
+    and ``revisit_ms`` need of a value written now (the vault's ``seal_value``, once per write)."""
+    if not ivs:
+        raise ValueError("an empty value is a tombstone, not a sealed value")
+    earliest = nxt = None
+    for i in ivs:
+        eff = i.effective_end(stale_after_ms)
+        e = eff
+        if i.end_ms is None:
+            lo = i.start_ms if i.start_ms > i.last_ms else i.last_ms
+            if lo < e:
+                e = lo
+        if earliest is None or e < earliest:
+            earliest = e
+        if not i.held and (nxt is None or eff < nxt):
+            nxt = eff
+    return earliest + ttl_ms, (None if nxt is None else nxt + ttl_ms)  # type: ignore[operator]
