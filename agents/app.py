@@ -1,20 +1,23 @@
-"""The Faust application: topics, the mapping table, two batch stages and thin agents.
+"""The Faust application: topics, the mapping table, batch stages and thin agents.
 
     raw topics ──ingest──► bindings (keyed by routing key) ──mapping──► mapping table
          │                       │                                       ▲     │ sweeper (timer)
          └─► dead-letter         └──stats──► stats topic                  │     ▼ tombstones
                                          lookup requests ──lookup────────┘──► lookup responses
 
-The stateless stages, ingest and stats (``agents.stats_agent``), are ``agents.batch.BatchStage``
-loops on plain aiokafka: a batch is fetched, every output queued at once, the acks awaited and
-only then the batch's offsets committed, in consumer groups ``<app id>-ingest`` and
-``<app id>-stats`` (Faust's per-event stream machinery cost ≈ 37× the CPU; docs/benchmarks.md).
-The stateful ones, mapping and lookup, are Faust agents on the Faust table: each consumes
-batches (``stream.take_events``), calls pure functions from ``stream`` per record, queues its
-output with ``send_soon`` and hands it to the producer once per batch (``ebb``).  A record that
-fails for any reason is dead-lettered with a reason and counted; no exception escapes a stage
-or agent, because an agent that dies stalls its partitions (faust-streaming #175).  Records
-are acknowledged only after the whole batch was handled, so a crash re-delivers the batch:
+The stages that read a topic in bulk are ``agents.batch.BatchStage`` loops on plain aiokafka: a
+batch is fetched, every output queued at once, the acks awaited and only then the batch's
+offsets committed (Faust's per-event stream machinery cost ≈ 37× the CPU; docs/benchmarks.md).
+Ingest and stats each run in a consumer group of their own (``<app id>-ingest``,
+``<app id>-stats``).  The mapping stage (``agents.mapping_stage``) joins no group: it reads
+exactly the bindings partitions whose table partitions Faust assigned this worker, starts on a
+partition only after the table restored it and lets go of it inside Faust's revoke callback,
+committing under ``<app id>-mapping``.  The lookup agent stays a Faust agent on the Faust
+table (``stream.take_events`` batches, output queued with ``send_soon``, handed to the
+producer once per batch by ``ebb``).  A record that fails for any reason is dead-lettered with
+a reason and counted; no exception escapes a stage or agent, because an agent that dies
+stalls its partitions (faust-streaming #175).  Records are acknowledged only after the whole
+batch was handled, so a crash re-delivers the batch:
 every step is idempotent (interval updates) or carries a deterministic id (stats records).
 """
 
@@ -43,6 +46,7 @@ from .logfilter import RepeatFilter
 from stream.lookup_wire import LookupSeal, ReplayGuard, nonce_of
 from .acl import worker_groups
 from .batch import BatchStage, Output
+from .mapping_stage import MappingStage
 from .ingest import DEADLETTER_MAX_BYTES, Ingest, dead_letter_value, lateness_rules  # noqa: F401 (re-exported)
 from .security import aiokafka_kwargs, faust_credentials
 from .settings import Settings
@@ -154,7 +158,15 @@ class Pipeline:
                              default_operator=s.default_operator, rules=lateness_rules(self.operators, plan, names),
                              clock=clock, count=self.count)
         self.ingest_stage = self.add_batch_stage("ingest", names.raw, self._ingest_batch, role="raw")
-        app.agent(self.bindings, name="ipanon.mapping")(self._mapping_agent)
+        # the mapping stage: getmany batches on the partitions Faust gives the table, handed over
+        # on Faust's rebalances (agents.mapping_stage)
+        self.mapping_stage = MappingStage(self, "mapping", names.bindings, worker_groups(s.app_id)["mapping"],
+                                          self._mapping_batch, flush=self.ebb, table=self.table,
+                                          fallback_group=s.app_id)
+        self.batch_stages.append(self.mapping_stage)
+        app.task(self.mapping_stage.run)
+        app.on_partitions_revoked.connect(self.mapping_stage.on_revoked)
+        app.on_partitions_assigned.connect(self.mapping_stage.on_assigned)
         app.agent(self.lookup_requests, name="ipanon.lookup")(self._lookup_agent)
         app.timer(s.sweep_interval_s, name="ipanon.sweeper")(self._sweeper)
         app.timer(s.heartbeat_ms / 2000, name="ipanon.heartbeat")(self._heartbeat)
@@ -235,7 +247,7 @@ class Pipeline:
 
     async def ebb(self) -> None:
         """Once per batch: publish every queued output and wait until the broker acknowledged
-        all of them, so the batch's offsets (``take_events`` acks after this returns) are
+        all of them, so the batch's offsets (the mapping stage commits, ``take_events`` acks after this returns) are
         committed only after its outputs are safely in Kafka.
 
         The table's changelog writes and the stage's own outputs go through ``self.outbox``,
@@ -319,24 +331,40 @@ class Pipeline:
             self.table.delete(partition, key)
             self.count("tombstones")
 
-    async def _mapping_agent(self, stream: Any) -> None:
-        s = self.settings
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            now = self.clock()
-            for event in events:
-                if is_heartbeat(event):
-                    continue
-                try:
-                    b = binding_wire.decode(event.message.value)
-                    if b.operator not in self.operators:
-                        raise Rejected("unknown-operator", "operator has no profile")
-                    self.count("mapping:" + self.apply_binding(event.message.partition, b, now))
-                except Rejected as e:
-                    self.dead_letter(event, e.reason, e.detail)
-                except Exception as e:
-                    log.exception("mapping: unexpected error; record dead-lettered")
-                    self.dead_letter(event, "internal-error", type(e).__name__)
-            await self.ebb()
+    async def _mapping_batch(self, records: list[Any]) -> list[Output]:
+        """One ``MappingStage`` batch of bindings records: apply each to the table; every write
+        (changelog, dead letters) is queued in the outbox, which the stage flushes before it
+        commits.  Counted once per batch."""
+        now = self.clock()
+        outcomes: dict[str, int] = {}
+        rejected: dict[str, int] = {}
+        for r in records:
+            if r.value is None and r.key == HEARTBEAT_KEY:
+                continue
+            try:
+                b = binding_wire.decode(r.value)
+                if b.operator not in self.operators:
+                    raise Rejected("unknown-operator", "operator has no profile")
+                outcome = "mapping:" + self.apply_binding(r.partition, b, now)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            except Rejected as e:
+                self._dead_letter_record(r, e.reason, e.detail)
+                rejected[e.reason] = rejected.get(e.reason, 0) + 1
+            except Exception as e:
+                log.exception("mapping: unexpected error; record dead-lettered")
+                self._dead_letter_record(r, "internal-error", type(e).__name__)
+                rejected["internal-error"] = rejected.get("internal-error", 0) + 1
+        for name, n in outcomes.items():
+            self.count(name, n)
+        for reason, n in rejected.items():
+            self.count(f"rejected:{reason}", n)
+        return []
+
+    def _dead_letter_record(self, r: Any, reason: str, detail: str) -> None:
+        """Queue the dead letter of an aiokafka record in the outbox (ordered with the batch's
+        other writes; the caller counts it)."""
+        self.outbox.add(self.deadletter, None, self.dead_letter_value(
+            r.topic, r.partition, r.offset, record_headers(r.headers), r.value, reason, detail))
 
     # -- sweeper ----------------------------------------------------------------------------
 
@@ -360,6 +388,7 @@ class Pipeline:
             log.info("sweeper: schedule rebuilt from the store: %d keys (%.1f s)", n, seconds)
 
         self.table.rebuild_schedule_soon(self._next_expiry, done)
+        await self.mapping_stage.follow(self.table.active)  # restored: the stage may read these now
 
     def sweep_once(self, now: int) -> int:
         """Drop expired intervals of due keys (tombstone when none is left), keep held ones

@@ -4,8 +4,9 @@ Faust's per-event stream machinery (one task hop, one ``Conductor.on_message`` a
 ProducerBuffer turn per record) cost the worker ≈ 37× more CPU per event than the same pure core
 on plain aiokafka batches (docs/benchmarks.md, "Where the time goes").  The two stages that keep
 no state — **ingest** (raw topics → bindings + dead letters) and **stats** (bindings → stats
-records) — therefore run here, one ``BatchStage`` each; the mapping agent, which owns the
-Faust table and its changelog, stays a Faust agent.
+records) — therefore run here, one ``BatchStage`` each; so does the mapping stage, which writes
+the Faust table: ``agents.mapping_stage.MappingStage`` joins no group and follows the table's
+assignment instead.
 
 One ``BatchStage`` is: a consumer in a group of its own (``<app id>-<stage>``, see
 ``agents.acl.worker_groups``; every worker of a deployment joins it, so partitions spread over

@@ -115,7 +115,7 @@ def wait_group_caught_up(bootstrap: str, group: str, topic: str, *, timeout_s: f
     """Wait until consumer group ``group`` has committed ``topic`` up to the end offsets taken
     now (records appended later, heartbeats say, do not count).  True when it has, False on
     timeout or when ``alive()`` turns false.  The worker's stages are separate consumer groups
-    (ingest, stats, the mapping agent's ``<app id>``): that the statistics are out does not say
+    (ingest, stats, the mapping stage's ``<app id>-mapping``): that the statistics are out does not say
     the mapping table has applied the same bindings — this does.  ``tick()`` runs on every poll
     (a benchmark samples the worker's CPU there)."""
     import time

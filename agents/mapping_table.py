@@ -25,7 +25,8 @@ the conductor, a task and the recovery loop one at a time: ≈ 540 records/s her
 10M mappings (docs/benchmarks.md).  ``DirectRecovery`` (installed through the app's
 ``TableManager`` setting) tells Faust that this table's changelog partitions are already at
 their highwater, so Faust reads none of them; then, *before* Faust resumes the stream
-partitions (the mapping and lookup agents stay paused meanwhile), ``MappingTable.restore``
+partitions (the lookup agent stays paused and the mapping stage reads nothing meanwhile:
+``agents.mapping_stage``), ``MappingTable.restore``
 reads the assigned changelog partitions with a plain aiokafka consumer (``assign``,
 ``getmany`` batches of 20 000, dict updates, tombstones pop) from where this worker's copy
 stops (``_restored_to``: offset 0 for a partition it did not hold; afterwards advanced by each
@@ -236,8 +237,9 @@ class MappingTable(faust.Table):
         self._epoch += 1  # stops a restore or schedule rebuild still running (sync with this)
         self.restored = False
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
-        # the bindings topic is co-partitioned with the changelog: partition n of one is
-        # partition n of the other (Faust's assignor keeps them together)
+        # the changelog is co-partitioned with the lookup request topic (Faust's assignor keeps
+        # same-width topics of the same subscribers together); the mapping stage reads bindings
+        # partition n exactly when changelog partition n is here (agents.mapping_stage)
         names = {self.changelog_topic.get_topic_name(), *self.source_topics}
         mine = {tp.partition for tp in assigned if tp.topic in names}
         self.active = mine

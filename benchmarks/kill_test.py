@@ -197,11 +197,11 @@ def settle_and_verify(bootstrap: str, topics, fed_ids: list[int], base_s: int, s
                 break
         time.sleep(3)
     # statistics and the mapping table are separate consumer groups: the stats being complete
-    # does not say the table has applied the same bindings (the worker's group id is its app id,
-    # which the harnesses set to the topic prefix)
+    # does not say the table has applied the same bindings (the mapping stage commits under
+    # "<app id>-mapping"; the harnesses set the app id to the topic prefix)
     from agents.kafka_io import wait_group_caught_up
 
-    wait_group_caught_up(bootstrap, topics.prefix, topics.bindings,
+    wait_group_caught_up(bootstrap, f"{topics.prefix}-mapping", topics.bindings,
                          timeout_s=max(10.0, deadline - time.monotonic()))
     catch_up_s = time.monotonic() - t_final
     records, distinct, _ = distinct_ids(bootstrap, w_topics.stats)

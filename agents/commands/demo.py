@@ -381,9 +381,9 @@ def run(args: argparse.Namespace) -> int:
                 raise CliError(f"worker did not process everything within {args.timeout:.0f}s "
                                f"({bindings}/{expected_bindings} bindings); see {work / 'worker.log'} (use --keep)")
             time.sleep(0.5)
-        # the statistics come from their own consumer group: wait until the mapping agent's group
+        # the statistics come from their own consumer group: wait until the mapping stage's group
         # has committed the bindings too, so the lookups below ask a table that has them all
-        if not wait_group_caught_up(bootstrap, settings.app_id, topics.bindings,
+        if not wait_group_caught_up(bootstrap, f"{settings.app_id}-mapping", topics.bindings,
                                     timeout_s=max(1.0, deadline - time.monotonic()),
                                     alive=lambda: worker.poll() is None):
             raise CliError(f"the mapping table did not take every binding within {args.timeout:.0f}s; "

@@ -167,7 +167,7 @@ class Checker:
             if not wait_group_caught_up(self.bootstrap, groups["ingest"], t, alive=alive,
                                         timeout_s=max(1.0, deadline - time.monotonic())):
                 return False
-        if not wait_group_caught_up(self.bootstrap, w.settings.app_id, w.topics.bindings, alive=alive,
+        if not wait_group_caught_up(self.bootstrap, groups["mapping"], w.topics.bindings, alive=alive,
                                     timeout_s=max(1.0, deadline - time.monotonic())):
             return False
         if stats and not wait_group_caught_up(self.bootstrap, groups["stats"], w.topics.bindings, alive=alive,

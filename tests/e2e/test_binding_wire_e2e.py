@@ -53,7 +53,7 @@ def test_binary_and_old_json_bindings_are_applied_and_an_unknown_version_is_dead
     except AssertionError:
         raise AssertionError("dead letters missing; worker log tail:\n" + w.log()[-3000:]) from None
     wait_for(lambda: len(read_all(bootstrap, w.topics.stats)) >= 2, timeout_s=180, what="2 stats records")
-    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=120)
+    assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=120)
     time.sleep(2)  # anything extra would land by now (only ever adds records to check)
 
     dead = [json.loads(r.value) for r in read_all(bootstrap, w.topics.deadletter)]

@@ -110,7 +110,7 @@ def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factor
     wait_for(lambda: count(bootstrap, w.topics.deadletter) >= 1, timeout_s=120, what="the ICMP line dead-lettered")
     dl = [json.loads(r.value) for r in read_all(bootstrap, w.topics.deadletter)]
     assert [d["reason"] for d in dl] == ["unsupported-protocol"]
-    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=120)
+    assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=120)
 
     at = t_nat + 60_000
     cases = [  # (public, port, expected subscriber)

@@ -84,7 +84,7 @@ def test_realms_keep_reused_inside_space_apart_and_deterministic_nat_needs_no_lo
         assert rc.returncode == 0, rc.stderr
     # 4 RADIUS starts + 3 NAT blocks must be bindings before "caught up" means anything
     wait_for(lambda: count(bootstrap, w.topics.bindings) >= 7, timeout_s=120, what="7 bindings")
-    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=120)
+    assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=120)
 
     at = t_nat + 60_000
     # RFC 7422 forward formula by hand: k = 17 → public 198.51.100.(17 // 16) = .1,

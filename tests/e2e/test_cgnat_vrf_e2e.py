@@ -62,7 +62,7 @@ def test_shared_cgn_resolves_each_block_in_its_logged_vrfs_realm(worker_factory,
                             text=True)
         assert rc.returncode == 0, rc.stderr
     wait_for(lambda: count(bootstrap, w.topics.bindings) >= 5, timeout_s=120, what="5 bindings")
-    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=120)
+    assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=120)
 
     at = t_nat + 60_000
     qs = [1100, 1300, 1600, 1900]

@@ -72,7 +72,7 @@ def dep(bootstrap, tmp_path_factory):
         wait_for(lambda: count(bootstrap, w.topics.stats) >= n, timeout_s=180, what=f"{n} stats records")
         wait_for(lambda: metrics(w) is not None, timeout_s=60, what="the worker's /metrics")
         # the statistics come from their own consumer group: wait for the table's group as well
-        assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=180)
+        assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=180)
         w.at_ms = (now - 300) * 1000
         yield w
     finally:

@@ -47,7 +47,7 @@ def test_silent_session_past_the_window_answers_end_unknown(worker_factory, tmp_
                          str(feed)], cwd=REPO, capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
     assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-ingest", w.topics.raw_radius, timeout_s=120)
-    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=120)
+    assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=120)
     ms = now * 1000
     qs = [
         {"operator": "connect2ip", "ip": "100.64.50.1", "from_ms": ms - 200_000, "to_ms": ms - 199_999},  # in window

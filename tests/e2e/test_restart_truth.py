@@ -87,7 +87,7 @@ def test_answers_survive_sigterm_and_sigkill_restarts(worker_factory, tmp_path, 
     assert rc.returncode == 0, rc.stderr
     expected = _expected(history)
     assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-ingest", w.topics.raw_radius, timeout_s=180)
-    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=180)
+    assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=180)
 
     before = _wrong_answers(bootstrap, w, expected)
     assert before == [], f"{len(before)} wrong before any restart, e.g. {before[:3]}"

@@ -57,7 +57,7 @@ def test_raw_radius_to_pseudonymous_stats_and_exact_lookup(worker_factory, tmp_p
     assert dl[0]["topic"] == w.topics.raw_radius and dl[0]["offset"] == 3
 
     # the statistics come from their own consumer group: wait for the table's group as well
-    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=120)
+    assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=120)
     ms = now * 1000
     qs = [
         {"operator": "connect2ip", "ip": "100.64.12.34", "from_ms": ms - 450_000, "to_ms": ms - 449_999},

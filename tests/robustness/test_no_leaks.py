@@ -103,7 +103,7 @@ def test_debug_logs_and_metrics_hold_no_raw_identifier_or_key(worker_factory, bo
     wait_for(lambda: count(bootstrap, w.topics.stats) >= 6 and count_records(bootstrap, w.topics.deadletter) >= 3,
              timeout_s=400, what="stats and dead letters")
     # the statistics come from their own consumer group: wait for the table's group as well
-    assert wait_group_caught_up(bootstrap, w.settings.app_id, w.topics.bindings, timeout_s=120)
+    assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=120)
     ms = now * 1000
     qs = [{"operator": "connect2ip", "ip": ADDRESSES[0], "from_ms": ms - 800_000, "to_ms": ms - 799_999},
           {"operator": "connect2ip", "ip": ADDRESSES[3], "port": 40001, "from_ms": ms - 200_000, "to_ms": ms - 199_999},
