@@ -293,16 +293,14 @@ class CanaryJob:
         (a conservative mark).  Either is gone once the partition's log start passes its mark.
         The changelog (compacted) is read from the beginning, once per partition per scan, and
         only for canaries the table already let go (until then its sealed version must be there)."""
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
 
-        from .security import kafka_python_kwargs
+        from .kafka_clients import Clients
 
         p = self.p
         cpu0 = time.thread_time()  # the cap counts CPU, not the wait for the broker's answers
         if self._consumer is None:  # one consumer for every scan: making one costs more than a scan
-            self._consumer = KafkaConsumer(bootstrap_servers=p.settings.bootstrap, enable_auto_commit=False,
-                                           group_id=None, consumer_timeout_ms=10_000,
-                                           **kafka_python_kwargs(p.settings.security))
+            self._consumer = Clients.of(p.settings).consumer(client_id="ipanon-canary", consumer_timeout_ms=10_000)
         c = self._consumer
         out: list[dict] = [dict() for _ in todo]
         ok = False

@@ -30,14 +30,11 @@ BROKER_KEYS = ("log.retention.check.interval.ms", "log.cleaner.backoff.ms", "log
 
 
 def admin_client(bootstrap: str, security=None):
-    """A ``KafkaAdminClient``; ``security``: ``agents.security.KafkaSecurity`` (default: the
+    """A ``KafkaAdminClient`` (``agents.kafka_clients``); ``security``: ``agents.security.KafkaSecurity`` (default: the
     process's, from the environment)."""
-    from kafka import KafkaAdminClient
+    from .kafka_clients import Clients
 
-    from .security import kafka_python_kwargs
-
-    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-topics", request_timeout_ms=30_000,
-                            **kafka_python_kwargs(security))
+    return Clients(bootstrap, security).admin(client_id="ipanon-topics")
 
 
 def read_broker_settings(admin) -> tuple[BrokerSettings, dict[str, str]]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from .security import KafkaSecurity, kafka_python_kwargs
+from .kafka_clients import Clients
+from .security import KafkaSecurity
 
 # Every helper takes ``security`` (``agents.security.KafkaSecurity``); ``None`` = the
 # process's settings from the environment (``agents.security.current()``).
@@ -30,18 +31,15 @@ def record_headers(headers: Any) -> dict[str, str]:
 
 
 def producer(bootstrap: str, *, security: Optional[KafkaSecurity] = None, **kw) -> KafkaProducer:
-    opts = dict(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all",
-                compression_type=None, max_in_flight_requests_per_connection=1, retries=10,
-                **kafka_python_kwargs(security))
-    opts.update(kw)
-    return KafkaProducer(**opts)
+    """A kafka-python producer with the project's defaults (``agents.kafka_clients.SYNC_PRODUCER``)."""
+    return Clients(bootstrap, security).producer(**kw)
 
 
 def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4,
                   configs: Optional[Mapping[str, Mapping[str, str]]] = None,
                   security: Optional[KafkaSecurity] = None) -> list[str]:
     """Create missing topics; returns the names created."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-admin", **kafka_python_kwargs(security))
+    admin = Clients(bootstrap, security).admin(client_id="ipanon-admin")
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(n, partitions, 1, topic_configs=dict((configs or {}).get(n, {})))
@@ -63,8 +61,7 @@ def read_all(bootstrap: str, topic: str, *, timeout_s: float = 10.0, heartbeats:
              security: Optional[KafkaSecurity] = None) -> list:
     """Every record of ``topic`` from the beginning up to its current end offsets (without the
     worker's heartbeat records unless ``heartbeats``)."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                      consumer_timeout_ms=int(timeout_s * 1000), **kafka_python_kwargs(security))
+    c = Clients(bootstrap, security).consumer(client_id="ipanon-reader", consumer_timeout_ms=int(timeout_s * 1000))
     try:
         parts = c.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -97,7 +94,7 @@ def count_records(bootstrap: str, topic: str, *, security: Optional[KafkaSecurit
 def count(bootstrap: str, topic: str, *, security: Optional[KafkaSecurity] = None) -> int:
     """Records currently in ``topic`` (end − beginning offsets, summed over partitions).
     Exact for topics without heartbeats (stats, aggregates); see ``count_records``."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **kafka_python_kwargs(security))
+    c = Clients(bootstrap, security).consumer(client_id="ipanon-reader")
     try:
         parts = c.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
@@ -120,8 +117,7 @@ def wait_group_caught_up(bootstrap: str, group: str, topic: str, *, timeout_s: f
     (a benchmark samples the worker's CPU there)."""
     import time
 
-    g = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                      **kafka_python_kwargs(security))  # fetches committed offsets; never joins
+    g = Clients(bootstrap, security).consumer(client_id="ipanon-reader", group_id=group)  # committed offsets; never joins
     try:
         tps = [TopicPartition(topic, p) for p in (g.partitions_for_topic(topic) or ())]
         ends = g.end_offsets(tps) if tps else {}

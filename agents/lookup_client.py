@@ -29,12 +29,13 @@ import time
 import uuid
 from typing import Iterable, Optional
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from stream.errors import CryptoError
 from stream.intervals import routing_key
 from stream.lookup_wire import LookupSeal
 
+from .kafka_clients import Clients
 from .kafka_io import producer
 
 
@@ -83,13 +84,10 @@ def lookup_many(bootstrap: str, topics, queries: Iterable[dict], *, key: bytes, 
     and wait for all answers, completing CGNAT second hops (see the module doc) within the same
     ``timeout_s``.  Returns {id: answer}; the ids are set on the query dicts.  ``security``: an
     ``agents.security.KafkaSecurity`` (default: the process's)."""
-    from .security import kafka_python_kwargs
-
     seal = LookupSeal(key, topics.lookup_requests)
     queries = list(queries)
     deadline = time.monotonic() + timeout_s
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      **kafka_python_kwargs(security))
+    c = Clients(bootstrap, security).consumer(client_id="ipanon-lookup-client")
     try:
         parts = c.partitions_for_topic(topics.lookup_responses) or set()
         tps = [TopicPartition(topics.lookup_responses, p) for p in parts]

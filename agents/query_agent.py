@@ -69,6 +69,7 @@ from stream.hold import HOLD_MESSAGE_TYPES, HoldDecision, HoldDesk, HoldSet, Leg
 from stream.model import ip_text, parse_network
 
 from .broker import REPO_ROOT
+from .kafka_clients import Clients, faust_sends, send_all
 from .kafka_io import HEARTBEAT_KEY
 from .remote_lookup import RemoteLookups
 
@@ -176,14 +177,13 @@ def decode_snapshot(raw: bytes) -> dict:
     return json.loads(zlib.decompress(raw[len(_SNAP_MAGIC):]))
 
 
-def last_record(bootstrap: str, topic: str, partition: int = 0, timeout_s: float = 15.0):
+def last_record(bootstrap: str, topic: str, partition: int = 0, timeout_s: float = 15.0, security=None):
     """The last record of one partition (kafka-python, no consumer group), or None if empty."""
     import time
 
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      client_id="ipanon-query-state", **__import__("agents.security").security.kafka_python_kwargs())
+    c = Clients(bootstrap, security).consumer(client_id="ipanon-query-state")
     try:
         tp = TopicPartition(topic, partition)
         c.assign([tp])
@@ -338,11 +338,7 @@ class QueryAgent:
         """Send the queued outputs in order and wait until the broker has acknowledged each.
         (Our own sends only: ``producer.flush()`` would also wait for every other agent's.)"""
         out, self._out = self._out, []
-        futs = []
-        for topic, key, value, partition in out:
-            futs.append(await topic.send(key=key, value=value, partition=partition))
-        if futs:
-            await asyncio.gather(*futs)
+        await send_all(faust_sends, out)
 
     async def save(self, now: int) -> None:
         """Deliver every queued output, then write the snapshot and deliver it: the snapshot
@@ -482,12 +478,11 @@ class QueryAgent:
     async def holds_view(self) -> None:
         """Every worker: follow the holds topic (no consumer group) and keep ``pipeline.holds``
         current for the sweeper."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         s, topic = self.p.settings, self.p.names.holds
         while True:
-            c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
-                                 client_id="ipanon-holds-view", **__import__("agents.security").security.aiokafka_kwargs())
+            c = Clients.of(s).aio_consumer(client_id="ipanon-holds-view", group_id=None)
             try:
                 await c.start()
                 tp = TopicPartition(topic, 0)

@@ -33,6 +33,7 @@ from typing import Any, Optional
 
 from stream.errors import CryptoError, Rejected
 
+from .kafka_clients import Clients, faust_sends, send_all
 from .lookup_client import complete_hops, hop_queries, request_partition
 
 log = logging.getLogger("ipanon.lookups")
@@ -63,13 +64,10 @@ class RemoteLookups:
         async with self._lock:
             if self._consumer is not None:
                 return
-            from aiokafka import AIOKafkaConsumer, TopicPartition
-
-            from .security import aiokafka_kwargs
+            from aiokafka import TopicPartition
 
             s, topic = self.p.settings, self.p.names.lookup_responses
-            c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
-                                 client_id="ipanon-desk-lookups", **aiokafka_kwargs())
+            c = Clients.of(s).aio_consumer(client_id="ipanon-desk-lookups", group_id=None)
             await c.start()
             try:
                 tps = [TopicPartition(topic, i) for i in range(s.partitions)]
@@ -129,7 +127,7 @@ class RemoteLookups:
             return []
         await self._ensure_started()
         loop = asyncio.get_running_loop()
-        ids, futs, sends = [], [], []
+        ids, futs, outs = [], [], []
         for q in queries:
             rid = f"{self.tag}-{uuid.uuid4().hex}"
             fut = loop.create_future()
@@ -138,9 +136,9 @@ class RemoteLookups:
             futs.append(fut)
             part = request_partition(q["operator"], q["ip"], self.p.settings.partitions)
             value = self.p.lookup_seal.seal_request(q, request_id=rid, partition=part, now_ms=self.p.clock())
-            sends.append(await self.p.lookup_requests.send(key=None, value=value, partition=part))
+            outs.append((self.p.lookup_requests, None, value, part))
         self.remote += len(queries)
-        await asyncio.gather(*sends)  # acknowledged by the broker
+        await send_all(faust_sends, outs)  # acknowledged by the broker
         await asyncio.wait(futs, timeout=self.timeout_s)
         out = []
         for rid, fut in zip(ids, futs):

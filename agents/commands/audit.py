@@ -60,15 +60,14 @@ def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
     """Every record of ``topic`` from the beginning to the end offsets seen at the start:
     ``[(partition, offset, key, value)]`` ordered by partition then offset.  ``begin``, if
     given, receives each partition's log-start offset."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
     from kafka.errors import KafkaError
 
     check_connection(bootstrap)
     try:
-        from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
+        from ..kafka_clients import Clients  # TLS/SASL from the environment (issue 10)
 
-        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                          client_id="ipanon-cli-reader", **kafka_python_kwargs())
+        c = Clients(bootstrap).consumer(client_id="ipanon-cli-reader")
     except KafkaError as e:
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(e).__name__}) — is the broker running?") from None
     try:

@@ -93,12 +93,9 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = args.bootstrap or default_bootstrap()
     ensure_topics(bootstrap, {topic}, create=not args.no_create_topic)
 
-    from kafka import KafkaProducer
+    from ..kafka_clients import BULK_PRODUCER, Clients  # TLS/SASL from the environment (issue 10)
 
-    from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                             batch_size=256 * 1024, client_id="ipanon-collect", **kafka_python_kwargs())
+    producer = Clients(bootstrap).producer(client_id="ipanon-collect", **BULK_PRODUCER)
     failures: list[BaseException] = []
     fmt_h = (H_FORMAT, args.format.encode())
     op_h = [(H_OPERATOR, args.operator.encode())] if args.operator else []

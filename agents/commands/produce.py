@@ -119,15 +119,13 @@ def _refused(e: BaseException) -> bool:
 
 
 def ensure_topics(bootstrap: str, topics: set[str], *, create: bool) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    from ..cli import CliError
-
-    from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
-
+    from kafka.admin import NewTopic
     from kafka.errors import KafkaError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipanon-produce", **kafka_python_kwargs())
+    from ..cli import CliError
+    from ..kafka_clients import Clients  # TLS/SASL from the environment (issue 10)
+
+    admin = Clients(bootstrap).admin(client_id="ipanon-produce")
     try:
         have = set(admin.list_topics())
         missing = sorted(topics - have)
@@ -194,13 +192,10 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = args.bootstrap or default_bootstrap()
     ensure_topics(bootstrap, wanted, create=not args.no_create_topic)
 
-    from kafka import KafkaProducer
+    from ..kafka_clients import BULK_PRODUCER, Clients
 
-    from ..security import kafka_python_kwargs
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                             batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
-                             client_id="ipanon-produce", **kafka_python_kwargs())
+    producer = Clients(bootstrap).producer(client_id="ipanon-produce", batch_size=512 * 1024,
+                                           max_request_size=4 * 1024 * 1024, **BULK_PRODUCER)
     failures: list[BaseException] = []
     unrouted: list[bytes] = []
     host = socket.gethostname()

@@ -129,8 +129,6 @@ def _send(args: argparse.Namespace, key: str, value: bytes) -> None:
 
 def send_to_inbox(args: argparse.Namespace, key: bytes, value: bytes) -> None:
     """Send one signed message to ``<prefix>-query-requests`` and wait for the acknowledgement."""
-    from kafka import KafkaProducer
-
     from kafka.errors import KafkaError
 
     from .audit import check_connection, missing_topic
@@ -140,9 +138,9 @@ def send_to_inbox(args: argparse.Namespace, key: bytes, value: bytes) -> None:
     check_connection(bootstrap)
 
     try:
-        from ..security import kafka_python_kwargs  # TLS/SASL from the environment (issue 10)
+        from ..kafka_clients import Clients  # TLS/SASL from the environment (issue 10)
 
-        prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=10_000, **kafka_python_kwargs())
+        prod = Clients(bootstrap).producer(client_id="ipanon-query", max_block_ms=10_000)
     except KafkaError as e:
         raise CliError(f"cannot reach Kafka at {bootstrap} ({type(e).__name__}) — is the broker running?") from None
     try:

@@ -126,10 +126,11 @@ def newest(pairs: list[tuple[Any, dict]], n: int) -> list[dict]:
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
     from kafka.errors import KafkaError
 
     from ..cli import CliError
+    from ..kafka_clients import Clients
     from ..kafka_io import read_all
     from ..settings import Settings
     from ..topics import Topics
@@ -145,8 +146,7 @@ def run_tail(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if not args.follow:
             return 0
-        c = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
-                          **__import__("agents.security").security.kafka_python_kwargs(s.security))
+        c = Clients.of(s).consumer(client_id="ipanon-stats-tail")
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
         c.assign(tps)
         c.seek_to_end(*tps)
@@ -283,11 +283,12 @@ def analyst_group(prefix: str, name: str) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
     from kafka.errors import KafkaError
     from kafka.structs import OffsetAndMetadata
 
     from ..cli import CliError
+    from ..kafka_clients import Clients
     from ..settings import Settings
     from ..topics import Topics
 
@@ -305,9 +306,7 @@ def run_export(args: argparse.Namespace) -> int:
     writer = _Writer(args.format, args.output, cols)  # pyarrow missing: clear error before any read
     n = {"read": 0, "filtered": 0, "invalid": 0}
     try:
-        c = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=group, enable_auto_commit=False,
-                          auto_offset_reset="earliest",
-                          **__import__("agents.security").security.kafka_python_kwargs(s.security))
+        c = Clients.of(s).consumer(client_id="ipanon-stats-export", group_id=group, auto_offset_reset="earliest")
         try:
             parts = c.partitions_for_topic(topic)
             if not parts:
