@@ -251,4 +251,4 @@ def test_only_kafka_clients_builds_kafka_clients():
     assert {x.rsplit(" ", 1)[1] for x in own} == {"AIOKafkaConsumer", "AIOKafkaProducer", "KafkaConsumer",
                                                    "KafkaProducer", "KafkaAdminClient"}
     assert sorted(set(found) - NOT_YET) == []
-    assert sorted(NOT_YET - set(found)) == []
+    assert sorted(x for x in NOT_YET - set(found) if (REPO / x).exists()) == []
