@@ -47,7 +47,7 @@ from typing import Any, Optional, Sequence
 from .config import OperatorPolicy
 from .errors import CryptoError
 from .keyring import Keyring, epoch_of
-from .model import Binding
+from .model import Binding, address_text
 from .consent import normalise_subscriber
 
 STATS_SCHEMA_VERSION = 3
@@ -157,8 +157,8 @@ def _text(a: Any, prefixlen: Optional[int] = None) -> Optional[str]:
     if a is None:
         return None
     if prefixlen is not None and prefixlen < a.max_prefixlen:
-        return str(_masked(a, prefixlen))
-    return str(a)
+        return address_text(_masked(a, prefixlen))
+    return address_text(a)  # str(a), without ipaddress's Python-level IPv4 formatting
 
 
 class StatsBuilder:
@@ -198,14 +198,15 @@ class StatsBuilder:
     def _cell_text(self, a: Any) -> str:
         """``a``'s aggregate cell (its /cell_v4 or /cell_v6 network) as text, cached: operator
         addresses come from few pools, so most lookups hit."""
-        n = self.cell_v4 if a.version == 4 else self.cell_v6
-        m = _masked(a, n)
-        key = (a.version, int(m))
+        v = a.version
+        n = self.cell_v4 if v == 4 else self.cell_v6
+        bits = a.max_prefixlen
+        key = (v, int(a) & (_ONES[v] ^ ((1 << (bits - n)) - 1)))  # _masked's integer: no object on a hit
         t = self._cells.get(key)
         if t is None:
             if len(self._cells) > 200_000:
                 self._cells.clear()
-            t = self._cells[key] = f"{m}/{n}"
+            t = self._cells[key] = f"{type(a)(key[1])}/{n}"
         return t
 
     def build_many(self, bindings: Sequence[Binding], raw: Optional[Sequence[bytes]] = None) -> list[Built]:
