@@ -109,7 +109,7 @@ class Vault:
     # -- keys and values ----------------------------------------------------------------------
 
     def key(self, slot: str, net: IPNetwork) -> bytes:
-        return self._prefix[slot] + bytes.fromhex(self.ring.key_id(ip_text(net)))
+        return self._prefix[slot] + self.ring.key_id_bytes(ip_text(net))
 
     def seal(self, key: bytes, net: IPNetwork, ivs: iv.Intervals, *, until_ms: int, now_ms: int) -> bytes:
         epoch = self.epoch_at(max(until_ms, now_ms + self.period_ms))

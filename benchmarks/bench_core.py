@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import ipaddress
 import json
 import os
@@ -284,14 +285,20 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--scheme", help="statistics address scheme (default: the operator profile's)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--gc", choices=("default", "freeze"), default="default",
+                    help="freeze: gc.freeze() after the fill, so the collector no longer walks the table "
+                         "(what a worker could do after its restore; shows the collector's share)")
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
     if a.smoke:
         a.mappings, a.events, a.repeat, a.batch = 3000, 300, 1, 100
     core, pol, fill_s = setup(a.mappings, a.scheme, a.batch)
+    if a.gc == "freeze":
+        gc.collect()
+        gc.freeze()
     bs = events(a.events, a.mappings, core.now, random.Random(a.seed))
     fig = {"bench": "core", "smoke": a.smoke, "mappings": a.mappings, "events": a.events, "batch": a.batch,
-           "repeat": a.repeat, "operator": OPERATOR, "scheme": pol.statistics.address.kind,
+           "repeat": a.repeat, "gc": a.gc, "operator": OPERATOR, "scheme": pol.statistics.address.kind,
            **measure(core, bs, a.repeat), "table_size": len(core.table), "fill_s": round(fill_s, 1),
            "machine": {"cores": os.cpu_count(), "load1": round(os.getloadavg()[0], 2),
                        "load5": round(os.getloadavg()[1], 2), "python": platform.python_version()}}

@@ -275,6 +275,11 @@ class Keyring:
         Note: IPv4 has only 2^32 addresses, so anyone holding the index key can invert a key id
         by enumeration; that is why table *values* are sealed under epoch keys.
         """
+        return self.key_id_bytes(address_text, epoch=epoch).hex()
+
+    def key_id_bytes(self, address_text: str, *, epoch: Optional[int] = None) -> bytes:
+        """``bytes.fromhex(key_id(…))``: the 16 bytes a keyed table key holds, without the hex
+        round trip (the mapping stage derives one per binding)."""
         if epoch is None:
             h = self._eindex.get(-1)
             if h is None:
@@ -284,7 +289,7 @@ class Keyring:
             if h is None:
                 info = b"ipanon/v1 index epoch " + str(epoch).encode()
                 h = self._eindex[epoch] = HmacSha256(hkdf_sha256(self._epoch_key(epoch), info))
-        return h.digest(self.operator.encode() + b"\0" + address_text.encode("utf-8"))[:16].hex()
+        return h.digest(self.operator.encode() + b"\0" + address_text.encode("utf-8"))[:16]
 
     # -- sealing values at rest ----------------------------------------------------------------
 
