@@ -191,7 +191,7 @@ class StatsAgent:
         p.app.task(self._consent_task)
         # stateless: a plain aiokafka batch loop in its own consumer group (agents.batch)
         self.stage = p.add_batch_stage("stats", [p.names.bindings], self.handle_batch, role="bindings")
-        self.stage.count_in = False  # the mapping agent's consumer already counts bindings read
+        self.stage.count_in = False  # the mapping stage already counts bindings read
         self.agg_stage = st = p.add_batch_stage("aggregate", [p.names.aggregate_parts], self.handle_parts,
                                                 role="aggregate")
         st.count_in = False
