@@ -1,0 +1,326 @@
+"""The mapping table on disk: RocksDB through ``rocksdict`` (issue 17 groundwork; not wired
+into the worker yet — ``docs/state-on-disk.md`` says what the wiring needs).
+
+Layout (one RocksDB per worker, in a directory kept mode 0700):
+
+- ``d<p>``: table partition p's data, table key → sealed value (``agents.vault``);
+- ``s<p>``: partition p's expiry schedule, ``stream.disk_bound.schedule_key(bucket, key)`` → b"":
+  RocksDB's byte order is time order, so ``due(now)`` reads only the due buckets and a restart
+  needs no rebuild pass;
+- ``meta``: ``b"o" + p`` → the next changelog offset to read for p (the checkpoint).
+
+Every change goes through one ``WriteBatch`` (``write``): data, schedule entries and the
+checkpoint of a batch land together or not at all, so a store reopened after a crash is at a
+consistent prefix and reads the changelog only from its checkpoint.
+
+Erasure on disk (``stream.disk_bound``): ``erase_tick(now)`` flushes every memtable (the WAL
+files written before it become obsolete and are deleted: recycling and archiving are off) and
+force-compacts each partition whose last forced compaction started ``cycle_ms`` ago, which
+drops deleted keys' values from the SST files; ``drop_partition`` drops a revoked partition's
+column families whole.  Compression is off: the values are AES-GCM ciphertext (nothing to
+gain), and the erasure test can then find a value's bytes in any file it is still in.
+
+An iterator pins the SST files it reads, so every read here finishes before it returns
+(``keys`` builds a list): an open iterator would keep deleted values' files alive past the bound.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+import rocksdict as rd
+
+from stream import disk_bound as db
+from stream.errors import ConfigError
+from stream.schedule import SCHEDULE_BUCKET_MS
+
+_OFFSET = struct.Struct(">Q")
+_META = "meta"
+
+
+def _cf_data(p: int) -> str:
+    return f"d{p}"
+
+
+def _cf_sched(p: int) -> str:
+    return f"s{p}"
+
+
+def _meta_key(p: int) -> bytes:
+    return b"o" + p.to_bytes(4, "big")
+
+
+def _options(*, write_buffer_bytes: int, total_wal_bytes: int, cache_bytes: int) -> rd.Options:
+    o = rd.Options(raw_mode=True)
+    o.create_if_missing(True)
+    o.create_missing_column_families(True)
+    o.set_compression_type(rd.DBCompressionType.none())
+    # the WAL: never reused (a recycled file keeps old records until overwritten), never archived
+    o.set_recycle_log_file_num(0)
+    o.set_wal_ttl_seconds(0)
+    o.set_wal_size_limit_mb(0)
+    o.set_max_total_wal_size(total_wal_bytes)  # forces flushes of CFs holding old WALs back
+    o.set_write_buffer_size(write_buffer_bytes)
+    o.set_db_write_buffer_size(4 * write_buffer_bytes)  # all CFs' memtables together
+    o.set_keep_log_file_num(2)  # the info LOG (no keys, no values): keep it small
+    o.set_max_background_jobs(2)
+    bbo = rd.BlockBasedOptions()
+    bbo.set_block_cache(rd.Cache(cache_bytes))
+    bbo.set_bloom_filter(10, False)
+    o.set_block_based_table_factory(bbo)
+    return o
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` mode 0700, or check an existing one is not group/other-accessible."""
+    path = Path(path)
+    if path.exists():
+        st = path.stat()
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{path}: state directory is not a directory")
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{path}: state directory is accessible to group/others (mode "
+                              f"{stat.S_IMODE(st.st_mode):04o}); run `chmod 700 {path}`")
+        return path
+    path.mkdir(parents=True, mode=0o700)
+    os.chmod(path, 0o700)  # mkdir's mode is masked by the umask, which may not be ours
+    return path
+
+
+class Batch:
+    """The changes of one ``DiskStore.write``: applied atomically, in order."""
+
+    __slots__ = ("ops", "partitions")
+
+    def __init__(self) -> None:
+        self.ops: list[tuple] = []
+        self.partitions: set[int] = set()
+
+    def put(self, p: int, key: bytes, value: bytes) -> "Batch":
+        self.ops.append((0, p, key, value))
+        self.partitions.add(p)
+        return self
+
+    def delete(self, p: int, key: bytes) -> "Batch":
+        self.ops.append((1, p, key, None))
+        self.partitions.add(p)
+        return self
+
+    def schedule(self, p: int, when_ms: Optional[int], key: bytes, width_ms: int = SCHEDULE_BUCKET_MS) -> "Batch":
+        """Look at ``key`` again at ``when_ms`` (None: never; 0: at the next ``due``)."""
+        if when_ms is not None:
+            self.ops.append((2, p, db.schedule_key(db.bucket_of(when_ms, width_ms), key), b""))
+            self.partitions.add(p)
+        return self
+
+    def unschedule(self, p: int, bucket: int, key: bytes) -> "Batch":
+        """Remove a schedule entry ``due`` handed out (write it with the sweeper's result)."""
+        self.ops.append((3, p, db.schedule_key(bucket, key), None))
+        self.partitions.add(p)
+        return self
+
+    def checkpoint(self, p: int, next_offset: int) -> "Batch":
+        """The next changelog offset of partition ``p`` to read after this batch is applied."""
+        self.ops.append((4, p, _meta_key(p), _OFFSET.pack(next_offset)))
+        self.partitions.add(p)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+class DiskStore:
+    """The mapping table's RocksDB (see the module docstring)."""
+
+    def __init__(self, path: Path, *, bound: db.DiskBound, width_ms: int = SCHEDULE_BUCKET_MS,
+                 write_buffer_bytes: int = 16 * 2**20, total_wal_bytes: int = 64 * 2**20,
+                 cache_bytes: int = 32 * 2**20) -> None:
+        self.path = ensure_private_dir(Path(path))
+        self.bound = bound
+        self.width_ms = width_ms
+        self._opts = _options(write_buffer_bytes=write_buffer_bytes, total_wal_bytes=total_wal_bytes,
+                              cache_bytes=cache_bytes)
+        existing = rd.Rdict.list_cf(str(self.path), self._opts) if (self.path / "CURRENT").exists() else []
+        cfs = {name: self._opts for name in existing if name != "default"}
+        cfs.setdefault(_META, self._opts)
+        self._db = rd.Rdict(str(self.path), self._opts, column_families=cfs)
+        self._cf: dict[str, rd.Rdict] = {}
+        self._h: dict[str, rd.ColumnFamily] = {}
+        for name in cfs:
+            self._open_cf(name)
+        self._held = {int(n[1:]) for n in cfs if n[:1] == "d" and n[1:].isdigit()}
+        #: partition → when its last forced compaction started (not persisted: a reopened store
+        #: compacts every partition at its first tick)
+        self.last_compacted: dict[int, int] = {}
+        self.last_tick: dict = {}
+        self._wo = rd.WriteOptions()
+
+    def _open_cf(self, name: str) -> None:
+        self._cf[name] = self._db.get_column_family(name)
+        self._h[name] = self._db.get_column_family_handle(name)
+
+    # -- partitions ---------------------------------------------------------------------------
+
+    def partitions(self) -> set[int]:
+        return set(self._held)
+
+    def ensure_partition(self, p: int) -> None:
+        if p in self._held:
+            return
+        for name in (_cf_data(p), _cf_sched(p)):
+            if name not in self._cf:
+                self._db.create_column_family(name, self._opts)
+                self._open_cf(name)
+        self._held.add(p)
+
+    def drop_partition(self, p: int) -> None:
+        """Forget partition ``p`` (revoked): its column families are dropped whole and their
+        files unlinked once no handle is left; the checkpoint goes with them."""
+        if p not in self._held:
+            return
+        self._held.discard(p)
+        self.last_compacted.pop(p, None)
+        self._cf[_META].delete(_meta_key(p))
+        for name in (_cf_data(p), _cf_sched(p)):
+            self._cf.pop(name, None)
+            self._h.pop(name, None)  # the handles keep the CF's files alive
+            self._db.drop_column_family(name)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def write(self, batch: Batch) -> None:
+        """Apply ``batch`` atomically (one RocksDB ``WriteBatch``)."""
+        if not batch.ops:
+            return
+        for p in batch.partitions:
+            self.ensure_partition(p)
+        h = self._h
+        wb = rd.WriteBatch(raw_mode=True)
+        meta = h[_META]
+        for op, p, k, v in batch.ops:
+            if op == 0:
+                wb.put(k, v, h[f"d{p}"])
+            elif op == 1:
+                wb.delete(k, h[f"d{p}"])
+            elif op == 2:
+                wb.put(k, v, h[f"s{p}"])
+            elif op == 3:
+                wb.delete(k, h[f"s{p}"])
+            else:
+                wb.put(k, v, meta)
+        self._db.write(wb, self._wo)
+
+    def put_batch(self, p: int, items: Iterable[tuple[bytes, bytes]], *, next_offset: Optional[int] = None) -> None:
+        b = Batch()
+        for k, v in items:
+            b.put(p, k, v)
+        if next_offset is not None:
+            b.checkpoint(p, next_offset)
+        self.write(b)
+
+    def delete(self, p: int, keys: Iterable[bytes], *, next_offset: Optional[int] = None) -> None:
+        b = Batch()
+        for k in keys:
+            b.delete(p, k)
+        if next_offset is not None:
+            b.checkpoint(p, next_offset)
+        self.write(b)
+
+    def schedule(self, p: int, when_ms: Optional[int], key: bytes) -> None:
+        self.write(Batch().schedule(p, when_ms, key, self.width_ms))
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get(self, p: int, key: bytes) -> Optional[bytes]:
+        cf = self._cf.get(_cf_data(p))
+        return None if cf is None else cf.get(key)
+
+    def get_many(self, p: int, keys: list[bytes]) -> list[Optional[bytes]]:
+        cf = self._cf.get(_cf_data(p))
+        return [None] * len(keys) if cf is None else cf.get(keys)
+
+    def keys(self, p: int) -> list[bytes]:
+        """Partition ``p``'s keys (a list: the iterator is closed before this returns)."""
+        cf = self._cf.get(_cf_data(p))
+        return [] if cf is None else list(cf.keys())
+
+    def count_estimate(self, p: int) -> int:
+        cf = self._cf.get(_cf_data(p))
+        return 0 if cf is None else (cf.property_int_value("rocksdb.estimate-num-keys") or 0)
+
+    def checkpoint(self, p: int) -> Optional[int]:
+        """The next changelog offset of ``p`` to read (None: none recorded, read from the start)."""
+        raw = self._cf[_META].get(_meta_key(p))
+        return None if raw is None else _OFFSET.unpack(raw)[0]
+
+    def due(self, now_ms: int, limit: Optional[int] = None) -> list[tuple[int, int, bytes]]:
+        """``(partition, bucket, key)`` of every schedule entry due at ``now_ms`` (bucket order per
+        partition), reading only the due buckets.  Entries stay until ``Batch.unschedule``
+        removes them, so a crash between ``due`` and the sweeper's write loses no expiry."""
+        upper = db.due_upper_bound(now_ms, self.width_ms)
+        if upper is None:
+            return []
+        out: list[tuple[int, int, bytes]] = []
+        for p in sorted(self._held):
+            ro = rd.ReadOptions()
+            ro.set_iterate_upper_bound(upper)
+            it = self._cf[_cf_sched(p)].keys(read_opt=ro)
+            for sk in it:
+                b, k = db.split_schedule_key(sk)
+                out.append((p, b, k))
+                if limit is not None and len(out) >= limit:
+                    break
+            del it
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    # -- erasure ------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Flush every column family's memtable (the WAL files before it become obsolete)."""
+        for cf in list(self._cf.values()):
+            cf.flush(True)
+
+    def compact_partition(self, p: int) -> None:
+        co = rd.CompactOptions()
+        co.set_bottommost_level_compaction(rd.BottommostLevelCompaction.force())
+        co.set_exclusive_manual_compaction(False)
+        for name in (_cf_data(p), _cf_sched(p)):
+            self._cf[name].compact_range(None, None, co)
+        self._cf[_META].compact_range(None, None, co)
+
+    def erase_tick(self, now_ms: int) -> dict:
+        """One erasure tick (``stream.disk_bound``): flush, then force-compact the due partitions.
+        Blocking (seconds at millions of keys): a worker runs it in a thread.  Returns what it did."""
+        t0 = time.monotonic()
+        self.flush()
+        due = db.partitions_due(self.last_compacted, self._held, now_ms, self.bound.cycle_ms)
+        for p in due:
+            self.last_compacted[p] = now_ms
+            self.compact_partition(p)
+        ms = (time.monotonic() - t0) * 1000
+        self.last_tick = {"at_ms": now_ms, "compacted": due, "duration_ms": round(ms, 1),
+                          "overran": self.bound.tick_overran(ms)}
+        return self.last_tick
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    def close(self) -> None:
+        self._cf.clear()
+        self._h.clear()
+        self._db.close()
+
+    def __enter__(self) -> "DiskStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

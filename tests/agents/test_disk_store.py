@@ -1,0 +1,205 @@
+"""agents.disk_store: the mapping table on RocksDB — round trip, batch atomicity with the
+checkpoint, reopen without rebuild, the 0700 directory, and erasure on disk within the bound
+(every file under the data directory scanned for each deleted value's bytes)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+
+import pytest
+
+from agents.disk_store import Batch, DiskStore
+from stream import disk_bound as dbound
+from stream.errors import ConfigError
+
+BOUND = dbound.DiskBound(cycle_ms=1_000, tick_ms=100, compaction_allowance_ms=60_000)
+
+
+def key(i: int) -> bytes:
+    return b"junet|i" + i.to_bytes(16, "big")
+
+
+def value(marker: bytes) -> bytes:
+    """An 89-byte value (the worker's sealed size) carrying a unique 32-byte marker."""
+    return (marker + secrets.token_bytes(89))[:89]
+
+
+def open_store(path, **kw):
+    return DiskStore(path, bound=BOUND, width_ms=1_000, **kw)
+
+
+def files_with(path, markers: list[bytes]) -> dict[bytes, list[str]]:
+    """Each marker → the files (any file under ``path``: SST, .log WAL, MANIFEST, OPTIONS, LOG…)
+    that contain its bytes."""
+    blobs = {}
+    for root, _, names in os.walk(path):
+        for n in names:
+            fp = os.path.join(root, n)
+            with open(fp, "rb") as f:
+                blobs[os.path.relpath(fp, path)] = f.read()
+    return {m: [n for n, b in blobs.items() if m in b] for m in markers}
+
+
+def test_round_trip_and_partition_keys(tmp_path):
+    with open_store(tmp_path / "s") as s:
+        s.put_batch(0, [(key(i), b"v%d" % i) for i in range(100)])
+        s.put_batch(1, [(key(1000), b"other")])
+        assert s.get(0, key(7)) == b"v7"
+        assert s.get(1, key(7)) is None
+        assert s.get(2, key(7)) is None  # a partition never held
+        assert s.get_many(0, [key(1), key(500)]) == [b"v1", None]
+        assert s.keys(0) == [key(i) for i in range(100)]
+        assert s.keys(1) == [key(1000)]
+        s.delete(0, [key(i) for i in range(50)])
+        assert s.keys(0) == [key(i) for i in range(50, 100)]
+        assert s.partitions() == {0, 1}
+
+
+def test_checkpoint_lands_in_the_same_batch_as_the_data(tmp_path):
+    with open_store(tmp_path / "s") as s:
+        assert s.checkpoint(0) is None
+        s.put_batch(0, [(key(1), b"a")], next_offset=11)
+        assert s.checkpoint(0) == 11
+        # a batch that fails is applied not at all: neither its data nor its checkpoint
+        bad = Batch().put(0, key(2), b"b").checkpoint(0, 12)
+        bad.ops.append((0, 0, "not bytes", b"x"))  # rocksdict refuses a str key in raw mode
+        with pytest.raises(Exception):
+            s.write(bad)
+        assert s.get(0, key(2)) is None
+        assert s.checkpoint(0) == 11
+        s.delete(0, [key(1)], next_offset=13)
+        assert s.get(0, key(1)) is None and s.checkpoint(0) == 13
+
+
+def test_reopen_keeps_data_checkpoint_and_schedule(tmp_path):
+    path = tmp_path / "s"
+    with open_store(path) as s:
+        b = Batch()
+        for i in range(10):
+            b.put(i % 2, key(i), b"v%d" % i).schedule(i % 2, 5_000 + i * 1_000, key(i), 1_000)
+        b.checkpoint(0, 40).checkpoint(1, 41)
+        s.write(b)
+    with open_store(path) as s:  # nothing is rebuilt: the schedule is read as it was written
+        assert s.partitions() == {0, 1}
+        assert [s.get(i % 2, key(i)) for i in range(10)] == [b"v%d" % i for i in range(10)]
+        assert (s.checkpoint(0), s.checkpoint(1)) == (40, 41)
+        assert s.due(4_999) == []
+        assert s.due(5_000) == [(0, 5, key(0))]
+        due = s.due(7_500)
+        assert sorted(due) == [(0, 5, key(0)), (0, 7, key(2)), (1, 6, key(1))]
+        # the sweeper's write removes the entries it handled, atomically with its result
+        b = Batch()
+        for p, bucket, k in due:
+            b.delete(p, k).unschedule(p, bucket, k)
+        s.write(b)
+        assert s.due(7_500) == []
+    with open_store(path) as s:
+        assert s.due(7_500) == []
+        assert [k for _, _, k in s.due(20_000)] == [key(4), key(6), key(8), key(3), key(5), key(7), key(9)]
+
+
+def test_due_is_never_early_and_honours_limit_and_never(tmp_path):
+    with open_store(tmp_path / "s") as s:
+        s.schedule(0, 1_001, key(1))  # bucket 2: due at 2 000, not at 1 001
+        s.schedule(0, None, key(2))  # never
+        s.schedule(0, 0, key(3))  # at the next due
+        assert s.due(1_999) == [(0, 0, key(3))]
+        assert s.due(2_000) == [(0, 0, key(3)), (0, 2, key(1))]
+        assert s.due(2_000, limit=1) == [(0, 0, key(3))]
+
+
+def test_new_directory_is_0700_and_an_open_one_is_refused(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with open_store(tmp_path / "new" / "s"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new" / "s").stat().st_mode) == 0o700
+    for mode in (0o750, 0o705, 0o770):
+        d = tmp_path / f"open{mode:o}"
+        d.mkdir()
+        os.chmod(d, mode)
+        with pytest.raises(ConfigError, match="chmod 700"):
+            open_store(d)
+        assert not (d / "CURRENT").exists()  # refused before RocksDB wrote anything
+    f = tmp_path / "file"
+    f.write_bytes(b"")
+    with pytest.raises(ConfigError, match="not a directory"):
+        open_store(f)
+
+
+def test_deleted_values_leave_every_file_after_the_erasure_tick(tmp_path):
+    path = tmp_path / "s"
+    n = 300
+    markers = {i: b"MARK" + secrets.token_hex(14).encode() for i in range(n)}
+    gone = [i for i in range(n) if i % 3 != 0]  # two thirds are deleted, one third stays
+    kept = [i for i in range(n) if i % 3 == 0]
+    with open_store(path) as s:
+        # three partitions; values reach SSTs (flushed), some also overwritten once
+        for p in range(3):
+            s.put_batch(p, [(key(i), value(markers[i])) for i in range(n) if i % 3 == p or i % 3 == 0 and p == 0])
+        s.erase_tick(0)
+        assert all(files_with(path, list(markers.values())).values()), "the scan must see every value first"
+        # expiry through the on-disk schedule: the sweeper's deletes go with the unschedule
+        b = Batch()
+        for i in gone:
+            b.schedule(i % 3, 10_000, key(i), 1_000)
+        s.write(b)
+        due = s.due(10_000)
+        assert sorted(k for _, _, k in due) == sorted(key(i) for i in gone)
+        b = Batch()
+        for p, bucket, k in due:
+            b.delete(p, k).unschedule(p, bucket, k)
+        s.write(b)
+        assert all(s.get(i % 3, key(i)) is None for i in gone)
+        # deleted but still on disk: this is what the mechanism is for
+        found = files_with(path, [markers[i] for i in gone])
+        assert all(found.values())
+        assert any(f.endswith(".sst") for fs in found.values() for f in fs)
+        # a value written and deleted between two ticks lives only in the WAL (and memtable)
+        wal_marker = b"WALONLY" + secrets.token_hex(12).encode()
+        s.put_batch(1, [(key(9_999), value(wal_marker))])
+        s.delete(1, [key(9_999)])
+        assert any(f.endswith(".log") for f in files_with(path, [wal_marker])[wal_marker])
+
+        tick = s.erase_tick(10_000 + BOUND.cycle_ms)
+        assert sorted(tick["compacted"]) == [0, 1, 2]
+        after = files_with(path, [markers[i] for i in gone] + [wal_marker])
+        assert {m: fs for m, fs in after.items() if fs} == {}
+        # the scan still finds what is live, so its silence above means something
+        assert all(files_with(path, [markers[i] for i in kept]).values())
+        assert [s.get(i % 3, key(i)) is not None for i in kept] == [True] * len(kept)
+    # and nothing comes back on reopen (nothing kept a copy to recover from)
+    with open_store(path) as s:
+        assert all(s.get(i % 3, key(i)) is None for i in gone)
+        assert not any(files_with(path, [markers[i] for i in gone]).values())
+
+
+def test_no_compaction_before_the_cycle_ends(tmp_path):
+    with open_store(tmp_path / "s") as s:
+        s.put_batch(0, [(key(1), b"x")])
+        assert s.erase_tick(0)["compacted"] == [0]
+        assert s.erase_tick(BOUND.cycle_ms - 1)["compacted"] == []
+        assert s.erase_tick(BOUND.cycle_ms)["compacted"] == [0]
+
+
+def test_dropped_partition_leaves_every_file(tmp_path):
+    path = tmp_path / "s"
+    marker = b"DROPPED" + secrets.token_hex(12).encode()
+    keep = b"KEPT" + secrets.token_hex(12).encode()
+    with open_store(path) as s:
+        s.put_batch(4, [(key(1), value(marker))], next_offset=9)
+        s.put_batch(5, [(key(2), value(keep))])
+        s.erase_tick(0)
+        assert files_with(path, [marker])[marker]
+        s.drop_partition(4)
+        s.flush()  # the WAL of the drop itself
+        assert s.partitions() == {5}
+        assert s.get(4, key(1)) is None and s.checkpoint(4) is None
+        assert files_with(path, [marker]) == {marker: []}
+        assert files_with(path, [keep])[keep]
+    with open_store(path) as s:
+        assert s.partitions() == {5}
