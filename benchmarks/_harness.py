@@ -115,7 +115,7 @@ class Worker:
 
     def __init__(self, bootstrap: str, workdir: Path, prefix: Optional[str] = None,
                  heartbeat_ms: int = 60_000, operators: tuple[str, ...] = (OPERATOR,),
-                 engine: str = "worker") -> None:
+                 engine: str = "worker", partitions: int = 4) -> None:
         import shutil
 
         from agents.keystore import ensure_demo_keys, load_key, load_lookup_key
@@ -135,7 +135,7 @@ class Worker:
         self.lookup_key = load_lookup_key(self.keys_dir, create=True)  # to ask the lookup path
         self.settings = Settings(bootstrap=bootstrap, app_id=self.prefix, topic_prefix=self.prefix,
                                  operators_dir=ops, keys_dir=self.keys_dir, data_dir=workdir / "data",
-                                 heartbeat_ms=heartbeat_ms)
+                                 heartbeat_ms=heartbeat_ms, partitions=partitions)
         self.plan = apply_topics(self.settings)
         self.changelog = f"{self.prefix}-mappings-changelog"
         self.args = [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap,
@@ -146,7 +146,8 @@ class Worker:
             self.args = [sys.executable, str(REPO / "benchmarks" / "lean_engine.py"), "--bootstrap", bootstrap,
                          "--prefix", self.prefix, "--operators", str(ops), "--keys", str(self.keys_dir)]
         self.log_path = workdir / "worker.log"
-        self.env = {**os.environ, "IPANON_STATS_LATE_MS": os.environ.get("IPANON_STATS_LATE_MS", str(STATS_LATE_MS))}
+        self.env = {**os.environ, "IPANON_STATS_LATE_MS": os.environ.get("IPANON_STATS_LATE_MS", str(STATS_LATE_MS)),
+                    "IPANON_PARTITIONS": str(partitions)}
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "Worker":

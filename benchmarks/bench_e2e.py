@@ -1,13 +1,18 @@
-"""End to end: mixed raw events through one ``ipanon worker`` on a real broker, against the ceiling.
+"""End to end: mixed raw events through ``ipanon worker`` on a real broker, against the ceiling and a peer.
 
-In one run, on one broker, with the same topic shapes (4 partitions):
+In one run, on one broker, with the same topic shapes (``--partitions``, default 4):
 
 1. *backlog*: ``--events`` realistic raw records (RADIUS radius-json / DHCP kea-hook / CGNAT
    ipfix-json ≈ 60/30/10, event times just before now so the table really stores them) are
    written to the raw topics before anything consumes them;
 2. *ceiling*: a raw aiokafka pass-through (consume the raw topics, partitions assigned
    without a consumer group → produce every value unchanged to a pass-through topic, batched,
-   no processing) drains that backlog: events/s;
+   no processing) drains that backlog: events/s, and events per CPU-second of this process;
+2b. *peer*: ``quix_peer.py`` (Quix Streams: the comparable stateful job, HMAC-SHA256 subscriber
+   pseudonym, per-address state in its RocksDB store with changelog topics, one record written
+   per event; see its docstring) drains the same raw topics as a child process, under its own
+   consumer group: events/s = output records ÷ (last − first output record read), CPU from
+   /proc.  Skipped, and said so in ``peer``, when quixstreams is not installed (``.[bench]``);
 3. *worker*: a fresh ``ipanon worker`` drains the same backlog (ingest → bindings → mapping
    table + stats).  Sustained events/s = stats records ÷ (end − first stats record read),
    so start-up and rebalancing are not counted; the backlog is complete when the stats topic
@@ -26,6 +31,12 @@ Stats records are timed by when this script reads them (it polls the whole time,
 wait): their Kafka timestamp is their hour bucket's start since issue 21 (the exact time would
 undo the bucketing), so it says nothing about when they were written.
 
+``--workers K`` (e.g. ``--workers 2 --partitions 8``): after the single worker, K worker
+processes of one fresh deployment (prefix, app id, keys; own data directories) drain the same
+backlog, produced again to that deployment's raw topics on the same broker, measured the same
+way with their CPU summed (``scale``; ``ratios.workers_K_over_1``).  The processes start
+together, so their group's rebalances fall in the first seconds, partly inside the span.
+
 Also reported: the worker's CPU seconds during the backlog (events per CPU-second is less
 noisy than events/s on a shared machine) and its RSS.  ``--profile FILE`` records the worker
 with py-spy (``--format raw``: collapsed stacks) during the backlog; ``profile_summary.py``
@@ -34,11 +45,14 @@ turns that into the top functions.
 ``--engine lean`` runs ``lean_engine.py`` instead of the worker: the same per-event work with
 the same pure core, on plain aiokafka batches without Faust — how much of the gap is Faust.
 
-Prints exactly one JSON line.  Targets (issue 8): ≥ 50k events/s and ≥ 0.5 × pass-through.
+Prints exactly one JSON line.  Targets (issue 8): ≥ 50k events/s and ≥ 0.5 × pass-through;
+(issue 16) ≥ 1.0 × the peer, two workers ≥ 1.6 × one.  ``ratios`` gives ipanon ÷ peer and
+ipanon ÷ pass-through for events/s and per CPU-second.
 The machine is a 2-core box shared with other busy processes: figures are noisy and
 ``machine.load1`` says how busy it was.
 
     python benchmarks/bench_e2e.py [--bootstrap HOST:PORT] [--events N] [--profile out.txt]
+    python benchmarks/bench_e2e.py --events 60000 --workers 2 --partitions 8
     python benchmarks/bench_e2e.py --smoke
 """
 
@@ -82,26 +96,28 @@ async def _passthrough(bootstrap: str, topics, out_topic: str, n: int, timeout_s
     c.assign(tps)
     await c.seek_to_beginning(*tps)
     got = 0
-    t_first = None
+    t_first = cpu_first = None
     deadline = time.monotonic() + timeout_s
     try:
         while got < n and time.monotonic() < deadline:
             batch = await c.getmany(timeout_ms=500)
             for tp, recs in batch.items():
                 if recs and t_first is None:
-                    t_first = time.perf_counter()
+                    t_first, cpu_first = time.perf_counter(), time.process_time()
                 for r in recs:
                     if r.value is None:
                         continue
                     await p.send(out_topic, value=r.value, key=r.key, headers=list(r.headers))  # queues; no ack wait
                     got += 1
         await p.flush()
-        t_end = time.perf_counter()
+        t_end, cpu_end = time.perf_counter(), time.process_time()
     finally:
         await p.stop()
         await c.stop()
     dt = (t_end - t_first) if t_first else float("nan")
-    return {"events": got, "seconds": round(dt, 3), "eps": round(got / dt) if got and dt > 0 else 0}
+    cpu = (cpu_end - cpu_first) if t_first else 0.0  # this process: only the pass-through runs in it then
+    return {"events": got, "seconds": round(dt, 3), "eps": round(got / dt) if got and dt > 0 else 0,
+            "cpu_s": round(cpu, 2), "events_per_cpu_s": round(got / cpu) if cpu > 0 else 0}
 
 
 class StatsReader:
@@ -141,7 +157,7 @@ class StatsReader:
 
 def _table_done_ms(bootstrap: str, group: str, bindings: str, changelog: str, timeout_s: float,
                    alive=lambda: True, tick=lambda: None) -> int | None:
-    """Wait until the mapping stage's consumer group (Faust's ``<app id>``; the lean engine's
+    """Wait until the mapping stage's consumer group (``<app id>-mapping``; the lean engine's
     ``<prefix>-lean-mapping``) has committed every record of the bindings topic, then return
     the timestamp of the last table write (the newest non-heartbeat changelog record): the
     instant the mapping table had taken the whole backlog.  None on timeout.  The stats stage
@@ -190,28 +206,222 @@ def _warm_group_coordinator(bootstrap: str, topic: str, timeout_s: float = 120.0
         c.close()
 
 
+def _peer_available() -> str | None:
+    """None when the Quix Streams peer can run, else why not."""
+    try:
+        import quixstreams  # noqa: F401
+    except ImportError:
+        return "quixstreams not installed: pip install -e .[bench]"
+    return None
+
+
+def _peer(bootstrap: str, prefix: str, backlog, partitions: int, tmp: Path, timeout_s: float) -> dict:
+    """Run ``quix_peer.py`` as a child process on the same raw topics; measured like the worker:
+    events/s = output records ÷ (last − first output record read), CPU from /proc up to then.
+    Quix writes its changelog and commits at its checkpoints (every 5 s by default), so the
+    state's completeness (the group has committed its repartition topics) is waited for and
+    reported but not counted in the span — in the peer's favour."""
+    import os
+    import signal
+    import subprocess
+
+    from kafka import KafkaAdminClient
+
+    from agents.kafka_io import count, ensure_topics, wait_group_caught_up
+    from quix_peer import FAMILIES, extract
+
+    want = sum(1 for fmt, v in backlog if extract(fmt, json.loads(v)) is not None)
+    group, out_topic = f"{prefix}-quix", f"{prefix}-quix-out"
+    ensure_topics(bootstrap, [out_topic], partitions=partitions)
+    reader = StatsReader(bootstrap, out_topic)
+    log = tmp / "quix-peer.log"
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("quix_peer.py")), "--bootstrap", bootstrap,
+                             "--prefix", prefix, "--group", group, "--out-topic", out_topic,
+                             "--state-dir", str(tmp / "quix-state")],
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    alive = lambda: proc.poll() is None  # noqa: E731
+    try:
+        cpu0 = H.cpu_s(proc.pid)
+        cpu_at: list[tuple[int, float]] = []
+
+        def sample() -> None:
+            cpu_at.append((time.time_ns() // 1_000_000, H.cpu_s(proc.pid)))
+
+        ok = reader.wait_for(want, timeout_s=timeout_s, alive=alive, tick=sample)
+        sample()
+        ts = sorted(t for t, _ in reader.seen)
+        got = len(ts)
+        span_s = max(ts[-1] - ts[0], 1) / 1000 if got > 1 else float("nan")
+        cpu = next((c for t, c in cpu_at if t >= ts[-1]), cpu_at[-1][1]) - cpu0 if got else 0.0
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            internal = [t for t in admin.list_topics() if group in t]
+        finally:
+            admin.close()
+        repart = sorted(t for t in internal if t.startswith("repartition__"))
+        changelogs = sorted(t for t in internal if t.startswith("changelog__"))
+        t0 = time.monotonic()
+        committed = ok and all(wait_group_caught_up(bootstrap, group, t, timeout_s=60, alive=alive) for t in repart)
+        state_s = time.monotonic() - t0
+        changelog_records = sum(count(bootstrap, t) for t in changelogs)
+        rss = H.rss_kb(proc.pid)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        reader.close()
+    import quixstreams
+
+    out = {"quixstreams": quixstreams.__version__, "events": got, "expected": want, "complete": ok,
+           "eps": round(got / span_s) if got > 1 and span_s > 0 else 0, "span_s": round(span_s, 3),
+           "cpu_s": round(cpu, 2), "events_per_cpu_s": round(got / cpu) if cpu else 0,
+           "rss_mb": round(rss / 1024, 1), "state_committed": committed,
+           "state_committed_after_s": round(state_s, 2), "repartition_topics": len(repart),
+           "changelog_topics": len(changelogs), "changelog_records": changelog_records,
+           "raw_topics": len(FAMILIES)}
+    if not ok:
+        out["log_tail"] = log.read_text(errors="replace")[-3000:]
+    return out
+
+
+def _drain(workers: list, reader: "StatsReader", want: int, group: str, timeout: float) -> dict:
+    """Wait until ``workers`` (one deployment: one prefix, one app id) have drained the backlog;
+    their summed CPU from /proc up to its end.  The workers keep running (the latency phase)."""
+    pids = [w.pid for w in workers]
+    alive = lambda: all(w.alive() for w in workers)  # noqa: E731
+    cpu_of = lambda: sum(H.cpu_s(p) for p in pids)  # noqa: E731
+    w = workers[0]
+    cpu0 = cpu_of()
+    cpu_at: list[tuple[int, float]] = []  # (wall ms, workers' CPU s): CPU at the backlog's end
+
+    def sample() -> None:
+        cpu_at.append((time.time_ns() // 1_000_000, cpu_of()))
+
+    ok = reader.wait_for(want, timeout_s=timeout, alive=alive, tick=sample)
+    sample()
+    table_ms = _table_done_ms(w.settings.bootstrap, group, w.topics.bindings, w.changelog, timeout_s=timeout,
+                              alive=alive, tick=sample) if ok else None
+    sample()
+    ts = sorted(t for t, _ in reader.seen)[:want]
+    got = len(ts)
+    end_ms = max(ts[-1], table_ms or 0) if got else 0
+    span_s = max(end_ms - ts[0], 1) / 1000 if got > 1 else float("nan")
+    # CPU up to the backlog's end (first sample at or after it)
+    cpu = next((c for t, c in cpu_at if t >= end_ms), cpu_at[-1][1]) - cpu0
+    eps = got / span_s if got > 1 and span_s > 0 else 0.0
+    return {"ok": ok, "got": got, "ts": ts, "table_ms": table_ms, "span_s": span_s, "cpu": cpu, "eps": eps,
+            "rss_kb": sum(H.rss_kb(p) for p in pids)}
+
+
+def _ready_backlog(bootstrap: str, w, backlog, sources: int = 8) -> tuple[float, int]:
+    """Produce ``backlog`` to ``w``'s raw topics (keyed by one of ``sources`` source ids, as
+    ``_harness.produce``); (events/s of the produce, records sent again).  Every send's result
+    is checked and a failed one sent again: on a fresh broker, a just-created partition of an
+    8-partition topic refused records for seconds and the backlog silently lost a third of
+    them.  Returns once every record is readable."""
+    from agents.kafka_io import count, producer
+    from agents.topics import H_FORMAT, H_OPERATOR
+
+    n = len(backlog)
+    t = time.perf_counter()
+    p = producer(bootstrap, linger_ms=5, acks=1, max_in_flight_requests_per_connection=5)
+    todo, again = list(range(n)), 0
+    try:
+        for _ in range(60):
+            futs = []
+            for i in todo:
+                fmt, value = backlog[i]
+                futs.append((i, p.send(w.topics.raw_by_family[H.FORMAT_TOPIC[fmt]], key=f"src-{i % sources}".encode(),
+                                       value=value, headers=[(H_FORMAT, fmt.encode()), (H_OPERATOR, H.OPERATOR.encode())],
+                                       timestamp_ms=time.time_ns() // 1_000_000)))
+            p.flush()
+            todo = [i for i, f in futs if f.failed()]
+            if not todo:
+                break
+            again += len(todo)
+            time.sleep(1)
+    finally:
+        p.close()
+    if todo:
+        raise RuntimeError(f"{len(todo)} of {n} backlog records not accepted by the broker")
+    produce_eps = n / (time.perf_counter() - t)
+    deadline = time.monotonic() + 120
+    while sum(count(bootstrap, tname) for tname in w.topics.raw) < n and time.monotonic() < deadline:
+        time.sleep(1)
+    return produce_eps, again
+
+
+def _more_workers(w, k: int, tmp: Path) -> list:
+    """``w`` and ``k - 1`` more processes of the same deployment (prefix, app id, keys), each
+    with its own data directory (so its own static-membership id) and log."""
+    import copy
+
+    out = [w]
+    for i in range(1, k):
+        d = tmp / f"worker{i + 1}"
+        d.mkdir(parents=True, exist_ok=True)
+        wi = copy.copy(w)
+        wi.args = list(w.args)
+        wi.args[wi.args.index("--data-dir") + 1] = str(d / "data")
+        wi.log_path, wi.proc = d / "worker.log", None
+        out.append(wi)
+    return out
+
+
+def _scale(bootstrap: str, backlog, want: int, k: int, partitions: int, tmp: Path, timeout: float) -> dict:
+    """``k`` worker processes of one fresh deployment drain the same backlog (produced again to
+    that deployment's raw topics, on the same broker)."""
+    d = tmp / f"scale{k}"
+    d.mkdir()
+    w = H.Worker(bootstrap, d, partitions=partitions)
+    _, again = _ready_backlog(bootstrap, w, backlog)
+    _warm_group_coordinator(bootstrap, w.topics.raw[0])
+    ws = _more_workers(w, k, d)
+    reader = StatsReader(bootstrap, w.topics.stats)
+    try:
+        for wi in ws:
+            wi.start()
+        r = _drain(ws, reader, want, f"{w.settings.app_id}-mapping", timeout)
+        load = H.machine()["load1"]
+    finally:
+        for wi in ws:
+            wi.stop()
+        reader.close()
+    out = {"workers": k, "partitions": partitions, "eps": round(r["eps"]), "complete": r["ok"],
+           "table_done": r["table_ms"] is not None, "stats_records": r["got"], "span_s": round(r["span_s"], 3),
+           "cpu_s": round(r["cpu"], 2), "events_per_cpu_s": round(r["got"] / r["cpu"]) if r["cpu"] else 0,
+           "rss_mb": round(r["rss_kb"] / 1024, 1), "load1_end": load, "produce_resent": again}
+    if not r["ok"]:  # where the missing records stopped: ingest (bindings, dead letters) or stats
+        from agents.kafka_io import count_records
+
+        out["bindings_records"] = count_records(bootstrap, w.topics.bindings)
+        out["deadletter_records"] = count_records(bootstrap, w.topics.deadletter)
+        out["worker_log_tail"] = "\n---\n".join(wi.log_tail(3000) for wi in ws)
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
 def run(a) -> dict:
     from agents.kafka_io import ensure_topics
 
     n, nl = a.events, a.latency_events
     with H.broker(a.bootstrap) as (bootstrap, _), tempfile.TemporaryDirectory(prefix="ipanon-bench-e2e-") as tmp:
-        w = H.Worker(bootstrap, Path(tmp), engine=a.engine)
+        w = H.Worker(bootstrap, Path(tmp), engine=a.engine, partitions=a.partitions)
         now = time.time_ns() // 1_000_000
         backlog = H.mixed_events(n, now, seed=1)
         later = H.mixed_events(nl, now + n + 120_000, seed=2)
         per_b = expected_count(later)
         want_a = sum(expected_count(backlog))
+        load_start = H.machine()["load1"]
 
-        t = time.perf_counter()
-        H.produce(bootstrap, w.topics, backlog)
-        produce_eps = n / (time.perf_counter() - t)
-        # on a fresh broker a just-created partition can take a while to show its last record
-        # (seen: 299 of 300 for a minute); start measuring only when all of them are readable
-        from agents.kafka_io import count
-
-        deadline = time.monotonic() + 120
-        while sum(count(bootstrap, tname) for tname in w.topics.raw) < n and time.monotonic() < deadline:
-            time.sleep(1)
+        produce_eps, resent = _ready_backlog(bootstrap, w, backlog)
 
         pt_topic = f"{w.prefix}-passthrough"
         ensure_topics(bootstrap, [pt_topic], partitions=w.settings.partitions)
@@ -219,35 +429,23 @@ def run(a) -> dict:
                                            partitions=w.settings.partitions))
 
         _warm_group_coordinator(bootstrap, pt_topic)
+        timeout = a.timeout or max(120, n / 100)
+        skip = "--no-peer given" if a.no_peer else _peer_available()
+        peer = {"skipped": skip} if skip else _peer(bootstrap, w.prefix, backlog, w.settings.partitions, Path(tmp),
+                                                     timeout_s=timeout)
         reader = StatsReader(bootstrap, w.topics.stats)
         w.start()
         prof = None
         try:
             if a.profile:
                 prof = H.PySpy(w.pid, a.profile, rate=50)
-            cpu0 = H.cpu_s(w.pid)
-            cpu_at: list[tuple[int, float]] = []  # (wall ms, worker CPU s): CPU at the backlog's end
-
-            def sample() -> None:
-                cpu_at.append((time.time_ns() // 1_000_000, H.cpu_s(w.pid)))
-
-            timeout = a.timeout or max(120, n / 100)
-            ok_a = reader.wait_for(want_a, timeout_s=timeout, alive=w.alive, tick=sample)
-            sample()
-            group = f"{w.prefix}-lean-mapping" if a.engine == "lean" else w.prefix
-            table_ms = _table_done_ms(bootstrap, group, w.topics.bindings, w.changelog, timeout_s=timeout,
-                                      alive=w.alive, tick=sample) if ok_a else None
-            sample()
-            rss_a = H.rss_kb(w.pid)
+            group = f"{w.prefix}-lean-mapping" if a.engine == "lean" else f"{w.settings.app_id}-mapping"
+            r = _drain([w], reader, want_a, group, timeout)
+            ok_a, got_a, ts, table_ms, span_s, cpu_a, eps = (r[k] for k in ("ok", "got", "ts", "table_ms", "span_s",
+                                                                             "cpu", "eps"))
+            rss_a = r["rss_kb"]
             if prof is not None:
                 prof.stop(30)
-            ts = sorted(t for t, _ in reader.seen)[:want_a]
-            got_a = len(ts)
-            end_ms = max(ts[-1], table_ms or 0) if got_a else 0
-            span_s = max(end_ms - ts[0], 1) / 1000 if got_a > 1 else float("nan")
-            # worker CPU up to the backlog's end (first sample at or after it)
-            cpu_a = next((c for t, c in cpu_at if t >= end_ms), cpu_at[-1][1]) - cpu0
-            eps = got_a / span_s if got_a > 1 and span_s > 0 else 0.0
 
             # latency at a steady rate below throughput
             rate = a.rate or max(50, min(int(eps * 0.5), 5000))
@@ -285,22 +483,43 @@ def run(a) -> dict:
             w.stop()
             reader.close()
         log_tail = "" if ok_a else w.log_tail(6000)
+        load_one = H.machine()["load1"]
+        # K workers should not need longer than one did: stop waiting at 3× its time (a stall
+        # otherwise costs the whole timeout)
+        t_scale = min(timeout, max(120.0, 3 * span_s)) if ok_a else timeout
+        scale = _scale(bootstrap, backlog, want_a, a.workers, w.settings.partitions, Path(tmp), t_scale) \
+            if a.workers > 1 else None
     ratio = eps / ceiling["eps"] if ceiling["eps"] else 0.0
+    per_cpu = round(got_a / cpu_a) if cpu_a else 0
+    peer_eps, peer_cpu = peer.get("eps", 0), peer.get("events_per_cpu_s", 0)
+    ratios = {"ipanon_over_peer": _ratio(eps, peer_eps), "ipanon_over_peer_per_cpu_s": _ratio(per_cpu, peer_cpu),
+              "ipanon_over_passthrough": round(ratio, 3),
+              "ipanon_over_passthrough_per_cpu_s": _ratio(per_cpu, ceiling["events_per_cpu_s"]),
+              "peer_over_passthrough": _ratio(peer_eps, ceiling["eps"])}
+    if scale:
+        ratios[f"workers_{a.workers}_over_1"] = _ratio(scale["eps"], eps)
+        ratios[f"workers_{a.workers}_over_1_per_cpu_s"] = _ratio(scale["events_per_cpu_s"], per_cpu)
     out = {
-        "bench": "e2e", "engine": a.engine, "smoke": a.smoke, "events": n, "mix": {"radius-json": 0.6, "kea-hook": 0.3, "ipfix-json": 0.1},
+        "bench": "e2e", "engine": a.engine, "smoke": a.smoke, "events": n, "partitions": a.partitions,
+        "mix": {"radius-json": 0.6, "kea-hook": 0.3, "ipfix-json": 0.1},
         "worker_eps": round(eps), "worker_complete": ok_a, "worker_stats_records": got_a,
         "worker_span_s": round(span_s, 3), "worker_cpu_s": round(cpu_a, 2),
         "worker_table_done": table_ms is not None,
         "table_after_stats_s": round((table_ms - ts[-1]) / 1000, 3) if table_ms and got_a else None,
-        "worker_events_per_cpu_s": round(got_a / cpu_a) if cpu_a else 0,
+        "worker_events_per_cpu_s": per_cpu,
         "passthrough_eps": ceiling["eps"], "passthrough_events": ceiling["events"],
-        "ratio": round(ratio, 3), "produce_eps": round(produce_eps),
+        "passthrough_cpu_s": ceiling["cpu_s"], "passthrough_events_per_cpu_s": ceiling["events_per_cpu_s"],
+        "peer": peer, "scale": scale, "ratios": ratios,
+        "ratio": round(ratio, 3), "produce_eps": round(produce_eps), "produce_resent": resent,
         "latency_rate_eps": rate, "latency_events": len(lat),
         "latency_p50_ms": H.percentile(lat, 0.5), "latency_p99_ms": H.percentile(lat, 0.99),
         "latency_recv_p50_ms": H.percentile(lat_recv, 0.5), "latency_recv_p99_ms": H.percentile(lat_recv, 0.99),
         "worker_rss_mb": round(max(rss_a, rss_end) / 1024, 1),
-        "targets": {"eps": 50_000, "ratio": 0.5},
-        "targets_met": {"eps": eps >= 50_000, "ratio": ratio >= 0.5},
+        "targets": {"eps": 50_000, "ratio": 0.5, "over_peer": 1.0, "workers_2_over_1": 1.6},
+        "targets_met": {"eps": eps >= 50_000, "ratio": ratio >= 0.5,
+                        "over_peer": (ratios["ipanon_over_peer"] or 0) >= 1.0 if peer_eps else None,
+                        "workers_2_over_1": (ratios.get("workers_2_over_1") or 0) >= 1.6 if a.workers == 2 else None},
+        "load1_start": load_start, "load1_after_one_worker": load_one,
         "profile": a.profile, "machine": H.machine(),
     }
     if not ok_a:
@@ -320,7 +539,14 @@ def main() -> None:
                     help="worker = `ipanon worker` (default); lean = benchmarks/lean_engine.py, the same work "
                          "on plain aiokafka batches without Faust (a measuring stick, not the product)")
     ap.add_argument("--profile", help="write a py-spy raw profile of the worker during the backlog here")
+    ap.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="also run this many worker processes of one fresh deployment on the same backlog "
+                         "(e.g. --workers 2 --partitions 8); 1 = only the single worker")
+    ap.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
     a = ap.parse_args()
+    if a.workers > 1 and a.engine != "worker":
+        ap.error("--workers needs --engine worker")
     if a.smoke:
         a.events, a.latency_events, a.rate = 300, 100, 200
     print(json.dumps(run(a)))

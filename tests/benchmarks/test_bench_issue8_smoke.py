@@ -5,6 +5,7 @@ reports are consistent with what it fed in (counts, completeness, matched record
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -38,17 +39,44 @@ def test_bench_intervals_smoke():
 @pytest.mark.slow
 def test_bench_e2e_smoke(bootstrap):
     # generous: on a fresh broker of a machine at load ~30 the worker needed minutes for 300 events
-    fig = _run(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap, "--timeout", "600", timeout=1200)
-    assert fig["bench"] == "e2e" and fig["events"] == 300
-    # every raw event became its stats record (one binding each)
+    fig = _run(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap, "--timeout", "600",
+               "--workers", "2", "--partitions", "8", timeout=1800)
+    assert fig["bench"] == "e2e" and fig["events"] == 300 and fig["partitions"] == 8
+    # every raw event became its stats record (one binding each), and the table took them all
     assert fig["worker_complete"] is True, fig.get("worker_log_tail")
-    assert fig["worker_stats_records"] == 300
+    assert fig["worker_stats_records"] == 300 and fig["worker_table_done"] is True
     assert fig["passthrough_events"] == 300
     assert fig["latency_events"] == 100
     assert fig["latency_p50_ms"] <= fig["latency_p99_ms"]
-    for k in ("worker_eps", "passthrough_eps", "ratio", "worker_cpu_s", "worker_rss_mb", "targets_met", "machine"):
+    for k in ("worker_eps", "passthrough_eps", "ratio", "worker_cpu_s", "worker_rss_mb", "targets_met", "machine",
+              "passthrough_events_per_cpu_s", "load1_start"):
         assert k in fig, k
-    assert fig["worker_eps"] > 0 and fig["passthrough_eps"] > 0
+    assert fig["worker_eps"] > 0 and fig["passthrough_eps"] > 0 and fig["worker_cpu_s"] > 0
+    r = fig["ratios"]
+    assert r["ipanon_over_passthrough"] == fig["ratio"]
+    assert r["ipanon_over_passthrough"] == pytest.approx(fig["worker_eps"] / fig["passthrough_eps"], rel=0.01)
+
+    # the Quix Streams peer: the same 300 events, one record each, its state's changelog written
+    peer = fig["peer"]
+    if importlib.util.find_spec("quixstreams") is None:
+        assert peer == {"skipped": "quixstreams not installed: pip install -e .[bench]"}
+        assert r["ipanon_over_peer"] is None
+    else:
+        assert peer["complete"] is True, peer.get("log_tail")
+        assert peer["events"] == peer["expected"] == 300
+        assert peer["state_committed"] is True and peer["repartition_topics"] == peer["changelog_topics"] == 3
+        assert peer["changelog_records"] > 0  # the store's changelog is on
+        assert peer["cpu_s"] > 0 and peer["eps"] > 0
+        assert r["ipanon_over_peer"] == pytest.approx(fig["worker_eps"] / peer["eps"], rel=0.01)
+        assert r["ipanon_over_peer_per_cpu_s"] == pytest.approx(
+            fig["worker_events_per_cpu_s"] / peer["events_per_cpu_s"], rel=0.01)
+
+    # two worker processes of a fresh deployment on the same backlog
+    sc = fig["scale"]
+    assert sc["workers"] == 2 and sc["partitions"] == 8
+    assert sc["complete"] is True and sc["table_done"] is True, sc.get("worker_log_tail")
+    assert sc["stats_records"] == 300 and sc["cpu_s"] > 0
+    assert r["workers_2_over_1"] == pytest.approx(sc["eps"] / fig["worker_eps"], rel=0.01)
 
 
 @pytest.mark.broker
