@@ -93,45 +93,65 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 class Batch:
-    """The changes of one ``DiskStore.write``: applied atomically, in order."""
+    """The changes of one ``DiskStore.write``, built straight into a RocksDB ``WriteBatch``
+    (one call into rocksdict per change): applied atomically, in order, or not at all."""
 
-    __slots__ = ("ops", "partitions")
+    __slots__ = ("_store", "_wb", "_data", "_sched", "_meta")
 
-    def __init__(self) -> None:
-        self.ops: list[tuple] = []
-        self.partitions: set[int] = set()
+    def __init__(self, store: "DiskStore") -> None:
+        self._store = store
+        self._wb = rd.WriteBatch(raw_mode=True)
+        self._data = store._data_h
+        self._sched = store._sched_h
+        self._meta = store._h[_META]
+
+    def _d(self, p: int) -> rd.ColumnFamily:
+        h = self._data.get(p)
+        if h is None:
+            self._store.ensure_partition(p)  # an empty CF if the batch is dropped: harmless
+            h = self._data[p]
+        return h
+
+    def _s(self, p: int) -> rd.ColumnFamily:
+        h = self._sched.get(p)
+        if h is None:
+            self._store.ensure_partition(p)
+            h = self._sched[p]
+        return h
 
     def put(self, p: int, key: bytes, value: bytes) -> "Batch":
-        self.ops.append((0, p, key, value))
-        self.partitions.add(p)
+        self._wb.put(key, value, self._d(p))
+        return self
+
+    def put_many(self, p: int, items: Iterable[tuple[bytes, bytes]]) -> "Batch":
+        put, h = self._wb.put, self._d(p)
+        for k, v in items:
+            put(k, v, h)
         return self
 
     def delete(self, p: int, key: bytes) -> "Batch":
-        self.ops.append((1, p, key, None))
-        self.partitions.add(p)
+        self._wb.delete(key, self._d(p))
         return self
 
-    def schedule(self, p: int, when_ms: Optional[int], key: bytes, width_ms: int = SCHEDULE_BUCKET_MS) -> "Batch":
+    def schedule(self, p: int, when_ms: Optional[int], key: bytes) -> "Batch":
         """Look at ``key`` again at ``when_ms`` (None: never; 0: at the next ``due``)."""
         if when_ms is not None:
-            self.ops.append((2, p, db.schedule_key(db.bucket_of(when_ms, width_ms), key), b""))
-            self.partitions.add(p)
+            self._wb.put(db.schedule_key(db.bucket_of(when_ms, self._store.width_ms), key), b"", self._s(p))
         return self
 
     def unschedule(self, p: int, bucket: int, key: bytes) -> "Batch":
         """Remove a schedule entry ``due`` handed out (write it with the sweeper's result)."""
-        self.ops.append((3, p, db.schedule_key(bucket, key), None))
-        self.partitions.add(p)
+        self._wb.delete(db.schedule_key(bucket, key), self._s(p))
         return self
 
     def checkpoint(self, p: int, next_offset: int) -> "Batch":
-        """The next changelog offset of partition ``p`` to read after this batch is applied."""
-        self.ops.append((4, p, _meta_key(p), _OFFSET.pack(next_offset)))
-        self.partitions.add(p)
+        """The next changelog offset of partition ``p`` to read once this batch is applied."""
+        self._d(p)
+        self._wb.put(_meta_key(p), _OFFSET.pack(next_offset), self._meta)
         return self
 
     def __len__(self) -> int:
-        return len(self.ops)
+        return self._wb.len()
 
 
 class DiskStore:
@@ -145,20 +165,35 @@ class DiskStore:
         self.width_ms = width_ms
         self._opts = _options(write_buffer_bytes=write_buffer_bytes, total_wal_bytes=total_wal_bytes,
                               cache_bytes=cache_bytes)
+        self._open()
+        #: partition → when its last forced compaction started (not persisted: a reopened store
+        #: compacts every partition at its first tick)
+        self.last_compacted: dict[int, int] = {}
+        self.last_tick: dict = {}
+        self._wo = rd.WriteOptions()
+
+    def _open(self) -> None:
         existing = rd.Rdict.list_cf(str(self.path), self._opts) if (self.path / "CURRENT").exists() else []
         cfs = {name: self._opts for name in existing if name != "default"}
         cfs.setdefault(_META, self._opts)
         self._db = rd.Rdict(str(self.path), self._opts, column_families=cfs)
         self._cf: dict[str, rd.Rdict] = {}
         self._h: dict[str, rd.ColumnFamily] = {}
+        self._data_h: dict[int, rd.ColumnFamily] = {}  # partition → its CFs' handles (Batch)
+        self._sched_h: dict[int, rd.ColumnFamily] = {}
         for name in cfs:
             self._open_cf(name)
         self._held = {int(n[1:]) for n in cfs if n[:1] == "d" and n[1:].isdigit()}
-        #: partition → when its last forced compaction started (not persisted: a reopened store
-        #: compacts every partition at its first tick)
-        self.last_compacted: dict[int, int] = {}
-        self.last_tick: dict = {}
-        self._wo = rd.WriteOptions()
+        for p in self._held:
+            self._data_h[p], self._sched_h[p] = self._h[_cf_data(p)], self._h[_cf_sched(p)]
+
+    def reopen(self) -> None:
+        """Close and open the DB again: RocksDB writes a fresh MANIFEST and deletes the old one,
+        which still names the first and last key of every SST file ever made (deleted keys
+        among them).  Every ``Batch`` must be written first: a pending one holds CF handles,
+        which keep the old DB open (RocksDB then refuses the new open: its LOCK is held)."""
+        self.close()
+        self._open()
 
     def _open_cf(self, name: str) -> None:
         self._cf[name] = self._db.get_column_family(name)
@@ -176,6 +211,7 @@ class DiskStore:
             if name not in self._cf:
                 self._db.create_column_family(name, self._opts)
                 self._open_cf(name)
+        self._data_h[p], self._sched_h[p] = self._h[_cf_data(p)], self._h[_cf_sched(p)]
         self._held.add(p)
 
     def drop_partition(self, p: int) -> None:
@@ -186,6 +222,8 @@ class DiskStore:
         self._held.discard(p)
         self.last_compacted.pop(p, None)
         self._cf[_META].delete(_meta_key(p))
+        self._data_h.pop(p, None)
+        self._sched_h.pop(p, None)
         for name in (_cf_data(p), _cf_sched(p)):
             self._cf.pop(name, None)
             self._h.pop(name, None)  # the handles keep the CF's files alive
@@ -193,38 +231,27 @@ class DiskStore:
 
     # -- writes -------------------------------------------------------------------------------
 
+    def batch(self) -> Batch:
+        return Batch(self)
+
     def write(self, batch: Batch) -> None:
-        """Apply ``batch`` atomically (one RocksDB ``WriteBatch``)."""
-        if not batch.ops:
-            return
-        for p in batch.partitions:
-            self.ensure_partition(p)
-        h = self._h
-        wb = rd.WriteBatch(raw_mode=True)
-        meta = h[_META]
-        for op, p, k, v in batch.ops:
-            if op == 0:
-                wb.put(k, v, h[f"d{p}"])
-            elif op == 1:
-                wb.delete(k, h[f"d{p}"])
-            elif op == 2:
-                wb.put(k, v, h[f"s{p}"])
-            elif op == 3:
-                wb.delete(k, h[f"s{p}"])
-            else:
-                wb.put(k, v, meta)
+        """Apply ``batch`` atomically (one RocksDB ``WriteBatch``); the batch is spent."""
+        wb = batch._wb
+        if wb is None:
+            raise ValueError("this batch was written already")
+        # a spent batch lets go of the CF handles: a handle left alive keeps the DB (and a
+        # dropped CF's files) open after close / drop
+        batch._wb = batch._data = batch._sched = batch._meta = None
         self._db.write(wb, self._wo)
 
     def put_batch(self, p: int, items: Iterable[tuple[bytes, bytes]], *, next_offset: Optional[int] = None) -> None:
-        b = Batch()
-        for k, v in items:
-            b.put(p, k, v)
+        b = Batch(self).put_many(p, items)
         if next_offset is not None:
             b.checkpoint(p, next_offset)
         self.write(b)
 
     def delete(self, p: int, keys: Iterable[bytes], *, next_offset: Optional[int] = None) -> None:
-        b = Batch()
+        b = Batch(self)
         for k in keys:
             b.delete(p, k)
         if next_offset is not None:
@@ -232,7 +259,7 @@ class DiskStore:
         self.write(b)
 
     def schedule(self, p: int, when_ms: Optional[int], key: bytes) -> None:
-        self.write(Batch().schedule(p, when_ms, key, self.width_ms))
+        self.write(Batch(self).schedule(p, when_ms, key))
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -295,15 +322,19 @@ class DiskStore:
             self._cf[name].compact_range(None, None, co)
         self._cf[_META].compact_range(None, None, co)
 
-    def erase_tick(self, now_ms: int) -> dict:
-        """One erasure tick (``stream.disk_bound``): flush, then force-compact the due partitions.
-        Blocking (seconds at millions of keys): a worker runs it in a thread.  Returns what it did."""
+    def erase_tick(self, now_ms: int, *, roll_manifest: bool = True) -> dict:
+        """One erasure tick (``stream.disk_bound``): flush, force-compact the due partitions and,
+        if any was compacted, ``reopen`` (so the MANIFEST names no key the compactions removed).
+        Blocking (seconds at millions of keys): a worker runs it in a thread, with no other use
+        of the store meanwhile.  Returns what it did."""
         t0 = time.monotonic()
         self.flush()
         due = db.partitions_due(self.last_compacted, self._held, now_ms, self.bound.cycle_ms)
         for p in due:
             self.last_compacted[p] = now_ms
             self.compact_partition(p)
+        if due and roll_manifest:
+            self.reopen()
         ms = (time.monotonic() - t0) * 1000
         self.last_tick = {"at_ms": now_ms, "compacted": due, "duration_ms": round(ms, 1),
                           "overran": self.bound.tick_overran(ms)}
@@ -317,6 +348,8 @@ class DiskStore:
     def close(self) -> None:
         self._cf.clear()
         self._h.clear()
+        self._data_h.clear()
+        self._sched_h.clear()
         self._db.close()
 
     def __enter__(self) -> "DiskStore":

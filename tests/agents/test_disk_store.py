@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from agents.disk_store import Batch, DiskStore
+from agents.disk_store import DiskStore
 from stream import disk_bound as dbound
 from stream.errors import ConfigError
 
@@ -62,23 +62,64 @@ def test_checkpoint_lands_in_the_same_batch_as_the_data(tmp_path):
         assert s.checkpoint(0) is None
         s.put_batch(0, [(key(1), b"a")], next_offset=11)
         assert s.checkpoint(0) == 11
-        # a batch that fails is applied not at all: neither its data nor its checkpoint
-        bad = Batch().put(0, key(2), b"b").checkpoint(0, 12)
-        bad.ops.append((0, 0, "not bytes", b"x"))  # rocksdict refuses a str key in raw mode
-        with pytest.raises(Exception):
-            s.write(bad)
-        assert s.get(0, key(2)) is None
-        assert s.checkpoint(0) == 11
+        b = s.batch().put(0, key(2), b"b").checkpoint(0, 12)
+        assert s.get(0, key(2)) is None and s.checkpoint(0) == 11  # nothing before write()
+        s.write(b)
+        assert s.get(0, key(2)) == b"b" and s.checkpoint(0) == 12
         s.delete(0, [key(1)], next_offset=13)
         assert s.get(0, key(1)) is None and s.checkpoint(0) == 13
+
+
+_WRITER = """
+import sys
+from agents.disk_store import DiskStore
+from stream.disk_bound import DiskBound
+s = DiskStore(sys.argv[1], bound=DiskBound(cycle_ms=1_000, tick_ms=100, compaction_allowance_ms=1_000))
+j = 0
+while True:
+    b = s.batch()
+    for p in (0, 1):
+        b.put_many(p, [(b"junet|i" + i.to_bytes(16, "big"), b"v" * 89) for i in range(j * 50, j * 50 + 50)])
+        b.checkpoint(p, j + 1)
+    s.write(b)
+    j += 1
+    if j == 20:
+        print("ready", flush=True)
+"""
+
+
+def test_sigkill_leaves_data_and_checkpoint_of_the_same_batches(tmp_path):
+    """A writer killed mid-stream (no flush, no close: the batches are only in the WAL) leaves a
+    store whose data is exactly what its checkpoint says: every batch up to it, nothing after."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    path = tmp_path / "s"
+    repo = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with open_store(path) as s:
+        cp = s.checkpoint(0)
+        assert cp is not None and cp >= 20
+        assert s.checkpoint(1) == cp
+        for p in (0, 1):
+            assert s.keys(p) == [key(i) for i in range(cp * 50)]
 
 
 def test_reopen_keeps_data_checkpoint_and_schedule(tmp_path):
     path = tmp_path / "s"
     with open_store(path) as s:
-        b = Batch()
+        b = s.batch()
         for i in range(10):
-            b.put(i % 2, key(i), b"v%d" % i).schedule(i % 2, 5_000 + i * 1_000, key(i), 1_000)
+            b.put(i % 2, key(i), b"v%d" % i).schedule(i % 2, 5_000 + i * 1_000, key(i))
         b.checkpoint(0, 40).checkpoint(1, 41)
         s.write(b)
     with open_store(path) as s:  # nothing is rebuilt: the schedule is read as it was written
@@ -90,7 +131,7 @@ def test_reopen_keeps_data_checkpoint_and_schedule(tmp_path):
         due = s.due(7_500)
         assert sorted(due) == [(0, 5, key(0)), (0, 7, key(2)), (1, 6, key(1))]
         # the sweeper's write removes the entries it handled, atomically with its result
-        b = Batch()
+        b = s.batch()
         for p, bucket, k in due:
             b.delete(p, k).unschedule(p, bucket, k)
         s.write(b)
@@ -144,13 +185,13 @@ def test_deleted_values_leave_every_file_after_the_erasure_tick(tmp_path):
         s.erase_tick(0)
         assert all(files_with(path, list(markers.values())).values()), "the scan must see every value first"
         # expiry through the on-disk schedule: the sweeper's deletes go with the unschedule
-        b = Batch()
+        b = s.batch()
         for i in gone:
-            b.schedule(i % 3, 10_000, key(i), 1_000)
+            b.schedule(i % 3, 10_000, key(i))
         s.write(b)
         due = s.due(10_000)
         assert sorted(k for _, _, k in due) == sorted(key(i) for i in gone)
-        b = Batch()
+        b = s.batch()
         for p, bucket, k in due:
             b.delete(p, k).unschedule(p, bucket, k)
         s.write(b)
@@ -203,3 +244,30 @@ def test_dropped_partition_leaves_every_file(tmp_path):
         assert files_with(path, [keep])[keep]
     with open_store(path) as s:
         assert s.partitions() == {5}
+
+
+def test_deleted_keys_leave_every_file_after_the_erasure_tick(tmp_path):
+    """Keys too (keyed hashes, but still a trace that an address had a mapping): after the
+    compaction, the tick's reopen rolls the MANIFEST, which names the first and last key of every
+    SST file ever written."""
+    path = tmp_path / "s"
+    ids = [secrets.token_bytes(16) for _ in range(400)]
+    with open_store(path) as s:
+        b = s.batch()
+        for i, kid in enumerate(ids):
+            b.put(0, b"junet|i" + kid, value(b"V%d" % i)).schedule(0, 5_000 if i % 2 else 10**12, b"junet|i" + kid)
+        s.write(b)
+        s.erase_tick(0)
+        gone, kept = ids[1::2], ids[0::2]
+        b = s.batch()
+        for p, bucket, k in s.due(5_000):
+            b.delete(p, k).unschedule(p, bucket, k)
+        s.write(b)
+        assert s.get(0, b"junet|i" + gone[0]) is None
+        before = files_with(path, gone)
+        assert sum(1 for fs in before.values() if fs) > len(gone) // 2
+        assert any("MANIFEST" in f for fs in before.values() for f in fs)
+        s.erase_tick(BOUND.cycle_ms)
+        assert {m: fs for m, fs in files_with(path, gone).items() if fs} == {}
+        assert sum(1 for fs in files_with(path, kept).values() if fs) > len(kept) // 2
+        assert s.get(0, b"junet|i" + kept[0]) is not None
