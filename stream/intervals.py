@@ -320,8 +320,13 @@ def expiry_ms(iv: Interval, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STALE_
 
 
 def next_expiry_ms(intervals: Intervals, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> Optional[int]:
-    live = [iv.effective_end(stale_after_ms) for iv in intervals if not iv.held]
-    return min(live) + ttl_ms if live else None
+    best = None
+    for iv in intervals:  # a loop, not min() over a list: one interval is the usual key
+        if not iv.held:
+            e = iv.effective_end(stale_after_ms)
+            if best is None or e < best:
+                best = e
+    return None if best is None else best + ttl_ms
 
 
 def sweep(intervals: Intervals, now_ms: int, *, ttl_ms: int,

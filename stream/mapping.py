@@ -104,7 +104,9 @@ def apply(old: iv.Intervals, b: Binding, now_ms: int, rules: Rules, *,
         if arrived and not arrived & set(kept):
             kind = "expired-on-arrival"  # already past its expiry instant: not stored
     write = kept != old
-    return Change(kind, kept, write, dropped, expiry_instant(kept, rules) if write else None)
+    return Change(kind, kept, write, dropped,
+                  iv.next_expiry_ms(kept, ttl_ms=rules.ttl_ms, stale_after_ms=rules.stale_after_ms)
+                  if write and kept else None)  # expiry_instant, one call less
 
 
 def reset(old: iv.Intervals, nas: str, at_ms: int, rules: Rules) -> Change:
