@@ -48,7 +48,8 @@ from .acl import worker_groups
 from .batch import BatchStage, Output
 from .mapping_stage import MappingStage
 from .ingest import DEADLETTER_MAX_BYTES, Ingest, dead_letter_value, lateness_rules  # noqa: F401 (re-exported)
-from .security import aiokafka_kwargs, faust_credentials
+from .kafka_clients import Clients
+from .security import faust_credentials
 from .settings import Settings
 
 log = logging.getLogger("ipanon")
@@ -148,7 +149,7 @@ class Pipeline:
         #: every write of the mapping stage, sweeper and heartbeat, in order (``ebb`` flushes it)
         self.outbox = self.table.outbox
         self.table.source_topics = {names.bindings, names.lookup_requests}
-        self.table.restore_client = dict(bootstrap_servers=s.bootstrap, **aiokafka_kwargs(s.security))
+        self.table.restore_clients = Clients.of(s)
         self.table.on_recover(self._on_recover)
 
         # ingest keeps no state: a plain aiokafka batch loop in a consumer group of its own

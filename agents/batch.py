@@ -49,6 +49,8 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
+from .kafka_clients import aio_batches, send_all
+
 log = logging.getLogger("ipanon.batch")
 
 #: (topic, key, value, partition) — one record to produce; partition None = the default
@@ -196,19 +198,15 @@ class BatchStage:
                 await asyncio.sleep(RETRY_PAUSE_S)
 
     def _clients(self) -> tuple[Any, Any]:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-        from .security import aiokafka_kwargs
+        from .kafka_clients import Clients
 
         s = self.p.settings
-        kw = aiokafka_kwargs(s.security)
+        cl = Clients.of(s)
         cid = f"{s.app_id}-{self.name}"
-        c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=self.group, client_id=cid,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_poll_records=s.batch_size, group_instance_id=f"{s.group_instance_id}-{self.name}",
-                             session_timeout_ms=s.session_timeout_ms, **kw)
-        prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap, client_id=cid, acks="all", linger_ms=5,
-                                max_batch_size=PRODUCER_MAX_BATCH, **kw)
+        c = cl.aio_consumer(client_id=cid, group_id=self.group, auto_offset_reset="earliest",
+                            max_poll_records=s.batch_size, group_instance_id=f"{s.group_instance_id}-{self.name}",
+                            session_timeout_ms=s.session_timeout_ms)
+        prod = cl.aio_producer(client_id=cid, max_batch_size=PRODUCER_MAX_BATCH)
         return c, prod
 
     async def _serve(self) -> None:
@@ -250,23 +248,16 @@ class BatchStage:
         records = [r for rs in batch.values() for r in rs]
         ends = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
         outputs = await self.handle(records)  # raises only on a bug: the stage restarts, nothing committed
-        while True:
-            try:
-                futs = [await prod.send(o[0], o[2], key=o[1], partition=o[3], timestamp_ms=o[4] if len(o) > 4 else None)
-                        for o in outputs]
-                if futs:
-                    await asyncio.gather(*futs)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                # nothing of this batch is committed and the lock holds its partitions here:
-                # send the batch's outputs again (duplicates are harmless: idempotent updates,
-                # deterministic stats ids) until the broker takes them
-                log.warning("%s: sending the outputs of %d records failed (%s); retrying in %.0fs",
-                            self.name, len(records), type(e).__name__, RETRY_PAUSE_S)
-                self.p.count(f"{self.name}_send_retries")
-                await asyncio.sleep(RETRY_PAUSE_S)
+
+        def retrying(e: Exception) -> None:
+            # nothing of this batch is committed and the lock holds its partitions here:
+            # send the batch's outputs again (duplicates are harmless: idempotent updates,
+            # deterministic stats ids) until the broker takes them
+            log.warning("%s: sending the outputs of %d records failed (%s); retrying in %.0fs",
+                        self.name, len(records), type(e).__name__, RETRY_PAUSE_S)
+            self.p.count(f"{self.name}_send_retries")
+
+        await send_all(aio_batches(prod), outputs, retry_pause_s=RETRY_PAUSE_S, on_retry=retrying)
         try:
             await c.commit(self._offsets(ends))
             self._committed.update(ends)

@@ -167,13 +167,10 @@ class MappingStage(BatchStage):
 
     async def _faust_offsets(self, tps: list[Any]) -> dict:
         """Offsets Faust's group committed for ``tps`` (the mapping agent's, before this stage)."""
-        from aiokafka import AIOKafkaConsumer
-
-        from .security import aiokafka_kwargs
+        from .kafka_clients import Clients
 
         s = self.p.settings
-        g = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=self.fallback_group, enable_auto_commit=False,
-                             client_id=f"{s.app_id}-{self.name}-upgrade", **aiokafka_kwargs(s.security))
+        g = Clients.of(s).aio_consumer(client_id=f"{s.app_id}-{self.name}-upgrade", group_id=self.fallback_group)
         await g.start()
         try:  # fetches committed offsets only: a consumer that never subscribes never joins
             return {tp: await g.committed(tp) for tp in tps}
@@ -185,14 +182,12 @@ class MappingStage(BatchStage):
     def _clients(self) -> tuple[Any, Any]:
         """The consumer (no producer: every write goes through the table's outbox, ordered
         with the sweeper's).  It never joins its group; the instance id only names it."""
-        from aiokafka import AIOKafkaConsumer
-
-        from .security import aiokafka_kwargs
+        from .kafka_clients import Clients
 
         s = self.p.settings
-        c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=self.group, client_id=f"{s.app_id}-{self.name}",
-                             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.batch_size,
-                             group_instance_id=f"{s.group_instance_id}-{self.name}", **aiokafka_kwargs(s.security))
+        c = Clients.of(s).aio_consumer(client_id=f"{s.app_id}-{self.name}", group_id=self.group,
+                                       auto_offset_reset="earliest", max_poll_records=s.batch_size,
+                                       group_instance_id=f"{s.group_instance_id}-{self.name}")
         return c, None
 
     async def _serve(self) -> None:

@@ -113,8 +113,9 @@ class MappingTable(faust.Table):
         self.outbox = Outbox()
         self.active: Set[int] = set()
         self.source_topics: Set[str] = set()  # set by the app: the bindings topic
-        #: keyword arguments of the restore consumer (bootstrap servers, TLS/SASL); set by the app
-        self.restore_client: dict[str, Any] = {}
+        #: builds the restore consumer (``agents.kafka_clients.Clients``: bootstrap, TLS/SASL); set
+        #: by the app (None: the app's brokers, the process's security)
+        self.restore_clients: Any = None
         # the sweeper's schedule, rebuilt from the store after recovery; stale entries are
         # re-checked when they come up, so it never needs exact updates.
         self._schedule = ExpirySchedule()
@@ -280,17 +281,17 @@ class MappingTable(faust.Table):
             self.restored = True
 
     async def _restore_once(self, topic: str, parts: list[int], epoch: int) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
+
+        from .kafka_clients import Clients
 
         t0, cpu0 = time.monotonic(), time.process_time()
         data = self.data.data  # the memory store's dict itself: no per-record method calls
         kp = self.key_partition()
         restored_to = self._restored_to
-        client = dict(self.restore_client) or {
-            "bootstrap_servers": [f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker]}
-        c = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                             client_id=f"{self.app.conf.id}-restore", fetch_max_bytes=RESTORE_FETCH_BYTES,
-                             max_partition_fetch_bytes=RESTORE_PARTITION_FETCH_BYTES, **client)
+        cl = self.restore_clients or Clients(",".join(f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker))
+        c = cl.aio_consumer(client_id=f"{self.app.conf.id}-restore", group_id=None, auto_offset_reset="earliest",
+                            fetch_max_bytes=RESTORE_FETCH_BYTES, max_partition_fetch_bytes=RESTORE_PARTITION_FETCH_BYTES)
         await c.start()
         try:
             tps = [TopicPartition(topic, p) for p in parts]

@@ -53,6 +53,7 @@ from stream.model import Binding
 from stream.stats import StatsBuilder, record_timestamp_ms
 
 from . import ratchet_store
+from .kafka_clients import aio_batches, send_all
 
 log = logging.getLogger("ipanon.stats")
 
@@ -92,11 +93,13 @@ class ConsentFollower:
         self.errors = 0
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
+
+        from .kafka_clients import Clients
 
         while True:
-            c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", **__import__("agents.security").security.aiokafka_kwargs())
+            c = Clients(self.bootstrap).aio_consumer(client_id="ipanon-consent-follower", group_id=None,
+                                                     auto_offset_reset="earliest")
             try:
                 await c.start()
                 parts: Optional[set] = None
@@ -419,10 +422,9 @@ class StatsAgent:
                 before = sum(a.open_buckets for a in self.aggregators.values())
                 recs = self.tick(self.p.clock())
                 closed = before - sum(a.open_buckets for a in self.aggregators.values())
-                futs = [await prod.send(self.p.names.aggregates, json.dumps(r, separators=(",", ":")).encode(),
-                                        key=r["id"].encode()) for r in recs]
-                if futs:
-                    await asyncio.gather(*futs)
+                if await send_all(aio_batches(prod), [(self.p.names.aggregates, r["id"].encode(),
+                                                       json.dumps(r, separators=(",", ":")).encode(), None)
+                                                      for r in recs]):
                     self.p.count("aggregates_out", len(recs))
                 if closed:  # their contributions need no re-reading any more
                     await st.commit_read()

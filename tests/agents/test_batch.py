@@ -39,18 +39,42 @@ class FakeConsumer:
         return self.hw.get(tp)
 
 
+class _FakeBatch:
+    def __init__(self):
+        self.items: list[tuple] = []
+
+    def append(self, *, key, value, timestamp, headers=None):
+        self.items.append((key, value, timestamp))
+        return True
+
+
+async def _metadata(topic):
+    return None
+
+
 class FakeProducer:
-    """``send`` queues and returns a future; the test decides when (and how) acks arrive."""
+    """The aiokafka calls ``agents.kafka_clients.aio_batches`` makes: ``send_batch`` queues a
+    batch and returns one future; the test decides when (and how) acks arrive.  A partition
+    left to the partitioner stays ``None`` here."""
+
+    client = SimpleNamespace(_wait_on_metadata=_metadata)
 
     def __init__(self, fail_first: int = 0):
         self.sent: list[tuple] = []
-        self.stamps: list = []  # timestamp_ms per send (None: the producer's clock)
+        self.stamps: list = []  # timestamp_ms per record (None: the producer's clock)
         self.futures: list[asyncio.Future] = []
         self.fail_first = fail_first
 
-    async def send(self, topic, value, key=None, partition=None, timestamp_ms=None):
-        self.sent.append((topic, key, value, partition))
-        self.stamps.append(timestamp_ms)
+    def _partition(self, topic, partition, key, value, serialized_key, serialized_value):
+        return partition
+
+    def create_batch(self):
+        return _FakeBatch()
+
+    async def send_batch(self, batch, topic, *, partition):
+        for key, value, ts in batch.items:
+            self.sent.append((topic, key, value, partition))
+            self.stamps.append(ts)
         f = asyncio.get_running_loop().create_future()
         if self.fail_first:
             self.fail_first -= 1

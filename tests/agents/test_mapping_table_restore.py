@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from agents.kafka_clients import Clients
 from agents.kafka_io import HEARTBEAT_KEY, ensure_topics, producer
 
 pytestmark = [pytest.mark.broker]
@@ -28,7 +29,7 @@ def make_table(bootstrap: str, app_id: str):
                     value_serializer="raw", topic_partitions=PARTITIONS, web_enabled=False,
                     TableManager=DirectRecoveryTableManager)
     table = MappingTable(app, name="mappings", partitions=PARTITIONS, key_type=bytes, value_type=bytes)
-    table.restore_client = {"bootstrap_servers": bootstrap}
+    table.restore_clients = Clients(bootstrap)
     return table
 
 
