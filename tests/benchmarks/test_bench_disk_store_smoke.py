@@ -9,7 +9,7 @@ from tests.conftest import bench_smoke
 def test_bench_disk_store_smoke():
     fig = bench_smoke("bench_disk_store.py")
     assert fig["bench"] == "disk_store" and fig["smoke"] is True
-    for k in ("write_mappings_per_s", "disk_bytes_per_mapping", "get_p50_us", "get_p99_us", "reopen_s",
+    for k in ("write_mappings_per_s", "disk_bytes_per_mapping", "get_p50_us", "get_p99_us", "reopen_s", "restore_write_mappings_per_s",
               "rss_before_mb", "rss_written_mb", "rss_reopened_mb", "expiry_to_absence_s", "machine"):
         assert k in fig, k
     assert fig["mappings"] == 20_000 and fig["schedule_entries"] == 20_000
