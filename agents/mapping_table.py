@@ -110,7 +110,7 @@ class MappingTable(faust.Table):
         super().__init__(*args, **kwargs)
         #: the changelog writes, in the order the store was changed (``agents.outbox``: Faust's
         #: ``send_changelog`` can reorder them); the app shares it and flushes it
-        self.outbox = Outbox()
+        self.outbox = Outbox(on_undelivered=self._reissue)
         self.active: Set[int] = set()
         self.source_topics: Set[str] = set()  # set by the app: the bindings topic
         #: builds the restore consumer (``agents.kafka_clients.Clients``: bootstrap, TLS/SASL); set
@@ -150,6 +150,21 @@ class MappingTable(faust.Table):
         self.data.pop(key, None)
         self.key_partition().pop(key, None)
         self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=self._on_changelog_sent)
+
+    def _reissue(self, failed: list) -> None:
+        """Changelog writes the broker never acknowledged (the producer gave up: an outage
+        longer than its timeout).  The store already holds them, so re-reading their bindings
+        from the uncommitted offset changes nothing and writes nothing: queue the *current*
+        state of each such key again (its newest value, or a tombstone), which is what the log
+        must end with whatever order the lost writes had.  A partition revoked meanwhile is
+        left alone: its new owner re-reads the uncommitted bindings itself."""
+        seen = set()
+        for channel, key, _value, partition, _headers, _cb in failed:
+            if channel is not self.changelog_topic or key in seen or partition not in self.active:
+                continue
+            seen.add(key)
+            self.outbox.add(self.changelog_topic, key, self.data.get(key), partition=partition,
+                            callback=self._on_changelog_sent)
 
     def _on_changelog_sent(self, fut: Any) -> None:
         """Each acknowledged changelog write: if it landed exactly where this worker's copy of

@@ -24,11 +24,15 @@ Write = tuple[Any, Optional[bytes], Optional[bytes], Optional[int], Any, Optiona
 
 
 class Outbox:
-    __slots__ = ("_items", "_lock")
+    __slots__ = ("_items", "_lock", "on_undelivered")
 
-    def __init__(self) -> None:
+    def __init__(self, on_undelivered: Optional[Callable[[list[Write]], None]] = None) -> None:
         self._items: list[Write] = []
         self._lock: Optional[asyncio.Lock] = None  # made on first flush, inside the running loop
+        #: called with the writes the producer took but the broker never acknowledged (in their
+        #: order) before ``flush`` raises: a writer whose state ran ahead of its log (the table)
+        #: queues its current state again, because re-processing the input would change nothing
+        self.on_undelivered = on_undelivered
 
     def add(self, channel: Any, key: Optional[bytes], value: Optional[bytes], *, partition: Optional[int] = None,
             headers: Any = None, callback: Optional[Callable[[Any], None]] = None) -> None:
@@ -55,5 +59,10 @@ class Outbox:
                 self._items[:0] = items[i:]  # not handed to the producer: keep them first, in order
                 raise
         if futs:
-            await asyncio.gather(*futs)
+            results = await asyncio.gather(*futs, return_exceptions=True)
+            failed = [items[j] for j, r in enumerate(results) if isinstance(r, BaseException)]
+            if failed:
+                if self.on_undelivered is not None:
+                    self.on_undelivered(failed)
+                raise next(r for r in results if isinstance(r, BaseException))
         return len(futs)
