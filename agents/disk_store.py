@@ -16,8 +16,9 @@ consistent prefix and reads the changelog only from its checkpoint.
 Erasure on disk (``stream.disk_bound``): ``erase_tick(now)`` flushes every memtable (the WAL
 files written before it become obsolete and are deleted: recycling and archiving are off) and
 force-compacts each partition whose last forced compaction started ``cycle_ms`` ago, which
-drops deleted keys' values from the SST files; ``drop_partition`` drops a revoked partition's
-column families whole.  Compression is off: the values are AES-GCM ciphertext (nothing to
+drops deleted keys' values from the SST files, then reopens the DB (a fresh MANIFEST: the old
+one names the first and last key of every SST file ever made); ``drop_partition`` drops a
+revoked partition's column families whole.  The bound and its proof: ``docs/state-on-disk.md``.  Compression is off: the values are AES-GCM ciphertext (nothing to
 gain), and the erasure test can then find a value's bytes in any file it is still in.
 
 An iterator pins the SST files it reads, so every read here finishes before it returns
