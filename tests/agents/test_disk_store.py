@@ -271,3 +271,28 @@ def test_deleted_keys_leave_every_file_after_the_erasure_tick(tmp_path):
         assert {m: fs for m, fs in files_with(path, gone).items() if fs} == {}
         assert sum(1 for fs in files_with(path, kept).values() if fs) > len(kept) // 2
         assert s.get(0, b"junet|i" + kept[0]) is not None
+
+
+def test_bound_holds_on_a_ticking_clock(tmp_path):
+    """Ticks every ``tick_ms`` on a simulated clock: a value deleted just after its partition's
+    compaction started is still on disk until the next cycle's tick, and gone by t + B_disk."""
+    path = tmp_path / "s"
+    marker = b"CLOCK" + secrets.token_hex(12).encode()
+    with open_store(path) as s:
+        s.put_batch(0, [(key(1), value(marker)), (key(2), value(b"LIVE" + secrets.token_hex(12).encode()))])
+        assert s.erase_tick(1_000)["compacted"] == [0]  # compaction of partition 0 starts at 1 000
+        t_delete = 1_050
+        s.delete(0, [key(1)])
+        seen_at = []
+        now = 1_100
+        while now <= t_delete + BOUND.bound_ms:
+            tick = s.erase_tick(now)
+            if files_with(path, [marker])[marker]:
+                seen_at.append(now)
+            else:
+                break
+            now += BOUND.tick_ms
+        # on disk through every tick of the cycle, gone at the first tick of the next one
+        assert seen_at == list(range(1_100, 2_000, BOUND.tick_ms))
+        assert now == 2_000 and tick["compacted"] == [0]
+        assert now <= t_delete + BOUND.bound_ms
