@@ -32,7 +32,7 @@ import stat
 import struct
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import rocksdict as rd
 
@@ -276,6 +276,31 @@ class DiskStore:
         """Partition ``p``'s keys (a list: the iterator is closed before this returns)."""
         cf = self._cf.get(_cf_data(p))
         return [] if cf is None else list(cf.keys())
+
+    def iter_keys(self, p: int, chunk: int = 10_000) -> Iterator[bytes]:
+        """Partition ``p``'s keys in key order, ``chunk`` at a time, without holding them all:
+        each chunk's iterator is closed before its keys are yielded (an iterator left open by a
+        paused generator would pin SST files past the erasure bound)."""
+        cf = self._cf.get(_cf_data(p))
+        if cf is None:
+            return
+        after: Optional[bytes] = None
+        while True:
+            it = cf.keys(from_key=after) if after is not None else cf.keys()
+            keys = []
+            for k in it:
+                if k == after:
+                    continue
+                keys.append(k)
+                if len(keys) >= chunk:
+                    break
+            del it
+            if not keys:
+                return
+            yield from keys
+            if len(keys) < chunk:
+                return
+            after = keys[-1]
 
     def count_estimate(self, p: int) -> int:
         cf = self._cf.get(_cf_data(p))

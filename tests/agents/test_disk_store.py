@@ -52,6 +52,9 @@ def test_round_trip_and_partition_keys(tmp_path):
         assert s.get_many(0, [key(1), key(500)]) == [b"v1", None]
         assert s.keys(0) == [key(i) for i in range(100)]
         assert s.keys(1) == [key(1000)]
+        for chunk in (1, 7, 100, 1_000):
+            assert list(s.iter_keys(0, chunk)) == [key(i) for i in range(100)]
+        assert list(s.iter_keys(3)) == []
         s.delete(0, [key(i) for i in range(50)])
         assert s.keys(0) == [key(i) for i in range(50, 100)]
         assert s.partitions() == {0, 1}
