@@ -50,7 +50,7 @@ from stream.consent import ConsentRecord, ConsentView, consent_key
 from stream.errors import ConfigError, Rejected
 from stream.keyring import epoch_of
 from stream.model import Binding
-from stream.stats import StatsBuilder, record_timestamp_ms
+from stream.stats import StatsBuilder, compact_json, record_timestamp_ms
 
 from . import ratchet_store
 from .kafka_clients import aio_batches, send_all
@@ -249,7 +249,7 @@ class StatsAgent:
                         continue
                 rec = x.record
                 # Kafka timestamp = the bucket start, not the append time (issue 21)
-                out.append((rec["id"].encode(), json.dumps(rec, separators=(",", ":")).encode(),
+                out.append((rec["id"].encode(), compact_json(rec).encode(),
                             record_timestamp_ms(rec["bucket_ms"], now, builder.bucket_ms)))
         if no_consent:
             p.count("stats_no_consent", no_consent)
@@ -346,10 +346,10 @@ class StatsAgent:
             return end, ""
         hold = a.hold_offset()
         keys = a.closed_keys()
-        meta = json.dumps(keys, separators=(",", ":"))
+        meta = compact_json(keys)
         while len(meta) > COMMIT_METADATA_MAX and keys:  # the broker refuses more (offset.metadata.max.bytes)
             keys = keys[len(keys) // 2 + 1:]
-            meta = json.dumps(keys, separators=(",", ":"))
+            meta = compact_json(keys)
         return (end if hold is None else min(end, hold)), meta
 
     async def handle_parts(self, records: list[Any]) -> list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]]:
@@ -423,7 +423,7 @@ class StatsAgent:
                 recs = self.tick(self.p.clock())
                 closed = before - sum(a.open_buckets for a in self.aggregators.values())
                 if await send_all(aio_batches(prod), [(self.p.names.aggregates, r["id"].encode(),
-                                                       json.dumps(r, separators=(",", ":")).encode(), None)
+                                                       compact_json(r).encode(), None)
                                                       for r in recs]):
                     self.p.count("aggregates_out", len(recs))
                 if closed:  # their contributions need no re-reading any more

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
 from .errors import Rejected
-from .stats import Built
+from .stats import Built, compact_json
 
 AGGREGATE_SCHEMA_VERSION = 1
 CONTRIBUTION_VERSION = 1
@@ -99,7 +99,7 @@ def contribution_id(c: Mapping[str, Any]) -> str:
 
 def encode_contribution(c: Mapping[str, Any]) -> tuple[bytes, bytes]:
     """(key, value) on the contributions topic: key = cell id, so one partition owns a cell."""
-    return contribution_id(c).encode(), json.dumps(c, separators=(",", ":")).encode()
+    return contribution_id(c).encode(), compact_json(c).encode()
 
 
 def _int(d: Mapping[str, Any], name: str, lo: int = 0) -> int:

@@ -41,6 +41,7 @@ comes from (``stream.pseudonym``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -49,6 +50,10 @@ from .errors import CryptoError
 from .keyring import Keyring, epoch_of
 from .model import Binding, address_text
 from .consent import normalise_subscriber
+
+#: ``json.dumps(obj, separators=(",", ":"))`` with one encoder for the process: ``dumps`` with any
+#: option builds a new ``JSONEncoder`` per call, ~3 µs of a stats record's ~9 µs encode
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 STATS_SCHEMA_VERSION = 3
 DEFAULT_BUCKET_MS = 3_600_000
