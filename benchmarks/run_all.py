@@ -126,6 +126,8 @@ def summary(rows: list[dict]) -> dict:
     if "worker_eps" in e:
         s["e2e_eps"] = [e["worker_eps"], e["worker_eps"] >= 50_000]
         s["e2e_ratio"] = [e["ratio"], e["ratio"] >= 0.5]
+        over_peer = (e.get("ratios") or {}).get("ipanon_over_peer")  # None: peer skipped (no quixstreams)
+        s["e2e_over_quix_peer"] = [over_peer, over_peer is not None and over_peer >= 1.0]
     st = by.get("state", {})
     for row in st.get("sizes", []):
         s[f"disk_B_per_mapping@{row['mappings']}"] = [row.get("disk_bytes_per_mapping"),
