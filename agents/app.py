@@ -46,6 +46,7 @@ from .logfilter import RepeatFilter
 from stream.lookup_wire import LookupSeal, ReplayGuard, nonce_of
 from .acl import worker_groups
 from .batch import BatchStage, Output
+from .fence import Fence, PartitionsLost
 from .mapping_stage import MappingStage
 from .ingest import DEADLETTER_MAX_BYTES, Ingest, dead_letter_value, lateness_rules  # noqa: F401 (re-exported)
 from .kafka_clients import Clients
@@ -148,6 +149,13 @@ class Pipeline:
         app.tables.add(self.table)
         #: every write of the mapping stage, sweeper and heartbeat, in order (``ebb`` flushes it)
         self.outbox = self.table.outbox
+        # a worker frozen past its group session writes no changelog until the group confirms
+        # it still owns its partitions (agents.fence)
+        hb = float(app.conf.broker_heartbeat_interval)
+        self.fence = Fence(stall_s=s.session_timeout_ms / 2000, confirm_s=2 * hb + 1.0, lost=self._membership_lost)
+        self.outbox.gate = self.fence.ready
+        self.outbox.halt = self.fence.suspect
+        app.task(self.fence.run)
         self.table.source_topics = {names.bindings, names.lookup_requests}
         self.table.restore_clients = Clients.of(s)
         self.table.on_recover(self._on_recover)
@@ -190,6 +198,19 @@ class Pipeline:
     def _changelog_name(self) -> str:
         return f"{self.settings.app_id}-mappings-changelog"
 
+    def _membership_lost(self) -> bool:
+        """Faust's group membership is gone or being redone: its consumer's generation was reset
+        (the coordinator no longer knew this member) or a rebalance began."""
+        if getattr(self.app, "rebalancing", False):
+            return True
+        try:
+            from aiokafka.protocol.commit import OffsetCommitRequest
+
+            gen = self.app.consumer._thread._ensure_consumer()._coordinator.generation
+            return gen == OffsetCommitRequest.DEFAULT_GENERATION_ID
+        except Exception:  # no consumer yet (starting): nothing was assigned to lose
+            return False
+
     def add_batch_stage(self, name: str, topics: Iterable[str], handle: Any, *, role: str) -> BatchStage:
         """A ``BatchStage`` in the consumer group ``worker_groups(app_id)[name]``, started and
         stopped with the Faust app (an app task: cancelled when the worker stops)."""
@@ -226,6 +247,8 @@ class Pipeline:
                 self.outbox.add(self.table.changelog_topic, HEARTBEAT_KEY, None, partition=p)
             await self.outbox.flush()
             self.count("heartbeats")
+        except PartitionsLost as e:
+            log.warning("heartbeat: %s; skipped", e)
         except Exception:
             log.exception("heartbeat: failed; will retry")
 
@@ -437,6 +460,8 @@ class Pipeline:
         try:
             self.sweep_once(self.clock())
             await self.outbox.flush()
+        except PartitionsLost as e:  # after a freeze (agents.fence): the revoke drops what is queued
+            log.warning("sweeper: %s; its writes wait for the rebalance", e)
         except Exception:
             log.exception("sweeper: pass failed; will retry")
             self.count("sweeper_errors")

@@ -51,6 +51,8 @@ from typing import Any, Awaitable, Callable, Iterable, Optional
 
 from .kafka_clients import aio_batches, send_all
 
+from .fence import PartitionsLost
+
 log = logging.getLogger("ipanon.batch")
 
 #: (topic, key, value, partition) — one record to produce; partition None = the default
@@ -192,6 +194,10 @@ class BatchStage:
                 await self._serve()
             except asyncio.CancelledError:
                 raise
+            except PartitionsLost as e:  # expected after a freeze: the revoke follows (agents.fence)
+                log.warning("%s: %s; nothing written, restarting from the last commit", self.name, e)
+                self.p.count(f"{self.name}_restarts")
+                await asyncio.sleep(RETRY_PAUSE_S)
             except Exception:
                 log.exception("%s: stage failed; restarting its Kafka clients in %.0fs", self.name, RETRY_PAUSE_S)
                 self.p.count(f"{self.name}_restarts")

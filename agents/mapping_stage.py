@@ -43,10 +43,13 @@ path the sweeper and the heartbeat timer also write through, so a sweep and a bi
 reorder two writes of one key on the changelog.  A failure anywhere (broker away, a bug)
 restarts the stage's consumer from the last commit, on the same partitions.
 
-Known limit: a worker presumed dead by the group (session timeout) that is in fact alive learns
-of it only at its next heartbeat; like any Kafka consumer, its last batch may then land after
-the new owner started.  Static membership (``group_instance_id``) keeps a restarted worker's
-partitions with it, so a restart hands nothing over.
+A worker presumed dead by the group (session timeout) because it was frozen learns of it only at
+its next heartbeat after the thaw.  ``agents.fence`` keeps it from writing meanwhile: every flush
+of the table's outbox passes the fence, which after a stall waits for the group's verdict, and the
+revoke that follows a stall drops the revoked partitions' queued writes and the table's copy of
+them.  Left: writes already handed to the producer when the freeze came are sent at the thaw.
+Static membership (``group_instance_id``) keeps a restarted worker's partitions with it, so a
+restart hands nothing over.
 """
 
 from __future__ import annotations
@@ -93,12 +96,29 @@ class MappingStage(BatchStage):
             self.owned -= parts
             self.table.active = self.table.active - parts
             self._reassign()
-            await self.flush()  # a sweep's writes queued before the revoke, too
+            fence = getattr(self.p, "fence", None)
+            if fence is not None and fence.suspect():
+                # stalled past the session: these partitions may have had a new owner for a while,
+                # so what this worker queued for them is stale (agents.fence).  Drop it and the copy
+                # it came from; the uncommitted bindings behind it are read again by their owner.
+                outbox = self.table.outbox
+                changelog = self.table.changelog_topic
+                n = outbox.discard(lambda w: w[0] is changelog and w[3] in parts)
+                keys = self.table.forget(parts)
+                self.p.count("fenced_writes", n)
+                log.warning("%s: partitions %s revoked after a stall: %d queued changelog writes dropped, "
+                            "%d keys forgotten (read afresh if they come back)", self.name, sorted(parts), n, keys)
+                await self.table.outbox.flush(gated=False)  # what is left: other partitions' writes, dead letters
+            else:
+                await self.flush()  # a sweep's writes queued before the revoke, too
         log.info("%s: partitions %s revoked; no longer written", self.name, sorted(parts))
 
     async def on_assigned(self, sender: Any = None, assigned: Iterable[Any] = (), **_: Any) -> None:
         """``app.on_partitions_assigned`` receiver: drop anything the new assignment does not
         give the table (eager rebalances revoked it already; this is the belt to those braces)."""
+        fence = getattr(self.p, "fence", None)
+        if fence is not None:
+            fence.clear()  # the group has a current assignment again
         async with self._lock:
             lost = self.owned - set(self.table.active)
             if lost:

@@ -151,6 +151,19 @@ class MappingTable(faust.Table):
         self.key_partition().pop(key, None)
         self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=self._on_changelog_sent)
 
+    def forget(self, partitions: Set[int]) -> int:
+        """Drop this worker's copy of ``partitions`` (keys and restore position), so that if they
+        come back they are read afresh from the changelog: used when writes of theirs were
+        discarded (``agents.fence``) and the copy ran ahead of the log.  Returns keys dropped."""
+        kp = self.key_partition()
+        gone = [k for k, p in kp.items() if p in partitions]
+        for k in gone:
+            self.data.pop(k, None)
+            kp.pop(k, None)
+        for p in partitions:
+            self._restored_to.pop(p, None)
+        return len(gone)
+
     def _reissue(self, failed: list) -> None:
         """Changelog writes the broker never acknowledged (the producer gave up: an outage
         longer than its timeout).  The store already holds them, so re-reading their bindings

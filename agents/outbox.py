@@ -24,7 +24,7 @@ Write = tuple[Any, Optional[bytes], Optional[bytes], Optional[int], Any, Optiona
 
 
 class Outbox:
-    __slots__ = ("_items", "_lock", "on_undelivered")
+    __slots__ = ("_items", "_lock", "on_undelivered", "gate", "halt")
 
     def __init__(self, on_undelivered: Optional[Callable[[list[Write]], None]] = None) -> None:
         self._items: list[Write] = []
@@ -33,6 +33,13 @@ class Outbox:
         #: order) before ``flush`` raises: a writer whose state ran ahead of its log (the table)
         #: queues its current state again, because re-processing the input would change nothing
         self.on_undelivered = on_undelivered
+        #: awaited before every flush; raises to keep the writes queued (``agents.fence``: a
+        #: worker that was frozen writes nothing until its group confirms its partitions)
+        self.gate: Optional[Callable[[], Any]] = None
+        #: asked before each hand-over to the producer: true stops the hand-over there (the rest
+        #: stays queued) and sends the flush back through ``gate`` — a freeze can fall between two
+        #: writes of one flush, each hand-over being an ``await``
+        self.halt: Optional[Callable[[], bool]] = None
 
     def add(self, channel: Any, key: Optional[bytes], value: Optional[bytes], *, partition: Optional[int] = None,
             headers: Any = None, callback: Optional[Callable[[Any], None]] = None) -> None:
@@ -41,17 +48,34 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    async def flush(self) -> int:
+    def discard(self, drop: Callable[[Write], bool]) -> int:
+        """Remove the queued writes ``drop`` selects (never handed to the producer); returns how
+        many.  The revoke of partitions this worker lost while frozen drops their writes."""
+        keep = [w for w in self._items if not drop(w)]
+        n = len(self._items) - len(keep)
+        self._items = keep
+        return n
+
+    async def flush(self, *, gated: bool = True) -> int:
         """Publish every write queued so far, in order; return once all are acknowledged (raises
-        the first delivery error).  Returns how many were written."""
+        the first delivery error).  Returns how many were written.  ``gate`` first, if set and
+        ``gated``."""
+        if gated and self.gate is not None:
+            await self.gate()
         if self._lock is None:
             self._lock = asyncio.Lock()
         futs = []
+        halted = False
+        halt = self.halt if gated else None
         async with self._lock:
             items, self._items = self._items, []
             i = 0
             try:
                 for i, (channel, key, value, partition, headers, callback) in enumerate(items):
+                    if halt is not None and halt():
+                        self._items[:0] = items[i:]  # not handed over: back to the front, in order
+                        items, halted = items[:i], True
+                        break
                     fm = channel.as_future_message(key=key, value=value, partition=partition, headers=headers,
                                                    key_serializer="raw", value_serializer="raw", callback=callback)
                     futs.append(await channel.publish_message(fm, wait=False))
@@ -65,4 +89,6 @@ class Outbox:
                 if self.on_undelivered is not None:
                     self.on_undelivered(failed)
                 raise next(r for r in results if isinstance(r, BaseException))
+        if halted:
+            return len(futs) + await self.flush()  # through the gate: it waits, or raises
         return len(futs)

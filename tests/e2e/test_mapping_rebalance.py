@@ -21,6 +21,9 @@ and the second is SIGKILLed and restarted.  Then:
 4. the statistics hold one record per fed binding (deterministic ids: duplicates collapse);
 5. after both workers stop and one restarts alone, restoring every partition from the
    changelog, every answer is still the model's.
+
+A second test freezes a worker (SIGSTOP) past its session timeout while bindings stream in and
+thaws it after the takeover: the same checks, for the writes of a worker the group presumed dead.
 """
 
 from __future__ import annotations
@@ -326,4 +329,71 @@ def test_rebalances_while_bindings_stream_keep_every_answer_and_the_changelog_ri
     wait_for(lambda: partitions(p1) == ALL, timeout_s=180, what="worker 1 alone to own every partition")
     off = answers_off(bootstrap, w1, feed.model, stale_ms, "restored alone from the changelog")
     assert not off, f"restored alone from the changelog: {len(off)} of {len(feed.model)} differ, e.g. {off[:3]}"
+    w1.stop()
+
+
+def test_a_worker_frozen_past_its_session_timeout_writes_nothing_stale_when_it_thaws(
+        worker_factory, bootstrap, tmp_path, request):
+    """The zombie case: worker 2 is frozen (SIGSTOP, as a long GC pause, a stalled VM or a
+    container freeze do) while bindings stream in, the group presumes it dead after its session
+    timeout and worker 1 takes over its partitions and applies newer bindings; then worker 2 is
+    thawed (SIGCONT).  Whatever it had fetched or still fetches for the partitions it lost must
+    not reach the changelog over worker 1's writes: every answer and every key's last changelog
+    record stay the model's, also after a lone restart restores everything from the changelog.
+    (The Faust mapping agent drops a revoked partition's buffered events with the stream.)"""
+    import os
+
+    from stream.config import load_operators
+
+    p1, p2 = free_port(), free_port()
+    w1 = worker_factory(operators=(OPERATOR,), extra=["--web-port", str(p1)]).start()
+    w2 = twin(w1, p2)
+
+    def thaw_and_stop():
+        if w2.proc is not None and w2.proc.poll() is None:
+            os.killpg(w2.proc.pid, signal.SIGCONT)
+        w2.stop()
+    request.addfinalizer(thaw_and_stop)
+    stale_ms = load_operators(w1.operators_dir)[OPERATOR].sessions.lost_stop_window_ms
+
+    def split():
+        a, b = partitions(p1), partitions(p2)
+        return a is not None and b is not None and a and b and not a & b and a | b == ALL
+
+    wait_for(lambda: partitions(p1) == ALL, timeout_s=150, what="worker 1 to own every partition")
+    w2.start()
+    wait_for(split, timeout_s=150, what="the two workers to split the partitions")
+    feed = Feed(int(time.time()))
+    feeder = Feeder(bootstrap, w1.topics.raw_radius, feed)
+    feeder.start()
+    try:
+        feeder.ticks(40)
+        os.killpg(w2.proc.pid, signal.SIGSTOP)
+        frozen = feed.tick
+        wait_for(lambda: partitions(p1) == ALL, timeout_s=150, what="worker 1 to take the frozen worker's partitions")
+        feeder.ticks(40)
+        os.killpg(w2.proc.pid, signal.SIGCONT)
+        thawed = feed.tick
+        feeder.ticks(40)
+        wait_for(split, timeout_s=150, what="the thawed worker to rejoin")
+        feeder.ticks(20)
+    finally:
+        feeder.stop_now.set()
+        feeder.join(180)
+    assert feeder.error is None, feeder.error
+    spans = {"frozen": feed.spanning(frozen), "thawed": feed.spanning(thawed)}
+    assert all(spans.values()), spans
+    print(f"fed {feed.fed} events of {feed.n} sessions; sessions spanning: {spans}")
+
+    off = answers_off(bootstrap, w1, feed.model, stale_ms, "after the thaw")
+    bad = changelog_violations(bootstrap, w1, feed.model)
+    w1.stop(signal.SIGKILL)
+    w2.stop()
+    w1.start()
+    wait_for(lambda: partitions(p1) == ALL, timeout_s=180, what="worker 1 alone to own every partition")
+    restored = answers_off(bootstrap, w1, feed.model, stale_ms, "restored alone from the changelog")
+    n = len(feed.model)
+    assert not off and not bad and not restored, (
+        f"after the thaw: lookups {len(off)} of {n} differ, e.g. {off[:3]}; changelog: {len(bad)} of {n} keys "
+        f"wrong, e.g. {bad[:4]}; restored alone: {len(restored)} of {n} differ, e.g. {restored[:3]}")
     w1.stop()
