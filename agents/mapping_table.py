@@ -155,14 +155,18 @@ class MappingTable(faust.Table):
         """Drop this worker's copy of ``partitions`` (keys and restore position), so that if they
         come back they are read afresh from the changelog: used when writes of theirs were
         discarded (``agents.fence``) and the copy ran ahead of the log.  Returns keys dropped."""
+        return self._drop_partitions(partitions.__contains__)
+
+    def _drop_partitions(self, gone: Callable[[int], bool]) -> int:
+        """Drop the keys and the restore position of every partition ``gone`` selects."""
         kp = self.key_partition()
-        gone = [k for k, p in kp.items() if p in partitions]
-        for k in gone:
+        keys = [k for k, p in kp.items() if gone(p)]
+        for k in keys:
             self.data.pop(k, None)
             kp.pop(k, None)
-        for p in partitions:
-            self._restored_to.pop(p, None)
-        return len(gone)
+        for p in [p for p in self._restored_to if gone(p)]:
+            del self._restored_to[p]
+        return len(keys)
 
     def _reissue(self, failed: list) -> None:
         """Changelog writes the broker never acknowledged (the producer gave up: an outage
@@ -272,12 +276,7 @@ class MappingTable(faust.Table):
         names = {self.changelog_topic.get_topic_name(), *self.source_topics}
         mine = {tp.partition for tp in assigned if tp.topic in names}
         self.active = mine
-        kp = self.key_partition()
-        for k in [k for k, p in kp.items() if p not in mine]:
-            self.data.pop(k, None)
-            kp.pop(k, None)
-        for p in [p for p in self._restored_to if p not in mine]:
-            del self._restored_to[p]
+        self._drop_partitions(lambda p: p not in mine)
 
     # -- restore ----------------------------------------------------------------------------
 
