@@ -181,6 +181,9 @@ class Pipeline:
         app.timer(s.heartbeat_ms / 2000, name="ipanon.heartbeat")(self._heartbeat)
         app.task(self._quiet_client_libraries)
         self.on_count: list[Callable[[str, int], None]] = []
+        #: called after every completed sweeper pass as ``f(now_ms, expired, seconds)`` (metrics
+        #: time it, the canaries look at the table at once); a listener's failure is its own
+        self.after_sweep: list[Callable[[int, int, float], None]] = []
         self.holds: Any = None  # stream.hold.HoldSet, set by the holds agent
         self.extensions = {}
         for path in extensions:  # each module adds its agents/topics: ``install(pipeline)``
@@ -458,7 +461,15 @@ class Pipeline:
 
     async def _sweeper(self) -> None:
         try:
-            self.sweep_once(self.clock())
+            now = self.clock()
+            t0 = time.monotonic()
+            n = self.sweep_once(now)
+            elapsed = time.monotonic() - t0
+            for listener in self.after_sweep:
+                try:
+                    listener(now, n, elapsed)
+                except Exception:
+                    log.exception("sweeper: a listener failed")
             await self.outbox.flush()
         except PartitionsLost as e:  # after a freeze (agents.fence): the revoke drops what is queued
             log.warning("sweeper: %s; its writes wait for the rebalance", e)

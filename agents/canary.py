@@ -199,6 +199,15 @@ class CanaryJob:
                 c.saw("epoch-key", p.vaults[c.operator].ring.oldest_epoch <= c.sealed_epoch, now)
         self._retire()
 
+    def after_sweep(self, now_ms: int, expired: int, seconds: float) -> None:
+        """The sweeper's listener: look at the table and the vault right after every pass too.
+        The sweeper is what drops a canary and destroys its epoch key, so the figure then
+        carries no polling delay and is comparable with the computed bound."""
+        try:
+            self.watch(self.p.clock())
+        except Exception:
+            log.exception("canary: watch failed; will retry")
+
     def _retire(self) -> None:
         keep = []
         for t in self.pending:
@@ -385,23 +394,6 @@ def _on_disk(root: Path, needles: dict) -> set:
     return found
 
 
-def _watch_after_sweeps(pipeline: Any, job: CanaryJob) -> None:
-    """Look at the table and the vault right after every sweeper pass too: the sweeper is what
-    drops a canary and destroys its epoch key, so the figure carries no polling delay and
-    is comparable with the computed bound (``agents.metrics`` wraps the pass the same way)."""
-    inner = pipeline.sweep_once
-
-    def sweep_once(now: int) -> int:
-        n = inner(now)
-        try:
-            job.watch(pipeline.clock())
-        except Exception:
-            log.exception("canary: watch failed; will retry")
-        return n
-
-    pipeline.sweep_once = sweep_once
-
-
 def install(pipeline: Any) -> Optional[CanaryJob]:
     period = getattr(pipeline.settings, "canary_period_ms", 0)
     if not period or period <= 0:
@@ -410,7 +402,7 @@ def install(pipeline: Any) -> Optional[CanaryJob]:
     pipeline.canaries = job
     pipeline.app.timer(period / 1000, name="ipanon.canary-inject")(job.inject)
     pipeline.app.timer(WATCH_PERIOD_S, name="ipanon.canary-watch")(job.watch_timer)
-    _watch_after_sweeps(pipeline, job)
+    pipeline.after_sweep.append(job.after_sweep)
     pipeline.app.timer(job.scan_ms / 1000, name="ipanon.canary-scan")(job.scan)
     m = getattr(pipeline, "metrics", None)
     if m is not None:

@@ -253,6 +253,11 @@ class Metrics:
             return metric.labels(label)
         return metric.labels(_label_safe(value or "unknown"))
 
+    def after_sweep(self, now_ms: int, expired: int, seconds: float) -> None:
+        """The sweeper's listener: how long the pass took and when it last completed."""
+        self.sweep_duration.observe(seconds)
+        self.sweeper_last_run.set(self.wall())
+
     # -- table scan --------------------------------------------------------------------------
 
     def scan(self, now_ms: Optional[int] = None) -> tuple[int, dict[str, OperatorState]]:
@@ -673,28 +678,13 @@ def _known_formats() -> set[str]:
 from .kafka_io import HEARTBEAT_KEY, record_headers  # noqa: E402
 
 
-def _wrap_sweeper(pipeline: Any, m: Metrics) -> None:
-    """Time each sweeper pass and record when it last completed (``sweep_once`` is looked up
-    on the instance by the sweeper timer, so wrapping it here needs no change to the app)."""
-    inner = pipeline.sweep_once
-
-    def sweep_once(now: int) -> int:
-        t0 = m.mono()
-        n = inner(now)
-        m.sweep_duration.observe(m.mono() - t0)
-        m.sweeper_last_run.set(m.wall())
-        return n
-
-    pipeline.sweep_once = sweep_once
-
-
 def install(pipeline: Any) -> Metrics:
     """Extension entry point: metrics, the sensor, and ``GET /metrics`` on the worker's web
     server (Prometheus text format 0.0.4)."""
     m = Metrics(pipeline)
     pipeline.metrics = m
     pipeline.app.sensors.add(_sensor_class()(m))
-    _wrap_sweeper(pipeline, m)
+    pipeline.after_sweep.append(m.after_sweep)
     m.background = True  # scrapes read the background walk's result; they never walk themselves
     pipeline.app.timer(SCAN_CACHE_S, name="ipanon.compliance-walk")(m.walk_in_background)
 
