@@ -27,9 +27,9 @@ checked against the measured duration by ``tick_overran``).  The put that wrote 
 it in a WAL file that the flush of the first tick after the put made obsolete (<= tick_ms after
 the put, which is before t unless both fell in one tick — then the same flush covers both).
 
-Proposed term for the worst-case persistence formula of ``stream.policy`` (not wired there yet:
-``docs/state-on-disk.md``): the store deletes at the same instant the sweeper writes the
-changelog tombstone, so the two paths run in parallel::
+The term of the worst-case persistence formula of ``stream.policy`` (``PlanParams.disk``,
+``OperatorRetention.worst_case_ms``; ``docs/state-on-disk.md``): the store deletes at the same
+instant the sweeper writes the changelog tombstone, so the two paths run in parallel::
 
     TTL + sweeper period + schedule bucket + max(derived-topic bound, B_disk) <= P
 """
@@ -82,7 +82,8 @@ def partitions_due(last_started: Mapping[int, int], held: Iterable[int], now_ms:
 
 def persistence_ms(ttl_ms: int, sweeper_delay_ms: int, derived_bound_ms: int, disk_bound_ms: int) -> int:
     """Worst case from a mapping's end to its physical absence from the changelog topic *and*
-    the worker's disk (the proposed ``stream.policy`` formula with the disk term)."""
+    the worker's disk (``stream.policy.OperatorRetention.worst_case_ms``; ``disk_bound_ms`` 0
+    with the table in memory)."""
     return ttl_ms + sweeper_delay_ms + max(derived_bound_ms, disk_bound_ms)
 
 

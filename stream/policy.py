@@ -6,10 +6,15 @@ A promise P ("IP addresses are deleted within 24 h", REFERENCE.md §1) is a maxi
 a record becomes obsolete (DESIGN.md "Hard facts"), so each topic gets a worst-case persistence
 bound computed from its configs and the broker's, and the mapping table's TTL is what is left:
 
-    TTL + sweeper period + schedule bucket + max(bound of topics written up to expiry) <= P
+    TTL + sweeper period + schedule bucket + max(bound of topics written up to expiry, B_disk) <= P
 
 (the sweeper's schedule hands a key out at most one bucket width after its expiry instant, and
 the sweeper runs at least once per period: it deletes within their sum of the expiry instant).
+``B_disk`` is the on-disk mapping store's erasure bound (``stream.disk_bound.DiskBound``:
+erasure cycle + erasure tick + compaction allowance; ``PlanParams.disk``), 0 when the table
+lives in memory.  The store deletes a key at the instant the sweeper writes its changelog
+tombstone, so the worker's disk and the derived topics are parallel paths from that instant:
+the later of the two ends the worst case (``docs/state-on-disk.md`` has the proof of B_disk).
 
 Worst-case bounds (all terms in ms; ``hb`` is the worker's heartbeat period — segments roll
 only on append, so the worker appends to every partition at least every ``hb``; ``skew`` is 0
@@ -86,6 +91,7 @@ from types import MappingProxyType
 from typing import Iterable, Mapping, Optional
 
 from .config import OperatorPolicy, format_duration
+from .disk_bound import DiskBound, persistence_ms
 from .errors import ConfigError
 
 # Apache Kafka's own defaults (Kafka 4.x documentation) for everything the bounds read.
@@ -213,6 +219,9 @@ class PlanParams:
     audit_retention_ms: int = -1        # audit chain: kept (-1 = forever); holds no plaintext identity
     evidence_retention_ms: int = 400 * 86_400_000  # canary measurements: a yearly report's period and more
     clock_skew_ms: int = 10_000         # CreateTime topics (stats): broker refuses stamps further ahead
+    #: the on-disk mapping store's erasure parameters (B_disk = cycle + tick + allowance), the
+    #: same ``DiskBound`` the worker's store runs its erasure tick with; None = table in memory
+    disk: Optional[DiskBound] = None
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_ms", "sweeper_period_ms", "raw_buffer_ms", "derived_divisor",
@@ -223,6 +232,14 @@ class PlanParams:
             raise ConfigError("plan parameter ingest_lag_ms must not be negative")
         if self.schedule_bucket_ms < 0:
             raise ConfigError("plan parameter schedule_bucket_ms must not be negative")
+        if self.disk is not None and not isinstance(self.disk, DiskBound):
+            raise ConfigError("plan parameter disk must be a stream.disk_bound.DiskBound or None")
+
+    @property
+    def disk_bound_ms(self) -> int:
+        """``B_disk``: how long a value the sweeper deleted can stay in the worker's store files
+        (0 with the table in memory: nothing on the worker's disk outlives the delete)."""
+        return 0 if self.disk is None else self.disk.bound_ms
 
     @property
     def sweeper_delay_ms(self) -> int:
@@ -386,8 +403,10 @@ class TopicSpec:
 class OperatorRetention:
     """What the worker needs per operator: ``expiry = end + ttl_ms``.
 
-    ``worst_case_ms`` = ttl + sweeper period + schedule bucket + derived-topic bound: the latest
-    a raw mapping can physically exist after its end; it never exceeds ``promise_ms``.
+    ``worst_case_ms`` = ttl + sweeper period + schedule bucket + max(derived-topic bound,
+    B_disk): the latest a raw mapping can physically exist after its end, in a topic or in the
+    worker's store files; it never exceeds ``promise_ms``.  ``disk_bound_ms`` is 0 when the
+    table lives in memory.
     """
 
     operator: str
@@ -397,10 +416,17 @@ class OperatorRetention:
     sweeper_period_ms: int
     schedule_bucket_ms: int
     derived_bound_ms: int
+    disk_bound_ms: int = 0
+
+    @property
+    def deletion_bound_ms(self) -> int:
+        """After the sweeper's delete: the later of the derived topics' bound and B_disk."""
+        return max(self.derived_bound_ms, self.disk_bound_ms)
 
     @property
     def worst_case_ms(self) -> int:
-        return self.ttl_ms + self.sweeper_period_ms + self.schedule_bucket_ms + self.derived_bound_ms
+        return persistence_ms(self.ttl_ms, self.sweeper_period_ms + self.schedule_bucket_ms,
+                              self.derived_bound_ms, self.disk_bound_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +474,11 @@ class TopicPlan:
             "params": {"heartbeat_ms": self.params.heartbeat_ms,
                        "sweeper_period_ms": self.params.sweeper_period_ms,
                        "schedule_bucket_ms": self.params.schedule_bucket_ms,
-                       "ingest_lag_ms": self.params.ingest_lag_ms},
+                       "ingest_lag_ms": self.params.ingest_lag_ms,
+                       "disk": None if self.params.disk is None else {
+                           "cycle_ms": self.params.disk.cycle_ms, "tick_ms": self.params.disk.tick_ms,
+                           "compaction_allowance_ms": self.params.disk.compaction_allowance_ms,
+                           "bound_ms": self.params.disk.bound_ms}},
             "topics": [
                 {"name": t.name, "role": t.role, "partitions": t.partitions,
                  "replication_factor": t.replication_factor, "configs": dict(t.configs),
@@ -459,7 +489,7 @@ class TopicPlan:
             "operators": {
                 n: {"promise_ms": r.promise_ms, "legal_minimum_ms": r.legal_minimum_ms, "ttl_ms": r.ttl_ms,
                     "sweeper_period_ms": r.sweeper_period_ms, "schedule_bucket_ms": r.schedule_bucket_ms,
-                    "derived_bound_ms": r.derived_bound_ms,
+                    "derived_bound_ms": r.derived_bound_ms, "disk_bound_ms": r.disk_bound_ms,
                     "worst_case_ms": r.worst_case_ms}
                 for n, r in self.retention.items()
             },
@@ -565,21 +595,26 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
 
     derived_bound = max((s.bound_ms or 0) for s in specs if s.role == "derived") if any(
         s.role == "derived" for s in specs) else 0
+    # after the sweeper's delete: the derived topics and the worker's store files in parallel
+    disk_bound = params.disk_bound_ms
+    deletion = max(derived_bound, disk_bound)
+    delay = deletion + params.sweeper_delay_ms
     retention: dict[str, OperatorRetention] = {}
     for op in sorted(ops, key=lambda o: o.name):
         la = op.lawful_access
-        ttl = la.promise_ms - params.sweeper_delay_ms - derived_bound
+        ttl = la.promise_ms - delay
         if ttl <= 0:
             raise fail(op, "purposes.lawful_access.promise",
                        f"{format_duration(la.promise_ms)} leaves no time to keep mappings after the "
-                       f"{format_duration(derived_bound + params.sweeper_delay_ms)} deletion delay")
+                       f"{format_duration(delay)} deletion delay{_deletion_terms(derived_bound, params)}")
         if la.legal_minimum_ms is not None and ttl < la.legal_minimum_ms:
             raise fail(op, "purposes.lawful_access.legal_minimum",
                        f"{format_duration(la.legal_minimum_ms)} cannot be met: promise "
-                       f"{format_duration(la.promise_ms)} minus the {format_duration(derived_bound + params.sweeper_delay_ms)} "
-                       f"deletion delay leaves a TTL of {format_duration(ttl)}")
+                       f"{format_duration(la.promise_ms)} minus the {format_duration(delay)} "
+                       f"deletion delay{_deletion_terms(derived_bound, params)} leaves a TTL of {format_duration(ttl)}")
         retention[op.name] = OperatorRetention(op.name, la.promise_ms, la.legal_minimum_ms, ttl,
-                                               params.sweeper_period_ms, params.schedule_bucket_ms, derived_bound)
+                                               params.sweeper_period_ms, params.schedule_bucket_ms, derived_bound,
+                                               disk_bound)
 
     rows = []
     for op in sorted(ops, key=lambda o: o.name):
@@ -602,6 +637,22 @@ def plan_topics(operators: Mapping[str, OperatorPolicy], broker: BrokerSettings 
                 assert row.ok, row
                 rows.append(row)
     return TopicPlan(broker, params, tuple(specs), MappingProxyType(retention), tuple(rows))
+
+
+def _deletion_terms(derived_bound: int, params: PlanParams) -> str:
+    """The deletion delay's terms, for a refusal: which of the derived-topic bound and B_disk
+    governs, and what B_disk is made of, so the operator knows which setting to change."""
+    d = format_duration
+    sweep = f"sweeper {d(params.sweeper_period_ms)} + schedule bucket {d(params.schedule_bucket_ms)}"
+    if params.disk is None:
+        return f" ({sweep} + derived-topic bound {d(derived_bound)})"
+    b = params.disk
+    disk = (f"B_disk {d(b.bound_ms)} ({b.bound_ms} ms) = erasure cycle {d(b.cycle_ms)} + erasure tick {d(b.tick_ms)} "
+            f"+ compaction allowance {d(b.compaction_allowance_ms)}")
+    if b.bound_ms > derived_bound:
+        return (f" ({sweep} + max(derived-topic bound {d(derived_bound)}, {disk}): the on-disk store's erasure "
+                f"term B_disk governs; shorten its erasure cycle, tick or allowance, or lengthen the promise)")
+    return f" ({sweep} + max(derived-topic bound {d(derived_bound)}, {disk}))"
 
 
 def row_bound_ms(role: str, topic_bound_ms: Optional[int], retention: OperatorRetention,

@@ -112,12 +112,21 @@ def format_plan(plan, source: str) -> str:
     out = [f"broker settings ({source}): log.retention.check.interval.ms={b.retention_check_interval_ms} "
            f"log.cleaner.backoff.ms={b.cleaner_backoff_ms} log.cleaner.enable={str(b.cleaner_enabled).lower()}; "
            f"heartbeat {d(plan.params.heartbeat_ms)}, sweeper {d(plan.params.sweeper_period_ms)} "
-           f"(+ {d(plan.params.schedule_bucket_ms)} schedule bucket), ingest lag {d(plan.params.ingest_lag_ms)}", "",
-           "operators (raw mappings: expiry = end + TTL; TTL + sweeper + bucket + deletion bound ≤ promise):"]
-    out.append(f"  {'operator':<12} {'promise':>9} {'legal min':>9} {'TTL':>10} {'worst case':>10}")
+           f"(+ {d(plan.params.schedule_bucket_ms)} schedule bucket), ingest lag {d(plan.params.ingest_lag_ms)}"]
+    disk = plan.params.disk
+    if disk is None:
+        out.append("mapping store: memory (no on-disk term: B_disk = 0)")
+    else:
+        out.append(f"mapping store: on disk; B_disk = erasure cycle {d(disk.cycle_ms)} + erasure tick {d(disk.tick_ms)} "
+                   f"+ compaction allowance {d(disk.compaction_allowance_ms)} = {d(disk.bound_ms)} ({disk.bound_ms} ms)")
+    out += ["", "operators (raw mappings: expiry = end + TTL; "
+                "TTL + sweeper + bucket + max(derived-topic bound, B_disk) ≤ promise):"]
+    out.append(f"  {'operator':<12} {'promise':>9} {'legal min':>9} {'TTL':>10} {'derived':>9} {'B_disk':>9} "
+               f"{'worst case':>10}")
     for r in plan.retention.values():
         out.append(f"  {r.operator:<12} {d(r.promise_ms):>9} {d(r.legal_minimum_ms) if r.legal_minimum_ms else '-':>9} "
-                   f"{d(r.ttl_ms):>10} {d(r.worst_case_ms):>10}")
+                   f"{d(r.ttl_ms):>10} {d(r.derived_bound_ms):>9} {d(r.disk_bound_ms) if disk else '-':>9} "
+                   f"{d(r.worst_case_ms):>10}")
     w = max(len(t.name) for t in plan.topics)
     out += ["", "topics (bound = worst-case persistence of a record after it is written):"]
     out.append(f"  {'topic':<{w}} {'role':<10} {'bound':>10} {'budget':>10}  governed by")
