@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 import time
-import importlib
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import faust
@@ -56,9 +56,25 @@ from .settings import Settings
 log = logging.getLogger("ipanon")
 lookup_log = logging.getLogger("ipanon.lookups")
 
-#: Modules whose ``install(pipeline)`` adds agents to every worker (see ``Pipeline``).
-DEFAULT_EXTENSIONS: tuple[str, ...] = ("agents.stats_agent", "agents.query_agent", "agents.metrics", "agents.web",
-                                       "agents.answer_router", "agents.canary")
+@dataclass(frozen=True)
+class Parts:
+    """The optional components a worker runs beside ingest, mapping, sweeper and lookups: all
+    of them in a worker (``ipanon worker``), a few or none in tests.  The status pages read the
+    metrics, so ``status`` brings ``metrics`` with it; the canaries also need
+    ``Settings.canary_period_ms`` > 0."""
+
+    stats: bool = True
+    query: bool = True
+    metrics: bool = True
+    status: bool = True
+    answers: bool = True
+    canary: bool = True
+
+
+#: every optional component (a production worker)
+ALL_PARTS = Parts()
+#: the core alone: ingest, mapping stage, sweeper, heartbeat, lookups
+NO_PARTS = Parts(stats=False, query=False, metrics=False, status=False, answers=False, canary=False)
 
 
 def now_ms() -> int:
@@ -79,7 +95,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, operators: Mapping[str, OperatorRuntime],
                  *, plan: Any = None, clock: Callable[[], int] = now_ms,
-                 extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> None:
+                 parts: Parts = ALL_PARTS) -> None:
         self.settings = s = settings
         self.plan = plan
         self.operators = dict(operators)
@@ -185,9 +201,19 @@ class Pipeline:
         #: time it, the canaries look at the table at once); a listener's failure is its own
         self.after_sweep: list[Callable[[int, int, float], None]] = []
         self.holds: Any = None  # stream.hold.HoldSet, set by the holds agent
-        self.extensions = {}
-        for path in extensions:  # each module adds its agents/topics: ``install(pipeline)``
-            self.extensions[path] = importlib.import_module(path).install(self)
+        self._compose(parts)
+
+    def _compose(self, parts: Parts) -> None:
+        """Build the optional components, in this order (the status page reads the metrics; the
+        canaries' figures go to the metrics registry)."""
+        from . import answer_router, canary, metrics, query_agent, stats_agent, web
+
+        self.stats = stats_agent.install(self) if parts.stats else None
+        self.query = query_agent.install(self) if parts.query else None
+        self.metrics = metrics.install(self) if parts.metrics or parts.status else None
+        self.status = web.install(self) if parts.status else None
+        self.answers = answer_router.install(self) if parts.answers else None
+        self.canaries = canary.install(self) if parts.canary else None
 
     # -- helpers ----------------------------------------------------------------------------
 

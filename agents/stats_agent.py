@@ -1,7 +1,7 @@
 """The statistics extension: per-record pseudonymised stats, consent, k-anonymous aggregates.
 
-Installed into every worker by ``agents.app.Pipeline`` (``install(pipeline)``, listed in
-``DEFAULT_EXTENSIONS``).  What it adds to the Faust app:
+Built into every worker by ``agents.app.Pipeline`` (``Parts.stats``; off only in tests).
+What it adds to the Faust app:
 
 - stage ``stats`` on the bindings topic (an ``agents.batch.BatchStage``: plain aiokafka batches
   in the consumer group ``<app id>-stats``, committed only after the batch's records are

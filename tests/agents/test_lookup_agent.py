@@ -21,7 +21,7 @@ NOW = 1_765_000_000_000
 
 @pytest.fixture
 def pipeline(tmp_path):
-    from agents.app import Pipeline
+    from agents.app import NO_PARTS, Pipeline
     from agents.keystore import ensure_demo_keys
     from agents.runtime import OperatorRuntime
     from agents.settings import Settings
@@ -33,7 +33,7 @@ def pipeline(tmp_path):
     s = Settings(bootstrap="127.0.0.1:1", app_id="tl", topic_prefix="tl", operators_dir=tmp_path / "ops",
                  keys_dir=keys, data_dir=tmp_path / "data", partitions=4, web_enabled=False)
     op = OperatorRuntime("connect2ip", ttl_ms=3_600_000, stats_key=b"k" * 32, policy=pol)
-    p = Pipeline(s, {"connect2ip": op}, clock=lambda: NOW, extensions=())
+    p = Pipeline(s, {"connect2ip": op}, clock=lambda: NOW, parts=NO_PARTS)
     p.resolve = lambda operator, ip, port, lo, hi: {"status": "ok", "holders": [{"subscriber": "alice@isp.example"}]}
     return p
 
@@ -83,7 +83,7 @@ def test_key_holders_get_a_sealed_answer_once(pipeline, tmp_path):
 
 def _restarted(tmp_path, answer):
     """A second Pipeline on the same key directory: a worker restart (its replay memory is new)."""
-    from agents.app import Pipeline
+    from agents.app import NO_PARTS, Pipeline
     from agents.runtime import OperatorRuntime
     from agents.settings import Settings
     from stream.config import load_operators
@@ -92,7 +92,7 @@ def _restarted(tmp_path, answer):
     s = Settings(bootstrap="127.0.0.1:1", app_id="tl", topic_prefix="tl", operators_dir=tmp_path / "ops",
                  keys_dir=tmp_path / "keys", data_dir=tmp_path / "data2", partitions=4, web_enabled=False)
     op = OperatorRuntime("connect2ip", ttl_ms=3_600_000, stats_key=b"k" * 32, policy=pol)
-    p = Pipeline(s, {"connect2ip": op}, clock=lambda: NOW, extensions=())
+    p = Pipeline(s, {"connect2ip": op}, clock=lambda: NOW, parts=NO_PARTS)
     p.resolve = lambda operator, ip, port, lo, hi: answer
     return p
 

@@ -28,14 +28,14 @@ Rec = namedtuple("Rec", "topic partition offset key value headers")
 
 @pytest.fixture
 def pipeline(tmp_path):
-    from agents.app import Pipeline
+    from agents.app import NO_PARTS, Pipeline
     from agents.runtime import OperatorRuntime
     from agents.settings import Settings
 
     s = Settings(bootstrap="127.0.0.1:1", app_id="tm", topic_prefix="tm", operators_dir=tmp_path / "ops",
                  keys_dir=tmp_path / "keys", data_dir=tmp_path / "data", partitions=4)
     counts: dict = {}
-    p = Pipeline(s, {"op": OperatorRuntime("op", ttl_ms=86_400_000, stats_key=b"k" * 32)}, extensions=())
+    p = Pipeline(s, {"op": OperatorRuntime("op", ttl_ms=86_400_000, stats_key=b"k" * 32)}, parts=NO_PARTS)
     p.on_count.append(lambda name, n: counts.__setitem__(name, counts.get(name, 0) + n))
     p.test_counts = counts
     return p

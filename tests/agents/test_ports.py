@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from agents.app import NO_PARTS
 from agents.settings import Settings
 
 
@@ -17,7 +18,7 @@ def _pipeline(tmp_path, **kw):
 
 
 def test_the_sweeper_calls_its_listeners_after_each_pass_and_survives_a_failing_one(tmp_path):
-    p = _pipeline(tmp_path, extensions=())
+    p = _pipeline(tmp_path, parts=NO_PARTS)
     seen = []
 
     def broken(now, n, seconds):

@@ -34,11 +34,11 @@ def test_instance_id_from_the_environment_wins(tmp_path):
 
 def test_the_worker_app_and_batch_stages_use_it(tmp_path):
     """The Faust consumer (mapping, lookup, query agents) and both batch stages join with it."""
-    from agents.app import Pipeline
+    from agents.app import NO_PARTS, Pipeline
 
     s = _s(app_id="tstatic", topic_prefix="tstatic", data_dir=tmp_path / "data", keys_dir=tmp_path / "keys",
            web_enabled=False, web_port=0)
-    p = Pipeline(s, {}, extensions=())
+    p = Pipeline(s, {}, parts=NO_PARTS)
     assert p.app.conf.consumer_group_instance_id == s.group_instance_id
     assert p.app.conf.broker_session_timeout == s.session_timeout_ms / 1000
     for stage in p.batch_stages:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from collections import namedtuple
 
 import pytest
@@ -21,7 +22,7 @@ NOW_S = int(time.time())
 
 @pytest.fixture
 def pipeline(tmp_path):
-    from agents.app import Pipeline
+    from agents.app import NO_PARTS, Pipeline
     from agents.keystore import ensure_demo_keys
     from agents.runtime import OperatorRuntime
     from agents.settings import Settings
@@ -34,7 +35,7 @@ def pipeline(tmp_path):
     s = Settings(bootstrap="127.0.0.1:1", app_id="ts", topic_prefix="ts", operators_dir=tmp_path / "ops",
                  keys_dir=keys, data_dir=tmp_path / "data", partitions=4, web_enabled=False)
     op = OperatorRuntime("connect2ip", ttl_ms=3_600_000, stats_key=b"k" * 32, policy=pol)
-    p = Pipeline(s, {"connect2ip": op}, extensions=("agents.stats_agent",))
+    p = Pipeline(s, {"connect2ip": op}, parts=replace(NO_PARTS, stats=True))
     counts: dict = {}
     p.on_count.append(lambda name, n: counts.__setitem__(name, counts.get(name, 0) + n))
     p.test_counts = counts
@@ -55,7 +56,7 @@ def _records(values):
 
 
 def _run(p, values):
-    stats = p.extensions["agents.stats_agent"]
+    stats = p.stats
     out = asyncio.run(stats.handle_batch(_records(values)))
     stats_out = [o for o in out if o[0] == p.names.stats]
     dead = [json.loads(o[2]) for o in out if o[0] == p.names.deadletter]
@@ -110,7 +111,7 @@ def test_the_aggregator_sees_each_good_binding_once_despite_the_retry(pipeline, 
 
     monkeypatch.setattr(StatsBuilder, "build_many", build_many)
     values = [_binding(i) for i in range(20)] + [_binding(20, "boom@isp")]
-    stats = pipeline.extensions["agents.stats_agent"]
+    stats = pipeline.stats
     out = asyncio.run(stats.handle_batch(_records(values)))
     parts = [o for o in out if o[0] == pipeline.names.aggregate_parts]
     stats_out = [o for o in out if o[0] == pipeline.names.stats]
@@ -129,7 +130,7 @@ def test_the_aggregate_commit_holds_open_buckets_and_its_metadata_fits_the_broke
 
     from stream.aggregate import Aggregator
 
-    stats = pipeline.extensions["agents.stats_agent"]
+    stats = pipeline.stats
     a = stats.aggregators[0] = Aggregator({"o": 1}, grace_ms=0)
     for i in range(64):
         a.mark_closed([("x" * 63, 1_700_000_000_000 + i)])
