@@ -41,6 +41,22 @@ A RADIUS Start on an IPv4 address with a 21-character subscriber, a 10-character
 a NAS takes 67 bytes against 390 for its JSON; a NAT port block with VRF 42 against 365
 (``benchmarks/bench_binding_wire.py``, docs/benchmarks.md).
 
+Byte layout, version 2: a binding with a ``proto`` (the IANA protocol number of a per-protocol
+NAT port block or session) is written as version 2, which is version 1 with the version byte
+0x02 and one byte more at the very end::
+
+    offset  size       field
+    0       1          version = 0x02
+    1       …          exactly the version-1 layout from its offset 1 (header, presence bitmap,
+                       operator, at_ms, ip, inside_ip, optional fields)
+    end-1   1          proto: 0..255 (u8)
+    end                nothing may follow
+
+A binding without ``proto`` (every RADIUS and DHCP binding, and a NAT block a box allocated for
+all protocols) is still written as version 1, byte for byte as before.  A version-1 reader
+refuses a version-2 record as ``unknown-binding-version``, never misreads it as a block of every
+protocol; version 2 is rolled out readers first (below).
+
 Validation is the model's: the decoded values go through ``Binding``'s own constructor, so
 kind, action, missing address, NAT port range and text rules are checked exactly as for any
 other Binding (same reasons).  Text must be strict UTF-8: bytes that are not (including the
@@ -50,8 +66,10 @@ after its last field, or with a reserved bit set is ``bad-binding``.  Never a tr
 
 Versions.  A record whose first byte is not a version this reader knows is rejected
 ``unknown-binding-version`` (the consumers dead-letter it with that reason, bytes kept).  So a
-future version 2 must be rolled out readers first: every worker must run a release that reads
-v2 before any worker writes it.
+new version is rolled out readers first: every worker must run a release that reads it before
+any worker writes it.  Version 2 is written from the release that reads it, so an upgrade from
+a version-1-only release stops the old workers before the new ones start (docs/operations.md);
+a version-2 record an old worker did meet is in its dead letters with its bytes.
 
 The old JSON form (``Binding.to_json``, what releases before this one wrote) is still read:
 ``to_json`` always starts with ``{`` (0x7B), which is not a version byte, so ``decode`` sends
@@ -73,7 +91,9 @@ from .errors import Rejected
 from .model import ACTIONS, KINDS, Binding, _v4_host
 
 VERSION = 1
+VERSIONS = (1, 2)
 _V1 = b"\x01"
+_V2 = 2
 _JSON_START = 0x7B  # "{"
 
 #: Optional fields, in bitmap order; True = text, False = signed integer.
@@ -140,7 +160,7 @@ def _text(v: Any, name: str, out: bytearray) -> None:
 
 
 def encode(b: Binding) -> bytes:
-    """``b`` in the version-1 layout (module docstring).  ``Rejected('bad-binding')`` for values
+    """``b`` in the version-1 layout, or version 2 when it has a ``proto`` (module docstring).  ``Rejected('bad-binding')`` for values
     the layout cannot carry (a non-integer counter, an ``ip`` that is not a network, an integer
     beyond ±2**71) — ``Binding`` itself does not type-check those fields."""
     ip = b.ip
@@ -168,6 +188,11 @@ def encode(b: Binding) -> bytes:
             present |= 1 << i
             values.append((_OPT_NAMES[i], v, _OPT_TEXT[i]))
     out = bytearray(_V1)
+    proto = b.proto
+    if proto is not None:
+        if type(proto) is not int or not 0 <= proto <= 255:
+            raise Rejected("bad-binding", "proto must be an IANA protocol number 0..255")
+        out[0] = _V2
     out.append(_KIND_CODE[b.kind] | _ACTION_CODE[b.action] << 2 | ipf << 4 | inf << 6)
     out.append(present & 0xFF)
     out.append(present >> 8)
@@ -183,6 +208,8 @@ def encode(b: Binding) -> bytes:
             _text(v, name, out)
         else:
             _svarint(v, name, out)
+    if proto is not None:
+        out.append(proto)
     return bytes(out)
 
 
@@ -240,8 +267,8 @@ def _uint(raw: bytes, pos: int, name: str) -> tuple[int, int]:
 
 
 def decode(raw: Any) -> Binding:
-    """A bindings-topic record → its ``Binding``: the version-1 layout, or the old JSON form
-    (first byte ``{``; see the module docstring).  Every failure is ``Rejected`` with a reason:
+    """A bindings-topic record → its ``Binding``: the version-1 or version-2 layout, or the old
+    JSON form (first byte ``{``; see the module docstring).  Every failure is ``Rejected`` with a reason:
     ``unknown-binding-version``, ``bad-binding`` (empty, truncated, trailing bytes, reserved
     bit, bad integer), ``bad-encoding`` (text not UTF-8), ``bad-address``, or the model's own."""
     if type(raw) is not bytes:
@@ -255,9 +282,11 @@ def decode(raw: Any) -> Binding:
     if v != VERSION:
         if v == _JSON_START:
             return Binding.from_json(raw)
+        if v == _V2:
+            return _decode_v2(raw)
         raise Rejected("unknown-binding-version",
                        f"binding record version {v} (first byte 0x{v:02x}); this worker reads "
-                       f"version {VERSION} and JSON")
+                       f"versions {', '.join(map(str, VERSIONS))} and JSON")
     try:
         return _decode_v1(raw)
     except _Truncated as e:
@@ -277,7 +306,21 @@ def _plan(present: int) -> tuple[tuple[int, bool, str], ...]:
     return plan
 
 
-def _decode_v1(raw: bytes) -> Binding:
+def _decode_v2(raw: bytes) -> Binding:
+    """Version 2: the version-1 body, then the ``proto`` byte (the module docstring)."""
+    if len(raw) < 5:
+        raise Rejected("bad-binding", "binding record truncated (in header)")
+    try:
+        values = _decode_v1(raw[:-1], values_only=True)
+    except _Truncated as e:
+        raise Rejected("bad-binding", f"binding record truncated (in {e.args[0]})") from None
+    except IndexError:
+        raise Rejected("bad-binding", "binding record truncated") from None
+    values[_PROTO] = raw[-1]
+    return Binding(*values)
+
+
+def _decode_v1(raw: bytes, values_only: bool = False) -> Any:
     L = len(raw)
     if L < 4:
         raise _Truncated("header")
@@ -337,6 +380,8 @@ def _decode_v1(raw: bytes) -> Binding:
                 values[at] = n >> 1 if not n & 1 else -((n + 1) >> 1)
     if pos != L:
         raise Rejected("bad-binding", f"{L - pos} bytes after the last field")
+    if values_only:
+        return values
     if ipf and kind_c != _NAT:
         # kind and action come from their code tables, at_ms is an int and every text was
         # decoded as strict UTF-8, so of __post_init__'s checks only the address's and NAT's
@@ -346,6 +391,7 @@ def _decode_v1(raw: bytes) -> Binding:
 
 
 _INSIDE = _FIELD_POS["inside_ip"]
+_PROTO = _FIELD_POS["proto"]
 _NAT = KINDS.index("nat")
 
 
@@ -384,4 +430,4 @@ def is_json(raw: Optional[bytes]) -> bool:
     return bool(raw) and raw[0] == _JSON_START  # type: ignore[index]
 
 
-__all__ = ["VERSION", "OPTIONAL", "encode", "decode", "is_json"]
+__all__ = ["VERSION", "VERSIONS", "OPTIONAL", "encode", "decode", "is_json"]

@@ -10,7 +10,8 @@ is a tuple of ``Interval`` sorted by start.  Everything here is a pure function 
 Semantics (each rule has a unit test in ``tests/unit/test_intervals.py``):
 
 - *Slot.*  Two intervals compete for the same slot when they are on the same key and, for NAT,
-  their port ranges overlap.  Within a slot at most one holder exists at any instant.
+  their port ranges overlap and their protocols may be the same (``proto``: the IANA number of
+  a per-protocol block; None, a block for every protocol, competes with each).  Within a slot at most one holder exists at any instant.
 - *Same session.*  An event belongs to an existing interval when its session matches (RADIUS:
   ``<nas>/<Acct-Session-Id>``), or — for DHCP and NAT, which have no session — when its holder
   (for NAT: inside address and logged VRF) matches and the intervals touch or overlap.
@@ -66,6 +67,7 @@ class Interval:
     port_last: Optional[int] = None
     held: bool = False             # under a legal hold: not swept
     vrf: Optional[str] = None      # NAT: the VRF / routing instance the CGN logged (realm selection)
+    proto: Optional[int] = None    # NAT: the block's IANA protocol number; None = every protocol
 
     def effective_end(self, stale_after_ms: int) -> int:
         """The instant this interval stops being current (never None)."""
@@ -78,6 +80,8 @@ class Interval:
         return e
 
     def same_slot(self, other: "Interval") -> bool:
+        if self.proto is not None and other.proto is not None and self.proto != other.proto:
+            return False  # a TCP block and a UDP block of the same ports are two slots
         if self.port_first is None or other.port_first is None:
             return True
         return not (self.port_last < other.port_first or other.port_last < self.port_first)  # type: ignore[operator]
@@ -95,7 +99,7 @@ _IntervalInit = type("_IntervalInit", (), {"__slots__": Interval.__slots__})
 
 
 def _new_interval_fast(start_ms, end_ms, holder, session, nas, last_ms, until_ms, port_first, port_last,
-                       held, vrf):  # type: ignore[no-untyped-def]
+                       held, vrf, proto=None):  # type: ignore[no-untyped-def]
     self = _IntervalInit()
     self.start_ms = start_ms
     self.end_ms = end_ms
@@ -108,20 +112,21 @@ def _new_interval_fast(start_ms, end_ms, holder, session, nas, last_ms, until_ms
     self.port_last = port_last
     self.held = held
     self.vrf = vrf
+    self.proto = proto
     self.__class__ = Interval
     return self
 
 
 def _new_interval_exact() -> bool:
     try:
-        args = (1, 2, "h", "s", "n", 3, 4, 5, 6, True, "v")
+        args = (1, 2, "h", "s", "n", 3, 4, 5, 6, True, "v", 17)
         a, b = _new_interval_fast(*args), Interval(*args)
         return type(a) is Interval and a == b and hash(a) == hash(b) and a.effective_end(9) == b.effective_end(9)
     except Exception:  # noqa: BLE001 - an interpreter refusing the swap: use the constructor
         return False
 
 
-#: ``Interval(*all eleven fields)``, positional
+#: ``Interval(*all twelve fields)``, positional
 _new_interval = _new_interval_fast if _new_interval_exact() else Interval
 
 
@@ -129,7 +134,7 @@ def _moved(iv: Interval, start_ms: int, end_ms: Optional[int], last_ms: int, unt
     """``replace(iv, start_ms=…, end_ms=…, last_ms=…, until_ms=…)``: the only fields a binding
     changes (``dataclasses.replace`` costs ~3.5 µs, mostly its keyword handling)."""
     return _new_interval(start_ms, end_ms, iv.holder, iv.session, iv.nas, last_ms, until_ms, iv.port_first,
-                         iv.port_last, iv.held, iv.vrf)
+                         iv.port_last, iv.held, iv.vrf, iv.proto)
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -185,7 +190,7 @@ def _interval_from(b: Binding, start_ms: int, end_ms: Optional[int]) -> Interval
         raise Rejected("missing-identity", "binding has no subscriber")
     return _new_interval(start_ms, end_ms, holder, b.session, b.nas,
                          max(start_ms, b.at_ms) if end_ms is None else end_ms,
-                         b.until_ms, b.port_first, b.port_last, False, b.vrf)
+                         b.until_ms, b.port_first, b.port_last, False, b.vrf, b.proto)
 
 
 def _matches(iv: Interval, b: Binding, probe: Interval) -> bool:
@@ -355,14 +360,17 @@ class Holding:
 
 
 def during(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: Optional[int] = None,
-           stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> list[Holding]:
+           stale_after_ms: int = DEFAULT_STALE_AFTER_MS, proto: Optional[int] = None) -> list[Holding]:
     """Every holder overlapping ``[from_ms, to_ms)``, clipped to it.  A point query at T is
-    ``during(ivs, T, T + 1)``.  With ``port``, only NAT blocks containing that port."""
+    ``during(ivs, T, T + 1)``.  With ``port``, only NAT blocks containing that port; with
+    ``proto``, only blocks of that protocol or of every protocol."""
     if to_ms <= from_ms:
         raise Rejected("bad-interval", "query interval is empty")
     out = []
     for iv in intervals:
         if port is not None and iv.port_first is not None and not (iv.port_first <= port <= iv.port_last):  # type: ignore[operator]
+            continue
+        if proto is not None and iv.proto is not None and iv.proto != proto:
             continue
         end = iv.effective_end(stale_after_ms)
         lo, hi = max(iv.start_ms, from_ms), min(end, to_ms)
@@ -387,7 +395,7 @@ class LastSeen:
 
 
 def last_seen(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: Optional[int] = None,
-              stale_after_ms: int = DEFAULT_STALE_AFTER_MS) -> list[LastSeen]:
+              stale_after_ms: int = DEFAULT_STALE_AFTER_MS, proto: Optional[int] = None) -> list[LastSeen]:
     """Open sessions (no Stop, no lease end before the window ran out, no later holder) whose
     lost-Stop window ended before ``to_ms``: ``during`` stops naming them at ``last_ms +
     stale_after_ms``, and for ``[from_ms, to_ms)`` past that point the honest answer is "last
@@ -399,6 +407,8 @@ def last_seen(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: 
         if iv.end_ms is not None:
             continue  # a Stop, a reset or a later holder ended it: the end is known
         if port is not None and iv.port_first is not None and not (iv.port_first <= port <= iv.port_last):  # type: ignore[operator]
+            continue
+        if proto is not None and iv.proto is not None and iv.proto != proto:
             continue
         lapse = iv.last_ms + stale_after_ms
         if iv.until_ms is not None and iv.until_ms <= lapse:
@@ -430,9 +440,12 @@ def last_seen(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: 
 #               [nas:text]                     (flags & 0x04)
 #               [ext:u8]                       (flags & 0x80) extension flags, right after flags
 #               [vrf:text]                     (ext & 0x01), after nas
-#               held = flags & 0x20; ext & 0xFE must be 0 (an older decoder refuses flags & 0x80,
-#               so a value with a VRF is unreadable to it; every value written before carries
-#               no extension byte and decodes unchanged)
+#               [proto:u8]                     (ext & 0x02), after vrf: a per-protocol NAT
+#                                              block's IANA protocol number
+#               held = flags & 0x20; ext & 0xFC must be 0 (an older decoder refuses flags & 0x80,
+#               and the VRF-only decoder refuses ext & 0x02, so a value with a VRF or protocol is
+#               unreadable to them; every value written before carries no extension byte, or
+#               ext 0x01, and decodes unchanged)
 #   text      = header:uvarint (length << 3 | kind)  payload:length bytes
 #               kind 0 UTF-8; 1 an address (4 or 16 bytes; the text is its canonical form:
 #               dotted quad, or Python's compressed IPv6); 2 lower-case hex; 3 upper-case hex;
@@ -446,7 +459,8 @@ def last_seen(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: 
 FORMAT_VERSION = 0x02
 _NO_NET = 0xFF
 _F_END, _F_SESSION, _F_NAS, _F_UNTIL, _F_PORTS, _F_HELD, _F_SESSION_AFTER_NAS, _F_EXT = 1, 2, 4, 8, 16, 32, 64, 128
-_X_VRF = 1  # extension byte flags
+_X_VRF, _X_PROTO = 1, 2  # extension byte flags
+_X_KNOWN = _X_VRF | _X_PROTO
 _T_UTF8, _T_ADDR, _T_HEX, _T_HEX_UPPER, _T_HEX_COLON = 0, 1, 2, 3, 4
 _INT_LIMIT = 1 << 63
 _HEX = re.compile(r"(?:[0-9a-f][0-9a-f])+|(?:[0-9A-F][0-9A-F])+")
@@ -561,12 +575,13 @@ def _encode(net: Optional[IPNetwork], intervals: Intervals) -> bytes:
             flags |= _F_PORTS
         if i.held:
             flags |= _F_HELD
-        vrf = i.vrf
-        if vrf is not None:
+        vrf, proto = i.vrf, i.proto
+        ext = (0 if vrf is None else _X_VRF) | (0 if proto is None else _X_PROTO)
+        if ext:
             flags |= _F_EXT
         out.append(flags)
-        if vrf is not None:
-            out.append(_X_VRF)
+        if ext:
+            out.append(ext)
         _svarint(out, start - prev)
         prev = start
         if end is not None:
@@ -584,6 +599,10 @@ def _encode(net: Optional[IPNetwork], intervals: Intervals) -> bytes:
             out += _nas_text(nas)
         if vrf is not None:
             _text(out, vrf, False)
+        if proto is not None:
+            if type(proto) is not int or not 0 <= proto <= 255:
+                raise ValueError("interval proto is not a protocol number 0..255")
+            out.append(proto)
     return bytes(out)
 
 
@@ -698,11 +717,11 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
             if flags & _F_EXT:
                 ext = raw[pos]
                 pos += 1
-                if ext & ~_X_VRF:
+                if ext & ~_X_KNOWN:
                     raise _Bad("unknown extension flag")
             v, pos = uv(raw, pos)
             start = prev = prev + (-(v >> 1) - 1 if v & 1 else v >> 1)
-            end = until = pf = pl = session = nas = vrf = None
+            end = until = pf = pl = session = nas = vrf = proto = None
             if flags & _F_END:
                 v, pos = uv(raw, pos)
                 end = start + (-(v >> 1) - 1 if v & 1 else v >> 1)
@@ -731,11 +750,14 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
                 nas, pos = _text_at(raw, pos)
             if ext & _X_VRF:
                 vrf, pos = _text_at(raw, pos)
+            if ext & _X_PROTO:
+                proto = raw[pos]
+                pos += 1
             if flags & _F_SESSION_AFTER_NAS:
                 if session is None or nas is None:
                     raise _Bad("session after nas without both")
                 session = nas + "/" + session
-            out.append(new(start, end, holder, session, nas, last, until, pf, pl, bool(flags & _F_HELD), vrf))
+            out.append(new(start, end, holder, session, nas, last, until, pf, pl, bool(flags & _F_HELD), vrf, proto))
         if pos != len(raw):
             raise _Bad("trailing bytes")
     except (_Bad, IndexError, ValueError) as e:  # UnicodeDecodeError and ipaddress errors are ValueErrors
@@ -773,7 +795,7 @@ def next_expiry_of(raw: bytes, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STA
             if flags & _F_EXT:
                 ext = raw[pos]
                 pos += 1
-                if ext & ~_X_VRF:
+                if ext & ~_X_KNOWN:
                     raise _Bad("unknown extension flag")
             v, pos = _sv(raw, pos)
             start = prev = prev + v
@@ -795,6 +817,8 @@ def next_expiry_of(raw: bytes, *, ttl_ms: int, stale_after_ms: int = DEFAULT_STA
                 pos = _skip_text(raw, pos)
             if ext & _X_VRF:
                 pos = _skip_text(raw, pos)
+            if ext & _X_PROTO:
+                pos += 1
             if flags & _F_HELD:
                 continue
             if end is not None and end < eff:

@@ -22,7 +22,10 @@ them:
   goes through its logged port blocks and the profile's deterministic NAT versions to the
   inside address, whose holders answer — in the NAT source's routing realm when the profile
   has ``[realms]``, ``ambiguous`` when two realms could match.  A session silent past the
-  lost-Stop window is ``end_unknown``, neither a holder nor "no data".
+  lost-Stop window is ``end_unknown``, neither a holder nor "no data".  A lookup may name the
+  transport protocol (IANA number): per-protocol port blocks of other protocols are then left
+  out; without it, blocks of different protocols held by different inside addresses at the same
+  time make the answer ``ambiguous``, never a pick.
 """
 
 from __future__ import annotations
@@ -188,14 +191,34 @@ def _answer(rows: list, unknown: list, hops: list) -> dict:
     return out
 
 
+def _proto_clash(chain: list) -> Optional[tuple]:
+    """Two hops of different logged protocols, at overlapping times, to different inside
+    addresses: without the lookup's protocol either could be the answer.  The protocols, or None."""
+    for i, a in enumerate(chain):
+        if a[5] is None:
+            continue
+        for b in chain[i + 1:]:
+            if b[5] is not None and b[5] != a[5] and b[0] != a[0] and a[1] < b[2] and b[1] < a[2]:
+                return tuple(sorted({c[5] for c in chain if c[5] is not None}))
+    return None
+
+
+def check_proto(proto: Any) -> Optional[int]:
+    """A lookup's protocol: None (any) or an IANA protocol number; ``Rejected("bad-protocol")``."""
+    if proto is not None and (type(proto) is not int or not 0 <= proto <= 255):
+        raise Rejected("bad-protocol", "protocol must be an IANA protocol number 0..255")
+    return proto
+
+
 def resolve(address: str, port: Optional[int], from_ms: int, to_ms: int, *, now_ms: int, rules: Rules,
-            intervals_for: IntervalsFor, owns: Owns) -> dict:
+            intervals_for: IntervalsFor, owns: Owns, proto: Optional[int] = None) -> dict:
     """Who held ``address`` (``port``) during ``[from_ms, to_ms)``, from the keys this worker
     holds.  When the inside address of a NAT hop lives on another worker (``owns`` says no),
     the hop comes back as ``"hops": [{"inside_ip", "from_ms", "to_ms", "ports"}]`` for the asker
     to look up — never silently left out; with ``[realms]`` that is an error instead (the
-    asker's merge cannot tell realms apart).  ``Rejected`` for an address that is not one
-    address."""
+    asker's merge cannot tell realms apart).  ``proto`` (IANA number, None = any): see the
+    module docstring.  ``Rejected`` for an address that is not one address, or a bad protocol."""
+    check_proto(proto)
     net = parse_network(address)
     if net.prefixlen != net.max_prefixlen:
         raise Rejected("bad-address", "lookups take a single address")
@@ -203,15 +226,22 @@ def resolve(address: str, port: Optional[int], from_ms: int, to_ms: int, *, now_
     stale = rules.stale_after_ms
     realms, versions = rules.realms, rules.detnat
     # one hop per logged NAT holding and per deterministic version:
-    # (inside address, from, to, ports, realms of the NAT source and its logged VRF)
-    chain: list[tuple[str, int, int, list, frozenset]] = []
+    # (inside address, from, to, ports, realms of the NAT source and its logged VRF, protocol)
+    chain: list[tuple[str, int, int, list, frozenset, Optional[int]]] = []
     for x in intervals_for("nat", addr):
-        for h in iv.during([x], from_ms, to_ms, port=port, stale_after_ms=stale):
-            chain.append((h.holder, h.from_ms, h.to_ms, [h.port_first, h.port_last], realms.of_nat(x.nas, x.vrf)))
+        for h in iv.during([x], from_ms, to_ms, port=port, stale_after_ms=stale, proto=proto):
+            chain.append((h.holder, h.from_ms, h.to_ms, [h.port_first, h.port_last], realms.of_nat(x.nas, x.vrf),
+                          x.proto))
     for m in detnat.lookup(versions, str(addr), port, from_ms, to_ms, now_ms=now_ms, keep_ms=rules.ttl_ms):
         chain.append((m.inside_ip, max(from_ms, m.from_ms), to_ms if m.to_ms is None else min(to_ms, m.to_ms),
-                      [m.port_first, m.port_last], frozenset({m.realm}) if m.realm else frozenset()))
+                      [m.port_first, m.port_last], frozenset({m.realm}) if m.realm else frozenset(), None))
     chain.sort(key=lambda c: (c[1], c[0]))
+    if proto is None and port is not None:
+        clash = _proto_clash(chain)
+        if clash is not None:
+            return {"status": "ambiguous", "candidates": len({c[0] for c in chain}),
+                    "detail": f"port {port} is in per-protocol blocks of protocols {', '.join(map(str, clash))} "
+                              f"held by different inside addresses: give the protocol"}
     if port is None and (chain or detnat.covers(versions, str(addr), from_ms, to_ms, now_ms=now_ms,
                                                 keep_ms=rules.ttl_ms)):
         return {"status": "ambiguous",
@@ -222,7 +252,12 @@ def resolve(address: str, port: Optional[int], from_ms: int, to_ms: int, *, now_
     rows: list = []
     unknown: list = []
     hops: list = []
-    for inside_ip, lo, hi, ports, nat_realms in chain:
+    seen: set = set()
+    for inside_ip, lo, hi, ports, nat_realms, _proto in chain:
+        hop = (inside_ip, lo, hi, tuple(ports), nat_realms)
+        if hop in seen:  # the same inside address's blocks of two protocols: one answer
+            continue
+        seen.add(hop)
         inside = parse_network(inside_ip)
         if not owns(inside):  # the second hop lives on another worker
             if realms.configured:  # the asker's merge cannot tell realms apart: never over-answer

@@ -179,6 +179,9 @@ class Binding:
     octets_out: Optional[int] = None
     session_time_s: Optional[int] = None
     vrf: Optional[str] = None  # NAT: the VRF / routing instance the CGN logged (realm selection)
+    #: NAT: the IANA protocol number (6 TCP, 17 UDP …) the block or session was allocated for;
+    #: None = every protocol (the box allocates one block for all, or logs none)
+    proto: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -195,6 +198,9 @@ class Binding:
                 for name in TEXT_FIELDS:  # the rare case: find the field and the reason
                     _check_text(getattr(self, name), name)
                 break
+        p = self.proto
+        if p is not None and (type(p) is not int or not 0 <= p <= 255):
+            raise Rejected("bad-binding", "proto must be an IANA protocol number 0..255")
         if self.kind == "nat" and self.action != "reset":
             if self.inside_ip is None:
                 raise Rejected("missing-attribute", "NAT binding without inside address")
@@ -210,7 +216,9 @@ class Binding:
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract of ``ipanon parse`` (and of the bindings topic before
         ``stream.binding_wire``, still read from it): every field, in declaration order; ``ip``
-        and ``inside_ip`` as text."""
+        and ``inside_ip`` as text.  ``proto`` is the one exception: present only when set, so a
+        binding without it keeps the JSON (and the stats record id, docs/statistics.md) it had
+        before the field existed."""
         return _to_dict(self)
 
     def to_json(self) -> bytes:
@@ -241,6 +249,8 @@ class Binding:
 
 #: Field names in declaration order (the key order of ``to_dict``).
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Binding))
+#: Fields ``to_dict`` writes only when set (see ``Binding.to_dict``).
+SPARSE_FIELDS = ("proto",)
 #: Fields that hold text taken from the input record.
 TEXT_FIELDS = ("kind", "action", "operator", "subscriber", "session", "nas", "hwaddr", "client_id", "duid",
                "circuit_id", "remote_id", "vrf")
@@ -260,6 +270,7 @@ def _check_text(v: Any, name: str) -> None:
         except UnicodeEncodeError:
             raise Rejected("bad-encoding", f"{name} is not valid Unicode text (lone surrogate)") from None
 _IP, _INSIDE_IP = FIELDS.index("ip"), FIELDS.index("inside_ip")
+_DENSE = tuple(n for n in FIELDS if n not in SPARSE_FIELDS)
 
 
 def _generate() -> None:
@@ -296,13 +307,17 @@ def _generate() -> None:
     fast += ["    self.__class__ = Binding", "    self.__post_init__()"]
     items = []
     for f in fields:
+        if f.name in SPARSE_FIELDS:
+            continue
         if f.name == "ip":
             items.append("'ip': None if b.ip is None else ip_text(b.ip)")
         elif f.name == "inside_ip":
             items.append("'inside_ip': None if b.inside_ip is None else str(b.inside_ip)")
         else:
             items.append(f"{f.name!r}: b.{f.name}")
-    to_dict = "def _to_dict(b):\n    return {" + ", ".join(items) + "}"
+    to_dict = ("def _to_dict(b):\n    d = {" + ", ".join(items) + "}\n"
+               + "".join(f"    if b.{n} is not None:\n        d[{n!r}] = b.{n}\n" for n in SPARSE_FIELDS)
+               + "    return d")
     exec("\n".join(slow) + "\n\n" + "\n".join(fast) + "\n\n" + to_dict, ns)  # noqa: S102 - our field names
     globals()["_to_dict"] = ns["_to_dict"]
     for name in ("_init_fast", "_init_slow"):
@@ -311,7 +326,7 @@ def _generate() -> None:
         Binding.__init__ = init_fn  # type: ignore[method-assign]
         try:  # the fast one must build exactly what the slow one builds, and stay frozen
             probe = Binding("nat", "reset", "op", None, None, None, None, 1, inside_ip=1, port_first=2, port_last=3)
-            if type(probe) is Binding and _to_dict(probe) == {**dict.fromkeys(FIELDS), "kind": "nat",
+            if type(probe) is Binding and _to_dict(probe) == {**dict.fromkeys(_DENSE), "kind": "nat",
                     "action": "reset", "operator": "op", "at_ms": 1, "inside_ip": "1", "port_first": 2,
                     "port_last": 3}:
                 _generate_factories(swap=name == "_init_fast")
@@ -328,11 +343,11 @@ _FACTORIES = {
     "dhcp_binding": ("dhcp", ("action", "operator", "ip", "subscriber", "at_ms", "until_ms", "hwaddr",
                               "client_id", "duid", "circuit_id", "remote_id")),
     "nat_binding": ("nat", ("action", "operator", "ip", "nas", "at_ms", "inside_ip", "port_first",
-                            "port_last", "vrf")),
+                            "port_last", "vrf", "proto")),
 }
 
 
-_OPTIONAL_PARAMS = frozenset({"vrf"})
+_OPTIONAL_PARAMS = frozenset({"vrf", "proto"})
 
 
 def _generate_factories(*, swap: bool) -> None:
@@ -344,7 +359,7 @@ def _generate_factories(*, swap: bool) -> None:
     ns: dict[str, Any] = {"Binding": Binding, "_BindingInit": _BindingInit, "_ACTIONS": frozenset(ACTIONS)}
     src = []
     for fname, (kind, params) in _FACTORIES.items():
-        # trailing optional fields (``vrf``) default to None: callers that do not log one omit it
+        # trailing optional fields (``vrf``, ``proto``) default to None: callers that do not log one omit it
         src.append(f"def {fname}({', '.join(p + '=None' if p in _OPTIONAL_PARAMS else p for p in params)}):")
         values = {f: (repr(kind) if f == "kind" else f if f in params else "None") for f in FIELDS}
         if swap:
@@ -356,6 +371,8 @@ def _generate_factories(*, swap: bool) -> None:
             # absent or plain ASCII text is certainly valid
             ok += "".join(f" and ({f} is None or (type({f}) is str and {f}.isascii()))"
                           for f in params if f in TEXT_FIELDS)
+            if "proto" in params:
+                ok += " and (proto is None or (type(proto) is int and 0 <= proto <= 255))"
             if kind == "nat":
                 ok += (" and (action == 'reset' or (inside_ip is not None and ((port_first is None and port_last"
                        " is None) or (type(port_first) is int and type(port_last) is int"
@@ -411,7 +428,7 @@ def _generate_to_json() -> Any:
     (else the encoder is used) and by ``tests/unit/test_core_fastpaths.py``; the encoder's
     ``dict`` → ``str`` pass was ~3x this."""
     parts = []
-    for i, name in enumerate(FIELDS):
+    for i, name in enumerate(_DENSE):
         head = ("{" if i == 0 else ",") + json.dumps(name) + ":"
         if name == "ip":
             val = "('null' if b.ip is None else _esc(ip_text(b.ip)))"
@@ -423,6 +440,8 @@ def _generate_to_json() -> Any:
         else:
             val = f"('null' if b.{name} is None else _int(b.{name}))"
         parts.append(repr(head) + " + " + val)
+    for name in SPARSE_FIELDS:  # only when set (Binding.to_dict)
+        parts.append(f"('' if b.{name} is None else {','+json.dumps(name)+':'!r} + _int(b.{name}))")
     src = ("def _to_json(b):\n    try:\n        return (" + "\n            + ".join(parts)
            + " + '}').encode()\n    except _NotPlain:\n        return _slow(b)\n")
     def not_plain() -> str:
@@ -437,7 +456,9 @@ def _generate_to_json() -> Any:
                           octets_in=2**70, octets_out=0, session_time_s=3600, vrf="7"),
                   Binding("dhcp", "start", "op", parse_network("2001:db8::/56"), "s", None, None, 3, until_ms=9,
                           hwaddr="aa:bb", client_id="01:aa", duid="x", circuit_id="c", remote_id="r",
-                          octets_in=1.5, octets_out=True)]
+                          octets_in=1.5, octets_out=True),
+                  Binding("nat", "start", "op", network("192.0.2.1"), None, None, "cgn", 4,
+                          inside_ip=IPv4Address("100.64.0.1"), port_first=1024, port_last=2047, vrf="7", proto=17)]
         if all(fast(p) == _to_json_slow(p) for p in probes):
             return fast
     except Exception:  # noqa: BLE001 - anything odd: the encoder

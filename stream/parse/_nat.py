@@ -7,6 +7,10 @@ subscriber is found by resolving ``inside_ip`` through the RADIUS/DHCP bindings.
 logging device when the line names it (the syslog host), so one operator's CGNs stay apart.
 ``vrf`` is the VRF / routing instance the line logs (NFWare ``VRF n``, 6WIND ``@vrf``, IPFIX
 ``VRFname``/``ingressVRFID``), as text exactly as logged: ``stream.realm`` maps it to a realm.
+``proto`` is the IANA protocol number of a per-protocol block or session when the line logs one
+(A10 ``proto=TCP``, 6WIND ``proto 6``, NFWare's and F5's number, SRX ``protocol-id``, IPFIX
+``protocolIdentifier``); None when the box allocates one block for all protocols (Juniper PBA,
+NFWare's block form, A10 ``FIXED-NAT-PORTS``) or the line names none.
 
 Syslog lines reach these parsers whole — with or without ``<PRI>`` and the RFC 3164/5424
 header — whether they came from a file or from ``ipanon collect syslog``.
@@ -55,12 +59,31 @@ def port(v: str | int, field: str = "port") -> int:
     return v
 
 
+#: protocol names as vendors write them (A10 CEF ``proto=UDP``, ``NAT-TCP-C``) → IANA number
+PROTOCOLS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPV6": 58, "IPV6-ICMP": 58, "SCTP": 132, "DCCP": 33,
+             "GRE": 47, "ESP": 50, "UDPLITE": 136, "UDP-LITE": 136}
+
+
+def protocol(v: str | int, field: str = "protocol") -> int:
+    """An IANA protocol number, from a number (``6``, ``"17"``) or a name (``TCP``, ``udp``)."""
+    if type(v) is int and 0 <= v <= 255:
+        return v
+    if isinstance(v, str):
+        s = v.strip()
+        if s.isascii() and s.isdigit() and len(s) <= 3 and int(s) <= 255:
+            return int(s)
+        n = PROTOCOLS.get(s.upper())
+        if n is not None:
+            return n
+    raise Rejected("bad-attribute", f"{field} is not a protocol number or known name")
+
+
 def binding(*, action: str, operator: str, public: str, inside_addr: str, at_ms: int,
             first: Optional[str | int] = None, last: Optional[str | int] = None,
-            nas: Optional[str] = None, vrf: Optional[str] = None) -> Binding:
+            nas: Optional[str] = None, vrf: Optional[str] = None, proto: Optional[int] = None) -> Binding:
     pub = parse_network(public, field="public address")
     if not is_single(pub):
         raise Rejected("bad-address", "public address must be a single address")
     pf = first if first is None or (type(first) is int and 0 <= first <= 65535) else port(first, "first port")
     pl = last if last is None or (type(last) is int and 0 <= last <= 65535) else port(last, "last port")
-    return nat_binding(action, operator, pub, nas, at_ms, inside(inside_addr), pf, pl, vrf)
+    return nat_binding(action, operator, pub, nas, at_ms, inside(inside_addr), pf, pl, vrf, proto)

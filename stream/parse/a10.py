@@ -11,7 +11,9 @@ created, 103 session deleted, 106/107 port batch allocated/freed all read the sa
 = ``src``, public = ``sourceTranslatedAddress``; ports ``sourceTranslatedPort`` .. ``cn3`` when
 ``cn3Label`` is ``Last Nat Port`` (a batch), else the one port.  ``proto=ICMP`` events carry an
 ICMP query identifier in the port fields: it is not a transport port, so no port binding is
-made (``unsupported-protocol``) — a lookup by TCP/UDP port must never land on it.  Time:
+made (``unsupported-protocol``) — a lookup by TCP/UDP port must never land on it.  Thunder
+allocates port batches per protocol: ``proto`` (name or number) becomes the binding's IANA
+``proto`` (``UDP`` → 17), so a TCP and a UDP batch of the same ports stay apart.  Time:
 ``rt`` (CEF receipt time, epoch ms) when present, else the syslog header.  A collector that
 splits off the ``CEF:`` program tag leaves ``0|A10|…``; both are accepted.
 
@@ -26,7 +28,9 @@ them as *assumed* until checked against a real Thunder:
     FIXED-NAT-PORTS 10.10.10.172->192.168.9.173:3000-4000                       fixed-NAT block
 
 Event letter: ``C``/``B`` → start, ``U`` → update, ``D`` → stop.  A port/session mapping is a
-one-port binding; ``FIXED-NAT-PORTS`` is a start of the whole range.  Time from the syslog
+one-port binding of the protocol its tag names (``NAT-TCP`` → 6; ``NAT-ICMP`` is refused as
+``unsupported-protocol``, as in CEF); ``FIXED-NAT-PORTS`` is a start of the whole range, for
+every protocol (``proto`` null).  Time from the syslog
 header (``_time`` year/zone rule).
 """
 
@@ -38,12 +42,14 @@ from typing import Optional
 from ..errors import Rejected
 from ..model import Binding
 from . import Format, register
-from ._nat import binding, text
+from ._nat import binding, protocol, text
 from ._time import check_range, syslog_header, syslog_time
 
 _ACTION = {"C": "start", "B": "start", "U": "update", "D": "stop"}
-_PORTMAP = re.compile(r"\bNAT-[A-Z]+-([CBUD]): ([0-9.]+):\d+<-->([0-9.]+):(\d+) to [0-9.]+:\d+\s*$")
-_SESSION = re.compile(r"\bNAT-[A-Z]+-([CBUD]): ([0-9.]+):\d+<->[0-9.]+:\d+,([0-9.]+):(\d+)<-->[0-9.]+:\d+\s*$")
+_PORTMAP = re.compile(r"\bNAT-([A-Z0-9]+)-([CBUD]): ([0-9.]+):\d+<-->([0-9.]+):(\d+) to [0-9.]+:\d+\s*$")
+_SESSION = re.compile(
+    r"\bNAT-([A-Z0-9]+)-([CBUD]): ([0-9.]+):\d+<->[0-9.]+:\d+,([0-9.]+):(\d+)<-->[0-9.]+:\d+\s*$")
+_ICMP = ("ICMP", "ICMPV6", "1", "58")
 _FIXED = re.compile(r"\bFIXED-NAT-PORTS ([0-9.]+)->([0-9.]+):(\d+)-(\d+)\s*$")
 #: CEF header up to the extension; the vendor must be A10 (pipes in header fields are escaped \|)
 CEF = re.compile(r"(?:^|\s)(?:CEF:)?(\d+)\|A10\|(?:[^|\\]|\\.)*\|(?:[^|\\]|\\.)*\|"
@@ -76,8 +82,9 @@ def _parse_cef(line: str, m: re.Match, *, operator: str, tz: Optional[str], year
     else:
         raise Rejected("unsupported-event", "A10 CEF CGN event carries no allocation or release")
     kv = cef_extension(ext)
-    if kv.get("proto", "").upper() in ("ICMP", "ICMPV6", "1", "58"):
+    if kv.get("proto", "").upper() in _ICMP:
         raise Rejected("unsupported-protocol", "ICMP query identifier is not a transport port")
+    proto = protocol(kv["proto"], "proto") if kv.get("proto") else None
     try:
         inside_addr, public, lo = kv["src"], kv["sourceTranslatedAddress"], kv["sourceTranslatedPort"]
     except KeyError as e:
@@ -90,7 +97,7 @@ def _parse_cef(line: str, m: re.Match, *, operator: str, tz: Optional[str], year
         at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
     h = syslog_header(line)
     return [binding(action=action, operator=operator, public=public, inside_addr=inside_addr,
-                    at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None)]
+                    at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None, proto=proto)]
 
 
 def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optional[int] = None,
@@ -100,9 +107,12 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
     if c is not None:
         return _parse_cef(line, c, operator=operator, tz=tz, year=year, ref_ms=ref_ms)
     m = _PORTMAP.search(line) or _SESSION.search(line)
+    proto = None
     if m is not None:
-        ev, inside_addr, public, p = m.groups()
-        action, lo, hi = _ACTION[ev], p, p
+        name, ev, inside_addr, public, p = m.groups()
+        if name in _ICMP:
+            raise Rejected("unsupported-protocol", "ICMP query identifier is not a transport port")
+        action, lo, hi, proto = _ACTION[ev], p, p, protocol(name, "protocol tag")
     else:
         f = _FIXED.search(line)
         if f is None:
@@ -112,7 +122,7 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
     at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
     h = syslog_header(line)
     return [binding(action=action, operator=operator, public=public, inside_addr=inside_addr,
-                    at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None)]
+                    at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None, proto=proto)]
 
 
 register(Format("a10", parse, family="nat",

@@ -22,6 +22,8 @@ decoding.  Elements read (IANA names, values as JSON numbers or strings):
 - time: ``observationTimeMilliseconds`` (323), else ``observationTimeMicroseconds``/
   ``…Nanoseconds``/``…Seconds`` (324/325/322), each an epoch integer or an RFC 3339 string.
 - ``nas``: ``exporterIPv4Address``/``exporterIPv6Address`` (130/131) when present.
+- ``proto``: ``protocolIdentifier`` (4) when present — the protocol a per-protocol port block or
+  session was allocated for; absent, the block is for every protocol.
 - ``vrf``: ``VRFname`` (236; trailing NUL padding of a fixed-length field dropped) when present
   and not empty, else ``ingressVRFID`` (234) as decimal text (``"7"``) — list it in a realm's
   ``vrfs`` in the form the exporter sends.
@@ -34,7 +36,7 @@ from typing import Any, Optional
 from ..errors import Rejected
 from ..model import Binding
 from . import Format, load_json_object, register
-from ._nat import binding, port
+from ._nat import binding, port, protocol
 from ._time import check_range, epoch_ms, iso_to_ms
 
 MAX_RECORD_BYTES = 16 * 1024
@@ -151,7 +153,9 @@ def bindings(obj: dict, operator: str) -> list[Binding]:
         first = last = port(_int(obj["postNAPTSourceTransportPort"], "postNAPTSourceTransportPort"))
     return [binding(action=action, operator=operator, public=public, inside_addr=inside_addr,
                     at_ms=at_ms, first=first, last=last, nas=nas,
-                    vrf=_vrf(obj) if "ingressVRFID" in obj or "VRFname" in obj else None)]
+                    vrf=_vrf(obj) if "ingressVRFID" in obj or "VRFname" in obj else None,
+                    proto=None if "protocolIdentifier" not in obj else protocol(
+                        _int(obj["protocolIdentifier"], "protocolIdentifier"), "protocolIdentifier"))]
 
 
 register(Format("ipfix-json", parse, family="nat",

@@ -24,7 +24,10 @@ Recognised messages (REFERENCE.md §5):
   carries a query id, not a port (``unsupported-protocol``).  Other ``RT_FLOW_*`` messages
   (DENY …) are ``unsupported-event``.  The source side's VRF becomes the binding's ``vrf``:
   ``src-vrf`` (newer Junos) or else ``src-vrf-grp`` (the L3VPN VRF group, Junos 22.4+), when not
-  ``N/A``; the brief form names none.
+  ``N/A``; the brief form names none.  ``protocol-id`` becomes the binding's ``proto``; in the
+  brief form it is the number after the two NAT rule names (``… r1 None 6 TCP_1H …``, the
+  Junos 10/11 layout), and a brief line in another layout records none.  Port blocks (MX and
+  SRX PBA) are allocated for all protocols and record none.
 
 ALLOC → start, ACTIVE/INTERIM → update (the interim log refreshes a block that is still in
 use), RELEASE → stop.  Time: the explicit epoch/inline timestamp of the message wins; else the
@@ -40,7 +43,7 @@ from typing import Optional
 from ..errors import Rejected
 from ..model import Binding
 from . import Format, register
-from ._nat import binding, text
+from ._nat import binding, protocol, text
 from ._time import check_range, naive_to_ms, syslog_header, syslog_time, _wall
 
 _ACTION = {"ALLOC": "start", "ACTIVE": "update", "INTERIM": "update", "RELEASE": "stop"}
@@ -52,7 +55,8 @@ _SRX = re.compile(r"\bRT_SRC_NAT_PBA_(ALLOC|RELEASE|INTERIM)\b(.*)$", re.S)
 _KV = re.compile(r'([a-z0-9-]+)="([^"]*)"')
 _FLOW = re.compile(r"\bRT_FLOW_SESSION_(CREATE|CLOSE)(?:_LS|_USF)?\b(.*)$", re.S)
 _FLOW_BRIEF = re.compile(
-    r"\bsession (?:created|closed [^:]*:) (\S+)/(\d+)->\S+/\d+ (?:0x[0-9a-fA-F]+ )?\S+ (\S+)/(\d+)->\S+/\d+ ")
+    r"\bsession (?:created|closed [^:]*:) (\S+)/(\d+)->\S+/\d+ (?:0x[0-9a-fA-F]+ )?\S+ (\S+)/(\d+)->\S+/\d+ "
+    r"(?:\S+ \S+ (\d{1,3}) )?")
 _FLOW_ACTION = {"CREATE": "start", "CLOSE": "stop"}
 _SRX_BRIEF = re.compile(r"Subscriber (\S+) .*?port block \[(\d+)-(\d+)\] from (\S+)")
 
@@ -130,18 +134,22 @@ def _flow(line: str, m: re.Match, *, operator: str, tz: Optional[str], year: Opt
             public, p = kv["nat-source-address"], kv["nat-source-port"]
         except KeyError as e:
             raise Rejected("missing-attribute", f"SRX session log lacks {e.args[0]}") from None
-        if kv.get("protocol-id") in ("1", "58"):
+        proto = kv.get("protocol-id")
+        if proto in ("1", "58"):
             raise Rejected("unsupported-protocol", "ICMP query identifier is not a transport port")
     else:
         b = _FLOW_BRIEF.search(rest)
         if b is None:
             raise Rejected("bad-record", "SRX session log without source and NAT source")
-        inside_addr, inside_port, public, p = b.groups()
+        inside_addr, inside_port, public, p, proto = b.groups()
+        if proto in ("1", "58"):
+            raise Rejected("unsupported-protocol", "ICMP query identifier is not a transport port")
     if public == inside_addr and p == inside_port:
         raise Rejected("no-source-nat", "session source was not translated")
     at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
     return [binding(action=_FLOW_ACTION[ev], operator=operator, public=public, inside_addr=inside_addr,
-                    at_ms=at_ms, first=p, last=p, nas=_host(line), vrf=vrf)]
+                    at_ms=at_ms, first=p, last=p, nas=_host(line), vrf=vrf,
+                    proto=protocol(proto, "protocol-id") if proto else None)]
 
 
 register(Format("juniper", parse, family="nat",

@@ -22,7 +22,7 @@ Session mapping (one port; the public side is the destination of the ``back`` di
 
 NEW → start, DESTROY → stop.  Without ``at``, the lines carry no year and no zone: the time comes from the
 syslog header by the year/zone rule of ``_time`` (``year``/``ref_ms``/``tz``).  Blocks are per
-protocol on 6WIND; the binding does not record the protocol (a lookup is by address and port).
+protocol on 6WIND: ``proto 6`` becomes the binding's ``proto`` (the ``fwd`` protocol for a CONN).
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ from typing import Optional
 from ..errors import Rejected
 from ..model import Binding
 from . import Format, register
-from ._nat import binding, text
+from ._nat import binding, protocol, text
 from ._time import MONTHS, _wall, naive_to_ms, syslog_header, syslog_time
 
 _BLOCK = re.compile(
     r"\bUSER (\S+) \(matching rule [^)]*\): (NEW|DESTROY) BLOCK \((?:pool \"[^\"]*\", )?ip public ?([^,\s]*), "
-    r"proto \d+, port (\d+) - (\d+)\)"
+    r"proto (\d+), port (\d+) - (\d+)\)"
     r"(?: at [A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (\d{4}))?")
 _VRF = re.compile(r"\bfp-cgnat(?:-logd)?@([^\s\[\]:]+)\[")
 _CONN = re.compile(
-    r"\b(NEW|DESTROY) CONN: fwd proto \d+ (\S+):\d+ -> \S+, back proto \d+ \S+ -+> (\S+):(\d+)\s*$")
+    r"\b(NEW|DESTROY) CONN: fwd proto (\d+) (\S+):\d+ -> \S+, back proto \d+ \S+ -+> (\S+):(\d+)\s*$")
 
 
 def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optional[int] = None,
@@ -51,7 +51,7 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
     m = _BLOCK.search(line)
     at_ms = None
     if m is not None:
-        inside_addr, ev, public, lo, hi, mon, day, hh, mi, ss, yy = m.groups()
+        inside_addr, ev, public, proto, lo, hi, mon, day, hh, mi, ss, yy = m.groups()
         if not public:
             raise Rejected("missing-attribute", "block line names no public address")
         if mon is not None:
@@ -63,7 +63,7 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
         c = _CONN.search(line)
         if c is None:
             raise Rejected("unrecognised", "not a 6WIND fp-cgnat block/conn message")
-        ev, inside_addr, public, lo = c.groups()
+        ev, proto, inside_addr, public, lo = c.groups()
         hi = lo
     if at_ms is None:
         at_ms = syslog_time(line, tz=tz, year=year, ref_ms=ref_ms)
@@ -71,7 +71,7 @@ def parse(record: bytes, *, operator: str, tz: Optional[str] = None, year: Optio
     v = _VRF.search(line)
     return [binding(action="start" if ev == "NEW" else "stop", operator=operator, public=public,
                     inside_addr=inside_addr, at_ms=at_ms, first=lo, last=hi, nas=h[1] if h else None,
-                    vrf=v.group(1) if v else None)]
+                    vrf=v.group(1) if v else None, proto=protocol(proto))]
 
 
 register(Format("sixwind", parse, family="nat",

@@ -5,6 +5,7 @@ byte, bad UTF-8, reserved bits, trailing bytes — never a traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -86,7 +87,7 @@ def test_every_truncation_is_rejected_with_a_reason(b):
     assert e.value.reason == "bad-binding" and "after the last field" in e.value.detail
 
 
-@pytest.mark.parametrize("v", [v for v in range(256) if v not in (wire.VERSION, ord("{"))])
+@pytest.mark.parametrize("v", [v for v in range(256) if v not in (1, 2, ord("{"))])
 def test_every_unknown_version_byte_is_rejected(v):
     good = wire.encode(Binding("radius", "start", "op", network("100.64.0.1"), "u", "s", None, T0))
     with pytest.raises(Rejected) as e:
@@ -117,6 +118,32 @@ GOLDEN = bytes.fromhex(
 def test_golden_vector():
     assert wire.encode(NAT) == GOLDEN
     assert wire.decode(GOLDEN) == NAT and wire.decode(GOLDEN).vrf == "7"
+
+
+#: the same NAT block allocated for UDP only: version 2 = version 2's byte, version 1's body, proto
+GOLDEN_V2 = bytes.fromhex(
+    "02"                                  # version 2
+    + GOLDEN[1:].hex() +                  # the version-1 layout from its offset 1, unchanged
+    "11"                                  # proto 17 (UDP), one byte
+)
+
+
+def test_golden_vector_version_2():
+    udp = dataclasses.replace(NAT, proto=17)
+    assert wire.encode(udp) == GOLDEN_V2
+    assert wire.decode(GOLDEN_V2) == udp and wire.decode(GOLDEN_V2).proto == 17
+    for p in (0, 6, 255):
+        assert wire.decode(wire.encode(dataclasses.replace(NAT, proto=p))).proto == p
+    # a block for every protocol stays version 1, byte for byte
+    assert wire.encode(dataclasses.replace(udp, proto=None)) == GOLDEN
+    # version 2 cut anywhere, or with a byte more, is refused, never read as another binding
+    for n in range(1, len(GOLDEN_V2)):
+        with pytest.raises(Rejected) as e:
+            wire.decode(GOLDEN_V2[:n])
+        assert e.value.reason in ("bad-binding", "bad-address", "bad-encoding"), n
+    with pytest.raises(Rejected) as e:
+        wire.decode(GOLDEN_V2 + b"\x06")
+    assert e.value.reason == "bad-binding"
 
 
 def test_negative_and_large_integers():

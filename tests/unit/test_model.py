@@ -33,7 +33,7 @@ def radius(**kw) -> Binding:
 def test_fields_and_defaults():
     assert FIELDS == ("kind", "action", "operator", "ip", "subscriber", "session", "nas", "at_ms", "until_ms",
                       "hwaddr", "client_id", "duid", "circuit_id", "remote_id", "inside_ip", "port_first",
-                      "port_last", "octets_in", "octets_out", "session_time_s", "vrf")
+                      "port_last", "octets_in", "octets_out", "session_time_s", "vrf", "proto")
     assert tuple(f.name for f in dataclasses.fields(Binding)) == FIELDS
     b = Binding("radius", "reset", "op", None, None, None, "nas1", 1)  # positional, like any dataclass
     assert all(getattr(b, f) is None for f in FIELDS[8:])
@@ -84,7 +84,9 @@ def test_nat_validation(kw, reason):
 
 def test_to_dict_is_the_cli_contract():
     d = nat(ip=ipaddress.ip_network("2001:db8:200:ab00::/56"), inside_ip=ipaddress.ip_address("2001:db8::1")).to_dict()
-    assert list(d) == list(FIELDS)
+    # proto is written only when set (a binding without it keeps its JSON and stats record id)
+    assert list(d) == [f for f in FIELDS if f != "proto"]
+    assert list(nat(proto=17).to_dict()) == list(FIELDS) and nat(proto=17).to_dict()["proto"] == 17
     assert d["ip"] == "2001:db8:200:ab00::/56" and d["inside_ip"] == "2001:db8::1" and d["port_first"] == 1024
     assert radius().to_dict()["ip"] == "100.64.1.2"
     assert radius(ip=ipaddress.ip_network("2001:db8::1/128")).to_dict()["ip"] == "2001:db8::1"

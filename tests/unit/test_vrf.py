@@ -181,7 +181,7 @@ def test_unknown_extension_bits_and_truncation_are_refused():
     raw = bytearray(iv.encode(ivs))
     ext_at = 4  # version, no-network tag, count, flags, ext
     assert raw[ext_at - 1] & 0x80 and raw[ext_at] == 1
-    for bits in (0x02, 0x80, 0x03):
+    for bits in (0x04, 0x80, 0x05):  # 0x01 VRF and 0x02 protocol are known
         bad = bytes(raw[:ext_at]) + bytes((bits,)) + bytes(raw[ext_at + 1:])
         for read in (iv.decode, lambda r: iv.next_expiry_of(r, ttl_ms=0)):
             with pytest.raises(Rejected) as e:

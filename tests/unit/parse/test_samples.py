@@ -60,7 +60,7 @@ def test_nat_syslog_sample_with_auto(samples):
         # epoch-time-64 0x624b0492 = 2022-04-04 14:45:38 UTC
         {**base, "ip": "1.2.84.172", "nas": None, "at_ms": 1649083538000,
          "inside_ip": "10.0.10.10", "port_first": 48640, "port_last": 48895},
-        # year-less header, year supplied: 2024-06-11 08:03:09 UTC
+        # year-less header, year supplied: 2024-06-11 08:03:09 UTC; "proto 6": a TCP block
         {**base, "ip": "192.0.2.33", "nas": "vsr", "at_ms": 1718092989000,
-         "inside_ip": "100.64.0.1", "port_first": 1, "port_last": 512},
+         "inside_ip": "100.64.0.1", "port_first": 1, "port_last": 512, "proto": 6},
     ]
