@@ -28,11 +28,28 @@ For each size in ``--sizes`` (default 1M), on a real broker:
 4. ``direct_restore_*``: the same changelog read into a dict by a plain aiokafka consumer
    (assigned partitions, ``getmany`` batches) — the restore rate without Faust's recovery.
 
+``--store disk`` (issue 17): the same changelog, then the on-disk store
+(``agents.disk_store.DiskStore``) driven directly, each step in a process of its own:
+
+5. fresh restore: an empty store reads the whole changelog, one store batch per ``getmany``
+   batch with each value's schedule entry (its next expiry: the value is opened) and the
+   partitions' checkpoints; ``restore_per_s`` = n ÷ its seconds (``restore_open_values_s``
+   and ``restore_store_write_s`` are its two main parts); then one erasure tick (flush +
+   forced compaction) and ``store_bytes_per_mapping`` = every file of the store ÷ n;
+6. restart with the store intact: n/100 more mappings are written to the changelog (what the
+   worker wrote after its last checkpoint), then a new process opens the store, reads the
+   checkpoints, reads the changelog from them to the end and runs the sweeper's first ``due``:
+   ``restart_s`` (from the store's open; the process's start and imports are not in it);
+   ``restart_rss_mb`` = that process's RSS then (Python, aiokafka, the vault and RocksDB — not
+   a Faust worker's), ``get_p50_us``/``get_p99_us`` = 20 000 gets of sampled live keys in it.
+
 Prints exactly one JSON line.  The machine is shared: figures are noisy.  Targets (issue 8):
-≤ 150 B/mapping on disk, RSS within 20 % from 1M to 10M, restore ≥ 200k mappings/s.
+≤ 150 B/mapping on disk, RSS within 20 % from 1M to 10M, restore ≥ 200k mappings/s; issue 17
+(disk): RSS within 20 % from 1M to 50M and under 1 GB, restart ≤ 10 s at 10M, lookup p99 ≤ 10 ms.
 
     python benchmarks/bench_state.py [--bootstrap HOST:PORT --broker-dir DIR] [--sizes 1000000 3000000]
-    python benchmarks/bench_state.py --smoke
+    python benchmarks/bench_state.py --store disk --sizes 1000000 10000000 [--dir /var/tmp]
+    python benchmarks/bench_state.py --smoke [--store disk]
 """
 
 from __future__ import annotations
@@ -101,10 +118,11 @@ class Encoder:
         return key, self.vault.seal(key, net, ivs, until_ms=until, now_ms=now_ms)
 
 
-def mixed_mappings(n: int, now_ms: int):
-    """(slot, network, interval) for ``n`` distinct live mappings, mixed 60/30/10."""
+def mixed_mappings(n: int, now_ms: int, first: int = 0):
+    """(slot, network, interval) for ``n`` distinct live mappings, mixed 60/30/10 (mappings
+    ``first`` … ``first + n - 1`` of one sequence: two calls with disjoint ranges, disjoint keys)."""
     t = now_ms - 3_600_000
-    for i in range(n):
+    for i in range(first, first + n):
         r = i % 10
         if r < 6:  # RADIUS session on 100.64.0.0/10 and up
             net = ipaddress.IPv4Network((0x64400000 + i, 32))
@@ -313,6 +331,198 @@ def run(a) -> dict:
             "machine": H.machine()}
 
 
+# -- the on-disk store (issue 17): --store disk ---------------------------------------------
+
+#: erasure parameters of the store in these runs (the tick is not run during the restore: the
+#: figures are the restore's; one tick after it settles the files for the bytes-on-disk figure)
+DISK_BOUND = dict(cycle_ms=50 * 60_000, tick_ms=1_000, compaction_allowance_ms=5 * 60_000)
+SAMPLE_KEYS = 20_000
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * 4096 / 2**20, 1)
+
+
+async def _apply_changelog(c, store, vault, ttl_ms: int, tps, start: dict, ends: dict, sample_every: int = 0) -> dict:
+    """Read ``tps`` from ``start`` to ``ends`` into ``store``: one store batch per ``getmany``
+    batch, each value with its schedule entry (its next expiry: the value is opened, as the
+    worker's restore must) and each partition's checkpoint (the next offset) in the same batch."""
+    from stream import intervals as ivs
+
+    for tp in tps:
+        c.seek(tp, start[tp.partition])
+    remaining = {tp for tp in tps if ends[tp] > start[tp.partition]}
+    n = puts = deletes = 0
+    open_s = write_s = 0.0
+    sample: list[tuple[int, str]] = []
+    t, cpu = time.perf_counter(), time.process_time()
+    while remaining:
+        got = await c.getmany(*remaining, timeout_ms=500, max_records=20_000)
+        if not got:
+            continue
+        b = store.batch()
+        for tp, recs in got.items():
+            p = tp.partition
+            for r in recs:
+                if r.value is None:
+                    b.delete(p, r.key)
+                    deletes += 1
+                    continue
+                t0 = time.perf_counter()
+                when = vault.next_expiry(r.key, r.value, ttl_ms=ttl_ms, stale_after_ms=ivs.DEFAULT_STALE_AFTER_MS)
+                open_s += time.perf_counter() - t0
+                b.put(p, r.key, r.value)
+                b.schedule(p, when, r.key)
+                puts += 1
+                if sample_every and puts % sample_every == 0:
+                    sample.append((p, r.key.hex()))
+            b.checkpoint(p, recs[-1].offset + 1)
+            n += len(recs)
+            if recs[-1].offset + 1 >= ends[tp]:
+                remaining.discard(tp)
+        t0 = time.perf_counter()
+        store.write(b)
+        write_s += time.perf_counter() - t0
+    return {"records": n, "puts": puts, "deletes": deletes, "s": time.perf_counter() - t,
+            "cpu_s": time.process_time() - cpu, "open_s": open_s, "write_s": write_s, "sample": sample}
+
+
+async def _disk_child(a) -> dict:
+    """One process = one worker's store: ``restore`` (fresh: empty directory, the whole
+    changelog) or ``restart`` (the store intact: from its checkpoints to the end)."""
+    import random
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from agents.disk_store import DiskStore
+    from agents.vault import Vault
+    from stream.disk_bound import DiskBound
+
+    rss0 = _rss_mb()
+    bound = DiskBound(**DISK_BOUND)
+    vault = Vault.open_or_create(H.OPERATOR, Path(a.keys_dir), ttl_ms=a.ttl_ms, grace_ms=a.grace_ms, now_ms=a.now_ms,
+                                 destroy=False)
+    c = AIOKafkaConsumer(bootstrap_servers=a.bootstrap, group_id=None, enable_auto_commit=False,
+                         auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 2**20, fetch_max_bytes=32 * 2**20)
+    tps = [TopicPartition(a.changelog, p) for p in range(a.partitions)]
+    out: dict = {}
+    t0 = time.perf_counter()
+    store = DiskStore(Path(a.store), bound=bound)
+    if a.disk_child == "restore":
+        start = {p: 0 for p in range(a.partitions)}
+    else:
+        start = {p: store.checkpoint(p) or 0 for p in range(a.partitions)}
+        out["open_s"] = round(time.perf_counter() - t0, 3)
+    await c.start()
+    try:
+        c.assign(tps)
+        ends = await c.end_offsets(tps)
+        every = max(1, a.expect // SAMPLE_KEYS) if a.disk_child == "restore" else 0
+        r = await _apply_changelog(c, store, vault, a.ttl_ms, tps, start, ends, every)
+    finally:
+        await c.stop()
+    due = store.due(a.now_ms)  # the sweeper's first pass: no schedule to rebuild
+    total_s = time.perf_counter() - t0
+    rss_caught_up = _rss_mb()
+    out.update({"records": r["records"], "puts": r["puts"], "deletes": r["deletes"], "s": round(r["s"], 2),
+                "cpu_s": round(r["cpu_s"], 2), "open_values_s": round(r["open_s"], 2),
+                "store_write_s": round(r["write_s"], 2), "total_s": round(total_s, 3), "first_due": len(due),
+                "checkpoints": {str(p): store.checkpoint(p) for p in range(a.partitions)},
+                "ends": {str(tp.partition): ends[tp] for tp in tps},
+                "rss_start_mb": rss0, "rss_caught_up_mb": rss_caught_up})
+    sample_path = Path(a.store).parent / "sample.json"
+    if a.disk_child == "restore":
+        sample_path.write_text(json.dumps(r["sample"]))
+        t1 = time.perf_counter()
+        tick = store.erase_tick(a.now_ms)  # settles the files: flush + forced compaction
+        out.update({"first_tick_s": round(time.perf_counter() - t1, 2), "first_tick_overran": tick.get("overran"),
+                    "disk_bytes": store.disk_bytes(), "keys_estimate": sum(store.count_estimate(p) for p in range(a.partitions))})
+    else:
+        sample = [(p, bytes.fromhex(k)) for p, k in json.loads(sample_path.read_text())]
+        random.Random(17).shuffle(sample)
+        lat = []
+        for p, k in sample:
+            t1 = time.perf_counter_ns()
+            v = store.get(p, k)
+            lat.append(time.perf_counter_ns() - t1)
+            if v is None:
+                raise SystemExit(f"restart: sampled key of partition {p} missing")
+        lat.sort()
+        out.update({"gets": len(lat), "get_p50_us": round(lat[len(lat) // 2] / 1000, 1),
+                    "get_p99_us": round(lat[int(len(lat) * 0.99)] / 1000, 1), "rss_after_gets_mb": _rss_mb()})
+    store.close()
+    return out
+
+
+def _run_disk_child(kind: str, w, bootstrap: str, store: Path, now_ms: int, expect: int, timeout: float) -> dict:
+    import subprocess
+
+    from agents.app import vault_grace_ms
+    from agents.runtime import keys_dir
+
+    cmd = [sys.executable, __file__, "--disk-child", kind, "--bootstrap", bootstrap, "--changelog", w.changelog,
+           "--partitions", str(w.settings.partitions), "--store-dir", str(store), "--keys-dir", str(keys_dir(w.settings)),
+           "--ttl-ms", str(w.plan.retention[H.OPERATOR].ttl_ms), "--grace-ms", str(vault_grace_ms(w.settings)),
+           "--now-ms", str(now_ms), "--expect", str(expect)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise SystemExit(f"{kind} child failed: {p.stderr.strip()[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def run_disk(a) -> dict:
+    """``--store disk``: per size, the changelog filled as above, then a fresh restore into an
+    ``agents.disk_store.DiskStore`` and a restart with the store intact, each in its own process
+    (its RSS is the store's process, not a Faust worker's: the worker wiring is measured once it
+    runs on the store)."""
+    results = []
+    with H.broker(a.bootstrap) as (bootstrap, data_dir), \
+            tempfile.TemporaryDirectory(prefix="ipanon-bench-state-disk-", dir=a.dir) as tmp:
+        if a.broker_dir:
+            data_dir = Path(a.broker_dir) / "data"
+        for n in a.sizes:
+            w = H.Worker(bootstrap, Path(tmp) / f"w{n}")
+            now = time.time_ns() // 1_000_000
+            filled = write_changelog(bootstrap, w, mixed_mappings(n, now), now)
+            time.sleep(1)
+            log_disk = disk_bytes(data_dir, w.changelog) if data_dir else None
+            store = Path(tmp) / f"w{n}" / "store"
+            fresh = _run_disk_child("restore", w, bootstrap, store, now, n, a.timeout)
+            # what the worker wrote after its last checkpoint: read again at the restart
+            tail_n = max(1, n // 100)
+            tail = write_changelog(bootstrap, w, mixed_mappings(tail_n, now, first=n), now)
+            again = _run_disk_child("restart", w, bootstrap, store, now, tail_n, a.timeout)
+            if fresh["puts"] != n or again["puts"] != tail_n:
+                raise SystemExit(f"restore read {fresh['puts']} of {n}, restart {again['puts']} of {tail_n}")
+            if again["checkpoints"] != again["ends"]:
+                raise SystemExit(f"restart stopped before the end: {again['checkpoints']} != {again['ends']}")
+            results.append({
+                "mappings": n, "value_encoding": filled["kind"], "fill_s": round(filled["s"], 1),
+                "payload_bytes_per_mapping": round(filled["payload"] / n, 1),
+                "changelog_bytes_per_mapping": round(log_disk / n, 1) if log_disk else None,
+                "store_bytes_per_mapping": round(fresh["disk_bytes"] / n, 1),
+                "restore_s": fresh["s"], "restore_per_s": round(n / fresh["s"]) if fresh["s"] > 0 else None,
+                "restore_cpu_s": fresh["cpu_s"], "restore_open_values_s": fresh["open_values_s"],
+                "restore_store_write_s": fresh["store_write_s"], "restore_rss_mb": fresh["rss_caught_up_mb"],
+                "first_tick_s": fresh["first_tick_s"],
+                "restart_tail_records": again["records"], "restart_open_s": again["open_s"],
+                "restart_s": again["total_s"], "restart_rss_start_mb": again["rss_start_mb"],
+                "restart_rss_mb": again["rss_caught_up_mb"], "rss_after_gets_mb": again["rss_after_gets_mb"],
+                "get_p50_us": again["get_p50_us"], "get_p99_us": again["get_p99_us"], "gets": again["gets"],
+            })
+            import shutil
+
+            shutil.rmtree(store, ignore_errors=True)
+    rss = [r["rss_after_gets_mb"] for r in results]
+    return {"bench": "state", "store": "disk", "smoke": a.smoke, "sizes": results,
+            "rss_ratio_largest_to_smallest": round(rss[-1] / rss[0], 2) if len(rss) >= 2 else None,
+            "disk_bound": DISK_BOUND,
+            "targets": {"rss_ratio": 1.2, "rss_mb": 1024, "restart_s_at_10M": 10, "restore_per_s": 200_000,
+                        "get_p99_us_at_50M": 10_000},
+            "machine": H.machine()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (for the test suite)")
@@ -320,10 +530,22 @@ def main() -> None:
     ap.add_argument("--broker-dir", help="state dir of that broker (for on-disk bytes)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one restore")
+    ap.add_argument("--store", choices=["memory", "disk"], default="memory",
+                    help="memory: the worker's restore (default); disk: restore and restart of the on-disk store")
+    ap.add_argument("--dir", help="--store disk: parent of the work directory (default: the system temp dir)")
+    for name in ("--disk-child", "--changelog", "--keys-dir"):
+        ap.add_argument(name, help=argparse.SUPPRESS)
+    ap.add_argument("--store-dir", dest="store_path", help=argparse.SUPPRESS)
+    for name in ("--partitions", "--ttl-ms", "--grace-ms", "--now-ms", "--expect"):
+        ap.add_argument(name, type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.disk_child:
+        a.store = a.store_path
+        print(json.dumps(asyncio.run(_disk_child(a))))
+        return
     if a.smoke:
         a.sizes, a.timeout = [2000], 120.0
-    print(json.dumps(run(a)))
+    print(json.dumps(run_disk(a) if a.store == "disk" else run(a)))
 
 
 if __name__ == "__main__":
