@@ -175,6 +175,12 @@ class Pipeline:
         self.table.source_topics = {names.bindings, names.lookup_requests}
         self.table.restore_clients = Clients.of(s)
         self.table.on_recover(self._on_recover)
+        if s.table_store == "disk":  # the table on RocksDB (agents.disk_store, docs/state-on-disk.md)
+            from .disk_store import DiskStore
+
+            self.table.use_disk(DiskStore(s.store_dir, bound=s.disk_bound(), width_ms=SCHEDULE_BUCKET_MS))
+            self.table.next_expiry = self._next_expiry  # restored records written before the revisit header
+            app.timer(s.erasure_tick_ms / 1000, name="ipanon.erasure")(self._erase_tick)
 
         # ingest keeps no state: a plain aiokafka batch loop in a consumer group of its own
         # (agents.batch; Faust's per-event streams cost ≈ 37× the CPU, docs/benchmarks.md)
@@ -273,7 +279,7 @@ class Pipeline:
                 for p in range(self.settings.partitions):
                     topic.send_soon(key=HEARTBEAT_KEY, value=None, partition=p, headers=HEARTBEAT_HEADERS)
             for p in sorted(self.table.active):
-                self.outbox.add(self.table.changelog_topic, HEARTBEAT_KEY, None, partition=p)
+                self.table.heartbeat(p, HEARTBEAT_KEY)
             await self.outbox.flush()
             self.count("heartbeats")
         except PartitionsLost as e:
@@ -378,8 +384,7 @@ class Pipeline:
             # while it lives on
             raw, revisit = self.vaults[op.name].seal_value(key, net, ivs, ttl_ms=op.ttl_ms,
                                                            stale_after_ms=op.stale_after_ms, now_ms=now)
-            self.table.put(partition, key, raw)
-            self.table.schedule(revisit if reschedule_ms is None else min(revisit, reschedule_ms), key)
+            self.table.put(partition, key, raw, revisit_ms=revisit if reschedule_ms is None else min(revisit, reschedule_ms))
         else:
             self.table.delete(partition, key)
             self.count("tombstones")
@@ -448,10 +453,8 @@ class Pipeline:
         (re-sealed so their epoch key outlives the hold), re-seal live values whose epoch key is
         due to go (``stream.shred``), destroy ended epoch keys."""
         dropped_total = 0
-        kp = self.table.key_partition()
-        for key in self.table.due(now):
-            partition = kp.get(key)
-            if self.table.get_raw(key) is None or partition not in self.table.active:
+        for key, partition in self.table.due_items(now):
+            if partition not in self.table.active or self.table.get_raw(key, partition) is None:
                 continue
             op = self.operators.get(iv.operator_of(key))
             net, ivs = self._load(op, key) if op is not None else (None, ())
@@ -465,14 +468,14 @@ class Pipeline:
                 dropped_total += d.expired
                 self._store(partition, key, net, d.intervals, op, now, reschedule_ms=d.recheck_ms)
             elif d.intervals:
-                raw = self.table.get_raw(key)
+                raw = self.table.get_raw(key, partition)
                 when = self.vaults[op.name].revisit(raw, d.intervals, ttl_ms=op.ttl_ms,
                                                     stale_after_ms=op.stale_after_ms, now_ms=now)
                 if when <= now:  # its content outlives the epoch it is sealed under
                     self._store(partition, key, net, d.intervals, op, now)
                     self.count("resealed")
                 else:
-                    self.table.schedule(when, key)
+                    self.table.schedule(when, key, partition)
         if dropped_total:
             self.count("expired", dropped_total)
         if not self.table.schedule_complete:
@@ -502,6 +505,19 @@ class Pipeline:
         except Exception:
             log.exception("sweeper: pass failed; will retry")
             self.count("sweeper_errors")
+
+    async def _erase_tick(self) -> None:
+        """The disk store's erasure tick (``MappingTable.erase_tick``): a tick longer than the
+        allowance breaks the disk term of the retention plan, so it is counted and logged."""
+        try:
+            info = await self.table.erase_tick(self.clock())
+            if info and info.get("overran"):
+                self.count("erasure_overruns")
+                log.warning("erasure tick took %.0f ms, over the %d ms allowance: the disk bound did not hold",
+                            info["duration_ms"], self.settings.compaction_allowance_ms)
+        except Exception:
+            log.exception("erasure tick failed; will retry")
+            self.count("erasure_errors")
 
     # -- lookups ----------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The mapping table on disk: RocksDB through ``rocksdict`` (issue 17 groundwork; not wired
-into the worker yet — ``docs/state-on-disk.md`` says what the wiring needs).
+"""The mapping table on disk: RocksDB through ``rocksdict`` (issue 17; the table's disk mode,
+``agents.mapping_table``, ``Settings.table_store = "disk"``; ``docs/state-on-disk.md``).
 
 Layout (one RocksDB per worker, in a directory kept mode 0700):
 
@@ -7,7 +7,9 @@ Layout (one RocksDB per worker, in a directory kept mode 0700):
 - ``s<p>``: partition p's expiry schedule, ``stream.disk_bound.schedule_key(bucket, key)`` → b"":
   RocksDB's byte order is time order, so ``due(now)`` reads only the due buckets and a restart
   needs no rebuild pass;
-- ``meta``: ``b"o" + p`` → the next changelog offset to read for p (the checkpoint).
+- ``meta``: ``b"o" + p`` → the next changelog offset to read for p (the checkpoint), ``b"t" + p``
+  → when it was written (ms; a store whose checkpoint is older than the changelog keeps its
+  tombstones must not continue from it).
 
 Every change goes through one ``WriteBatch`` (``write``): data, schedule entries and the
 checkpoint of a batch land together or not at all, so a store reopened after a crash is at a
@@ -54,6 +56,10 @@ def _cf_sched(p: int) -> str:
 
 def _meta_key(p: int) -> bytes:
     return b"o" + p.to_bytes(4, "big")
+
+
+def _meta_time_key(p: int) -> bytes:
+    return b"t" + p.to_bytes(4, "big")
 
 
 def _options(*, write_buffer_bytes: int, total_wal_bytes: int, cache_bytes: int) -> rd.Options:
@@ -145,10 +151,13 @@ class Batch:
         self._wb.delete(db.schedule_key(bucket, key), self._s(p))
         return self
 
-    def checkpoint(self, p: int, next_offset: int) -> "Batch":
-        """The next changelog offset of partition ``p`` to read once this batch is applied."""
+    def checkpoint(self, p: int, next_offset: int, at_ms: Optional[int] = None) -> "Batch":
+        """The next changelog offset of partition ``p`` to read once this batch is applied
+        (``at_ms``: when; ``DiskStore.checkpoint_at``)."""
         self._d(p)
         self._wb.put(_meta_key(p), _OFFSET.pack(next_offset), self._meta)
+        if at_ms is not None:
+            self._wb.put(_meta_time_key(p), _OFFSET.pack(max(0, int(at_ms))), self._meta)
         return self
 
     def __len__(self) -> int:
@@ -223,6 +232,7 @@ class DiskStore:
         self._held.discard(p)
         self.last_compacted.pop(p, None)
         self._cf[_META].delete(_meta_key(p))
+        self._cf[_META].delete(_meta_time_key(p))
         self._data_h.pop(p, None)
         self._sched_h.pop(p, None)
         for name in (_cf_data(p), _cf_sched(p)):
@@ -277,30 +287,52 @@ class DiskStore:
         cf = self._cf.get(_cf_data(p))
         return [] if cf is None else list(cf.keys())
 
-    def iter_keys(self, p: int, chunk: int = 10_000) -> Iterator[bytes]:
-        """Partition ``p``'s keys in key order, ``chunk`` at a time, without holding them all:
-        each chunk's iterator is closed before its keys are yielded (an iterator left open by a
-        paused generator would pin SST files past the erasure bound)."""
+    def _chunk(self, p: int, after: Optional[bytes], n: int, items: bool) -> list:
+        """Up to ``n`` keys (or items) of partition ``p`` after ``after``; the iterator and the
+        column family handle are let go before this returns."""
         cf = self._cf.get(_cf_data(p))
         if cf is None:
-            return
+            return []
+        if items:
+            it = cf.items(from_key=after) if after is not None else cf.items()
+        else:
+            it = cf.keys(from_key=after) if after is not None else cf.keys()
+        out = []
+        for x in it:
+            if after is not None and (x[0] if items else x) == after:
+                continue
+            out.append(x)
+            if len(out) >= n:
+                break
+        del it, cf
+        return out
+
+    def iter_keys(self, p: int, chunk: int = 10_000) -> Iterator[bytes]:
+        """Partition ``p``'s keys in key order, ``chunk`` at a time, without holding them all:
+        each chunk's iterator (and column family handle) is let go before its keys are yielded
+        (an iterator left open by a paused generator would pin SST files past the erasure bound,
+        and a handle would keep the DB open through ``reopen``)."""
         after: Optional[bytes] = None
         while True:
-            it = cf.keys(from_key=after) if after is not None else cf.keys()
-            keys = []
-            for k in it:
-                if k == after:
-                    continue
-                keys.append(k)
-                if len(keys) >= chunk:
-                    break
-            del it
+            keys = self._chunk(p, after, chunk, False)
             if not keys:
                 return
             yield from keys
             if len(keys) < chunk:
                 return
             after = keys[-1]
+
+    def iter_items(self, p: int, chunk: int = 10_000) -> Iterator[tuple[bytes, bytes]]:
+        """``iter_keys`` with the values."""
+        after: Optional[bytes] = None
+        while True:
+            items = self._chunk(p, after, chunk, True)
+            if not items:
+                return
+            yield from items
+            if len(items) < chunk:
+                return
+            after = items[-1][0]
 
     def count_estimate(self, p: int) -> int:
         cf = self._cf.get(_cf_data(p))
@@ -309,6 +341,11 @@ class DiskStore:
     def checkpoint(self, p: int) -> Optional[int]:
         """The next changelog offset of ``p`` to read (None: none recorded, read from the start)."""
         raw = self._cf[_META].get(_meta_key(p))
+        return None if raw is None else _OFFSET.unpack(raw)[0]
+
+    def checkpoint_at(self, p: int) -> Optional[int]:
+        """When ``p``'s checkpoint was written (ms; None: not recorded)."""
+        raw = self._cf[_META].get(_meta_time_key(p))
         return None if raw is None else _OFFSET.unpack(raw)[0]
 
     def due(self, now_ms: int, limit: Optional[int] = None) -> list[tuple[int, int, bytes]]:
@@ -337,25 +374,35 @@ class DiskStore:
 
     def flush(self) -> None:
         """Flush every column family's memtable (the WAL files before it become obsolete)."""
-        for cf in list(self._cf.values()):
-            cf.flush(True)
+        for name, cf in list(self._cf.items()):
+            try:
+                cf.flush(True)
+            except Exception:
+                if name in self._cf:  # not a partition dropped meanwhile (tick in a thread)
+                    raise
 
     def compact_partition(self, p: int) -> None:
         co = rd.CompactOptions()
         co.set_bottommost_level_compaction(rd.BottommostLevelCompaction.force())
         co.set_exclusive_manual_compaction(False)
         for name in (_cf_data(p), _cf_sched(p)):
-            self._cf[name].compact_range(None, None, co)
+            cf = self._cf.get(name)
+            if cf is not None:  # None: dropped meanwhile (the worker runs the tick in a thread)
+                cf.compact_range(None, None, co)
+            del cf
         self._cf[_META].compact_range(None, None, co)
 
     def erase_tick(self, now_ms: int, *, roll_manifest: bool = True) -> dict:
         """One erasure tick (``stream.disk_bound``): flush, force-compact the due partitions and,
         if any was compacted, ``reopen`` (so the MANIFEST names no key the compactions removed).
-        Blocking (seconds at millions of keys): a worker runs it in a thread, with no other use
-        of the store meanwhile.  Returns what it did."""
+        Blocking (seconds at millions of keys): the worker (``MappingTable.erase_tick``) runs it
+        in a thread with ``roll_manifest=False`` — reads and writes go on meanwhile — and calls
+        ``reopen`` itself in the event loop, where no ``Batch`` or iterator is ever left open.
+        Returns what it did."""
         t0 = time.monotonic()
         self.flush()
-        due = db.partitions_due(self.last_compacted, self._held, now_ms, self.bound.cycle_ms)
+        held = set(self._held)  # a snapshot: the event loop may add or drop partitions meanwhile
+        due = db.partitions_due(self.last_compacted, held, now_ms, self.bound.cycle_ms)
         for p in due:
             self.last_compacted[p] = now_ms
             self.compact_partition(p)

@@ -76,6 +76,16 @@ from .outbox import Outbox
 
 log = logging.getLogger("ipanon")
 
+#: the changelog header carrying a write's schedule instant (ms, ASCII): a restore into the disk
+#: store schedules the key from it without opening the value
+REVISIT_HEADER = "ipanon-revisit"
+#: disk mode: seconds acknowledged writes may wait behind an offset never acknowledged to this
+#: worker before the changelog is read from the checkpoint (``MappingTable._fill_gap``)
+GAP_S = 30.0
+#: disk mode: schedule entries handed to one sweeper pass at most (the rest the next pass; the
+#: vault destroys no epoch key while some are left)
+DUE_LIMIT = 100_000
+
 #: records per ``getmany`` while restoring, and fetch sizes of the restore consumer
 RESTORE_BATCH = 20_000
 RESTORE_FETCH_BYTES = 32 * 2**20
@@ -110,7 +120,7 @@ class MappingTable(faust.Table):
         super().__init__(*args, **kwargs)
         #: the changelog writes, in the order the store was changed (``agents.outbox``: Faust's
         #: ``send_changelog`` can reorder them); the app shares it and flushes it
-        self.outbox = Outbox(on_undelivered=self._reissue)
+        self.outbox = TableOutbox(on_undelivered=self._reissue)
         self.active: Set[int] = set()
         self.source_topics: Set[str] = set()  # set by the app: the bindings topic
         #: builds the restore consumer (``agents.kafka_clients.Clients``: bootstrap, TLS/SASL); set
@@ -128,6 +138,30 @@ class MappingTable(faust.Table):
         #: what the last (or running) restore did, for the log and status pages
         self.restore_stats: dict[str, Any] = {}
         self._rebuild_task: Optional[asyncio.Task] = None
+        # -- disk mode (``use_disk``; docs/state-on-disk.md "Wiring") --
+        #: the RocksDB store, or None: the values live in Faust's memory store (``self.data``)
+        self.disk: Any = None
+        #: (key, value) → its schedule instant, for restored records without ``REVISIT_HEADER``
+        self.next_expiry: Optional[Callable[[bytes, bytes], Optional[int]]] = None
+        #: a checkpoint older than this is not continued from (the changelog may have dropped
+        #: tombstones after it: ``delete.retention.ms``); None: from the changelog's config
+        self.max_checkpoint_age_ms: Optional[int] = None
+        #: key → (write sequence, partition, value or None): writes not yet applied to the store,
+        #: which only ever holds what the changelog acknowledged (reads look here first)
+        self._pending: dict[bytes, tuple[int, int, Optional[bytes]]] = {}
+        self._seq = 0
+        #: partition → changelog offset → (key, value, seq): acknowledged writes waiting for
+        #: every offset before them to be applied (the store is a prefix of the changelog)
+        self._acked: dict[int, dict[int, tuple]] = {}
+        #: schedule changes for the next store write: (partition, bucket or when, key, is_put)
+        self._sched_ops: list[tuple[int, int, bytes, bool]] = []
+        #: partitions restored in this epoch: their checkpoint may advance with our own writes
+        self._live: Set[int] = set()
+        #: partition → when a gap in its acknowledged offsets was first seen (``_persist``)
+        self._gap_since: dict[int, float] = {}
+        self._filling: Set[int] = set()
+        self._due_backlog = False
+        self._erasing = False
 
     # -- store access -----------------------------------------------------------------------
 
@@ -138,18 +172,62 @@ class MappingTable(faust.Table):
         ``active``, is not this worker's to touch."""
         return self.data._key_partition
 
-    def get_raw(self, key: bytes) -> Optional[bytes]:
-        return self.data.get(key)
+    def get_raw(self, key: bytes, partition: Optional[int] = None) -> Optional[bytes]:
+        """The stored value of ``key`` (None: absent).  Disk mode: the newest unacknowledged write,
+        else the store (``partition`` when known, else each held partition: a bloom filter each)."""
+        if self.disk is None:
+            return self.data.get(key)
+        w = self._pending.get(key)
+        if w is not None:
+            return w[2]
+        if partition is not None:
+            return self.disk.get(partition, key)
+        for p in self.disk.partitions():
+            v = self.disk.get(p, key)
+            if v is not None:
+                return v
+        return None
 
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self.data[key] = value
-        self.key_partition()[key] = partition
-        self.outbox.add(self.changelog_topic, key, value, partition=partition, callback=self._on_changelog_sent)
+    def put(self, partition: int, key: bytes, value: bytes, *, revisit_ms: Optional[int] = None) -> None:
+        """Write ``key`` (and schedule it at ``revisit_ms``, carried on the changelog record so a
+        restore into the disk store schedules it without opening the value)."""
+        headers = None if revisit_ms is None else [(REVISIT_HEADER, str(int(revisit_ms)).encode())]
+        if self.disk is None:
+            self.data[key] = value
+            self.key_partition()[key] = partition
+            cb = self._on_changelog_sent
+        else:
+            cb = self._pend(partition, key, value)
+        self.outbox.add(self.changelog_topic, key, value, partition=partition, headers=headers, callback=cb)
+        if revisit_ms is not None:
+            self.schedule(revisit_ms, key, partition)
 
     def delete(self, partition: int, key: bytes) -> None:
-        self.data.pop(key, None)
-        self.key_partition().pop(key, None)
-        self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=self._on_changelog_sent)
+        if self.disk is None:
+            self.data.pop(key, None)
+            self.key_partition().pop(key, None)
+            cb = self._on_changelog_sent
+        else:
+            cb = self._pend(partition, key, None)
+        self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=cb)
+
+    def heartbeat(self, partition: int, key: bytes) -> None:
+        """Queue a changelog heartbeat (a tombstone of a reserved key): acknowledged like any
+        other write, so the offsets this worker applies stay contiguous."""
+        cb = self._on_changelog_sent if self.disk is None else self._pend(partition, None, None)
+        self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=cb)
+
+    def partition_of(self, key: bytes) -> Optional[int]:
+        """The partition holding ``key`` here (None: not held)."""
+        if self.disk is None:
+            return self.key_partition().get(key)
+        w = self._pending.get(key)
+        if w is not None:
+            return w[1] if w[2] is not None else None
+        for p in self.disk.partitions():
+            if self.disk.get(p, key) is not None:
+                return p
+        return None
 
     def forget(self, partitions: Set[int]) -> int:
         """Drop this worker's copy of ``partitions`` (keys and restore position), so that if they
@@ -159,6 +237,8 @@ class MappingTable(faust.Table):
 
     def _drop_partitions(self, gone: Callable[[int], bool]) -> int:
         """Drop the keys and the restore position of every partition ``gone`` selects."""
+        if self.disk is not None:
+            return self._drop_disk_partitions(gone)
         kp = self.key_partition()
         keys = [k for k, p in kp.items() if gone(p)]
         for k in keys:
@@ -180,8 +260,13 @@ class MappingTable(faust.Table):
             if channel is not self.changelog_topic or key in seen or partition not in self.active:
                 continue
             seen.add(key)
-            self.outbox.add(self.changelog_topic, key, self.data.get(key), partition=partition,
-                            callback=self._on_changelog_sent)
+            if self.disk is None:
+                self.outbox.add(self.changelog_topic, key, self.data.get(key), partition=partition,
+                                callback=self._on_changelog_sent)
+            else:
+                value = self.get_raw(key, partition)
+                self.outbox.add(self.changelog_topic, key, value, partition=partition,
+                                callback=self._pend(partition, key, value))
 
     def _on_changelog_sent(self, fut: Any) -> None:
         """Each acknowledged changelog write: if it landed exactly where this worker's copy of
@@ -202,15 +287,226 @@ class MappingTable(faust.Table):
 
     def keys_of(self, partitions: Iterable[int]) -> list[bytes]:
         ps = set(partitions)
+        if self.disk is not None:
+            pend = self._pending
+            out = [k for p in sorted(ps) for k in self.disk.iter_keys(p) if k not in pend]
+            out.extend(k for k, (_, p, v) in pend.items() if p in ps and v is not None)
+            return out
         kp = self.key_partition()
         return [k for k in list(self.data.keys()) if kp.get(k) in ps]
 
+    # -- disk mode ------------------------------------------------------------------------------
+
+    def use_disk(self, store: Any) -> None:
+        """Keep the values in ``store`` (``agents.disk_store.DiskStore``) instead of Faust's memory
+        store: each partition continues from the store's checkpoint (docs/state-on-disk.md)."""
+        self.disk = store
+        for p in sorted(store.partitions()):
+            c = store.checkpoint(p)
+            if c is None:  # never written with a checkpoint: nothing to continue from
+                store.drop_partition(p)
+            else:
+                self._restored_to[p] = c
+        self.outbox.after_flush = self._persist
+
+    def _pend(self, partition: int, key: Optional[bytes], value: Optional[bytes]) -> Callable[[Any], None]:
+        """Record a changelog write not yet acknowledged (``key`` None: a heartbeat) and return
+        its acknowledgement callback."""
+        self._seq += 1
+        seq = self._seq
+        if key is not None:
+            self._pending[key] = (seq, partition, value)
+
+        def acked(fut: Any) -> None:
+            self._on_disk_ack(fut, key, value, seq)
+        return acked
+
+    def _on_disk_ack(self, fut: Any, key: Optional[bytes], value: Optional[bytes], seq: int) -> None:
+        try:
+            faust.Table._on_changelog_sent(self, fut)
+        except Exception:
+            pass
+        try:
+            res = fut.result()
+            p, offset = res.topic_partition.partition, res.offset
+        except Exception:  # not delivered: ``_reissue`` queues the key's current state again
+            return
+        self._acked.setdefault(p, {})[offset] = (key, value, seq)
+
+    def _persist(self) -> None:
+        """After every outbox flush: apply to the store, in changelog offset order, the
+        acknowledged writes that continue each live partition's checkpoint, with the schedule
+        changes made meanwhile, in one write batch; the checkpoint moves past exactly what was
+        applied.  An acknowledged write after a gap waits (the store must stay a prefix of the
+        changelog); a gap that stays ``GAP_S`` is filled from the changelog (``_fill_gap``)."""
+        st = self.disk
+        if st is None:
+            return
+        b = None
+        moved: dict[int, int] = {}
+        settled: list[tuple] = []
+        now = time.time_ns() // 1_000_000
+        for p, acked in self._acked.items():
+            if not acked or p not in self._live:
+                continue
+            c = self._restored_to.get(p)
+            if c is None:
+                continue
+            for o in [o for o in acked if o < c]:  # read by a restore since
+                settled.append(acked.pop(o))
+            c0 = c
+            while True:
+                w = acked.pop(c, None)
+                if w is None:
+                    break
+                key, value, _ = w
+                if key is not None:
+                    if b is None:
+                        b = st.batch()
+                    if value is None:
+                        b.delete(p, key)
+                    else:
+                        b.put(p, key, value)
+                    settled.append(w)
+                c += 1
+            if c != c0:
+                if b is None:
+                    b = st.batch()
+                b.checkpoint(p, c, now)
+                moved[p] = c
+            if acked:
+                since = self._gap_since.setdefault(p, time.monotonic())
+                if time.monotonic() - since >= GAP_S and p not in self._filling:
+                    self._filling.add(p)
+                    asyncio.ensure_future(self._fill_gap(p, self._epoch))
+            else:
+                self._gap_since.pop(p, None)
+        ops = self._sched_ops
+        if ops:
+            held = st.partitions()
+            for p, t, key, put in ops:
+                if p not in held:
+                    continue
+                if b is None:
+                    b = st.batch()
+                if put:
+                    b.schedule(p, t, key)
+                else:
+                    b.unschedule(p, t, key)
+        if b is not None:
+            st.write(b)
+        del b
+        self._sched_ops = []
+        self._restored_to.update(moved)
+        pend = self._pending
+        for key, _, seq in settled:
+            if key is not None:
+                w = pend.get(key)
+                if w is not None and w[0] <= seq:
+                    del pend[key]
+
+    async def _fill_gap(self, p: int, epoch: int) -> None:
+        """Acknowledged writes of ``p`` wait behind an offset this worker never saw acknowledged
+        (an acknowledgement lost in an outage, whose write the broker kept): read the
+        changelog from the checkpoint, like a restore, then carry on."""
+        topic = self.changelog_topic.get_topic_name()
+        log.warning("mapping table: partition %d: acknowledged writes wait behind offset %s for %.0f s; "
+                    "reading the changelog from there", p, self._restored_to.get(p), GAP_S)
+        self._live.discard(p)
+        try:
+            await self._restore_once(topic, [p], epoch)
+        except Exception:
+            log.exception("mapping table: partition %d: reading the changelog gap failed; retrying later", p)
+        finally:
+            self._filling.discard(p)
+            self._gap_since.pop(p, None)
+            if epoch == self._epoch:
+                self._live.add(p)
+                self._persist()
+
+    def _drop_disk_partitions(self, gone: Callable[[int], bool]) -> int:
+        st = self.disk
+        n = 0
+        for p in sorted(st.partitions()):
+            if gone(p):
+                n += st.count_estimate(p)
+                st.drop_partition(p)
+        for d in (self._restored_to, self._acked, self._gap_since):
+            for p in [p for p in d if gone(p)]:
+                del d[p]
+        self._pending = {k: w for k, w in self._pending.items() if not gone(w[1])}
+        self._sched_ops = [op for op in self._sched_ops if not gone(op[0])]
+        self._live = {p for p in self._live if not gone(p)}
+        return n
+
+    def key_count(self) -> int:
+        """Keys held (disk mode: RocksDB's estimate)."""
+        if self.disk is None:
+            return len(self.data)
+        return sum(self.disk.count_estimate(p) for p in self.disk.partitions())
+
+    async def erase_tick(self, now_ms: int) -> Optional[dict]:
+        """One erasure tick of the disk store (``DiskStore.erase_tick``): the flush and forced
+        compactions run in a thread while the worker goes on; the reopen that retires the old
+        MANIFEST runs here, in the event loop, where no write batch or iterator is ever open."""
+        st = self.disk
+        if st is None or self._erasing:
+            return None
+        self._erasing = True
+        try:
+            info = dict(await asyncio.to_thread(st.erase_tick, now_ms, roll_manifest=False))
+            if info.get("compacted"):
+                t0 = time.monotonic()
+                try:
+                    st.reopen()
+                except Exception:
+                    import gc
+
+                    gc.collect()  # a handle left in a traceback keeps the DB locked
+                    st._open()
+                info["duration_ms"] = round(info.get("duration_ms", 0.0) + (time.monotonic() - t0) * 1000, 1)
+                info["overran"] = st.bound.tick_overran(info["duration_ms"])
+                st.last_tick = info
+            return info
+        finally:
+            self._erasing = False
+
     # -- schedule ---------------------------------------------------------------------------
 
-    def schedule(self, expiry_ms: Optional[int], key: bytes) -> None:
-        """Look at ``key`` again at ``expiry_ms`` (None: never; 0: at the next ``due``)."""
-        if expiry_ms is not None:
+    def schedule(self, expiry_ms: Optional[int], key: bytes, partition: Optional[int] = None) -> None:
+        """Look at ``key`` again at ``expiry_ms`` (None: never; 0: at the next ``due``).  Disk
+        mode: an entry of the store's schedule (written with the next store batch; an entry made
+        stale by a later write is re-checked when it comes up, like the memory schedule's)."""
+        if expiry_ms is None:
+            return
+        if self.disk is None:
             self._schedule.add(expiry_ms, key)
+            return
+        p = partition if partition is not None else self.partition_of(key)
+        if p is not None:
+            self._sched_ops.append((p, int(expiry_ms), key, True))
+
+    def due_items(self, now_ms: int) -> list[tuple[bytes, Optional[int]]]:
+        """``(key, partition)`` of the keys due at ``now_ms`` (``due``).  Disk mode: read from the
+        store's schedule (only the due buckets); each entry is removed with the next store batch,
+        the one that carries the sweeper's results, so a crash before it loses no expiry."""
+        if self.disk is None:
+            kp = self.key_partition()
+            return [(k, kp.get(k)) for k in self.due(now_ms)]
+        if not self.restored:
+            return []
+        entries = self.disk.due(now_ms, limit=DUE_LIMIT)
+        self._due_backlog = len(entries) >= DUE_LIMIT
+        out = []
+        seen = set()
+        for p, bucket, key in entries:
+            if p not in self.active:  # being dropped or restored: not this pass's to remove
+                continue
+            self._sched_ops.append((p, bucket, key, False))
+            if key not in seen:
+                seen.add(key)
+                out.append((key, p))
+        return out
 
     def due(self, now_ms: int) -> list[bytes]:
         """Keys scheduled at or before ``now_ms`` rounded down to whole buckets (each once):
@@ -225,12 +521,17 @@ class MappingTable(faust.Table):
     def schedule_complete(self) -> bool:
         """Restored and no schedule rebuild running: every stored key is in the schedule, so
         the sweeper will reach each one when it is due (the vault destroys epoch keys only then)."""
+        if self.disk is not None:  # the schedule is on disk, written with the values
+            return self.restored and not self._due_backlog
         return self.restored and (self._rebuild_task is None or self._rebuild_task.done())
 
     def rebuild_schedule_soon(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
                               done: Callable[[int, float], Any]) -> None:
         """Rebuild the schedule in the background, ``SCHEDULE_CHUNK`` keys per event-loop turn;
-        ``done(keys, seconds)`` when complete (not called if a rebalance stopped it)."""
+        ``done(keys, seconds)`` when complete (not called if a rebalance stopped it).  Disk
+        mode: nothing to rebuild (the schedule is in the store)."""
+        if self.disk is not None:
+            return
         if self._rebuild_task is not None and not self._rebuild_task.done():
             self._rebuild_task.cancel()
         self._schedule.clear()
@@ -269,6 +570,7 @@ class MappingTable(faust.Table):
                            generation_id: int = 0) -> None:
         self._epoch += 1  # stops a restore or schedule rebuild still running (sync with this)
         self.restored = False
+        self._live = set()
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         # the changelog is co-partitioned with the lookup request topic (Faust's assignor keeps
         # same-width topics of the same subscribers together); the mapping stage reads bindings
@@ -289,6 +591,7 @@ class MappingTable(faust.Table):
         parts = sorted({tp.partition for tp in tps if tp.topic == topic})
         if not parts:
             self.restored = True
+            self._live = set()
             return
         delay = 1.0
         while epoch == self._epoch:
@@ -306,6 +609,9 @@ class MappingTable(faust.Table):
                 delay = min(delay * 2, 30.0)
         if epoch == self._epoch:
             self.restored = True
+            if self.disk is not None:
+                self._live = set(parts)
+                self._persist()  # our writes acknowledged during the restore
 
     async def _restore_once(self, topic: str, parts: list[int], epoch: int) -> None:
         from aiokafka import TopicPartition
@@ -315,6 +621,7 @@ class MappingTable(faust.Table):
         t0, cpu0 = time.monotonic(), time.process_time()
         data = self.data.data  # the memory store's dict itself: no per-record method calls
         kp = self.key_partition()
+        disk = self.disk
         restored_to = self._restored_to
         cl = self.restore_clients or Clients(",".join(f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker))
         c = cl.aio_consumer(client_id=f"{self.app.conf.id}-restore", group_id=None, auto_offset_reset="earliest",
@@ -325,6 +632,10 @@ class MappingTable(faust.Table):
             c.assign(tps)
             ends = await c.end_offsets(tps) if tps else {}
             firsts = await c.beginning_offsets(tps) if tps else {}
+            if disk is not None:
+                self._check_checkpoints(tps, firsts, ends)
+            # records after the end offsets were written after this instant (checkpoint times)
+            wall0 = time.time_ns() // 1_000_000
             todo: dict[Any, int] = {}
             for tp in tps:
                 pos = max(restored_to.get(tp.partition, 0), firsts[tp])
@@ -334,11 +645,13 @@ class MappingTable(faust.Table):
                 else:
                     c.pause(tp)
                     restored_to[tp.partition] = pos  # nothing to read: the copy ends here
+            if disk is not None:
+                self._write_checkpoints([p for p in parts if TopicPartition(topic, p) not in todo], wall0)
             total = sum(ends[tp] - max(restored_to.get(tp.partition, 0), firsts[tp]) for tp in todo)
             if epoch != self._epoch:
                 return
             log.info("mapping table: restoring partitions %s from %s: up to %d records to read (%d keys held)",
-                     parts, topic, total, len(data))
+                     parts, topic, total, self.key_count())
             n = 0
             last_log = t0
             remaining = set(todo)
@@ -347,7 +660,9 @@ class MappingTable(faust.Table):
                 batch = await c.getmany(*remaining, timeout_ms=500, max_records=RESTORE_BATCH)
                 if epoch != self._epoch:
                     return  # a rebalance came: the next recovery continues from restored_to
-                for tp, recs in batch.items():
+                if disk is not None:
+                    n += self._apply_restored(batch)
+                for tp, recs in (() if disk is not None else batch.items()):
                     p = tp.partition
                     for r in recs:
                         k = r.key
@@ -384,6 +699,8 @@ class MappingTable(faust.Table):
                     remaining.discard(tp)
                     c.pause(tp)
                     restored_to[tp.partition] = max(restored_to.get(tp.partition, 0), pos)
+                    if disk is not None:
+                        self._write_checkpoints([tp.partition], wall0)
                 if now - last_log >= PROGRESS_EVERY_S and remaining:
                     last_log = now
                     rate = n / (now - t0)
@@ -391,13 +708,125 @@ class MappingTable(faust.Table):
                     log.info("mapping table: restoring: %d of %d records read (%.0f/s), %d remaining, about %s left",
                              n, total, rate, left, _human_s(left / rate) if rate > 0 else "?")
             dt, dcpu = time.monotonic() - t0, time.process_time() - cpu0
-            self.restore_stats = {"records": n, "keys": len(data), "partitions": parts, "seconds": round(dt, 3),
+            keys = self.key_count()
+            self.restore_stats = {"records": n, "keys": keys, "store": "memory" if disk is None else "disk", "partitions": parts, "seconds": round(dt, 3),
                                   "cpu_seconds": round(dcpu, 3), "at": time.time()}
             log.info("mapping table: restored %d records of partitions %s in %.2f s (%.0f records/s, "
                      "%.0f per CPU-second, process CPU %.2f s): %d keys",
-                     n, parts, dt, n / dt if dt > 0 else 0, n / dcpu if dcpu > 0 else 0, dcpu, len(data))
+                     n, parts, dt, n / dt if dt > 0 else 0, n / dcpu if dcpu > 0 else 0, dcpu, keys)
         finally:
             await c.stop()
+
+    # -- restore into the disk store -------------------------------------------------------------
+
+    def _checkpoint_limit_ms(self) -> int:
+        """How old a checkpoint may be and still be continued from: half the changelog's
+        ``delete.retention.ms`` (a tombstone written after the checkpoint is kept at least that
+        long; the half leaves room for records written before the checkpoint time, in flight)."""
+        if self.max_checkpoint_age_ms is not None:
+            return self.max_checkpoint_age_ms
+        drm = (self.extra_topic_configs or {}).get("delete.retention.ms", 86_400_000)
+        try:
+            return int(drm) // 2
+        except (TypeError, ValueError):
+            return 43_200_000
+
+    def _check_checkpoints(self, tps: list, firsts: dict, ends: dict) -> None:  # noqa: C901
+        """Drop each partition whose checkpoint cannot be continued from, so it is restored
+        afresh: past the changelog's end (the topic was re-created or truncated), before its
+        start (records this store never saw were deleted), or older than
+        ``_checkpoint_limit_ms`` with records after it (tombstones may have been compacted away,
+        and the store would keep what they deleted)."""
+        st = self.disk
+        now = time.time_ns() // 1_000_000
+        for tp in tps:
+            p = tp.partition
+            c = self._restored_to.get(p)
+            if c is None or p not in st.partitions():
+                continue
+            at = st.checkpoint_at(p)
+            why = None
+            if c > ends[tp]:
+                why = f"checkpoint {c} past the end offset {ends[tp]}"
+            elif c < firsts[tp]:
+                why = f"checkpoint {c} before the log start offset {firsts[tp]}"
+            elif c < ends[tp] and (at is None or now - at > self._checkpoint_limit_ms()):
+                why = f"checkpoint written {'at an unknown time' if at is None else f'{(now - at) / 1000:.0f} s ago'}"
+            if why:
+                log.warning("mapping table: partition %d of the disk store is restored afresh: %s", p, why)
+                st.drop_partition(p)
+                self._restored_to.pop(p, None)
+
+    def _write_checkpoints(self, parts: Iterable[int], at_ms: int) -> None:
+        """Each partition's position as its checkpoint, with ``at_ms``: every record after it was
+        written after that instant (the checkpoint age test of ``_check_checkpoints``)."""
+        b = self.disk.batch()
+        for p in parts:
+            c = self._restored_to.get(p)
+            if c is not None:
+                b.checkpoint(p, c, at_ms)
+        self.disk.write(b)
+
+    def _apply_restored(self, batch: dict) -> int:
+        """One ``getmany`` batch into the disk store as one write batch: values, their schedule
+        entries (from ``REVISIT_HEADER``, else ``next_expiry``, else at once) and each
+        partition's checkpoint; the in-memory position moves only once it is written."""
+        st = self.disk
+        b = st.batch()
+        nxt = self.next_expiry
+        moved = {}
+        n = 0
+        for tp, recs in batch.items():
+            if not recs:
+                continue
+            p = tp.partition
+            for r in recs:
+                k = r.key
+                if k is None:
+                    continue
+                v = r.value
+                if v is None:  # a tombstone (a heartbeat too: its key is never stored)
+                    b.delete(p, k)
+                    continue
+                b.put(p, k, v)
+                when = None
+                for hk, hv in r.headers or ():
+                    if hk == REVISIT_HEADER:
+                        try:
+                            when = int(hv)
+                        except (TypeError, ValueError):
+                            when = None
+                if when is None:
+                    when = nxt(k, v) if nxt is not None else 0
+                b.schedule(p, when, k)
+            n += len(recs)
+            # records after this one were written after it: its timestamp is the checkpoint's time
+            moved[p] = (recs[-1].offset + 1, recs[-1].timestamp)
+        now = time.time_ns() // 1_000_000
+        for p, (c, at) in moved.items():
+            b.checkpoint(p, c, at if isinstance(at, int) and at > 0 else now)
+        st.write(b)
+        del b
+        self._restored_to.update({p: c for p, (c, _) in moved.items()})
+        return n
+
+
+class TableOutbox(Outbox):
+    """The table's ``Outbox``: ``after_flush`` runs after every flush, delivered or not (the
+    disk mode applies the acknowledged writes to its store then: ``MappingTable._persist``)."""
+
+    __slots__ = ("after_flush",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.after_flush: Optional[Callable[[], None]] = None
+
+    async def flush(self, *, gated: bool = True) -> int:
+        try:
+            return await super().flush(gated=gated)
+        finally:
+            if self.after_flush is not None:
+                self.after_flush()
 
 
 class DirectRecovery(Recovery):

@@ -17,6 +17,14 @@ derived from host, app id and data directory) and ``IPANON_SESSION_TIMEOUT_MS`` 
 fast a restarted worker takes its partitions back (docs/operations.md).  ``IPANON_CANARY_PERIOD_MS``
 (300000; 0 = off): one erasure canary per operator this often (``agents.canary``).
 
+The mapping table's store (issue 17, docs/state-on-disk.md): ``IPANON_TABLE_STORE`` (``memory``,
+the default: a dict restored from the changelog at every start; ``disk``: RocksDB under
+``<data dir>/<IPANON_STATE_DIR>`` (default ``state``), mode 0700, restarted from its checkpoint),
+and the on-disk erasure parameters ``IPANON_ERASURE_CYCLE_MS`` (3000000: every held partition is
+force-compacted at least this often), ``IPANON_ERASURE_TICK_MS`` (10000: the erasure tick) and
+``IPANON_COMPACTION_ALLOWANCE_MS`` (300000: the longest one tick may take), which give the disk
+term ``B_disk = cycle + tick + allowance`` of the retention plan (``stream.disk_bound``).
+
 Kafka security (TLS, SASL/SCRAM; issue 10): ``IPANON_KAFKA_SECURITY`` (a client security file)
 and/or ``IPANON_KAFKA_PROTOCOL``, ``IPANON_SASL_USERNAME``, ``IPANON_SASL_PASSWORD_FILE``,
 ``IPANON_SSL_CAFILE`` … — see ``agents.security``.  Loaded into ``Settings.security`` (secret
@@ -66,6 +74,33 @@ class Settings:
     session_timeout_ms: int = 30_000
     #: one erasure canary per operator this often (``agents.canary``; 0 = off)
     canary_period_ms: int = 300_000
+    #: where the mapping table lives: ``memory`` (a dict) or ``disk`` (RocksDB, ``agents.disk_store``)
+    table_store: str = "memory"
+    #: the RocksDB directory, relative to ``data_dir`` (one per changelog topic below it)
+    state_dir: str = "state"
+    #: erasure on disk (``stream.disk_bound.DiskBound``): cycle, tick and the allowance of one tick
+    erasure_cycle_ms: int = 3_000_000
+    erasure_tick_ms: int = 10_000
+    compaction_allowance_ms: int = 300_000
+
+    def __post_init__(self) -> None:
+        if self.table_store not in ("memory", "disk"):
+            from stream.errors import ConfigError
+
+            raise ConfigError(f"table store {self.table_store!r}: expected 'memory' or 'disk'")
+
+    def disk_bound(self):
+        """The on-disk store's erasure parameters and bound (``stream.disk_bound.DiskBound``)."""
+        from stream.disk_bound import DiskBound
+
+        return DiskBound(cycle_ms=self.erasure_cycle_ms, tick_ms=self.erasure_tick_ms,
+                         compaction_allowance_ms=self.compaction_allowance_ms)
+
+    @property
+    def store_dir(self) -> Path:
+        """The on-disk table's RocksDB directory: one per changelog topic (``<app id>-mappings-changelog``),
+        so a data directory reused under another app id never reads another topic's checkpoints."""
+        return Path(self.data_dir) / self.state_dir / f"{self.app_id}-mappings-changelog"
 
     @property
     def sweep_interval_s(self) -> float:
@@ -109,6 +144,11 @@ class Settings:
             instance_id=get("IPANON_INSTANCE_ID"),
             session_timeout_ms=get("IPANON_SESSION_TIMEOUT_MS", int, 30_000),
             canary_period_ms=get("IPANON_CANARY_PERIOD_MS", int, 300_000),
+            table_store=get("IPANON_TABLE_STORE", default="memory"),
+            state_dir=get("IPANON_STATE_DIR", default="state"),
+            erasure_cycle_ms=get("IPANON_ERASURE_CYCLE_MS", int, 3_000_000),
+            erasure_tick_ms=get("IPANON_ERASURE_TICK_MS", int, 10_000),
+            compaction_allowance_ms=get("IPANON_COMPACTION_ALLOWANCE_MS", int, 300_000),
             security=load_security(env),
         )
         kw.update({k: v for k, v in overrides.items() if v is not None})

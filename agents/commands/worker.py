@@ -34,6 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "app id and data directory; distinct per worker)")
     p.add_argument("--canary-period-ms", type=int,
                    help="one erasure canary per operator this often (default 300000; 0 = off; docs/operations.md)")
+    p.add_argument("--table-store", choices=["memory", "disk"],
+                   help="where the mapping table lives (default memory; disk = RocksDB under the data directory, "
+                        "docs/state-on-disk.md)")
+    p.add_argument("--erasure-cycle-ms", type=int,
+                   help="disk store: force-compact every partition at least this often (default 3000000)")
+    p.add_argument("--erasure-tick-ms", type=int, help="disk store: erasure tick period (default 10000)")
+    p.add_argument("--compaction-allowance-ms", type=int,
+                   help="disk store: the longest one erasure tick may take (default 300000)")
     p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -49,7 +57,9 @@ def build(args: argparse.Namespace):
         web_port=args.web_port, default_operator=args.default_operator, ttl_ms_override=args.ttl_ms,
         heartbeat_ms=args.heartbeat_ms, ingest_lag_ms=args.ingest_lag_ms,
         sweeper_period_ms=args.sweeper_period_ms, instance_id=args.instance_id,
-        canary_period_ms=args.canary_period_ms,
+        canary_period_ms=args.canary_period_ms, table_store=args.table_store,
+        erasure_cycle_ms=args.erasure_cycle_ms, erasure_tick_ms=args.erasure_tick_ms,
+        compaction_allowance_ms=args.compaction_allowance_ms,
     )
     operators, plan = prepare(settings)  # ConfigError: the worker does not start half-configured
     return Pipeline(settings, operators, plan=plan)
