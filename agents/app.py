@@ -535,7 +535,8 @@ class Pipeline:
         key = iv.routing_key(operator, net).encode()
         return partition_for(key, self.settings.partitions) in self.table.active
 
-    def resolve(self, operator: str, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:
+    def resolve(self, operator: str, address: str, port: Optional[int], from_ms: int, to_ms: int,
+                proto: Optional[int] = None) -> dict:
         """Answer "who held ``address`` (``port``) during ``[from_ms, to_ms)``" from this
         worker's partitions (``stream.mapping.resolve``: the CGNAT chain, realms, deterministic
         NAT; a second hop on another worker comes back as ``hops`` for the asker)."""
@@ -543,7 +544,7 @@ class Pipeline:
             raise Rejected("unknown-operator", "operator has no profile")
         return mapping.resolve(address, port, from_ms, to_ms, now_ms=self.clock(), rules=self.rules[operator],
                                intervals_for=lambda slot, addr: self.intervals_for(operator, slot, addr),
-                               owns=lambda net: self.owns(operator, net))
+                               owns=lambda net: self.owns(operator, net), proto=proto)
 
     def answer_lookup(self, value: Optional[bytes], partition: int, now: int) -> Optional[tuple[bytes, bytes]]:
         """The sealed answer ``(key, value)`` to one record of the lookup request topic, or None
@@ -563,7 +564,9 @@ class Pipeline:
                 lookup_log.warning("%s", rec.getMessage())
             return None
         try:
-            ans = self.resolve(req["operator"], req["ip"], req["port"], int(req["from_ms"]), int(req["to_ms"]))
+            args = (req["operator"], req["ip"], req["port"], int(req["from_ms"]), int(req["to_ms"]))
+            # the flow's protocol only when the request names one (stream.mapping.resolve)
+            ans = self.resolve(*args) if req.get("proto") is None else self.resolve(*args, proto=req["proto"])
         except Rejected as e:
             ans = {"status": "refused", "reason": e.reason}
         except (ValueError, KeyError, TypeError):

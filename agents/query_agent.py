@@ -387,7 +387,7 @@ class QueryAgent:
             return
         try:
             req = d.request
-            result = await self.resolve(ip_text(req.address), req.port, req.from_ms, req.to_ms)
+            result = await self.resolve(ip_text(req.address), req.port, req.from_ms, req.to_ms, proto=req.proto)
             a = self.desk.answer(d, lambda *_: result, now)
         except Exception as e:  # the request was authorised: say it failed, never answer wrongly
             log.exception("query: resolving a ready request failed (%s)", type(e).__name__)
@@ -407,7 +407,8 @@ class QueryAgent:
 
     # -- resolution -------------------------------------------------------------------------
 
-    async def resolve(self, address: str, port: Optional[int], from_ms: int, to_ms: int) -> dict:
+    async def resolve(self, address: str, port: Optional[int], from_ms: int, to_ms: int,
+                      proto: Optional[int] = None) -> dict:
         """The resolver contract of ``QueryDesk.answer``: ``{"matches": [...]}`` (each with
         operator, address, subscriber, from_ms, to_ms and, through CGNAT, inside_ip and ports),
         ``{"ambiguous": n}`` (a CGNAT public address without a port; ``matches`` too if other
@@ -422,7 +423,7 @@ class QueryAgent:
         matches: list[dict] = []
         unknown: list[dict] = []
         ambiguous = 0
-        asks = [{"operator": op, "ip": a, "port": port, "from_ms": from_ms, "to_ms": to_ms}
+        asks = [{"operator": op, "ip": a, "port": port, "from_ms": from_ms, "to_ms": to_ms, "proto": proto}
                 for op in sorted(self.p.operators) for a in addrs]
         for q, r in zip(asks, await self.lookups.resolve_many(asks)):
             op, a = q["operator"], q["ip"]

@@ -152,7 +152,9 @@ class RemoteLookups:
         if not self.p.owns(q["operator"], net):
             return None
         try:
-            return self.p.resolve(q["operator"], q["ip"], q.get("port"), q["from_ms"], q["to_ms"])
+            args = (q["operator"], q["ip"], q.get("port"), q["from_ms"], q["to_ms"])
+            # the flow's protocol only when the lookup names one (stream.mapping.resolve)
+            return self.p.resolve(*args) if q.get("proto") is None else self.p.resolve(*args, proto=q["proto"])
         except Rejected as e:  # same contract as the lookup agent's answers
             return {"status": "refused", "reason": e.reason}
         except Exception:

@@ -20,7 +20,12 @@ object per Kafka message::
 
     {"type": "request", "v": 1, "body": {...}, "sig": "<hex Ed25519 signature>"}
     body = {"authority", "request_number", "basis", "case_ref", "address", "port" (int|null),
-            "from_ms", "to_ms", "issued_ms", "nonce"}
+            "from_ms", "to_ms", "issued_ms", "nonce"[, "proto" (int 0..255)]}
+
+``proto`` (optional, absent = any protocol): the transport protocol of the flow as an IANA
+number (6 TCP, 17 UDP).  A CGN allocates port blocks per protocol, so without it a public
+port held by different subscribers for TCP and UDP is answered ``ambiguous``, never one of them
+(``stream.mapping.resolve``).  A body without the key is signed exactly as before.
     signed bytes = b"ipanon-request-v1\\x00" + canonical(body)     (stream.audit.canonical)
     request_id = authority + "/" + request_number;  request_digest = SHA-256(signed bytes) hex
 
@@ -79,7 +84,8 @@ REASONS = {
     "future-request": "issued further in the future than the clock-skew bound",
     "replayed-nonce": "this authority already used this nonce",
     "duplicate-request-id": "this request id is already in use",
-    "bad-scope": "a port was given with a prefix, or the port is out of range",
+    "bad-scope": "a port was given with a prefix, or the port is out of range, or a protocol "
+                 "without a port or out of 0..255",
     "scope-too-wide": "the prefix covers more addresses than the policy allows",
     "bad-interval": "from_ms is not before to_ms",
     "interval-too-long": "the interval is longer than the basis allows",
@@ -103,6 +109,7 @@ _NONCE_RE = re.compile(r"^[0-9a-f]{32,128}$")
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _REQUEST_FIELDS = frozenset({"authority", "request_number", "basis", "case_ref", "address", "port",
                              "from_ms", "to_ms", "issued_ms", "nonce"})
+_REQUEST_FIELDS_PROTO = _REQUEST_FIELDS | {"proto"}
 _APPROVAL_FIELDS = frozenset({"request_id", "request_digest", "staff", "issued_ms"})
 
 
@@ -336,6 +343,7 @@ class Request:
     issued_ms: int
     nonce: str
     digest: str  # SHA-256 of the signed bytes, hex
+    proto: Optional[int] = None  # the flow's IANA protocol number; None: any (the body has no "proto")
 
     @property
     def request_id(self) -> str:
@@ -345,14 +353,18 @@ class Request:
         return request_body(authority=self.authority, request_number=self.request_number,
                             basis=self.basis, case_ref=self.case_ref, address=ip_text(self.address),
                             port=self.port, from_ms=self.from_ms, to_ms=self.to_ms,
-                            issued_ms=self.issued_ms, nonce=self.nonce)
+                            issued_ms=self.issued_ms, nonce=self.nonce, proto=self.proto)
 
 
 def request_body(*, authority: str, request_number: str, basis: str, case_ref: str, address: str,
-                 port: Optional[int], from_ms: int, to_ms: int, issued_ms: int, nonce: str) -> dict[str, Any]:
-    return {"authority": authority, "request_number": request_number, "basis": basis,
+                 port: Optional[int], from_ms: int, to_ms: int, issued_ms: int, nonce: str,
+                 proto: Optional[int] = None) -> dict[str, Any]:
+    body = {"authority": authority, "request_number": request_number, "basis": basis,
             "case_ref": case_ref, "address": address, "port": port, "from_ms": from_ms,
             "to_ms": to_ms, "issued_ms": issued_ms, "nonce": nonce}
+    if proto is not None:  # only when given: a body without it signs as before
+        body["proto"] = proto
+    return body
 
 
 def _signed(domain: bytes, body: Mapping[str, Any]) -> bytes:
@@ -413,7 +425,7 @@ def parse_request(raw: bytes) -> tuple[dict[str, Any], bytes]:
     ``Rejected('malformed-request')``.  No signature check here (the key depends on the body)."""
     r = "malformed-request"
     body, sig = _envelope(raw, "request", r)
-    if set(body) != _REQUEST_FIELDS:
+    if set(body) != _REQUEST_FIELDS and set(body) != _REQUEST_FIELDS_PROTO:
         raise Rejected(r, "body fields differ from the v1 request fields")
     _str(body, "authority", r, _ID_RE)
     _str(body, "request_number", r, _NUMBER_RE)
@@ -425,6 +437,8 @@ def parse_request(raw: bytes) -> tuple[dict[str, Any], bytes]:
         _int(body, k, r)
     if body["port"] is not None:
         _int(body, "port", r)
+    if "proto" in body:
+        _int(body, "proto", r)
     return body, sig
 
 
@@ -540,7 +554,7 @@ class QueryDesk:
         req = Request(authority=auth.id, request_number=body["request_number"], basis=body["basis"],
                       case_ref=body["case_ref"], address=address, port=body["port"],
                       from_ms=body["from_ms"], to_ms=body["to_ms"], issued_ms=body["issued_ms"],
-                      nonce=body["nonce"], digest=request_digest(body))
+                      nonce=body["nonce"], digest=request_digest(body), proto=body.get("proto"))
         received = (_ev("request-received", req),)
         try:
             self._check(req, auth, now_ms)
@@ -574,6 +588,8 @@ class QueryDesk:
         net = req.address
         if req.port is not None and (net.prefixlen != net.max_prefixlen or not 0 <= req.port <= 65535):
             raise Rejected("bad-scope")
+        if req.proto is not None and (req.port is None or not 0 <= req.proto <= 255):
+            raise Rejected("bad-scope")  # a protocol narrows a port lookup, nothing else
         widest = p.min_prefixlen_v4 if net.version == 4 else p.min_prefixlen_v6
         if net.prefixlen < widest:
             raise Rejected("scope-too-wide")
@@ -716,8 +732,10 @@ class QueryDesk:
         if decision.status != "ready" or decision.request is None:
             raise IpanonError("only a ready decision can be answered")
         req = decision.request
-        return seal_answer(self.registry, req, resolve(ip_text(req.address), req.port, req.from_ms, req.to_ms),
-                           now_ms)
+        args = (ip_text(req.address), req.port, req.from_ms, req.to_ms)
+        # the protocol only when the request names one: resolvers written before it take four
+        result = resolve(*args) if req.proto is None else resolve(*args, proto=req.proto)
+        return seal_answer(self.registry, req, result, now_ms)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -794,7 +812,7 @@ def request_from_body(body: Mapping[str, Any]) -> Request:
     return Request(authority=body["authority"], request_number=body["request_number"], basis=body["basis"],
                    case_ref=body["case_ref"], address=parse_network(body["address"]), port=body["port"],
                    from_ms=body["from_ms"], to_ms=body["to_ms"], issued_ms=body["issued_ms"],
-                   nonce=body["nonce"], digest=request_digest(body))
+                   nonce=body["nonce"], digest=request_digest(body), proto=body.get("proto"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ Byte layout of a sealed record (version 1)::
 AAD: ``b"ipanon-lookup-v1\\x00request\\x00" + request topic`` for a request (a request made for
 one deployment's topic does not open on another's), ``b"ipanon-lookup-v1\\x00answer\\x00" +
 request id`` for an answer.  A request's plaintext is canonical JSON ``{"id", "operator", "ip",
-"port", "from_ms", "to_ms", "ts_ms", "partition"}`` padded with spaces to a multiple of
+"port", "from_ms", "to_ms", "ts_ms", "partition"[, "proto"]}`` (``proto`` only when the lookup
+names a protocol) padded with spaces to a multiple of
 ``PAD`` bytes (an IPv4 and an IPv6 question look the same size); an answer's is the answer's JSON
 padded with spaces to the next power of two of at least ``ANSWER_PAD`` bytes (past
 ``ANSWER_PAD_STEP``, to a multiple of it), so its length on the topic does not say whether the
@@ -69,6 +70,9 @@ REFUSALS = ("unauthenticated", "malformed", "stale", "future", "replayed", "wron
 
 _LABEL = b"ipanon-lookup-v1\x00"
 _FIELDS = ("id", "operator", "ip", "port", "from_ms", "to_ms", "ts_ms", "partition")
+#: ... and, only when the lookup names one, "proto" (IANA protocol number): a request without it
+#: is sealed exactly as before, so a worker of the release before answers it
+_FIELDS_PROTO = frozenset(_FIELDS) | {"proto"}
 
 
 def _subkey(key: bytes, purpose: bytes) -> bytes:
@@ -114,10 +118,12 @@ class LookupSeal:
 
     def seal_request(self, query: dict, *, request_id: str, partition: int, now_ms: int,
                      nonce: Optional[bytes] = None) -> bytes:
-        """``query`` (``operator``, ``ip``, ``port``, ``from_ms``, ``to_ms``) sealed for the
-        worker owning ``partition``, dated ``now_ms``."""
+        """``query`` (``operator``, ``ip``, ``port``, ``from_ms``, ``to_ms``, optional ``proto``)
+        sealed for the worker owning ``partition``, dated ``now_ms``."""
         body = {"id": request_id, "operator": query["operator"], "ip": query["ip"], "port": query.get("port"),
                 "from_ms": query["from_ms"], "to_ms": query["to_ms"], "ts_ms": int(now_ms), "partition": int(partition)}
+        if query.get("proto") is not None:
+            body["proto"] = query["proto"]
         text = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         text += b" " * (-len(text) % PAD)
         return _seal(self._req, text, self._req_aad, nonce)
@@ -135,7 +141,10 @@ class LookupSeal:
             raise Rejected("unauthenticated", "the request is not sealed under the lookup key") from None
         try:
             req = json.loads(text)
-            if not isinstance(req, dict) or set(req) != set(_FIELDS):
+            if not isinstance(req, dict) or (set(req) != set(_FIELDS) and set(req) != _FIELDS_PROTO):
+                raise ValueError
+            p = req.get("proto")
+            if p is not None and (type(p) is not int or not 0 <= p <= 255):
                 raise ValueError
             ts, part = req["ts_ms"], req["partition"]
             if not isinstance(ts, int) or not isinstance(part, int) or not isinstance(req["id"], str):

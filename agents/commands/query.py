@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--case", required=True, help="case reference (court order or investigation number)")
     s.add_argument("--address", required=True, help="one address, or a prefix within the policy's bound")
     s.add_argument("--port", type=int, default=None, help="source port (CGNAT; only with one address)")
+    s.add_argument("--proto", default=None,
+                   help="the flow's transport protocol, tcp | udp | an IANA number (CGNAT blocks are per "
+                        "protocol; without it a port held for TCP and UDP by two subscribers is ambiguous)")
     s.add_argument("--from", dest="from_", required=True, help="interval start (ms or ISO 8601 with zone)")
     s.add_argument("--to", required=True, help="interval end, exclusive (ms or ISO 8601 with zone)")
     s.add_argument("--number", default=None, help="request number (default: time-based, unique)")
@@ -159,6 +162,14 @@ def run_submit(args: argparse.Namespace) -> int:
     from stream.access import request_body, request_digest, sign_request
     from stream.model import ip_text, parse_network
 
+    proto = None
+    if args.proto is not None:
+        from stream.errors import Rejected
+        from stream.parse._nat import protocol
+        try:
+            proto = protocol(args.proto, "--proto")
+        except Rejected as e:
+            raise CliError(e.detail) from None
     key = load_private(args.key, "ed25519")
     now_ms = int(time.time() * 1000)
     issued = args.issued_ms if args.issued_ms is not None else now_ms
@@ -166,7 +177,7 @@ def run_submit(args: argparse.Namespace) -> int:
     body = request_body(authority=args.authority, request_number=number, basis=args.basis, case_ref=args.case,
                         address=ip_text(parse_network(args.address)), port=args.port,
                         from_ms=parse_time_ms(args.from_, "--from"), to_ms=parse_time_ms(args.to, "--to"),
-                        issued_ms=issued, nonce=args.nonce or secrets.token_hex(16))
+                        issued_ms=issued, nonce=args.nonce or secrets.token_hex(16), proto=proto)
     msg = sign_request(key, body)
     rid = f"{args.authority}/{number}"
     if args.dry_run:
@@ -204,6 +215,7 @@ def run_approve(args: argparse.Namespace) -> int:
             raise CliError(f"no request {args.request_id} on the request topic: pass --digest")
         digest = request_digest(body)
         port = f" port {body['port']}" if body["port"] is not None else ""
+        port += f" protocol {body['proto']}" if body.get("proto") is not None else ""
         print(f"approving {args.request_id}: basis {body['basis']} case {body['case_ref']} "
               f"address {body['address']}{port} [{_iso(body['from_ms'])}, {_iso(body['to_ms'])}) "
               f"digest {digest}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """CGNAT through the whole chain on the real local broker: binary IPFIX over UDP
 (``ipanon collect ipfix``), A10 CEF, SRX session logs and a 6WIND vSR 3 NAT64 line
 (``ipanon produce --format auto``) → the worker → a lookup of public:port at T names the
-subscriber that RADIUS says held the inside address then.
+subscriber that RADIUS says held the inside address then.  A10 batches are per protocol: a UDP
+and a TCP batch of the same public ports go to two subscribers, and the lookup names the
+protocol (without it: ambiguous).
 
 The reference model is the scenario itself: who held which inside address (RADIUS) and which
 public:port block each CGNAT event gave that inside address."""
@@ -31,6 +33,7 @@ SUBS = {
     "ipfix-session@isp.example": "100.64.0.8",
     "ipfix-nat64@isp.example": "2001:db8:300::/56",
     "a10@isp.example": "100.65.140.73",
+    "a10-tcp@isp.example": "100.65.140.74",
     "srx@isp.example": "10.213.110.248",
     "sixwind64@isp.example": "2001:db8:200::/56",
 }
@@ -90,6 +93,10 @@ def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factor
         f"{iso(t_nat)} 10.254.254.57 cgn0.thn2/cgn-demo  CEF:0|A10|CFW|6.0.0-P1|CGN 106|Nat Port Batch Pool "
         f"Allocated|5|proto=UDP src=100.65.140.73 sourceTranslatedAddress=99.99.99.12 sourceTranslatedPort=22016 "
         f"cn3=22271 cn3Label=Last Nat Port",
+        # the same public ports, batch for TCP, to another subscriber (a second later)
+        f"{iso(t_nat + 1000)} 10.254.254.57 cgn0.thn2/cgn-demo  CEF:0|A10|CFW|6.0.0-P1|CGN 106|Nat Port Batch Pool "
+        f"Allocated|5|proto=TCP src=100.65.140.74 sourceTranslatedAddress=99.99.99.12 sourceTranslatedPort=22016 "
+        f"cn3=22271 cn3Label=Last Nat Port",
         f"<14>1 {iso(t_nat)} srx1 RT_FLOW - RT_FLOW_SESSION_CREATE [junos@2636.1.1.1.2.35 "
         f'source-address="10.213.110.248" source-port="34613" destination-address="72.14.203.188" '
         f'destination-port="5228" service-name="None" nat-source-address="211.36.132.131" nat-source-port="43335" '
@@ -117,15 +124,20 @@ def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factor
         ("198.51.100.7", 40100, "ipfix-block@isp.example"),
         ("198.51.100.7", 41000, "ipfix-session@isp.example"),
         ("198.51.100.8", 2048, "ipfix-nat64@isp.example"),
-        ("99.99.99.12", 22271, "a10@isp.example"),
         ("211.36.132.131", 43335, "srx@isp.example"),
         ("192.0.2.77", 1500, "sixwind64@isp.example"),
     ]
     qs = [{"operator": OP, "ip": ip, "port": p, "from_ms": at, "to_ms": at + 1} for ip, p, _ in cases]
+    # the A10 batches of 99.99.99.12:22016-22271, by the flow's protocol (UDP 17, TCP 6, none)
+    by_proto = [(17, "a10@isp.example"), (6, "a10-tcp@isp.example")]
+    qs += [{"operator": OP, "ip": "99.99.99.12", "port": 22271, "from_ms": at, "to_ms": at + 1, "proto": p}
+           for p, _ in by_proto]
+    qs.append({"operator": OP, "ip": "99.99.99.12", "port": 22271, "from_ms": at, "to_ms": at + 1})
     # outside every block/session: nobody, never a guess
     qs.append({"operator": OP, "ip": "198.51.100.7", "port": 39999, "from_ms": at, "to_ms": at + 1})
     ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=90)
     got = [ans[q["id"]] for q in qs]
-    for (ip, p, sub), a in zip(cases, got):
+    for (ip, p, sub), a in zip(cases + [("99.99.99.12", 22271, s) for _, s in by_proto], got):
         assert [h["subscriber"] for h in a["holders"]] == [sub], (ip, p, a)
+    assert got[-2]["status"] == "ambiguous" and not got[-2].get("holders"), got[-2]
     assert got[-1]["status"] == "no-data", got[-1]

@@ -245,3 +245,70 @@ def test_the_stored_interval_keeps_the_protocol():
     raw = iv.encode_value(network(PUBLIC), ivs)
     assert iv.decode_value(raw)[1] == ivs
     assert iv.next_expiry_of(raw, ttl_ms=5, stale_after_ms=100) == iv.next_expiry_ms(ivs, ttl_ms=5, stale_after_ms=100)
+
+
+# -- the lookup request: the legal desk's signed body and the workers' sealed request -------
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519  # noqa: E402
+
+from stream import access, lookup_wire  # noqa: E402
+
+NOW = 1_780_000_000_000
+
+
+def _desk():
+    sign, enc = ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    police = access.Authority("se-police", "Police (test)", "SE", sign.public_key(), enc.public_key(),
+                              frozenset({"lek-law-enforcement"}), per_hour=60, burst=10)
+    return access.QueryDesk(access.Registry.build([police], [])), sign
+
+
+def _request(sign, **kw):
+    body = access.request_body(authority="se-police", request_number=kw.pop("number"), basis="lek-law-enforcement",
+                               case_ref="AM-1-26", address=PUBLIC, port=kw.pop("port", 1300),
+                               from_ms=NOW - 3_600_000, to_ms=NOW - 3_000_000, issued_ms=NOW,
+                               nonce=kw.pop("nonce"), **kw)
+    return access.sign_request(sign, body), body
+
+
+def test_the_desk_request_may_name_the_protocol_and_a_request_without_it_is_unchanged():
+    desk, sign = _desk()
+    # without a protocol: the body has exactly the fields it always had, and the resolver is
+    # called as before (four arguments)
+    raw, body = _request(sign, number="r1", nonce="11" * 16)
+    assert "proto" not in body and "proto" not in json.loads(raw)["body"]
+    d = desk.submit(raw, NOW)
+    assert d.status == "ready" and d.request.proto is None
+    calls = []
+    desk.answer(d, lambda *a, **k: calls.append((a, k)) or {"no_data": True}, NOW)
+    assert calls == [((PUBLIC, 1300, NOW - 3_600_000, NOW - 3_000_000), {})]
+    # with one: signed as part of the body, carried to the resolver
+    raw, body = _request(sign, number="r2", nonce="22" * 16, proto=UDP)
+    d = desk.submit(raw, NOW)
+    assert d.status == "ready" and d.request.proto == UDP and d.request.body() == body
+    calls = []
+    desk.answer(d, lambda *a, **k: calls.append((a, k)) or {"no_data": True}, NOW)
+    assert calls == [((PUBLIC, 1300, NOW - 3_600_000, NOW - 3_000_000), {"proto": UDP})]
+    assert access.request_from_body(body).proto == UDP
+    # a protocol out of range, or without a port, is refused; a non-integer is malformed
+    for n, kw, reason in (("r3", {"proto": 256}, "bad-scope"), ("r4", {"proto": TCP, "port": None}, "bad-scope"),
+                          ("r5", {"proto": "tcp"}, "malformed-request")):
+        raw, _ = _request(sign, number=n, nonce=n.encode().hex() * 8, **kw)
+        d = desk.submit(raw, NOW)
+        assert (d.status, d.reason) == ("refused", reason), n
+
+
+def test_the_sealed_worker_request_carries_the_protocol_only_when_named():
+    seal = lookup_wire.LookupSeal(bytes(range(32)), "t-lookup-requests")
+    q = {"operator": "op", "ip": PUBLIC, "port": 1300, "from_ms": NOW, "to_ms": NOW + 1}
+    plain = seal.open_request(seal.seal_request(q, request_id="a", partition=0, now_ms=NOW), partition=0, now_ms=NOW)
+    assert "proto" not in plain  # what a worker of the release before expects, exactly
+    for p in (None, TCP, UDP):
+        got = seal.open_request(seal.seal_request({**q, "proto": p}, request_id="b", partition=0, now_ms=NOW),
+                                partition=0, now_ms=NOW)
+        assert got.get("proto") == p
+    for bad in (256, -1, "6", True):
+        blob = seal.seal_request({**q, "proto": bad}, request_id="c", partition=0, now_ms=NOW)
+        with pytest.raises(Rejected) as e:
+            seal.open_request(blob, partition=0, now_ms=NOW)
+        assert e.value.reason == "malformed"
