@@ -7,6 +7,8 @@ Layout (one RocksDB per worker, in a directory kept mode 0700):
 - ``s<p>``: partition p's expiry schedule, ``stream.disk_bound.schedule_key(bucket, key)`` → b"":
   RocksDB's byte order is time order, so ``due(now)`` reads only the due buckets and a restart
   needs no rebuild pass;
+- ``m<p>``: the compliance walk's summary of each key (``agents.disk_walk``): a digest of the
+  value it summarises + the packed summary; deleted with the key (``Batch.delete``);
 - ``meta``: ``b"o" + p`` → the next changelog offset to read for p (the checkpoint), ``b"t" + p``
   → when it was written (ms; a store whose checkpoint is older than the changelog keeps its
   tombstones must not continue from it).
@@ -52,6 +54,14 @@ def _cf_data(p: int) -> str:
 
 def _cf_sched(p: int) -> str:
     return f"s{p}"
+
+
+def _cf_sum(p: int) -> str:
+    return f"m{p}"
+
+
+def _part_cfs(p: int) -> tuple[str, str, str]:
+    return _cf_data(p), _cf_sched(p), _cf_sum(p)
 
 
 def _meta_key(p: int) -> bytes:
@@ -103,13 +113,14 @@ class Batch:
     """The changes of one ``DiskStore.write``, built straight into a RocksDB ``WriteBatch``
     (one call into rocksdict per change): applied atomically, in order, or not at all."""
 
-    __slots__ = ("_store", "_wb", "_data", "_sched", "_meta")
+    __slots__ = ("_store", "_wb", "_data", "_sched", "_sums", "_meta")
 
     def __init__(self, store: "DiskStore") -> None:
         self._store = store
         self._wb = rd.WriteBatch(raw_mode=True)
         self._data = store._data_h
         self._sched = store._sched_h
+        self._sums = store._sum_h
         self._meta = store._h[_META]
 
     def _d(self, p: int) -> rd.ColumnFamily:
@@ -137,7 +148,9 @@ class Batch:
         return self
 
     def delete(self, p: int, key: bytes) -> "Batch":
+        """Delete ``key`` and the walk's summary of it (derived data goes with the data)."""
         self._wb.delete(key, self._d(p))
+        self._wb.delete(key, self._sums[p])
         return self
 
     def schedule(self, p: int, when_ms: Optional[int], key: bytes) -> "Batch":
@@ -191,11 +204,12 @@ class DiskStore:
         self._h: dict[str, rd.ColumnFamily] = {}
         self._data_h: dict[int, rd.ColumnFamily] = {}  # partition → its CFs' handles (Batch)
         self._sched_h: dict[int, rd.ColumnFamily] = {}
+        self._sum_h: dict[int, rd.ColumnFamily] = {}
         for name in cfs:
             self._open_cf(name)
-        self._held = {int(n[1:]) for n in cfs if n[:1] == "d" and n[1:].isdigit()}
-        for p in self._held:
-            self._data_h[p], self._sched_h[p] = self._h[_cf_data(p)], self._h[_cf_sched(p)]
+        self._held = set()
+        for p in sorted(int(n[1:]) for n in cfs if n[:1] == "d" and n[1:].isdigit()):
+            self.ensure_partition(p)
 
     def reopen(self) -> None:
         """Close and open the DB again: RocksDB writes a fresh MANIFEST and deletes the old one,
@@ -217,11 +231,12 @@ class DiskStore:
     def ensure_partition(self, p: int) -> None:
         if p in self._held:
             return
-        for name in (_cf_data(p), _cf_sched(p)):
+        for name in _part_cfs(p):
             if name not in self._cf:
                 self._db.create_column_family(name, self._opts)
                 self._open_cf(name)
-        self._data_h[p], self._sched_h[p] = self._h[_cf_data(p)], self._h[_cf_sched(p)]
+        d, sc, m = _part_cfs(p)
+        self._data_h[p], self._sched_h[p], self._sum_h[p] = self._h[d], self._h[sc], self._h[m]
         self._held.add(p)
 
     def drop_partition(self, p: int) -> None:
@@ -235,7 +250,8 @@ class DiskStore:
         self._cf[_META].delete(_meta_time_key(p))
         self._data_h.pop(p, None)
         self._sched_h.pop(p, None)
-        for name in (_cf_data(p), _cf_sched(p)):
+        self._sum_h.pop(p, None)
+        for name in _part_cfs(p):
             self._cf.pop(name, None)
             self._h.pop(name, None)  # the handles keep the CF's files alive
             self._db.drop_column_family(name)
@@ -252,7 +268,7 @@ class DiskStore:
             raise ValueError("this batch was written already")
         # a spent batch lets go of the CF handles: a handle left alive keeps the DB (and a
         # dropped CF's files) open after close / drop
-        batch._wb = batch._data = batch._sched = batch._meta = None
+        batch._wb = batch._data = batch._sched = batch._sums = batch._meta = None
         self._db.write(wb, self._wo)
 
     def put_batch(self, p: int, items: Iterable[tuple[bytes, bytes]], *, next_offset: Optional[int] = None) -> None:
@@ -334,6 +350,27 @@ class DiskStore:
                 return
             after = items[-1][0]
 
+    def items_after(self, p: int, after: Optional[bytes], n: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``n`` items of ``p`` after key ``after`` (None: from the first), as a list."""
+        return self._chunk(p, after, n, True)
+
+    def get_summaries(self, p: int, keys: list[bytes]) -> list[Optional[bytes]]:
+        """The compliance walk's stored summaries of ``keys`` (None: none)."""
+        cf = self._cf.get(_cf_sum(p))
+        return [None] * len(keys) if cf is None else cf.get(keys)
+
+    def put_summaries(self, p: int, items: list[tuple[bytes, bytes]]) -> None:
+        """Store the walk's summaries of ``p``'s keys (nothing if ``p`` is no longer held: a
+        dropped partition is never re-created by a walk)."""
+        h = self._sum_h.get(p)
+        if h is None or not items:
+            return
+        wb = rd.WriteBatch(raw_mode=True)
+        for k, v in items:
+            wb.put(k, v, h)
+        del h
+        self._db.write(wb, self._wo)
+
     def count_estimate(self, p: int) -> int:
         cf = self._cf.get(_cf_data(p))
         return 0 if cf is None else (cf.property_int_value("rocksdb.estimate-num-keys") or 0)
@@ -385,7 +422,7 @@ class DiskStore:
         co = rd.CompactOptions()
         co.set_bottommost_level_compaction(rd.BottommostLevelCompaction.force())
         co.set_exclusive_manual_compaction(False)
-        for name in (_cf_data(p), _cf_sched(p)):
+        for name in _part_cfs(p):
             cf = self._cf.get(name)
             if cf is not None:  # None: dropped meanwhile (the worker runs the tick in a thread)
                 cf.compact_range(None, None, co)
@@ -423,6 +460,7 @@ class DiskStore:
         self._h.clear()
         self._data_h.clear()
         self._sched_h.clear()
+        self._sum_h.clear()
         self._db.close()
 
     def __enter__(self) -> "DiskStore":

@@ -306,7 +306,13 @@ class Metrics:
         clock-independent summary is kept with the value object it came from and reused while
         the table still holds that same object; only new or changed values are opened, at most
         ``open_budget`` per walk.  Keys not opened yet (a large table just recovered) are
-        reported as ``ipanon_compliance_scan_pending`` and picked up by the next walks."""
+        reported as ``ipanon_compliance_scan_pending`` and picked up by the next walks.  A table
+        on disk is walked from the store, its summaries kept there (``agents.disk_walk``)."""
+        if getattr(self.p.table, "disk", None) is not None:
+            from .disk_walk import walk as disk_walk
+
+            yield from disk_walk(self, now_ms, slice_s)
+            return
         mono = self.mono
         t_start = mono()
         now = self.p.clock() if now_ms is None else now_ms
