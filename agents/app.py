@@ -185,15 +185,16 @@ class Pipeline:
         # ingest keeps no state: a plain aiokafka batch loop in a consumer group of its own
         # (agents.batch; Faust's per-event streams cost ≈ 37× the CPU, docs/benchmarks.md)
         self.batch_stages: list[BatchStage] = []
+        self.metrics: Any = None  # agents.metrics.Metrics once composed (``_compose``)
         self.ingest = Ingest(names=names, partitions=s.partitions, operators=self.operators,
                              default_operator=s.default_operator, rules=lateness_rules(self.operators, plan, names),
                              clock=clock, count=self.count)
         self.ingest_stage = self.add_batch_stage("ingest", names.raw, self._ingest_batch, role="raw")
         # the mapping stage: getmany batches on the partitions Faust gives the table, handed over
         # on Faust's rebalances (agents.mapping_stage)
-        self.mapping_stage = MappingStage(self, "mapping", names.bindings, worker_groups(s.app_id)["mapping"],
-                                          self._mapping_batch, flush=self.ebb, table=self.table,
-                                          fallback_group=s.app_id)
+        self.mapping_stage = MappingStage("mapping", names.bindings, worker_groups(s.app_id)["mapping"],
+                                          self._mapping_batch, flush=self.ebb, table=self.table, fence=self.fence,
+                                          fallback_group=s.app_id, settings=s, count=self.count)
         self.batch_stages.append(self.mapping_stage)
         app.task(self.mapping_stage.run)
         app.on_partitions_revoked.connect(self.mapping_stage.on_revoked)
@@ -217,6 +218,8 @@ class Pipeline:
         self.stats = stats_agent.install(self) if parts.stats else None
         self.query = query_agent.install(self) if parts.query else None
         self.metrics = metrics.install(self) if parts.metrics or parts.status else None
+        for stage in self.batch_stages:  # the stages built before the metrics existed
+            stage.metrics = self.metrics
         self.status = web.install(self) if parts.status else None
         self.answers = answer_router.install(self) if parts.answers else None
         self.canaries = canary.install(self) if parts.canary else None
@@ -249,7 +252,8 @@ class Pipeline:
     def add_batch_stage(self, name: str, topics: Iterable[str], handle: Any, *, role: str) -> BatchStage:
         """A ``BatchStage`` in the consumer group ``worker_groups(app_id)[name]``, started and
         stopped with the Faust app (an app task: cancelled when the worker stops)."""
-        stage = BatchStage(self, name, topics, worker_groups(self.settings.app_id)[name], handle, role=role)
+        stage = BatchStage(name, topics, worker_groups(self.settings.app_id)[name], handle, role=role,
+                           settings=self.settings, count=self.count, metrics=self.metrics)
         self.batch_stages.append(stage)
         self.app.task(stage.run)
         return stage

@@ -142,10 +142,13 @@ class BatchStage:
     skips them) and returns the outputs to produce.  It must not raise for one bad record
     (dead-letter it instead); if it raises, the batch is retried after a pause."""
 
-    def __init__(self, pipeline: Any, name: str, topics: Iterable[str], group: str,
+    def __init__(self, name: str, topics: Iterable[str], group: str,
                  handle: Callable[[list[Any]], Awaitable[list[Output]]], *, role: str,
+                 settings: Any, count: Callable[..., None], metrics: Any = None,
                  count_in: bool = True) -> None:
-        self.p = pipeline
+        self.settings = settings    # agents.settings.Settings: clients, batch size and wait
+        self.count = count          # the worker's counter (name, n=1)
+        self.metrics = metrics      # agents.metrics.Metrics, or None (no metrics in this worker)
         self.name = name
         self.topics = list(topics)
         self.group = group
@@ -196,17 +199,17 @@ class BatchStage:
                 raise
             except PartitionsLost as e:  # expected after a freeze: the revoke follows (agents.fence)
                 log.warning("%s: %s; nothing written, restarting from the last commit", self.name, e)
-                self.p.count(f"{self.name}_restarts")
+                self.count(f"{self.name}_restarts")
                 await asyncio.sleep(RETRY_PAUSE_S)
             except Exception:
                 log.exception("%s: stage failed; restarting its Kafka clients in %.0fs", self.name, RETRY_PAUSE_S)
-                self.p.count(f"{self.name}_restarts")
+                self.count(f"{self.name}_restarts")
                 await asyncio.sleep(RETRY_PAUSE_S)
 
     def _clients(self) -> tuple[Any, Any]:
         from .kafka_clients import Clients
 
-        s = self.p.settings
+        s = self.settings
         cl = Clients.of(s)
         cid = f"{s.app_id}-{self.name}"
         c = cl.aio_consumer(client_id=cid, group_id=self.group, auto_offset_reset="earliest",
@@ -224,7 +227,7 @@ class BatchStage:
             self.consumer = c
             c.subscribe(self.topics, listener=_listener_class()(self))
             log.info("%s: consuming %s in group %s", self.name, ",".join(self.topics), self.group)
-            s = self.p.settings
+            s = self.settings
             timeout_ms = max(1, int(s.batch_within_s * 1000)) if s.batch_within_s else 100
             while True:
                 batch = await c.getmany(timeout_ms=max(timeout_ms, 100), max_records=s.batch_size)
@@ -261,7 +264,7 @@ class BatchStage:
             # deterministic stats ids) until the broker takes them
             log.warning("%s: sending the outputs of %d records failed (%s); retrying in %.0fs",
                         self.name, len(records), type(e).__name__, RETRY_PAUSE_S)
-            self.p.count(f"{self.name}_send_retries")
+            self.count(f"{self.name}_send_retries")
 
         await send_all(aio_batches(prod), outputs, retry_pause_s=RETRY_PAUSE_S, on_retry=retrying)
         try:
@@ -271,14 +274,14 @@ class BatchStage:
             # a rebalance moved the partitions: their new owner re-reads from the last commit
             log.warning("%s: commit after a rebalance failed (%s); the batch will be re-delivered",
                         self.name, type(e).__name__)
-            self.p.count(f"{self.name}_commit_failures")
+            self.count(f"{self.name}_commit_failures")
         self._read.update(ends)
         self.batches += 1
         self.records += len(records)
         self._observe(records, outputs, time.monotonic() - t0)
 
     def _observe(self, records: list[Any], outputs: list[Output], seconds: float) -> None:
-        m = getattr(self.p, "metrics", None)
+        m = self.metrics
         if m is None:
             return
         try:

@@ -68,13 +68,16 @@ class MappingStage(BatchStage):
     docstring).  ``handle(records)`` applies a batch and queues every write in the table's outbox;
     ``flush()`` publishes them and waits for the acks (``Pipeline.ebb``)."""
 
-    def __init__(self, pipeline: Any, name: str, topic: str, group: str,
+    def __init__(self, name: str, topic: str, group: str,
                  handle: Callable[[list[Any]], Awaitable[list[Output]]], *, flush: Callable[[], Awaitable[None]],
-                 table: Any, fallback_group: str) -> None:
-        super().__init__(pipeline, name, [topic], group, handle, role="bindings")
+                 table: Any, fence: Any, fallback_group: str, settings: Any, count: Callable[..., None],
+                 metrics: Any = None) -> None:
+        super().__init__(name, [topic], group, handle, role="bindings", settings=settings, count=count,
+                         metrics=metrics)
         self.topic = topic
         self.flush = flush
         self.table = table
+        self.fence = fence  # agents.fence.Fence (None: no freeze detection, tests)
         self.fallback_group = fallback_group
         #: the bindings partitions this stage may read now (a subset of ``table.active``)
         self.owned: set[int] = set()
@@ -96,8 +99,7 @@ class MappingStage(BatchStage):
             self.owned -= parts
             self.table.active = self.table.active - parts
             self._reassign()
-            fence = getattr(self.p, "fence", None)
-            if fence is not None and fence.suspect():
+            if self.fence is not None and self.fence.suspect():
                 # stalled past the session: these partitions may have had a new owner for a while,
                 # so what this worker queued for them is stale (agents.fence).  Drop it and the copy
                 # it came from; the uncommitted bindings behind it are read again by their owner.
@@ -105,7 +107,7 @@ class MappingStage(BatchStage):
                 changelog = self.table.changelog_topic
                 n = outbox.discard(lambda w: w[0] is changelog and w[3] in parts)
                 keys = self.table.forget(parts)
-                self.p.count("fenced_writes", n)
+                self.count("fenced_writes", n)
                 log.warning("%s: partitions %s revoked after a stall: %d queued changelog writes dropped, "
                             "%d keys forgotten (read afresh if they come back)", self.name, sorted(parts), n, keys)
                 await self.table.outbox.flush(gated=False)  # what is left: other partitions' writes, dead letters
@@ -116,9 +118,8 @@ class MappingStage(BatchStage):
     async def on_assigned(self, sender: Any = None, assigned: Iterable[Any] = (), **_: Any) -> None:
         """``app.on_partitions_assigned`` receiver: drop anything the new assignment does not
         give the table (eager rebalances revoked it already; this is the belt to those braces)."""
-        fence = getattr(self.p, "fence", None)
-        if fence is not None:
-            fence.clear()  # the group has a current assignment again
+        if self.fence is not None:
+            self.fence.clear()  # the group has a current assignment again
         async with self._lock:
             lost = self.owned - set(self.table.active)
             if lost:
@@ -189,7 +190,7 @@ class MappingStage(BatchStage):
         """Offsets Faust's group committed for ``tps`` (the mapping agent's, before this stage)."""
         from .kafka_clients import Clients
 
-        s = self.p.settings
+        s = self.settings
         g = Clients.of(s).aio_consumer(client_id=f"{s.app_id}-{self.name}-upgrade", group_id=self.fallback_group)
         await g.start()
         try:  # fetches committed offsets only: a consumer that never subscribes never joins
@@ -204,7 +205,7 @@ class MappingStage(BatchStage):
         with the sweeper's).  It never joins its group; the instance id only names it."""
         from .kafka_clients import Clients
 
-        s = self.p.settings
+        s = self.settings
         c = Clients.of(s).aio_consumer(client_id=f"{s.app_id}-{self.name}", group_id=self.group,
                                        auto_offset_reset="earliest", max_poll_records=s.batch_size,
                                        group_instance_id=f"{s.group_instance_id}-{self.name}")
@@ -218,7 +219,7 @@ class MappingStage(BatchStage):
                 self.consumer = c
                 self._pending_assign = True  # after a restart: the same partitions, from the last commit
             log.info("%s: consuming %s (partitions of the table; offsets in group %s)", self.name, self.topic, self.group)
-            s = self.p.settings
+            s = self.settings
             timeout_ms = max(100, int(s.batch_within_s * 1000)) if s.batch_within_s else 100
             while True:
                 if self._pending_assign:

@@ -89,9 +89,9 @@ class FakeProducer:
 
 
 def _stage(handle, counts):
-    p = SimpleNamespace(count=lambda name, n=1: counts.__setitem__(name, counts.get(name, 0) + n),
+    return B.BatchStage("t", ["raw"], "g-t", handle, role="raw",
+                        count=lambda name, n=1: counts.__setitem__(name, counts.get(name, 0) + n),
                         settings=SimpleNamespace(batch_size=100, batch_within_s=0.05))
-    return B.BatchStage(p, "t", ["raw"], "g-t", handle, role="raw")
 
 
 def _records(tp, offsets):

@@ -135,9 +135,8 @@ def test_the_revoke_after_a_stall_drops_the_lost_partitions_writes_and_copy():
             return True
 
     p = P()
-    p.fence = StalledFence()
     stage = MappingStage.__new__(MappingStage)
-    stage.p, stage.table, stage.name, stage.consumer = p, table, "mapping", None
+    stage.count, stage.fence, stage.table, stage.name, stage.consumer = p.count, StalledFence(), table, "mapping", None
     stage._epoch, stage.owned, stage._read, stage._committed = 0, {0, 1}, {}, {}
     stage._lock = None
 

@@ -166,8 +166,8 @@ def test_the_stage_follows_the_table_hands_over_after_its_batch_and_starts_upgra
 
     async def scenario():
         table = Table(changelog, {0, 1})
-        st = MappingStage(p, "mapping", topic, f"{app_id}-mapping", handle, flush=flush, table=table,
-                          fallback_group=app_id)
+        st = MappingStage("mapping", topic, f"{app_id}-mapping", handle, flush=flush, table=table, fence=None,
+                          fallback_group=app_id, settings=p.settings, count=p.count)
         task = asyncio.ensure_future(st.run())
         try:
             await st.follow({0, 1})
