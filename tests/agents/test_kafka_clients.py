@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.kafka_clients import (AIO_PRODUCER, BULK_PRODUCER, SYNC_PRODUCER, Clients, aio_batches, send_all)
+from agents.kafka_clients import (AIO_PRODUCER, BULK_PRODUCER, SYNC_PRODUCER, Clients, aio_batches, key_partition,
+                                  murmur2, send_all)
 from agents.security import KafkaSecurity, make_local_pki
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,6 +175,30 @@ def test_send_all_cancellation_propagates_during_the_retry_pause():
             await t
 
     asyncio.run(run())
+
+
+# -- the partitioner -----------------------------------------------------------------------------
+
+def test_murmur2_and_key_partition_agree_with_aiokafka_and_the_table():
+    """Our murmur2 is aiokafka's (Kafka's) on every length class and byte value, and
+    ``key_partition`` is the table's ``partition_for`` and aiokafka's DefaultPartitioner, cached
+    or not: a key must never move partition."""
+    import random
+
+    from aiokafka.partitioner import DefaultPartitioner
+    from aiokafka.partitioner import murmur2 as reference
+
+    from agents.mapping_table import partition_for
+
+    rnd = random.Random(16)
+    keys = [b"", b"\x00", b"\xff\xff\xff", b"\x80" * 7] + [rnd.randbytes(rnd.randrange(0, 80)) for _ in range(3000)]
+    keys += [f"demo|100.64.{i % 256}.{i // 256}/32".encode() for i in range(500)]
+    for k in keys:
+        assert murmur2(k) == reference(k), k
+    for n in (1, 3, 8, 12):
+        parts = list(range(n))
+        for k in keys + keys:  # the second pass hits the cache
+            assert key_partition(k, n) == partition_for(k, n) == DefaultPartitioner()(k, parts, parts), (k, n)
 
 
 # -- aio_batches against the real broker ------------------------------------------------------
