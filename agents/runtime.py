@@ -5,8 +5,9 @@ Refuses to start half-configured (issue 4, issue 9): every operator profile must
 be reachable, and every topic must exist with configs that keep every promise on *this* broker
 (``agents.kafka_admin.prepare_retention``); otherwise a ``ConfigError`` names what to fix.
 
-The plan's parameters (heartbeat, sweeper period, partitions, ingest lag) come from the same
-``Settings`` the worker then runs with, and the schedule bucket width from the sweeper's own
+The plan's parameters (heartbeat, sweeper period, partitions, ingest lag, and with the table
+on disk the store's erasure cycle, tick and allowance) come from the same ``Settings`` the
+worker then runs with, and the schedule bucket width from the sweeper's own
 schedule (``agents.mapping_table.SCHEDULE_BUCKET_MS``), so the bound the plan relies on is the
 behaviour the worker has.  ``apply_topics`` creates the topics with that same plan (demo, tests; operators
 run ``ipanon topics apply`` with the same flags).
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from stream.config import OperatorPolicy, load_operators as load_policies
+from stream.disk_bound import DiskBound
 from stream.errors import ConfigError
 from stream.policy import PlanParams, TopicPlan, make_layout, plan_topics
 
@@ -49,6 +51,21 @@ def keys_dir(settings: Settings) -> Path:
     return Path(settings.keys_dir) if settings.keys_dir else Path(settings.data_dir) / "keys"
 
 
+def store_disk_bound(settings: Settings) -> Optional[DiskBound]:
+    """The on-disk table store's erasure parameters (B_disk = cycle + tick + allowance), from the
+    one ``Settings.disk_bound`` the worker's store and its erasure tick use too; None with the
+    table in memory (no disk term).  Impossible values are a ``ConfigError``, not a traceback."""
+    if settings.table_store != "disk":
+        return None
+    try:
+        return settings.disk_bound()
+    except ValueError as e:
+        raise ConfigError(f"table store erasure parameters (cycle {settings.erasure_cycle_ms} ms, tick "
+                          f"{settings.erasure_tick_ms} ms, allowance {settings.compaction_allowance_ms} ms): {e}; "
+                          f"set IPANON_ERASURE_CYCLE_MS / IPANON_ERASURE_TICK_MS / IPANON_COMPACTION_ALLOWANCE_MS "
+                          f"(or the worker's --erasure-* flags)") from None
+
+
 def plan_params(settings: Settings) -> PlanParams:
     from .mapping_table import SCHEDULE_BUCKET_MS  # imports Faust: not at module level
 
@@ -57,7 +74,8 @@ def plan_params(settings: Settings) -> PlanParams:
                       schedule_bucket_ms=SCHEDULE_BUCKET_MS,
                       ingest_lag_ms=settings.ingest_lag_ms,
                       partitions=settings.partitions,
-                      replication_factor=settings.replication_factor)
+                      replication_factor=settings.replication_factor,
+                      disk=store_disk_bound(settings))
 
 
 def _admin(settings: Settings):

@@ -54,6 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="expiry sweeper period (default $IPANON_SWEEPER_PERIOD_MS or 1000)")
     p.add_argument("--ingest-lag-ms", type=int, default=None,
                    help="max delay from a mapping's end to its last raw record (default $IPANON_INGEST_LAG_MS or 300000)")
+    p.add_argument("--table-store", choices=["memory", "disk"], default=None,
+                   help="where the worker keeps the mapping table (default $IPANON_TABLE_STORE or memory); "
+                        "disk adds the store's erasure bound B_disk to the plan")
+    p.add_argument("--erasure-cycle-ms", type=int, default=None,
+                   help="disk store: forced-compaction cycle (default $IPANON_ERASURE_CYCLE_MS or the worker's)")
+    p.add_argument("--erasure-tick-ms", type=int, default=None,
+                   help="disk store: erasure tick period (default $IPANON_ERASURE_TICK_MS or the worker's)")
+    p.add_argument("--compaction-allowance-ms", type=int, default=None,
+                   help="disk store: longest one erasure tick may take (default $IPANON_COMPACTION_ALLOWANCE_MS "
+                        "or the worker's)")
     p.add_argument("--alter", action="store_true",
                    help="apply: also alter existing topics that break a promise (deletes data older than "
                         "the new retention); cleanup.policy is never changed")
@@ -77,7 +87,11 @@ def plan_settings(args: argparse.Namespace, operators_dir: Path):
     return Settings.from_env(bootstrap=getattr(args, "bootstrap", None) or "unused:9092", operators_dir=operators_dir,
                              topic_prefix=args.prefix, app_id=args.app_id, partitions=args.partitions,
                              replication_factor=args.replication_factor, heartbeat_ms=args.heartbeat_ms,
-                             sweeper_period_ms=args.sweeper_period_ms, ingest_lag_ms=args.ingest_lag_ms)
+                             sweeper_period_ms=args.sweeper_period_ms, ingest_lag_ms=args.ingest_lag_ms,
+                             table_store=getattr(args, "table_store", None),
+                             erasure_cycle_ms=getattr(args, "erasure_cycle_ms", None),
+                             erasure_tick_ms=getattr(args, "erasure_tick_ms", None),
+                             compaction_allowance_ms=getattr(args, "compaction_allowance_ms", None))
 
 
 def build_plan(args: argparse.Namespace, admin=None):

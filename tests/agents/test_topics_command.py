@@ -70,7 +70,8 @@ def _layout():
 
 def test_plan_json_is_the_computed_plan(capsys, monkeypatch):
     for k in ("IPANON_HEARTBEAT_MS", "IPANON_SWEEPER_PERIOD_MS", "IPANON_INGEST_LAG_MS", "IPANON_PARTITIONS",
-              "IPANON_REPLICATION_FACTOR"):
+              "IPANON_REPLICATION_FACTOR", "IPANON_TABLE_STORE", "IPANON_ERASURE_CYCLE_MS", "IPANON_ERASURE_TICK_MS",
+              "IPANON_COMPACTION_ALLOWANCE_MS"):
         monkeypatch.delenv(k, raising=False)
     rc, out, _ = _run(capsys, "plan", "--broker-settings", "local", "--json")
     assert rc == 0
