@@ -43,12 +43,19 @@ For each size in ``--sizes`` (default 1M), on a real broker:
    ``restart_rss_mb`` = that process's RSS then (Python, aiokafka, the vault and RocksDB — not
    a Faust worker's), ``get_p50_us``/``get_p99_us`` = 20 000 gets of sampled live keys in it.
 
+``--store worker-disk``: ``ipanon worker --table-store disk`` itself (``run_worker_disk``): the
+changelog written as the mapping stage writes it (``ipanon-revisit`` header included), a fresh
+worker restores it into its store (``fresh_*``, from its log as in 3., plus
+``spawn_to_ready_s`` from the process's start), is stopped, n/100 more mappings are written,
+and the same worker restarts on its intact store (``restart_*``: it reads only those).
+
 Prints exactly one JSON line.  The machine is shared: figures are noisy.  Targets (issue 8):
 ≤ 150 B/mapping on disk, RSS within 20 % from 1M to 10M, restore ≥ 200k mappings/s; issue 17
 (disk): RSS within 20 % from 1M to 50M and under 1 GB, restart ≤ 10 s at 10M, lookup p99 ≤ 10 ms.
 
     python benchmarks/bench_state.py [--bootstrap HOST:PORT --broker-dir DIR] [--sizes 1000000 3000000]
     python benchmarks/bench_state.py --store disk --sizes 1000000 10000000 [--dir /var/tmp]
+    python benchmarks/bench_state.py --store worker-disk --sizes 1000000 10000000
     python benchmarks/bench_state.py --smoke [--store disk]
 """
 
@@ -117,6 +124,17 @@ class Encoder:
         until = max_until(ivs, ttl_ms=self.ttl, stale_after_ms=iv.DEFAULT_STALE_AFTER_MS)
         return key, self.vault.seal(key, net, ivs, until_ms=until, now_ms=now_ms)
 
+    def entry_revisit(self, slot: str, net, ivs, now_ms: int) -> tuple[bytes, bytes, list]:
+        """Key, value and headers as the worker's mapping stage writes them since issue 17: sealed
+        with ``Vault.seal_value`` and its revisit instant in the ``ipanon-revisit`` header (a
+        restore into the disk store schedules the key from it without opening the value)."""
+        from agents.mapping_table import REVISIT_HEADER
+
+        key = self.vault.key(slot, net)
+        raw, revisit = self.vault.seal_value(key, net, ivs, ttl_ms=self.ttl, stale_after_ms=iv.DEFAULT_STALE_AFTER_MS,
+                                             now_ms=now_ms)
+        return key, raw, [(REVISIT_HEADER, str(int(revisit)).encode())]
+
 
 def mixed_mappings(n: int, now_ms: int, first: int = 0):
     """(slot, network, interval) for ``n`` distinct live mappings, mixed 60/30/10 (mappings
@@ -159,17 +177,29 @@ def entries(enc: Encoder, n: int, now_ms: int, partitions: int):
     return encoded(enc, mixed_mappings(n, now_ms), now_ms, partitions)
 
 
-def write_changelog(bootstrap: str, w, mappings, now_ms: int) -> dict:
+def write_changelog(bootstrap: str, w, mappings, now_ms: int, revisit: bool = False) -> dict:
     """Write ``mappings`` ((slot, network, interval), each network once, operator
     ``_harness.OPERATOR``) straight into the changelog of ``w`` — a worker that has not started
     yet (its topics applied: ``_harness.Worker`` or the tests' ``WorkerProcess``) — with the
-    keys, values and partitions it would write itself.  Returns records written, payload
-    bytes, value encoding and seconds."""
+    keys, values and partitions it would write itself (``revisit``: with the revisit header, as
+    the mapping stage writes them since issue 17).  Returns records written, payload bytes,
+    value encoding and seconds."""
     enc = Encoder(w, now_ms)
+    if revisit and enc.vault is not None:
+        from agents.mapping_table import partition_for
+
+        def rows():
+            for slot, net, ivl in mappings:
+                key, value, headers = enc.entry_revisit(slot, net, (ivl,), now_ms)
+                yield (partition_for(iv.routing_key(H.OPERATOR, net).encode(), w.settings.partitions), key, value,
+                       headers)
+        source = rows()
+    else:
+        source = encoded(enc, mappings, now_ms, w.settings.partitions)
     t = time.perf_counter()
-    n, payload = asyncio.run(_fill(bootstrap, f"{w.settings.app_id}-mappings-changelog",
-                                   encoded(enc, mappings, now_ms, w.settings.partitions)))
-    return {"records": n, "payload": payload, "kind": enc.kind, "s": time.perf_counter() - t}
+    n, payload = asyncio.run(_fill(bootstrap, f"{w.settings.app_id}-mappings-changelog", source))
+    return {"records": n, "payload": payload, "kind": enc.kind + ("+revisit" if revisit and enc.vault else ""),
+            "s": time.perf_counter() - t}
 
 
 async def _fill(bootstrap: str, topic: str, rows) -> tuple[int, int]:
@@ -180,8 +210,8 @@ async def _fill(bootstrap: str, topic: str, rows) -> tuple[int, int]:
     await p.start()
     n = payload = 0
     try:
-        for part, key, value in rows:
-            await p.send(topic, value=value, key=key, partition=part)
+        for part, key, value, *headers in rows:
+            await p.send(topic, value=value, key=key, partition=part, headers=headers[0] if headers else None)
             n += 1
             payload += len(key) + len(value)
             if n % 50_000 == 0:
@@ -236,8 +266,10 @@ def disk_bytes(data_dir: Path, topic: str) -> int:
     return sum(f.stat().st_size for d in data_dir.glob(f"{topic}-*") for f in d.glob("*.log"))
 
 
-def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
-    """Start ``w`` on its changelog and time the restore from the worker's own log lines."""
+def restore(w: H.Worker, n: int, timeout_s: float, disk: bool = False) -> dict:
+    """Start ``w`` on its changelog and time the restore from the worker's own log lines
+    (``disk``: a worker on the disk store, which has no schedule to rebuild: done at ready)."""
+    spawned = time.time()
     w.start()
     t0 = time.monotonic()
     start = table = ready = done = None
@@ -259,12 +291,16 @@ def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
                 if m:
                     table = _log_time(line)
                     own = {"records": int(m.group(1)), "s": float(m.group(2)), "cpu_s": float(m.group(3))}
+                    if disk:
+                        keys = int(m.group(4))
                 if ready is None and table is not None and "Worker ready" in line and _log_time(line) >= table:
                     ready = _log_time(line)
                 m = re.search(r"schedule rebuilt from the store: (\d+) keys", line)
                 if m:
                     done, keys = _log_time(line), int(m.group(1))
             if done is not None and (ready is not None or table is None):
+                break
+            if disk and table is not None and ready is not None:
                 break
             time.sleep(0.5)
         time.sleep(2)
@@ -287,6 +323,7 @@ def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
         partial = {"restored": n - progress[1], "after_s": round(progress[0] - start, 1)}
         rate = round(partial["restored"] / partial["after_s"]) if partial["after_s"] > 0 else None
     out = {"restored_keys": keys, "restore_complete": end is not None, "restore_partial": partial,
+           "spawn_to_ready_s": round(ready - spawned, 2) if ready is not None else None,
            "restore_s": round(sec, 2) if sec == sec else None, "restore_per_s": rate,
            "ready_s": since(ready), "schedule_rebuilt_s": since(done),
            "rss_mb": round(rss / 1024, 1), "log_tail": "" if end is not None else w.log_tail(400)}
@@ -523,6 +560,48 @@ def run_disk(a) -> dict:
             "machine": H.machine()}
 
 
+def run_worker_disk(a) -> dict:
+    """``--store worker-disk``: ``ipanon worker --table-store disk`` itself.  Per size: the
+    changelog filled as the worker writes it (revisit header included), a fresh worker restores
+    it into its store (``fresh_*``: from its log, as ``restore``), is stopped; n/100 more
+    mappings are written; the same worker (same data directory) starts again on its intact
+    store (``restart_*``).  RSS of the worker process after each."""
+    results = []
+    with H.broker(a.bootstrap) as (bootstrap, data_dir), \
+            tempfile.TemporaryDirectory(prefix="ipanon-bench-state-wdisk-", dir=a.dir) as tmp:
+        if a.broker_dir:
+            data_dir = Path(a.broker_dir) / "data"
+        for n in a.sizes:
+            w = H.Worker(bootstrap, Path(tmp) / f"w{n}")
+            w.args += ["--table-store", "disk"]
+            now = time.time_ns() // 1_000_000
+            filled = write_changelog(bootstrap, w, mixed_mappings(n, now), now, revisit=True)
+            time.sleep(1)
+            log_disk = disk_bytes(data_dir, w.changelog) if data_dir else None
+            fresh = restore(w, n, a.timeout, disk=True)
+            store = Path(w.dir) / "data" / "state"
+            store_bytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.exists() else None
+            tail_n = max(1, n // 100)
+            write_changelog(bootstrap, w, mixed_mappings(tail_n, now, first=n), now, revisit=True)
+            w.log_path = Path(w.dir) / "worker-restart.log"
+            again = restore(w, tail_n, a.timeout, disk=True)
+            row = {"mappings": n, "value_encoding": filled["kind"], "fill_s": round(filled["s"], 1),
+                   "payload_bytes_per_mapping": round(filled["payload"] / n, 1),
+                   "changelog_bytes_per_mapping": round(log_disk / n, 1) if log_disk else None,
+                   "store_bytes_per_mapping": round(store_bytes / n, 1) if store_bytes else None}
+            row.update({f"fresh_{k}": v for k, v in fresh.items()})
+            row.update({f"restart_{k}": v for k, v in again.items()})
+            for k in ("fresh_log_tail", "restart_log_tail"):
+                if not row[k]:
+                    row.pop(k)
+            results.append(row)
+    rss = [r["restart_rss_mb"] for r in results]
+    return {"bench": "state", "store": "worker-disk", "smoke": a.smoke, "sizes": results,
+            "rss_ratio_largest_to_smallest": round(rss[-1] / rss[0], 2) if len(rss) >= 2 else None,
+            "targets": {"rss_ratio": 1.2, "rss_mb": 1024, "restart_s_at_10M": 10, "restore_per_s": 200_000},
+            "machine": H.machine()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (for the test suite)")
@@ -530,8 +609,9 @@ def main() -> None:
     ap.add_argument("--broker-dir", help="state dir of that broker (for on-disk bytes)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one restore")
-    ap.add_argument("--store", choices=["memory", "disk"], default="memory",
-                    help="memory: the worker's restore (default); disk: restore and restart of the on-disk store")
+    ap.add_argument("--store", choices=["memory", "disk", "worker-disk"], default="memory",
+                    help="memory: the worker's restore (default); disk: restore and restart of the on-disk store "
+                         "driven directly; worker-disk: the worker with --table-store disk, fresh and restarted")
     ap.add_argument("--dir", help="--store disk: parent of the work directory (default: the system temp dir)")
     for name in ("--disk-child", "--changelog", "--keys-dir"):
         ap.add_argument(name, help=argparse.SUPPRESS)
@@ -545,7 +625,7 @@ def main() -> None:
         return
     if a.smoke:
         a.sizes, a.timeout = [2000], 120.0
-    print(json.dumps(run_disk(a) if a.store == "disk" else run(a)))
+    print(json.dumps({"disk": run_disk, "worker-disk": run_worker_disk}.get(a.store, run)(a)))
 
 
 if __name__ == "__main__":
