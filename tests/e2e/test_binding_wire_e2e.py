@@ -40,7 +40,7 @@ def test_binary_and_old_json_bindings_are_applied_and_an_unknown_version_is_dead
                        subscriber=sub, session=f"S-{sub}", nas="192.0.2.10", at_ms=now_ms - 600_000)
 
     a, b = start("wire@isp.example", "100.72.0.1"), start("json@isp.example", "100.72.0.2")
-    future = b"\x02" + binding_wire.encode(a)[1:]
+    future = b"\x03" + binding_wire.encode(a)[1:]  # 2 is known since the protocol of NAT blocks
     w.start()
     p = producer(bootstrap)
     for b_, value in ((a, binding_wire.encode(a)), (b, b.to_json()), (a, future)):
