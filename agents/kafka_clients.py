@@ -185,6 +185,15 @@ def key_partition(key: bytes, partitions: int) -> int:
     return h % partitions
 
 
+def _partitions(producer: Any, topic: str) -> Any:
+    """The partition ids the producer's metadata knows for ``topic`` (empty if it has none: the
+    caller then leaves the choice to the producer's own partitioner)."""
+    try:
+        return producer._metadata.partitions_for_topic(topic) or ()
+    except AttributeError:
+        return ()
+
+
 def aio_batches(producer: Any) -> Hand:
     """``hand`` for an aiokafka producer and outputs ``(topic, key, value, partition[,
     timestamp_ms])`` (partition None = the producer's partitioner, murmur2 of the key as for
@@ -202,7 +211,7 @@ def aio_batches(producer: Any) -> Hand:
             width = widths.get(topic)
             if width is None:
                 await producer.client._wait_on_metadata(topic)
-                parts = producer._metadata.partitions_for_topic(topic) or ()
+                parts = _partitions(producer, topic)
                 width = widths[topic] = len(parts) if set(parts) == set(range(len(parts))) else 0
             if partition is None:  # exactly what ``producer.send`` would choose
                 if key is not None and width:
