@@ -16,8 +16,8 @@ The per-authority topics are created on first use with the configs the retention
 computed for the shared reply topic (same role, same promise; ``stream.policy`` plans the
 shared topic, whose configs the worker verifies at start-up) and one partition, and get
 heartbeats like every topic that can hold identifiers (sealed here, but the bound is kept
-anyway).  Installed as a Pipeline extension (``install(pipeline)``); a no-op if the topic
-layout has no query topics.
+anyway).  Built by ``agents.app.Pipeline`` (``Parts.answers``) when the topic layout has query
+topics.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 log = logging.getLogger("ipanon.answers")
 
@@ -52,28 +52,35 @@ def authority_of(value: Optional[bytes], *, claimed: bool = False) -> Optional[s
 
 
 class AnswerRouter:
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, app: Any, *, names: Any, plan: Any, settings: Any, count: Callable[..., None],
+                 flush: Callable[[], Awaitable[None]]) -> None:
+        """``app``: the Faust app (the agent, the timer, the per-authority topics); ``plan``: the
+        retention plan (None: the broker's defaults); ``settings``: heartbeat period and the
+        worker's Kafka settings; ``flush()``: publish what was queued and wait for the acks
+        (``Pipeline.ebb``)."""
         from .acl import authority_topic
 
-        self.p = pipeline
-        self.prefix = pipeline.names.prefix
+        self.app = app
+        self.settings = settings
+        self.count = count
+        self.flush = flush
+        self.prefix = names.prefix
         self._name = authority_topic
         self.topics: dict[str, Any] = {}
-        shared = pipeline.names.query_responses
-        plan = pipeline.plan
+        shared = names.query_responses
         try:
             self.configs = dict(plan.configs_for(shared)) if plan is not None else {}
         except Exception:  # the shared topic not in this plan: the broker's defaults
             self.configs = {}
         self.discovered = False
-        self.source = pipeline.app.topic(shared, key_serializer="raw", value_serializer="raw")
-        pipeline.app.agent(self.source, name="ipanon.answer-router")(self.run)
-        pipeline.app.timer(pipeline.settings.heartbeat_ms / 2000, name="ipanon.answer-router.heartbeat")(self.heartbeat)
+        self.source = app.topic(shared, key_serializer="raw", value_serializer="raw")
+        app.agent(self.source, name="ipanon.answer-router")(self.run)
+        app.timer(settings.heartbeat_ms / 2000, name="ipanon.answer-router.heartbeat")(self.heartbeat)
 
     async def topic_for(self, authority: str) -> Any:
         t = self.topics.get(authority)
         if t is None:
-            t = self.p.app.topic(self._name(self.prefix, authority), partitions=1, internal=True,
+            t = self.app.topic(self._name(self.prefix, authority), partitions=1, internal=True,
                                  key_serializer="raw", value_serializer="raw", config=self.configs or None)
             await t.maybe_declare()
             self.topics[authority] = t
@@ -95,22 +102,22 @@ class AnswerRouter:
                         # so nobody can make the worker create topics for invented names
                         claimed = authority_of(event.message.value, claimed=True)
                         if claimed is None or claimed not in self.topics:
-                            self.p.count("answers:not-routed")
+                            self.count("answers:not-routed")
                             continue
                         authority = claimed
                     t = await self.topic_for(authority)
                     t.send_soon(key=event.message.key, value=event.message.value, partition=0)
-                    self.p.count("answers:routed")
+                    self.count("answers:routed")
                 except Exception as e:  # never let one record kill the agent (faust-streaming #175)
                     log.error("answer router: could not copy a reply (%s)", type(e).__name__)
-                    self.p.count("answers:errors")
-            await self.p.ebb()
+                    self.count("answers:errors")
+            await self.flush()
 
     def _existing(self) -> list[str]:
         """Authorities whose reply topics already exist (so they get heartbeats after a restart)."""
         from .kafka_admin import admin_client
 
-        admin = admin_client(self.p.settings.bootstrap, self.p.settings.security)
+        admin = admin_client(self.settings.bootstrap, self.settings.security)
         try:
             head = self._name(self.prefix, "")
             return [t[len(head):] for t in admin.list_topics() if t.startswith(head) and AUTHORITY_ID.match(t[len(head):])]
@@ -132,9 +139,3 @@ class AnswerRouter:
                 t.send_soon(key=HEARTBEAT_KEY, value=None, partition=0, headers=HEARTBEAT_HEADERS)
         except Exception:
             log.exception("answer router: heartbeat failed; will retry")
-
-
-def install(pipeline: Any) -> Optional[AnswerRouter]:
-    if not hasattr(pipeline.names, "query_responses"):
-        return None
-    return AnswerRouter(pipeline)

@@ -211,18 +211,67 @@ class Pipeline:
         self._compose(parts)
 
     def _compose(self, parts: Parts) -> None:
-        """Build the optional components, in this order (the status page reads the metrics; the
-        canaries' figures go to the metrics registry)."""
-        from . import answer_router, canary, metrics, query_agent, stats_agent, web
+        """Build the optional components, each with what it uses, in this order: the query desk
+        before the audit verifier (its checkpoint key), the verifier before the metrics (they
+        export its result), the metrics before the status page and the canaries (which read or
+        feed them)."""
+        from .answer_router import AnswerRouter
+        from .canary import CanaryJob, schedule
+        from .metrics import CanaryCollector, Metrics, serve as serve_metrics
+        from .query_agent import QueryAgent
+        from .remote_lookup import RemoteLookups
+        from .stats_agent import StatsAgent, StatsPorts
+        from .web import AuditVerifier, Status, serve as serve_status
 
-        self.stats = stats_agent.install(self) if parts.stats else None
-        self.query = query_agent.install(self) if parts.query else None
-        self.metrics = metrics.install(self) if parts.metrics or parts.status else None
-        for stage in self.batch_stages:  # the stages built before the metrics existed
-            stage.metrics = self.metrics
-        self.status = web.install(self) if parts.status else None
-        self.answers = answer_router.install(self) if parts.answers else None
-        self.canaries = canary.install(self) if parts.canary else None
+        s, app, names = self.settings, self.app, self.names
+        self.stats = self.query = self.status = self.answers = self.canaries = None
+        if parts.stats:
+            self.stats = StatsAgent(app, settings=s, operators=self.operators, add_stage=self.add_batch_stage,
+                                    ports=StatsPorts(names=names, clock=self.clock, count=self.count,
+                                                     dead_letter_output=self.dead_letter_output))
+        if parts.query:
+            lookups = RemoteLookups(settings=s, names=names, seal=self.lookup_seal, requests=self.lookup_requests,
+                                    clock=self.clock, owns=self.owns, resolve=self.resolve,
+                                    active=lambda: self.table.active)
+            self.query = QueryAgent(app, settings=s, names=names, operators=self.operators, clock=self.clock,
+                                    count=self.count, dead_letter=self.dead_letter, on_holds=self._set_holds,
+                                    lookups=lookups)
+        verifier = None
+        if parts.status:
+            q = self.query
+            verifier = AuditVerifier(names.audit, bootstrap=s.bootstrap, security=s.security, clock=self.clock,
+                                     anchor_public=q.anchor_key.public_key() if q is not None else None,
+                                     checkpoint_ms=q.checkpoint_ms if q is not None else 3_600_000)
+        if parts.metrics or parts.status:  # the status page shows the metrics' figures
+            m = self.metrics = Metrics(self.operators, clock=self.clock, table=self.table, names=names,
+                                       vaults=self.vaults, holds=lambda: self.holds, app=app,
+                                       stages=self.batch_stages,
+                                       audit_state=(lambda: verifier.state) if verifier is not None else lambda: None)
+            self.on_count.append(m.on_count)
+            self.after_sweep.append(m.after_sweep)
+            serve_metrics(app, m)
+            for stage in self.batch_stages:  # the stages built before the metrics existed
+                stage.metrics = m
+        if parts.status:
+            self.status = Status(self.metrics, operators=self.operators, counters=self.counters, app_id=s.app_id,
+                                 table=self.table)
+            serve_status(app, self.status, verifier)
+        if parts.answers and hasattr(names, "query_responses"):
+            self.answers = AnswerRouter(app, names=names, plan=self.plan, settings=s, count=self.count, flush=self.ebb)
+        period = s.canary_period_ms
+        if parts.canary and period > 0:
+            job = self.canaries = CanaryJob(
+                period, operators=self.operators, settings=s, plan=self.plan, names=names,
+                changelog=self._changelog_name(), vaults=self.vaults, table=self.table, clock=self.clock,
+                count=self.count, make_topic=lambda name: app.topic(name, key_serializer="raw", value_serializer="raw"))
+            schedule(app, job)
+            self.after_sweep.append(job.after_sweep)
+            if self.metrics is not None:
+                self.metrics.registry.register(CanaryCollector(job, wall=self.metrics.wall))
+
+    def _set_holds(self, holds: Any) -> None:
+        """The holds agent's port: the sweeper and the mapping stage apply these from now on."""
+        self.holds = holds
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Erasure canaries in the worker (issue 19 part 1): inject, follow, measure.  Decisions (what a
 canary is, its records, what counts as gone, the bounds) live in ``stream.canary``.
 
-Installed as an extension (``install(pipeline)``); ``IPANON_CANARY_PERIOD_MS`` /
+Built by ``agents.app.Pipeline`` (``Parts.canary``) every ``IPANON_CANARY_PERIOD_MS`` /
 ``--canary-period-ms`` (default 300000 = one canary per operator every 5 min; 0 = off).
 
 - **inject** (every period): per operator, one Start + Stop pair (``stream.canary.records``)
@@ -36,7 +36,7 @@ import logging
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from stream import canary as C
 from stream import intervals as iv
@@ -74,12 +74,27 @@ class Tracked:
 
 
 class CanaryJob:
-    def __init__(self, pipeline: Any, period_ms: int) -> None:
-        self.p = pipeline
+    def __init__(self, period_ms: int, *, operators: Mapping[str, Any], settings: Any, plan: Any, names: Any,
+                 changelog: str, vaults: Mapping[str, Any], table: Any, clock: Callable[[], int],
+                 count: Callable[..., None], make_topic: Callable[[str], Any]) -> None:
+        """``settings``: partitions, sweeper period, data dir, Kafka clients; ``plan``: the
+        retention plan (None: no topic bounds); ``changelog``: the table's changelog topic name;
+        ``table``: the mapping table, read only (``active``, ``get_raw``); ``make_topic(name)``:
+        a raw-serialised Faust topic to produce to."""
+        self.operators = operators
+        self.settings = settings
+        self.plan = plan
+        self.names = names
+        self.changelog = changelog
+        self.vaults = vaults
+        self.table = table
+        self.clock = clock
+        self.count = count
+        self.make_topic = make_topic
         self.period_ms = period_ms
         self.scan_ms = max(1000, min(period_ms, MAX_SCAN_PERIOD_MS))
         self.pending: list[Tracked] = []
-        self.finished: dict[str, deque] = {op: deque(maxlen=KEEP_FINISHED) for op in pipeline.operators}
+        self.finished: dict[str, deque] = {op: deque(maxlen=KEEP_FINISHED) for op in operators}
         self.bounds: dict[tuple[str, str], Optional[int]] = {}
         self.promises: dict[str, int] = {}
         self._bounds()
@@ -96,17 +111,17 @@ class CanaryJob:
     # -- bounds (the plan's numbers) --------------------------------------------------------
 
     def _bounds(self) -> None:
-        p, s = self.p, self.p.settings
+        s = self.settings
         from .app import vault_grace_ms
 
-        plan = p.plan
-        for name, op in p.operators.items():
+        plan = self.plan
+        for name, op in self.operators.items():
             rows: dict[str, Optional[int]] = {}
             disk = None
             promise = op.policy.lawful_access.promise_ms if op.policy is not None else op.ttl_ms
             if plan is not None:
-                want = {p._changelog_name(): "changelog", p.names.bindings: "bindings",
-                        p.names.operator_raw(name): "raw"}
+                want = {self.changelog: "changelog", self.names.bindings: "bindings",
+                        self.names.operator_raw(name): "raw"}
                 for r in plan.rows:
                     if r.operator == name and r.topic in want:
                         rows[want[r.topic]] = r.bound_ms
@@ -115,7 +130,7 @@ class CanaryJob:
                     # the table TTL may be shortened (--ttl-ms): the disk bound moves with it
                     disk = ret.worst_case_ms - ret.ttl_ms + op.ttl_ms
             b = C.store_bounds(ttl_ms=op.ttl_ms, sweeper_period_ms=s.sweeper_period_ms,
-                               schedule_bucket_ms=SCHEDULE_BUCKET_MS, epoch_period_ms=p.vaults[name].period_ms,
+                               schedule_bucket_ms=SCHEDULE_BUCKET_MS, epoch_period_ms=self.vaults[name].period_ms,
                                key_grace_ms=vault_grace_ms(s), disk_bound_ms=disk, topic_rows=rows)
             self.promises[name] = promise
             for store, v in b.items():
@@ -125,24 +140,23 @@ class CanaryJob:
 
     async def inject(self) -> None:
         try:
-            for name in sorted(self.p.operators):
-                await self.inject_one(name, self.p.clock())
+            for name in sorted(self.operators):
+                await self.inject_one(name, self.clock())
         except Exception:
             log.exception("canary: injection failed; will retry")
-            self.p.count("canary_errors")
+            self.count("canary_errors")
 
     async def inject_one(self, name: str, now: int) -> Optional[Tracked]:
-        p = self.p
-        active = p.table.active
+        active = self.table.active
         if not active:
             return None
-        op = p.operators[name]
+        op = self.operators[name]
         seq = now
         end = now - now % 1000
         attr = op.policy.identity.radius_attribute if op.policy is not None else "User-Name"
         for k in range(16):
             rk = iv.routing_key(name, C.address(seq, k)).encode()
-            part = partition_for(rk, p.settings.partitions)
+            part = partition_for(rk, self.settings.partitions)
             if part in active:
                 break
         else:
@@ -150,36 +164,35 @@ class CanaryJob:
         recs = C.records(name, seq, end_ms=end, identity_attribute=attr, k=k)
         # the binding exactly as ingest will make it: the table key comes from it
         b = get_format(C.FORMAT).parse(recs[-1], operator=name, identity=attr)[0]
-        table_key = p.vaults[name].key(iv.slot_of(b), b.ip)
-        topic = p.app.topic(p.names.operator_raw(name), key_serializer="raw", value_serializer="raw")
+        table_key = self.vaults[name].key(iv.slot_of(b), b.ip)
+        topic = self.make_topic(self.names.operator_raw(name))
         headers = [("ipanon-format", C.FORMAT.encode()), ("ipanon-operator", name.encode()),
                    ("ipanon-source", C.SOURCE.encode())]
         md = None
         for r in recs:  # one key: one partition, in order
             fut = await topic.send(key=C.SOURCE.encode(), value=r, headers=headers)
             md = await fut
-        c = C.Canary(name, seq, end_ms=end, expiry_ms=end + op.ttl_ms, inserted_ms=p.clock())
+        c = C.Canary(name, seq, end_ms=end, expiry_ms=end + op.ttl_ms, inserted_ms=self.clock())
         t = Tracked(c, table_key=table_key, routing_key=rk, partition=part, marker=C.subscriber(name, seq).encode(),
                     address=str(b.ip.network_address), raw_partition=md.partition, raw_offset=md.offset)
         self.pending.append(t)
-        p.count("canaries_injected")
+        self.count("canaries_injected")
         log.info("canary: %s #%d injected (k=%d)", name, seq, k)  # synthetic: names no one
         return t
 
     # -- watch the table and the vault ------------------------------------------------------
 
     def watch(self, now: int) -> None:
-        p = self.p
         for t in self.pending:
             c = t.c
             if "table" in c.gone and (c.sealed_epoch is None or "epoch-key" in c.gone):
                 continue  # nothing left here to watch: only the topic scans remain (hours, on a real plan)
-            if t.partition not in p.table.active:
+            if t.partition not in self.table.active:
                 # moved to another worker (a rebalance): this one cannot read that table, and a
                 # figure it cannot finish would only rise; it is dropped, not measured
                 t.abandoned = True
                 continue
-            raw = p.table.get_raw(t.table_key)
+            raw = self.table.get_raw(t.table_key)
             if raw is not None and "table" not in c.present:
                 # in the table ⇒ every store upstream held it, and the disk may (conservative)
                 for s in ("raw", "bindings", "changelog", "disk", "epoch-key"):
@@ -196,7 +209,7 @@ class CanaryJob:
                 except Exception:
                     pass
             if c.sealed_epoch is not None:
-                c.saw("epoch-key", p.vaults[c.operator].ring.oldest_epoch <= c.sealed_epoch, now)
+                c.saw("epoch-key", self.vaults[c.operator].ring.oldest_epoch <= c.sealed_epoch, now)
         self._retire()
 
     def after_sweep(self, now_ms: int, expired: int, seconds: float) -> None:
@@ -204,7 +217,7 @@ class CanaryJob:
         The sweeper is what drops a canary and destroys its epoch key, so the figure then
         carries no polling delay and is comparable with the computed bound."""
         try:
-            self.watch(self.p.clock())
+            self.watch(self.clock())
         except Exception:
             log.exception("canary: watch failed; will retry")
 
@@ -212,12 +225,12 @@ class CanaryJob:
         keep = []
         for t in self.pending:
             if t.abandoned:
-                self.p.count("canaries_abandoned")
+                self.count("canaries_abandoned")
                 continue
             if t.c.done:
                 self.finished[t.c.operator].append(t.c)
                 self.outbox.extend(C.result_records(t.c, bounds=self.bounds, promise_ms=self.promises.get(t.c.operator)))
-                self.p.count("canaries_finished")
+                self.count("canaries_finished")
                 # no identifier in the line: the canary's number and its figures only
                 log.info("canary: %s #%d gone everywhere: %s", t.c.operator, t.c.seq, json.dumps(
                     {s: t.c.persistence_ms(s, 0) for s in C.STORES}
@@ -231,21 +244,21 @@ class CanaryJob:
         whose send fails stays queued for the next timer tick."""
         if not self.outbox:
             return
-        topic = self.p.app.topic(self.p.names.canary_results, key_serializer="raw", value_serializer="raw")
+        topic = self.make_topic(self.names.canary_results)
         while self.outbox:
             r = self.outbox[0]
             fut = await topic.send(key=r["operator"].encode(), value=json.dumps(r, sort_keys=True).encode())
             await fut
             self.outbox.pop(0)
             self.results_sent += 1
-            self.p.count("canary_results_sent")
+            self.count("canary_results_sent")
 
     async def _send_task(self) -> None:
         try:
             await self.send_results()
         except Exception:
             log.exception("canary: sending results failed; will retry")
-            self.p.count("canary_errors")
+            self.count("canary_errors")
         finally:
             self._sending = False
 
@@ -254,14 +267,14 @@ class CanaryJob:
             self._sending = True
             asyncio.ensure_future(self._send_task())
         try:
-            self.watch(self.p.clock())
+            self.watch(self.clock())
             if self._soon and not self._scanning:
                 self._soon = False
                 self._next_scan_ms = 0  # once per canary: outside the duty cap
                 asyncio.ensure_future(self.scan())
         except Exception:
             log.exception("canary: watch failed; will retry")
-            self.p.count("canary_errors")
+            self.count("canary_errors")
 
     # -- scan topics and disk ---------------------------------------------------------------
 
@@ -270,7 +283,7 @@ class CanaryJob:
         CPU-seconds is not followed by another for ``SCAN_DUTY_FACTOR × d`` (so scanning a large
         changelog partition takes at most 1 % of one core; the figure's resolution is then
         coarser, never its bound looser: a store is marked gone only when seen gone)."""
-        now = self.p.clock()
+        now = self.clock()
         if self._scanning or now < self._next_scan_ms:
             return
         todo = [t for t in self.pending if "table" in t.c.present]
@@ -280,7 +293,7 @@ class CanaryJob:
         self.last_scan_s = 0.0
         try:
             seen = await asyncio.to_thread(self._scan_sync, todo)
-            now = self.p.clock()
+            now = self.clock()
             for t, obs in zip(todo, seen):
                 for store, here in obs.items():
                     if store != "tombstone":
@@ -290,10 +303,10 @@ class CanaryJob:
             self._retire()
         except Exception:
             log.exception("canary: scan failed; will retry")
-            self.p.count("canary_errors")
+            self.count("canary_errors")
         finally:
             self._scanning = False
-            self._next_scan_ms = self.p.clock() + int(SCAN_DUTY_FACTOR * self.last_scan_s * 1000)
+            self._next_scan_ms = self.clock() + int(SCAN_DUTY_FACTOR * self.last_scan_s * 1000)
 
     def _scan_sync(self, todo: list[Tracked]) -> list[dict]:
         """Observations per canary.  Raw and bindings topics (delete policy) by offsets only: the
@@ -306,10 +319,9 @@ class CanaryJob:
 
         from .kafka_clients import Clients
 
-        p = self.p
         cpu0 = time.thread_time()  # the cap counts CPU, not the wait for the broker's answers
         if self._consumer is None:  # one consumer for every scan: making one costs more than a scan
-            self._consumer = Clients.of(p.settings).consumer(client_id="ipanon-canary", consumer_timeout_ms=10_000)
+            self._consumer = Clients.of(self.settings).consumer(client_id="ipanon-canary", consumer_timeout_ms=10_000)
         c = self._consumer
         out: list[dict] = [dict() for _ in todo]
         ok = False
@@ -317,7 +329,7 @@ class CanaryJob:
             # one offsets request for every partition involved, whatever the number of canaries
             checks = []
             for i, t in enumerate(todo):
-                for store, topic in (("raw", p.names.operator_raw(t.c.operator)), ("bindings", p.names.bindings)):
+                for store, topic in (("raw", self.names.operator_raw(t.c.operator)), ("bindings", self.names.bindings)):
                     if store not in t.c.gone:
                         part = t.found[store][0] if store in t.found else t.partition
                         checks.append((i, t, store, TopicPartition(topic, part)))
@@ -335,12 +347,12 @@ class CanaryJob:
                     by_part.setdefault(t.partition, []).append(i)
             for part, idx in by_part.items():
                 keys = {todo[i].table_key: i for i in idx}
-                here, tombs = _read_changelog(c, TopicPartition(p._changelog_name(), part), set(keys))
+                here, tombs = _read_changelog(c, TopicPartition(self.changelog, part), set(keys))
                 for k, i in keys.items():
                     out[i]["changelog"] = k in here
                     if k in tombs:
                         out[i]["tombstone"] = True
-            root = Path(p.settings.data_dir)
+            root = Path(self.settings.data_dir)
             want = [i for i, t in enumerate(todo) if "disk" not in t.c.gone]
             if want:
                 found = _on_disk(root, {n: i for i in want for n in (todo[i].table_key, todo[i].marker, todo[i].address)})
@@ -394,19 +406,9 @@ def _on_disk(root: Path, needles: dict) -> set:
     return found
 
 
-def install(pipeline: Any) -> Optional[CanaryJob]:
-    period = getattr(pipeline.settings, "canary_period_ms", 0)
-    if not period or period <= 0:
-        return None
-    job = CanaryJob(pipeline, period)
-    pipeline.canaries = job
-    pipeline.app.timer(period / 1000, name="ipanon.canary-inject")(job.inject)
-    pipeline.app.timer(WATCH_PERIOD_S, name="ipanon.canary-watch")(job.watch_timer)
-    pipeline.after_sweep.append(job.after_sweep)
-    pipeline.app.timer(job.scan_ms / 1000, name="ipanon.canary-scan")(job.scan)
-    m = getattr(pipeline, "metrics", None)
-    if m is not None:
-        from .metrics import CanaryCollector
-
-        m.registry.register(CanaryCollector(job, wall=m.wall))
-    return job
+def schedule(app: Any, job: CanaryJob) -> None:
+    """In a worker: the inject, watch and scan timers (the sweeper's listener and the metrics
+    collector are wired by the composition)."""
+    app.timer(job.period_ms / 1000, name="ipanon.canary-inject")(job.inject)
+    app.timer(WATCH_PERIOD_S, name="ipanon.canary-watch")(job.watch_timer)
+    app.timer(job.scan_ms / 1000, name="ipanon.canary-scan")(job.scan)

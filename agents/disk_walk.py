@@ -42,12 +42,12 @@ def walk(m: Any, now_ms: Optional[int] = None, slice_s: Optional[float] = None) 
     """``Metrics.walk`` over the disk store (same results, same slicing, same attributes set)."""
     mono = m.mono
     t_start = mono()
-    now = m.p.clock() if now_ms is None else now_ms
-    table = m.p.table
+    now = m.clock() if now_ms is None else now_ms
+    table = m.table
     st = table.disk
     epoch = getattr(table, "_epoch", 0)
-    vaults = getattr(m.p, "vaults", None)
-    ops = m.p.operators
+    vaults = m.vaults
+    ops = m.operators
     stale = {n: o.stale_after_ms for n, o in ops.items()}
     names = sorted(ops)
     index = {n: i for i, n in enumerate(names)}

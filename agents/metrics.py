@@ -1,6 +1,6 @@
 """Every Prometheus metric of the worker, in this one module (issue 7; DESIGN.md "Conventions").
 
-Installed into every worker as an extension (``install(pipeline)``, see ``agents.app``).  Three
+Built into every worker by ``agents.app.Pipeline`` (``Parts.metrics``) and served by ``serve``.  Three
 sources feed it, none of which touches the agents' hot loops with more than a dict update:
 
 - the pipeline's counters: ``Pipeline.count(name, n)`` calls ``Metrics.on_count``; a name
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -128,13 +128,30 @@ def _label_safe(value: str, limit: int = 64) -> str:
 class Metrics:
     """All of the worker's metrics, on a registry of its own (one per pipeline)."""
 
-    def __init__(self, pipeline: Any, *, registry: Optional[CollectorRegistry] = None,
+    def __init__(self, operators: Mapping[str, Any], *, clock: Callable[[], int], table: Any,
+                 names: Any = None, vaults: Optional[Mapping[str, Any]] = None,
+                 holds: Callable[[], Any] = lambda: None, app: Any = None, stages: Sequence[Any] = (),
+                 audit_state: Callable[[], Any] = lambda: None, registry: Optional[CollectorRegistry] = None,
                  wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
-        self.p = pipeline
+        """``operators``: name → ``OperatorRuntime``; ``table``: the mapping table, read only
+        (``data``, ``active``, ``key_partition()``, ``restored``); ``names``: the topic names
+        (``agents.topics.Topics``: topic roles, lag sources); ``vaults``: name → ``Vault`` (None:
+        plain values); ``holds()``: the current ``HoldSet`` or None; ``app``: the Faust app whose
+        consumer's lag is reported; ``stages``: the batch stages (``lag()``), a list the worker
+        may still extend; ``audit_state()``: the audit verifier's last result or None."""
+        self.operators = operators
+        self.clock = clock
+        self.table = table
+        self.names = names
+        self.vaults = vaults
+        self._holds = holds  # (self.holds is the hold commands' counter)
+        self.app = app
+        self.stages = stages
+        self._audit_state = audit_state
         self.wall = wall
         self.mono = mono
         self.registry = r = registry or CollectorRegistry()
-        ops = sorted(pipeline.operators)
+        ops = sorted(operators)
         self.operator_names = set(ops)
 
         def counter(name, doc, labels=()):
@@ -200,7 +217,7 @@ class Metrics:
         self.up = Gauge("ipanon_worker_start_timestamp_seconds", "Unix time this worker started", registry=r)
         self.up.set(wall())
         for name in ops:
-            op = pipeline.operators[name]
+            op = operators[name]
             self.ttl.labels(name).set(op.ttl_ms / 1000)
             for purpose, promise_ms in promises_of(op).items():
                 self.promise.labels(name, purpose).set(promise_ms / 1000)
@@ -223,7 +240,6 @@ class Metrics:
         #: the last few expiry events for the status page: (unix seconds, intervals dropped)
         self.recent_expiries: list[tuple[float, int]] = []
         self.registry.register(_StateCollector(self))
-        pipeline.on_count.append(self.on_count)
 
     # -- counters ----------------------------------------------------------------------------
 
@@ -273,7 +289,7 @@ class Metrics:
         cached_at, cached_now, cached = self._scan
         if now_ms is None:
             if self.background:
-                return (cached_now if cached_now is not None else self.p.clock()), cached
+                return (cached_now if cached_now is not None else self.clock()), cached
             if self.mono() - cached_at < self._reuse_s():
                 return cached_now, cached
         for _ in self.walk(now_ms):
@@ -308,21 +324,21 @@ class Metrics:
         ``open_budget`` per walk.  Keys not opened yet (a large table just recovered) are
         reported as ``ipanon_compliance_scan_pending`` and picked up by the next walks.  A table
         on disk is walked from the store, its summaries kept there (``agents.disk_walk``)."""
-        if getattr(self.p.table, "disk", None) is not None:
+        if getattr(self.table, "disk", None) is not None:
             from .disk_walk import walk as disk_walk
 
             yield from disk_walk(self, now_ms, slice_s)
             return
         mono = self.mono
         t_start = mono()
-        now = self.p.clock() if now_ms is None else now_ms
-        table = self.p.table
+        now = self.clock() if now_ms is None else now_ms
+        table = self.table
         epoch = getattr(table, "_epoch", 0)
         store = getattr(table.data, "data", table.data)  # a Faust MemoryStore's own dict
         # values are sealed per operator epoch when the pipeline has vaults (crypto-shredding,
         # agents/vault.py): ``Vault.open(key, raw) -> (network, intervals)``; plain encoding before
-        vaults = getattr(self.p, "vaults", None)
-        ops = self.p.operators
+        vaults = self.vaults
+        ops = self.operators
         stale = {n: o.stale_after_ms for n, o in ops.items()}
         names = sorted(ops)
         index = {n: i for i, n in enumerate(names)}
@@ -418,8 +434,8 @@ class Metrics:
         """Table keys an active legal hold may cover (each hold names one address or at most a
         /64: the keys of its address's containing networks, both slots), each with a factory
         ``f(network) -> is_held(interval)``.  Empty without holds or vaults."""
-        holds = getattr(self.p, "holds", None)
-        vaults = getattr(self.p, "vaults", None)
+        holds = self._holds()
+        vaults = self.vaults
         if not holds or not getattr(holds, "holds", ()) or not vaults:
             return {}
         out: dict = {}
@@ -449,7 +465,7 @@ class Metrics:
         partition read by two consumers (bindings: mapping stage and stats stage) reports the
         larger lag."""
         out = self.faust_lag()
-        for stage in getattr(self.p, "batch_stages", ()):
+        for stage in self.stages:
             try:
                 lags = stage.lag()
             except Exception:  # noqa: BLE001 - a scrape never fails for one stage
@@ -465,14 +481,16 @@ class Metrics:
         consumer), the high-water mark the next offset to be written; a caught-up partition
         has lag 0.  Partitions not read yet count from the committed offset, and with neither
         from offset 0 — every assigned partition has a series, so "no series" never hides lag."""
-        app = self.p.app
+        app = self.app
         out: dict[tuple[str, int], int] = {}
+        if app is None or self.names is None:
+            return out
         try:
             consumer = app.consumer
             assignment = consumer.assignment()
         except Exception:  # not started yet
             return out
-        n = self.p.names
+        n = self.names
         sources = set(n.raw) | {n.bindings, n.lookup_requests, f"{n.prefix}-query-requests", n.consent}
         read = getattr(consumer, "_read_offset", {}) or {}
         committed = getattr(consumer, "_committed_offset", {}) or {}
@@ -501,9 +519,9 @@ class Metrics:
 
     def audit_state(self) -> Optional[dict]:
         """The audit trail's verification state, if anything in the worker verifies it:
-        ``pipeline.audit_state`` (a dict ``{"ok": bool, "records": int, "checked_ms": int,
-        "detail": str}``) set by whichever extension reads the trail (``agents.web`` does)."""
-        st = getattr(self.p, "audit_state", None)
+        the ``audit_state()`` port (a dict ``{"ok": bool, "records": int, "checked_ms": int,
+        "detail": str}``, from ``agents.web.AuditVerifier``)."""
+        st = self._audit_state()
         return st if isinstance(st, dict) else None
 
     def render(self) -> bytes:
@@ -526,7 +544,7 @@ class Metrics:
         topic, ``changelog`` for Faust changelogs, ``other`` for anything foreign)."""
         role = self._roles.get(topic)
         if role is None:
-            n = self.p.names
+            n = self.names
             if topic in n.raw:
                 role = "raw"
             elif topic.endswith("-changelog"):
@@ -573,7 +591,7 @@ class _StateCollector:
                                   "promise (must stay < 1)", labels=("operator", "purpose"))
         overdue = GaugeMetricFamily("ipanon_expiry_overdue_seconds", "How far past its expiry instant the most "
                                     "overdue raw mapping is (0 = the sweeper keeps up)", labels=("operator",))
-        for name in sorted(m.p.operators):
+        for name in sorted(m.operators):
             st = states.get(name, OperatorState())
             live.add_metric([name], st.intervals)
             cur.add_metric([name], st.current)
@@ -581,7 +599,7 @@ class _StateCollector:
             keys.add_metric([name], st.keys)
             age.add_metric([name], st.age_ms(now_ms) / 1000)
             overdue.add_metric([name], st.overdue_ms / 1000)
-            pol = getattr(m.p.operators[name], "policy", None)
+            pol = getattr(m.operators[name], "policy", None)
             if pol is not None:
                 ratio.add_metric([name, TABLE_PURPOSE], st.ratio(now_ms, pol.lawful_access.promise_ms))
         yield from (live, cur, held, keys, age, ratio, overdue)
@@ -592,7 +610,7 @@ class _StateCollector:
         errs = GaugeMetricFamily("ipanon_compliance_scan_errors", "Table values the last scan could not decode")
         errs.add_metric([], m.scan_errors)
         yield errs
-        table = getattr(m.p, "table", None)
+        table = m.table
         rest = GaugeMetricFamily("ipanon_mapping_table_restored", "1 once every assigned partition of the mapping "
                                  "table is restored from its changelog, 0 while restoring (figures above are partial)")
         rest.add_metric([], 1 if getattr(table, "restored", True) else 0)
@@ -684,22 +702,17 @@ def _known_formats() -> set[str]:
 from .kafka_io import HEARTBEAT_KEY, record_headers  # noqa: E402
 
 
-def install(pipeline: Any) -> Metrics:
-    """Extension entry point: metrics, the sensor, and ``GET /metrics`` on the worker's web
-    server (Prometheus text format 0.0.4)."""
-    m = Metrics(pipeline)
-    pipeline.metrics = m
-    pipeline.app.sensors.add(_sensor_class()(m))
-    pipeline.after_sweep.append(m.after_sweep)
+def serve(app: Any, m: Metrics) -> None:
+    """In a worker: the Faust sensor, the background compliance walk and ``GET /metrics`` on
+    the worker's web server (Prometheus text format 0.0.4)."""
+    app.sensors.add(_sensor_class()(m))
     m.background = True  # scrapes read the background walk's result; they never walk themselves
-    pipeline.app.timer(SCAN_CACHE_S, name="ipanon.compliance-walk")(m.walk_in_background)
+    app.timer(SCAN_CACHE_S, name="ipanon.compliance-walk")(m.walk_in_background)
 
-    @pipeline.app.page("/metrics", name="ipanon-metrics")
+    @app.page("/metrics", name="ipanon-metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type=; the header carries it whole
         return web.bytes(m.render(), headers={"Content-Type": CONTENT_TYPE})
-
-    return m
 
 
 class CanaryCollector:

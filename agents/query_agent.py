@@ -1,6 +1,6 @@
 """The guarded query agent (issue 6) and legal holds (issue 4): one desk, one audit writer.
 
-Installed into every worker by ``agents.app.Pipeline`` (``install(pipeline)``).  It runs the
+Built into every worker by ``agents.app.Pipeline`` (``Parts.query``).  It runs the
 pure ``stream.access.QueryDesk`` on the lawful-access inbox and acts on its decisions:
 
     <prefix>-query-requests   1 partition, role raw.  Requests and approvals (key = authority
@@ -11,7 +11,7 @@ pure ``stream.access.QueryDesk`` on the lawful-access inbox and acts on its deci
     <prefix>-audit            1 partition, kept.  The hash chain; this agent is its one writer.
     <prefix>-holds            1 partition, compacted.  Active holds (key = hold id, value = the
                               hold as JSON; a tombstone when released or lapsed).  Every worker
-                              reads it without a consumer group and sets ``pipeline.holds``.
+                              reads it without a consumer group and hands it to ``on_holds``.
     <prefix>-query-state      1 partition, compacted, one key (``desk``).  The desk's snapshot.
 
 **One writer.**  The inbox has one partition, so in a consumer group exactly one worker owns
@@ -59,7 +59,7 @@ import os
 import tomllib
 import zlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from stream.access import Decision, JunkLedger, Policy, QueryDesk, Registry, is_junk
 from stream.audit import AuditChain, canonical
@@ -238,15 +238,25 @@ def _apply_hold_record(holds: dict[str, LegalHold], key: Optional[bytes], value:
 class QueryAgent:
     """The desk, the audit writer and the hold keeper of one worker (see module doc)."""
 
-    def __init__(self, pipeline: Any) -> None:
-        self.p = p = pipeline
-        s = p.settings
+    def __init__(self, app: Any, *, settings: Any, names: Any, operators: Mapping[str, Any],
+                 clock: Callable[[], int], count: Callable[..., None], dead_letter: Callable[..., None],
+                 on_holds: Callable[[HoldSet], None], lookups: RemoteLookups) -> None:
+        """``app``: the Faust app the agent, timers and topics belong to; ``dead_letter(event,
+        reason, detail)``: the worker's dead-letter writer; ``on_holds(holds)``: receives every
+        new ``HoldSet`` (the sweeper and the mapping stage apply it); ``lookups``: resolution on
+        whichever worker owns each address (``agents.remote_lookup``)."""
+        self.settings = s = settings
+        self.names = names
+        self.operators = operators
+        self.clock = clock
+        self.count = count
+        self.dead_letter = dead_letter
+        self.on_holds = on_holds
         adir, sdir = registry_dirs(s)
         self.registry = Registry.load(adir, sdir)  # ConfigError: the worker does not start
         self.policy = load_policy(s)
-        n = p.names
+        n = names
         raw = dict(key_serializer="raw", value_serializer="raw")
-        app = p.app
         self.inbox = app.topic(n.query_requests, **raw)
         self.responses = app.topic(n.query_responses, **raw)
         self.audit = app.topic(n.audit, **raw)
@@ -261,9 +271,7 @@ class QueryAgent:
         self.anchored: tuple[Optional[str], int] = (None, 0)  # (head, ms) of the last checkpoint written
         self.junk = JunkLedger([*self.registry.authorities, *self.registry.staff])
         self.junk_interval_ms = 10 * int(s.heartbeat_ms)  # one summary per identity and reason per interval
-        p.audit_anchor_public = self.anchor_key.public_key()
-        p.audit_checkpoint_ms = self.checkpoint_ms
-        self.lookups = RemoteLookups(p)  # resolution on whichever worker owns each address
+        self.lookups = lookups
         self.chain = AuditChain()
         self.offset = -1           # last inbox offset decided (from the snapshot)
         self.owned = False         # this worker holds the inbox partition
@@ -279,7 +287,7 @@ class QueryAgent:
             self.view, self.view_next = read_holds(s.bootstrap, n.holds)
         except Exception as e:  # the start-up check has verified the topic; a read error is transient
             log.warning("holds: could not read %s at start-up (%s); will keep trying", n.holds, type(e).__name__)
-        p.holds = HoldSet.of(self.view.values())
+        on_holds(HoldSet.of(self.view.values()))
         app.agent(self.inbox, name="ipanon.query")(self.run)
         app.timer(1.0, name="ipanon.query.tick")(self.tick)
         app.timer(s.heartbeat_ms / 2000, name="ipanon.query.heartbeat")(self.heartbeat)
@@ -307,11 +315,11 @@ class QueryAgent:
         # holds share the authority's request budget; the lambda follows desk reloads
         charge = lambda authority, now: self.desk.charge(authority, now)  # noqa: E731
         if state is None:
-            return HoldDesk(self.registry, self.policy, self.p.operators, charge)
-        return HoldDesk.from_dict(state, self.registry, self.policy, self.p.operators, charge)
+            return HoldDesk(self.registry, self.policy, self.operators, charge)
+        return HoldDesk.from_dict(state, self.registry, self.policy, self.operators, charge)
 
     def _load_sync(self) -> tuple[QueryDesk, AuditChain, dict, int, dict]:
-        n, b = self.p.names, self.p.settings.bootstrap
+        n, b = self.names, self.settings.bootstrap
         rec = last_record(b, n.audit)
         chain = AuditChain.resume(rec.value if rec is not None else None)
         snap = last_record(b, n.query_state)
@@ -369,7 +377,7 @@ class QueryAgent:
         """Unauthenticated input: counted per claimed identity, audited later as a summary."""
         ident = self.junk.identity(key)
         self.junk.add(ident, reason or "unknown", now)
-        self.p.count(f"query:junk_{ident}")
+        self.count(f"query:junk_{ident}")
 
     async def emit(self, d: Decision, now: int, key: Optional[bytes] = None) -> None:
         """Audit a decision, send its reply, and answer it when it is ready."""
@@ -381,7 +389,7 @@ class QueryAgent:
                 self._audit(ev, now)
         if d.reply is not None:
             self._reply(d.request_id, d.reply)
-        self.p.count(f"query:{d.status}" + (f":{d.reason}" if d.reason else ""))
+        self.count(f"query:{d.status}" + (f":{d.reason}" if d.reason else ""))
         log.info("query: %s %s%s", d.request_id, d.status, f" ({d.reason})" if d.reason else "")
         if d.status != "ready":
             return
@@ -397,12 +405,12 @@ class QueryAgent:
                          "reason": "resolution-failed", "detail": type(e).__name__}, now)
             self._reply(d.request_id, {"type": "status", "v": 1, "request_id": d.request_id,
                                        "status": "refused", "reason": "resolution-failed", "ts_ms": now})
-            self.p.count("query:resolution-failed")
+            self.count("query:resolution-failed")
             return
         self._reply(a.request_id, a.reply)
         for ev in a.events:
             self._audit(ev, now)
-        self.p.count("query:answered")
+        self.count("query:answered")
         log.info("query: %s answered", a.request_id)
 
     # -- resolution -------------------------------------------------------------------------
@@ -424,7 +432,7 @@ class QueryAgent:
         unknown: list[dict] = []
         ambiguous = 0
         asks = [{"operator": op, "ip": a, "port": port, "from_ms": from_ms, "to_ms": to_ms, "proto": proto}
-                for op in sorted(self.p.operators) for a in addrs]
+                for op in sorted(self.operators) for a in addrs]
         for q, r in zip(asks, await self.lookups.resolve_many(asks)):
             op, a = q["operator"], q["ip"]
             if r is None or r.get("status") not in ("ok", "no-data", "ambiguous", "end-unknown"):
@@ -473,15 +481,15 @@ class QueryAgent:
             self._out.append((self.holds_topic, d.publish.hold_id.encode(), canonical(d.publish.to_dict()), 0))
         if d.unpublish is not None:
             self._out.append((self.holds_topic, d.unpublish.encode(), None, 0))  # tombstone: compacted away
-        self.p.count(f"holds:{d.status}" + (f":{d.reason}" if d.reason else ""))
+        self.count(f"holds:{d.status}" + (f":{d.reason}" if d.reason else ""))
         log.info("holds: %s %s%s", d.hold_id, d.status, f" ({d.reason})" if d.reason else "")
 
     async def holds_view(self) -> None:
-        """Every worker: follow the holds topic (no consumer group) and keep ``pipeline.holds``
-        current for the sweeper."""
+        """Every worker: follow the holds topic (no consumer group) and hand each new hold set
+        to ``on_holds`` (the sweeper's and the mapping stage's)."""
         from aiokafka import TopicPartition
 
-        s, topic = self.p.settings, self.p.names.holds
+        s, topic = self.settings, self.names.holds
         while True:
             c = Clients.of(s).aio_consumer(client_id="ipanon-holds-view", group_id=None)
             try:
@@ -497,7 +505,7 @@ class QueryAgent:
                             self.view_next = r.offset + 1
                             changed |= _apply_hold_record(self.view, r.key, r.value)
                     if changed:
-                        self.p.holds = HoldSet.of(self.view.values())
+                        self.on_holds(HoldSet.of(self.view.values()))
                         log.info("holds: %d active", len(self.view))
             except asyncio.CancelledError:
                 raise
@@ -533,31 +541,30 @@ class QueryAgent:
     async def run(self, stream: Any) -> None:
         from .app import is_heartbeat
 
-        p = self.p
         async for events in stream.take_events(256, within=0.005):
             async with self.lock:
                 if self.stale:
                     await self.reload()
-                now = p.clock()
+                now = self.clock()
                 for event in events:
                     if is_heartbeat(event):
                         continue
                     msg = event.message
                     if msg.offset <= self.offset:
-                        p.count("query:already-decided")  # re-delivered after a restart
+                        self.count("query:already-decided")  # re-delivered after a restart
                         continue
                     try:
                         await self.decide(msg.value, msg.key, now)
                     except Exception as e:  # never let one record kill the agent (#175)
                         log.exception("query: unexpected error; record dead-lettered")
-                        p.dead_letter(event, "internal-error", type(e).__name__)
+                        self.dead_letter(event, "internal-error", type(e).__name__)
                     self.offset = msg.offset
                 if self.dirty:
                     try:
                         await self.save(now)
                     except Exception:  # reload what actually reached the broker before going on
                         log.exception("query: delivering a batch's outputs failed; reloading state")
-                        p.count("query:save-errors")
+                        self.count("query:save-errors")
                         self.stale = True
 
     async def tick(self) -> None:
@@ -569,7 +576,7 @@ class QueryAgent:
             async with self.lock:
                 if self.stale:
                     await self.reload()
-                now = self.p.clock()
+                now = self.clock()
                 for d in self.desk.expire(now):
                     await self.emit(d, now)
                     self.dirty = True
@@ -579,11 +586,11 @@ class QueryAgent:
                 for ev in self.junk.flush(now, self.junk_interval_ms):
                     self._audit(ev, now)
                     self.dirty = True
-                if self.dirty or now - self.saved_ms >= self.p.settings.heartbeat_ms // 2:
+                if self.dirty or now - self.saved_ms >= self.settings.heartbeat_ms // 2:
                     await self.save(now)
         except Exception:
             log.exception("query: tick failed; will retry")
-            self.p.count("query:tick-errors")
+            self.count("query:tick-errors")
 
     async def heartbeat(self) -> None:
         """Heartbeats on the inbox, responses and holds topics (their segments must roll for
@@ -591,13 +598,9 @@ class QueryAgent:
         from .app import HEARTBEAT_HEADERS
 
         try:
-            parts = {self.inbox: 1, self.holds_topic: 1, self.responses: self.p.settings.partitions}
+            parts = {self.inbox: 1, self.holds_topic: 1, self.responses: self.settings.partitions}
             for topic, n in parts.items():
                 for part in range(n):
                     topic.send_soon(key=HEARTBEAT_KEY, value=None, partition=part, headers=HEARTBEAT_HEADERS)
         except Exception:
             log.exception("query: heartbeat failed; will retry")
-
-
-def install(pipeline: Any) -> QueryAgent:
-    return QueryAgent(pipeline)

@@ -29,7 +29,7 @@ import asyncio
 import ipaddress
 import logging
 import uuid
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from stream.errors import CryptoError, Rejected
 
@@ -44,8 +44,21 @@ TIMEOUT_S = 30.0
 
 
 class RemoteLookups:
-    def __init__(self, pipeline: Any, *, timeout_s: float = TIMEOUT_S) -> None:
-        self.p = pipeline
+    def __init__(self, *, settings: Any, names: Any, seal: Any, requests: Any, clock: Callable[[], int],
+                 owns: Callable[[str, Any], bool], resolve: Callable[..., dict],
+                 active: Callable[[], Iterable[int]] = tuple, timeout_s: float = TIMEOUT_S) -> None:
+        """``seal``: the deployment's ``LookupSeal``; ``requests``: the lookup request topic (a
+        Faust topic); ``owns(operator, net)`` / ``resolve(operator, ip, port, from_ms, to_ms[,
+        proto=])``: this worker's own table partitions (``Pipeline.owns``, ``Pipeline.resolve``);
+        ``active()``: those partitions' numbers (logged)."""
+        self.settings = settings
+        self.names = names
+        self.seal = seal
+        self.requests = requests
+        self.clock = clock
+        self.owns = owns
+        self.resolve = resolve
+        self.active = active
         self.timeout_s = timeout_s
         self.tag = f"desk-{uuid.uuid4().hex[:12]}"
         self._waiting: dict[str, asyncio.Future] = {}
@@ -66,7 +79,7 @@ class RemoteLookups:
                 return
             from aiokafka import TopicPartition
 
-            s, topic = self.p.settings, self.p.names.lookup_responses
+            s, topic = self.settings, self.names.lookup_responses
             c = Clients.of(s).aio_consumer(client_id="ipanon-desk-lookups", group_id=None)
             await c.start()
             try:
@@ -81,7 +94,7 @@ class RemoteLookups:
             self._consumer = c
             self._task = asyncio.ensure_future(self._pump())
             log.info("lookups: asking other workers through %s (this worker holds partitions %s)",
-                     self.p.names.lookup_requests, sorted(self.p.table.active))
+                     self.names.lookup_requests, sorted(self.active()))
 
     async def _pump(self) -> None:
         while True:
@@ -102,7 +115,7 @@ class RemoteLookups:
                     if fut is None:
                         continue
                     try:
-                        ans = self.p.lookup_seal.open_answer(r.value, request_id=rid)
+                        ans = self.seal.open_answer(r.value, request_id=rid)
                     except CryptoError:  # not sealed for this request under our key: ignored
                         continue
                     self._waiting.pop(rid, None)
@@ -134,9 +147,9 @@ class RemoteLookups:
             self._waiting[rid] = fut
             ids.append(rid)
             futs.append(fut)
-            part = request_partition(q["operator"], q["ip"], self.p.settings.partitions)
-            value = self.p.lookup_seal.seal_request(q, request_id=rid, partition=part, now_ms=self.p.clock())
-            outs.append((self.p.lookup_requests, None, value, part))
+            part = request_partition(q["operator"], q["ip"], self.settings.partitions)
+            value = self.seal.seal_request(q, request_id=rid, partition=part, now_ms=self.clock())
+            outs.append((self.requests, None, value, part))
         self.remote += len(queries)
         await send_all(faust_sends, outs)  # acknowledged by the broker
         await asyncio.wait(futs, timeout=self.timeout_s)
@@ -149,12 +162,12 @@ class RemoteLookups:
     def _local(self, q: dict) -> Optional[dict]:
         """Answered here if this worker owns the partition (None: ask the owner)."""
         net = ipaddress.ip_network(q["ip"])
-        if not self.p.owns(q["operator"], net):
+        if not self.owns(q["operator"], net):
             return None
         try:
             args = (q["operator"], q["ip"], q.get("port"), q["from_ms"], q["to_ms"])
             # the flow's protocol only when the lookup names one (stream.mapping.resolve)
-            return self.p.resolve(*args) if q.get("proto") is None else self.p.resolve(*args, proto=q["proto"])
+            return self.resolve(*args) if q.get("proto") is None else self.resolve(*args, proto=q["proto"])
         except Rejected as e:  # same contract as the lookup agent's answers
             return {"status": "refused", "reason": e.reason}
         except Exception:

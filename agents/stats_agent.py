@@ -41,7 +41,8 @@ import json
 import logging
 import os
 from collections import defaultdict
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
 
 from stream import binding_wire
 from stream.aggregate import Aggregator, contribution, decode_contribution, encode_contribution
@@ -163,12 +164,26 @@ class ConsentFollower:
             await self._progress.wait()
 
 
+@dataclass(frozen=True)
+class StatsPorts:
+    """What the batch loops use of the worker: topic names, clock, counter, dead letters."""
+
+    names: Any
+    clock: Callable[[], int]
+    count: Callable[..., None]
+    dead_letter_output: Callable[..., Any]  # (record, headers, reason, detail) -> an output
+
+
 class StatsAgent:
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, app: Any, *, settings: Any, operators: Mapping[str, Any], ports: StatsPorts,
+                 add_stage: Callable[..., Any]) -> None:
+        """``app``: the Faust app (tasks, timer, the aggregates topic); ``add_stage(name, topics,
+        handle, role=)``: a started ``agents.batch.BatchStage`` in the stage's consumer group
+        (``Pipeline.add_batch_stage``)."""
         from .runtime import keys_dir
 
-        self.p = p = pipeline
-        s = p.settings
+        self.p = p = ports  # the batch loops below read their ports as self.p
+        s = settings
         self.keys_dir = keys_dir(s)
         self.late_ms = _env_ms(s, "IPANON_STATS_LATE_MS", s.ingest_lag_ms)
         idle_ms = _env_ms(s, "IPANON_STATS_IDLE_MS", 10_000)
@@ -176,30 +191,29 @@ class StatsAgent:
         now = p.clock()
         self.builders: dict[str, StatsBuilder] = {}
         k = {}
-        for name, op in p.operators.items():
+        for name, op in operators.items():
             pol = op.policy
             if pol is None:
                 raise ConfigError(f"operator {name}: the statistics extension needs its loaded profile")
             ring = ratchet_store.load_or_create(self.keys_dir, name, epoch=self._live_epoch(pol, now))
             self.builders[name] = StatsBuilder(pol, ring)
             k[name] = pol.statistics.k
-        self.consent_required = {n for n, op in p.operators.items() if op.policy.statistics.consent_required}
+        self.consent_required = {n for n, op in operators.items() if op.policy.statistics.consent_required}
         # one aggregator per partition of <prefix>-aggregate-parts this worker owns: every cell
         # has one owner (stream.aggregate, issue 21)
         self.k, self._grace_ms, self._idle_ms = k, grace_ms, idle_ms
         self.aggregators: dict[int, Aggregator] = {}
-        self.aggregates = p.app.topic(p.names.aggregates, internal=True, partitions=s.partitions,
+        self.aggregates = app.topic(p.names.aggregates, internal=True, partitions=s.partitions,
                                       key_serializer="raw", value_serializer="raw")
         self.consent = ConsentFollower(s.bootstrap, p.names.consent)
-        p.app.task(self._consent_task)
+        app.task(self._consent_task)
         # stateless: a plain aiokafka batch loop in its own consumer group (agents.batch)
-        self.stage = p.add_batch_stage("stats", [p.names.bindings], self.handle_batch, role="bindings")
+        self.stage = add_stage("stats", [p.names.bindings], self.handle_batch, role="bindings")
         self.stage.count_in = False  # the mapping stage already counts bindings read
-        self.agg_stage = st = p.add_batch_stage("aggregate", [p.names.aggregate_parts], self.handle_parts,
-                                                role="aggregate")
+        self.agg_stage = st = add_stage("aggregate", [p.names.aggregate_parts], self.handle_parts, role="aggregate")
         st.count_in = False
         st.commit_hook, st.assign_hook, st.revoke_hook = self._commit_at, self._assigned, self._revoked
-        p.app.timer(KEYS_TICK_S, name="ipanon.stats-keys")(self._tick)
+        app.timer(KEYS_TICK_S, name="ipanon.stats-keys")(self._tick)
 
     def _live_epoch(self, pol: Any, now: int) -> int:
         """The oldest epoch that can still receive records at ``now``."""
@@ -441,7 +455,3 @@ def record_ids(seed: bytes, policy: Any, bindings: list[Binding]) -> list[str]:
 
     builder = StatsBuilder(policy, Keyring.create(policy.name, seed))
     return [x.record["id"] for x in builder.build_many(bindings)]
-
-
-def install(pipeline: Any) -> StatsAgent:
-    return StatsAgent(pipeline)

@@ -15,7 +15,7 @@ only operator names from the configuration and counts.
 
 The audit trail (``<prefix>-audit``) is verified here too, every ``AUDIT_CHECK_S``, with
 ``stream.audit.verify_anchored`` from seq 0 (the topic keeps records for ever, so a missing
-beginning is an attack) and the desk's signed checkpoints.  The result is ``pipeline.audit_state``,
+beginning is an attack) and the desk's signed checkpoints.  The result is ``AuditVerifier.state``,
 which the metrics module exports as ``ipanon_audit_chain_ok``.
 """
 
@@ -26,7 +26,7 @@ import html
 import logging
 import time
 from collections import deque
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from stream.config import format_duration
 
@@ -40,9 +40,16 @@ AUDIT_CHECK_S = 15.0
 class Status:
     """Samples ``Metrics`` into a history and renders the page."""
 
-    def __init__(self, pipeline: Any) -> None:
-        self.p = pipeline
-        self.m = pipeline.metrics
+    def __init__(self, metrics: Any, *, operators: Mapping[str, Any], counters: Mapping[str, int], app_id: str,
+                 table: Any) -> None:
+        """``metrics``: the worker's ``agents.metrics.Metrics`` (every figure comes from there or
+        ``counters``, the worker's live counter dict); ``table``: the mapping table, read only
+        (``active``, ``restored``, ``restore_stats``)."""
+        self.m = metrics
+        self.operators = operators
+        self.counters = counters
+        self.app_id = app_id
+        self.table = table
         self.history: deque[dict] = deque(maxlen=HISTORY)
         self.started = time.time()
 
@@ -50,12 +57,12 @@ class Status:
 
     def sample(self) -> dict:
         """One snapshot of every figure the page shows (also the ``/status.json`` body)."""
-        p, m = self.p, self.m
+        m = self.m
         now_ms, states = m.scan()
-        c = dict(p.counters)
+        c = dict(self.counters)
         ops = {}
-        for name in sorted(p.operators):
-            op = p.operators[name]
+        for name in sorted(self.operators):
+            op = self.operators[name]
             pol = getattr(op, "policy", None)
             st = states.get(name)
             promise_ms = pol.lawful_access.promise_ms if pol is not None else None
@@ -75,7 +82,7 @@ class Status:
         lag = m.consumer_lag()
         return {
             "now_ms": now_ms,
-            "app_id": p.settings.app_id,
+            "app_id": self.app_id,
             "uptime_s": round(time.time() - self.started, 1),
             "operators": ops,
             "counters": {k: v for k, v in c.items() if k != "heartbeats"},
@@ -87,11 +94,11 @@ class Status:
             "lookups": c.get("lookups", 0),
             "rejected": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("rejected:")},
             "consumer_lag": sum(lag.values()),
-            "partitions": sorted(getattr(p.table, "active", ())),
+            "partitions": sorted(getattr(self.table, "active", ())),
             # False while the table's assigned partitions are read back from the changelog: the
             # per-operator figures then cover only what is restored so far
-            "table_restored": bool(getattr(p.table, "restored", True)),
-            "table_restore": dict(getattr(p.table, "restore_stats", {}) or {}),
+            "table_restored": bool(getattr(self.table, "restored", True)),
+            "table_restore": dict(getattr(self.table, "restore_stats", {}) or {}),
             "recent_expiries": [{"at_ms": int(t * 1000), "intervals": n} for t, n in m.recent_expiries[-8:]][::-1],
             "audit": m.audit_state(),
         }
@@ -242,8 +249,19 @@ th{{background:#f4f4f4;font-weight:600}} .num{{text-align:right;font-variant-num
 class AuditVerifier:
     """Reads the audit topic and verifies the chain (``stream.audit.verify``) periodically."""
 
-    def __init__(self, pipeline: Any) -> None:
-        self.p = pipeline
+    def __init__(self, topic: str, *, bootstrap: str, security: Any, clock: Callable[[], int],
+                 anchor_public: Any = None, checkpoint_ms: int = 3_600_000) -> None:
+        """``topic``: the audit topic; ``bootstrap``/``security``: the worker's own Kafka
+        settings (issue 10); ``anchor_public``: the desk's checkpoint key (None: the chain alone
+        is verified), ``checkpoint_ms`` how often the desk writes a checkpoint."""
+        self.topic = topic
+        self.bootstrap = bootstrap
+        self.security = security
+        self.clock = clock
+        self.anchor_public = anchor_public
+        self.checkpoint_ms = checkpoint_ms
+        #: the last check's result (None before the first), read by the metrics
+        self.state: Optional[dict] = None
 
     def check(self) -> dict:
         """Blocking (kafka-python); run in an executor."""
@@ -252,22 +270,22 @@ class AuditVerifier:
         from .kafka_admin import admin_client
         from .kafka_io import read_all
 
-        topic = self.p.names.audit
-        now_ms = self.p.clock()
-        security = self.p.settings.security  # the worker's own Kafka security settings (issue 10)
-        admin = admin_client(self.p.settings.bootstrap, security=security)
+        topic = self.topic
+        now_ms = self.clock()
+        security = self.security
+        admin = admin_client(self.bootstrap, security=security)
         try:
             exists = topic in set(admin.list_topics())
         finally:
             admin.close()
         if not exists:
             return {"ok": None, "records": 0, "checked_ms": now_ms, "detail": "no audit topic"}
-        recs = read_all(self.p.settings.bootstrap, topic, timeout_s=5.0, security=security)
+        recs = read_all(self.bootstrap, topic, timeout_s=5.0, security=security)
         if not recs:
             return {"ok": True, "records": 0, "checked_ms": now_ms, "detail": "empty trail"}
-        key = getattr(self.p, "audit_anchor_public", None)
+        key = self.anchor_public
         if key is not None:  # the whole trail from seq 0, with the desk's signed checkpoints
-            period = int(getattr(self.p, "audit_checkpoint_ms", 3_600_000))
+            period = int(self.checkpoint_ms)
             r = verify_anchored([x.value for x in recs], offsets=[x.offset for x in recs], public_key=key,
                                 now_ms=now_ms, max_unanchored_ms=int(2 * AUDIT_CHECK_S * 1000),
                                 max_checkpoint_age_ms=2 * period + 60_000)
@@ -285,24 +303,13 @@ class AuditVerifier:
         except Exception as e:  # the broker may be briefly unavailable: report, retry next time
             log.warning("audit verification could not run: %s", type(e).__name__)
             return
-        self.p.audit_state = state
+        self.state = state
         if state.get("ok") is False:
             log.error("audit trail verification FAILED: %s", state["detail"])
 
 
-def install(pipeline: Any) -> Status:
-    """Extension entry point (after ``agents.metrics``): ``/status``, ``/status.json``, the
-    sampler and the audit verifier."""
-    if getattr(pipeline, "metrics", None) is None:  # the page reads the metrics module's figures
-        from . import metrics
-
-        metrics.install(pipeline)
-    status = Status(pipeline)
-    pipeline.status = status
-    app = pipeline.app
-    verifier = AuditVerifier(pipeline)
-    if getattr(pipeline, "audit_state", None) is None:
-        pipeline.audit_state = None
+def serve(app: Any, status: Status, verifier: AuditVerifier) -> None:
+    """In a worker: ``/status``, ``/status.json``, the sampler and the audit verifier's timer."""
 
     @app.timer(SAMPLE_S, name="ipanon.status-sampler")
     async def sampler() -> None:
@@ -324,5 +331,3 @@ def install(pipeline: Any) -> Status:
         s = status.sample()
         s["rates"] = status.rates()
         return web.json(s)
-
-    return status

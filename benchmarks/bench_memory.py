@@ -110,9 +110,7 @@ def one_size(n: int) -> dict:
     ops = {H.OPERATOR: SimpleNamespace(name=H.OPERATOR, ttl_ms=ttl, stale_after_ms=iv.DEFAULT_STALE_AFTER_MS,
                                         policy=None)}
     table = SimpleNamespace(data=store, active=set(range(partitions)), key_partition=lambda: kp)
-    pipeline = SimpleNamespace(operators=ops, on_count=[], table=table, counters={}, clock=lambda: now,
-                               app=SimpleNamespace(), vaults={H.OPERATOR: vault})
-    m = Metrics(pipeline)
+    m = Metrics(ops, clock=lambda: now, table=table, vaults={H.OPERATOR: vault})
     m.open_budget = n
     t = time.perf_counter()
     _, states = m.scan(now_ms=now)

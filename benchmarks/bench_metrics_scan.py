@@ -62,9 +62,7 @@ def main() -> None:
             kp[key] = i % 4
         table = SimpleNamespace(data=data, active={0, 1, 2, 3}, key_partition=lambda: kp)
         ops = {name: SimpleNamespace(name=name, ttl_ms=ttl, stale_after_ms=24 * H, policy=policies[name])}
-        p = SimpleNamespace(operators=ops, on_count=[], names=Topics("bench"), table=table, counters={},
-                            clock=lambda: NOW, app=SimpleNamespace(), vaults={name: vault})
-        m = Metrics(p)
+        m = Metrics(ops, clock=lambda: NOW, table=table, names=Topics("bench"), vaults={name: vault})
         m.open_budget = n  # the first scan opens every value
         t0 = time.perf_counter()
         _, states = m.scan(now_ms=NOW)

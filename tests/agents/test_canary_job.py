@@ -25,7 +25,8 @@ def job():
                         counters={}, clock=lambda: 0)
     p.count = lambda name, n=1: p.counters.__setitem__(name, p.counters.get(name, 0) + n)
     j = CanaryJob.__new__(CanaryJob)
-    j.p, j.pending, j.finished, j._soon = p, [], {"op": __import__("collections").deque(maxlen=64)}, False
+    j.table, j.vaults, j.count, j.clock = p.table, p.vaults, p.count, p.clock  # the ports watch() uses
+    j.pending, j.finished, j._soon = [], {"op": __import__("collections").deque(maxlen=64)}, False
     return j, p, ring
 
 

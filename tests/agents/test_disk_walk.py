@@ -7,10 +7,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from agents.disk_store import DiskStore
-from agents.metrics import Metrics
 from stream import intervals as iv
 from stream.disk_bound import DiskBound
-from tests.agents.test_metrics import H, _pipeline, ivl
+from tests.agents.test_metrics import H, _pipeline, ivl, metrics_of
 
 BOUND = DiskBound(cycle_ms=60_000, tick_ms=1_000, compaction_allowance_ms=60_000)
 
@@ -48,12 +47,12 @@ def result(m, now):
 def test_disk_walk_matches_the_memory_walk_and_keeps_its_summaries_in_the_store(tmp_path):
     its = items()
     now = 100 * H
-    mem = Metrics(_pipeline(its))
+    mem = metrics_of(_pipeline(its))
     want = result(mem, now)
     assert want[0]["connect2ip"].keys == 700 and want[1] == 1
 
     p, st = disk_pipeline(tmp_path, its)
-    m = Metrics(p)
+    m = metrics_of(p)
     assert result(m, now) == want
     stored = st.get_summaries(0, [k for k, _ in its[:10:2]])
     assert all(s is not None for s in stored)  # kept in the store's m<p> family

@@ -61,6 +61,13 @@ def _pipeline(table_items):
                            clock=lambda: 100 * H, app=SimpleNamespace(), vaults=None)
 
 
+def metrics_of(p, **kw):
+    """A ``Metrics`` on the fake pipeline's ports, its counter hook in ``p.on_count``."""
+    m = Metrics(p.operators, clock=p.clock, table=p.table, names=p.names, vaults=p.vaults, app=p.app, **kw)
+    p.on_count.append(m.on_count)
+    return m
+
+
 def _samples(text):
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
@@ -70,7 +77,7 @@ def test_scrape_reports_counts_compliance_and_no_identifiers():
     key = b"connect2ip|ip|100.64.9.9"
     value = iv.encode((ivl(0, 88 * H, holder="kund-1@isp.example"),))
     p = _pipeline([(key, value), (b"connect2ip|ip|100.64.9.10", b"garbage")])
-    m = Metrics(p)
+    m = metrics_of(p)
     for hook in p.on_count:
         hook("rejected:bad-json", 2)
         hook("mapping:opened", 1)
@@ -99,7 +106,7 @@ def test_scrape_reports_counts_compliance_and_no_identifiers():
 
 def test_other_agents_counter_names_land_in_their_metrics():
     p = _pipeline([])
-    m = Metrics(p)
+    m = metrics_of(p)
     for name, n in (("query:answered", 2), ("epochs_shredded", 1), ("stats_epochs_destroyed", 3),
                     ("stats_no_consent", 5), ("holds:refused:unknown-hold", 1), ("too_late_dropped", 4)):
         p.on_count[0](name, n)
@@ -118,7 +125,7 @@ def test_other_agents_counter_names_land_in_their_metrics():
 def test_scan_reuses_summaries_and_opens_at_most_the_budget():
     k1, k2 = b"connect2ip|ip|a", b"connect2ip|ip|b"
     p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),))), (k2, iv.encode((ivl(0, 90 * H),)))])
-    m = Metrics(p)
+    m = metrics_of(p)
     m.open_budget = 1
     _, st = m.scan(now_ms=100 * H)
     assert m.scan_pending == 1 and st["connect2ip"].intervals == 1
@@ -137,7 +144,7 @@ def test_a_slow_walk_is_reused_for_longer_so_walking_takes_a_bounded_share_of_ti
 
     k1 = b"connect2ip|ip|a"
     p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),)))])
-    m = Metrics(p)
+    m = metrics_of(p)
     clock = [1000.0]
     m.mono = lambda: clock[0]
     first = m.scan()
@@ -159,12 +166,12 @@ def test_a_sliced_walk_yields_between_slices_and_folds_what_each_key_holds_when_
     keys = [b"connect2ip|ip|%05d" % i for i in range(2000)]
     items = [(k, iv.encode((ivl(0, (50 + i % 40) * H),))) for i, k in enumerate(keys)]
     p = _pipeline(items)
-    whole = Metrics(p)
+    whole = metrics_of(p)
     whole.open_budget = 10_000
     _, expect = whole.scan(now_ms=100 * H)
     assert expect["connect2ip"].intervals == 2000 and expect["connect2ip"].oldest_end_ms == 50 * H
 
-    m = Metrics(p)
+    m = metrics_of(p)
     m.open_budget = 10_000
     walk = m.walk(now_ms=100 * H, slice_s=0.0)  # a slice ends every 64 keys
     next(walk)                                   # first slice done, nothing published yet
@@ -180,7 +187,7 @@ def test_a_sliced_walk_yields_between_slices_and_folds_what_each_key_holds_when_
 def test_summaries_of_keys_gone_or_changed_are_dropped_and_the_cache_never_outgrows_the_table():
     keys = [b"connect2ip|ip|%04d" % i for i in range(600)]
     p = _pipeline([(k, iv.encode((ivl(0, 50 * H),))) for k in keys])
-    m = Metrics(p)
+    m = metrics_of(p)
     m.open_budget = 1000
     m.scan(now_ms=100 * H)
     assert len(m._seen) == len(m._packed) == 600
@@ -213,7 +220,7 @@ def test_a_rebalance_during_a_walk_abandons_it():
     k1 = b"connect2ip|ip|a"
     p = _pipeline([(b"connect2ip|ip|%04d" % i, iv.encode((ivl(0, 88 * H),))) for i in range(600)])
     p.table._epoch = 1
-    m = Metrics(p)
+    m = metrics_of(p)
     walk = m.walk(now_ms=100 * H, slice_s=0.0)
     next(walk)
     p.table._epoch = 2
@@ -228,7 +235,7 @@ def test_with_the_background_walker_a_scrape_reads_its_result_and_never_walks():
 
     k1 = b"connect2ip|ip|a"
     p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),)))])
-    m = Metrics(p)
+    m = metrics_of(p)
     m.background = True
     now, states = m.scan()
     assert now == 100 * H and states == {} and m.walks == 0   # nothing walked yet: empty, not stale

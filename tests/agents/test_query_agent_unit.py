@@ -48,7 +48,9 @@ def agent(answers, owned=None, elsewhere=None):
     """``elsewhere``: the other worker's pipeline, reached instead of the lookup topics."""
     a = QueryAgent.__new__(QueryAgent)  # only resolve() is exercised: no Faust app needed
     a.p = FakePipeline(answers, owned)
-    a.lookups = RemoteLookups(a.p)
+    a.operators = a.p.operators
+    a.lookups = RemoteLookups(settings=None, names=None, seal=None, requests=None, clock=lambda: 0,
+                              owns=a.p.owns, resolve=a.p.resolve)
     if elsewhere is not None:
         async def ask_remote(queries):
             return [elsewhere.resolve(q["operator"], q["ip"], q["port"], q["from_ms"], q["to_ms"]) for q in queries]
