@@ -247,24 +247,27 @@ class StatsAgent:
         out = []
         mine = []
         no_consent = 0
+        stamps: dict[tuple[int, int], int] = {}  # (bucket start, length) -> Kafka timestamp: buckets repeat
         for name, builder, built, late in done:
             if late:
                 p.count("stats_late_epoch", late)
             gate = name in self.consent_required
+            blen = builder.bucket_ms
             for x in built:
-                # stamped with the bucket start too: the append time would carry the event time
-                mine.append((*encode_contribution(contribution(x)),
-                             record_timestamp_ms(x.record["bucket_ms"], now, builder.bucket_ms)))
+                rec = x.record
+                # Kafka timestamp = the bucket start, not the append time (issue 21); the
+                # contribution is stamped the same: the append time would carry the event time
+                ts = stamps.get((rec["bucket_ms"], blen))
+                if ts is None:
+                    ts = stamps[(rec["bucket_ms"], blen)] = record_timestamp_ms(rec["bucket_ms"], now, blen)
+                mine.append((*encode_contribution(contribution(x)), ts))
                 if gate:
                     sub = x.binding.subscriber
                     if (not consent_current or sub is None
                             or not self.consent.view.allows(consent_key(builder.ring, sub))):
                         no_consent += 1
                         continue
-                rec = x.record
-                # Kafka timestamp = the bucket start, not the append time (issue 21)
-                out.append((rec["id"].encode(), compact_json(rec).encode(),
-                            record_timestamp_ms(rec["bucket_ms"], now, builder.bucket_ms)))
+                out.append((rec["id"].encode(), compact_json(rec).encode(), ts))
         if no_consent:
             p.count("stats_no_consent", no_consent)
         if parts is not None:
