@@ -19,12 +19,17 @@ a reason and counted; no exception escapes a stage or agent, because an agent th
 stalls its partitions (faust-streaming #175).  Records are acknowledged only after the whole
 batch was handled, so a crash re-delivers the batch:
 every step is idempotent (interval updates) or carries a deterministic id (stats records).
+
+``Pipeline`` is the composition root: it builds the Faust app, the topics, the table and its
+fence, and hands each component what it uses — ingest (``agents.ingest``), the mapping stage
+(``agents.mapping_stage``) over the table writer and the sweeper (``agents.table_writer``), the
+lookup agent (``agents.lookup``); ``compose`` adds the optional ``Parts`` (statistics, query
+desk, metrics, status pages, answer router, canaries) the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -32,29 +37,28 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 import faust
 
-from stream import intervals as iv
-from stream import binding_wire, mapping
-from stream.errors import CryptoError, Rejected
+from stream import mapping
 from stream.model import Binding
 
 from . import topics as T
-from .mapping_table import SCHEDULE_BUCKET_MS, DirectRecoveryTableManager, MappingTable, partition_for
+from .mapping_table import SCHEDULE_BUCKET_MS, DirectRecoveryTableManager, MappingTable
 from .runtime import OperatorRuntime, keys_dir
 from .vault import Vault
 from .keystore import load_lookup_key
 from .logfilter import RepeatFilter
-from stream.lookup_wire import LookupSeal, ReplayGuard, nonce_of
+from stream.lookup_wire import LookupSeal, ReplayGuard
 from .acl import worker_groups
 from .batch import BatchStage, Output
 from .fence import Fence, PartitionsLost
+from .lookup import Lookups
 from .mapping_stage import MappingStage
+from .table_writer import Sweeper, TableWriter
 from .ingest import DEADLETTER_MAX_BYTES, Ingest, dead_letter_value, lateness_rules  # noqa: F401 (re-exported)
 from .kafka_clients import Clients
 from .security import faust_credentials
 from .settings import Settings
 
 log = logging.getLogger("ipanon")
-lookup_log = logging.getLogger("ipanon.lookups")
 
 @dataclass(frozen=True)
 class Parts:
@@ -89,6 +93,45 @@ def vault_grace_ms(s: Settings) -> int:
     return 2 * s.sweeper_period_ms + SCHEDULE_BUCKET_MS + 1000
 
 
+def faust_app(s: Settings) -> faust.App:
+    """The worker's Faust app (its frame: table and changelog, timers, web, rebalances)."""
+    return faust.App(
+        s.app_id,
+        broker=f"kafka://{s.bootstrap}",
+        store="memory://",
+        topic_partitions=s.partitions,
+        topic_replication_factor=s.replication_factor,
+        topic_allow_declare=True,
+        table_standby_replicas=0,
+        key_serializer="raw",
+        value_serializer="raw",
+        datadir=str(s.data_dir),
+        web_enabled=s.web_enabled,
+        web_port=s.web_port or 6066,  # Faust validates the port even when disabled
+        web_bind=s.web_bind,
+        # Faust's own views (/router/, /table/…, /graph/, /stats/) answer anyone without
+        # authentication; ipanon serves only its /status, /status.json and /metrics
+        web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        # no linger: the query desk and lookup answers wait on their acks, and 5 ms of
+        # linger per hop cost a lawful answer 11 of its 24 ms (bench_lawful_latency).  Under
+        # load aiokafka still batches, since it keeps one request in flight per broker;
+        # bench_e2e measured no throughput difference beyond noise (1 779-1 961 vs
+        # 1 852-2 027 events per worker CPU-s).
+        producer_linger_ms=0,
+        stream_buffer_maxsize=8192,
+        broker_commit_every=5000,
+        # static membership: a restarted worker (SIGTERM or SIGKILL) takes its partitions back
+        # at once instead of waiting out its former self's session (docs/operations.md)
+        consumer_group_instance_id=s.group_instance_id,
+        broker_session_timeout=s.session_timeout_ms / 1000,
+        broker_credentials=faust_credentials(s.security),  # TLS + SASL (agents.security, issue 10)
+        # the mapping table restores its changelog itself, not record by record through
+        # Faust's recovery (agents/mapping_table.py; ≈ 540 records/s measured that way)
+        TableManager=DirectRecoveryTableManager,
+    )
+
+
 class Pipeline:
     """Builds the Faust app for one set of settings and operators (one per process; tests
     build several with distinct app ids)."""
@@ -109,41 +152,7 @@ class Pipeline:
         self.vaults = {name: Vault.open_or_create(name, keys_dir(s), ttl_ms=op.ttl_ms, grace_ms=grace,
                                                   now_ms=clock(), destroy=False)
                        for name, op in self.operators.items()}
-        self.app = app = faust.App(
-            s.app_id,
-            broker=f"kafka://{s.bootstrap}",
-            store="memory://",
-            topic_partitions=s.partitions,
-            topic_replication_factor=s.replication_factor,
-            topic_allow_declare=True,
-            table_standby_replicas=0,
-            key_serializer="raw",
-            value_serializer="raw",
-            datadir=str(s.data_dir),
-            web_enabled=s.web_enabled,
-            web_port=s.web_port or 6066,  # Faust validates the port even when disabled
-            web_bind=s.web_bind,
-            # Faust's own views (/router/, /table/…, /graph/, /stats/) answer anyone without
-            # authentication; ipanon serves only its /status, /status.json and /metrics
-            web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
-            consumer_auto_offset_reset="earliest",
-            # no linger: the query desk and lookup answers wait on their acks, and 5 ms of
-            # linger per hop cost a lawful answer 11 of its 24 ms (bench_lawful_latency).  Under
-            # load aiokafka still batches, since it keeps one request in flight per broker;
-            # bench_e2e measured no throughput difference beyond noise (1 779-1 961 vs
-            # 1 852-2 027 events per worker CPU-s).
-            producer_linger_ms=0,
-            stream_buffer_maxsize=8192,
-            broker_commit_every=5000,
-            # static membership: a restarted worker (SIGTERM or SIGKILL) takes its partitions back
-            # at once instead of waiting out its former self's session (docs/operations.md)
-            consumer_group_instance_id=s.group_instance_id,
-            broker_session_timeout=s.session_timeout_ms / 1000,
-            broker_credentials=faust_credentials(s.security),  # TLS + SASL (agents.security, issue 10)
-            # the mapping table restores its changelog itself, not record by record through
-            # Faust's recovery (agents/mapping_table.py; ≈ 540 records/s measured that way)
-            TableManager=DirectRecoveryTableManager,
-        )
+        self.app = app = faust_app(s)
         # raw topics include one per operator (<prefix>-raw-op-<op>): the topic decides its operator
         self.names = names = T.Topics(s.topic_prefix, operators=self.operators)
         part = dict(partitions=s.partitions, key_serializer="raw", value_serializer="raw")
@@ -172,6 +181,20 @@ class Pipeline:
         self.outbox.gate = self.fence.ready
         self.outbox.halt = self.fence.suspect
         app.task(self.fence.run)
+        self.holds: Any = None  # stream.hold.HoldSet, from the holds agent (``_set_holds``)
+        self.on_count: list[Callable[[str, int], None]] = []
+        # the table's reader and writer for the mapping stage, the sweeper and the lookups
+        self.writer = TableWriter(self.table, operators=self.operators, rules=self.rules, vaults=self.vaults,
+                                  holds=lambda: self.holds, clock=clock, count=self.count,
+                                  dead_letter=self._dead_letter_record)
+        self.sweeper = Sweeper(self.writer.sweep_once, clock=clock, flush=self.outbox.flush, count=self.count)
+        #: called after every completed sweeper pass as ``f(now_ms, expired, seconds)`` (metrics
+        #: time it, the canaries look at the table at once); a listener's failure is its own
+        self.after_sweep = self.sweeper.listeners
+        self.lookups = Lookups(operators=self.operators, rules=self.rules, vaults=self.vaults, load=self.writer.load,
+                               active=lambda: self.table.active, partitions=s.partitions, clock=clock,
+                               count=self.count, seal=self.lookup_seal, replays=self.lookup_replays,
+                               refusals=self.lookup_refusals, responses=self.lookup_responses, flush=self.ebb)
         self.table.source_topics = {names.bindings, names.lookup_requests}
         self.table.restore_clients = Clients.of(s)
         self.table.on_recover(self._on_recover)
@@ -179,7 +202,7 @@ class Pipeline:
             from .disk_store import DiskStore
 
             self.table.use_disk(DiskStore(s.store_dir, bound=s.disk_bound(), width_ms=SCHEDULE_BUCKET_MS))
-            self.table.next_expiry = self._next_expiry  # restored records written before the revisit header
+            self.table.next_expiry = self.writer.next_expiry  # restored records written before the revisit header
             app.timer(s.erasure_tick_ms / 1000, name="ipanon.erasure")(self._erase_tick)
 
         # ingest keeps no state: a plain aiokafka batch loop in a consumer group of its own
@@ -193,81 +216,17 @@ class Pipeline:
         # the mapping stage: getmany batches on the partitions Faust gives the table, handed over
         # on Faust's rebalances (agents.mapping_stage)
         self.mapping_stage = MappingStage("mapping", names.bindings, worker_groups(s.app_id)["mapping"],
-                                          self._mapping_batch, flush=self.ebb, table=self.table, fence=self.fence,
+                                          self.writer.handle_batch, flush=self.ebb, table=self.table, fence=self.fence,
                                           fallback_group=s.app_id, settings=s, count=self.count)
         self.batch_stages.append(self.mapping_stage)
         app.task(self.mapping_stage.run)
         app.on_partitions_revoked.connect(self.mapping_stage.on_revoked)
         app.on_partitions_assigned.connect(self.mapping_stage.on_assigned)
-        app.agent(self.lookup_requests, name="ipanon.lookup")(self._lookup_agent)
-        app.timer(s.sweep_interval_s, name="ipanon.sweeper")(self._sweeper)
+        app.agent(self.lookup_requests, name="ipanon.lookup")(self.lookups.run)
+        app.timer(s.sweep_interval_s, name="ipanon.sweeper")(self.sweeper.run)
         app.timer(s.heartbeat_ms / 2000, name="ipanon.heartbeat")(self._heartbeat)
         app.task(self._quiet_client_libraries)
-        self.on_count: list[Callable[[str, int], None]] = []
-        #: called after every completed sweeper pass as ``f(now_ms, expired, seconds)`` (metrics
-        #: time it, the canaries look at the table at once); a listener's failure is its own
-        self.after_sweep: list[Callable[[int, int, float], None]] = []
-        self.holds: Any = None  # stream.hold.HoldSet, set by the holds agent
-        self._compose(parts)
-
-    def _compose(self, parts: Parts) -> None:
-        """Build the optional components, each with what it uses, in this order: the query desk
-        before the audit verifier (its checkpoint key), the verifier before the metrics (they
-        export its result), the metrics before the status page and the canaries (which read or
-        feed them)."""
-        from .answer_router import AnswerRouter
-        from .canary import CanaryJob, schedule
-        from .metrics import CanaryCollector, Metrics, serve as serve_metrics
-        from .query_agent import QueryAgent
-        from .remote_lookup import RemoteLookups
-        from .stats_agent import StatsAgent, StatsPorts
-        from .web import AuditVerifier, Status, serve as serve_status
-
-        s, app, names = self.settings, self.app, self.names
-        self.stats = self.query = self.status = self.answers = self.canaries = None
-        if parts.stats:
-            self.stats = StatsAgent(app, settings=s, operators=self.operators, add_stage=self.add_batch_stage,
-                                    ports=StatsPorts(names=names, clock=self.clock, count=self.count,
-                                                     dead_letter_output=self.dead_letter_output))
-        if parts.query:
-            lookups = RemoteLookups(settings=s, names=names, seal=self.lookup_seal, requests=self.lookup_requests,
-                                    clock=self.clock, owns=self.owns, resolve=self.resolve,
-                                    active=lambda: self.table.active)
-            self.query = QueryAgent(app, settings=s, names=names, operators=self.operators, clock=self.clock,
-                                    count=self.count, dead_letter=self.dead_letter, on_holds=self._set_holds,
-                                    lookups=lookups)
-        verifier = None
-        if parts.status:
-            q = self.query
-            verifier = AuditVerifier(names.audit, bootstrap=s.bootstrap, security=s.security, clock=self.clock,
-                                     anchor_public=q.anchor_key.public_key() if q is not None else None,
-                                     checkpoint_ms=q.checkpoint_ms if q is not None else 3_600_000)
-        if parts.metrics or parts.status:  # the status page shows the metrics' figures
-            m = self.metrics = Metrics(self.operators, clock=self.clock, table=self.table, names=names,
-                                       vaults=self.vaults, holds=lambda: self.holds, app=app,
-                                       stages=self.batch_stages,
-                                       audit_state=(lambda: verifier.state) if verifier is not None else lambda: None)
-            self.on_count.append(m.on_count)
-            self.after_sweep.append(m.after_sweep)
-            serve_metrics(app, m)
-            for stage in self.batch_stages:  # the stages built before the metrics existed
-                stage.metrics = m
-        if parts.status:
-            self.status = Status(self.metrics, operators=self.operators, counters=self.counters, app_id=s.app_id,
-                                 table=self.table)
-            serve_status(app, self.status, verifier)
-        if parts.answers and hasattr(names, "query_responses"):
-            self.answers = AnswerRouter(app, names=names, plan=self.plan, settings=s, count=self.count, flush=self.ebb)
-        period = s.canary_period_ms
-        if parts.canary and period > 0:
-            job = self.canaries = CanaryJob(
-                period, operators=self.operators, settings=s, plan=self.plan, names=names,
-                changelog=self._changelog_name(), vaults=self.vaults, table=self.table, clock=self.clock,
-                count=self.count, make_topic=lambda name: app.topic(name, key_serializer="raw", value_serializer="raw"))
-            schedule(app, job)
-            self.after_sweep.append(job.after_sweep)
-            if self.metrics is not None:
-                self.metrics.registry.register(CanaryCollector(job, wall=self.metrics.wall))
+        compose(self, parts)
 
     def _set_holds(self, holds: Any) -> None:
         """The holds agent's port: the sweeper and the mapping stage apply these from now on."""
@@ -357,6 +316,12 @@ class Pipeline:
         caller counts ``rejected:<reason>``)."""
         return self.ingest.dead_letter_output(record, headers, reason, detail)
 
+    def _dead_letter_record(self, r: Any, reason: str, detail: str) -> None:
+        """Queue the dead letter of an aiokafka record in the outbox (ordered with the batch's
+        other writes; the caller counts it)."""
+        self.outbox.add(self.deadletter, None, self.dead_letter_value(
+            r.topic, r.partition, r.offset, record_headers(r.headers), r.value, reason, detail))
+
     async def ebb(self) -> None:
         """Once per batch: publish every queued output and wait until the broker acknowledged
         all of them, so the batch's offsets (the mapping stage commits, ``take_events`` acks after this returns) are
@@ -388,176 +353,14 @@ class Pipeline:
     def _binding_outputs(self, b: Binding, out: list[Output]) -> None:
         self.ingest.binding_outputs(b, out)
 
-    # -- mapping ----------------------------------------------------------------------------
-
-    def _load(self, op: OperatorRuntime, key: bytes) -> tuple[Any, iv.Intervals]:
-        """(network, intervals) of a table key, or (None, ()) if absent.  A value whose epoch key
-        was destroyed is, by design, unreadable: it is treated as gone (and tombstoned by the
-        sweeper, which finds it due immediately)."""
-        raw = self.table.get_raw(key)
-        if raw is None:
-            return None, ()
-        try:
-            return self.vaults[op.name].open(key, raw)
-        except CryptoError:
-            self.count("unreadable_values")
-            return None, ()
-
-    def apply_binding(self, partition: int, b: Binding, now: int) -> str:
-        """Read the binding's key(s), decide (``stream.mapping``), write; returns the outcome."""
-        op = self.operators[b.operator]
-        rules = self.rules[b.operator]
-        if b.action == "reset":
-            prefix = f"{b.operator}|".encode()
-            for key in self.table.keys_of([partition]):
-                if not key.startswith(prefix):
-                    continue
-                net, old = self._load(op, key)
-                if net is None:
-                    continue
-                change = mapping.reset(old, b.nas, b.at_ms, rules)
-                if change.write:
-                    self._store(partition, key, net, change.intervals, op, now)
-            return "reset"
-        key = self.vaults[op.name].key(iv.slot_of(b), b.ip)
-        _, old = self._load(op, key)
-        # a hold keeps an expired interval here too, not only in the sweeper
-        change = mapping.apply(old, b, now, rules, is_held=mapping.hold_predicate(self.holds, op.name, b.ip, now))
-        if change.expired:
-            self.count("expired", change.expired)
-        if change.write:
-            self._store(partition, key, b.ip, change.intervals, op, now)
-        return change.outcome
-
-    def _store(self, partition: int, key: bytes, net: Any, ivs: iv.Intervals, op: OperatorRuntime,
-               now: int, *, reschedule_ms: Optional[int] = None) -> None:
-        if ivs:
-            # sealed under the epoch of the content's earliest expiry (stream.shred): every
-            # version dies no later than a Stop that may shorten it; the sweeper re-seals it
-            # while it lives on
-            raw, revisit = self.vaults[op.name].seal_value(key, net, ivs, ttl_ms=op.ttl_ms,
-                                                           stale_after_ms=op.stale_after_ms, now_ms=now)
-            self.table.put(partition, key, raw, revisit_ms=revisit if reschedule_ms is None else min(revisit, reschedule_ms))
-        else:
-            self.table.delete(partition, key)
-            self.count("tombstones")
-
-    async def _mapping_batch(self, records: list[Any]) -> list[Output]:
-        """One ``MappingStage`` batch of bindings records: apply each to the table; every write
-        (changelog, dead letters) is queued in the outbox, which the stage flushes before it
-        commits.  Counted once per batch."""
-        now = self.clock()
-        outcomes: dict[str, int] = {}
-        rejected: dict[str, int] = {}
-        for r in records:
-            if r.value is None and r.key == HEARTBEAT_KEY:
-                continue
-            try:
-                b = binding_wire.decode(r.value)
-                if b.operator not in self.operators:
-                    raise Rejected("unknown-operator", "operator has no profile")
-                outcome = "mapping:" + self.apply_binding(r.partition, b, now)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            except Rejected as e:
-                self._dead_letter_record(r, e.reason, e.detail)
-                rejected[e.reason] = rejected.get(e.reason, 0) + 1
-            except Exception as e:
-                log.exception("mapping: unexpected error; record dead-lettered")
-                self._dead_letter_record(r, "internal-error", type(e).__name__)
-                rejected["internal-error"] = rejected.get("internal-error", 0) + 1
-        for name, n in outcomes.items():
-            self.count(name, n)
-        for reason, n in rejected.items():
-            self.count(f"rejected:{reason}", n)
-        return []
-
-    def _dead_letter_record(self, r: Any, reason: str, detail: str) -> None:
-        """Queue the dead letter of an aiokafka record in the outbox (ordered with the batch's
-        other writes; the caller counts it)."""
-        self.outbox.add(self.deadletter, None, self.dead_letter_value(
-            r.topic, r.partition, r.offset, record_headers(r.headers), r.value, reason, detail))
-
-    # -- sweeper ----------------------------------------------------------------------------
-
-    def _next_expiry(self, key: bytes, value: bytes) -> Optional[int]:
-        op = self.operators.get(iv.operator_of(key))
-        if op is None:
-            return 0  # an operator removed from the configuration: its data goes now
-        vault = self.vaults[op.name]
-        try:  # every restored value passes here: its next expiry or re-seal instant
-            _, ivs = vault.open(key, value)
-        except CryptoError:
-            return 0  # sealed under a destroyed epoch: garbage, tombstone it now
-        if not ivs:
-            return 0
-        return vault.revisit(value, ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms, now_ms=self.clock())
-
     async def _on_recover(self) -> None:
         """After every recovery (the table is restored; the agents resume right after this):
         rebuild the sweeper's schedule in the background — it opens every value."""
         def done(n: int, seconds: float) -> None:
             log.info("sweeper: schedule rebuilt from the store: %d keys (%.1f s)", n, seconds)
 
-        self.table.rebuild_schedule_soon(self._next_expiry, done)
+        self.table.rebuild_schedule_soon(self.writer.next_expiry, done)
         await self.mapping_stage.follow(self.table.active)  # restored: the stage may read these now
-
-    def sweep_once(self, now: int) -> int:
-        """Drop expired intervals of due keys (tombstone when none is left), keep held ones
-        (re-sealed so their epoch key outlives the hold), re-seal live values whose epoch key is
-        due to go (``stream.shred``), destroy ended epoch keys."""
-        dropped_total = 0
-        for key, partition in self.table.due_items(now):
-            if partition not in self.table.active or self.table.get_raw(key, partition) is None:
-                continue
-            op = self.operators.get(iv.operator_of(key))
-            net, ivs = self._load(op, key) if op is not None else (None, ())
-            if op is None or net is None:
-                self.table.delete(partition, key)  # unknown operator or unreadable: gone
-                self.count("tombstones")
-                continue
-            d = mapping.sweep(ivs, now, self.rules[op.name],
-                              is_held=mapping.hold_predicate(self.holds, op.name, net, now))
-            if d.write:
-                dropped_total += d.expired
-                self._store(partition, key, net, d.intervals, op, now, reschedule_ms=d.recheck_ms)
-            elif d.intervals:
-                raw = self.table.get_raw(key, partition)
-                when = self.vaults[op.name].revisit(raw, d.intervals, ttl_ms=op.ttl_ms,
-                                                    stale_after_ms=op.stale_after_ms, now_ms=now)
-                if when <= now:  # its content outlives the epoch it is sealed under
-                    self._store(partition, key, net, d.intervals, op, now)
-                    self.count("resealed")
-                else:
-                    self.table.schedule(when, key, partition)
-        if dropped_total:
-            self.count("expired", dropped_total)
-        if not self.table.schedule_complete:
-            # a restored value may be due for re-sealing under an epoch about to go: the sweeper
-            # must reach it first (a restart delays destruction by the restore and rebuild)
-            return dropped_total
-        for v in self.vaults.values():
-            n = v.destroy_due(now)
-            if n:
-                self.count("epochs_shredded", n)
-        return dropped_total
-
-    async def _sweeper(self) -> None:
-        try:
-            now = self.clock()
-            t0 = time.monotonic()
-            n = self.sweep_once(now)
-            elapsed = time.monotonic() - t0
-            for listener in self.after_sweep:
-                try:
-                    listener(now, n, elapsed)
-                except Exception:
-                    log.exception("sweeper: a listener failed")
-            await self.outbox.flush()
-        except PartitionsLost as e:  # after a freeze (agents.fence): the revoke drops what is queued
-            log.warning("sweeper: %s; its writes wait for the rebalance", e)
-        except Exception:
-            log.exception("sweeper: pass failed; will retry")
-            self.count("sweeper_errors")
 
     async def _erase_tick(self) -> None:
         """The disk store's erasure tick (``MappingTable.erase_tick``): a tick longer than the
@@ -572,76 +375,66 @@ class Pipeline:
             log.exception("erasure tick failed; will retry")
             self.count("erasure_errors")
 
-    # -- lookups ----------------------------------------------------------------------------
 
-    def intervals_for(self, operator: str, slot: str, addr: Any) -> list[iv.Interval]:
-        op = self.operators[operator]
-        vault = self.vaults[operator]
-        out: list[iv.Interval] = []
-        for net in iv.candidate_networks(addr):
-            _, ivs = self._load(op, vault.key(slot, net))
-            out.extend(ivs)
-        return out
 
-    def owns(self, operator: str, net: Any) -> bool:
-        """Is the table partition holding ``net``'s entries assigned to this worker?"""
-        key = iv.routing_key(operator, net).encode()
-        return partition_for(key, self.settings.partitions) in self.table.active
+def compose(p: "Pipeline", parts: Parts) -> None:
+    """Build the optional components, each with what it uses, in this order: the query desk
+    before the audit verifier (its checkpoint key), the verifier before the metrics (they
+    export its result), the metrics before the status page and the canaries (which read or
+    feed them)."""
+    from .answer_router import AnswerRouter
+    from .canary import CanaryJob, schedule
+    from .metrics import CanaryCollector, Metrics, serve as serve_metrics
+    from .query_agent import QueryAgent
+    from .remote_lookup import RemoteLookups
+    from .stats_agent import StatsAgent, StatsPorts
+    from .web import AuditVerifier, Status, serve as serve_status
 
-    def resolve(self, operator: str, address: str, port: Optional[int], from_ms: int, to_ms: int,
-                proto: Optional[int] = None) -> dict:
-        """Answer "who held ``address`` (``port``) during ``[from_ms, to_ms)``" from this
-        worker's partitions (``stream.mapping.resolve``: the CGNAT chain, realms, deterministic
-        NAT; a second hop on another worker comes back as ``hops`` for the asker)."""
-        if operator not in self.operators:
-            raise Rejected("unknown-operator", "operator has no profile")
-        return mapping.resolve(address, port, from_ms, to_ms, now_ms=self.clock(), rules=self.rules[operator],
-                               intervals_for=lambda slot, addr: self.intervals_for(operator, slot, addr),
-                               owns=lambda net: self.owns(operator, net), proto=proto)
-
-    def answer_lookup(self, value: Optional[bytes], partition: int, now: int) -> Optional[tuple[bytes, bytes]]:
-        """The sealed answer ``(key, value)`` to one record of the lookup request topic, or None
-        when it must not be answered: not sealed under the lookup key (forged, altered, a
-        plaintext request from anyone), stale, from the future, sent to another partition than
-        it names, or a replay (``stream.lookup_wire``).  Each refusal is counted
-        (``ipanon_lookup_refused_total{reason}``) and logged once per reason per 10 s."""
-        try:
-            req = self.lookup_seal.open_request(value, partition=partition, now_ms=now)
-            self.lookup_replays.check(nonce_of(value), req["ts_ms"], now)  # type: ignore[arg-type]
-        except Rejected as e:
-            self.count(f"lookup_refused:{e.reason}")
-            # the reason is in the template, so the rate limit is per reason (agents.logfilter)
-            rec = logging.LogRecord("ipanon.lookups", logging.WARNING, __file__, 0,
-                                    f"lookup: refused a request ({e.reason}), not answered", (), None)
-            if self.lookup_refusals.filter(rec):
-                lookup_log.warning("%s", rec.getMessage())
-            return None
-        try:
-            args = (req["operator"], req["ip"], req["port"], int(req["from_ms"]), int(req["to_ms"]))
-            # the flow's protocol only when the request names one (stream.mapping.resolve)
-            ans = self.resolve(*args) if req.get("proto") is None else self.resolve(*args, proto=req["proto"])
-        except Rejected as e:
-            ans = {"status": "refused", "reason": e.reason}
-        except (ValueError, KeyError, TypeError):
-            ans = {"status": "refused", "reason": "bad-request"}
-        except Exception:  # never let one request kill the agent (#175)
-            log.exception("lookup: unexpected error")
-            ans = {"status": "error", "reason": "internal-error"}
-        rid = req["id"]
-        ans["id"] = rid
-        self.count(f"lookup_answers:{ans.get('status', 'unknown')}")
-        return rid.encode(), self.lookup_seal.seal_answer(ans, request_id=rid)
-
-    async def _lookup_agent(self, stream: Any) -> None:
-        async for events in stream.take_events(256, within=0.01):
-            for event in events:
-                if is_heartbeat(event):
-                    continue
-                out = self.answer_lookup(event.message.value, event.message.partition, self.clock())
-                if out is not None:
-                    self.lookup_responses.send_soon(key=out[0], value=out[1])
-                    self.count("lookups")
-            await self.ebb()
+    s, app, names = p.settings, p.app, p.names
+    p.stats = p.query = p.status = p.answers = p.canaries = None
+    if parts.stats:
+        p.stats = StatsAgent(app, settings=s, operators=p.operators, add_stage=p.add_batch_stage,
+                                ports=StatsPorts(names=names, clock=p.clock, count=p.count,
+                                                 dead_letter_output=p.dead_letter_output))
+    if parts.query:
+        lookups = RemoteLookups(settings=s, names=names, seal=p.lookup_seal, requests=p.lookup_requests,
+                                clock=p.clock, owns=p.lookups.owns, resolve=p.lookups.resolve,
+                                active=lambda: p.table.active)
+        p.query = QueryAgent(app, settings=s, names=names, operators=p.operators, clock=p.clock,
+                                count=p.count, dead_letter=p.dead_letter, on_holds=p._set_holds,
+                                lookups=lookups)
+    verifier = None
+    if parts.status:
+        q = p.query
+        verifier = AuditVerifier(names.audit, bootstrap=s.bootstrap, security=s.security, clock=p.clock,
+                                 anchor_public=q.anchor_key.public_key() if q is not None else None,
+                                 checkpoint_ms=q.checkpoint_ms if q is not None else 3_600_000)
+    if parts.metrics or parts.status:  # the status page shows the metrics' figures
+        m = p.metrics = Metrics(p.operators, clock=p.clock, table=p.table, names=names,
+                                   vaults=p.vaults, holds=lambda: p.holds, app=app,
+                                   stages=p.batch_stages,
+                                   audit_state=(lambda: verifier.state) if verifier is not None else lambda: None)
+        p.on_count.append(m.on_count)
+        p.after_sweep.append(m.after_sweep)
+        serve_metrics(app, m)
+        for stage in p.batch_stages:  # the stages built before the metrics existed
+            stage.metrics = m
+    if parts.status:
+        p.status = Status(p.metrics, operators=p.operators, counters=p.counters, app_id=s.app_id,
+                             table=p.table)
+        serve_status(app, p.status, verifier)
+    if parts.answers and hasattr(names, "query_responses"):
+        p.answers = AnswerRouter(app, names=names, plan=p.plan, settings=s, count=p.count, flush=p.ebb)
+    period = s.canary_period_ms
+    if parts.canary and period > 0:
+        job = p.canaries = CanaryJob(
+            period, operators=p.operators, settings=s, plan=p.plan, names=names,
+            changelog=p._changelog_name(), vaults=p.vaults, table=p.table, clock=p.clock,
+            count=p.count, make_topic=lambda name: app.topic(name, key_serializer="raw", value_serializer="raw"))
+        schedule(app, job)
+        p.after_sweep.append(job.after_sweep)
+        if p.metrics is not None:
+            p.metrics.registry.register(CanaryCollector(job, wall=p.metrics.wall))
 
 
 from .kafka_io import HEARTBEAT_KEY, record_headers  # noqa: E402  (one definition for writers and readers)

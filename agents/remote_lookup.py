@@ -4,7 +4,7 @@ Each worker holds only the table partitions assigned to it.  The query desk runs
 that owns the inbox partition, so a lawful request may name an address (or, through CGNAT, an
 inside address) that another worker holds.  ``RemoteLookups.resolve_many`` answers each lookup
 
-- locally (``Pipeline.resolve``) when this worker owns the address's partition, and
+- locally (``agents.lookup.Lookups.resolve``) when this worker owns the address's partition, and
 - otherwise through the internal lookup topics, exactly as ``agents.lookup_client`` does: the
   request, sealed under the deployment's lookup key (``stream.lookup_wire``), goes to the
   partition of ``<prefix>-lookup-requests`` that owns the address (explicit partition, no Kafka
@@ -49,7 +49,7 @@ class RemoteLookups:
                  active: Callable[[], Iterable[int]] = tuple, timeout_s: float = TIMEOUT_S) -> None:
         """``seal``: the deployment's ``LookupSeal``; ``requests``: the lookup request topic (a
         Faust topic); ``owns(operator, net)`` / ``resolve(operator, ip, port, from_ms, to_ms[,
-        proto=])``: this worker's own table partitions (``Pipeline.owns``, ``Pipeline.resolve``);
+        proto=])``: this worker's own table partitions (``Lookups.owns``, ``Lookups.resolve``);
         ``active()``: those partitions' numbers (logged)."""
         self.settings = settings
         self.names = names

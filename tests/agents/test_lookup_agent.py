@@ -1,4 +1,4 @@
-"""The lookup agent's decision per record (``Pipeline.answer_lookup``) and the lookup key on
+"""The lookup agent's decision per record (``agents.lookup.Lookups.answer_lookup``) and the lookup key on
 disk, without a broker: what an outsider sends is never answered, always counted, and logged
 at a bounded rate; what a key holder sends is answered, sealed."""
 
@@ -34,7 +34,7 @@ def pipeline(tmp_path):
                  keys_dir=keys, data_dir=tmp_path / "data", partitions=4, web_enabled=False)
     op = OperatorRuntime("connect2ip", ttl_ms=3_600_000, stats_key=b"k" * 32, policy=pol)
     p = Pipeline(s, {"connect2ip": op}, clock=lambda: NOW, parts=NO_PARTS)
-    p.resolve = lambda operator, ip, port, lo, hi: {"status": "ok", "holders": [{"subscriber": "alice@isp.example"}]}
+    p.lookups.resolve = lambda operator, ip, port, lo, hi: {"status": "ok", "holders": [{"subscriber": "alice@isp.example"}]}
     return p
 
 
@@ -56,7 +56,7 @@ def test_outsiders_get_no_answer_and_are_counted(pipeline, caplog):
                       "from_ms": 0, "to_ms": NOW}).encode()
     with caplog.at_level(logging.WARNING, logger="ipanon.lookups"):
         for _ in range(50):
-            assert pipeline.answer_lookup(raw, 0, NOW) is None
+            assert pipeline.lookups.answer_lookup(raw, 0, NOW) is None
     assert pipeline.counters["lookup_refused:unauthenticated"] == 50
     lines = [r for r in caplog.records if r.name == "ipanon.lookups"]
     assert len(lines) == 1 and "unauthenticated" in lines[0].getMessage()  # rate-limited
@@ -67,17 +67,17 @@ def test_key_holders_get_a_sealed_answer_once(pipeline, tmp_path):
     seal = LookupSeal(load_lookup_key(tmp_path / "keys"), pipeline.names.lookup_requests)
     q = {"operator": "connect2ip", "ip": "100.64.12.34", "port": None, "from_ms": 0, "to_ms": 1}
     blob = seal.seal_request(q, request_id="r1", partition=2, now_ms=NOW - 1000)
-    key, value = pipeline.answer_lookup(blob, 2, NOW)
+    key, value = pipeline.lookups.answer_lookup(blob, 2, NOW)
     assert key == b"r1" and b"alice" not in value
     assert seal.open_answer(value, request_id="r1")["holders"] == [{"subscriber": "alice@isp.example"}]
     assert pipeline.counters["lookup_answers:ok"] == 1
-    assert pipeline.answer_lookup(blob, 2, NOW + 5) is None  # the same record again
-    assert pipeline.answer_lookup(blob, 1, NOW) is None      # or on another partition
+    assert pipeline.lookups.answer_lookup(blob, 2, NOW + 5) is None  # the same record again
+    assert pipeline.lookups.answer_lookup(blob, 1, NOW) is None      # or on another partition
     assert pipeline.counters["lookup_refused:replayed"] == 1
     assert pipeline.counters["lookup_refused:wrong-partition"] == 1
     forged = LookupSeal(bytes(32), pipeline.names.lookup_requests).seal_request(q, request_id="r2", partition=2,
                                                                                now_ms=NOW)
-    assert pipeline.answer_lookup(forged, 2, NOW) is None
+    assert pipeline.lookups.answer_lookup(forged, 2, NOW) is None
     assert pipeline.counters["lookup_refused:unauthenticated"] == 1
 
 
@@ -93,7 +93,7 @@ def _restarted(tmp_path, answer):
                  keys_dir=tmp_path / "keys", data_dir=tmp_path / "data2", partitions=4, web_enabled=False)
     op = OperatorRuntime("connect2ip", ttl_ms=3_600_000, stats_key=b"k" * 32, policy=pol)
     p = Pipeline(s, {"connect2ip": op}, clock=lambda: NOW, parts=NO_PARTS)
-    p.resolve = lambda operator, ip, port, lo, hi: answer
+    p.lookups.resolve = lambda operator, ip, port, lo, hi: answer
     return p
 
 
@@ -104,13 +104,13 @@ def test_a_replay_after_a_restart_is_answered_but_its_length_says_nothing(pipeli
     seal = LookupSeal(load_lookup_key(tmp_path / "keys"), pipeline.names.lookup_requests)
     q = {"operator": "connect2ip", "ip": "100.64.12.34", "port": None, "from_ms": 0, "to_ms": 1}
     blob = seal.seal_request(q, request_id="r1", partition=2, now_ms=NOW - 1000)
-    assert pipeline.answer_lookup(blob, 2, NOW) is not None
-    assert pipeline.answer_lookup(blob, 2, NOW) is None  # same process: replayed
+    assert pipeline.lookups.answer_lookup(blob, 2, NOW) is not None
+    assert pipeline.lookups.answer_lookup(blob, 2, NOW) is None  # same process: replayed
     held = _restarted(tmp_path, {"status": "ok", "holders": [{"subscriber": "alice@isp.example",
                                                               "from_ms": NOW - 5000, "to_ms": NOW}]})
     empty = _restarted(tmp_path, {"status": "no-data", "holders": []})
-    a = held.answer_lookup(blob, 2, NOW)
-    b = empty.answer_lookup(blob, 2, NOW)
+    a = held.lookups.answer_lookup(blob, 2, NOW)
+    b = empty.lookups.answer_lookup(blob, 2, NOW)
     assert a is not None and b is not None  # the limit is real: a restarted worker answers again
     assert a[0] == b[0] == b"r1"
     assert len(a[1]) == len(b[1])           # but the replayer cannot tell held from not held
@@ -126,7 +126,7 @@ def test_odd_json_inside_a_valid_seal_never_leaves_the_agent(pipeline, tmp_path,
 
     seal = LookupSeal(load_lookup_key(tmp_path / "keys"), pipeline.names.lookup_requests)
     blob = lw._seal(seal._req, text, seal._req_aad, None)
-    assert pipeline.answer_lookup(blob, 2, NOW) is None
+    assert pipeline.lookups.answer_lookup(blob, 2, NOW) is None
     assert pipeline.counters["lookup_refused:malformed"] == 1
 
 

@@ -55,7 +55,7 @@ def test_a_batch_applies_bindings_dead_letters_bad_records_and_counts_once(pipel
                Rec(t, 1, 6, HEARTBEAT_KEY, None, []),
                Rec(t, 1, 7, b"k", b"\xff\xfe not a binding", []),
                Rec(t, 1, 8, b"k", binding_wire.encode(stranger), [])]
-    assert asyncio.run(pipeline._mapping_batch(records)) == []
+    assert asyncio.run(pipeline.writer.handle_batch(records)) == []
     assert pipeline.test_counts.get("mapping:opened") == 1
     assert pipeline.test_counts.get("rejected:unknown-operator") == 1
     assert sum(v for k, v in pipeline.test_counts.items() if k.startswith("rejected:")) == 2

@@ -26,11 +26,11 @@ def test_the_sweeper_calls_its_listeners_after_each_pass_and_survives_a_failing_
 
     p.after_sweep.append(broken)
     p.after_sweep.append(lambda now, n, seconds: seen.append((now, n, seconds >= 0)))
-    sweep_once = p.sweep_once
-    asyncio.run(p._sweeper())
-    asyncio.run(p._sweeper())
+    sweep_once = p.writer.sweep_once
+    asyncio.run(p.sweeper.run())
+    asyncio.run(p.sweeper.run())
     assert seen == [(1_000_000, 0, True)] * 2
-    assert p.sweep_once == sweep_once  # nobody replaced the method
+    assert p.writer.sweep_once == sweep_once and p.sweeper.sweep_once == sweep_once  # nobody replaced the method
     assert "sweeper_errors" not in p.counters
 
 
