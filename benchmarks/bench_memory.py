@@ -111,7 +111,7 @@ def one_size(n: int) -> dict:
                                         policy=None)}
     table = SimpleNamespace(data=store, active=set(range(partitions)), key_partition=lambda: kp)
     m = Metrics(ops, clock=lambda: now, table=table, vaults={H.OPERATOR: vault})
-    m.open_budget = n
+    m.compliance.open_budget = n
     t = time.perf_counter()
     _, states = m.scan(now_ms=now)
     walk_s = time.perf_counter() - t

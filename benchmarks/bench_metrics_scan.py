@@ -4,7 +4,7 @@ mapping table and opens every sealed value (``agents.vault.Vault.open``: AES-256
 Prints exactly one JSON line: the table size (keys, one closed session each), the first scan
 (every value opened) and values opened per second, a full ``/metrics`` render when no value
 changed (summaries reused), a rescan after 1 % of the values changed, the exposition size, and
-the worker's way of walking: the background walk (``Metrics.walk_in_background``, 2 ms slices)
+the worker's way of walking: the background walk (``ComplianceWalk.walk_in_background``, 2 ms slices)
 after another 1 % changed, beside a task that sleeps 1 ms at a time — ``loop_max_block_ms`` is
 the longest the event loop was held (what a lookup answer could wait behind the walk).  No Kafka: the table is an in-memory stand-in with the store layout
 ``agents.metrics`` reads (``data``, ``active``, ``key_partition()``), filled with values sealed
@@ -63,13 +63,13 @@ def main() -> None:
         table = SimpleNamespace(data=data, active={0, 1, 2, 3}, key_partition=lambda: kp)
         ops = {name: SimpleNamespace(name=name, ttl_ms=ttl, stale_after_ms=24 * H, policy=policies[name])}
         m = Metrics(ops, clock=lambda: NOW, table=table, names=Topics("bench"), vaults={name: vault})
-        m.open_budget = n  # the first scan opens every value
+        m.compliance.open_budget = n  # the first scan opens every value
         t0 = time.perf_counter()
         _, states = m.scan(now_ms=NOW)
         scan_s = time.perf_counter() - t0
-        assert states[name].intervals == n and m.scan_errors == 0 and m.scan_pending == 0
+        assert states[name].intervals == n and m.compliance.scan_errors == 0 and m.compliance.scan_pending == 0
         t0 = time.perf_counter()
-        m._scan = (-1e9, 0, {})  # force a fresh scan inside the render: values unchanged, summaries reused
+        m.compliance._scan = (-1e9, 0, {})  # force a fresh scan inside the render: values unchanged, summaries reused
         text = m.render()
         render_s = time.perf_counter() - t0
         changed = n // 100  # 1 % of the keys rewritten between scrapes
@@ -81,18 +81,18 @@ def main() -> None:
         for key in list(data)[changed:2 * changed]:
             data[key] = bytes(data[key])
         walk_s, block_ms = asyncio.run(_background_walk(m))
-        assert m._scan[2][name].intervals == n and m.scan_pending == 0
+        assert m.compliance._scan[2][name].intervals == n and m.compliance.scan_pending == 0
     print(json.dumps({"keys": n, "first_scan_s": round(scan_s, 4), "open_per_s": round(n / scan_s),
                       "cached_render_s": round(render_s, 4), "rescan_1pct_changed_s": round(rescan_s, 4),
                       "exposition_bytes": len(text), "oldest_age_s": states[name].age_ms(NOW) // 1000,
-                      "background_walk_s": round(walk_s, 3), "background_walk_busy_s": round(m.scan_seconds, 3),
+                      "background_walk_s": round(walk_s, 3), "background_walk_busy_s": round(m.compliance.scan_seconds, 3),
                       "loop_max_block_ms": round(block_ms, 2)}))
 
 
 async def _background_walk(m: Metrics) -> tuple[float, float]:
     """One background walk beside a 1 ms ticker: (walk wall seconds, longest loop block in ms)."""
-    m.background = True
-    m._scan = (-1e9, None, {})
+    m.compliance.background = True
+    m.compliance._scan = (-1e9, None, {})
     done = False
     worst = 0.0
 
@@ -106,7 +106,7 @@ async def _background_walk(m: Metrics) -> tuple[float, float]:
     tick = asyncio.ensure_future(ticker())
     await asyncio.sleep(0.01)
     t0 = time.perf_counter()
-    await m.walk_in_background()
+    await m.compliance.walk_in_background()
     walk_s = time.perf_counter() - t0
     done = True
     await tick

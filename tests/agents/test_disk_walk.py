@@ -39,9 +39,9 @@ def disk_pipeline(tmp_path, its):
 
 
 def result(m, now):
-    for _ in m.walk(now):
+    for _ in m.compliance.walk(now):
         pass
-    return m._scan[2], m.scan_errors, m.scan_pending
+    return m.compliance._scan[2], m.compliance.scan_errors, m.compliance.scan_pending
 
 
 def test_disk_walk_matches_the_memory_walk_and_keeps_its_summaries_in_the_store(tmp_path):
@@ -59,7 +59,7 @@ def test_disk_walk_matches_the_memory_walk_and_keeps_its_summaries_in_the_store(
 
     # a second walk opens nothing: every summary matches its value's digest (the unreadable
     # value has none: with no budget it is pending, as in the memory walk)
-    m.open_budget = 0
+    m.compliance.open_budget = 0
     assert result(m, now) == (want[0], 0, 1)
 
     # a changed value is opened again (the old summary's digest no longer matches)
@@ -67,7 +67,7 @@ def test_disk_walk_matches_the_memory_walk_and_keeps_its_summaries_in_the_store(
     b = st.batch().put(0, k0, iv.encode((ivl(0, 50 * H),)))
     st.write(b)
     assert result(m, now)[2] == 2  # pending: no budget left to open it
-    m.open_budget = 10
+    m.compliance.open_budget = 10
     got = result(m, now)
     assert got[1:] == (1, 0) and got[0]["connect2ip"].oldest_end_ms == 50 * H
 

@@ -126,11 +126,11 @@ def test_scan_reuses_summaries_and_opens_at_most_the_budget():
     k1, k2 = b"connect2ip|ip|a", b"connect2ip|ip|b"
     p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),))), (k2, iv.encode((ivl(0, 90 * H),)))])
     m = metrics_of(p)
-    m.open_budget = 1
+    m.compliance.open_budget = 1
     _, st = m.scan(now_ms=100 * H)
-    assert m.scan_pending == 1 and st["connect2ip"].intervals == 1
+    assert m.compliance.scan_pending == 1 and st["connect2ip"].intervals == 1
     _, st = m.scan(now_ms=100 * H)
-    assert m.scan_pending == 0 and st["connect2ip"].intervals == 2 and st["connect2ip"].oldest_end_ms == 88 * H
+    assert m.compliance.scan_pending == 0 and st["connect2ip"].intervals == 2 and st["connect2ip"].oldest_end_ms == 88 * H
     p.table.data[k1] = iv.encode((ivl(0, 95 * H),))  # a rewritten value is opened again
     _, st = m.scan(now_ms=100 * H)
     assert st["connect2ip"].oldest_end_ms == 90 * H
@@ -146,19 +146,19 @@ def test_a_slow_walk_is_reused_for_longer_so_walking_takes_a_bounded_share_of_ti
     p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),)))])
     m = metrics_of(p)
     clock = [1000.0]
-    m.mono = lambda: clock[0]
+    m.compliance.mono = lambda: clock[0]
     first = m.scan()
-    assert m.scan() is not None and m._scan[0] == 1000.0
+    assert m.scan() is not None and m.compliance._scan[0] == 1000.0
     clock[0] += SCAN_CACHE_S + 0.5  # a fast walk: stale after SCAN_CACHE_S
     m.scan()
-    assert m._scan[0] == clock[0]
-    m.scan_seconds = 3.0  # as at 1M keys: reused for SCAN_DUTY_FACTOR × 3 s
+    assert m.compliance._scan[0] == clock[0]
+    m.compliance.scan_seconds = 3.0  # as at 1M keys: reused for SCAN_DUTY_FACTOR × 3 s
     walked_at = clock[0]
     clock[0] += SCAN_DUTY_FACTOR * 3.0 - 1
     p.table.data[k1] = iv.encode((ivl(0, 95 * H),))
-    assert m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H and m._scan[0] == walked_at
+    assert m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H and m.compliance._scan[0] == walked_at
     clock[0] += 2
-    assert m.scan()[1]["connect2ip"].oldest_end_ms == 95 * H and m._scan[0] == clock[0]
+    assert m.scan()[1]["connect2ip"].oldest_end_ms == 95 * H and m.compliance._scan[0] == clock[0]
     assert first[1]["connect2ip"].intervals == 1
 
 
@@ -172,15 +172,15 @@ def test_a_sliced_walk_yields_between_slices_and_folds_what_each_key_holds_when_
     assert expect["connect2ip"].intervals == 2000 and expect["connect2ip"].oldest_end_ms == 50 * H
 
     m = metrics_of(p)
-    m.open_budget = 10_000
-    walk = m.walk(now_ms=100 * H, slice_s=0.0)  # a slice ends every 64 keys
+    m.compliance.open_budget = 10_000
+    walk = m.compliance.walk(now_ms=100 * H, slice_s=0.0)  # a slice ends every 64 keys
     next(walk)                                   # first slice done, nothing published yet
-    assert m.walks == 0 and m.scan_pending == 0
+    assert m.compliance.walks == 0 and m.compliance.scan_pending == 0
     del p.table.data[keys[0]]                    # agents write between slices (the walk goes from
     p.table.data[keys[1]] = iv.encode((ivl(0, 10 * H),))  # the end): a key expires, another gets an older interval
     yields = 1 + sum(1 for _ in walk)
-    assert yields == 2000 // 64 and m.walks == 1
-    st = m._scan[2]["connect2ip"]
+    assert yields == 2000 // 64 and m.compliance.walks == 1
+    st = m.compliance._scan[2]["connect2ip"]
     assert st.intervals == 1999 and st.oldest_end_ms == 10 * H
 
 
@@ -188,18 +188,18 @@ def test_summaries_of_keys_gone_or_changed_are_dropped_and_the_cache_never_outgr
     keys = [b"connect2ip|ip|%04d" % i for i in range(600)]
     p = _pipeline([(k, iv.encode((ivl(0, 50 * H),))) for k in keys])
     m = metrics_of(p)
-    m.open_budget = 1000
+    m.compliance.open_budget = 1000
     m.scan(now_ms=100 * H)
-    assert len(m._seen) == len(m._packed) == 600
+    assert len(m.compliance._seen) == len(m.compliance._packed) == 600
     for k in keys[:100]:              # expired between two walks (before the next snapshot)
         del p.table.data[k]
     for k in keys[100:300]:           # rewritten: over the budget of 50, 150 must wait
         p.table.data[k] = iv.encode((ivl(0, 60 * H),))
-    m.open_budget = 50
+    m.compliance.open_budget = 50
     _, st = m.scan(now_ms=100 * H)
-    assert m.scan_pending == 150 and st["connect2ip"].keys == 350
-    assert len(m._seen) == len(m._packed) == 350   # no summary of a deleted key, none of a value no longer held
-    assert all(p.table.data[k] is m._seen[k] for k in m._seen)
+    assert m.compliance.scan_pending == 150 and st["connect2ip"].keys == 350
+    assert len(m.compliance._seen) == len(m.compliance._packed) == 350   # no summary of a deleted key, none of a value no longer held
+    assert all(p.table.data[k] is m.compliance._seen[k] for k in m.compliance._seen)
 
 
 def test_packed_summaries_round_trip_and_are_not_gc_containers():
@@ -221,10 +221,10 @@ def test_a_rebalance_during_a_walk_abandons_it():
     p = _pipeline([(b"connect2ip|ip|%04d" % i, iv.encode((ivl(0, 88 * H),))) for i in range(600)])
     p.table._epoch = 1
     m = metrics_of(p)
-    walk = m.walk(now_ms=100 * H, slice_s=0.0)
+    walk = m.compliance.walk(now_ms=100 * H, slice_s=0.0)
     next(walk)
     p.table._epoch = 2
-    assert list(walk) == [] and m.walks == 0 and m._scan[1] is None
+    assert list(walk) == [] and m.compliance.walks == 0 and m.compliance._scan[1] is None
     assert k1 not in p.table.data
 
 
@@ -236,17 +236,17 @@ def test_with_the_background_walker_a_scrape_reads_its_result_and_never_walks():
     k1 = b"connect2ip|ip|a"
     p = _pipeline([(k1, iv.encode((ivl(0, 88 * H),)))])
     m = metrics_of(p)
-    m.background = True
+    m.compliance.background = True
     now, states = m.scan()
-    assert now == 100 * H and states == {} and m.walks == 0   # nothing walked yet: empty, not stale
-    asyncio.run(m.walk_in_background())
-    assert m.walks == 1 and m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H
+    assert now == 100 * H and states == {} and m.compliance.walks == 0   # nothing walked yet: empty, not stale
+    asyncio.run(m.compliance.walk_in_background())
+    assert m.compliance.walks == 1 and m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H
     p.table.data[k1] = iv.encode((ivl(0, 95 * H),))
-    assert m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H and m.walks == 1  # the scrape did not walk
-    asyncio.run(m.walk_in_background())   # renewed only after SCAN_CACHE_S
-    assert m.walks == 1
-    m.mono = lambda: time.monotonic() + M.SCAN_CACHE_S + 1
-    asyncio.run(m.walk_in_background())
-    assert m.walks == 2 and m.scan()[1]["connect2ip"].oldest_end_ms == 95 * H
+    assert m.scan()[1]["connect2ip"].oldest_end_ms == 88 * H and m.compliance.walks == 1  # the scrape did not walk
+    asyncio.run(m.compliance.walk_in_background())   # renewed only after SCAN_CACHE_S
+    assert m.compliance.walks == 1
+    m.compliance.mono = lambda: time.monotonic() + M.SCAN_CACHE_S + 1
+    asyncio.run(m.compliance.walk_in_background())
+    assert m.compliance.walks == 2 and m.scan()[1]["connect2ip"].oldest_end_ms == 95 * H
     s = _samples(m.render().decode())
     assert s[("ipanon_oldest_mapping_age_seconds", (("operator", "connect2ip"),))] == 5 * 3600
