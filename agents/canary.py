@@ -100,9 +100,8 @@ class CanaryJob:
         self._bounds()
         self._scanning = False
         self._next_scan_ms = 0
-        self.last_scan_s = 0.0
         self._soon = False
-        self._consumer: Any = None
+        self.scanner = StoreScanner(settings=settings, names=names, changelog=changelog)
         #: result records not yet produced to <prefix>-canary-results (sent by the watch timer)
         self.outbox: list[dict] = []
         self.results_sent = 0
@@ -290,9 +289,9 @@ class CanaryJob:
         if not todo:
             return
         self._scanning = True
-        self.last_scan_s = 0.0
+        self.scanner.last_scan_s = 0.0
         try:
-            seen = await asyncio.to_thread(self._scan_sync, todo)
+            seen = await asyncio.to_thread(self.scanner.observe, todo)
             now = self.clock()
             for t, obs in zip(todo, seen):
                 for store, here in obs.items():
@@ -306,9 +305,31 @@ class CanaryJob:
             self.count("canary_errors")
         finally:
             self._scanning = False
-            self._next_scan_ms = self.clock() + int(SCAN_DUTY_FACTOR * self.last_scan_s * 1000)
+            self._next_scan_ms = self.clock() + int(SCAN_DUTY_FACTOR * self.scanner.last_scan_s * 1000)
 
-    def _scan_sync(self, todo: list[Tracked]) -> list[dict]:
+    # -- figures ----------------------------------------------------------------------------
+
+    def canaries(self) -> list[C.Canary]:
+        return [c for d in self.finished.values() for c in d] + [t.c for t in self.pending]
+
+    def figures(self, now: int) -> list[C.StoreFigure]:
+        return C.summarize(self.canaries(), now, bounds=self.bounds, promises=self.promises)
+
+
+class StoreScanner:
+    """Where the canaries still are outside the table: the raw and bindings topics, the
+    changelog, the data directory.  Blocking (kafka-python, file reads): run in a thread."""
+
+    def __init__(self, *, settings: Any, names: Any, changelog: str) -> None:
+        """``settings``: the Kafka clients and the data directory; ``changelog``: the table's
+        changelog topic name."""
+        self.settings = settings
+        self.names = names
+        self.changelog = changelog
+        self._consumer: Any = None
+        self.last_scan_s = 0.0  # CPU time of the last scan (the job's duty cap)
+
+    def observe(self, todo: list[Tracked]) -> list[dict]:
         """Observations per canary.  Raw and bindings topics (delete policy) by offsets only: the
         raw record's offset is known from its produce ack; its bindings record was written before
         the table held it, so below the partition's end offset read at the first scan after that
@@ -365,14 +386,6 @@ class CanaryJob:
                 c.close()
             self.last_scan_s = time.thread_time() - cpu0
         return out
-
-    # -- figures ----------------------------------------------------------------------------
-
-    def canaries(self) -> list[C.Canary]:
-        return [c for d in self.finished.values() for c in d] + [t.c for t in self.pending]
-
-    def figures(self, now: int) -> list[C.StoreFigure]:
-        return C.summarize(self.canaries(), now, bounds=self.bounds, promises=self.promises)
 
 
 def _read_changelog(c: Any, tp: Any, keys: set) -> tuple[set, set]:
