@@ -394,15 +394,14 @@ def compose(p: "Pipeline", parts: Parts) -> None:
     p.stats = p.query = p.status = p.answers = p.canaries = None
     if parts.stats:
         p.stats = StatsAgent(app, settings=s, operators=p.operators, add_stage=p.add_batch_stage,
-                                ports=StatsPorts(names=names, clock=p.clock, count=p.count,
-                                                 dead_letter_output=p.dead_letter_output))
+                             ports=StatsPorts(names=names, clock=p.clock, count=p.count,
+                                              dead_letter_output=p.dead_letter_output))
     if parts.query:
         lookups = RemoteLookups(settings=s, names=names, seal=p.lookup_seal, requests=p.lookup_requests,
                                 clock=p.clock, owns=p.lookups.owns, resolve=p.lookups.resolve,
                                 active=lambda: p.table.active)
         p.query = QueryAgent(app, settings=s, names=names, operators=p.operators, clock=p.clock,
-                                count=p.count, dead_letter=p.dead_letter, on_holds=p._set_holds,
-                                lookups=lookups)
+                             count=p.count, dead_letter=p.dead_letter, on_holds=p._set_holds, lookups=lookups)
     verifier = None
     if parts.status:
         q = p.query
@@ -410,18 +409,16 @@ def compose(p: "Pipeline", parts: Parts) -> None:
                                  anchor_public=q.anchor_key.public_key() if q is not None else None,
                                  checkpoint_ms=q.checkpoint_ms if q is not None else 3_600_000)
     if parts.metrics or parts.status:  # the status page shows the metrics' figures
-        m = p.metrics = Metrics(p.operators, clock=p.clock, table=p.table, names=names,
-                                   vaults=p.vaults, holds=lambda: p.holds, app=app,
-                                   stages=p.batch_stages,
-                                   audit_state=(lambda: verifier.state) if verifier is not None else lambda: None)
+        m = p.metrics = Metrics(p.operators, clock=p.clock, table=p.table, names=names, vaults=p.vaults,
+                                holds=lambda: p.holds, app=app, stages=p.batch_stages,
+                                audit_state=(lambda: verifier.state) if verifier is not None else lambda: None)
         p.on_count.append(m.on_count)
         p.after_sweep.append(m.after_sweep)
         serve_metrics(app, m)
         for stage in p.batch_stages:  # the stages built before the metrics existed
             stage.metrics = m
     if parts.status:
-        p.status = Status(p.metrics, operators=p.operators, counters=p.counters, app_id=s.app_id,
-                             table=p.table)
+        p.status = Status(p.metrics, operators=p.operators, counters=p.counters, app_id=s.app_id, table=p.table)
         serve_status(app, p.status, verifier)
     if parts.answers and hasattr(names, "query_responses"):
         p.answers = AnswerRouter(app, names=names, plan=p.plan, settings=s, count=p.count, flush=p.ebb)
