@@ -396,7 +396,7 @@ class QueryAgent:
         try:
             req = d.request
             result = await self.resolve(ip_text(req.address), req.port, req.from_ms, req.to_ms, proto=req.proto)
-            a = self.desk.answer(d, lambda *_: result, now)
+            a = self.desk.answer(d, lambda *_, **__: result, now)  # already resolved, with the protocol
         except Exception as e:  # the request was authorised: say it failed, never answer wrongly
             log.exception("query: resolving a ready request failed (%s)", type(e).__name__)
             req = d.request
