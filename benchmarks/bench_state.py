@@ -305,6 +305,7 @@ def restore(w: H.Worker, n: int, timeout_s: float, disk: bool = False) -> dict:
             time.sleep(0.5)
         time.sleep(2)
         rss = H.rss_kb(w.pid)
+        exited = w.proc.poll() if w.proc is not None else None  # a worker that died has no RSS
     finally:
         w.stop()
 
@@ -326,7 +327,8 @@ def restore(w: H.Worker, n: int, timeout_s: float, disk: bool = False) -> dict:
            "spawn_to_ready_s": round(ready - spawned, 2) if ready is not None else None,
            "restore_s": round(sec, 2) if sec == sec else None, "restore_per_s": rate,
            "ready_s": since(ready), "schedule_rebuilt_s": since(done),
-           "rss_mb": round(rss / 1024, 1), "log_tail": "" if end is not None else w.log_tail(400)}
+           "rss_mb": round(rss / 1024, 1) if exited is None else None, "worker_exit": exited,
+           "log_tail": "" if end is not None and exited is None else w.log_tail(1500)}
     if own is not None:  # the changelog read alone, as the worker measured it
         out.update({"table_restore_records": own["records"], "table_restore_s": own["s"],
                     "table_restore_per_s": round(own["records"] / own["s"]) if own["s"] > 0 else None,
@@ -595,9 +597,9 @@ def run_worker_disk(a) -> dict:
                 if not row[k]:
                     row.pop(k)
             results.append(row)
-    rss = [r["restart_rss_mb"] for r in results]
+    rss = [r["restart_rss_mb"] for r in results if r["restart_rss_mb"]]
     return {"bench": "state", "store": "worker-disk", "smoke": a.smoke, "sizes": results,
-            "rss_ratio_largest_to_smallest": round(rss[-1] / rss[0], 2) if len(rss) >= 2 else None,
+            "rss_ratio_largest_to_smallest": round(rss[-1] / rss[0], 2) if len(rss) == len(results) >= 2 else None,
             "targets": {"rss_ratio": 1.2, "rss_mb": 1024, "restart_s_at_10M": 10, "restore_per_s": 200_000},
             "machine": H.machine()}
 
