@@ -385,7 +385,7 @@ def compose(p: "Pipeline", parts: Parts) -> None:
     from .answer_router import AnswerRouter
     from .canary import CanaryJob, schedule
     from .metrics import CanaryCollector, Metrics, serve as serve_metrics
-    from .query_agent import QueryAgent
+    from .query_agent import HoldsFollower, QueryAgent
     from .remote_lookup import RemoteLookups
     from .stats_agent import StatsAgent, StatsPorts
     from .web import AuditVerifier, Status, serve as serve_status
@@ -401,7 +401,10 @@ def compose(p: "Pipeline", parts: Parts) -> None:
                                 clock=p.clock, owns=p.lookups.owns, resolve=p.lookups.resolve,
                                 active=lambda: p.table.active)
         p.query = QueryAgent(app, settings=s, names=names, operators=p.operators, clock=p.clock,
-                             count=p.count, dead_letter=p.dead_letter, on_holds=p._set_holds, lookups=lookups)
+                             count=p.count, dead_letter=p.dead_letter, lookups=lookups)
+        # every worker applies the holds the desk (on whichever worker) publishes
+        p.holds_follower = HoldsFollower(names.holds, settings=s, on_holds=p._set_holds)
+        app.task(p.holds_follower.run)
     verifier = None
     if parts.status:
         q = p.query

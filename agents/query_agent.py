@@ -11,7 +11,7 @@ pure ``stream.access.QueryDesk`` on the lawful-access inbox and acts on its deci
     <prefix>-audit            1 partition, kept.  The hash chain; this agent is its one writer.
     <prefix>-holds            1 partition, compacted.  Active holds (key = hold id, value = the
                               hold as JSON; a tombstone when released or lapsed).  Every worker
-                              reads it without a consumer group and hands it to ``on_holds``.
+                              reads it without a consumer group (``HoldsFollower``).
     <prefix>-query-state      1 partition, compacted, one key (``desk``).  The desk's snapshot.
 
 **One writer.**  The inbox has one partition, so in a consumer group exactly one worker owns
@@ -235,23 +235,75 @@ def _apply_hold_record(holds: dict[str, LegalHold], key: Optional[bytes], value:
 # the agent
 
 
+class HoldsFollower:
+    """Every worker: the active legal holds, read from the compacted holds topic without a
+    consumer group (at start-up, then followed) and handed to ``on_holds`` whenever they change
+    (the sweeper and the mapping stage apply them)."""
+
+    def __init__(self, topic: str, *, settings: Any, on_holds: Callable[[HoldSet], None]) -> None:
+        self.topic = topic
+        self.settings = settings
+        self.on_holds = on_holds
+        # read them now so the sweeper never runs without them
+        self.view: dict[str, LegalHold] = {}
+        self.view_next = 0
+        try:
+            self.view, self.view_next = read_holds(settings.bootstrap, topic)
+        except Exception as e:  # the start-up check has verified the topic; a read error is transient
+            log.warning("holds: could not read %s at start-up (%s); will keep trying", topic, type(e).__name__)
+        on_holds(HoldSet.of(self.view.values()))
+
+    async def run(self) -> None:
+        """Every worker: follow the holds topic (no consumer group) and hand each new hold set
+        to ``on_holds`` (the sweeper's and the mapping stage's)."""
+        from aiokafka import TopicPartition
+
+        s, topic = self.settings, self.topic
+        while True:
+            c = Clients.of(s).aio_consumer(client_id="ipanon-holds-view", group_id=None)
+            try:
+                await c.start()
+                tp = TopicPartition(topic, 0)
+                c.assign([tp])
+                c.seek(tp, self.view_next)
+                while True:
+                    batch = await c.getmany(timeout_ms=500)
+                    changed = False
+                    for recs in batch.values():
+                        for r in recs:
+                            self.view_next = r.offset + 1
+                            changed |= _apply_hold_record(self.view, r.key, r.value)
+                    if changed:
+                        self.on_holds(HoldSet.of(self.view.values()))
+                        log.info("holds: %d active", len(self.view))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("holds: following %s failed (%s); retrying", topic, type(e).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                try:
+                    await c.stop()
+                except Exception:
+                    pass
+
+
 class QueryAgent:
     """The desk, the audit writer and the hold keeper of one worker (see module doc)."""
 
     def __init__(self, app: Any, *, settings: Any, names: Any, operators: Mapping[str, Any],
                  clock: Callable[[], int], count: Callable[..., None], dead_letter: Callable[..., None],
-                 on_holds: Callable[[HoldSet], None], lookups: RemoteLookups) -> None:
+                 lookups: RemoteLookups) -> None:
         """``app``: the Faust app the agent, timers and topics belong to; ``dead_letter(event,
-        reason, detail)``: the worker's dead-letter writer; ``on_holds(holds)``: receives every
-        new ``HoldSet`` (the sweeper and the mapping stage apply it); ``lookups``: resolution on
-        whichever worker owns each address (``agents.remote_lookup``)."""
+        reason, detail)``: the worker's dead-letter writer; ``lookups``: resolution on whichever
+        worker owns each address (``agents.remote_lookup``).  The holds it publishes reach every
+        worker through ``HoldsFollower``."""
         self.settings = s = settings
         self.names = names
         self.operators = operators
         self.clock = clock
         self.count = count
         self.dead_letter = dead_letter
-        self.on_holds = on_holds
         adir, sdir = registry_dirs(s)
         self.registry = Registry.load(adir, sdir)  # ConfigError: the worker does not start
         self.policy = load_policy(s)
@@ -280,18 +332,9 @@ class QueryAgent:
         self.dirty = False
         self._lock: Optional[asyncio.Lock] = None
         self._out: list[tuple[Any, Optional[bytes], Optional[bytes], Optional[int]]] = []  # queued outputs
-        # every worker applies holds; read them now so the sweeper never runs without them
-        self.view: dict[str, LegalHold] = {}
-        self.view_next = 0
-        try:
-            self.view, self.view_next = read_holds(s.bootstrap, n.holds)
-        except Exception as e:  # the start-up check has verified the topic; a read error is transient
-            log.warning("holds: could not read %s at start-up (%s); will keep trying", n.holds, type(e).__name__)
-        on_holds(HoldSet.of(self.view.values()))
         app.agent(self.inbox, name="ipanon.query")(self.run)
         app.timer(1.0, name="ipanon.query.tick")(self.tick)
         app.timer(s.heartbeat_ms / 2000, name="ipanon.query.heartbeat")(self.heartbeat)
-        app.task(self.holds_view)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -483,40 +526,6 @@ class QueryAgent:
             self._out.append((self.holds_topic, d.unpublish.encode(), None, 0))  # tombstone: compacted away
         self.count(f"holds:{d.status}" + (f":{d.reason}" if d.reason else ""))
         log.info("holds: %s %s%s", d.hold_id, d.status, f" ({d.reason})" if d.reason else "")
-
-    async def holds_view(self) -> None:
-        """Every worker: follow the holds topic (no consumer group) and hand each new hold set
-        to ``on_holds`` (the sweeper's and the mapping stage's)."""
-        from aiokafka import TopicPartition
-
-        s, topic = self.settings, self.names.holds
-        while True:
-            c = Clients.of(s).aio_consumer(client_id="ipanon-holds-view", group_id=None)
-            try:
-                await c.start()
-                tp = TopicPartition(topic, 0)
-                c.assign([tp])
-                c.seek(tp, self.view_next)
-                while True:
-                    batch = await c.getmany(timeout_ms=500)
-                    changed = False
-                    for recs in batch.values():
-                        for r in recs:
-                            self.view_next = r.offset + 1
-                            changed |= _apply_hold_record(self.view, r.key, r.value)
-                    if changed:
-                        self.on_holds(HoldSet.of(self.view.values()))
-                        log.info("holds: %d active", len(self.view))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("holds: following %s failed (%s); retrying", topic, type(e).__name__)
-                await asyncio.sleep(1.0)
-            finally:
-                try:
-                    await c.stop()
-                except Exception:
-                    pass
 
     # -- the agent --------------------------------------------------------------------------
 
