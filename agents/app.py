@@ -377,11 +377,12 @@ class Pipeline:
 
 
 
-def compose(p: "Pipeline", parts: Parts) -> None:
+def compose(pipeline: "Pipeline", parts: Parts) -> None:
     """Build the optional components, each with what it uses, in this order: the query desk
     before the audit verifier (its checkpoint key), the verifier before the metrics (they
     export its result), the metrics before the status page and the canaries (which read or
-    feed them)."""
+    feed them).  The composition root is the one function that takes the whole pipeline."""
+    p = pipeline
     from .answer_router import AnswerRouter
     from .canary import CanaryJob, schedule
     from .metrics import CanaryCollector, Metrics, serve as serve_metrics
