@@ -23,6 +23,11 @@ Planted defects (run by hand; the test must then fail): ``IPANON_TEST_PLANT=no-c
 nothing), ``no-reopen`` (``DiskStore.reopen`` does nothing: the MANIFEST keeps deleted keys),
 ``no-compaction-no-shred`` (no compaction and ``Vault.destroy_due`` does nothing: the leftover
 copies still open).  The worker runs with the defect patched in before ``agents.cli.main``.
+``tests/e2e/test_disk_restart.py`` uses ``checkpoint-off-by-one`` (the store's checkpoint read
+one past where it is), ``checkpoint-trusted`` (a store's checkpoint taken as the changelog's
+end: nothing read after a restart) — both with ``MappingTable._check_checkpoints`` off, which
+otherwise restores such a partition afresh — and ``no-disk-schedule`` (no entry in the on-disk
+schedule).
 """
 
 from __future__ import annotations
@@ -59,6 +64,15 @@ PLANTS = {
     "no-compaction-no-shred": ("import agents.disk_store as d, agents.vault as v; "
                                "d.DiskStore.compact_partition = lambda self, p: None; "
                                "v.Vault.destroy_due = lambda self, now_ms: 0"),
+    # for tests/e2e/test_disk_restart.py
+    # (with the table's own checkpoint checks off: they restore afresh a checkpoint past the end)
+    "checkpoint-off-by-one": ("import agents.disk_store as d, agents.mapping_table as m; _c = d.DiskStore.checkpoint; "
+                              "m.MappingTable._check_checkpoints = lambda self, *a: None; "
+                              "d.DiskStore.checkpoint = lambda self, p: (lambda c: None if c is None else c + 1)(_c(self, p))"),
+    "checkpoint-trusted": ("import agents.disk_store as d, agents.mapping_table as m; _c = d.DiskStore.checkpoint; "
+                           "m.MappingTable._check_checkpoints = lambda self, *a: None; "
+                           "d.DiskStore.checkpoint = lambda self, p: (lambda c: None if c is None else 2**62)(_c(self, p))"),
+    "no-disk-schedule": "import agents.disk_store as d; d.Batch.schedule = lambda self, p, when_ms, key: self",
 }
 
 

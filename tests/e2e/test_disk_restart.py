@@ -264,10 +264,10 @@ def test_a_worker_back_on_its_old_store_answers_with_the_writes_made_while_it_wa
 
 # -- 3. a damaged store -------------------------------------------------------------------------------
 
-def _fed_sessions(n: int, now_s: int, tag: str) -> tuple[list[dict], dict]:
+def _fed_sessions(n: int, now_s: int, tag: str, net: str = "100.72") -> tuple[list[dict], dict]:
     recs, model = [], {}
     for i in range(n):
-        ip = f"100.72.{i // 200}.{i % 200 + 1}"
+        ip = f"{net}.{i // 200}.{i % 200 + 1}"
         sub = f"dmg-{tag}-{i}@isp.example"
         c = {"User-Name": sub, "Acct-Session-Id": f"D{tag}{i}", "NAS-IP-Address": "192.0.2.10", "Framed-IP-Address": ip}
         start = now_s - 200 + i % 50
@@ -497,3 +497,86 @@ def test_keys_due_while_the_worker_was_down_expire_at_its_first_sweep_without_a_
         f"B_disk after the first sweep: {len(left)} of {len(due_keys)} expired keys' sealed values still in "
         f"{sorted({f for fs in left.values() for f in fs})}, {len(ids_left)} key ids still on disk; "
         f"{len(kept_here)} of {len(kept_keys)} kept keys' values found (the scan sees the store)")
+
+
+# -- 5. a store whose changelog was deleted and created again ---------------------------------------
+
+def _end_offsets(bootstrap, topic: str) -> dict[int, int]:
+    from kafka import TopicPartition
+
+    from agents.kafka_clients import Clients
+
+    c = Clients(bootstrap).consumer(client_id="ipanon-reader")
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        return {tp.partition: o for tp, o in c.end_offsets(tps).items()}
+    finally:
+        c.close()
+
+
+def test_a_store_is_not_continued_on_a_changelog_created_again_and_refilled(
+        worker_factory, bootstrap, tmp_path, request, monkeypatch):
+    """The deployment's table is reset while worker A is down (its changelog deleted and
+    created again, empty); worker B of the same deployment, on an empty disk, fills the new
+    changelog past A's checkpoints.  A, back on its old store, must answer what the changelog
+    holds — B's sessions, none of the reset ones — as a worker restored on an empty disk would:
+    a checkpoint is an offset of *one* topic, and on another topic of the same name it points
+    into records the store never saw."""
+    from kafka import KafkaAdminClient
+
+    from agents.runtime import apply_topics
+    from tests.e2e.test_erasure import produce
+
+    monkeypatch.setenv("IPANON_SESSION_TIMEOUT_MS", "10000")
+    pa, pb = free_port(), free_port()
+    a = disk_worker(worker_factory, (OPERATOR,), extra=["--web-port", str(pa)]).start()
+    b = twin(a, pb)
+    request.addfinalizer(b.stop)
+    wait_for(lambda: partitions(pa) == ALL, timeout_s=150, what="A to own every partition")
+    now_s = int(time.time())
+    recs1, reset = _fed_sessions(200, now_s, "r1")
+    produce(bootstrap, a.topics.raw_radius, "radius-json", recs1, tmp_path, OPERATOR)
+    caught_up(bootstrap, a)
+    assert not answers_off(bootstrap, a, reset, 0, "A before the reset")
+    a.stop()
+    changelog = f"{a.settings.app_id}-mappings-changelog"
+    ends1 = _end_offsets(bootstrap, changelog)
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([changelog])
+        wait_for(lambda: changelog not in admin.list_topics(), timeout_s=60, what="the changelog deleted")
+    finally:
+        admin.close()
+    wait_for(lambda: _try_apply(apply_topics, a.settings), timeout_s=60, what="the changelog created again")
+
+    b.start()
+    wait_for(lambda: partitions(pb) == ALL, timeout_s=150, what="B to own every partition")
+    recs2, fresh_model = _fed_sessions(600, now_s, "r2", net="100.76")
+    produce(bootstrap, a.topics.raw_radius, "radius-json", recs2, tmp_path, OPERATOR)
+    caught_up(bootstrap, b)
+    assert not answers_off(bootstrap, b, fresh_model, 0, "B on the new changelog")
+    b.stop()
+    ends2 = _end_offsets(bootstrap, changelog)
+    assert all(ends2[p] > ends1[p] for p in ends1), (ends1, ends2)  # past any checkpoint A can have
+
+    mark = len(a.log())
+    a.start()
+    wait_for(lambda: partitions(pa) == ALL, timeout_s=150, what="A back on its old store")
+    off = answers_off(bootstrap, a, fresh_model, 0, "A back: the new changelog's sessions", timeout_s=60)
+    stale = {ip: rows for ip, rows in answers(bootstrap, a, reset, 0).items() if rows[0][0] != "status"}
+    log = a.log()[mark:]
+    a.stop()
+    assert not off and not stale, (
+        f"A back on its store after its changelog was created again: {len(off)} of {len(fresh_model)} of the "
+        f"new changelog's sessions wrong, e.g. {off[:2]}; {len(stale)} of {len(reset)} reset sessions still "
+        f"answered, e.g. {list(stale.items())[:2]}; restores: {restores(log)[:2]}; changelog end offsets "
+        f"before the reset {ends1}, after {ends2}")
+
+
+def _try_apply(apply_topics, settings) -> bool:
+    try:
+        apply_topics(settings)
+        return True
+    except Exception:  # the deletion is still settling on the broker
+        return False
