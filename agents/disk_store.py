@@ -380,6 +380,13 @@ class DiskStore:
         raw = self._cf[_META].get(_meta_key(p))
         return None if raw is None else _OFFSET.unpack(raw)[0]
 
+    def get_meta(self, name: bytes) -> Optional[bytes]:
+        """A store-wide value of ``meta`` (``b"x"`` + name; the changelog's topic id)."""
+        return self._cf[_META].get(b"x" + name)
+
+    def put_meta(self, name: bytes, value: bytes) -> None:
+        self._cf[_META][b"x" + name] = value
+
     def checkpoint_at(self, p: int) -> Optional[int]:
         """When ``p``'s checkpoint was written (ms; None: not recorded)."""
         raw = self._cf[_META].get(_meta_time_key(p))

@@ -633,6 +633,7 @@ class MappingTable(faust.Table):
             ends = await c.end_offsets(tps) if tps else {}
             firsts = await c.beginning_offsets(tps) if tps else {}
             if disk is not None:
+                await self._check_topic_id(cl, topic)
                 self._check_checkpoints(tps, firsts, ends)
             # records after the end offsets were written after this instant (checkpoint times)
             wall0 = time.time_ns() // 1_000_000
@@ -730,6 +731,36 @@ class MappingTable(faust.Table):
             return int(drm) // 2
         except (TypeError, ValueError):
             return 43_200_000
+
+    async def _check_topic_id(self, clients: Any, topic: str) -> None:
+        """A checkpoint is an offset of *one* topic: if the changelog was deleted and created
+        again under the same name (Kafka topic ids, KIP-516), every partition of the store is
+        restored afresh — the new topic's offsets point into records the store never saw."""
+        def topic_id() -> Optional[str]:
+            admin = clients.admin(client_id=f"{self.app.conf.id}-restore-admin")
+            try:
+                tid = admin.describe_topics([topic])[0].get("topic_id")
+                return None if tid is None else str(tid)
+            finally:
+                admin.close()
+
+        try:
+            tid = await asyncio.to_thread(topic_id)
+        except Exception as e:  # the offset checks still apply
+            log.warning("mapping table: could not read the changelog's topic id (%s: %s)", type(e).__name__, e)
+            return
+        if not tid or tid == "00000000-0000-0000-0000-000000000000":
+            return
+        st = self.disk
+        had = st.get_meta(b"topic-id")
+        if had is not None and had.decode() != tid:
+            log.warning("mapping table: the changelog %s was created again (topic id %s, the store's %s): "
+                        "every partition is restored afresh", topic, tid, had.decode())
+            for p in sorted(st.partitions()):
+                st.drop_partition(p)
+            self._restored_to.clear()
+        if had is None or had.decode() != tid:
+            st.put_meta(b"topic-id", tid.encode())
 
     def _check_checkpoints(self, tps: list, firsts: dict, ends: dict) -> None:  # noqa: C901
         """Drop each partition whose checkpoint cannot be continued from, so it is restored

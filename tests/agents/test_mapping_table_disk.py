@@ -390,3 +390,41 @@ def test_the_erasure_tick_runs_beside_the_table(bootstrap, tmp_path):
         assert table.disk.checkpoint(0) == 501
 
     asyncio.run(scenario())
+
+
+def test_a_changelog_created_again_is_restored_afresh_even_past_the_old_checkpoint(bootstrap, tmp_path):
+    """A checkpoint is an offset of one topic: after the changelog is deleted and created again
+    and refilled past the old checkpoint, the offsets alone look fine; the topic id does not."""
+    import time
+
+    from kafka import KafkaAdminClient
+
+    app_id, table, topic = setup(bootstrap, tmp_path)
+    write(bootstrap, topic, [(0, b"old%d" % i, b"o") for i in range(5)])
+
+    async def restore(t):
+        await t.on_rebalance(tps(topic, [0]), set(), tps(topic, [0]))
+        await t.restore(tps(topic, [0]))
+
+    asyncio.run(restore(table))
+    assert table.disk.checkpoint(0) == 5 and table.disk.get_meta(b"topic-id") is not None
+    table.disk.close()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([topic])
+        for _ in range(120):
+            if topic not in admin.list_topics():
+                break
+            time.sleep(0.5)
+    finally:
+        admin.close()
+    for _ in range(60):
+        try:
+            ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
+            write(bootstrap, topic, [(0, b"new%d" % i, b"n") for i in range(8)])
+            break
+        except Exception:  # the deletion still in progress on the broker
+            time.sleep(1)
+    table = make_table(bootstrap, app_id, tmp_path / "state")
+    asyncio.run(restore(table))
+    assert store_only(table) == changelog_state(bootstrap, topic, [0]) == {b"new%d" % i: (b"n", 0) for i in range(8)}
