@@ -188,7 +188,13 @@ class DiskStore:
         self.width_ms = width_ms
         self._opts = _options(write_buffer_bytes=write_buffer_bytes, total_wal_bytes=total_wal_bytes,
                               cache_bytes=cache_bytes)
-        self._open()
+        try:
+            self._open()
+        except Exception as e:  # corruption, a missing MANIFEST, a lock held: one clear line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"{self.path}: the mapping table's store cannot be opened ({first}); stop every "
+                              f"process using it, or move the directory away (and delete it) so the worker "
+                              f"restores the table from the changelog") from None
         #: partition → when its last forced compaction started (not persisted: a reopened store
         #: compacts every partition at its first tick)
         self.last_compacted: dict[int, int] = {}

@@ -299,3 +299,20 @@ def test_bound_holds_on_a_ticking_clock(tmp_path):
         assert seen_at == list(range(1_100, 2_000, BOUND.tick_ms))
         assert now == 2_000 and tick["compacted"] == [0]
         assert now <= t_delete + BOUND.bound_ms
+
+
+def test_a_store_that_cannot_be_opened_is_one_clear_config_error(tmp_path):
+    """A damaged store (here: its MANIFEST gone) or one another process holds: a ConfigError of
+    one line naming the directory and what to do, not RocksDB's traceback."""
+    path = tmp_path / "s"
+    with open_store(path) as s:
+        s.put_batch(0, [(key(1), b"v")], next_offset=1)
+        s.flush()
+        with pytest.raises(ConfigError, match="cannot be opened") as held:
+            open_store(path)  # the first one still holds the LOCK
+        assert "\n" not in str(held.value)
+    for f in path.glob("MANIFEST-*"):
+        f.unlink()
+    with pytest.raises(ConfigError, match="cannot be opened.*restores the table from the changelog") as e:
+        open_store(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
