@@ -72,6 +72,10 @@ def _meta_time_key(p: int) -> bytes:
     return b"t" + p.to_bytes(4, "big")
 
 
+def _meta_compacted_key(p: int) -> bytes:
+    return b"c" + p.to_bytes(4, "big")
+
+
 def _options(*, write_buffer_bytes: int, total_wal_bytes: int, cache_bytes: int) -> rd.Options:
     o = rd.Options(raw_mode=True)
     o.create_if_missing(True)
@@ -195,9 +199,14 @@ class DiskStore:
             raise ConfigError(f"{self.path}: the mapping table's store cannot be opened ({first}); stop every "
                               f"process using it, or move the directory away (and delete it) so the worker "
                               f"restores the table from the changelog") from None
-        #: partition → when its last forced compaction started (not persisted: a reopened store
-        #: compacts every partition at its first tick)
+        #: partition → when its last forced compaction started (kept in ``meta`` once it ended, so
+        #: a restarted worker does not rewrite its whole store at its first tick; a partition
+        #: with none is compacted at the first tick)
         self.last_compacted: dict[int, int] = {}
+        for p in self._held:
+            raw = self._cf[_META].get(_meta_compacted_key(p))
+            if raw is not None:
+                self.last_compacted[p] = _OFFSET.unpack(raw)[0]
         self.last_tick: dict = {}
         self._wo = rd.WriteOptions()
 
@@ -254,6 +263,7 @@ class DiskStore:
         self.last_compacted.pop(p, None)
         self._cf[_META].delete(_meta_key(p))
         self._cf[_META].delete(_meta_time_key(p))
+        self._cf[_META].delete(_meta_compacted_key(p))
         self._data_h.pop(p, None)
         self._sched_h.pop(p, None)
         self._sum_h.pop(p, None)
@@ -456,6 +466,8 @@ class DiskStore:
         for p in due:
             self.last_compacted[p] = now_ms
             self.compact_partition(p)
+            if p in self._held:  # its start, once the compaction ended (a crash before: due again)
+                self._cf[_META][_meta_compacted_key(p)] = _OFFSET.pack(max(0, int(now_ms)))
         if due and roll_manifest:
             self.reopen()
         ms = (time.monotonic() - t0) * 1000

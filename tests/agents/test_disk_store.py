@@ -316,3 +316,22 @@ def test_a_store_that_cannot_be_opened_is_one_clear_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot be opened.*restores the table from the changelog") as e:
         open_store(path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_the_last_compaction_survives_a_reopen(tmp_path):
+    """A restarted worker does not rewrite its whole store at its first tick: each partition's
+    last forced compaction start is kept, so it is next due one cycle after it, as without the
+    restart.  A partition never compacted is due at once."""
+    path = tmp_path / "s"
+    with open_store(path) as s:
+        s.put_batch(0, [(key(1), b"v")], next_offset=1)
+        assert s.erase_tick(10_000)["compacted"] == [0]
+        s.put_batch(1, [(key(2), b"v")], next_offset=1)
+    with open_store(path) as s:
+        assert s.last_compacted == {0: 10_000}
+        assert s.erase_tick(10_500)["compacted"] == [1]  # never compacted: at once
+        assert s.erase_tick(10_999)["compacted"] == []
+        assert s.erase_tick(11_000)["compacted"] == [0]  # one cycle (1 s) after its last start
+        s.drop_partition(0)
+    with open_store(path) as s:
+        assert s.last_compacted == {1: 10_500}
