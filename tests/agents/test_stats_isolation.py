@@ -154,10 +154,10 @@ def test_binary_and_old_json_bindings_give_the_same_ids_and_an_unknown_version_i
 
     js = [_binding(i) for i in range(20)]
     wire = [binding_wire.encode(Binding.from_json(v)) for v in js]
-    future = b"\x02" + wire[0][1:]
+    future = b"\x03" + wire[0][1:]  # 2 is a NAT binding with its protocol (issue 20)
     stats_json, dead_json = _run(pipeline, js)
     stats_wire, dead = _run(pipeline, wire[:10] + [future] + wire[10:])
     assert not dead_json and len(stats_wire) == 20
     assert sorted(o[1] for o in stats_wire) == sorted(o[1] for o in stats_json)  # same record ids
     assert [(d["reason"], d["offset"]) for d in dead] == [("unknown-binding-version", 10)]
-    assert base64.b64decode(dead[0]["value_b64"]) == future and "version 2" in dead[0]["detail"]
+    assert base64.b64decode(dead[0]["value_b64"]) == future and "version 3" in dead[0]["detail"]
