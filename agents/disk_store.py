@@ -203,10 +203,13 @@ class DiskStore:
         #: a restarted worker does not rewrite its whole store at its first tick; a partition
         #: with none is compacted at the first tick)
         self.last_compacted: dict[int, int] = {}
-        for p in self._held:
-            raw = self._cf[_META].get(_meta_compacted_key(p))
-            if raw is not None:
-                self.last_compacted[p] = _OFFSET.unpack(raw)[0]
+        try:
+            for p in self._held:
+                raw = self._cf[_META].get(_meta_compacted_key(p))
+                if raw is not None:
+                    self.last_compacted[p] = _OFFSET.unpack(raw)[0]
+        except Exception:  # a damaged meta block: compact at the first tick (the table wipes it)
+            self.last_compacted.clear()
         self.last_tick: dict = {}
         self._wo = rd.WriteOptions()
 
@@ -232,6 +235,20 @@ class DiskStore:
         among them).  Every ``Batch`` must be written first: a pending one holds CF handles,
         which keep the old DB open (RocksDB then refuses the new open: its LOCK is held)."""
         self.close()
+        self._open()
+
+    def wipe(self) -> None:
+        """Delete the whole store and open it empty (a damaged store: its contents come back
+        from the changelog; deleting them is also what erasure wants)."""
+        import shutil
+
+        try:
+            self.close()
+        except Exception:  # a damaged DB may not close cleanly: its files go anyway
+            pass
+        shutil.rmtree(self.path, ignore_errors=True)
+        ensure_private_dir(self.path)
+        self.last_compacted.clear()
         self._open()
 
     def _open_cf(self, name: str) -> None:

@@ -301,12 +301,20 @@ class MappingTable(faust.Table):
         """Keep the values in ``store`` (``agents.disk_store.DiskStore``) instead of Faust's memory
         store: each partition continues from the store's checkpoint (docs/state-on-disk.md)."""
         self.disk = store
-        for p in sorted(store.partitions()):
-            c = store.checkpoint(p)
-            if c is None:  # never written with a checkpoint: nothing to continue from
-                store.drop_partition(p)
-            else:
-                self._restored_to[p] = c
+        try:
+            for p in sorted(store.partitions()):
+                c = store.checkpoint(p)
+                if c is None:  # never written with a checkpoint: nothing to continue from
+                    store.drop_partition(p)
+                else:
+                    self._restored_to[p] = c
+        except Exception as e:
+            if not str(e).startswith("Corruption"):
+                raise
+            log.error("mapping table: the disk store is damaged (%s); it is deleted and every partition "
+                      "restored from the changelog", str(e).splitlines()[0][:300])
+            store.wipe()
+            self._restored_to.clear()
         self.outbox.after_flush = self._persist
 
     def _pend(self, partition: int, key: Optional[bytes], value: Optional[bytes]) -> Callable[[Any], None]:
@@ -603,6 +611,14 @@ class MappingTable(faust.Table):
             except Exception as e:  # broker away, authorisation, …: keep what we have, retry
                 if epoch != self._epoch:
                     return
+                if self.disk is not None and str(e).startswith("Corruption"):
+                    # RocksDB found a damaged block: never answer from it; start from the changelog
+                    log.error("mapping table: the disk store is damaged (%s); it is deleted and every partition "
+                              "restored from the changelog", str(e).splitlines()[0][:300])
+                    self.disk.wipe()
+                    self._restored_to.clear()
+                    self._acked.clear()
+                    continue
                 log.warning("mapping table: restore interrupted (%s: %s); retrying in %.0f s from where it stopped",
                             type(e).__name__, e, delay)
                 await asyncio.sleep(delay)
