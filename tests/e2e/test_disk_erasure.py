@@ -248,7 +248,8 @@ def test_expired_mappings_leave_every_topic_and_every_file_of_the_disk_store(wor
     queries = ([(sub, {"operator": op, "ip": v4, "from_ms": probe_ms, "to_ms": probe_ms + 1}) for sub, v4, _ in gone]
                + [(sub, {"operator": op, "ip": v6_probe[sub], "from_ms": probe_ms, "to_ms": probe_ms + 1})
                   for sub, _, _ in gone]
-               + [(gone[1][0], {"operator": op, "ip": public, "port": 2100, "from_ms": probe_ms, "to_ms": probe_ms + 1})]
+               + [(gone[i][0], {"operator": op, "ip": public, "port": port, "from_ms": probe_ms, "to_ms": probe_ms + 1})
+                  for i, port in ((0, 1100), (1, 2100))]
                + [(sub, {"operator": op, "ip": v4, "from_ms": probe_ms, "to_ms": probe_ms + 1}) for sub, v4 in kept])
 
     def holders():
@@ -306,8 +307,8 @@ def test_expired_mappings_leave_every_topic_and_every_file_of_the_disk_store(wor
     assert in_topics == [], f"after the bound, the deployment's topics still hold {in_topics}"
     v = vault()
     late = changelog_values(bootstrap, w)
-    opened_cl = [(gone_keys.get(k) or k, x) for k, xs in late.items() if k in gone_keys or k == nat_key
-                 for x in xs if _opens(v, k, x)]
+    opened_cl = [(gone_keys.get(k, "nat"), _opens(v, k, x)) for k, xs in late.items()
+                 if k in gone_keys or k == nat_key for x in xs if _opens(v, k, x)]
     assert opened_cl == [], f"the changelog still holds values the remaining keys open: {opened_cl[:3]}"
 
     # -- every file under the data directory ----------------------------------------------------
@@ -346,11 +347,12 @@ def test_expired_mappings_leave_every_topic_and_every_file_of_the_disk_store(wor
     assert "Traceback" not in w.log(), w.log()[-3000:]
 
 
-def _opens(vault, key: bytes, value: bytes) -> bool:
+def _opens(vault, key: bytes, value: bytes) -> list:
+    """The intervals ``value`` holds if the vault opens it (holder, start, end, ports), else []."""
     from stream.errors import CryptoError
 
     try:
-        vault.open(key, value)
-        return True
+        _, ivs = vault.open(key, value)
     except CryptoError:
-        return False
+        return []
+    return [(x.holder, x.start_ms, x.end_ms, x.port_first, x.port_last) for x in ivs] or [("empty",)]
