@@ -68,11 +68,17 @@ def walk(m: Any, now_ms: Optional[int] = None, slice_s: Optional[float] = None) 
         while True:
             if p not in table.active or p not in st.partitions():
                 break
-            items = st.items_after(p, after, CHUNK)
-            if not items:
-                break
-            after = items[-1][0]
-            sums = st.get_summaries(p, [k for k, _ in items])
+            try:
+                items = st.items_after(p, after, CHUNK)
+                if not items:
+                    break
+                after = items[-1][0]
+                sums = st.get_summaries(p, [k for k, _ in items])
+            except Exception as e:  # a damaged block: the table deletes the store and exits
+                fail = getattr(table, "_store_failed", None)
+                if fail is not None:
+                    fail(e)
+                raise
             pend = table._pending
             new = []
             for (key, raw), blob in zip(items, sums):

@@ -180,13 +180,39 @@ class MappingTable(faust.Table):
         w = self._pending.get(key)
         if w is not None:
             return w[2]
-        if partition is not None:
-            return self.disk.get(partition, key)
-        for p in self.disk.partitions():
-            v = self.disk.get(p, key)
-            if v is not None:
-                return v
+        try:
+            if partition is not None:
+                return self.disk.get(partition, key)
+            for p in self.disk.partitions():
+                v = self.disk.get(p, key)
+                if v is not None:
+                    return v
+        except Exception as e:
+            self._store_failed(e)
+            raise
         return None
+
+    def _store_failed(self, e: BaseException) -> None:
+        """A read met a damaged block of the disk store (RocksDB "Corruption"): answering from it,
+        or dead-lettering the bindings that need it (they would be lost), are both wrong.  The
+        store is deleted and the worker exits at once (status 70): its input offsets are
+        committed only after its writes, so nothing is lost, and the next start restores every
+        partition from the changelog.  Any other error is the caller's."""
+        if self.disk is None or not str(e).startswith("Corruption"):
+            return
+        import os
+        import shutil
+
+        log.critical("mapping table: the disk store %s is damaged (%s); it is deleted and the worker exits: "
+                     "restart it to restore the table from the changelog", self.disk.path,
+                     str(e).splitlines()[0][:300])
+        shutil.rmtree(self.disk.path, ignore_errors=True)
+        for h in logging.getLogger().handlers + log.handlers:
+            try:
+                h.flush()
+            except Exception:
+                pass
+        os._exit(70)
 
     def put(self, partition: int, key: bytes, value: bytes, *, revisit_ms: Optional[int] = None) -> None:
         """Write ``key`` (and schedule it at ``revisit_ms``, carried on the changelog record so a
@@ -503,7 +529,11 @@ class MappingTable(faust.Table):
             return [(k, kp.get(k)) for k in self.due(now_ms)]
         if not self.restored:
             return []
-        entries = self.disk.due(now_ms, limit=DUE_LIMIT)
+        try:
+            entries = self.disk.due(now_ms, limit=DUE_LIMIT)
+        except Exception as e:
+            self._store_failed(e)
+            raise
         self._due_backlog = len(entries) >= DUE_LIMIT
         out = []
         seen = set()

@@ -450,3 +450,36 @@ def test_a_store_damaged_where_rocksdb_reads_it_is_restored_from_the_changelog(b
     asyncio.run(asyncio.wait_for(restore(table), 60))
     assert table.restored and store_only(table) == changelog_state(bootstrap, topic, [0, 1])
     assert len(store_only(table)) == 40
+
+
+def test_a_damaged_block_met_by_a_read_deletes_the_store_and_exits(tmp_path, monkeypatch):
+    """A lookup or binding that meets a damaged block must neither answer from the store nor be
+    dead-lettered (lost): the store is deleted and the worker exits, to restore on its next start."""
+    from agents.mapping_table import MappingTable
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
+    t = MappingTable.__new__(MappingTable)
+    t.disk = DiskStore(tmp_path / "state", bound=BOUND)
+    t._pending = {}
+
+    class Broken:
+        path = t.disk.path
+
+        def get(self, p, key):
+            raise Exception("Corruption: block checksum mismatch: (test)")
+
+        def partitions(self):
+            return {0}
+
+    t.disk.close()
+    t.disk = Broken()
+    with pytest.raises(Exception, match="Corruption"):
+        t.get_raw(b"k")
+    assert exits == [70] and not (tmp_path / "state").exists()
+    # any other error is the caller's: no exit
+    Broken.get = lambda self, p, key: (_ for _ in ()).throw(OSError("disk full"))
+    (tmp_path / "state").mkdir()
+    with pytest.raises(OSError):
+        t.get_raw(b"k", 0)
+    assert exits == [70] and (tmp_path / "state").exists()
