@@ -70,8 +70,9 @@ class DiskBound:
 
 def partitions_due(last_started: Mapping[int, int], held: Iterable[int], now_ms: int, cycle_ms: int) -> list[int]:
     """The held partitions whose forced compaction is due at ``now_ms``, longest-waiting first.
-    A partition with no recorded start (new, or a store just reopened: the start times are not
-    persisted) is due at once — it may hold deletes made before anyone compacted it."""
+    A partition with no recorded start (new, or its start never recorded: ``agents.disk_store``
+    keeps a start in its meta only once that compaction ended) is due at once — it may hold
+    deletes made before anyone compacted it."""
     due = []
     for p in held:
         s = last_started.get(p)
