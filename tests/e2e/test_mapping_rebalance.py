@@ -190,15 +190,19 @@ def answers_off(bootstrap, w, model, stale_ms: int, what: str, timeout_s: float 
             rows = [(h["subscriber"], h["from_ms"], h["to_ms"]) for h in (ans.get(q["id"]) or {}).get("holders") or ()]
             want = exp[q["ip"]]
             bad = [r for r in rows if r[0] != want[0]] or rows[1:]
-            assert not bad, f"{what}: {q['ip']} answers {rows}, the model says {[want]}"
+            if bad:  # wrong, not late: fail at once (raised outside wait_for, whose timeout is swallowed)
+                wrong.append(f"{what}: {q['ip']} answers {rows}, the model says {[want]}")
+                return True
             if rows != [want]:
                 off.append((q["ip"], rows, want))
         return not off
 
+    wrong: list = []
     try:
         wait_for(all_right, timeout_s=timeout_s, interval_s=2, what=f"{what}: every answer as the model says")
     except AssertionError:
-        pass
+        pass  # timed out: the caller reports what is still off
+    assert not wrong, wrong[0]
     return list(off)
 
 
