@@ -132,10 +132,15 @@ def store_rows(plan: Any, actual_rows: Sequence[Any], operator: str) -> list[dic
                     "bound_ms": row.bound_ms, "bound": format_duration(row.bound_ms),
                     "promise_ms": row.promise_ms, "promise": format_duration(row.promise_ms), "ok": row.ok})
     table = r.ttl_ms + r.sweeper_period_ms + r.schedule_bucket_ms
-    out.append({"store": "mapping table (worker memory)", "kind": "table", "role": "table",
+    on_disk = r.disk_bound_ms > 0  # the table in the worker's RocksDB store (stream.disk_bound)
+    where = "worker's on-disk store" if on_disk else "worker memory"
+    out.append({"store": f"mapping table ({where})", "kind": "table", "role": "table",
                 "purpose": "lawful_access", "bound_ms": table, "bound": format_duration(table),
                 "promise_ms": r.promise_ms, "promise": format_duration(r.promise_ms), "ok": table <= r.promise_ms})
-    out.append({"store": "worker disk (table restored from its changelog; values sealed per key epoch)",
+    disk = ("worker disk (RocksDB store: deleted values gone from its files within B_disk "
+            f"{format_duration(r.disk_bound_ms)}; values sealed per key epoch)" if on_disk else
+            "worker disk (table restored from its changelog; values sealed per key epoch)")
+    out.append({"store": disk,
                 "kind": "disk", "role": "disk", "purpose": "lawful_access", "bound_ms": r.worst_case_ms,
                 "bound": format_duration(r.worst_case_ms), "promise_ms": r.promise_ms,
                 "promise": format_duration(r.promise_ms), "ok": r.worst_case_ms <= r.promise_ms})

@@ -77,6 +77,19 @@ def test_store_rows_are_the_plan_rows_of_that_operator_and_fail_when_a_bound_exc
     assert [r["store"] for r in bad] == ["ipanon-bindings"]
 
 
+
+def test_store_rows_name_the_on_disk_store_and_its_bound_when_the_table_is_on_disk():
+    from stream.disk_bound import DiskBound
+
+    mem = C.store_rows(plan := plan_topics(OPS, KAFKA_DEFAULTS, PlanParams()), plan.rows, "framsteget")
+    disk_plan = plan_topics(OPS, KAFKA_DEFAULTS, PlanParams(disk=DiskBound(600_000, 5_000, 60_000)))
+    disk = C.store_rows(disk_plan, disk_plan.rows, "framsteget")
+    assert mem[-2]["store"] == "mapping table (worker memory)" and "restored from its changelog" in mem[-1]["store"]
+    assert disk[-2]["store"] == "mapping table (worker's on-disk store)"
+    assert "RocksDB store" in disk[-1]["store"] and "11m 5s" in disk[-1]["store"]
+    r = disk_plan.retention["framsteget"]
+    assert r.disk_bound_ms == 665_000 and disk[-1]["bound_ms"] == r.worst_case_ms <= r.promise_ms
+
 # -- epochs -----------------------------------------------------------------------------------
 
 
