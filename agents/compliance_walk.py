@@ -33,6 +33,19 @@ WALK_PAUSE_S = 0.004
 OPEN_BUDGET = 5_000
 
 
+def fold_held(fold: Fold, key: bytes, raw: bytes, vaults: Any, stale: Mapping, held: Callable) -> bool:
+    """Fold a held key's value, opened afresh (a hold's coverage depends on the hold, so its
+    summary is never cached); False when the value cannot be read (an unreadable value must
+    not break a scrape).  Both walks, in memory and on disk (``agents.disk_walk``), use it."""
+    operator = iv.operator_of(key)
+    try:
+        net, ivs = vaults[operator].open(key, raw) if vaults else (None, iv.decode(raw))
+        fold.add(operator, summarize(ivs, stale[operator], held(net)))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
 class ComplianceWalk:
     """Walks the table partitions this worker holds (see the module docstring)."""
 
@@ -167,12 +180,9 @@ class ComplianceWalk:
             if key in held_keys:
                 if seen.pop(key, None) is not None:
                     del packed[key]
-                operator = iv.operator_of(key)
-                try:
-                    net, ivs = vaults[operator].open(key, raw) if vaults else (None, iv.decode(raw))
-                    fold.add(operator, summarize(ivs, stale[operator], held_keys[key](net)))
+                if fold_held(fold, key, raw, vaults, stale, held_keys[key]):
                     kept += 1
-                except Exception:  # noqa: BLE001 - an unreadable value must not break a scrape
+                else:
                     errors += 1
                 continue
             was = seen.get(key)

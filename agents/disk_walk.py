@@ -17,6 +17,7 @@ import hashlib
 import struct
 from typing import Any, Iterator, Optional, Union
 
+from agents.compliance_walk import fold_held
 from stream import intervals as iv
 from stream.compliance_fold import Fold, pack_summary, summarize
 
@@ -88,12 +89,9 @@ def walk(m: Any, now_ms: Optional[int] = None, slice_s: Optional[float] = None) 
                     if raw is None:
                         continue
                 if key in held_keys:
-                    operator = iv.operator_of(key)
-                    try:
-                        net, ivs = vaults[operator].open(key, raw) if vaults else (None, iv.decode(raw))
-                        fold.add(operator, summarize(ivs, stale[operator], held_keys[key](net)))
+                    if fold_held(fold, key, raw, vaults, stale, held_keys[key]):
                         kept += 1
-                    except Exception:  # noqa: BLE001 - an unreadable value must not break a scrape
+                    else:
                         errors += 1
                     continue
                 dg = digest(raw)

@@ -250,3 +250,20 @@ def test_with_the_background_walker_a_scrape_reads_its_result_and_never_walks():
     assert m.compliance.walks == 2 and m.scan()[1]["connect2ip"].oldest_end_ms == 95 * H
     s = _samples(m.render().decode())
     assert s[("ipanon_oldest_mapping_age_seconds", (("operator", "connect2ip"),))] == 5 * 3600
+
+
+def test_a_held_key_is_folded_from_its_value_with_its_hold_and_an_unreadable_one_counts_as_an_error():
+    """``fold_held``, the held-key step of both compliance walks (memory and disk)."""
+    from agents.compliance_walk import fold_held
+    from stream.compliance_fold import Fold
+
+    key = b"op|i" + bytes(16)
+    raw = iv.encode((ivl(0, 80 * H), ivl(90 * H, None)))
+    fold = Fold(100 * H, {"op": 24 * H})
+    seen = []
+    assert fold_held(fold, key, raw, None, {"op": 24 * H}, lambda net: (seen.append(net) or (lambda i: i.end_ms is not None)))
+    assert seen == [None]
+    st = fold.result()["op"]
+    assert (st.keys, st.intervals, st.current, st.held) == (1, 2, 1, 1)
+    assert not fold_held(fold, key, b"\xff garbage", None, {"op": 24 * H}, lambda net: None)
+    assert fold.result()["op"].keys == 1
