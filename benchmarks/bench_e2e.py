@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -505,6 +506,7 @@ def run(a) -> dict:
         ratios[f"workers_{a.workers}_over_1_per_cpu_s"] = _ratio(scale["events_per_cpu_s"], per_cpu)
     out = {
         "bench": "e2e", "engine": a.engine, "smoke": a.smoke, "events": n, "partitions": a.partitions,
+        "table_store": os.environ.get("IPANON_TABLE_STORE", "memory"),
         "mix": {"radius-json": 0.6, "kea-hook": 0.3, "ipfix-json": 0.1},
         "worker_eps": round(eps), "worker_complete": ok_a, "worker_stats_records": got_a,
         "worker_span_s": round(span_s, 3), "worker_cpu_s": round(cpu_a, 2),
@@ -548,7 +550,11 @@ def main() -> None:
                     help="also run this many worker processes of one fresh deployment on the same backlog "
                          "(e.g. --workers 2 --partitions 8); 1 = only the single worker")
     ap.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
+    ap.add_argument("--table-store", choices=["memory", "disk"],
+                    help="the workers' mapping table store (IPANON_TABLE_STORE; default: the environment's, else memory)")
     a = ap.parse_args()
+    if a.table_store:
+        os.environ["IPANON_TABLE_STORE"] = a.table_store  # the worker processes inherit it (_harness.Worker)
     if a.workers > 1 and a.engine != "worker":
         ap.error("--workers needs --engine worker")
     if a.smoke:
