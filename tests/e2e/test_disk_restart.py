@@ -35,7 +35,8 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.e2e.test_disk_erasure import changelog_values, ciphertext_hits, disk_worker, files_under, store_dir
-from tests.e2e.test_mapping_rebalance import OPERATOR, Feed, Feeder, Producer, changelog_violations, expected_rows
+from tests.e2e.test_mapping_rebalance import (OPERATOR, Feed, Feeder, Producer, answers, answers_off,
+                                              changelog_violations, expected_rows)
 from tests.e2e.test_operations import free_port
 from tests.e2e.test_scale_out import partitions, twin
 
@@ -51,50 +52,6 @@ def caught_up(bootstrap, w) -> None:
     groups = worker_groups(w.settings.app_id)
     assert wait_group_caught_up(bootstrap, groups["ingest"], w.topics.raw_radius, timeout_s=180)
     assert wait_group_caught_up(bootstrap, groups["mapping"], w.topics.bindings, timeout_s=180)
-
-
-def answers(bootstrap, w, model, stale_ms: int, to_end: bool = False) -> dict[str, list]:
-    """address → the worker's holders (subscriber, from, to) over the whole fed span (``to_end``:
-    up to the end of the address's session), or its status when it names none."""
-    from agents.lookup_client import lookup_many
-
-    exp = expected_rows(model, stale_ms)
-    far = max(e for _, _, e in exp.values()) + 3_600_000
-    qs = [{"operator": OPERATOR, "ip": ip, "from_ms": s - 60_000, "to_ms": e + 1 if to_end else far}
-          for ip, (_, s, e) in exp.items()]
-    got = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=120)
-    out = {}
-    for q in qs:
-        a = got.get(q["id"]) or {"status": "unanswered"}
-        out[q["ip"]] = [(h["subscriber"], h["from_ms"], h["to_ms"]) for h in a.get("holders") or ()] or [
-            ("status", a.get("status"), a.get("reason"))]
-    return out
-
-
-def answers_off(bootstrap, w, model, stale_ms: int, what: str, timeout_s: float = 240, to_end: bool = False) -> list:
-    """The addresses whose answer is not the model's one row, once every answer is right or
-    ``timeout_s`` has passed (the table may still be applying the last bindings: a missing or
-    not-yet-closed answer is asked again).  Another subscriber or a second row ends the wait at
-    once and is returned too.  (``test_mapping_rebalance.answers_off`` asserts on those inside
-    ``wait_for`` and its own ``except AssertionError`` then swallows the failure.)"""
-    exp = expected_rows(model, stale_ms)
-    off: list = []
-
-    def all_right():
-        got = answers(bootstrap, w, model, stale_ms, to_end)
-        off[:] = [(ip, rows, exp[ip]) for ip, rows in got.items() if rows != [exp[ip]]]
-        # another subscriber, or a second row (a status row is an answer naming nobody: asked again)
-        wrong = [x for x in off if any(r[0] not in (x[2][0], "status") for r in x[1]) or len(x[1]) > 1]
-        if wrong:
-            off[:] = [(what, "wrong holder or extra row", *x) for x in wrong]
-            return True
-        return not off
-
-    try:
-        wait_for(all_right, timeout_s=timeout_s, interval_s=2, what=f"{what}: every answer as the model says")
-    except AssertionError:  # timed out: ``off`` says which
-        pass
-    return list(off)
 
 
 def restores(log: str) -> list[str]:

@@ -173,36 +173,45 @@ def expected_rows(model, stale_ms: int) -> dict[str, tuple[str, int, int]]:
             for ip, (sub, start, stop, last) in model.items()}
 
 
-def answers_off(bootstrap, w, model, stale_ms: int, what: str, timeout_s: float = 240) -> list:
-    """The addresses whose answer is not the model's one row, once every answer is right or
-    ``timeout_s`` has passed.  The table may still be applying the last bindings or restoring
-    after a rebalance, so a missing or not-yet-closed answer is asked again; another subscriber,
-    or a second row, fails at once."""
+def answers(bootstrap, w, model, stale_ms: int, to_end: bool = False) -> dict[str, list]:
+    """address → the worker's holders (subscriber, from, to) over the whole fed span (``to_end``:
+    up to the end of the address's session), or its status when it names none."""
     exp = expected_rows(model, stale_ms)
     far = max(e for _, _, e in exp.values()) + 3_600_000
+    qs = [{"operator": OPERATOR, "ip": ip, "from_ms": s - 60_000, "to_ms": e + 1 if to_end else far}
+          for ip, (_, s, e) in exp.items()]
+    got = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=120)
+    out = {}
+    for q in qs:
+        a = got.get(q["id"]) or {"status": "unanswered"}
+        out[q["ip"]] = [(h["subscriber"], h["from_ms"], h["to_ms"]) for h in a.get("holders") or ()] or [
+            ("status", a.get("status"), a.get("reason"))]
+    return out
+
+
+def answers_off(bootstrap, w, model, stale_ms: int, what: str, timeout_s: float = 240, to_end: bool = False) -> list:
+    """The addresses whose answer is not the model's one row, once every answer is right or
+    ``timeout_s`` has passed (the table may still be applying the last bindings: a missing or
+    not-yet-closed answer is asked again).  Another subscriber or a second row ends the wait at
+    once and is returned too (not raised inside ``wait_for``, whose timeout is swallowed here: an
+    assert there would vanish with it).  Every caller asserts the list is empty."""
+    exp = expected_rows(model, stale_ms)
     off: list = []
 
     def all_right():
-        qs = [{"operator": OPERATOR, "ip": ip, "from_ms": s - 60_000, "to_ms": far} for ip, (_, s, _) in exp.items()]
-        ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=120)
-        off.clear()
-        for q in qs:
-            rows = [(h["subscriber"], h["from_ms"], h["to_ms"]) for h in (ans.get(q["id"]) or {}).get("holders") or ()]
-            want = exp[q["ip"]]
-            bad = [r for r in rows if r[0] != want[0]] or rows[1:]
-            if bad:  # wrong, not late: fail at once (raised outside wait_for, whose timeout is swallowed)
-                wrong.append(f"{what}: {q['ip']} answers {rows}, the model says {[want]}")
-                return True
-            if rows != [want]:
-                off.append((q["ip"], rows, want))
+        got = answers(bootstrap, w, model, stale_ms, to_end)
+        off[:] = [(ip, rows, exp[ip]) for ip, rows in got.items() if rows != [exp[ip]]]
+        # another subscriber, or a second row (a status row is an answer naming nobody: asked again)
+        wrong = [x for x in off if any(r[0] not in (x[2][0], "status") for r in x[1]) or len(x[1]) > 1]
+        if wrong:
+            off[:] = [(what, "wrong holder or extra row", *x) for x in wrong]
+            return True
         return not off
 
-    wrong: list = []
     try:
         wait_for(all_right, timeout_s=timeout_s, interval_s=2, what=f"{what}: every answer as the model says")
-    except AssertionError:
-        pass  # timed out: the caller reports what is still off
-    assert not wrong, wrong[0]
+    except AssertionError:  # timed out: ``off`` says which
+        pass
     return list(off)
 
 
