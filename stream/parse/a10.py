@@ -9,10 +9,14 @@ Signature ``CGN 1nn``; the event's *name* decides the action (``Allocated``/``Cr
 start, ``Freed``/``Deleted`` → stop), so CGN 100 port allocated, 101 freed, 102 session
 created, 103 session deleted, 106/107 port batch allocated/freed all read the same way.  Inside
 = ``src``, public = ``sourceTranslatedAddress``; ports ``sourceTranslatedPort`` .. ``cn3`` when
-``cn3Label`` is ``Last Nat Port`` (a batch), else the one port.  ``proto=ICMP`` events carry an
-ICMP query identifier in the port fields: it is not a transport port, so no port binding is
-made (``unsupported-protocol``) — a lookup by TCP/UDP port must never land on it.  Thunder
-allocates port batches per protocol: ``proto`` (name or number) becomes the binding's IANA
+``cn3Label`` is ``Last Nat Port`` (a batch), else the one port.  ``proto=ICMP`` (``ICMPv6``)
+events carry the ICMP query identifier in the port fields (``spt`` inside,
+``sourceTranslatedPort`` public: a NAPT translates a query id as it does a port, RFC 5508 §3.1):
+they become a one-id binding of ``proto`` 1 (58), the id in the port fields.  A lookup that
+names TCP or UDP never lands on it (other protocols are left out); one that names ICMP (1)
+finds it; one without a protocol is the usual *any* lookup (ambiguous when a TCP/UDP holding
+of the same number goes to another inside address).  Thunder allocates port batches per
+protocol: ``proto`` (name or number) becomes the binding's IANA
 ``proto`` (``UDP`` → 17), so a TCP and a UDP batch of the same ports stay apart.  Time:
 ``rt`` (CEF receipt time, epoch ms) when present, else the syslog header.  A collector that
 splits off the ``CEF:`` program tag leaves ``0|A10|…``; both are accepted.
@@ -29,7 +33,7 @@ them as *assumed* until checked against a real Thunder:
 
 Event letter: ``C``/``B`` → start, ``U`` → update, ``D`` → stop.  A port/session mapping is a
 one-port binding of the protocol its tag names (``NAT-TCP`` → 6; ``NAT-ICMP`` is refused as
-``unsupported-protocol``, as in CEF); ``FIXED-NAT-PORTS`` is a start of the whole range, for
+``unsupported-protocol``: no real ASCII ICMP line has been seen to read its id from); ``FIXED-NAT-PORTS`` is a start of the whole range, for
 every protocol (``proto`` null).  Time from the syslog
 header (``_time`` year/zone rule).
 """
@@ -82,8 +86,6 @@ def _parse_cef(line: str, m: re.Match, *, operator: str, tz: Optional[str], year
     else:
         raise Rejected("unsupported-event", "A10 CEF CGN event carries no allocation or release")
     kv = cef_extension(ext)
-    if kv.get("proto", "").upper() in _ICMP:
-        raise Rejected("unsupported-protocol", "ICMP query identifier is not a transport port")
     proto = protocol(kv["proto"], "proto") if kv.get("proto") else None
     try:
         inside_addr, public, lo = kv["src"], kv["sourceTranslatedAddress"], kv["sourceTranslatedPort"]

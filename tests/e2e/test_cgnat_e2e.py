@@ -3,7 +3,9 @@
 (``ipanon produce --format auto``) → the worker → a lookup of public:port at T names the
 subscriber that RADIUS says held the inside address then.  A10 batches are per protocol: a UDP
 and a TCP batch of the same public ports go to two subscribers, and the lookup names the
-protocol (without it: ambiguous).
+protocol (without it: ambiguous).  The real A10 ICMP line binds query id 48856 as protocol 1: a
+lookup naming ICMP finds its subscriber, one naming TCP finds nobody.  A line no format knows is
+dead-lettered with its reason.
 
 The reference model is the scenario itself: who held which inside address (RADIUS) and which
 public:port block each CGNAT event gave that inside address."""
@@ -34,6 +36,7 @@ SUBS = {
     "ipfix-nat64@isp.example": "2001:db8:300::/56",
     "a10@isp.example": "100.65.140.73",
     "a10-tcp@isp.example": "100.65.140.74",
+    "a10-icmp@isp.example": "100.65.161.0",
     "srx@isp.example": "10.213.110.248",
     "sixwind64@isp.example": "2001:db8:200::/56",
 }
@@ -103,9 +106,12 @@ def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factor
         f'nat-destination-address="72.14.203.188" nat-destination-port="5228" protocol-id="6"]',
         f"{iso(t_nat)} vrouter fp-cgnat-logd@main[4269]: USER 2001:db8:200::1 (matching rule 1): NEW BLOCK "
         f"(ip public 192.0.2.77, proto 6, port 1024 - 1535)",
-        "2025-05-02T11:35:00.62+00:00 10.254.254.57 cgn0.thn2/cgn-demo  CEF:0|A10|CFW|6.0.0-P1|CGN 100|"
+        # the real CGN 100 ICMP line, stamped now: query id 48856 of 99.99.99.13, protocol 1
+        f"{iso(t_nat)} 10.254.254.57 cgn0.thn2/cgn-demo  CEF:0|A10|CFW|6.0.0-P1|CGN 100|"
         "Nat Port Allocated|5|proto=ICMP src=100.65.161.0 spt=48856 sourceTranslatedAddress=99.99.99.13 "
         "sourceTranslatedPort=48856 dst=8.8.8.8 dpt=0",
+        # no format knows this line: dead-lettered with its reason, never misread
+        f"{iso(t_nat)} cgn9 kernel: link eth0 up",
     ]
     nat = tmp_path / "cgnat.log"
     nat.write_text("\n".join(lines) + "\n")
@@ -114,9 +120,9 @@ def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factor
                         cwd=REPO, capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
 
-    wait_for(lambda: count(bootstrap, w.topics.deadletter) >= 1, timeout_s=120, what="the ICMP line dead-lettered")
+    wait_for(lambda: count(bootstrap, w.topics.deadletter) >= 1, timeout_s=120, what="the unknown line dead-lettered")
     dl = [json.loads(r.value) for r in read_all(bootstrap, w.topics.deadletter)]
-    assert [d["reason"] for d in dl] == ["unsupported-protocol"]
+    assert [d["reason"] for d in dl] == ["unrecognised-format"]
     assert wait_group_caught_up(bootstrap, f"{w.settings.app_id}-mapping", w.topics.bindings, timeout_s=120)
 
     at = t_nat + 60_000
@@ -133,11 +139,16 @@ def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factor
     qs += [{"operator": OP, "ip": "99.99.99.12", "port": 22271, "from_ms": at, "to_ms": at + 1, "proto": p}
            for p, _ in by_proto]
     qs.append({"operator": OP, "ip": "99.99.99.12", "port": 22271, "from_ms": at, "to_ms": at + 1})
+    # the ICMP id 48856 of 99.99.99.13: found by protocol 1, never by a TCP lookup
+    qs.append({"operator": OP, "ip": "99.99.99.13", "port": 48856, "from_ms": at, "to_ms": at + 1, "proto": 1})
+    qs.append({"operator": OP, "ip": "99.99.99.13", "port": 48856, "from_ms": at, "to_ms": at + 1, "proto": 6})
     # outside every block/session: nobody, never a guess
     qs.append({"operator": OP, "ip": "198.51.100.7", "port": 39999, "from_ms": at, "to_ms": at + 1})
     ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=90)
     got = [ans[q["id"]] for q in qs]
     for (ip, p, sub), a in zip(cases + [("99.99.99.12", 22271, s) for _, s in by_proto], got):
         assert [h["subscriber"] for h in a["holders"]] == [sub], (ip, p, a)
-    assert got[-2]["status"] == "ambiguous" and not got[-2].get("holders"), got[-2]
+    assert got[-4]["status"] == "ambiguous" and not got[-4].get("holders"), got[-4]
+    assert [h["subscriber"] for h in got[-3]["holders"]] == ["a10-icmp@isp.example"], got[-3]
+    assert got[-2]["status"] == "no-data" and not got[-2].get("holders"), got[-2]
     assert got[-1]["status"] == "no-data", got[-1]

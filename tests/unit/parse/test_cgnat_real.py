@@ -41,8 +41,9 @@ def outcome(fmt: str, rec: bytes, **ctx):
 
 A10 = [
     ("start", "99.99.99.12", 22016, 22271, "100.65.140.73", ms("2025-05-02T11:34:56.870+00:00"), "10.254.254.57"),
-    "unsupported-protocol",  # ICMP: spt/sourceTranslatedPort are an ICMP query id
-    "unsupported-protocol",
+    # ICMP (proto 1): spt/sourceTranslatedPort are the query id, inside and public
+    ("start", "99.99.99.13", 48856, 48856, "100.65.161.0", ms("2025-05-02T11:35:00.620+00:00"), "10.254.254.57"),
+    ("stop", "99.99.99.8", 37892, 37892, "100.65.150.5", ms("2025-05-02T11:35:00.620+00:00"), "10.254.254.57"),
     ("stop", "99.99.99.12", 22016, 22271, "100.65.140.73", ms("2025-05-02T11:35:00.870+00:00"), "10.254.254.57"),
     "missing-timestamp",  # the CEF message alone, its syslog header split off by the collector
 ]
@@ -129,3 +130,65 @@ def test_srx_other_flow_messages_are_refused_with_a_reason():
             b'source-address="100.64.0.9" source-port="7" destination-address="8.8.8.8" destination-port="0" '
             b'nat-source-address="192.0.2.1" nat-source-port="9" protocol-id="1"]')
     assert outcome("juniper", icmp) == "unsupported-protocol"
+
+
+#: the protocol each real A10 CEF line names (``proto=``), as IANA numbers, read by hand
+A10_PROTO = [17, 1, 1, 17]
+
+
+def test_a10_cef_real_lines_carry_their_protocol_icmp_ids_as_protocol_1():
+    recs = lines("a10-cef.log")[:4]
+    for rec, want in zip(recs, A10_PROTO):
+        for fmt in ("a10", "auto"):
+            (b,) = get_format(fmt).parse(rec, operator="op")
+            assert b.proto == want, rec
+    # the ASCII NAT-ICMP form stays refused: no real line shows where it puts the id
+    ascii_icmp = b"Jun 10 06:13:20 thunder1 NAT-ICMP-C: 100.64.1.2:7<-->198.51.100.9:20000 to 203.0.113.5:0"
+    assert outcome("a10", ascii_icmp, year=2024) == "unsupported-protocol"
+
+
+def test_an_icmp_id_binding_answers_only_icmp_or_protocol_less_lookups():
+    """The real CGN 100 ICMP line holds id 48856 of 99.99.99.13 for 100.65.161.0.  A lookup that
+    names TCP or UDP never lands on it; one that names ICMP finds it; without a protocol it is
+    the only holder, unless a TCP session of the same number goes to another inside address —
+    then ambiguous, never one picked."""
+    from stream import mapping
+    from stream.model import Binding, network
+
+    (icmp,) = get_format("a10").parse(lines("a10-cef.log")[1], operator="op")
+    t0 = icmp.at_ms
+    # a TCP session on the same public address and number, another inside address (constructed)
+    tcp_line = (b"2025-05-02T11:35:00.62+00:00 10.254.254.57 cgn0.thn2/cgn-demo  CEF:0|A10|CFW|6.0.0-P1|CGN 102|"
+                b"Nat Session Created|5|proto=TCP src=100.65.161.9 spt=40000 dst=203.0.113.5 dpt=443 "
+                b"sourceTranslatedAddress=99.99.99.13 sourceTranslatedPort=48856")
+    (tcp,) = get_format("a10").parse(tcp_line, operator="op")
+    subs = {"100.65.161.0": "pinger", "100.65.161.9": "browser"}
+    rules = mapping.Rules(ttl_ms=10 * 24 * 3600_000)
+
+    def table(nat):
+        rows: dict = {}
+
+        def put(slot, addr, b):
+            rows[(slot, addr)] = mapping.apply(rows.get((slot, addr), ()), b, t0, rules).intervals
+        for b in nat:
+            put("nat", str(b.ip.network_address), b)
+        for inside, sub in subs.items():
+            put("ip", inside, Binding("radius", "start", "op", network(inside), sub, f"nas1/{sub}", "nas1",
+                                      t0 - 600_000))
+        return lambda slot, addr: list(rows.get((slot, str(addr)), ()))
+
+    def ask(intervals_for, proto):
+        at = t0 + 1000
+        out = mapping.resolve("99.99.99.13", 48856, at, at + 1, now_ms=t0 + 60_000, rules=rules,
+                              intervals_for=intervals_for, owns=lambda net: True, proto=proto)
+        return out["status"], sorted(h["subscriber"] for h in out.get("holders") or ())
+
+    only_icmp = table([icmp])
+    assert ask(only_icmp, 6) == ("no-data", [])
+    assert ask(only_icmp, 17) == ("no-data", [])
+    assert ask(only_icmp, 1) == ("ok", ["pinger"])
+    assert ask(only_icmp, None) == ("ok", ["pinger"])
+    both = table([icmp, tcp])
+    assert ask(both, 6) == ("ok", ["browser"])
+    assert ask(both, 1) == ("ok", ["pinger"])
+    assert ask(both, None)[0] == "ambiguous"
