@@ -192,3 +192,13 @@ def test_an_icmp_id_binding_answers_only_icmp_or_protocol_less_lookups():
     assert ask(both, 6) == ("ok", ["browser"])
     assert ask(both, 1) == ("ok", ["pinger"])
     assert ask(both, None)[0] == "ambiguous"
+
+
+def test_f5_splunk_format_line_from_f5s_own_project_is_refused_with_a_reason_never_misread():
+    """BIG-IP's Splunk-format LSN line (``lsn_event="…",start="…",cli="…",nat="…"``), verbatim
+    from F5's Telemetry Streaming unit data with its addresses redacted by F5: no format reads it
+    (``f5`` parses only the legacy ``LSN_ADD a%rd:p proto b%rd:p …`` shape), so it is
+    dead-lettered with a reason and never bound."""
+    (rec,) = lines("f5-splunk-redacted.log")
+    assert outcome("f5", rec) == "unrecognised"
+    assert outcome("auto", rec) == "unrecognised-format"
