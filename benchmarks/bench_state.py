@@ -43,11 +43,8 @@ For each size in ``--sizes`` (default 1M), on a real broker:
    ``restart_rss_mb`` = that process's RSS then (Python, aiokafka, the vault and RocksDB — not
    a Faust worker's), ``get_p50_us``/``get_p99_us`` = 20 000 gets of sampled live keys in it.
 
-``--store worker-disk``: ``ipanon worker --table-store disk`` itself (``run_worker_disk``): the
-changelog written as the mapping stage writes it (``ipanon-revisit`` header included), a fresh
-worker restores it into its store (``fresh_*``, from its log as in 3., plus
-``spawn_to_ready_s`` from the process's start), is stopped, n/100 more mappings are written,
-and the same worker restarts on its intact store (``restart_*``: it reads only those).
+The worker itself on the store (``ipanon worker --table-store disk``: fresh restore, restart
+on the intact store, its RSS) is ``bench_disk_worker.py``.
 
 Prints exactly one JSON line.  The machine is shared: figures are noisy.  Targets (issue 8):
 ≤ 150 B/mapping on disk, RSS within 20 % from 1M to 10M, restore ≥ 200k mappings/s; issue 17
@@ -55,7 +52,6 @@ Prints exactly one JSON line.  The machine is shared: figures are noisy.  Target
 
     python benchmarks/bench_state.py [--bootstrap HOST:PORT --broker-dir DIR] [--sizes 1000000 3000000]
     python benchmarks/bench_state.py --store disk --sizes 1000000 10000000 [--dir /var/tmp]
-    python benchmarks/bench_state.py --store worker-disk --sizes 1000000 10000000
     python benchmarks/bench_state.py --smoke [--store disk]
 """
 
@@ -266,9 +262,8 @@ def disk_bytes(data_dir: Path, topic: str) -> int:
     return sum(f.stat().st_size for d in data_dir.glob(f"{topic}-*") for f in d.glob("*.log"))
 
 
-def restore(w: H.Worker, n: int, timeout_s: float, disk: bool = False) -> dict:
-    """Start ``w`` on its changelog and time the restore from the worker's own log lines
-    (``disk``: a worker on the disk store, which has no schedule to rebuild: done at ready)."""
+def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
+    """Start ``w`` on its changelog and time the restore from the worker's own log lines."""
     spawned = time.time()
     w.start()
     t0 = time.monotonic()
@@ -291,16 +286,12 @@ def restore(w: H.Worker, n: int, timeout_s: float, disk: bool = False) -> dict:
                 if m:
                     table = _log_time(line)
                     own = {"records": int(m.group(1)), "s": float(m.group(2)), "cpu_s": float(m.group(3))}
-                    if disk:
-                        keys = int(m.group(4))
                 if ready is None and table is not None and "Worker ready" in line and _log_time(line) >= table:
                     ready = _log_time(line)
                 m = re.search(r"schedule rebuilt from the store: (\d+) keys", line)
                 if m:
                     done, keys = _log_time(line), int(m.group(1))
             if done is not None and (ready is not None or table is None):
-                break
-            if disk and table is not None and ready is not None:
                 break
             time.sleep(0.5)
         time.sleep(2)
@@ -562,48 +553,6 @@ def run_disk(a) -> dict:
             "machine": H.machine()}
 
 
-def run_worker_disk(a) -> dict:
-    """``--store worker-disk``: ``ipanon worker --table-store disk`` itself.  Per size: the
-    changelog filled as the worker writes it (revisit header included), a fresh worker restores
-    it into its store (``fresh_*``: from its log, as ``restore``), is stopped; n/100 more
-    mappings are written; the same worker (same data directory) starts again on its intact
-    store (``restart_*``).  RSS of the worker process after each."""
-    results = []
-    with H.broker(a.bootstrap) as (bootstrap, data_dir), \
-            tempfile.TemporaryDirectory(prefix="ipanon-bench-state-wdisk-", dir=a.dir) as tmp:
-        if a.broker_dir:
-            data_dir = Path(a.broker_dir) / "data"
-        for n in a.sizes:
-            w = H.Worker(bootstrap, Path(tmp) / f"w{n}")
-            w.args += ["--table-store", "disk"]
-            now = time.time_ns() // 1_000_000
-            filled = write_changelog(bootstrap, w, mixed_mappings(n, now), now, revisit=True)
-            time.sleep(1)
-            log_disk = disk_bytes(data_dir, w.changelog) if data_dir else None
-            fresh = restore(w, n, a.timeout, disk=True)
-            store = Path(w.dir) / "data" / "state"
-            store_bytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.exists() else None
-            tail_n = max(1, n // 100)
-            write_changelog(bootstrap, w, mixed_mappings(tail_n, now, first=n), now, revisit=True)
-            w.log_path = Path(w.dir) / "worker-restart.log"
-            again = restore(w, tail_n, a.timeout, disk=True)
-            row = {"mappings": n, "value_encoding": filled["kind"], "fill_s": round(filled["s"], 1),
-                   "payload_bytes_per_mapping": round(filled["payload"] / n, 1),
-                   "changelog_bytes_per_mapping": round(log_disk / n, 1) if log_disk else None,
-                   "store_bytes_per_mapping": round(store_bytes / n, 1) if store_bytes else None}
-            row.update({f"fresh_{k}": v for k, v in fresh.items()})
-            row.update({f"restart_{k}": v for k, v in again.items()})
-            for k in ("fresh_log_tail", "restart_log_tail"):
-                if not row[k]:
-                    row.pop(k)
-            results.append(row)
-    rss = [r["restart_rss_mb"] for r in results if r["restart_rss_mb"]]
-    return {"bench": "state", "store": "worker-disk", "smoke": a.smoke, "sizes": results,
-            "rss_ratio_largest_to_smallest": round(rss[-1] / rss[0], 2) if len(rss) == len(results) >= 2 else None,
-            "targets": {"rss_ratio": 1.2, "rss_mb": 1024, "restart_s_at_10M": 10, "restore_per_s": 200_000},
-            "machine": H.machine()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (for the test suite)")
@@ -611,9 +560,9 @@ def main() -> None:
     ap.add_argument("--broker-dir", help="state dir of that broker (for on-disk bytes)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one restore")
-    ap.add_argument("--store", choices=["memory", "disk", "worker-disk"], default="memory",
+    ap.add_argument("--store", choices=["memory", "disk"], default="memory",
                     help="memory: the worker's restore (default); disk: restore and restart of the on-disk store "
-                         "driven directly; worker-disk: the worker with --table-store disk, fresh and restarted")
+                         "driven directly (the worker on it: bench_disk_worker.py)")
     ap.add_argument("--dir", help="--store disk: parent of the work directory (default: the system temp dir)")
     for name in ("--disk-child", "--changelog", "--keys-dir"):
         ap.add_argument(name, help=argparse.SUPPRESS)
@@ -627,7 +576,7 @@ def main() -> None:
         return
     if a.smoke:
         a.sizes, a.timeout = [2000], 120.0
-    print(json.dumps({"disk": run_disk, "worker-disk": run_worker_disk}.get(a.store, run)(a)))
+    print(json.dumps(run_disk(a) if a.store == "disk" else run(a)))
 
 
 if __name__ == "__main__":
