@@ -24,6 +24,18 @@ broker, with a real ``ipanon worker`` whose mapping table holds ``--mappings`` e
    agent does before it moves on).  Every answer is opened and checked against the filled
    subscriber (``correct``).
 
+``--store disk`` (issue 17): the worker keeps its table on disk (``--table-store disk``); the
+changelog is written as the mapping stage writes it (``ipanon-revisit`` header) and the
+requests start once the table is restored (no schedule to rebuild).  ``--pad N`` adds N records
+of the worker's key and value sizes with random bytes (``bench_disk_worker.fill_raw``: sealing
+50M values takes longer than a run; the walk counts them unreadable, no request asks for
+them), so the store holds ``--mappings`` + N.  ``--restart``: the worker is stopped after the
+restore and started again on its intact store before the requests (``restart_s``: start →
+restored).  ``rss_mb``: the worker's RSS 10 s after it is ready (an erasure tick has run),
+``rss_after_mb`` after the requests.  Once the worker has stopped, this process opens its
+store and times ``DiskStore.get`` of 20 000 random filled keys (``get_p50_us`` /
+``get_p99_us``: the in-process lookup).
+
 ``--profile FILE``: py-spy records the worker during the requests (``--format raw``, collapsed
 stacks; ``profile_summary.py`` summarises them).
 
@@ -34,7 +46,7 @@ Prints exactly one JSON line.  ``--smoke``: 200 mappings, 5 requests.  Figures c
 2-core machine shared with other busy processes: treat them as noisy.
 
 usage: python benchmarks/bench_lawful_latency.py [--smoke] [--bootstrap HOST:PORT] [--mappings N] [--requests R]
-                                                [--fill auto|ingest|changelog]
+                                                [--fill auto|ingest|changelog] [--store disk [--pad N] [--restart]]
 """
 
 from __future__ import annotations
@@ -107,6 +119,38 @@ def _wait_restored(w, n: int, timeout_s: float, schedule: bool) -> tuple[float, 
                 return (*ready, time.monotonic() - t0)
         time.sleep(0.5)
     raise SystemExit(f"the worker did not restore {n} mappings within {timeout_s} s (worker log: {w.log_path})")
+
+
+def _disk_gets(w, n: int, now_ms: int, count: int = 20_000) -> dict:
+    """``--store disk``, the worker stopped: open its store here and time ``DiskStore.get`` of
+    ``count`` random filled keys (each must be there)."""
+    import ipaddress
+
+    import _harness as H
+    import bench_state
+    from agents.disk_store import DiskStore
+    from agents.mapping_table import partition_for
+    from stream import intervals as iv
+
+    enc = bench_state.Encoder(w, now_ms)
+    rng = random.Random(17)
+    keys = []
+    for _ in range(count):
+        net = ipaddress.IPv4Network(_address(rng.randrange(n)))
+        keys.append((partition_for(iv.routing_key(H.OPERATOR, net).encode(), w.settings.partitions),
+                     enc.vault.key("ip", net)))
+    store = DiskStore(w.settings.store_dir, bound=w.settings.disk_bound())
+    lat = []
+    try:
+        for p, k in keys:
+            t = time.perf_counter_ns()
+            v = store.get(p, k)
+            lat.append(time.perf_counter_ns() - t)
+            if v is None:
+                raise SystemExit(f"in-process get: a filled key of partition {p} is missing from the store")
+    finally:
+        store.close()
+    return {"gets": len(lat), "get_p50_us": round(_pct(lat, 0.50) / 1000, 1), "get_p99_us": round(_pct(lat, 0.99) / 1000, 1)}
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -222,11 +266,19 @@ def main(argv=None) -> int:
     ap.add_argument("--heartbeat-ms", type=int, default=10_000,
                     help="worker heartbeat period (the 1 s test default costs ~80 sends/s of producer time)")
     ap.add_argument("--profile", help="write a py-spy raw profile of the worker during the requests here")
+    ap.add_argument("--store", choices=("memory", "disk"), default="memory",
+                    help="the worker's table store (disk: --table-store disk, filled through the changelog)")
+    ap.add_argument("--pad", type=int, default=0,
+                    help="--store disk: this many more records of random bytes in the changelog (store size)")
+    ap.add_argument("--restart", action="store_true",
+                    help="--store disk: restart the worker on its intact store before the requests")
     args = ap.parse_args(argv)
     if args.smoke:
         args.mappings, args.requests, args.warmup = 200, 5, 1
+    if args.store != "disk" and (args.pad or args.restart):
+        ap.error("--pad and --restart need --store disk")
     if args.fill == "auto":
-        args.fill = "changelog" if args.mappings > CHANGELOG_FILL_ABOVE else "ingest"
+        args.fill = "changelog" if args.mappings > CHANGELOG_FILL_ABOVE or args.store == "disk" else "ingest"
     if args.bootstrap is None:
         from agents.broker import LocalBroker
 
@@ -244,27 +296,46 @@ def main(argv=None) -> int:
     os.environ["IPANON_AUTHORITIES"] = str(work / "authorities")
     os.environ["IPANON_STAFF"] = str(work / "staff")
     prefix = f"bl{secrets.token_hex(4)}"
-    w = WorkerProcess(bootstrap, work / "w", prefix, ["connect2ip"], [], heartbeat_ms=args.heartbeat_ms)
+    disk = args.store == "disk"
+    w = WorkerProcess(bootstrap, work / "w", prefix, ["connect2ip"], ["--table-store", "disk"] if disk else [],
+                      heartbeat_ms=args.heartbeat_ms)
     T = w.topics
     now_s = int(time.time())
     start_s = now_s - 3600
-    restore_s = ready_s = schedule_s = None
+    restore_s = ready_s = schedule_s = restart_s = rss_mb = rss_after_mb = None
+    pad_s = 0.0
     load_before = os.getloadavg()
     if args.fill == "changelog":
         import bench_state
 
         filled = bench_state.write_changelog(bootstrap, w, _radius_mappings(args.mappings, start_s * 1000),
-                                             now_s * 1000)
+                                             now_s * 1000, revisit=disk)
         fill_s = filled["s"]
+        if args.pad:
+            import bench_disk_worker
+
+            w.changelog = f"{w.settings.app_id}-mappings-changelog"
+            pad_s = bench_disk_worker.fill_raw(bootstrap, w, args.pad, now_s * 1000)
+    from _harness import PySpy, cpu_s, rss_kb
+
     w.start()
     try:
         p = producer(bootstrap)
         if args.fill == "changelog":
-            restore_s, ready_s, schedule_s = _wait_restored(w, args.mappings, args.fill_timeout_s,
-                                                            not args.during_rebuild)
+            restore_s, ready_s, schedule_s = _wait_restored(w, args.mappings + args.pad, args.fill_timeout_s,
+                                                            not args.during_rebuild and not disk)
         else:
             fill_s = _fill_by_ingest(args, w, p, start_s)
-        from _harness import PySpy, cpu_s
+        if args.restart:
+            w.stop()
+            w.log_path.write_text("")
+            t_restart = time.monotonic()
+            w.start()
+            _wait_restored(w, 0, args.fill_timeout_s, False)
+            restart_s = round(time.monotonic() - t_restart, 2)
+        if disk:
+            time.sleep(10)  # an erasure tick runs meanwhile
+            rss_mb = round(rss_kb(w.proc.pid) / 1024, 1)
 
         prof = None
         if args.profile:
@@ -277,9 +348,12 @@ def main(argv=None) -> int:
         bench_cpu_s = round(time.process_time() - mine0, 2)
         if prof is not None:
             prof.stop()
+        if disk:
+            rss_after_mb = round(rss_kb(w.proc.pid) / 1024, 1)
         p.close()
     finally:
         w.stop()
+    gets = _disk_gets(w, args.mappings, now_s * 1000) if disk else {"gets": None, "get_p50_us": None, "get_p99_us": None}
     load_after = os.getloadavg()
     print(json.dumps({
         "mappings": args.mappings, "requests": args.requests, "basis": "lek-law-enforcement",
@@ -292,6 +366,8 @@ def main(argv=None) -> int:
         "warmup_ms": [round(x, 1) for x in warm_ms],
         "heartbeat_ms": args.heartbeat_ms,
         "correct": correct, "worker_cpu_s": worker_cpu_s, "bench_cpu_s": bench_cpu_s,
+        "store": args.store, "pad": args.pad, "pad_s": round(pad_s, 1), "restart_s": restart_s,
+        "rss_mb": rss_mb, "rss_after_mb": rss_after_mb, **gets,
         "load1_before": round(load_before[0], 2), "load1_after": round(load_after[0], 2),
     }))
     return 0
