@@ -359,18 +359,24 @@ class Holding:
     port_last: Optional[int] = None
 
 
+#: ICMP and ICMPv6: a NAPT maps their query ids as it maps ports, but an id is not a port.  A
+#: lookup without a protocol asks about a port, so these bindings answer only a lookup naming them.
+QUERY_ID_PROTOS = frozenset((1, 58))
+
+
 def during(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: Optional[int] = None,
            stale_after_ms: int = DEFAULT_STALE_AFTER_MS, proto: Optional[int] = None) -> list[Holding]:
     """Every holder overlapping ``[from_ms, to_ms)``, clipped to it.  A point query at T is
     ``during(ivs, T, T + 1)``.  With ``port``, only NAT blocks containing that port; with
-    ``proto``, only blocks of that protocol or of every protocol."""
+    ``proto``, only blocks of that protocol or of every protocol; without it, no ICMP query-id
+    bindings (``QUERY_ID_PROTOS``)."""
     if to_ms <= from_ms:
         raise Rejected("bad-interval", "query interval is empty")
     out = []
     for iv in intervals:
         if port is not None and iv.port_first is not None and not (iv.port_first <= port <= iv.port_last):  # type: ignore[operator]
             continue
-        if proto is not None and iv.proto is not None and iv.proto != proto:
+        if (iv.proto != proto and iv.proto is not None) if proto is not None else iv.proto in QUERY_ID_PROTOS:
             continue
         end = iv.effective_end(stale_after_ms)
         lo, hi = max(iv.start_ms, from_ms), min(end, to_ms)
@@ -408,7 +414,7 @@ def last_seen(intervals: Iterable[Interval], from_ms: int, to_ms: int, *, port: 
             continue  # a Stop, a reset or a later holder ended it: the end is known
         if port is not None and iv.port_first is not None and not (iv.port_first <= port <= iv.port_last):  # type: ignore[operator]
             continue
-        if proto is not None and iv.proto is not None and iv.proto != proto:
+        if (iv.proto != proto and iv.proto is not None) if proto is not None else iv.proto in QUERY_ID_PROTOS:
             continue
         lapse = iv.last_ms + stale_after_ms
         if iv.until_ms is not None and iv.until_ms <= lapse:

@@ -25,7 +25,8 @@ them:
   lost-Stop window is ``end_unknown``, neither a holder nor "no data".  A lookup may name the
   transport protocol (IANA number): per-protocol port blocks of other protocols are then left
   out; without it, blocks of different protocols held by different inside addresses at the same
-  time make the answer ``ambiguous``, never a pick.
+  time make the answer ``ambiguous``, never a pick.  ICMP query ids (protocol 1 or 58) answer
+  only a lookup naming that protocol: an id is not a port (``intervals.QUERY_ID_PROTOS``).
 """
 
 from __future__ import annotations

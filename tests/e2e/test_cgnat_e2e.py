@@ -4,7 +4,7 @@
 subscriber that RADIUS says held the inside address then.  A10 batches are per protocol: a UDP
 and a TCP batch of the same public ports go to two subscribers, and the lookup names the
 protocol (without it: ambiguous).  The real A10 ICMP line binds query id 48856 as protocol 1: a
-lookup naming ICMP finds its subscriber, one naming TCP finds nobody.  A line no format knows is
+lookup naming ICMP finds its subscriber, one naming TCP or no protocol finds nobody.  A line no format knows is
 dead-lettered with its reason.
 
 The reference model is the scenario itself: who held which inside address (RADIUS) and which
@@ -139,16 +139,19 @@ def test_public_port_at_t_resolves_through_ipfix_a10_srx_and_nat64(worker_factor
     qs += [{"operator": OP, "ip": "99.99.99.12", "port": 22271, "from_ms": at, "to_ms": at + 1, "proto": p}
            for p, _ in by_proto]
     qs.append({"operator": OP, "ip": "99.99.99.12", "port": 22271, "from_ms": at, "to_ms": at + 1})
-    # the ICMP id 48856 of 99.99.99.13: found by protocol 1, never by a TCP lookup
+    # the ICMP id 48856 of 99.99.99.13: found by protocol 1, never by a TCP lookup nor by one
+    # without a protocol (a port question: an id is not a port)
     qs.append({"operator": OP, "ip": "99.99.99.13", "port": 48856, "from_ms": at, "to_ms": at + 1, "proto": 1})
     qs.append({"operator": OP, "ip": "99.99.99.13", "port": 48856, "from_ms": at, "to_ms": at + 1, "proto": 6})
+    qs.append({"operator": OP, "ip": "99.99.99.13", "port": 48856, "from_ms": at, "to_ms": at + 1})
     # outside every block/session: nobody, never a guess
     qs.append({"operator": OP, "ip": "198.51.100.7", "port": 39999, "from_ms": at, "to_ms": at + 1})
     ans = lookup_many(bootstrap, w.topics, qs, key=w.lookup_key, timeout_s=90)
     got = [ans[q["id"]] for q in qs]
     for (ip, p, sub), a in zip(cases + [("99.99.99.12", 22271, s) for _, s in by_proto], got):
         assert [h["subscriber"] for h in a["holders"]] == [sub], (ip, p, a)
-    assert got[-4]["status"] == "ambiguous" and not got[-4].get("holders"), got[-4]
-    assert [h["subscriber"] for h in got[-3]["holders"]] == ["a10-icmp@isp.example"], got[-3]
+    assert got[-5]["status"] == "ambiguous" and not got[-5].get("holders"), got[-5]
+    assert [h["subscriber"] for h in got[-4]["holders"]] == ["a10-icmp@isp.example"], got[-4]
+    assert got[-3]["status"] == "no-data" and not got[-3].get("holders"), got[-3]
     assert got[-2]["status"] == "no-data" and not got[-2].get("holders"), got[-2]
     assert got[-1]["status"] == "no-data", got[-1]

@@ -147,11 +147,11 @@ def test_a10_cef_real_lines_carry_their_protocol_icmp_ids_as_protocol_1():
     assert outcome("a10", ascii_icmp, year=2024) == "unsupported-protocol"
 
 
-def test_an_icmp_id_binding_answers_only_icmp_or_protocol_less_lookups():
+def test_an_icmp_id_binding_answers_only_lookups_naming_icmp():
     """The real CGN 100 ICMP line holds id 48856 of 99.99.99.13 for 100.65.161.0.  A lookup that
-    names TCP or UDP never lands on it; one that names ICMP finds it; without a protocol it is
-    the only holder, unless a TCP session of the same number goes to another inside address —
-    then ambiguous, never one picked."""
+    names TCP or UDP never lands on it; one that names ICMP finds it.  One without a protocol asks
+    about a port, and a query id is not a port: no holder from the id alone, and the TCP holder
+    (not an ambiguity) when a TCP session of the same number goes to another inside address."""
     from stream import mapping
     from stream.model import Binding, network
 
@@ -187,11 +187,11 @@ def test_an_icmp_id_binding_answers_only_icmp_or_protocol_less_lookups():
     assert ask(only_icmp, 6) == ("no-data", [])
     assert ask(only_icmp, 17) == ("no-data", [])
     assert ask(only_icmp, 1) == ("ok", ["pinger"])
-    assert ask(only_icmp, None) == ("ok", ["pinger"])
+    assert ask(only_icmp, None) == ("no-data", [])
     both = table([icmp, tcp])
     assert ask(both, 6) == ("ok", ["browser"])
     assert ask(both, 1) == ("ok", ["pinger"])
-    assert ask(both, None)[0] == "ambiguous"
+    assert ask(both, None) == ("ok", ["browser"])
 
 
 def test_f5_splunk_format_line_from_f5s_own_project_is_refused_with_a_reason_never_misread():
