@@ -370,6 +370,9 @@ def main(argv=None) -> int:
         "rss_mb": rss_mb, "rss_after_mb": rss_after_mb, **gets,
         "load1_before": round(load_before[0], 2), "load1_after": round(load_after[0], 2),
     }))
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)  # a 50M store is ≈ 7 GB (a failed run keeps it and the worker log)
     return 0
 
 
