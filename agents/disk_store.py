@@ -163,6 +163,22 @@ class Batch:
             self._wb.put(db.schedule_key(db.bucket_of(when_ms, self._store.width_ms), key), b"", self._s(p))
         return self
 
+    def apply_many(self, p: int, items: Iterable[tuple[bytes, Optional[bytes], Optional[bytes]]]) -> "Batch":
+        """In order, for a restore: ``(key, value, schedule key)`` is ``put`` plus a ready-made
+        schedule entry (``stream.disk_bound.schedule_key``; None: none); ``(key, None, _)`` is
+        ``delete``.  The same changes as those calls, without a Python call per change."""
+        wb = self._wb
+        put, dele, d, s, m = wb.put, wb.delete, self._d(p), self._s(p), self._sums[p]
+        for k, v, sk in items:
+            if v is None:
+                dele(k, d)
+                dele(k, m)
+            else:
+                put(k, v, d)
+                if sk is not None:
+                    put(sk, b"", s)
+        return self
+
     def unschedule(self, p: int, bucket: int, key: bytes) -> "Batch":
         """Remove a schedule entry ``due`` handed out (write it with the sweeper's result)."""
         self._wb.delete(db.schedule_key(bucket, key), self._s(p))

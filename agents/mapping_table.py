@@ -70,6 +70,7 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
+from stream import disk_bound as db
 from stream.schedule import SCHEDULE_BUCKET_MS, SCHEDULE_GROUP, ExpirySchedule  # noqa: F401 (re-exported)
 
 from .outbox import Outbox
@@ -665,9 +666,9 @@ class MappingTable(faust.Table):
         from .kafka_clients import Clients
 
         t0, cpu0 = time.monotonic(), time.process_time()
-        data = self.data.data  # the memory store's dict itself: no per-record method calls
-        kp = self.key_partition()
         disk = self.disk
+        # the one loop below, two sinks: Faust's memory store or the disk store
+        apply = self._apply_memory if disk is None else self._apply_restored
         restored_to = self._restored_to
         cl = self.restore_clients or Clients(",".join(f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker))
         c = cl.aio_consumer(client_id=f"{self.app.conf.id}-restore", group_id=None, auto_offset_reset="earliest",
@@ -707,24 +708,7 @@ class MappingTable(faust.Table):
                 batch = await c.getmany(*remaining, timeout_ms=500, max_records=RESTORE_BATCH)
                 if epoch != self._epoch:
                     return  # a rebalance came: the next recovery continues from restored_to
-                if disk is not None:
-                    n += self._apply_restored(batch)
-                for tp, recs in (() if disk is not None else batch.items()):
-                    p = tp.partition
-                    for r in recs:
-                        k = r.key
-                        if k is None:
-                            continue
-                        v = r.value
-                        if v is None:  # tombstone (a heartbeat too: its key is never stored)
-                            data.pop(k, None)
-                            kp.pop(k, None)
-                        else:
-                            data[k] = v
-                            kp[k] = p
-                    if recs:
-                        n += len(recs)
-                        restored_to[p] = recs[-1].offset + 1
+                n += apply(batch)
                 await asyncio.sleep(0)  # getmany does not yield while it has records buffered
                 if epoch != self._epoch:
                     return
@@ -844,14 +828,12 @@ class MappingTable(faust.Table):
                 b.checkpoint(p, c, at_ms)
         self.disk.write(b)
 
-    def _apply_restored(self, batch: dict) -> int:
-        """One ``getmany`` batch into the disk store as one write batch: values, their schedule
-        entries (from ``REVISIT_HEADER``, else ``next_expiry``, else at once) and each
-        partition's checkpoint; the in-memory position moves only once it is written."""
-        st = self.disk
-        b = st.batch()
-        nxt = self.next_expiry
-        moved = {}
+    def _apply_memory(self, batch: dict) -> int:
+        """The memory form of ``_apply_restored``: one ``getmany`` batch into Faust's memory store
+        (its dict and key → partition map; a tombstone pops the key), the position moved."""
+        data = self.data.data  # the memory store's dict itself: no per-record method calls
+        kp = self.key_partition()
+        restored_to = self._restored_to
         n = 0
         for tp, recs in batch.items():
             if not recs:
@@ -862,23 +844,57 @@ class MappingTable(faust.Table):
                 if k is None:
                     continue
                 v = r.value
-                if v is None:  # a tombstone (a heartbeat too: its key is never stored)
-                    b.delete(p, k)
+                if v is None:  # tombstone (a heartbeat too: its key is never stored)
+                    data.pop(k, None)
+                    kp.pop(k, None)
+                else:
+                    data[k] = v
+                    kp[k] = p
+            n += len(recs)
+            restored_to[p] = recs[-1].offset + 1
+        return n
+
+    def _apply_restored(self, batch: dict) -> int:
+        """One ``getmany`` batch into the disk store as one write batch: values, their schedule
+        entries (from ``REVISIT_HEADER``, else ``next_expiry``, else at once) and each
+        partition's checkpoint; the in-memory position moves only once it is written.  The
+        schedule key's bucket prefix is computed once per distinct header value, and each
+        partition's changes go to the store in one call (``Batch.apply_many``)."""
+        st = self.disk
+        b = st.batch()
+        nxt = self.next_expiry
+        width = st.width_ms
+        prefixes: dict = {}  # header value → its schedule key's bucket prefix (False: not a number)
+        moved = {}
+        n = 0
+        for tp, recs in batch.items():
+            if not recs:
+                continue
+            ops: list = []
+            add = ops.append
+            for r in recs:
+                k = r.key
+                if k is None:
                     continue
-                b.put(p, k, v)
-                when = None
+                v = r.value
+                if v is None:  # a tombstone (a heartbeat too: its key is never stored)
+                    add((k, None, None))
+                    continue
+                pre = None
                 for hk, hv in r.headers or ():
                     if hk == REVISIT_HEADER:
-                        try:
-                            when = int(hv)
-                        except (TypeError, ValueError):
-                            when = None
-                if when is None:
+                        pre = prefixes.get(hv)
+                        if pre is None:
+                            pre = prefixes[hv] = _bucket_prefix(hv, width)
+                if pre:
+                    add((k, v, pre + k))
+                else:
                     when = nxt(k, v) if nxt is not None else 0
-                b.schedule(p, when, k)
+                    add((k, v, None if when is None else db.schedule_key(db.bucket_of(when, width), k)))
+            b.apply_many(tp.partition, ops)
             n += len(recs)
             # records after this one were written after it: its timestamp is the checkpoint's time
-            moved[p] = (recs[-1].offset + 1, recs[-1].timestamp)
+            moved[tp.partition] = (recs[-1].offset + 1, recs[-1].timestamp)
         now = time.time_ns() // 1_000_000
         for p, (c, at) in moved.items():
             b.checkpoint(p, c, at if isinstance(at, int) and at > 0 else now)
@@ -886,6 +902,16 @@ class MappingTable(faust.Table):
         del b
         self._restored_to.update({p: c for p, (c, _) in moved.items()})
         return n
+
+
+def _bucket_prefix(header: Any, width_ms: int) -> Any:
+    """The schedule key prefix (``stream.disk_bound.schedule_key`` without the key) of a
+    ``REVISIT_HEADER`` value, or False if it is not a number."""
+    try:
+        when = int(header)
+    except (TypeError, ValueError):
+        return False
+    return db.schedule_key(db.bucket_of(when, width_ms), b"")
 
 
 class TableOutbox(Outbox):

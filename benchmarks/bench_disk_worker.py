@@ -25,6 +25,10 @@ For each size in ``--sizes`` (default 1M), on a real broker, one real ``ipanon w
    table's own time for it, ``restart_rss_mb`` = its RSS 10 s after, ``store_bytes_per_mapping``
    = every file of the RocksDB directory ÷ n then.
 
+``--bare``: before step 2, a bare aiokafka consumer with the restore's fetch settings reads
+the same changelog and does nothing with it: ``bare_read_per_s`` / ``bare_read_cpu_s``, the
+ceiling of reading on this machine and broker (the worker's restore cannot be faster).
+
 Prints exactly one JSON line.  The machine is shared: the figures are noisy; give ``uptime``.
 
     python benchmarks/bench_disk_worker.py [--bootstrap HOST:PORT] [--sizes 1000000 10000000]
@@ -137,6 +141,43 @@ def fill_raw(bootstrap: str, w: H.Worker, n: int, now_ms: int) -> float:
     return time.perf_counter() - t
 
 
+def bare_read(bootstrap: str, topic: str, partitions: int) -> dict:
+    """The ceiling of the restore's reading: an aiokafka consumer with the restore's settings
+    (``mapping_table.RESTORE_*``) reads every partition of ``topic`` to its end offsets and does
+    nothing with the records (same broker, same run)."""
+    from aiokafka import TopicPartition
+
+    from agents.kafka_clients import Clients
+    from agents.mapping_table import RESTORE_BATCH, RESTORE_FETCH_BYTES, RESTORE_PARTITION_FETCH_BYTES
+
+    async def go() -> dict:
+        c = Clients(bootstrap).aio_consumer(client_id="bench-bare-read", group_id=None, auto_offset_reset="earliest",
+                                            fetch_max_bytes=RESTORE_FETCH_BYTES,
+                                            max_partition_fetch_bytes=RESTORE_PARTITION_FETCH_BYTES)
+        await c.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            c.assign(tps)
+            ends = await c.end_offsets(tps)
+            for tp in tps:
+                c.seek(tp, 0)
+            t0, cpu0, n = time.monotonic(), time.process_time(), 0
+            left = {tp for tp in tps if ends[tp] > 0}
+            while left:
+                for recs in (await c.getmany(*left, timeout_ms=500, max_records=RESTORE_BATCH)).values():
+                    n += len(recs)
+                for tp in list(left):
+                    if await c.position(tp) >= ends[tp]:
+                        left.discard(tp)
+                        c.pause(tp)
+            dt, dcpu = time.monotonic() - t0, time.process_time() - cpu0
+        finally:
+            await c.stop()
+        return {"records": n, "s": round(dt, 2), "per_s": round(n / dt) if dt > 0 else None, "cpu_s": round(dcpu, 2)}
+
+    return asyncio.run(go())
+
+
 def run_once(w: H.Worker, timeout_s: float) -> dict:
     """Start ``w``; wait for its table's "restored" line; RSS 10 s later; stop it."""
     w.log_path.write_text("")
@@ -177,6 +218,7 @@ def run(a) -> dict:
             w.args += ["--table-store", "disk"]
             now = int(time.time() * 1000)
             fill_s = fill_raw(bootstrap, w, n, now) if a.raw else fill(bootstrap, w, n, 0, now, not a.no_header)
+            bare = bare_read(bootstrap, w.changelog, w.settings.partitions) if a.bare else None
             fresh = run_once(w, a.timeout)
             tail = max(1, n // 100)
             if a.raw:
@@ -185,6 +227,8 @@ def run(a) -> dict:
                 fill(bootstrap, w, tail, n, now, not a.no_header)
             again = run_once(w, a.timeout)
             r = {"mappings": n, "header": not a.no_header, "raw": a.raw, "fill_s": round(fill_s, 1)}
+            if bare is not None:
+                r.update({"bare_read_per_s": bare["per_s"], "bare_read_s": bare["s"], "bare_read_cpu_s": bare["cpu_s"]})
             if fresh.get("complete"):
                 r.update({"fresh_restore_s": fresh["table_s"],
                           "fresh_restore_per_s": round(fresh["records"] / fresh["table_s"]) if fresh["table_s"] else None,
@@ -214,6 +258,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for one restore")
     ap.add_argument("--no-header", action="store_true", help="changelog records without the revisit header")
     ap.add_argument("--raw", action="store_true", help="random keys/values of the worker's sizes (fast fill)")
+    ap.add_argument("--bare", action="store_true",
+                    help="first read the changelog with a bare consumer doing nothing (the reading's ceiling)")
     ap.add_argument("--smoke", action="store_true", help="a tiny run (tests)")
     a = ap.parse_args()
     if a.smoke:
