@@ -93,6 +93,16 @@ def _options(*, write_buffer_bytes: int, total_wal_bytes: int, cache_bytes: int)
     bbo = rd.BlockBasedOptions()
     bbo.set_block_cache(rd.Cache(cache_bytes))
     bbo.set_bloom_filter(10, False)
+    # index and filter blocks live in the block cache (bounded), not beside it in the table
+    # readers, where they took ≈ 3.4 B per mapping (≈ 170 MB at 50M); partitioned, so a get
+    # loads one small index/filter partition instead of a whole file's index (which a cache
+    # smaller than all the indexes would reload for every get); only each file's top level
+    # and L0's blocks stay pinned
+    bbo.set_cache_index_and_filter_blocks(True)
+    bbo.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    bbo.set_index_type(rd.BlockBasedIndexType.two_level_index_search())
+    bbo.set_partition_filters(True)
+    bbo.set_pin_top_level_index_and_filter(True)
     o.set_block_based_table_factory(bbo)
     return o
 
