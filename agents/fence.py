@@ -21,9 +21,11 @@ the table forget its copy of them (``MappingStage.on_revoked``), and the binding
 never committed, are read again by their owner.  If the membership held through the wait, the
 flush goes on and the stall is forgotten.
 
-Left open: a freeze *inside* a flush (between handing writes to the producer and their acks)
-cannot be fenced from the client side; Kafka's transactional producers would (fencing by
-producer epoch), at the cost of a producer per partition.
+A freeze *inside* a flush, after the writes were handed to the producer: the outbox's guard on
+that producer fails the batches the sender would take or write after a stall seen here
+(``agents/outbox.py``, module docstring).  Left open: the tail of a request the socket had not
+taken when the freeze came is written at the thaw; Kafka's transactional producers would fence
+it (by producer epoch), at the cost of a producer per partition.
 """
 
 from __future__ import annotations

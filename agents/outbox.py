@@ -351,7 +351,30 @@ def _aio_producer(items: list[Write]) -> Any:
         if p is None or (prod is not None and p is not prod) or getattr(p, "_txn_manager", None) is not None:
             return None
         prod = p
+    if prod is not None and not _guardable(prod):
+        return None
     return prod
+
+
+_WARNED: list[bool] = []
+
+
+def _guardable(prod: Any) -> bool:
+    """The batch hand-over and its ``_Guard`` lean on aiokafka internals (tested with 0.14; the
+    dependency is pinned below 0.15).  If any is missing, the writes go one by one through
+    their channels, the slower path that needs none of them, never an unguarded batch."""
+    acc = getattr(prod, "_message_accumulator", None)
+    ok = (acc is not None and all(callable(getattr(acc, n, None)) for n in ("_append_batch", "drain_by_nodes"))
+          and isinstance(getattr(acc, "_batches", None), dict) and callable(getattr(getattr(prod, "client", None),
+                                                                                      "send", None)))
+    if not ok and not _WARNED:
+        _WARNED.append(True)
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "outbox: this aiokafka producer lacks the internals the guarded batch hand-over needs; "
+            "writing one message at a time (slower, fence-safe)")
+    return ok
 
 
 def _headers(headers: Any) -> list:

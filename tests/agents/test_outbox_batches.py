@@ -188,6 +188,10 @@ class _Acc:
 
     def __init__(self) -> None:
         self.sent: list = []
+        self._batches: dict = {}
+
+    def drain_by_nodes(self, *a):
+        return {}, False
 
     def _append_batch(self, builder, tp):
         b = _Batch(tp, builder)
@@ -214,6 +218,9 @@ class _FailingProducer:
     def partitions_for_topic(self, topic):
         return {0, 1}
 
+    async def send(self, node_id, request, **kw):
+        raise AssertionError("not reached: the batches are settled in the accumulator")
+
 
 def test_a_failed_batch_hands_all_its_writes_back():
     undelivered: list = []
@@ -234,3 +241,54 @@ def test_a_failed_batch_hands_all_its_writes_back():
     assert sent == [(0, 3), (1, 3)]
     assert [w[1] for w in undelivered] == [b"k1", b"k3", b"k5"]
     assert offsets == [100, 101, 102]
+
+
+def test_a_producer_without_the_guarded_internals_gets_no_batches():
+    """The batch path needs aiokafka's accumulator internals for its fence guard; a producer
+    lacking any of them (a newer aiokafka) is written write by write, never batched unguarded."""
+    import agents.outbox as ob
+
+    class Acc:
+        def __init__(self) -> None:
+            self._batches: dict = {}
+
+        def _append_batch(self, *a):
+            pass
+
+        def drain_by_nodes(self, *a):
+            pass
+
+    class Client:
+        async def send(self, *a):
+            pass
+
+    def prod(acc=None, client=None):
+        return type("P", (), {"_message_accumulator": acc, "client": client, "_txn_manager": None})()
+
+    def writes(p):
+        return [(_Topic("t", _App(p)), b"k", b"v", 0, None, None)]
+
+    full = prod(Acc(), Client())
+    assert ob._aio_producer(writes(full)) is full
+    no_append = Acc()
+    no_append._append_batch = None
+    no_batches = Acc()
+    no_batches._batches = None
+    for p in (prod(None, Client()), prod(Acc(), None), prod(no_append, Client()), prod(no_batches, Client())):
+        assert ob._aio_producer(writes(p)) is None
+
+
+def test_the_installed_aiokafka_producer_has_what_the_guard_needs():
+    """The pinned aiokafka's own producer takes the batch path (a failure here: aiokafka moved
+    the internals ``_Guard`` wraps; re-check the guard's argument before widening the pin)."""
+    import agents.outbox as ob
+    from aiokafka import AIOKafkaProducer
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")  # never started: no connection
+        try:
+            return ob._guardable(p)
+        finally:
+            await p.stop()
+
+    assert asyncio.run(run())
