@@ -362,34 +362,39 @@ class DiskStore:
         cf = self._cf.get(_cf_data(p))
         return [] if cf is None else list(cf.keys())
 
-    def _chunk(self, p: int, after: Optional[bytes], n: int, items: bool) -> list:
-        """Up to ``n`` keys (or items) of partition ``p`` after ``after``; the iterator and the
-        column family handle are let go before this returns."""
+    def _chunk(self, p: int, after: Optional[bytes], n: int, items: bool, prefix: bytes = b"") -> list:
+        """Up to ``n`` keys (or items) of partition ``p`` after ``after`` (else from the first
+        key at or past ``prefix``) that start with ``prefix``; the iterator and the column family
+        handle are let go before this returns."""
         cf = self._cf.get(_cf_data(p))
         if cf is None:
             return []
+        start = after if after is not None else (prefix or None)
         if items:
-            it = cf.items(from_key=after) if after is not None else cf.items()
+            it = cf.items(from_key=start) if start is not None else cf.items()
         else:
-            it = cf.keys(from_key=after) if after is not None else cf.keys()
+            it = cf.keys(from_key=start) if start is not None else cf.keys()
         out = []
         for x in it:
-            if after is not None and (x[0] if items else x) == after:
+            k = x[0] if items else x
+            if after is not None and k == after:
                 continue
+            if not k.startswith(prefix):
+                break  # keys are in order: past the prefix's range
             out.append(x)
             if len(out) >= n:
                 break
         del it, cf
         return out
 
-    def iter_keys(self, p: int, chunk: int = 10_000) -> Iterator[bytes]:
-        """Partition ``p``'s keys in key order, ``chunk`` at a time, without holding them all:
-        each chunk's iterator (and column family handle) is let go before its keys are yielded
-        (an iterator left open by a paused generator would pin SST files past the erasure bound,
-        and a handle would keep the DB open through ``reopen``)."""
+    def iter_keys(self, p: int, chunk: int = 10_000, prefix: bytes = b"") -> Iterator[bytes]:
+        """Partition ``p``'s keys (those starting with ``prefix``) in key order, ``chunk`` at a
+        time, without holding them all: each chunk's iterator (and column family handle) is let
+        go before its keys are yielded (an iterator left open by a paused generator would pin SST
+        files past the erasure bound, and a handle would keep the DB open through ``reopen``)."""
         after: Optional[bytes] = None
         while True:
-            keys = self._chunk(p, after, chunk, False)
+            keys = self._chunk(p, after, chunk, False, prefix)
             if not keys:
                 return
             yield from keys

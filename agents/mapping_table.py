@@ -62,7 +62,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterable, Optional, Set
+from typing import Any, Callable, Iterable, Iterator, Optional, Set
 
 import faust
 from aiokafka.partitioner import murmur2
@@ -312,15 +312,20 @@ class MappingTable(faust.Table):
         if self._restored_to.get(p) == offset:
             self._restored_to[p] = offset + 1
 
-    def keys_of(self, partitions: Iterable[int]) -> list[bytes]:
+    def keys_of(self, partitions: Iterable[int], prefix: bytes = b"") -> Iterator[bytes]:
+        """The keys of ``partitions`` starting with ``prefix``, each once; the caller may write
+        while it walks.  On disk the store's keys come chunk by chunk (a partition can hold tens
+        of millions: a list of them was ≈ 69 B per key), after the keys pending at the call (a
+        snapshot: the caller's own writes join the pending set as it goes)."""
         ps = set(partitions)
         if self.disk is not None:
-            pend = self._pending
-            out = [k for p in sorted(ps) for k in self.disk.iter_keys(p) if k not in pend]
-            out.extend(k for k, (_, p, v) in pend.items() if p in ps and v is not None)
-            return out
+            pend = {k: v for k, (_, p, v) in self._pending.items() if p in ps and k.startswith(prefix)}
+            yield from [k for k, v in pend.items() if v is not None]
+            for p in sorted(ps):
+                yield from (k for k in self.disk.iter_keys(p, prefix=prefix) if k not in pend)
+            return
         kp = self.key_partition()
-        return [k for k in list(self.data.keys()) if kp.get(k) in ps]
+        yield from [k for k in list(self.data.keys()) if k.startswith(prefix) and kp.get(k) in ps]
 
     # -- disk mode ------------------------------------------------------------------------------
 

@@ -67,9 +67,7 @@ class TableWriter:
         rules = self.rules[b.operator]
         if b.action == "reset":
             prefix = f"{b.operator}|".encode()
-            for key in self.table.keys_of([partition]):
-                if not key.startswith(prefix):
-                    continue
+            for key in self.table.keys_of([partition], prefix):
                 net, old = self.load(op, key)
                 if net is None:
                     continue

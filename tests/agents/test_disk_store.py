@@ -55,6 +55,14 @@ def test_round_trip_and_partition_keys(tmp_path):
         for chunk in (1, 7, 100, 1_000):
             assert list(s.iter_keys(0, chunk)) == [key(i) for i in range(100)]
         assert list(s.iter_keys(3)) == []
+        # one operator's keys (a NAS reset walks only its own), across chunk edges
+        others = [b"lek|i" + i.to_bytes(16, "big") for i in range(30)] + [b"zz|k"]
+        s.put_batch(0, [(k, b"o") for k in others])
+        for chunk in (1, 7, 100):
+            assert list(s.iter_keys(0, chunk, prefix=b"junet|")) == [key(i) for i in range(100)]
+            assert list(s.iter_keys(0, chunk, prefix=b"lek|")) == others[:30]
+        assert list(s.iter_keys(0, prefix=b"nobody|")) == [] and list(s.iter_keys(0, prefix=b"zz|")) == [b"zz|k"]
+        s.delete(0, others)
         s.delete(0, [key(i) for i in range(50)])
         assert s.keys(0) == [key(i) for i in range(50, 100)]
         assert s.partitions() == {0, 1}
