@@ -275,3 +275,18 @@ def percentile(xs: list[float], q: float) -> Optional[float]:
         return None
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def timed_gets(store, keys, missing: str) -> dict:
+    """``store.get(p, k)`` for each (partition, key) of ``keys``, timed one by one: gets and the
+    p50/p99 in µs.  A key not found ends the run (``missing``, formatted with ``p``): a benchmark
+    that times lookups of absent keys would time the wrong thing."""
+    lat = []
+    for p, k in keys:
+        t = time.perf_counter_ns()
+        v = store.get(p, k)
+        lat.append(time.perf_counter_ns() - t)
+        if v is None:
+            raise SystemExit(missing.format(p=p))
+    return {"gets": len(lat), "get_p50_us": round(percentile(lat, 0.50) / 1000, 1),
+            "get_p99_us": round(percentile(lat, 0.99) / 1000, 1)}

@@ -140,17 +140,10 @@ def _disk_gets(w, n: int, now_ms: int, count: int = 20_000) -> dict:
         keys.append((partition_for(iv.routing_key(H.OPERATOR, net).encode(), w.settings.partitions),
                      enc.vault.key("ip", net)))
     store = DiskStore(w.settings.store_dir, bound=w.settings.disk_bound())
-    lat = []
     try:
-        for p, k in keys:
-            t = time.perf_counter_ns()
-            v = store.get(p, k)
-            lat.append(time.perf_counter_ns() - t)
-            if v is None:
-                raise SystemExit(f"in-process get: a filled key of partition {p} is missing from the store")
+        return H.timed_gets(store, keys, "in-process get: a filled key of partition {p} is missing from the store")
     finally:
         store.close()
-    return {"gets": len(lat), "get_p50_us": round(_pct(lat, 0.50) / 1000, 1), "get_p99_us": round(_pct(lat, 0.99) / 1000, 1)}
 
 
 def _pct(xs: list[float], q: float) -> float:

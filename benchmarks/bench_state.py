@@ -471,16 +471,8 @@ async def _disk_child(a) -> dict:
     else:
         sample = [(p, bytes.fromhex(k)) for p, k in json.loads(sample_path.read_text())]
         random.Random(17).shuffle(sample)
-        lat = []
-        for p, k in sample:
-            t1 = time.perf_counter_ns()
-            v = store.get(p, k)
-            lat.append(time.perf_counter_ns() - t1)
-            if v is None:
-                raise SystemExit(f"restart: sampled key of partition {p} missing")
-        lat.sort()
-        out.update({"gets": len(lat), "get_p50_us": round(lat[len(lat) // 2] / 1000, 1),
-                    "get_p99_us": round(lat[int(len(lat) * 0.99)] / 1000, 1), "rss_after_gets_mb": _rss_mb()})
+        out.update(H.timed_gets(store, sample, "restart: sampled key of partition {p} missing"))
+        out["rss_after_gets_mb"] = _rss_mb()
     store.close()
     return out
 
