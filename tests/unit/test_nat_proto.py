@@ -118,18 +118,19 @@ def test_a_box_that_allocates_one_block_for_all_protocols_records_none():
 # -- the lookup ----------------------------------------------------------------------------
 
 
-def _table(nat: list[Binding]):
-    """(slot, address) → intervals, built the way the worker builds them (``mapping.apply``)."""
+def _table(nat: list[Binding], subscribers: dict = SUBSCRIBER, t0: int = T0):
+    """(slot, address) → intervals, built the way the worker builds them (``mapping.apply``):
+    the NAT bindings, and a RADIUS Start 10 min before ``t0`` for each inside address → subscriber."""
     rules = mapping.Rules(ttl_ms=10 * 24 * 3600_000)
     rows: dict = {}
 
     def put(slot, addr, b):
-        rows[(slot, addr)] = mapping.apply(rows.get((slot, addr), ()), b, T0, rules).intervals
+        rows[(slot, addr)] = mapping.apply(rows.get((slot, addr), ()), b, t0, rules).intervals
 
     for b in nat:
         put("nat", str(b.ip.network_address), b)
-    for inside, sub in SUBSCRIBER.items():
-        put("ip", inside, Binding("radius", "start", "op", network(inside), sub, f"nas1/{sub}", "nas1", T0 - 600_000))
+    for inside, sub in subscribers.items():
+        put("ip", inside, Binding("radius", "start", "op", network(inside), sub, f"nas1/{sub}", "nas1", t0 - 600_000))
     return rules, lambda slot, addr: list(rows.get((slot, str(addr)), ()))
 
 

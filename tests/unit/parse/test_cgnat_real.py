@@ -153,7 +153,7 @@ def test_an_icmp_id_binding_answers_only_lookups_naming_icmp():
     about a port, and a query id is not a port: no holder from the id alone, and the TCP holder
     (not an ambiguity) when a TCP session of the same number goes to another inside address."""
     from stream import mapping
-    from stream.model import Binding, network
+    from tests.unit.test_nat_proto import _table
 
     (icmp,) = get_format("a10").parse(lines("a10-cef.log")[1], operator="op")
     t0 = icmp.at_ms
@@ -163,19 +163,8 @@ def test_an_icmp_id_binding_answers_only_lookups_naming_icmp():
                 b"sourceTranslatedAddress=99.99.99.13 sourceTranslatedPort=48856")
     (tcp,) = get_format("a10").parse(tcp_line, operator="op")
     subs = {"100.65.161.0": "pinger", "100.65.161.9": "browser"}
-    rules = mapping.Rules(ttl_ms=10 * 24 * 3600_000)
-
-    def table(nat):
-        rows: dict = {}
-
-        def put(slot, addr, b):
-            rows[(slot, addr)] = mapping.apply(rows.get((slot, addr), ()), b, t0, rules).intervals
-        for b in nat:
-            put("nat", str(b.ip.network_address), b)
-        for inside, sub in subs.items():
-            put("ip", inside, Binding("radius", "start", "op", network(inside), sub, f"nas1/{sub}", "nas1",
-                                      t0 - 600_000))
-        return lambda slot, addr: list(rows.get((slot, str(addr)), ()))
+    rules, only_icmp = _table([icmp], subs, t0)
+    _, both = _table([icmp, tcp], subs, t0)
 
     def ask(intervals_for, proto):
         at = t0 + 1000
@@ -183,12 +172,10 @@ def test_an_icmp_id_binding_answers_only_lookups_naming_icmp():
                               intervals_for=intervals_for, owns=lambda net: True, proto=proto)
         return out["status"], sorted(h["subscriber"] for h in out.get("holders") or ())
 
-    only_icmp = table([icmp])
     assert ask(only_icmp, 6) == ("no-data", [])
     assert ask(only_icmp, 17) == ("no-data", [])
     assert ask(only_icmp, 1) == ("ok", ["pinger"])
     assert ask(only_icmp, None) == ("no-data", [])
-    both = table([icmp, tcp])
     assert ask(both, 6) == ("ok", ["browser"])
     assert ask(both, 1) == ("ok", ["pinger"])
     assert ask(both, None) == ("ok", ["browser"])
