@@ -27,6 +27,10 @@ client listener, ``MTLS`` (``mtls_bootstrap``), is mutual TLS: every user but th
 gets a client certificate ``CN=<user>`` (``clients/<user>.mtls.toml``), which
 ``ssl.principal.mapping.rules`` turns into ``User:<user>`` — the same ACLs as the SCRAM user.
 A state directory is formatted either secure or not; the mode is kept in ``broker.json``.
+
+``LocalBroker`` runs the process (format, start, stop, status); the files it is started on
+(``server.properties``, the secure mode's certificates, passwords and client files) are
+assembled by ``agents.broker_config``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
+
+# the secure mode's users and principals live with the files they go into; re-exported here
+from .broker_config import (ADMIN_USER, BROKER_PRINCIPAL, SECURE_USERS, SSL_PRINCIPAL_RULES,  # noqa: F401
+                            prepare_secure, write_server_properties)
 
 KAFKA_VERSION = "4.1.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -196,16 +204,6 @@ class BrokerInfo:
         return f"stopped (dir {self.state_dir})"
 
 
-#: SCRAM users of a secure local broker (authorities are added per registry entry as
-#: ``ipanon-authority-<id>``).  ``ipanon-admin`` is the super user.
-ADMIN_USER = "ipanon-admin"
-#: The broker's own certificate (CN=ipanon-broker) as a principal, after the mapping rule
-#: ``RULE:^CN=([a-z0-9-]+)$/$1/`` that also turns a client certificate CN=<user> into User:<user>.
-BROKER_PRINCIPAL = "User:ipanon-broker"
-SSL_PRINCIPAL_RULES = "RULE:^CN=([a-z0-9-]+)$/$1/,DEFAULT"
-SECURE_USERS = (ADMIN_USER, "ipanon-worker", "ipanon-analyst", "ipanon-staff", "ipanon-auditor")
-
-
 def operator_ids(operators_dir: Optional[Path] = None) -> list[str]:
     """Operator names of the profiles in ``config/operators`` (one collector user each,
     ``ipanon-collector-<operator>``: issue 15 defect 8).  The file stem is the profile name
@@ -273,26 +271,8 @@ class LocalBroker:
 
     def _prepare_secure(self) -> list[str]:
         """Certificates, passwords and client files; returns the StorageTool SCRAM arguments."""
-        import secrets as _secrets
-
-        from .security import (KafkaSecurity, _write_private, issue_client_certificate, make_local_pki,
-                               write_client_file)
-
-        paths = make_local_pki(self.tls_dir)
-        (self.dir / "secrets").mkdir(mode=0o700, exist_ok=True)
-        args = []
-        for user in self.users:
-            pw = _secrets.token_hex(24)  # hex: safe inside StorageTool's [name=…,password=…] syntax
-            _write_private(self.password_file(user), (pw + "\n").encode())
-            args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]"]
-            write_client_file(self.client_file(user),
-                              KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", user, "-", ca_file=paths["ca"]),
-                              self.password_file(user))
-            if user != ADMIN_USER:  # the admin is a SCRAM identity only
-                cert, key = issue_client_certificate(self.tls_dir, user, self.tls_dir / "clients")
-                write_client_file(self.client_file(user, mtls=True),
-                                  KafkaSecurity("SSL", ca_file=paths["ca"], cert_file=cert, key_file=key), None)
-        return args
+        return prepare_secure(self.dir, self.tls_dir, self.users, password_file=self.password_file,
+                              client_file=self.client_file)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -419,68 +399,6 @@ class LocalBroker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _write_properties(self, port: int, cport: int, data: Path) -> None:
-        if self.secure:
-            return self._write_secure_properties(port, cport, data)
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(data),
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            **self.overrides,
-        }
-        (self.dir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-
-    def _write_secure_properties(self, port: int, cport: int, data: Path) -> None:
-        from .security import _write_private, read_secret
-
-        admin_pw = read_secret(self.password_file(ADMIN_USER), "SASL password file")
-        ca, ks = self.tls_dir / "ca.pem", self.tls_dir / "broker.pem"
-        mport = getattr(self, "mtls_port", None)
-        mtls = f",MTLS://127.0.0.1:{mport}" if mport else ""
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
-            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{mtls}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{mtls}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL,MTLS:SSL",
-            "listener.name.mtls.ssl.client.auth": "required",
-            "ssl.principal.mapping.rules": SSL_PRINCIPAL_RULES,
-            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
-            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
-                "org.apache.kafka.common.security.scram.ScramLoginModule required "
-                f'username="{ADMIN_USER}" password="{admin_pw}";',
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(ks),
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(ca),
-            "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
-            "listener.name.controller.ssl.client.auth": "required",
-            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "allow.everyone.if.no.acl.found": "false",
-            "super.users": f"User:{ADMIN_USER};{BROKER_PRINCIPAL}",
-            "log.dirs": str(data),
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            **self.overrides,
-        }
-        # holds the admin password (inter-broker login): owner-only, like every secret
-        _write_private(self.dir / "server.properties", "".join(f"{k}={v}\n" for k, v in props.items()).encode())
+        write_server_properties(self.dir, port=port, cport=cport, data=data, overrides=self.overrides,
+                                secure=self.secure, mtls_port=getattr(self, "mtls_port", None),
+                                tls_dir=self.tls_dir, admin_password_file=self.password_file(ADMIN_USER))
