@@ -44,6 +44,13 @@ prefix (at most ``min_prefixlen_v4``, /24 by default) is resolved address by add
 prefix is resolved by its first address only (the holder of a delegated prefix containing
 it) — see "Limits".
 
+**Pieces.**  ``QueryAgent`` is the shell: inbox ownership, reloads, the inbox loop and the
+timers.  What is allowed or refused is decided by the pure desks (``stream.access``,
+``stream.hold``); ``agents.desk_outcomes.DeskOutcomes`` turns each decision into its audit
+records (or junk count), reply, answer and hold publication; ``agents.desk_writer.DeskWriter``
+is the one write path (the audit chain, signed checkpoints, delivery with acknowledgement, the
+snapshot); ``resolve_request`` below is the resolver of ready requests.
+
 Nothing here puts a subscriber id on a topic in plaintext outside the worker's own internal
 topics (lookup answers between workers, like bindings and the changelog): answers are sealed to the
 authority's X25519 key (``stream.access.seal_answer``) and audit events carry only ids,
@@ -57,19 +64,20 @@ import json
 import logging
 import os
 import tomllib
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from stream.access import Decision, JunkLedger, Policy, QueryDesk, Registry, is_junk
-from stream.audit import AuditChain, canonical
+from stream.access import JunkLedger, Policy, QueryDesk, Registry
+from stream.audit import AuditChain
 from stream.canary import visible_holders
 from stream.errors import ConfigError, IpanonError, Rejected
 from stream.hold import HOLD_MESSAGE_TYPES, HoldDecision, HoldDesk, HoldSet, LegalHold
-from stream.model import ip_text, parse_network
+from stream.model import parse_network
 
 from .broker import REPO_ROOT
-from .kafka_clients import Clients, faust_sends, send_all
+from .desk_outcomes import DeskOutcomes
+from .desk_writer import DeskWriter
+from .kafka_clients import Clients
 from .kafka_io import HEARTBEAT_KEY
 from .remote_lookup import RemoteLookups
 
@@ -77,10 +85,6 @@ log = logging.getLogger("ipanon.query")
 
 #: Key of hold commands on the inbox (requests and approvals use the authority id).
 HOLD_KEY = b"hold"
-#: The one key of the desk snapshot on the state topic.
-STATE_KEY = b"desk"
-#: Snapshot encoding: ``b"Z1"`` + zlib(canonical JSON).
-_SNAP_MAGIC = b"Z1"
 #: Largest IPv4 prefix resolved address by address (the policy's default bound is a /24).
 MAX_ENUMERATED = 4096
 
@@ -163,48 +167,6 @@ def checkpoint_period_ms(settings: Any) -> int:
     return 60 * int(settings.heartbeat_ms)
 
 
-# --------------------------------------------------------------------------------------------
-# snapshot
-
-
-def encode_snapshot(state: dict) -> bytes:
-    return _SNAP_MAGIC + zlib.compress(canonical(state), 6)
-
-
-def decode_snapshot(raw: bytes) -> dict:
-    if not raw.startswith(_SNAP_MAGIC):
-        raise IpanonError("query-state snapshot has an unknown encoding")
-    return json.loads(zlib.decompress(raw[len(_SNAP_MAGIC):]))
-
-
-def last_record(bootstrap: str, topic: str, partition: int = 0, timeout_s: float = 15.0, security=None):
-    """The last record of one partition (kafka-python, no consumer group), or None if empty."""
-    import time
-
-    from kafka import TopicPartition
-
-    c = Clients(bootstrap, security).consumer(client_id="ipanon-query-state")
-    try:
-        tp = TopicPartition(topic, partition)
-        c.assign([tp])
-        end = c.end_offsets([tp])[tp]
-        begin = c.beginning_offsets([tp])[tp]
-        if end <= begin:
-            return None
-        c.seek(tp, end - 1)
-        deadline = time.monotonic() + timeout_s
-        last = None
-        while time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=500).values():
-                for r in recs:
-                    last = r
-            if c.position(tp) >= end:
-                return last
-        raise IpanonError(f"timed out reading the last record of {topic}")
-    finally:
-        c.close()
-
-
 def read_holds(bootstrap: str, topic: str) -> tuple[dict[str, LegalHold], int]:
     """The active holds on the compacted holds topic and the next offset to read."""
     from .kafka_io import read_all
@@ -229,6 +191,52 @@ def _apply_hold_record(holds: dict[str, LegalHold], key: Optional[bytes], value:
         log.warning("holds: a record on the holds topic is not a valid hold; ignored")
         return False
     return True
+
+
+# --------------------------------------------------------------------------------------------
+# resolution
+
+
+async def resolve_request(lookups: RemoteLookups, operators: Mapping[str, Any], address: str, port: Optional[int],
+                          from_ms: int, to_ms: int, proto: Optional[int] = None) -> dict:
+    """The resolver contract of ``QueryDesk.answer``: ``{"matches": [...]}`` (each with
+    operator, address, subscriber, from_ms, to_ms and, through CGNAT, inside_ip and ports),
+    ``{"ambiguous": n}`` (a CGNAT public address without a port; ``matches`` too if other
+    operators matched exactly) or ``{"no_data": true}``.  Each address is looked up on the
+    worker that owns its partition (``agents.remote_lookup``); a lookup that fails or gets
+    no answer in time raises, and the request is refused as ``resolution-failed``."""
+    net = parse_network(address)
+    if net.version == 4 and net.num_addresses <= MAX_ENUMERATED:
+        addrs = [str(a) for a in net]  # one address, or each address of a small IPv4 prefix
+    else:  # IPv6: one address, or a prefix's first address (finds the delegated prefix holding it)
+        addrs = [str(net.network_address)]
+    matches: list[dict] = []
+    unknown: list[dict] = []
+    ambiguous = 0
+    asks = [{"operator": op, "ip": a, "port": port, "from_ms": from_ms, "to_ms": to_ms, "proto": proto}
+            for op in sorted(operators) for a in addrs]
+    for q, r in zip(asks, await lookups.resolve_many(asks)):
+        op, a = q["operator"], q["ip"]
+        if r is None or r.get("status") not in ("ok", "no-data", "ambiguous", "end-unknown"):
+            raise IpanonError(f"lookup {'timed out' if r is None else r.get('reason') or r.get('status')}")
+        if r.get("status") == "ambiguous":
+            ambiguous += int(r.get("candidates", 0))
+        elif r.get("status") == "ok":
+            matches += [{"operator": op, "address": a, **h} for h in r.get("holders", [])]
+        # last holders whose session went silent past the lost-Stop window: end unknown
+        unknown += [{"operator": op, "address": a, **h} for h in r.get("end_unknown") or ()]
+    # an erasure canary is never named: a lookup that finds only canaries is no-data
+    matches, unknown = visible_holders(matches), visible_holders(unknown)
+    if not matches and not ambiguous and not unknown:
+        return {"no_data": True}
+    out: dict[str, Any] = {}
+    if matches:
+        out["matches"] = matches
+    if unknown:
+        out["end_unknown"] = unknown
+    if ambiguous:
+        out["ambiguous"] = ambiguous
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,27 +319,30 @@ class QueryAgent:
         raw = dict(key_serializer="raw", value_serializer="raw")
         self.inbox = app.topic(n.query_requests, **raw)
         self.responses = app.topic(n.query_responses, **raw)
-        self.audit = app.topic(n.audit, **raw)
         self.holds_topic = app.topic(n.holds, **raw)
-        self.state_topic = app.topic(n.query_state, **raw)
         self.desk = QueryDesk(self.registry, self.policy)
         self.holddesk = self._new_holddesk()
         from .runtime import keys_dir
 
         self.anchor_key = load_anchor_key(keys_dir(s))  # only the desk signs checkpoints
         self.checkpoint_ms = checkpoint_period_ms(s)
-        self.anchored: tuple[Optional[str], int] = (None, 0)  # (head, ms) of the last checkpoint written
+        #: the audit chain and every output, delivered before the snapshot (``agents.desk_writer``)
+        self.writer = DeskWriter(audit=app.topic(n.audit, **raw), responses=self.responses, holds=self.holds_topic,
+                                 state=app.topic(n.query_state, **raw), anchor_key=self.anchor_key,
+                                 checkpoint_ms=self.checkpoint_ms, bootstrap=s.bootstrap,
+                                 audit_name=n.audit, state_name=n.query_state)
         self.junk = JunkLedger([*self.registry.authorities, *self.registry.staff])
         self.junk_interval_ms = 10 * int(s.heartbeat_ms)  # one summary per identity and reason per interval
         self.lookups = lookups
-        self.chain = AuditChain()
+        #: decisions → audit or junk count, replies, answers, hold publications (``agents.desk_outcomes``)
+        self.outcomes = DeskOutcomes(self.writer, self.junk, count=count, resolve=self.resolve,
+                                     answer=lambda d, resolver, now: self.desk.answer(d, resolver, now))
         self.offset = -1           # last inbox offset decided (from the snapshot)
         self.owned = False         # this worker holds the inbox partition
         self.stale = True          # reload state before deciding anything
         self.saved_ms = 0
         self.dirty = False
         self._lock: Optional[asyncio.Lock] = None
-        self._out: list[tuple[Any, Optional[bytes], Optional[bytes], Optional[int]]] = []  # queued outputs
         app.agent(self.inbox, name="ipanon.query")(self.run)
         app.timer(1.0, name="ipanon.query.tick")(self.tick)
         app.timer(s.heartbeat_ms / 2000, name="ipanon.query.heartbeat")(self.heartbeat)
@@ -362,13 +373,9 @@ class QueryAgent:
         return HoldDesk.from_dict(state, self.registry, self.policy, self.operators, charge)
 
     def _load_sync(self) -> tuple[QueryDesk, AuditChain, dict, int, dict]:
-        n, b = self.names, self.settings.bootstrap
-        rec = last_record(b, n.audit)
-        chain = AuditChain.resume(rec.value if rec is not None else None)
-        snap = last_record(b, n.query_state)
-        if snap is None or snap.value is None:
+        chain, st = self.writer.load()
+        if st is None:
             return QueryDesk(self.registry, self.policy), chain, {}, -1, {}
-        st = decode_snapshot(snap.value)
         desk = QueryDesk.from_dict(st["desk"], self.registry, self.policy)
         holds = st.get("hold_desk") or {"active": st.get("holds", [])}  # older snapshots: active holds only
         return desk, chain, holds, int(st["offset"]), st.get("junk") or {}
@@ -376,128 +383,29 @@ class QueryAgent:
     async def reload(self) -> None:
         """Desk, chain and holds from the broker (start-up and every (re)assignment)."""
         loop = asyncio.get_running_loop()
-        self.desk, self.chain, holds, self.offset, junk = await loop.run_in_executor(None, self._load_sync)
+        self.desk, self.writer.chain, holds, self.offset, junk = await loop.run_in_executor(None, self._load_sync)
         self.junk.load(junk)
         self.holddesk = self._new_holddesk(holds)
-        self.anchored = (None, 0)  # anchor whatever the trail ends with at the next save
+        self.writer.anchored = (None, 0)  # anchor whatever the trail ends with at the next save
         self.stale = False
         log.info("query desk loaded: %d pending, audit seq %d, %d holds (%d pending), inbox offset %d",
-                 len(self.desk.pending()), self.chain.next_seq, len(self.holddesk.active),
+                 len(self.desk.pending()), self.writer.chain.next_seq, len(self.holddesk.active),
                  len(self.holddesk.pending()), self.offset)
 
-    async def deliver(self) -> None:
-        """Send the queued outputs in order and wait until the broker has acknowledged each.
-        (Our own sends only: ``producer.flush()`` would also wait for every other agent's.)"""
-        out, self._out = self._out, []
-        await send_all(faust_sends, out)
-
     async def save(self, now: int) -> None:
-        """Deliver every queued output, then write the snapshot and deliver it: the snapshot
-        never claims an offset whose outputs are not on the broker."""
-        head, at = self.anchored
-        if self.chain.head != head or now - at >= self.checkpoint_ms:
-            # a signed checkpoint after every batch of records, and periodically while idle
-            self._out.append((self.audit, None, self.chain.checkpoint(self.anchor_key, now), 0))
-            self.anchored = (self.chain.head, now)
-        await self.deliver()
-        state = {"v": 1, "desk": self.desk.to_dict(),
-                 "holds": [h.to_dict() for h in self.holddesk.active.values()],
-                 "hold_desk": self.holddesk.to_dict(), "junk": self.junk.to_dict(), "offset": self.offset,
-                 "saved_ms": now}
-        self._out.append((self.state_topic, STATE_KEY, encode_snapshot(state), 0))
-        await self.deliver()
+        """Deliver every queued output, then the snapshot (``DeskWriter.save``)."""
+        await self.writer.save(now, lambda: {
+            "v": 1, "desk": self.desk.to_dict(), "holds": [h.to_dict() for h in self.holddesk.active.values()],
+            "hold_desk": self.holddesk.to_dict(), "junk": self.junk.to_dict(), "offset": self.offset,
+            "saved_ms": now})
         self.saved_ms, self.dirty = now, False
-
-    # -- outputs ----------------------------------------------------------------------------
-
-    def _audit(self, event: dict, now: int) -> None:
-        self._out.append((self.audit, None, self.chain.append(event, now), 0))
-
-    def _reply(self, key: Optional[str], reply: dict) -> None:
-        self._out.append((self.responses, key.encode() if key else None, canonical(reply), None))
-
-    def _junk(self, reason: Optional[str], key: Optional[bytes], now: int) -> None:
-        """Unauthenticated input: counted per claimed identity, audited later as a summary."""
-        ident = self.junk.identity(key)
-        self.junk.add(ident, reason or "unknown", now)
-        self.count(f"query:junk_{ident}")
-
-    async def emit(self, d: Decision, now: int, key: Optional[bytes] = None) -> None:
-        """Audit a decision, send its reply, and answer it when it is ready."""
-        authenticated = not (d.reply or {}).get("authenticated") is False
-        if is_junk(d.status, d.reason, authenticated):
-            self._junk(d.reason, key, now)
-        else:
-            for ev in d.events:
-                self._audit(ev, now)
-        if d.reply is not None:
-            self._reply(d.request_id, d.reply)
-        self.count(f"query:{d.status}" + (f":{d.reason}" if d.reason else ""))
-        log.info("query: %s %s%s", d.request_id, d.status, f" ({d.reason})" if d.reason else "")
-        if d.status != "ready":
-            return
-        try:
-            req = d.request
-            result = await self.resolve(ip_text(req.address), req.port, req.from_ms, req.to_ms, proto=req.proto)
-            a = self.desk.answer(d, lambda *_, **__: result, now)  # already resolved, with the protocol
-        except Exception as e:  # the request was authorised: say it failed, never answer wrongly
-            log.exception("query: resolving a ready request failed (%s)", type(e).__name__)
-            req = d.request
-            self._audit({"type": "refused", "request_id": d.request_id, "authority": req.authority,
-                         "basis": req.basis, "case_ref": req.case_ref, "request_digest": req.digest,
-                         "reason": "resolution-failed", "detail": type(e).__name__}, now)
-            self._reply(d.request_id, {"type": "status", "v": 1, "request_id": d.request_id,
-                                       "status": "refused", "reason": "resolution-failed", "ts_ms": now})
-            self.count("query:resolution-failed")
-            return
-        self._reply(a.request_id, a.reply)
-        for ev in a.events:
-            self._audit(ev, now)
-        self.count("query:answered")
-        log.info("query: %s answered", a.request_id)
 
     # -- resolution -------------------------------------------------------------------------
 
     async def resolve(self, address: str, port: Optional[int], from_ms: int, to_ms: int,
                       proto: Optional[int] = None) -> dict:
-        """The resolver contract of ``QueryDesk.answer``: ``{"matches": [...]}`` (each with
-        operator, address, subscriber, from_ms, to_ms and, through CGNAT, inside_ip and ports),
-        ``{"ambiguous": n}`` (a CGNAT public address without a port; ``matches`` too if other
-        operators matched exactly) or ``{"no_data": true}``.  Each address is looked up on the
-        worker that owns its partition (``agents.remote_lookup``); a lookup that fails or gets
-        no answer in time raises, and the request is refused as ``resolution-failed``."""
-        net = parse_network(address)
-        if net.version == 4 and net.num_addresses <= MAX_ENUMERATED:
-            addrs = [str(a) for a in net]  # one address, or each address of a small IPv4 prefix
-        else:  # IPv6: one address, or a prefix's first address (finds the delegated prefix holding it)
-            addrs = [str(net.network_address)]
-        matches: list[dict] = []
-        unknown: list[dict] = []
-        ambiguous = 0
-        asks = [{"operator": op, "ip": a, "port": port, "from_ms": from_ms, "to_ms": to_ms, "proto": proto}
-                for op in sorted(self.operators) for a in addrs]
-        for q, r in zip(asks, await self.lookups.resolve_many(asks)):
-            op, a = q["operator"], q["ip"]
-            if r is None or r.get("status") not in ("ok", "no-data", "ambiguous", "end-unknown"):
-                raise IpanonError(f"lookup {'timed out' if r is None else r.get('reason') or r.get('status')}")
-            if r.get("status") == "ambiguous":
-                ambiguous += int(r.get("candidates", 0))
-            elif r.get("status") == "ok":
-                matches += [{"operator": op, "address": a, **h} for h in r.get("holders", [])]
-            # last holders whose session went silent past the lost-Stop window: end unknown
-            unknown += [{"operator": op, "address": a, **h} for h in r.get("end_unknown") or ()]
-        # an erasure canary is never named: a lookup that finds only canaries is no-data
-        matches, unknown = visible_holders(matches), visible_holders(unknown)
-        if not matches and not ambiguous and not unknown:
-            return {"no_data": True}
-        out: dict[str, Any] = {}
-        if matches:
-            out["matches"] = matches
-        if unknown:
-            out["end_unknown"] = unknown
-        if ambiguous:
-            out["ambiguous"] = ambiguous
-        return out
+        """The resolver contract of ``QueryDesk.answer`` (``resolve_request``)."""
+        return await resolve_request(self.lookups, self.operators, address, port, from_ms, to_ms, proto=proto)
 
     # -- legal holds ------------------------------------------------------------------------
 
@@ -509,23 +417,6 @@ class QueryAgent:
         if typ == "hold-release":
             return self.holddesk.release(value, now)
         return self.holddesk.submit(value, now)
-
-    def emit_hold(self, d: HoldDecision, now: int, key: Optional[bytes] = None) -> None:
-        """Audit every step (id, case, requester, reason; never the address), confirm on the
-        responses topic under the hold id, and publish what took effect on the holds topic."""
-        if is_junk(d.status, d.reason, d.authenticated):
-            self._junk(d.reason, key, now)
-        else:
-            for ev in d.events:
-                self._audit(ev, now)
-        if d.reply is not None:
-            self._reply(d.hold_id, d.reply)
-        if d.publish is not None:
-            self._out.append((self.holds_topic, d.publish.hold_id.encode(), canonical(d.publish.to_dict()), 0))
-        if d.unpublish is not None:
-            self._out.append((self.holds_topic, d.unpublish.encode(), None, 0))  # tombstone: compacted away
-        self.count(f"holds:{d.status}" + (f":{d.reason}" if d.reason else ""))
-        log.info("holds: %s %s%s", d.hold_id, d.status, f" ({d.reason})" if d.reason else "")
 
     # -- the agent --------------------------------------------------------------------------
 
@@ -540,11 +431,11 @@ class QueryAgent:
         except (ValueError, UnicodeDecodeError):
             pass
         if typ == "approval":
-            await self.emit(self.desk.approve(value, now), now, key)
+            await self.outcomes.emit(self.desk.approve(value, now), now, key)
         elif typ in HOLD_MESSAGE_TYPES or typ == "hold-set" or key == HOLD_KEY:
-            self.emit_hold(self.hold_decide(typ, value if value is not None else b"", now), now, key)
+            self.outcomes.emit_hold(self.hold_decide(typ, value if value is not None else b"", now), now, key)
         else:
-            await self.emit(self.desk.submit(value if value is not None else b"", now), now, key)
+            await self.outcomes.emit(self.desk.submit(value if value is not None else b"", now), now, key)
         self.dirty = True
 
     async def run(self, stream: Any) -> None:
@@ -587,13 +478,13 @@ class QueryAgent:
                     await self.reload()
                 now = self.clock()
                 for d in self.desk.expire(now):
-                    await self.emit(d, now)
+                    await self.outcomes.emit(d, now)
                     self.dirty = True
                 for hd_ in self.holddesk.expire(now):
-                    self.emit_hold(hd_, now)
+                    self.outcomes.emit_hold(hd_, now)
                     self.dirty = True
                 for ev in self.junk.flush(now, self.junk_interval_ms):
-                    self._audit(ev, now)
+                    self.writer.audit(ev, now)
                     self.dirty = True
                 if self.dirty or now - self.saved_ms >= self.settings.heartbeat_ms // 2:
                     await self.save(now)

@@ -10,7 +10,8 @@ import pytest
 
 from agents.kafka_io import HEARTBEAT_KEY
 from agents.lookup_client import complete_hops
-from agents.query_agent import QueryAgent, _apply_hold_record, decode_snapshot, encode_snapshot
+from agents.desk_writer import decode_snapshot, encode_snapshot
+from agents.query_agent import QueryAgent, _apply_hold_record
 from stream.errors import IpanonError
 from stream.hold import make_hold
 from agents.remote_lookup import RemoteLookups
