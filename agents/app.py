@@ -39,6 +39,7 @@ import faust
 
 from stream import mapping
 from stream.model import Binding
+from stream.shred import key_grace_ms
 
 from . import topics as T
 from .mapping_table import SCHEDULE_BUCKET_MS, DirectRecoveryTableManager, MappingTable
@@ -86,11 +87,9 @@ def now_ms() -> int:
 
 
 def vault_grace_ms(s: Settings) -> int:
-    """How long a vault epoch key outlives the expiry of everything sealed under it: two
-    sweeper periods + the schedule bucket + 1 s.  The sweeper reaches a key up to a period and a
-    bucket after its last expiry (or hold re-check), and must still be able to open (or
-    re-seal) it then."""
-    return 2 * s.sweeper_period_ms + SCHEDULE_BUCKET_MS + 1000
+    """How long a vault epoch key outlives the expiry of everything sealed under it, for these
+    settings and the table's schedule bucket (the rule: ``stream.shred.key_grace_ms``)."""
+    return key_grace_ms(s.sweeper_period_ms, SCHEDULE_BUCKET_MS)
 
 
 def faust_app(s: Settings) -> faust.App:

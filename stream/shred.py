@@ -88,3 +88,11 @@ def seal_plan(ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int) -> tuple[i
         if not i.held and (nxt is None or eff < nxt):
             nxt = eff
     return earliest + ttl_ms, (None if nxt is None else nxt + ttl_ms)  # type: ignore[operator]
+
+
+def key_grace_ms(sweeper_period_ms: int, bucket_ms: int) -> int:
+    """How long an epoch key outlives the end of its epoch (the vault's ``grace_ms``): two
+    sweeper periods + one schedule bucket + 1 s.  The sweeper reaches a value up to a period and
+    a bucket after the instant it is due (its expiry, or a hold's re-check one period later) and
+    must still be able to open it then, to delete or re-seal it."""
+    return 2 * sweeper_period_ms + bucket_ms + 1000
