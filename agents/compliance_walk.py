@@ -52,9 +52,9 @@ class ComplianceWalk:
     def __init__(self, operators: Mapping[str, Any], *, clock: Callable[[], int], table: Any,
                  vaults: Optional[Mapping[str, Any]] = None, holds: Callable[[], Any] = lambda: None,
                  mono: Callable[[], float] = time.monotonic) -> None:
-        """``table``: the mapping table, read only (``data``, ``active``, ``key_partition()``, or
-        ``disk``); ``vaults``: name → ``Vault`` (None: plain values); ``holds()``: the current
-        ``HoldSet`` or None."""
+        """``table``: the mapping table, read only (``data``, ``active``, ``key_partition()`` and
+        ``epoch`` if it has one, or ``disk``: ``agents.disk_walk``); ``vaults``: name → ``Vault``
+        (None: plain values); ``holds()``: the current ``HoldSet`` or None."""
         self.operators = operators
         self.clock = clock
         self.table = table
@@ -133,7 +133,7 @@ class ComplianceWalk:
         t_start = mono()
         now = self.clock() if now_ms is None else now_ms
         table = self.table
-        epoch = getattr(table, "_epoch", 0)
+        epoch = getattr(table, "epoch", 0)  # stand-ins without rebalances (benchmarks) have none
         store = getattr(table.data, "data", table.data)  # a Faust MemoryStore's own dict
         # values are sealed per operator epoch when the pipeline has vaults (crypto-shredding,
         # agents/vault.py): ``Vault.open(key, raw) -> (network, intervals)``; plain encoding before
@@ -166,7 +166,7 @@ class ComplianceWalk:
             if slice_s is not None and not i & 63 and mono() - s0 >= slice_s:
                 busy += mono() - s0
                 yield
-                if getattr(table, "_epoch", 0) != epoch:
+                if getattr(table, "epoch", 0) != epoch:
                     return
                 s0 = mono()
                 kp = table.key_partition()

@@ -9,6 +9,10 @@ packed summary: a summary whose digest matches the current value is reused, any 
 opened (at most ``open_budget`` per walk, the rest reported pending, as in memory).  The
 summary goes with its key (``Batch.delete`` deletes both, a revoked partition's family is
 dropped, the erasure tick compacts it), so it lingers no longer than the value it came from.
+
+What it reads of the table (its reader port, ``agents.mapping_table``): ``disk``, ``active``,
+``epoch`` (a rebalance abandons the walk), ``pending_writes()`` (writes not in the store yet)
+and ``store_failed(e)``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def walk(m: Any, now_ms: Optional[int] = None, slice_s: Optional[float] = None) 
     now = m.clock() if now_ms is None else now_ms
     table = m.table
     st = table.disk
-    epoch = getattr(table, "_epoch", 0)
+    epoch = table.epoch
     vaults = m.vaults
     ops = m.operators
     stale = {n: o.stale_after_ms for n, o in ops.items()}
@@ -76,11 +80,9 @@ def walk(m: Any, now_ms: Optional[int] = None, slice_s: Optional[float] = None) 
                 after = items[-1][0]
                 sums = st.get_summaries(p, [k for k, _ in items])
             except Exception as e:  # a damaged block: the table deletes the store and exits
-                fail = getattr(table, "_store_failed", None)
-                if fail is not None:
-                    fail(e)
+                table.store_failed(e)
                 raise
-            pend = table._pending
+            pend = table.pending_writes()
             new = []
             for (key, raw), blob in zip(items, sums):
                 w = pend.get(key)
@@ -117,11 +119,11 @@ def walk(m: Any, now_ms: Optional[int] = None, slice_s: Optional[float] = None) 
             if slice_s is not None and mono() - s0 >= slice_s:
                 busy += mono() - s0
                 yield
-                if getattr(table, "_epoch", 0) != epoch:
+                if table.epoch != epoch:
                     return
                 s0 = mono()
     # keys written but not acknowledged yet, not in the store at all
-    for key, (_, p, raw) in list(table._pending.items()):
+    for key, (_, p, raw) in list(table.pending_writes().items()):
         if raw is None or p not in table.active or st.get(p, key) is not None:
             continue
         if budget <= 0:

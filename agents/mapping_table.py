@@ -18,7 +18,9 @@ Faust's memory store only remembers which partition a key came from for keys it 
 from the changelog, and does not drop live-written keys when their partition is revoked.  We
 keep that map ourselves (``_key_partition`` of the store, the field Faust itself uses) and drop
 revoked partitions' keys in ``on_rebalance``, so a worker never sweeps — and so never
-tombstones — a key another worker now owns.
+tombstones — a key another worker now owns.  Readers in other modules (the compliance walks)
+use its public reader port: ``active``, ``epoch``, ``disk``, ``key_partition()``,
+``pending_writes()`` and ``store_failed``.
 
 **Restore (issue 8).**  Faust's recovery hands every changelog record through its consumer,
 the conductor, a task and the recovery loop one at a time: ≈ 540 records/s here, hours for
@@ -62,7 +64,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Optional, Set
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Set
 
 import faust
 from aiokafka.partitioner import murmur2
@@ -133,7 +136,7 @@ class MappingTable(faust.Table):
         #: partition → next changelog offset not yet applied to this worker's copy
         self._restored_to: dict[int, int] = {}
         #: bumped by every rebalance: a restore or schedule rebuild of an older epoch stops
-        self._epoch = 0
+        self.epoch = 0
         #: False from a rebalance until every assigned partition is restored
         self.restored = False
         #: what the last (or running) restore did, for the log and status pages
@@ -189,11 +192,11 @@ class MappingTable(faust.Table):
                 if v is not None:
                     return v
         except Exception as e:
-            self._store_failed(e)
+            self.store_failed(e)
             raise
         return None
 
-    def _store_failed(self, e: BaseException) -> None:
+    def store_failed(self, e: BaseException) -> None:
         """A read met a damaged block of the disk store (RocksDB "Corruption"): answering from it,
         or dead-lettering the bindings that need it (they would be lost), are both wrong.  The
         store is deleted and the worker exits at once (status 70): its input offsets are
@@ -214,6 +217,12 @@ class MappingTable(faust.Table):
             except Exception:
                 pass
         os._exit(70)
+
+    def pending_writes(self) -> Mapping[bytes, tuple[int, int, Optional[bytes]]]:
+        """Disk mode: a read-only view of the writes not yet in the store, key → (write
+        sequence, partition, value or None for a delete); what a lookup sees before the store.
+        Empty in memory mode."""
+        return MappingProxyType(self._pending)
 
     def put(self, partition: int, key: bytes, value: bytes, *, revisit_ms: Optional[int] = None) -> None:
         """Write ``key`` (and schedule it at ``revisit_ms``, carried on the changelog record so a
@@ -418,7 +427,7 @@ class MappingTable(faust.Table):
                 since = self._gap_since.setdefault(p, time.monotonic())
                 if time.monotonic() - since >= GAP_S and p not in self._filling:
                     self._filling.add(p)
-                    asyncio.ensure_future(self._fill_gap(p, self._epoch))
+                    asyncio.ensure_future(self._fill_gap(p, self.epoch))
             else:
                 self._gap_since.pop(p, None)
         ops = self._sched_ops
@@ -460,7 +469,7 @@ class MappingTable(faust.Table):
         finally:
             self._filling.discard(p)
             self._gap_since.pop(p, None)
-            if epoch == self._epoch:
+            if epoch == self.epoch:
                 self._live.add(p)
                 self._persist()
 
@@ -538,7 +547,7 @@ class MappingTable(faust.Table):
         try:
             entries = self.disk.due(now_ms, limit=DUE_LIMIT)
         except Exception as e:
-            self._store_failed(e)
+            self.store_failed(e)
             raise
         self._due_backlog = len(entries) >= DUE_LIMIT
         out = []
@@ -579,7 +588,7 @@ class MappingTable(faust.Table):
         if self._rebuild_task is not None and not self._rebuild_task.done():
             self._rebuild_task.cancel()
         self._schedule.clear()
-        self._rebuild_task = asyncio.ensure_future(self._rebuild(next_expiry, done, self._epoch))
+        self._rebuild_task = asyncio.ensure_future(self._rebuild(next_expiry, done, self.epoch))
 
     async def _rebuild(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
                        done: Callable[[int, float], Any], epoch: int) -> None:
@@ -589,7 +598,7 @@ class MappingTable(faust.Table):
         n = 0
         try:
             for i in range(0, len(keys), SCHEDULE_CHUNK):
-                if epoch != self._epoch:
+                if epoch != self.epoch:
                     return
                 for k in keys[i:i + SCHEDULE_CHUNK]:
                     v = self.data.get(k)  # the value now: the agents may have written since
@@ -597,7 +606,7 @@ class MappingTable(faust.Table):
                         self.schedule(next_expiry(k, v), k)
                         n += 1
                 await asyncio.sleep(0)
-            if epoch == self._epoch:
+            if epoch == self.epoch:
                 r = done(n, time.monotonic() - t0)
                 if asyncio.iscoroutine(r):
                     await r
@@ -612,7 +621,7 @@ class MappingTable(faust.Table):
 
     async def on_rebalance(self, assigned: Set[TP], revoked: Set[TP], newly_assigned: Set[TP],
                            generation_id: int = 0) -> None:
-        self._epoch += 1  # stops a restore or schedule rebuild still running (sync with this)
+        self.epoch += 1  # stops a restore or schedule rebuild still running (sync with this)
         self.restored = False
         self._live = set()
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
@@ -630,7 +639,7 @@ class MappingTable(faust.Table):
         """Bring every assigned changelog partition of this table up to the changelog's end
         offsets (taken when the restore starts), then mark the table restored.  Retries after
         a broker error from where it stopped; returns early if a rebalance superseded it."""
-        epoch = self._epoch
+        epoch = self.epoch
         topic = self.changelog_topic.get_topic_name()
         parts = sorted({tp.partition for tp in tps if tp.topic == topic})
         if not parts:
@@ -638,14 +647,14 @@ class MappingTable(faust.Table):
             self._live = set()
             return
         delay = 1.0
-        while epoch == self._epoch:
+        while epoch == self.epoch:
             try:
                 await self._restore_once(topic, parts, epoch)
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # broker away, authorisation, …: keep what we have, retry
-                if epoch != self._epoch:
+                if epoch != self.epoch:
                     return
                 if self.disk is not None and str(e).startswith("Corruption"):
                     # RocksDB found a damaged block: never answer from it; start from the changelog
@@ -659,7 +668,7 @@ class MappingTable(faust.Table):
                             type(e).__name__, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        if epoch == self._epoch:
+        if epoch == self.epoch:
             self.restored = True
             if self.disk is not None:
                 self._live = set(parts)
@@ -701,7 +710,7 @@ class MappingTable(faust.Table):
             if disk is not None:
                 self._write_checkpoints([p for p in parts if TopicPartition(topic, p) not in todo], wall0)
             total = sum(ends[tp] - max(restored_to.get(tp.partition, 0), firsts[tp]) for tp in todo)
-            if epoch != self._epoch:
+            if epoch != self.epoch:
                 return
             log.info("mapping table: restoring partitions %s from %s: up to %d records to read (%d keys held)",
                      parts, topic, total, self.key_count())
@@ -711,11 +720,11 @@ class MappingTable(faust.Table):
             stalled: dict[Any, tuple[int, float]] = {}  # tp → (position, since when unchanged)
             while remaining:
                 batch = await c.getmany(*remaining, timeout_ms=500, max_records=RESTORE_BATCH)
-                if epoch != self._epoch:
+                if epoch != self.epoch:
                     return  # a rebalance came: the next recovery continues from restored_to
                 n += apply(batch)
                 await asyncio.sleep(0)  # getmany does not yield while it has records buffered
-                if epoch != self._epoch:
+                if epoch != self.epoch:
                     return
                 now = time.monotonic()
                 for tp in list(remaining):

@@ -34,7 +34,9 @@ def disk_pipeline(tmp_path, its):
     for i, (k, v) in enumerate(its):
         b.put(i % 2, k, v)
     st.write(b)
-    p.table = SimpleNamespace(disk=st, active={0, 1}, _pending={}, _epoch=0)
+    pending: dict = {}
+    p.table = SimpleNamespace(disk=st, active={0, 1}, epoch=0, pending_writes=lambda: pending,
+                              store_failed=lambda e: None, pending=pending)
     return p, st
 
 
@@ -72,7 +74,7 @@ def test_disk_walk_matches_the_memory_walk_and_keeps_its_summaries_in_the_store(
     assert got[1:] == (1, 0) and got[0]["connect2ip"].oldest_end_ms == 50 * H
 
     # a pending (unacknowledged) delete hides the key; a stored delete takes its summary with it
-    p.table._pending[its[2][0]] = (1, 0, None)
+    p.table.pending[its[2][0]] = (1, 0, None)
     assert result(m, now)[0]["connect2ip"].keys == 699
     st.write(st.batch().delete(0, its[2][0]))
     assert st.get_summaries(0, [its[2][0]]) == [None]

@@ -219,11 +219,11 @@ def test_packed_summaries_round_trip_and_are_not_gc_containers():
 def test_a_rebalance_during_a_walk_abandons_it():
     k1 = b"connect2ip|ip|a"
     p = _pipeline([(b"connect2ip|ip|%04d" % i, iv.encode((ivl(0, 88 * H),))) for i in range(600)])
-    p.table._epoch = 1
+    p.table.epoch = 1
     m = metrics_of(p)
     walk = m.compliance.walk(now_ms=100 * H, slice_s=0.0)
     next(walk)
-    p.table._epoch = 2
+    p.table.epoch = 2
     assert list(walk) == [] and m.compliance.walks == 0 and m.compliance._scan[1] is None
     assert k1 not in p.table.data
 
