@@ -44,10 +44,7 @@ store, never writes tombstones and forgets its schedule after recovery (faust-st
 #385, #193).  We do not use it.  ``MappingTable.sweep`` is our own: it walks the keys of the
 active partitions, drops intervals past their expiry instant and writes the new value or a
 tombstone, and it rebuilds its schedule from the store after every recovery (it has no other
-state).  Nothing is due while a restore runs (the store is half-filled); the schedule rebuild
-that follows opens every value (≈ 10 µs each), so it runs in the background in chunks while
-the agents already work: keys written meanwhile are scheduled by their writer, and an entry
-made stale by a write is re-checked when it comes up.
+state; ``agents.table_schedule``).
 
 The schedule (``stream.schedule.ExpirySchedule``) keeps keys in time buckets of ``SCHEDULE_BUCKET_MS``, not
 one ``(expiry, key)`` tuple each: ≈ 10 bytes per scheduled key instead of 112
@@ -77,6 +74,7 @@ from stream import disk_bound as db
 from stream.schedule import SCHEDULE_BUCKET_MS, SCHEDULE_GROUP, ExpirySchedule  # noqa: F401 (re-exported)
 
 from .outbox import Outbox
+from .table_schedule import DUE_LIMIT, SCHEDULE_CHUNK, TableSchedule  # noqa: F401 (re-exported)
 
 log = logging.getLogger("ipanon")
 
@@ -86,9 +84,6 @@ REVISIT_HEADER = "ipanon-revisit"
 #: disk mode: seconds acknowledged writes may wait behind an offset never acknowledged to this
 #: worker before the changelog is read from the checkpoint (``MappingTable._fill_gap``)
 GAP_S = 30.0
-#: disk mode: schedule entries handed to one sweeper pass at most (the rest the next pass; the
-#: vault destroys no epoch key while some are left)
-DUE_LIMIT = 100_000
 
 #: records per ``getmany`` while restoring, and fetch sizes of the restore consumer
 RESTORE_BATCH = 20_000
@@ -96,8 +91,6 @@ RESTORE_FETCH_BYTES = 32 * 2**20
 RESTORE_PARTITION_FETCH_BYTES = 8 * 2**20
 #: seconds between restore progress lines
 PROGRESS_EVERY_S = 5.0
-#: keys opened per event-loop turn while the schedule is rebuilt in the background
-SCHEDULE_CHUNK = 2_000
 #: a partition whose position has not moved for this long although it is short of its end
 #: offset is treated as restored (see ``_restore_once``)
 STALL_S = 60.0
@@ -130,9 +123,6 @@ class MappingTable(faust.Table):
         #: builds the restore consumer (``agents.kafka_clients.Clients``: bootstrap, TLS/SASL); set
         #: by the app (None: the app's brokers, the process's security)
         self.restore_clients: Any = None
-        # the sweeper's schedule, rebuilt from the store after recovery; stale entries are
-        # re-checked when they come up, so it never needs exact updates.
-        self._schedule = ExpirySchedule()
         #: partition → next changelog offset not yet applied to this worker's copy
         self._restored_to: dict[int, int] = {}
         #: bumped by every rebalance: a restore or schedule rebuild of an older epoch stops
@@ -141,7 +131,6 @@ class MappingTable(faust.Table):
         self.restored = False
         #: what the last (or running) restore did, for the log and status pages
         self.restore_stats: dict[str, Any] = {}
-        self._rebuild_task: Optional[asyncio.Task] = None
         # -- disk mode (``use_disk``; docs/state-on-disk.md "Wiring") --
         #: the RocksDB store, or None: the values live in Faust's memory store (``self.data``)
         self.disk: Any = None
@@ -164,8 +153,15 @@ class MappingTable(faust.Table):
         #: partition → when a gap in its acknowledged offsets was first seen (``_persist``)
         self._gap_since: dict[int, float] = {}
         self._filling: Set[int] = set()
-        self._due_backlog = False
         self._erasing = False
+        #: the sweeper's schedule (``agents.table_schedule``; its disk changes go with the next
+        #: store batch: ``schedule_op``)
+        self._expiry = TableSchedule(self, self)
+
+    def schedule_op(self, partition: int, when: int, key: bytes, put: bool) -> None:
+        """A schedule change (``put``: an entry at ``when``; else the removal of the entry of
+        bucket ``when``) for the next store write."""
+        self._sched_ops.append((partition, when, key, put))
 
     # -- store access -----------------------------------------------------------------------
 
@@ -520,102 +516,39 @@ class MappingTable(faust.Table):
         finally:
             self._erasing = False
 
-    # -- schedule ---------------------------------------------------------------------------
+    # -- schedule (``agents.table_schedule``) ------------------------------------------------
 
     def schedule(self, expiry_ms: Optional[int], key: bytes, partition: Optional[int] = None) -> None:
         """Look at ``key`` again at ``expiry_ms`` (None: never; 0: at the next ``due``).  Disk
         mode: an entry of the store's schedule (written with the next store batch; an entry made
         stale by a later write is re-checked when it comes up, like the memory schedule's)."""
-        if expiry_ms is None:
-            return
-        if self.disk is None:
-            self._schedule.add(expiry_ms, key)
-            return
-        p = partition if partition is not None else self.partition_of(key)
-        if p is not None:
-            self._sched_ops.append((p, int(expiry_ms), key, True))
+        self._expiry.schedule(expiry_ms, key, partition)
 
     def due_items(self, now_ms: int) -> list[tuple[bytes, Optional[int]]]:
         """``(key, partition)`` of the keys due at ``now_ms`` (``due``).  Disk mode: read from the
         store's schedule (only the due buckets); each entry is removed with the next store batch,
         the one that carries the sweeper's results, so a crash before it loses no expiry."""
-        if self.disk is None:
-            kp = self.key_partition()
-            return [(k, kp.get(k)) for k in self.due(now_ms)]
-        if not self.restored:
-            return []
-        try:
-            entries = self.disk.due(now_ms, limit=DUE_LIMIT)
-        except Exception as e:
-            self.store_failed(e)
-            raise
-        self._due_backlog = len(entries) >= DUE_LIMIT
-        out = []
-        seen = set()
-        for p, bucket, key in entries:
-            if p not in self.active:  # being dropped or restored: not this pass's to remove
-                continue
-            self._sched_ops.append((p, bucket, key, False))
-            if key not in seen:
-                seen.add(key)
-                out.append((key, p))
-        return out
+        return self._expiry.due_items(now_ms)
 
     def due(self, now_ms: int) -> list[bytes]:
         """Keys scheduled at or before ``now_ms`` rounded down to whole buckets (each once):
         never before their scheduled instant, at most ``SCHEDULE_BUCKET_MS`` after it.  None
         while a restore runs: the store is half-filled, and a sweep would write over what the
         restore is still to apply."""
-        if not self.restored:
-            return []
-        return self._schedule.pop_due(now_ms)
+        return self._expiry.due(now_ms)
 
     @property
     def schedule_complete(self) -> bool:
         """Restored and no schedule rebuild running: every stored key is in the schedule, so
         the sweeper will reach each one when it is due (the vault destroys epoch keys only then)."""
-        if self.disk is not None:  # the schedule is on disk, written with the values
-            return self.restored and not self._due_backlog
-        return self.restored and (self._rebuild_task is None or self._rebuild_task.done())
+        return self._expiry.complete
 
     def rebuild_schedule_soon(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
                               done: Callable[[int, float], Any]) -> None:
         """Rebuild the schedule in the background, ``SCHEDULE_CHUNK`` keys per event-loop turn;
         ``done(keys, seconds)`` when complete (not called if a rebalance stopped it).  Disk
         mode: nothing to rebuild (the schedule is in the store)."""
-        if self.disk is not None:
-            return
-        if self._rebuild_task is not None and not self._rebuild_task.done():
-            self._rebuild_task.cancel()
-        self._schedule.clear()
-        self._rebuild_task = asyncio.ensure_future(self._rebuild(next_expiry, done, self.epoch))
-
-    async def _rebuild(self, next_expiry: Callable[[bytes, bytes], Optional[int]],
-                       done: Callable[[int, float], Any], epoch: int) -> None:
-        t0 = time.monotonic()
-        kp = self.key_partition()
-        keys = [k for k, p in kp.items() if p in self.active]
-        n = 0
-        try:
-            for i in range(0, len(keys), SCHEDULE_CHUNK):
-                if epoch != self.epoch:
-                    return
-                for k in keys[i:i + SCHEDULE_CHUNK]:
-                    v = self.data.get(k)  # the value now: the agents may have written since
-                    if v is not None and kp.get(k) in self.active:
-                        self.schedule(next_expiry(k, v), k)
-                        n += 1
-                await asyncio.sleep(0)
-            if epoch == self.epoch:
-                r = done(n, time.monotonic() - t0)
-                if asyncio.iscoroutine(r):
-                    await r
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sweeper: rebuilding the schedule failed; every key is re-checked now")
-            for k in keys:  # never lose an expiry: let the sweeper look at each key once
-                self.schedule(0, k)
+        self._expiry.rebuild_soon(next_expiry, done)
 
     # -- rebalance --------------------------------------------------------------------------
 

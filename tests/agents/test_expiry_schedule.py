@@ -175,7 +175,7 @@ def test_table_schedule_and_due():
     assert table.due(NOW + 1499) == []
     assert table.due(bucket_end(NOW + 1500)) == [b"a"]
     assert table.due(NOW + 1000 * HOUR) == []
-    assert len(table._schedule) == 0
+    assert len(table._expiry.memory) == 0
 
 
 def test_rebuild_resets_and_refills_the_schedule_and_rechecks_everything_on_failure():
@@ -192,7 +192,7 @@ def test_rebuild_resets_and_refills_the_schedule_and_rechecks_everything_on_fail
 
     async def rebuild(next_expiry):
         table.rebuild_schedule_soon(next_expiry, lambda n, secs: done.append(n))
-        await table._rebuild_task
+        await table._expiry.rebuild_task
 
     asyncio.run(rebuild(lambda k, v: NOW + 10_000 * int(k[1:])))
     assert done == [4]
