@@ -174,6 +174,116 @@ class StatsPorts:
     dead_letter_output: Callable[..., Any]  # (record, headers, reason, detail) -> an output
 
 
+class AggregateStage:
+    """The aggregate stage: one ``stream.aggregate.Aggregator`` per partition of
+    ``<prefix>-aggregate-parts`` this worker owns, so every cell has one owner (issue 21); a
+    ``agents.batch.BatchStage`` in group ``<app id>-aggregate`` whose commits stop at the first
+    contribution of a still-open bucket (its metadata lists the emitted buckets)."""
+
+    def __init__(self, *, ports: StatsPorts, k: dict[str, int], grace_ms: int, idle_ms: int,
+                 add_stage: Callable[..., Any]) -> None:
+        self.p = ports
+        self.k, self._grace_ms, self._idle_ms = k, grace_ms, idle_ms
+        self.aggregators: dict[int, Aggregator] = {}
+        self.stage = st = add_stage("aggregate", [ports.names.aggregate_parts], self.handle_parts, role="aggregate")
+        st.count_in = False
+        st.commit_hook, st.assign_hook, st.revoke_hook = self.commit_at, self._assigned, self._revoked
+
+    def _agg(self, partition: int) -> Aggregator:
+        a = self.aggregators.get(partition)
+        if a is None:
+            a = self.aggregators[partition] = Aggregator(self.k, grace_ms=self._grace_ms, idle_ms=self._idle_ms)
+        return a
+
+    def _assigned(self, tps: list, meta: dict) -> None:
+        """A partition (re)assigned: count it from scratch from the committed offset, which
+        is before every bucket still open (``commit_at``); the buckets the last owner emitted
+        come in the commit metadata and are not emitted again."""
+        for tp in tps:
+            a = self.aggregators[tp.partition] = Aggregator(self.k, grace_ms=self._grace_ms, idle_ms=self._idle_ms)
+            try:
+                a.mark_closed((str(op), int(b)) for op, b in json.loads(meta.get(tp) or "[]"))
+            except (ValueError, TypeError):
+                log.warning("aggregate: unreadable commit metadata on partition %d; ignored", tp.partition)
+
+    def _revoked(self, tps: list) -> None:
+        for tp in tps:  # its new owner rebuilds the open buckets from the committed offset
+            self.aggregators.pop(tp.partition, None)
+
+    def commit_at(self, tp: Any, end: int) -> tuple[int, str]:
+        a = self.aggregators.get(tp.partition)
+        if a is None:
+            return end, ""
+        hold = a.hold_offset()
+        keys = a.closed_keys()
+        meta = compact_json(keys)
+        while len(meta) > COMMIT_METADATA_MAX and keys:  # the broker refuses more (offset.metadata.max.bytes)
+            keys = keys[len(keys) // 2 + 1:]
+            meta = compact_json(keys)
+        return (end if hold is None else min(end, hold)), meta
+
+    async def handle_parts(self, records: list[Any]) -> list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]]:
+        """One batch of cell contributions: count each into its partition's aggregator."""
+        from .app import record_headers
+
+        p = self.p
+        now = p.clock()
+        out: list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]] = []
+        late: dict[str, int] = {}
+        for r in records:
+            if r.value is None:
+                continue
+            try:
+                c = decode_contribution(r.value)
+                if c["operator"] not in self.k:
+                    raise Rejected("unknown-operator", "operator has no profile")
+            except Rejected as e:
+                out.append(p.dead_letter_output(r, record_headers(r.headers), e.reason, e.detail))
+                p.count(f"rejected:{e.reason}")
+                continue
+            a = self._agg(r.partition)
+            before = a.late
+            a.add_contribution(c, now, r.offset)
+            if a.late != before:
+                late[c["operator"]] = late.get(c["operator"], 0) + 1
+        for op, n in late.items():
+            p.count(f"aggregates_late:{op}", n)
+        return out
+
+    def due(self, now: int) -> list[dict]:
+        """The aggregate records of buckets that closed (counting the suppressed cells)."""
+        recs: list[dict] = []
+        suppressed = 0
+        for part in sorted(self.aggregators):
+            a = self.aggregators[part]
+            before = a.suppressed
+            recs.extend(a.due(now))
+            suppressed += a.suppressed - before
+        if suppressed:
+            self.p.count("suppressed_cells", suppressed)
+        return recs
+
+    async def emit(self, tick: Callable[[int], list[dict]], idle: Callable[[], None]) -> None:
+        """Under the stage's lock (no batch or rebalance between closing a bucket, sending its
+        cells and committing past its contributions): ``tick(now)`` → the closed buckets'
+        records, sent, then a commit past them.  ``idle()`` instead while the stage restarts."""
+        st = self.stage
+        async with st._lock:
+            prod = st.producer
+            if prod is None or st.consumer is None:  # the stage is (re)starting: emit later
+                idle()
+                return
+            before = sum(a.open_buckets for a in self.aggregators.values())
+            recs = tick(self.p.clock())
+            closed = before - sum(a.open_buckets for a in self.aggregators.values())
+            if await send_all(aio_batches(prod), [(self.p.names.aggregates, r["id"].encode(),
+                                                   compact_json(r).encode(), None)
+                                                  for r in recs]):
+                self.p.count("aggregates_out", len(recs))
+            if closed:  # their contributions need no re-reading any more
+                await st.commit_read()
+
+
 class StatsAgent:
     def __init__(self, app: Any, *, settings: Any, operators: Mapping[str, Any], ports: StatsPorts,
                  add_stage: Callable[..., Any]) -> None:
@@ -199,10 +309,6 @@ class StatsAgent:
             self.builders[name] = StatsBuilder(pol, ring)
             k[name] = pol.statistics.k
         self.consent_required = {n for n, op in operators.items() if op.policy.statistics.consent_required}
-        # one aggregator per partition of <prefix>-aggregate-parts this worker owns: every cell
-        # has one owner (stream.aggregate, issue 21)
-        self.k, self._grace_ms, self._idle_ms = k, grace_ms, idle_ms
-        self.aggregators: dict[int, Aggregator] = {}
         self.aggregates = app.topic(p.names.aggregates, internal=True, partitions=s.partitions,
                                       key_serializer="raw", value_serializer="raw")
         self.consent = ConsentFollower(s.bootstrap, p.names.consent)
@@ -210,9 +316,7 @@ class StatsAgent:
         # stateless: a plain aiokafka batch loop in its own consumer group (agents.batch)
         self.stage = add_stage("stats", [p.names.bindings], self.handle_batch, role="bindings")
         self.stage.count_in = False  # the mapping stage already counts bindings read
-        self.agg_stage = st = add_stage("aggregate", [p.names.aggregate_parts], self.handle_parts, role="aggregate")
-        st.count_in = False
-        st.commit_hook, st.assign_hook, st.revoke_hook = self._commit_at, self._assigned, self._revoked
+        self.aggregate = AggregateStage(ports=p, k=k, grace_ms=grace_ms, idle_ms=idle_ms, add_stage=add_stage)
         app.timer(KEYS_TICK_S, name="ipanon.stats-keys")(self._tick)
 
     def _live_epoch(self, pol: Any, now: int) -> int:
@@ -334,85 +438,13 @@ class StatsAgent:
         out.extend((p.names.aggregate_parts, key, value, None, ts) for key, value, ts in parts)
         return out
 
-    # -- the aggregate stage: one owner per cell ---------------------------------------------
-
-    def _agg(self, partition: int) -> Aggregator:
-        a = self.aggregators.get(partition)
-        if a is None:
-            a = self.aggregators[partition] = Aggregator(self.k, grace_ms=self._grace_ms, idle_ms=self._idle_ms)
-        return a
-
-    def _assigned(self, tps: list, meta: dict) -> None:
-        """A partition (re)assigned: count it from scratch from the committed offset, which
-        is before every bucket still open (``_commit_at``); the buckets the last owner emitted
-        come in the commit metadata and are not emitted again."""
-        for tp in tps:
-            a = self.aggregators[tp.partition] = Aggregator(self.k, grace_ms=self._grace_ms, idle_ms=self._idle_ms)
-            try:
-                a.mark_closed((str(op), int(b)) for op, b in json.loads(meta.get(tp) or "[]"))
-            except (ValueError, TypeError):
-                log.warning("aggregate: unreadable commit metadata on partition %d; ignored", tp.partition)
-
-    def _revoked(self, tps: list) -> None:
-        for tp in tps:  # its new owner rebuilds the open buckets from the committed offset
-            self.aggregators.pop(tp.partition, None)
-
-    def _commit_at(self, tp: Any, end: int) -> tuple[int, str]:
-        a = self.aggregators.get(tp.partition)
-        if a is None:
-            return end, ""
-        hold = a.hold_offset()
-        keys = a.closed_keys()
-        meta = compact_json(keys)
-        while len(meta) > COMMIT_METADATA_MAX and keys:  # the broker refuses more (offset.metadata.max.bytes)
-            keys = keys[len(keys) // 2 + 1:]
-            meta = compact_json(keys)
-        return (end if hold is None else min(end, hold)), meta
-
-    async def handle_parts(self, records: list[Any]) -> list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]]:
-        """One batch of cell contributions: count each into its partition's aggregator."""
-        from .app import record_headers
-
-        p = self.p
-        now = p.clock()
-        out: list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]] = []
-        late: dict[str, int] = {}
-        for r in records:
-            if r.value is None:
-                continue
-            try:
-                c = decode_contribution(r.value)
-                if c["operator"] not in self.k:
-                    raise Rejected("unknown-operator", "operator has no profile")
-            except Rejected as e:
-                out.append(p.dead_letter_output(r, record_headers(r.headers), e.reason, e.detail))
-                p.count(f"rejected:{e.reason}")
-                continue
-            a = self._agg(r.partition)
-            before = a.late
-            a.add_contribution(c, now, r.offset)
-            if a.late != before:
-                late[c["operator"]] = late.get(c["operator"], 0) + 1
-        for op, n in late.items():
-            p.count(f"aggregates_late:{op}", n)
-        return out
-
     # -- timer -------------------------------------------------------------------------------
 
     def tick(self, now: int) -> list[dict]:
         """Destroy epochs past their use (and follow ``ipanon keys rotate`` on disk); return
         the aggregate records of buckets that closed (counting the suppressed cells)."""
         self.destroy_keys(now)
-        recs: list[dict] = []
-        suppressed = 0
-        for part in sorted(self.aggregators):
-            a = self.aggregators[part]
-            before = a.suppressed
-            recs.extend(a.due(now))
-            suppressed += a.suppressed - before
-        if suppressed:
-            self.p.count("suppressed_cells", suppressed)
-        return recs
+        return self.aggregate.due(now)
 
     def destroy_keys(self, now: int) -> None:
         """Destroy epochs past their use (and follow ``ipanon keys rotate`` on disk)."""
@@ -427,24 +459,8 @@ class StatsAgent:
                 self.p.count("stats_epochs_destroyed", ring.oldest_epoch - before)
 
     async def _tick(self) -> None:
-        st = self.agg_stage
         try:
-            # under the aggregate stage's lock: no batch or rebalance between closing a bucket,
-            # sending its cells and committing past its contributions
-            async with st._lock:
-                prod = st.producer
-                if prod is None or st.consumer is None:  # the stage is (re)starting: emit later
-                    self.destroy_keys(self.p.clock())
-                    return
-                before = sum(a.open_buckets for a in self.aggregators.values())
-                recs = self.tick(self.p.clock())
-                closed = before - sum(a.open_buckets for a in self.aggregators.values())
-                if await send_all(aio_batches(prod), [(self.p.names.aggregates, r["id"].encode(),
-                                                       compact_json(r).encode(), None)
-                                                      for r in recs]):
-                    self.p.count("aggregates_out", len(recs))
-                if closed:  # their contributions need no re-reading any more
-                    await st.commit_read()
+            await self.aggregate.emit(self.tick, lambda: self.destroy_keys(self.p.clock()))
         except Exception:
             log.exception("stats keys/aggregates tick failed; will retry")
             self.p.count("stats_tick_errors")

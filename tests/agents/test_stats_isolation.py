@@ -131,16 +131,16 @@ def test_the_aggregate_commit_holds_open_buckets_and_its_metadata_fits_the_broke
     from stream.aggregate import Aggregator
 
     stats = pipeline.stats
-    a = stats.aggregators[0] = Aggregator({"o": 1}, grace_ms=0)
+    a = stats.aggregate.aggregators[0] = Aggregator({"o": 1}, grace_ms=0)
     for i in range(64):
         a.mark_closed([("x" * 63, 1_700_000_000_000 + i)])
     a.add_contribution({"operator": "o", "kind": "radius", "bucket_ms": 0, "bucket_len_ms": 1, "epoch": 0,
                         "prefix": "*", "action": "start", "octets_in": 0, "octets_out": 0, "holder": "h",
                         "rid": "r"}, 0, offset=7)
-    off, meta = stats._commit_at(namedtuple("TP", "topic partition")("t", 0), 100)
+    off, meta = stats.aggregate.commit_at(namedtuple("TP", "topic partition")("t", 0), 100)
     keys = json.loads(meta)
     assert off == 7 and len(meta.encode()) < 4096 and keys and keys[-1] == ["x" * 63, 1_700_000_000_063]
-    assert stats._commit_at(namedtuple("TP", "topic partition")("t", 1), 100) == (100, "")  # not owned
+    assert stats.aggregate.commit_at(namedtuple("TP", "topic partition")("t", 1), 100) == (100, "")  # not owned
 
 
 def test_binary_and_old_json_bindings_give_the_same_ids_and_an_unknown_version_is_dead_lettered(pipeline):
