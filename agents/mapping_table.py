@@ -18,26 +18,25 @@ Faust's memory store only remembers which partition a key came from for keys it 
 from the changelog, and does not drop live-written keys when their partition is revoked.  We
 keep that map ourselves (``_key_partition`` of the store, the field Faust itself uses) and drop
 revoked partitions' keys in ``on_rebalance``, so a worker never sweeps — and so never
-tombstones — a key another worker now owns.  Readers in other modules (the compliance walks)
-use its public reader port: ``active``, ``epoch``, ``disk``, ``key_partition()``,
-``pending_writes()`` and ``store_failed``.
+tombstones — a key another worker now owns.
 
-**Restore (issue 8).**  Faust's recovery hands every changelog record through its consumer,
-the conductor, a task and the recovery loop one at a time: ≈ 540 records/s here, hours for
-10M mappings (docs/benchmarks.md).  ``DirectRecovery`` (installed through the app's
+**The pieces.**  ``MappingTable`` keeps the surface Faust and the agents call, the in-memory
+table and its acknowledgements, and delegates the rest: the changelog restore
+(``agents.table_restore.Restorer``, with the disk store's checkpoints and restore sink in
+``agents.table_checkpoints``), the disk mode's pending writes, acknowledgements and store
+batches (``agents.table_disk.DiskWrites``) and the sweeper's schedule
+(``agents.table_schedule.TableSchedule``).  Each piece says in its module docstring what it
+reads of the table.  Readers in other modules (the compliance walks) use its public reader
+port: ``active``, ``epoch``, ``disk``, ``key_partition()``, ``pending_writes()`` and
+``store_failed``.
+
+**Restore (issue 8).**  Faust's recovery reads the changelog one record at a time (≈ 540
+records/s here, hours for 10M mappings).  ``DirectRecovery`` (installed through the app's
 ``TableManager`` setting) tells Faust that this table's changelog partitions are already at
-their highwater, so Faust reads none of them; then, *before* Faust resumes the stream
-partitions (the lookup agent stays paused and the mapping stage reads nothing meanwhile:
-``agents.mapping_stage``), ``MappingTable.restore``
-reads the assigned changelog partitions with a plain aiokafka consumer (``assign``,
-``getmany`` batches of 20 000, dict updates, tombstones pop) from where this worker's copy
-stops (``_restored_to``: offset 0 for a partition it did not hold; afterwards advanced by each
-of its own acknowledged writes that lands right there, so a partition kept through a rebalance
-costs next to nothing) up to the end offsets taken when the restore starts, logging progress
-every 5 s.  A rebalance during the restore cancels
-it (Faust cancels the awaiting coroutine; the epoch check stops anything still running), and
-the next recovery continues each partition from the last batch applied.  Whatever is left of
-Faust's recovery (highwaters, offsets, ``Worker ready``) runs unchanged.
+their highwater, so Faust reads none of them; then, before Faust resumes the stream
+partitions, ``MappingTable.restore`` reads them itself in batches from where this worker's copy
+stops (``_restored_to``), cancelled by a rebalance (``epoch``): ``agents.table_restore``.
+Whatever is left of Faust's recovery (highwaters, offsets, ``Worker ready``) runs unchanged.
 
 Expiry (DESIGN.md "Hard facts"): Faust's windowed-table expiry pops keys only from the local
 store, never writes tombstones and forgets its schedule after recovery (faust-streaming
@@ -58,9 +57,6 @@ instant, and the retention plan subtracts both from the TTL
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Set
 
@@ -70,40 +66,25 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
-from stream import disk_bound as db
 from stream.schedule import SCHEDULE_BUCKET_MS, SCHEDULE_GROUP, ExpirySchedule  # noqa: F401 (re-exported)
 
 from .outbox import Outbox
+from .table_checkpoints import REVISIT_HEADER  # noqa: F401 (re-exported)
+from .table_disk import GAP_S, DiskWrites, StoreEraser, store_failed  # noqa: F401 (re-exported)
+from .table_restore import (  # noqa: F401 (re-exported)
+    PROGRESS_EVERY_S,
+    RESTORE_BATCH,
+    RESTORE_FETCH_BYTES,
+    RESTORE_PARTITION_FETCH_BYTES,
+    STALL_S,
+    Restorer,
+)
 from .table_schedule import DUE_LIMIT, SCHEDULE_CHUNK, TableSchedule  # noqa: F401 (re-exported)
-
-log = logging.getLogger("ipanon")
-
-#: the changelog header carrying a write's schedule instant (ms, ASCII): a restore into the disk
-#: store schedules the key from it without opening the value
-REVISIT_HEADER = "ipanon-revisit"
-#: disk mode: seconds acknowledged writes may wait behind an offset never acknowledged to this
-#: worker before the changelog is read from the checkpoint (``MappingTable._fill_gap``)
-GAP_S = 30.0
-
-#: records per ``getmany`` while restoring, and fetch sizes of the restore consumer
-RESTORE_BATCH = 20_000
-RESTORE_FETCH_BYTES = 32 * 2**20
-RESTORE_PARTITION_FETCH_BYTES = 8 * 2**20
-#: seconds between restore progress lines
-PROGRESS_EVERY_S = 5.0
-#: a partition whose position has not moved for this long although it is short of its end
-#: offset is treated as restored (see ``_restore_once``)
-STALL_S = 60.0
 
 
 def partition_for(routing_key: bytes, partitions: int) -> int:
     """Kafka's DefaultPartitioner (murmur2, positive, modulo), as aiokafka and Java use it."""
     return (murmur2(routing_key) & 0x7FFFFFFF) % partitions
-
-
-def _human_s(s: float) -> str:
-    s = int(s + 0.5)
-    return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
 
 
 class MappingTable(faust.Table):
@@ -123,7 +104,8 @@ class MappingTable(faust.Table):
         #: builds the restore consumer (``agents.kafka_clients.Clients``: bootstrap, TLS/SASL); set
         #: by the app (None: the app's brokers, the process's security)
         self.restore_clients: Any = None
-        #: partition → next changelog offset not yet applied to this worker's copy
+        #: partition → next changelog offset not yet applied to this worker's copy (one dict,
+        #: shared with the pieces below)
         self._restored_to: dict[int, int] = {}
         #: bumped by every rebalance: a restore or schedule rebuild of an older epoch stops
         self.epoch = 0
@@ -139,29 +121,12 @@ class MappingTable(faust.Table):
         #: a checkpoint older than this is not continued from (the changelog may have dropped
         #: tombstones after it: ``delete.retention.ms``); None: from the changelog's config
         self.max_checkpoint_age_ms: Optional[int] = None
-        #: key → (write sequence, partition, value or None): writes not yet applied to the store,
-        #: which only ever holds what the changelog acknowledged (reads look here first)
-        self._pending: dict[bytes, tuple[int, int, Optional[bytes]]] = {}
-        self._seq = 0
-        #: partition → changelog offset → (key, value, seq): acknowledged writes waiting for
-        #: every offset before them to be applied (the store is a prefix of the changelog)
-        self._acked: dict[int, dict[int, tuple]] = {}
-        #: schedule changes for the next store write: (partition, bucket or when, key, is_put)
-        self._sched_ops: list[tuple[int, int, bytes, bool]] = []
-        #: partitions restored in this epoch: their checkpoint may advance with our own writes
-        self._live: Set[int] = set()
-        #: partition → when a gap in its acknowledged offsets was first seen (``_persist``)
-        self._gap_since: dict[int, float] = {}
-        self._filling: Set[int] = set()
-        self._erasing = False
-        #: the sweeper's schedule (``agents.table_schedule``; its disk changes go with the next
-        #: store batch: ``schedule_op``)
-        self._expiry = TableSchedule(self, self)
-
-    def schedule_op(self, partition: int, when: int, key: bytes, put: bool) -> None:
-        """A schedule change (``put``: an entry at ``when``; else the removal of the entry of
-        bucket ``when``) for the next store write."""
-        self._sched_ops.append((partition, when, key, put))
+        # -- the pieces (module docstring) --
+        self._writes = DiskWrites(self, self._restored_to)
+        self._expiry = TableSchedule(self, self._writes)
+        self._restorer = Restorer(self, self._restored_to, self._writes)
+        self._eraser = StoreEraser(self)
+        self._writes.read_gap = self._restorer.restore_once
 
     # -- store access -----------------------------------------------------------------------
 
@@ -177,48 +142,18 @@ class MappingTable(faust.Table):
         else the store (``partition`` when known, else each held partition: a bloom filter each)."""
         if self.disk is None:
             return self.data.get(key)
-        w = self._pending.get(key)
-        if w is not None:
-            return w[2]
-        try:
-            if partition is not None:
-                return self.disk.get(partition, key)
-            for p in self.disk.partitions():
-                v = self.disk.get(p, key)
-                if v is not None:
-                    return v
-        except Exception as e:
-            self.store_failed(e)
-            raise
-        return None
+        return self._writes.get(key, partition)
 
     def store_failed(self, e: BaseException) -> None:
-        """A read met a damaged block of the disk store (RocksDB "Corruption"): answering from it,
-        or dead-lettering the bindings that need it (they would be lost), are both wrong.  The
-        store is deleted and the worker exits at once (status 70): its input offsets are
-        committed only after its writes, so nothing is lost, and the next start restores every
-        partition from the changelog.  Any other error is the caller's."""
-        if self.disk is None or not str(e).startswith("Corruption"):
-            return
-        import os
-        import shutil
-
-        log.critical("mapping table: the disk store %s is damaged (%s); it is deleted and the worker exits: "
-                     "restart it to restore the table from the changelog", self.disk.path,
-                     str(e).splitlines()[0][:300])
-        shutil.rmtree(self.disk.path, ignore_errors=True)
-        for h in logging.getLogger().handlers + log.handlers:
-            try:
-                h.flush()
-            except Exception:
-                pass
-        os._exit(70)
+        """A read of the disk store failed with ``e``: a damaged block deletes the store and
+        exits (``agents.table_disk.store_failed``); any other error is the caller's."""
+        store_failed(self.disk, e)
 
     def pending_writes(self) -> Mapping[bytes, tuple[int, int, Optional[bytes]]]:
         """Disk mode: a read-only view of the writes not yet in the store, key → (write
         sequence, partition, value or None for a delete); what a lookup sees before the store.
         Empty in memory mode."""
-        return MappingProxyType(self._pending)
+        return MappingProxyType(self._writes.pending)
 
     def put(self, partition: int, key: bytes, value: bytes, *, revisit_ms: Optional[int] = None) -> None:
         """Write ``key`` (and schedule it at ``revisit_ms``, carried on the changelog record so a
@@ -229,7 +164,7 @@ class MappingTable(faust.Table):
             self.key_partition()[key] = partition
             cb = self._on_changelog_sent
         else:
-            cb = self._pend(partition, key, value)
+            cb = self._writes.pend(partition, key, value)
         self.outbox.add(self.changelog_topic, key, value, partition=partition, headers=headers, callback=cb)
         if revisit_ms is not None:
             self.schedule(revisit_ms, key, partition)
@@ -240,26 +175,20 @@ class MappingTable(faust.Table):
             self.key_partition().pop(key, None)
             cb = self._on_changelog_sent
         else:
-            cb = self._pend(partition, key, None)
+            cb = self._writes.pend(partition, key, None)
         self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=cb)
 
     def heartbeat(self, partition: int, key: bytes) -> None:
         """Queue a changelog heartbeat (a tombstone of a reserved key): acknowledged like any
         other write, so the offsets this worker applies stay contiguous."""
-        cb = self._on_changelog_sent if self.disk is None else self._pend(partition, None, None)
+        cb = self._on_changelog_sent if self.disk is None else self._writes.pend(partition, None, None)
         self.outbox.add(self.changelog_topic, key, None, partition=partition, callback=cb)
 
     def partition_of(self, key: bytes) -> Optional[int]:
         """The partition holding ``key`` here (None: not held)."""
         if self.disk is None:
             return self.key_partition().get(key)
-        w = self._pending.get(key)
-        if w is not None:
-            return w[1] if w[2] is not None else None
-        for p in self.disk.partitions():
-            if self.disk.get(p, key) is not None:
-                return p
-        return None
+        return self._writes.partition_of(key)
 
     def forget(self, partitions: Set[int]) -> int:
         """Drop this worker's copy of ``partitions`` (keys and restore position), so that if they
@@ -270,7 +199,7 @@ class MappingTable(faust.Table):
     def _drop_partitions(self, gone: Callable[[int], bool]) -> int:
         """Drop the keys and the restore position of every partition ``gone`` selects."""
         if self.disk is not None:
-            return self._drop_disk_partitions(gone)
+            return self._writes.drop_partitions(gone)
         kp = self.key_partition()
         keys = [k for k, p in kp.items() if gone(p)]
         for k in keys:
@@ -298,7 +227,7 @@ class MappingTable(faust.Table):
             else:
                 value = self.get_raw(key, partition)
                 self.outbox.add(self.changelog_topic, key, value, partition=partition,
-                                callback=self._pend(partition, key, value))
+                                callback=self._writes.pend(partition, key, value))
 
     def _on_changelog_sent(self, fut: Any) -> None:
         """Each acknowledged changelog write: if it landed exactly where this worker's copy of
@@ -324,10 +253,7 @@ class MappingTable(faust.Table):
         snapshot: the caller's own writes join the pending set as it goes)."""
         ps = set(partitions)
         if self.disk is not None:
-            pend = {k: v for k, (_, p, v) in self._pending.items() if p in ps and k.startswith(prefix)}
-            yield from [k for k, v in pend.items() if v is not None]
-            for p in sorted(ps):
-                yield from (k for k in self.disk.iter_keys(p, prefix=prefix) if k not in pend)
+            yield from self._writes.keys(ps, prefix)
             return
         kp = self.key_partition()
         yield from [k for k in list(self.data.keys()) if k.startswith(prefix) and kp.get(k) in ps]
@@ -338,183 +264,20 @@ class MappingTable(faust.Table):
         """Keep the values in ``store`` (``agents.disk_store.DiskStore``) instead of Faust's memory
         store: each partition continues from the store's checkpoint (docs/state-on-disk.md)."""
         self.disk = store
-        try:
-            for p in sorted(store.partitions()):
-                c = store.checkpoint(p)
-                if c is None:  # never written with a checkpoint: nothing to continue from
-                    store.drop_partition(p)
-                else:
-                    self._restored_to[p] = c
-        except Exception as e:
-            if not str(e).startswith("Corruption"):
-                raise
-            log.error("mapping table: the disk store is damaged (%s); it is deleted and every partition "
-                      "restored from the changelog", str(e).splitlines()[0][:300])
-            store.wipe()
-            self._restored_to.clear()
-        self.outbox.after_flush = self._persist
-
-    def _pend(self, partition: int, key: Optional[bytes], value: Optional[bytes]) -> Callable[[Any], None]:
-        """Record a changelog write not yet acknowledged (``key`` None: a heartbeat) and return
-        its acknowledgement callback."""
-        self._seq += 1
-        seq = self._seq
-        if key is not None:
-            self._pending[key] = (seq, partition, value)
-
-        def acked(fut: Any) -> None:
-            self._on_disk_ack(fut, key, value, seq)
-        return acked
-
-    def _on_disk_ack(self, fut: Any, key: Optional[bytes], value: Optional[bytes], seq: int) -> None:
-        try:
-            faust.Table._on_changelog_sent(self, fut)
-        except Exception:
-            pass
-        try:
-            res = fut.result()
-            p, offset = res.topic_partition.partition, res.offset
-        except Exception:  # not delivered: ``_reissue`` queues the key's current state again
-            return
-        self._acked.setdefault(p, {})[offset] = (key, value, seq)
-
-    def _persist(self) -> None:
-        """After every outbox flush: apply to the store, in changelog offset order, the
-        acknowledged writes that continue each live partition's checkpoint, with the schedule
-        changes made meanwhile, in one write batch; the checkpoint moves past exactly what was
-        applied.  An acknowledged write after a gap waits (the store must stay a prefix of the
-        changelog); a gap that stays ``GAP_S`` is filled from the changelog (``_fill_gap``)."""
-        st = self.disk
-        if st is None:
-            return
-        b = None
-        moved: dict[int, int] = {}
-        settled: list[tuple] = []
-        now = time.time_ns() // 1_000_000
-        for p, acked in self._acked.items():
-            if not acked or p not in self._live:
-                continue
-            c = self._restored_to.get(p)
-            if c is None:
-                continue
-            for o in [o for o in acked if o < c]:  # read by a restore since
-                settled.append(acked.pop(o))
-            c0 = c
-            while True:
-                w = acked.pop(c, None)
-                if w is None:
-                    break
-                key, value, _ = w
-                if key is not None:
-                    if b is None:
-                        b = st.batch()
-                    if value is None:
-                        b.delete(p, key)
-                    else:
-                        b.put(p, key, value)
-                    settled.append(w)
-                c += 1
-            if c != c0:
-                if b is None:
-                    b = st.batch()
-                b.checkpoint(p, c, now)
-                moved[p] = c
-            if acked:
-                since = self._gap_since.setdefault(p, time.monotonic())
-                if time.monotonic() - since >= GAP_S and p not in self._filling:
-                    self._filling.add(p)
-                    asyncio.ensure_future(self._fill_gap(p, self.epoch))
-            else:
-                self._gap_since.pop(p, None)
-        ops = self._sched_ops
-        if ops:
-            held = st.partitions()
-            for p, t, key, put in ops:
-                if p not in held:
-                    continue
-                if b is None:
-                    b = st.batch()
-                if put:
-                    b.schedule(p, t, key)
-                else:
-                    b.unschedule(p, t, key)
-        if b is not None:
-            st.write(b)
-        del b
-        self._sched_ops = []
-        self._restored_to.update(moved)
-        pend = self._pending
-        for key, _, seq in settled:
-            if key is not None:
-                w = pend.get(key)
-                if w is not None and w[0] <= seq:
-                    del pend[key]
-
-    async def _fill_gap(self, p: int, epoch: int) -> None:
-        """Acknowledged writes of ``p`` wait behind an offset this worker never saw acknowledged
-        (an acknowledgement lost in an outage, whose write the broker kept): read the
-        changelog from the checkpoint, like a restore, then carry on."""
-        topic = self.changelog_topic.get_topic_name()
-        log.warning("mapping table: partition %d: acknowledged writes wait behind offset %s for %.0f s; "
-                    "reading the changelog from there", p, self._restored_to.get(p), GAP_S)
-        self._live.discard(p)
-        try:
-            await self._restore_once(topic, [p], epoch)
-        except Exception:
-            log.exception("mapping table: partition %d: reading the changelog gap failed; retrying later", p)
-        finally:
-            self._filling.discard(p)
-            self._gap_since.pop(p, None)
-            if epoch == self.epoch:
-                self._live.add(p)
-                self._persist()
-
-    def _drop_disk_partitions(self, gone: Callable[[int], bool]) -> int:
-        st = self.disk
-        n = 0
-        for p in sorted(st.partitions()):
-            if gone(p):
-                n += st.count_estimate(p)
-                st.drop_partition(p)
-        for d in (self._restored_to, self._acked, self._gap_since):
-            for p in [p for p in d if gone(p)]:
-                del d[p]
-        self._pending = {k: w for k, w in self._pending.items() if not gone(w[1])}
-        self._sched_ops = [op for op in self._sched_ops if not gone(op[0])]
-        self._live = {p for p in self._live if not gone(p)}
-        return n
+        self._writes.attach(store)
+        self.outbox.after_flush = self._writes.persist
 
     def key_count(self) -> int:
         """Keys held (disk mode: RocksDB's estimate)."""
         if self.disk is None:
             return len(self.data)
-        return sum(self.disk.count_estimate(p) for p in self.disk.partitions())
+        return self._writes.key_count()
 
     async def erase_tick(self, now_ms: int) -> Optional[dict]:
         """One erasure tick of the disk store (``DiskStore.erase_tick``): the flush and forced
         compactions run in a thread while the worker goes on; the reopen that retires the old
         MANIFEST runs here, in the event loop, where no write batch or iterator is ever open."""
-        st = self.disk
-        if st is None or self._erasing:
-            return None
-        self._erasing = True
-        try:
-            info = dict(await asyncio.to_thread(st.erase_tick, now_ms, roll_manifest=False))
-            if info.get("compacted"):
-                t0 = time.monotonic()
-                try:
-                    st.reopen()
-                except Exception:
-                    import gc
-
-                    gc.collect()  # a handle left in a traceback keeps the DB locked
-                    st._open()
-                info["duration_ms"] = round(info.get("duration_ms", 0.0) + (time.monotonic() - t0) * 1000, 1)
-                info["overran"] = st.bound.tick_overran(info["duration_ms"])
-                st.last_tick = info
-            return info
-        finally:
-            self._erasing = False
+        return await self._eraser.erase_tick(now_ms)
 
     # -- schedule (``agents.table_schedule``) ------------------------------------------------
 
@@ -550,13 +313,13 @@ class MappingTable(faust.Table):
         mode: nothing to rebuild (the schedule is in the store)."""
         self._expiry.rebuild_soon(next_expiry, done)
 
-    # -- rebalance --------------------------------------------------------------------------
+    # -- rebalance and restore (``agents.table_restore``) --------------------------------------
 
     async def on_rebalance(self, assigned: Set[TP], revoked: Set[TP], newly_assigned: Set[TP],
                            generation_id: int = 0) -> None:
         self.epoch += 1  # stops a restore or schedule rebuild still running (sync with this)
         self.restored = False
-        self._live = set()
+        self._writes.live = set()
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         # the changelog is co-partitioned with the lookup request topic (Faust's assignor keeps
         # same-width topics of the same subscribers together); the mapping stage reads bindings
@@ -566,304 +329,16 @@ class MappingTable(faust.Table):
         self.active = mine
         self._drop_partitions(lambda p: p not in mine)
 
-    # -- restore ----------------------------------------------------------------------------
-
     async def restore(self, tps: Iterable[TP]) -> None:
         """Bring every assigned changelog partition of this table up to the changelog's end
         offsets (taken when the restore starts), then mark the table restored.  Retries after
         a broker error from where it stopped; returns early if a rebalance superseded it."""
-        epoch = self.epoch
-        topic = self.changelog_topic.get_topic_name()
-        parts = sorted({tp.partition for tp in tps if tp.topic == topic})
-        if not parts:
-            self.restored = True
-            self._live = set()
-            return
-        delay = 1.0
-        while epoch == self.epoch:
-            try:
-                await self._restore_once(topic, parts, epoch)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # broker away, authorisation, …: keep what we have, retry
-                if epoch != self.epoch:
-                    return
-                if self.disk is not None and str(e).startswith("Corruption"):
-                    # RocksDB found a damaged block: never answer from it; start from the changelog
-                    log.error("mapping table: the disk store is damaged (%s); it is deleted and every partition "
-                              "restored from the changelog", str(e).splitlines()[0][:300])
-                    self.disk.wipe()
-                    self._restored_to.clear()
-                    self._acked.clear()
-                    continue
-                log.warning("mapping table: restore interrupted (%s: %s); retrying in %.0f s from where it stopped",
-                            type(e).__name__, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        if epoch == self.epoch:
-            self.restored = True
-            if self.disk is not None:
-                self._live = set(parts)
-                self._persist()  # our writes acknowledged during the restore
-
-    async def _restore_once(self, topic: str, parts: list[int], epoch: int) -> None:
-        from aiokafka import TopicPartition
-
-        from .kafka_clients import Clients
-
-        t0, cpu0 = time.monotonic(), time.process_time()
-        disk = self.disk
-        # the one loop below, two sinks: Faust's memory store or the disk store
-        apply = self._apply_memory if disk is None else self._apply_restored
-        restored_to = self._restored_to
-        cl = self.restore_clients or Clients(",".join(f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker))
-        c = cl.aio_consumer(client_id=f"{self.app.conf.id}-restore", group_id=None, auto_offset_reset="earliest",
-                            fetch_max_bytes=RESTORE_FETCH_BYTES, max_partition_fetch_bytes=RESTORE_PARTITION_FETCH_BYTES)
-        await c.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in parts]
-            c.assign(tps)
-            ends = await c.end_offsets(tps) if tps else {}
-            firsts = await c.beginning_offsets(tps) if tps else {}
-            if disk is not None:
-                await self._check_topic_id(cl, topic)
-                self._check_checkpoints(tps, firsts, ends)
-            # records after the end offsets were written after this instant (checkpoint times)
-            wall0 = time.time_ns() // 1_000_000
-            todo: dict[Any, int] = {}
-            for tp in tps:
-                pos = max(restored_to.get(tp.partition, 0), firsts[tp])
-                if pos < ends[tp]:
-                    c.seek(tp, pos)
-                    todo[tp] = ends[tp]
-                else:
-                    c.pause(tp)
-                    restored_to[tp.partition] = pos  # nothing to read: the copy ends here
-            if disk is not None:
-                self._write_checkpoints([p for p in parts if TopicPartition(topic, p) not in todo], wall0)
-            total = sum(ends[tp] - max(restored_to.get(tp.partition, 0), firsts[tp]) for tp in todo)
-            if epoch != self.epoch:
-                return
-            log.info("mapping table: restoring partitions %s from %s: up to %d records to read (%d keys held)",
-                     parts, topic, total, self.key_count())
-            n = 0
-            last_log = t0
-            remaining = set(todo)
-            stalled: dict[Any, tuple[int, float]] = {}  # tp → (position, since when unchanged)
-            while remaining:
-                batch = await c.getmany(*remaining, timeout_ms=500, max_records=RESTORE_BATCH)
-                if epoch != self.epoch:
-                    return  # a rebalance came: the next recovery continues from restored_to
-                n += apply(batch)
-                await asyncio.sleep(0)  # getmany does not yield while it has records buffered
-                if epoch != self.epoch:
-                    return
-                now = time.monotonic()
-                for tp in list(remaining):
-                    pos = await c.position(tp)  # past compacted-away or marker offsets too
-                    if pos < todo[tp]:
-                        was = stalled.get(tp)
-                        if was is None or was[0] != pos:
-                            stalled[tp] = (pos, now)
-                            continue
-                        if now - was[1] < STALL_S:
-                            continue
-                        # nothing readable between pos and the end offset for STALL_S: the tail
-                        # was compacted away without a batch left to step over (never seen here)
-                        log.warning("mapping table: %s has no records between offset %d and its end offset %d "
-                                    "for %.0f s; treating it as restored", tp, pos, todo[tp], now - was[1])
-                        pos = todo[tp]
-                    remaining.discard(tp)
-                    c.pause(tp)
-                    restored_to[tp.partition] = max(restored_to.get(tp.partition, 0), pos)
-                    if disk is not None:
-                        self._write_checkpoints([tp.partition], wall0)
-                if now - last_log >= PROGRESS_EVERY_S and remaining:
-                    last_log = now
-                    rate = n / (now - t0)
-                    left = sum(max(0, todo[tp] - restored_to.get(tp.partition, 0)) for tp in remaining)
-                    log.info("mapping table: restoring: %d of %d records read (%.0f/s), %d remaining, about %s left",
-                             n, total, rate, left, _human_s(left / rate) if rate > 0 else "?")
-            dt, dcpu = time.monotonic() - t0, time.process_time() - cpu0
-            keys = self.key_count()
-            self.restore_stats = {"records": n, "keys": keys, "store": "memory" if disk is None else "disk", "partitions": parts, "seconds": round(dt, 3),
-                                  "cpu_seconds": round(dcpu, 3), "at": time.time()}
-            log.info("mapping table: restored %d records of partitions %s in %.2f s (%.0f records/s, "
-                     "%.0f per CPU-second, process CPU %.2f s): %d keys",
-                     n, parts, dt, n / dt if dt > 0 else 0, n / dcpu if dcpu > 0 else 0, dcpu, keys)
-        finally:
-            await c.stop()
-
-    # -- restore into the disk store -------------------------------------------------------------
-
-    def _checkpoint_limit_ms(self) -> int:
-        """How old a checkpoint may be and still be continued from: half the changelog's
-        ``delete.retention.ms`` (a tombstone written after the checkpoint is kept at least that
-        long; the half leaves room for records written before the checkpoint time, in flight)."""
-        if self.max_checkpoint_age_ms is not None:
-            return self.max_checkpoint_age_ms
-        drm = (self.extra_topic_configs or {}).get("delete.retention.ms", 86_400_000)
-        try:
-            return int(drm) // 2
-        except (TypeError, ValueError):
-            return 43_200_000
-
-    async def _check_topic_id(self, clients: Any, topic: str) -> None:
-        """A checkpoint is an offset of *one* topic: if the changelog was deleted and created
-        again under the same name (Kafka topic ids, KIP-516), every partition of the store is
-        restored afresh — the new topic's offsets point into records the store never saw."""
-        def topic_id() -> Optional[str]:
-            admin = clients.admin(client_id=f"{self.app.conf.id}-restore-admin")
-            try:
-                tid = admin.describe_topics([topic])[0].get("topic_id")
-                return None if tid is None else str(tid)
-            finally:
-                admin.close()
-
-        try:
-            tid = await asyncio.to_thread(topic_id)
-        except Exception as e:  # the offset checks still apply
-            log.warning("mapping table: could not read the changelog's topic id (%s: %s)", type(e).__name__, e)
-            return
-        if not tid or tid == "00000000-0000-0000-0000-000000000000":
-            return
-        st = self.disk
-        had = st.get_meta(b"topic-id")
-        if had is not None and had.decode() != tid:
-            log.warning("mapping table: the changelog %s was created again (topic id %s, the store's %s): "
-                        "every partition is restored afresh", topic, tid, had.decode())
-            for p in sorted(st.partitions()):
-                st.drop_partition(p)
-            self._restored_to.clear()
-        if had is None or had.decode() != tid:
-            st.put_meta(b"topic-id", tid.encode())
-
-    def _check_checkpoints(self, tps: list, firsts: dict, ends: dict) -> None:  # noqa: C901
-        """Drop each partition whose checkpoint cannot be continued from, so it is restored
-        afresh: past the changelog's end (the topic was re-created or truncated), before its
-        start (records this store never saw were deleted), or older than
-        ``_checkpoint_limit_ms`` with records after it (tombstones may have been compacted away,
-        and the store would keep what they deleted)."""
-        st = self.disk
-        now = time.time_ns() // 1_000_000
-        for tp in tps:
-            p = tp.partition
-            c = self._restored_to.get(p)
-            if c is None or p not in st.partitions():
-                continue
-            at = st.checkpoint_at(p)
-            why = None
-            if c > ends[tp]:
-                why = f"checkpoint {c} past the end offset {ends[tp]}"
-            elif c < firsts[tp]:
-                why = f"checkpoint {c} before the log start offset {firsts[tp]}"
-            elif c < ends[tp] and (at is None or now - at > self._checkpoint_limit_ms()):
-                why = f"checkpoint written {'at an unknown time' if at is None else f'{(now - at) / 1000:.0f} s ago'}"
-            if why:
-                log.warning("mapping table: partition %d of the disk store is restored afresh: %s", p, why)
-                st.drop_partition(p)
-                self._restored_to.pop(p, None)
-
-    def _write_checkpoints(self, parts: Iterable[int], at_ms: int) -> None:
-        """Each partition's position as its checkpoint, with ``at_ms``: every record after it was
-        written after that instant (the checkpoint age test of ``_check_checkpoints``)."""
-        b = self.disk.batch()
-        for p in parts:
-            c = self._restored_to.get(p)
-            if c is not None:
-                b.checkpoint(p, c, at_ms)
-        self.disk.write(b)
-
-    def _apply_memory(self, batch: dict) -> int:
-        """The memory form of ``_apply_restored``: one ``getmany`` batch into Faust's memory store
-        (its dict and key → partition map; a tombstone pops the key), the position moved."""
-        data = self.data.data  # the memory store's dict itself: no per-record method calls
-        kp = self.key_partition()
-        restored_to = self._restored_to
-        n = 0
-        for tp, recs in batch.items():
-            if not recs:
-                continue
-            p = tp.partition
-            for r in recs:
-                k = r.key
-                if k is None:
-                    continue
-                v = r.value
-                if v is None:  # tombstone (a heartbeat too: its key is never stored)
-                    data.pop(k, None)
-                    kp.pop(k, None)
-                else:
-                    data[k] = v
-                    kp[k] = p
-            n += len(recs)
-            restored_to[p] = recs[-1].offset + 1
-        return n
-
-    def _apply_restored(self, batch: dict) -> int:
-        """One ``getmany`` batch into the disk store as one write batch: values, their schedule
-        entries (from ``REVISIT_HEADER``, else ``next_expiry``, else at once) and each
-        partition's checkpoint; the in-memory position moves only once it is written.  The
-        schedule key's bucket prefix is computed once per distinct header value, and each
-        partition's changes go to the store in one call (``Batch.apply_many``)."""
-        st = self.disk
-        b = st.batch()
-        nxt = self.next_expiry
-        width = st.width_ms
-        prefixes: dict = {}  # header value → its schedule key's bucket prefix (False: not a number)
-        moved = {}
-        n = 0
-        for tp, recs in batch.items():
-            if not recs:
-                continue
-            ops: list = []
-            add = ops.append
-            for r in recs:
-                k = r.key
-                if k is None:
-                    continue
-                v = r.value
-                if v is None:  # a tombstone (a heartbeat too: its key is never stored)
-                    add((k, None, None))
-                    continue
-                pre = None
-                for hk, hv in r.headers or ():
-                    if hk == REVISIT_HEADER:
-                        pre = prefixes.get(hv)
-                        if pre is None:
-                            pre = prefixes[hv] = _bucket_prefix(hv, width)
-                if pre:
-                    add((k, v, pre + k))
-                else:
-                    when = nxt(k, v) if nxt is not None else 0
-                    add((k, v, None if when is None else db.schedule_key(db.bucket_of(when, width), k)))
-            b.apply_many(tp.partition, ops)
-            n += len(recs)
-            # records after this one were written after it: its timestamp is the checkpoint's time
-            moved[tp.partition] = (recs[-1].offset + 1, recs[-1].timestamp)
-        now = time.time_ns() // 1_000_000
-        for p, (c, at) in moved.items():
-            b.checkpoint(p, c, at if isinstance(at, int) and at > 0 else now)
-        st.write(b)
-        del b
-        self._restored_to.update({p: c for p, (c, _) in moved.items()})
-        return n
-
-
-def _bucket_prefix(header: Any, width_ms: int) -> Any:
-    """The schedule key prefix (``stream.disk_bound.schedule_key`` without the key) of a
-    ``REVISIT_HEADER`` value, or False if it is not a number."""
-    try:
-        when = int(header)
-    except (TypeError, ValueError):
-        return False
-    return db.schedule_key(db.bucket_of(when, width_ms), b"")
+        await self._restorer.restore(tps)
 
 
 class TableOutbox(Outbox):
     """The table's ``Outbox``: ``after_flush`` runs after every flush, delivered or not (the
-    disk mode applies the acknowledged writes to its store then: ``MappingTable._persist``)."""
+    disk mode applies the acknowledged writes to its store then: ``DiskWrites.persist``)."""
 
     __slots__ = ("after_flush",)
 

@@ -7,7 +7,7 @@ Part of ``agents.mapping_table.MappingTable`` (its ``schedule``, ``due_items``, 
 schedule rebuild that follows opens every value (≈ 10 µs each), so it runs in the background in
 chunks while the agents already work: keys written meanwhile are scheduled by their writer, and
 an entry made stale by a write is re-checked when it comes up.  Disk mode: the schedule is in
-the store, written with the values (``schedule_op`` of the table's disk writes).
+the store, written with the values (``agents.table_disk.DiskWrites.schedule_op``).
 
 The port: it reads the table's ``disk``, ``restored``, ``active``, ``epoch``, ``data``,
 ``key_partition()``, ``partition_of`` and ``store_failed`` and nothing else of it.
@@ -36,7 +36,7 @@ class TableSchedule:
 
     def __init__(self, table: Any, writes: Any) -> None:
         self.t = table
-        #: the disk mode's store writes (its ``schedule_op``): schedule changes go
+        #: the disk mode's store writes (``agents.table_disk.DiskWrites``): schedule changes go
         #: with the next store batch
         self.writes = writes
         # the sweeper's schedule, rebuilt from the store after recovery; stale entries are

@@ -62,7 +62,7 @@ def contents(table) -> dict:
     for p in sorted(table.disk.partitions()):
         for k, v in table.disk.iter_items(p):
             out[k] = (v, p)
-    for k, (_, p, v) in table._pending.items():
+    for k, (_, p, v) in table._writes.pending.items():
         if v is None:
             out.pop(k, None)
         else:
@@ -118,8 +118,8 @@ class Failed:
 async def deliver(table, bootstrap: str, *, only=None, persist: bool = True) -> list:
     """Send the table's queued changelog writes to the real broker in order (``only``: indices of
     the writes to send; the others are dropped, as if never handed over), call each one's
-    acknowledgement callback with the broker's answer, then ``_persist`` as ``TableOutbox.flush``
-    does.  Returns the offsets written."""
+    acknowledgement callback with the broker's answer, then ``DiskWrites.persist`` as
+    ``TableOutbox.flush`` does.  Returns the offsets written."""
     from aiokafka import AIOKafkaProducer
 
     items, table.outbox._items = table.outbox._items, []
@@ -138,7 +138,7 @@ async def deliver(table, bootstrap: str, *, only=None, persist: bool = True) -> 
     finally:
         await p.stop()
     if persist:
-        table._persist()
+        table._writes.persist()
     return offsets
 
 
@@ -224,7 +224,7 @@ def test_own_writes_reach_the_store_only_once_acknowledged_and_in_offset_order(b
     assert table.disk.get(0, b"a") == b"a0" and table.disk.get(0, b"b") == b"b0"
     offsets = asyncio.run(deliver(table, bootstrap))
     assert offsets == [2, 3, 4, 1]
-    assert table._pending == {}
+    assert table._writes.pending == {}
     assert table.disk.get(0, b"a") == b"a1" and table.disk.get(0, b"b") is None and table.disk.get(1, b"d") == b"d1"
     # the heartbeat's offset counts too: the checkpoint is contiguous
     assert table.disk.checkpoint(0) == 5 and table.disk.checkpoint(1) == 2
@@ -251,7 +251,7 @@ def test_a_crash_before_the_acknowledgement_leaves_the_store_at_the_changelog(bo
     asyncio.run(restore(table))
     table.put(0, b"a", b"a1")
     table.put(0, b"z", b"z1")
-    table._persist()  # a flush that got no acknowledgement (e.g. a sweep's, before the crash)
+    table._writes.persist()  # a flush that got no acknowledgement (e.g. a sweep's, before the crash)
     assert table.get_raw(b"a") == b"a1" and table.disk.get(0, b"a") == b"a0" and table.disk.get(0, b"z") is None
     table = reopen(table, bootstrap, app_id, tmp_path)  # crash: the writes never reached the broker
     asyncio.run(restore(table))
@@ -284,7 +284,7 @@ def test_acknowledged_writes_after_a_gap_wait_and_a_restart_reads_the_gap(bootst
     assert asyncio.run(deliver(table, bootstrap)) == [2, 3]
     assert table.disk.checkpoint(0) == 0 and table.disk.get(0, b"k") is None  # waits behind the gap
     assert table.get_raw(b"k") == b"mine" and table.get_raw(b"y") == b"y1"  # but reads see them
-    assert sorted(table._acked[0]) == [2, 3]
+    assert sorted(table._writes.acked[0]) == [2, 3]
     table = reopen(table, bootstrap, app_id, tmp_path)
     asyncio.run(restore(table))
     assert store_only(table) == changelog_state(bootstrap, topic, [0]) == {
@@ -292,9 +292,9 @@ def test_acknowledged_writes_after_a_gap_wait_and_a_restart_reads_the_gap(bootst
 
 
 def test_the_gap_is_filled_from_the_changelog_while_running(bootstrap, tmp_path, monkeypatch):
-    import agents.mapping_table as mt
+    import agents.table_disk as td
 
-    monkeypatch.setattr(mt, "GAP_S", 0.0)
+    monkeypatch.setattr(td, "GAP_S", 0.0)
     app_id, table, topic = setup(bootstrap, tmp_path)
 
     async def scenario():
@@ -309,7 +309,7 @@ def test_the_gap_is_filled_from_the_changelog_while_running(bootstrap, tmp_path,
             await asyncio.sleep(0.1)
 
     asyncio.run(scenario())
-    assert table.disk.checkpoint(0) == 2 and table._pending == {} and table._acked.get(0) == {}
+    assert table.disk.checkpoint(0) == 2 and table._writes.pending == {} and table._writes.acked.get(0) == {}
     assert store_only(table) == changelog_state(bootstrap, topic, [0])
 
 
@@ -367,7 +367,7 @@ def test_sweeper_schedule_in_the_store(bootstrap, tmp_path):
     # handed out but not removed until the next store batch: a crash before it loses nothing
     assert table.disk.due(3_000) == [(0, 3, b"a")]
     table.schedule(20_000, b"a", 0)  # the sweeper's result
-    table._persist()
+    table._writes.persist()
     assert table.disk.due(10_000) == [(1, 9, b"b")]
     table = reopen(table, bootstrap, app_id, tmp_path)
     asyncio.run(restore(table))
@@ -466,12 +466,13 @@ def test_a_damaged_block_met_by_a_read_deletes_the_store_and_exits(tmp_path, mon
     """A lookup or binding that meets a damaged block must neither answer from the store nor be
     dead-lettered (lost): the store is deleted and the worker exits, to restore on its next start."""
     from agents.mapping_table import MappingTable
+    from agents.table_disk import DiskWrites
 
     exits = []
     monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
     t = MappingTable.__new__(MappingTable)
     t.disk = DiskStore(tmp_path / "state", bound=BOUND)
-    t._pending = {}
+    t._writes = DiskWrites(t, {})
 
     class Broken:
         path = t.disk.path

@@ -115,7 +115,7 @@ def test_restore_is_exactly_the_changelog_and_continues_where_it_stopped(bootstr
 def test_a_rebalance_stops_the_restore_it_superseded(bootstrap, monkeypatch):
     import aiokafka
 
-    import agents.mapping_table as mt
+    import agents.table_restore as mt
 
     app_id = f"r{uuid.uuid4().hex[:8]}"
     table = make_table(bootstrap, app_id)

@@ -1,7 +1,7 @@
-"""The restore's batch sinks without a broker: ``MappingTable._apply_restored`` (disk) leaves the
+"""The restore's batch sinks without a broker: ``agents.table_checkpoints.apply_restored`` (disk) leaves the
 store exactly as the per-record ``Batch`` calls do (values, tombstones, heartbeats, schedule
 entries from the revisit header, from ``next_expiry`` when the header is missing or not a
-number, none when ``next_expiry`` says never; the checkpoints), and ``_apply_memory`` leaves
+number, none when ``next_expiry`` says never; the checkpoints), and ``agents.table_restore.apply_memory`` leaves
 the memory dict and key → partition map at the changelog's last word per key."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import types
 from collections import namedtuple
 
 from agents.disk_store import DiskStore
-from agents.mapping_table import REVISIT_HEADER, MappingTable
+from agents.mapping_table import REVISIT_HEADER
+from agents.table_checkpoints import apply_restored
+from agents.table_restore import apply_memory
 from stream import disk_bound as dbound
 
 BOUND = dbound.DiskBound(cycle_ms=1_000, tick_ms=100, compaction_allowance_ms=60_000)
@@ -73,7 +75,7 @@ def test_disk_sink_matches_the_per_record_calls(tmp_path):
     per_record(want, records())
     got = DiskStore(tmp_path / "got", bound=BOUND, width_ms=1_000)
     t = types.SimpleNamespace(disk=got, next_expiry=next_expiry, _restored_to={})
-    assert MappingTable._apply_restored(t, records()) == 12
+    assert apply_restored(t.disk, t.next_expiry, t._restored_to, records()) == 12
     assert dump(got) == dump(want)
     assert dump(got)[0][0] == [(b"b", b"2"), (b"c", b"3"), (b"d", b"4"), (b"e", b"5"), (b"f", b"7"), (b"never", b"6")]
     due = got.due(10**12)
@@ -88,7 +90,7 @@ def test_memory_sink_keeps_the_last_word_per_key():
     t = types.SimpleNamespace(data=types.SimpleNamespace(data={b"g": b"old"}), _restored_to={},
                               key_partition=lambda: kp)
     kp = {b"g": 2}
-    assert MappingTable._apply_memory(t, records()) == 12
+    assert apply_memory(t.data.data, t.key_partition(), t._restored_to, records()) == 12
     assert t.data.data == {b"b": b"2", b"c": b"3", b"d": b"4", b"e": b"5", b"never": b"6", b"f": b"7", b"g": b"8"}
     assert kp == {k: 0 for k in (b"b", b"c", b"d", b"e", b"never", b"f")} | {b"g": 2}
     assert t._restored_to == {0: 9, 2: 43}

@@ -25,7 +25,7 @@ nothing), ``no-reopen`` (``DiskStore.reopen`` does nothing: the MANIFEST keeps d
 copies still open).  The worker runs with the defect patched in before ``agents.cli.main``.
 ``tests/e2e/test_disk_restart.py`` uses ``checkpoint-off-by-one`` (the store's checkpoint read
 one past where it is), ``checkpoint-trusted`` (a store's checkpoint taken as the changelog's
-end: nothing read after a restart) — both with ``MappingTable._check_checkpoints`` off, which
+end: nothing read after a restart) — both with ``table_checkpoints.Checkpoints.check`` off, which
 otherwise restores such a partition afresh — and ``no-disk-schedule`` (no entry in the on-disk
 schedule).
 """
@@ -66,11 +66,11 @@ PLANTS = {
                                "v.Vault.destroy_due = lambda self, now_ms: 0"),
     # for tests/e2e/test_disk_restart.py
     # (with the table's own checkpoint checks off: they restore afresh a checkpoint past the end)
-    "checkpoint-off-by-one": ("import agents.disk_store as d, agents.mapping_table as m; _c = d.DiskStore.checkpoint; "
-                              "m.MappingTable._check_checkpoints = lambda self, *a: None; "
+    "checkpoint-off-by-one": ("import agents.disk_store as d, agents.table_checkpoints as m; _c = d.DiskStore.checkpoint; "
+                              "m.Checkpoints.check = lambda self, *a: None; "
                               "d.DiskStore.checkpoint = lambda self, p: (lambda c: None if c is None else c + 1)(_c(self, p))"),
-    "checkpoint-trusted": ("import agents.disk_store as d, agents.mapping_table as m; _c = d.DiskStore.checkpoint; "
-                           "m.MappingTable._check_checkpoints = lambda self, *a: None; "
+    "checkpoint-trusted": ("import agents.disk_store as d, agents.table_checkpoints as m; _c = d.DiskStore.checkpoint; "
+                           "m.Checkpoints.check = lambda self, *a: None; "
                            "d.DiskStore.checkpoint = lambda self, p: (lambda c: None if c is None else 2**62)(_c(self, p))"),
     "no-disk-schedule": "import agents.disk_store as d; d.Batch.schedule = lambda self, p, when_ms, key: self",
 }
