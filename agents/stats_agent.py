@@ -45,13 +45,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from stream import binding_wire
-from stream.aggregate import Aggregator, contribution, decode_contribution, encode_contribution
+from stream.aggregate import Aggregator, ContributionEncoder, decode_contribution
 from stream.canary import is_canary
 from stream.consent import ConsentRecord, ConsentView, consent_key
 from stream.errors import ConfigError, Rejected
 from stream.keyring import epoch_of
 from stream.model import Binding
-from stream.stats import StatsBuilder, compact_json, record_timestamp_ms
+from stream.stats import StatsBuilder, compact_json, record_json, record_timestamp_ms
 
 from . import ratchet_store
 from .kafka_clients import aio_batches, send_all
@@ -309,6 +309,7 @@ class StatsAgent:
             self.builders[name] = StatsBuilder(pol, ring)
             k[name] = pol.statistics.k
         self.consent_required = {n for n, op in operators.items() if op.policy.statistics.consent_required}
+        self.contributions = ContributionEncoder()
         self.aggregates = app.topic(p.names.aggregates, internal=True, partitions=s.partitions,
                                       key_serializer="raw", value_serializer="raw")
         self.consent = ConsentFollower(s.bootstrap, p.names.consent)
@@ -352,6 +353,7 @@ class StatsAgent:
         mine = []
         no_consent = 0
         stamps: dict[tuple[int, int], int] = {}  # (bucket start, length) -> Kafka timestamp: buckets repeat
+        encode = self.contributions.encode  # each binding's cell contribution, byte for byte as encode_contribution
         for name, builder, built, late in done:
             if late:
                 p.count("stats_late_epoch", late)
@@ -364,14 +366,14 @@ class StatsAgent:
                 ts = stamps.get((rec["bucket_ms"], blen))
                 if ts is None:
                     ts = stamps[(rec["bucket_ms"], blen)] = record_timestamp_ms(rec["bucket_ms"], now, blen)
-                mine.append((*encode_contribution(contribution(x)), ts))
+                mine.append((*encode(x), ts))
                 if gate:
                     sub = x.binding.subscriber
                     if (not consent_current or sub is None
                             or not self.consent.view.allows(consent_key(builder.ring, sub))):
                         no_consent += 1
                         continue
-                out.append((rec["id"].encode(), compact_json(rec).encode(), ts))
+                out.append((rec["id"].encode(), record_json(rec).encode(), ts))
         if no_consent:
             p.count("stats_no_consent", no_consent)
         if parts is not None:
