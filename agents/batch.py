@@ -304,9 +304,9 @@ class BatchStage:
                     m.records_in.labels(self.role, "", "").inc(n)
                 observe_n(m.processing.labels(self.role), seconds, n)
             out: dict[str, int] = {}
-            for topic, _k, value, *_ in outputs:
-                if value is not None:
-                    out[topic] = out.get(topic, 0) + 1
+            for o in outputs:  # indexing, not ``topic, _k, value, *_ =``: no list per output
+                if o[2] is not None:
+                    out[o[0]] = out.get(o[0], 0) + 1
             for topic, k in out.items():
                 m.records_out.labels(m.role_of(topic)).inc(k)
         except Exception:  # pragma: no cover - metrics must never break the stage
