@@ -31,6 +31,8 @@ An iterator pins the SST files it reads, so every read here finishes before it r
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import stat
 import struct
@@ -105,6 +107,28 @@ def _options(*, write_buffer_bytes: int, total_wal_bytes: int, cache_bytes: int)
     bbo.set_pin_top_level_index_and_filter(True)
     o.set_block_based_table_factory(bbo)
     return o
+
+
+def _load_malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> bool:
+    """Give the free pages of every malloc arena back to the kernel (glibc ``malloc_trim(0)``).
+    A flushed memtable (and a compaction's buffers) is freed to malloc, which keeps the pages:
+    after a fresh restore that was most of the worker's RSS above a restarted one
+    (docs/benchmarks.md "Fresh restore: the freed memtables").  False where there is no such
+    call."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -481,13 +505,15 @@ class DiskStore:
     # -- erasure ------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Flush every column family's memtable (the WAL files before it become obsolete)."""
+        """Flush every column family's memtable (the WAL files before it become obsolete), then
+        give the freed memtables' pages back to the kernel (``release_freed_memory``)."""
         for name, cf in list(self._cf.items()):
             try:
                 cf.flush(True)
             except Exception:
                 if name in self._cf:  # not a partition dropped meanwhile (tick in a thread)
                     raise
+        release_freed_memory()
 
     def compact_partition(self, p: int) -> None:
         co = rd.CompactOptions()
@@ -518,6 +544,8 @@ class DiskStore:
                 self._cf[_META][_meta_compacted_key(p)] = _OFFSET.pack(max(0, int(now_ms)))
         if due and roll_manifest:
             self.reopen()
+        if due:
+            release_freed_memory()  # the compactions' buffers
         ms = (time.monotonic() - t0) * 1000
         self.last_tick = {"at_ms": now_ms, "compacted": due, "duration_ms": round(ms, 1),
                           "overran": self.bound.tick_overran(ms)}

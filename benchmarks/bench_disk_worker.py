@@ -178,8 +178,41 @@ def bare_read(bootstrap: str, topic: str, partitions: int) -> dict:
     return asyncio.run(go())
 
 
+def vm_kb(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` figure in kB (``VmHWM``: the peak RSS so far)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_split_mb(pid: int) -> dict:
+    """RSS by kind of mapping (``/proc/<pid>/smaps``): ``heap`` (the main malloc arena, brk),
+    ``anon`` (other anonymous memory: the malloc arenas of other threads, mmapped blocks,
+    thread stacks), ``file`` (code and other mapped files)."""
+    out = {"heap": 0, "anon": 0, "file": 0}
+    kind = "anon"
+    try:
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            f = line.split()
+            if f and "-" in f[0] and len(f) >= 5 and not f[0].endswith(":"):
+                name = f[5] if len(f) > 5 else ""
+                kind = "heap" if name == "[heap]" else ("file" if name.startswith("/") else "anon")
+            elif f and f[0] == "Rss:":
+                out[kind] += int(f[1])
+    except OSError:
+        pass
+    return {k: round(v / 1024, 1) for k, v in out.items()}
+
+
 def run_once(w: H.Worker, timeout_s: float) -> dict:
-    """Start ``w``; wait for its table's "restored" line; RSS 10 s later; stop it."""
+    """Start ``w``; wait for its table's "restored" line; RSS 10, 30 and 60 s later (``rss_mb``,
+    ``rss_30_mb``, ``rss_60_mb``: the erasure ticks meanwhile flush the memtables, and the first
+    one after a fresh restore force-compacts the whole new store) and its split at 60 s
+    (``rss_split_mb``); the peak RSS (``VmHWM``) at the "restored" line and at 60 s; stop it."""
     w.log_path.write_text("")
     t0 = time.monotonic()
     w.start()
@@ -194,15 +227,24 @@ def run_once(w: H.Worker, timeout_s: float) -> dict:
                 time.sleep(0.2)
         if got is None:
             return {"complete": False, "log_tail": w.log_tail(400)}
+        peak_restore = vm_kb(w.pid, "VmHWM")
         time.sleep(10)
         rss = H.rss_kb(w.pid)
         cpu = H.cpu_s(w.pid)
+        time.sleep(20)
+        rss30 = H.rss_kb(w.pid)
+        time.sleep(30)
+        rss60 = H.rss_kb(w.pid)
+        split = rss_split_mb(w.pid)
+        peak = vm_kb(w.pid, "VmHWM")
     finally:
         w.stop()
     wall, m = got
     records, secs, cpus, keys = int(m.group(1)), float(m.group(2)), float(m.group(3)), int(m.group(4))
     return {"complete": True, "to_restored_s": round(wall, 2), "records": records, "table_s": secs,
-            "table_cpu_s": cpus, "keys": keys, "rss_mb": round(rss / 1024, 1), "cpu_s_at_rss": round(cpu, 1)}
+            "table_cpu_s": cpus, "keys": keys, "rss_mb": round(rss / 1024, 1), "cpu_s_at_rss": round(cpu, 1),
+            "rss_split_mb": split, "rss_30_mb": round(rss30 / 1024, 1), "rss_60_mb": round(rss60 / 1024, 1),
+            "peak_rss_at_restored_mb": round(peak_restore / 1024, 1), "peak_rss_mb": round(peak / 1024, 1)}
 
 
 def store_bytes(w: H.Worker) -> int:
@@ -216,6 +258,7 @@ def run(a) -> dict:
         for n in a.sizes:
             w = H.Worker(bootstrap, Path(tmp) / f"w{n}")
             w.args += ["--table-store", "disk"]
+            w.env.update(dict(e.split("=", 1) for e in a.env))
             now = int(time.time() * 1000)
             fill_s = fill_raw(bootstrap, w, n, now) if a.raw else fill(bootstrap, w, n, 0, now, not a.no_header)
             bare = bare_read(bootstrap, w.changelog, w.settings.partitions) if a.bare else None
@@ -233,13 +276,19 @@ def run(a) -> dict:
                 r.update({"fresh_restore_s": fresh["table_s"],
                           "fresh_restore_per_s": round(fresh["records"] / fresh["table_s"]) if fresh["table_s"] else None,
                           "fresh_restore_cpu_s": fresh["table_cpu_s"], "fresh_to_restored_s": fresh["to_restored_s"],
-                          "fresh_keys": fresh["keys"], "fresh_rss_mb": fresh["rss_mb"]})
+                          "fresh_keys": fresh["keys"], "fresh_rss_mb": fresh["rss_mb"],
+                          "fresh_rss_30_mb": fresh["rss_30_mb"], "fresh_rss_60_mb": fresh["rss_60_mb"],
+                          "fresh_rss_split_mb": fresh["rss_split_mb"],
+                          "fresh_peak_rss_at_restored_mb": fresh["peak_rss_at_restored_mb"],
+                          "fresh_peak_rss_mb": fresh["peak_rss_mb"]})
             else:
                 r["fresh"] = fresh
             if again.get("complete"):
                 r.update({"restart_to_restored_s": again["to_restored_s"], "restart_records": again["records"],
                           "restart_table_s": again["table_s"], "restart_keys": again["keys"],
-                          "restart_rss_mb": again["rss_mb"],
+                          "restart_rss_mb": again["rss_mb"], "restart_rss_30_mb": again["rss_30_mb"],
+                          "restart_rss_60_mb": again["rss_60_mb"],
+                          "restart_rss_split_mb": again["rss_split_mb"], "restart_peak_rss_mb": again["peak_rss_mb"],
                           "store_bytes_per_mapping": round(store_bytes(w) / (n + tail), 1)})
             else:
                 r["restart"] = again
@@ -260,6 +309,8 @@ def main() -> None:
     ap.add_argument("--raw", action="store_true", help="random keys/values of the worker's sizes (fast fill)")
     ap.add_argument("--bare", action="store_true",
                     help="first read the changelog with a bare consumer doing nothing (the reading's ceiling)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the worker (e.g. MALLOC_ARENA_MAX=2)")
     ap.add_argument("--smoke", action="store_true", help="a tiny run (tests)")
     a = ap.parse_args()
     if a.smoke:

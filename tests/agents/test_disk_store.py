@@ -363,3 +363,29 @@ def test_index_and_filter_blocks_live_in_the_bounded_block_cache(tmp_path):
     assert readers < 0.5 * n, f"table readers hold {readers / n:.2f} B per key outside the block cache"
     assert all(v is not None for v in s.get_many(0, keys[::97]))
     s.close()
+
+
+def test_flush_and_compaction_give_the_freed_memory_back(tmp_path, monkeypatch):
+    """A fresh restore's RSS must not keep what RocksDB freed (issue 17): every flush (each
+    erasure tick) and a tick's forced compactions end with glibc's ``malloc_trim(0)``, which
+    hands the free pages of every malloc arena back to the kernel.  Without it the flushed
+    memtables and the compactions' buffers stayed in the worker's RSS after a fresh restore
+    (docs/benchmarks.md "Fresh restore: the freed memtables")."""
+    import platform
+
+    import agents.disk_store as ds
+
+    if platform.libc_ver()[0] == "glibc":
+        assert ds._MALLOC_TRIM is not None  # found on this platform: the call below is the real one
+    calls = []
+    monkeypatch.setattr(ds, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    with open_store(tmp_path / "s") as s:
+        s.put_batch(0, [(key(i), b"v") for i in range(1_000)], next_offset=1)
+        s.flush()
+        assert calls == [0]
+        calls.clear()
+        assert s.erase_tick(10_000)["compacted"] == [0]
+        assert calls == [0, 0]  # after the tick's flush, and after its compactions
+        calls.clear()
+        assert s.erase_tick(10_001)["compacted"] == []
+        assert calls == [0]  # the flush only
