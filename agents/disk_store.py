@@ -27,6 +27,9 @@ gain), and the erasure test can then find a value's bytes in any file it is stil
 
 An iterator pins the SST files it reads, so every read here finishes before it returns
 (``keys`` builds a list): an open iterator would keep deleted values' files alive past the bound.
+
+``DiskStore`` is the one public class; it hands its iterator walks to ``Walks`` and its erasure
+to ``Erasure`` (each holds only the store, never a handle: ``reopen`` replaces them all).
 """
 
 from __future__ import annotations
@@ -231,6 +234,169 @@ class Batch:
         return self._wb.len()
 
 
+class Walks:
+    """The store's reads that walk a column family with an iterator (``DiskStore.iter_keys``,
+    ``iter_items``, ``items_after``, ``due``): each iterator and column family handle is let go
+    before the walk returns or yields (module docstring).  Goes through the store for every
+    handle: ``DiskStore.reopen`` replaces them all."""
+
+    __slots__ = ("_st",)
+
+    def __init__(self, store: "DiskStore") -> None:
+        self._st = store
+
+    def chunk(self, p: int, after: Optional[bytes], n: int, items: bool, prefix: bytes = b"") -> list:
+        """Up to ``n`` keys (or items) of partition ``p`` after ``after`` (else from the first
+        key at or past ``prefix``) that start with ``prefix``; the iterator and the column family
+        handle are let go before this returns."""
+        cf = self._st._cf.get(_cf_data(p))
+        if cf is None:
+            return []
+        start = after if after is not None else (prefix or None)
+        if items:
+            it = cf.items(from_key=start) if start is not None else cf.items()
+        else:
+            it = cf.keys(from_key=start) if start is not None else cf.keys()
+        out = []
+        for x in it:
+            k = x[0] if items else x
+            if after is not None and k == after:
+                continue
+            if not k.startswith(prefix):
+                break  # keys are in order: past the prefix's range
+            out.append(x)
+            if len(out) >= n:
+                break
+        del it, cf
+        return out
+
+    def iter_keys(self, p: int, chunk: int = 10_000, prefix: bytes = b"") -> Iterator[bytes]:
+        """Partition ``p``'s keys (those starting with ``prefix``) in key order, ``chunk`` at a
+        time, without holding them all: each chunk's iterator (and column family handle) is let
+        go before its keys are yielded (an iterator left open by a paused generator would pin SST
+        files past the erasure bound, and a handle would keep the DB open through ``reopen``)."""
+        after: Optional[bytes] = None
+        while True:
+            keys = self.chunk(p, after, chunk, False, prefix)
+            if not keys:
+                return
+            yield from keys
+            if len(keys) < chunk:
+                return
+            after = keys[-1]
+
+    def iter_items(self, p: int, chunk: int = 10_000) -> Iterator[tuple[bytes, bytes]]:
+        """``iter_keys`` with the values."""
+        after: Optional[bytes] = None
+        while True:
+            items = self.chunk(p, after, chunk, True)
+            if not items:
+                return
+            yield from items
+            if len(items) < chunk:
+                return
+            after = items[-1][0]
+
+    def due(self, now_ms: int, limit: Optional[int] = None) -> list[tuple[int, int, bytes]]:
+        """``(partition, bucket, key)`` of every schedule entry due at ``now_ms`` (bucket order per
+        partition), reading only the due buckets.  Entries stay until ``Batch.unschedule``
+        removes them, so a crash between ``due`` and the sweeper's write loses no expiry."""
+        upper = db.due_upper_bound(now_ms, self._st.width_ms)
+        if upper is None:
+            return []
+        out: list[tuple[int, int, bytes]] = []
+        for p in sorted(self._st._held):
+            ro = rd.ReadOptions()
+            ro.set_iterate_upper_bound(upper)
+            it = self._st._cf[_cf_sched(p)].keys(read_opt=ro)
+            for sk in it:
+                b, k = db.split_schedule_key(sk)
+                out.append((p, b, k))
+                if limit is not None and len(out) >= limit:
+                    break
+            del it
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+
+class Erasure:
+    """The store's erasure on disk (module docstring, ``stream.disk_bound``): the flush, the
+    forced compactions and the tick that runs them.  State stays on the store
+    (``DiskStore.last_compacted``, ``last_tick``), and the tick calls the store's ``flush``,
+    ``compact_partition`` and ``reopen`` (the erasure test plants its defects there)."""
+
+    __slots__ = ("_st",)
+
+    def __init__(self, store: "DiskStore") -> None:
+        self._st = store
+
+    def load_last_compacted(self) -> None:
+        """``DiskStore.last_compacted`` from ``meta``: kept there once a forced compaction ended,
+        so a restarted worker does not rewrite its whole store at its first tick (a partition
+        with none is compacted at the first tick)."""
+        st = self._st
+        try:
+            for p in st._held:
+                raw = st._cf[_META].get(_meta_compacted_key(p))
+                if raw is not None:
+                    st.last_compacted[p] = _OFFSET.unpack(raw)[0]
+        except Exception:  # a damaged meta block: compact at the first tick (the table wipes it)
+            st.last_compacted.clear()
+
+    def flush(self) -> None:
+        """Flush every column family's memtable (the WAL files before it become obsolete), then
+        give the freed memtables' pages back to the kernel (``release_freed_memory``)."""
+        st = self._st
+        for name, cf in list(st._cf.items()):
+            try:
+                cf.flush(True)
+            except Exception:
+                if name in st._cf:  # not a partition dropped meanwhile (tick in a thread)
+                    raise
+        release_freed_memory()
+
+    def compact(self, p: int) -> None:
+        """Force-compact partition ``p``'s column families and ``meta`` (the bottommost level too:
+        deleted keys' values are dropped from the SST files)."""
+        st = self._st
+        co = rd.CompactOptions()
+        co.set_bottommost_level_compaction(rd.BottommostLevelCompaction.force())
+        co.set_exclusive_manual_compaction(False)
+        for name in _part_cfs(p):
+            cf = st._cf.get(name)
+            if cf is not None:  # None: dropped meanwhile (the worker runs the tick in a thread)
+                cf.compact_range(None, None, co)
+            del cf
+        st._cf[_META].compact_range(None, None, co)
+
+    def tick(self, now_ms: int, *, roll_manifest: bool = True) -> dict:
+        """One erasure tick (``stream.disk_bound``): flush, force-compact the due partitions and,
+        if any was compacted, ``reopen`` (so the MANIFEST names no key the compactions removed).
+        Blocking (seconds at millions of keys): the worker (``MappingTable.erase_tick``) runs it
+        in a thread with ``roll_manifest=False`` — reads and writes go on meanwhile — and calls
+        ``reopen`` itself in the event loop, where no ``Batch`` or iterator is ever left open.
+        Returns what it did."""
+        st = self._st
+        t0 = time.monotonic()
+        st.flush()
+        held = set(st._held)  # a snapshot: the event loop may add or drop partitions meanwhile
+        due = db.partitions_due(st.last_compacted, held, now_ms, st.bound.cycle_ms)
+        for p in due:
+            st.last_compacted[p] = now_ms
+            st.compact_partition(p)
+            if p in st._held:  # its start, once the compaction ended (a crash before: due again)
+                st._cf[_META][_meta_compacted_key(p)] = _OFFSET.pack(max(0, int(now_ms)))
+        if due and roll_manifest:
+            st.reopen()
+        if due:
+            release_freed_memory()  # the compactions' buffers
+        ms = (time.monotonic() - t0) * 1000
+        st.last_tick = {"at_ms": now_ms, "compacted": due, "duration_ms": round(ms, 1),
+                        "overran": st.bound.tick_overran(ms)}
+        return st.last_tick
+
+
 class DiskStore:
     """The mapping table's RocksDB (see the module docstring)."""
 
@@ -249,19 +415,13 @@ class DiskStore:
             raise ConfigError(f"{self.path}: the mapping table's store cannot be opened ({first}); stop every "
                               f"process using it, or move the directory away (and delete it) so the worker "
                               f"restores the table from the changelog") from None
-        #: partition → when its last forced compaction started (kept in ``meta`` once it ended, so
-        #: a restarted worker does not rewrite its whole store at its first tick; a partition
-        #: with none is compacted at the first tick)
+        #: partition → when its last forced compaction started (``Erasure``)
         self.last_compacted: dict[int, int] = {}
-        try:
-            for p in self._held:
-                raw = self._cf[_META].get(_meta_compacted_key(p))
-                if raw is not None:
-                    self.last_compacted[p] = _OFFSET.unpack(raw)[0]
-        except Exception:  # a damaged meta block: compact at the first tick (the table wipes it)
-            self.last_compacted.clear()
-        self.last_tick: dict = {}
+        self.last_tick: dict = {}  # what the last ``erase_tick`` did
         self._wo = rd.WriteOptions()
+        self._walks = Walks(self)
+        self._erasure = Erasure(self)
+        self._erasure.load_last_compacted()
 
     def _open(self) -> None:
         existing = rd.Rdict.list_cf(str(self.path), self._opts) if (self.path / "CURRENT").exists() else []
@@ -386,61 +546,17 @@ class DiskStore:
         cf = self._cf.get(_cf_data(p))
         return [] if cf is None else list(cf.keys())
 
-    def _chunk(self, p: int, after: Optional[bytes], n: int, items: bool, prefix: bytes = b"") -> list:
-        """Up to ``n`` keys (or items) of partition ``p`` after ``after`` (else from the first
-        key at or past ``prefix``) that start with ``prefix``; the iterator and the column family
-        handle are let go before this returns."""
-        cf = self._cf.get(_cf_data(p))
-        if cf is None:
-            return []
-        start = after if after is not None else (prefix or None)
-        if items:
-            it = cf.items(from_key=start) if start is not None else cf.items()
-        else:
-            it = cf.keys(from_key=start) if start is not None else cf.keys()
-        out = []
-        for x in it:
-            k = x[0] if items else x
-            if after is not None and k == after:
-                continue
-            if not k.startswith(prefix):
-                break  # keys are in order: past the prefix's range
-            out.append(x)
-            if len(out) >= n:
-                break
-        del it, cf
-        return out
-
     def iter_keys(self, p: int, chunk: int = 10_000, prefix: bytes = b"") -> Iterator[bytes]:
-        """Partition ``p``'s keys (those starting with ``prefix``) in key order, ``chunk`` at a
-        time, without holding them all: each chunk's iterator (and column family handle) is let
-        go before its keys are yielded (an iterator left open by a paused generator would pin SST
-        files past the erasure bound, and a handle would keep the DB open through ``reopen``)."""
-        after: Optional[bytes] = None
-        while True:
-            keys = self._chunk(p, after, chunk, False, prefix)
-            if not keys:
-                return
-            yield from keys
-            if len(keys) < chunk:
-                return
-            after = keys[-1]
+        """Partition ``p``'s keys (those starting with ``prefix``) in key order (``Walks.iter_keys``)."""
+        return self._walks.iter_keys(p, chunk, prefix)
 
     def iter_items(self, p: int, chunk: int = 10_000) -> Iterator[tuple[bytes, bytes]]:
         """``iter_keys`` with the values."""
-        after: Optional[bytes] = None
-        while True:
-            items = self._chunk(p, after, chunk, True)
-            if not items:
-                return
-            yield from items
-            if len(items) < chunk:
-                return
-            after = items[-1][0]
+        return self._walks.iter_items(p, chunk)
 
     def items_after(self, p: int, after: Optional[bytes], n: int) -> list[tuple[bytes, bytes]]:
         """Up to ``n`` items of ``p`` after key ``after`` (None: from the first), as a list."""
-        return self._chunk(p, after, n, True)
+        return self._walks.chunk(p, after, n, True)
 
     def get_summaries(self, p: int, keys: list[bytes]) -> list[Optional[bytes]]:
         """The compliance walk's stored summaries of ``keys`` (None: none)."""
@@ -481,75 +597,22 @@ class DiskStore:
         return None if raw is None else _OFFSET.unpack(raw)[0]
 
     def due(self, now_ms: int, limit: Optional[int] = None) -> list[tuple[int, int, bytes]]:
-        """``(partition, bucket, key)`` of every schedule entry due at ``now_ms`` (bucket order per
-        partition), reading only the due buckets.  Entries stay until ``Batch.unschedule``
-        removes them, so a crash between ``due`` and the sweeper's write loses no expiry."""
-        upper = db.due_upper_bound(now_ms, self.width_ms)
-        if upper is None:
-            return []
-        out: list[tuple[int, int, bytes]] = []
-        for p in sorted(self._held):
-            ro = rd.ReadOptions()
-            ro.set_iterate_upper_bound(upper)
-            it = self._cf[_cf_sched(p)].keys(read_opt=ro)
-            for sk in it:
-                b, k = db.split_schedule_key(sk)
-                out.append((p, b, k))
-                if limit is not None and len(out) >= limit:
-                    break
-            del it
-            if limit is not None and len(out) >= limit:
-                break
-        return out
+        """``(partition, bucket, key)`` of every schedule entry due at ``now_ms`` (``Walks.due``)."""
+        return self._walks.due(now_ms, limit)
 
-    # -- erasure ------------------------------------------------------------------------------
+    # -- erasure (``Erasure``; the erasure test plants its defects in these three) ------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Flush every column family's memtable (the WAL files before it become obsolete), then
-        give the freed memtables' pages back to the kernel (``release_freed_memory``)."""
-        for name, cf in list(self._cf.items()):
-            try:
-                cf.flush(True)
-            except Exception:
-                if name in self._cf:  # not a partition dropped meanwhile (tick in a thread)
-                    raise
-        release_freed_memory()
+        """Flush every column family's memtable, then give the freed pages back (``Erasure.flush``)."""
+        self._erasure.flush()
 
     def compact_partition(self, p: int) -> None:
-        co = rd.CompactOptions()
-        co.set_bottommost_level_compaction(rd.BottommostLevelCompaction.force())
-        co.set_exclusive_manual_compaction(False)
-        for name in _part_cfs(p):
-            cf = self._cf.get(name)
-            if cf is not None:  # None: dropped meanwhile (the worker runs the tick in a thread)
-                cf.compact_range(None, None, co)
-            del cf
-        self._cf[_META].compact_range(None, None, co)
+        """Force-compact partition ``p``'s column families and ``meta`` (``Erasure.compact``)."""
+        self._erasure.compact(p)
 
     def erase_tick(self, now_ms: int, *, roll_manifest: bool = True) -> dict:
-        """One erasure tick (``stream.disk_bound``): flush, force-compact the due partitions and,
-        if any was compacted, ``reopen`` (so the MANIFEST names no key the compactions removed).
-        Blocking (seconds at millions of keys): the worker (``MappingTable.erase_tick``) runs it
-        in a thread with ``roll_manifest=False`` — reads and writes go on meanwhile — and calls
-        ``reopen`` itself in the event loop, where no ``Batch`` or iterator is ever left open.
-        Returns what it did."""
-        t0 = time.monotonic()
-        self.flush()
-        held = set(self._held)  # a snapshot: the event loop may add or drop partitions meanwhile
-        due = db.partitions_due(self.last_compacted, held, now_ms, self.bound.cycle_ms)
-        for p in due:
-            self.last_compacted[p] = now_ms
-            self.compact_partition(p)
-            if p in self._held:  # its start, once the compaction ended (a crash before: due again)
-                self._cf[_META][_meta_compacted_key(p)] = _OFFSET.pack(max(0, int(now_ms)))
-        if due and roll_manifest:
-            self.reopen()
-        if due:
-            release_freed_memory()  # the compactions' buffers
-        ms = (time.monotonic() - t0) * 1000
-        self.last_tick = {"at_ms": now_ms, "compacted": due, "duration_ms": round(ms, 1),
-                          "overran": self.bound.tick_overran(ms)}
-        return self.last_tick
+        """One erasure tick (``Erasure.tick``): flush, force-compact the due partitions, reopen."""
+        return self._erasure.tick(now_ms, roll_manifest=roll_manifest)
 
     # -- housekeeping -------------------------------------------------------------------------
 
