@@ -128,11 +128,12 @@ class ContributionEncoder:
         rec = built.record
         assert rec is not None
         ck = (b.operator, b.kind, rec["bucket_ms"], rec["bucket_len_ms"], built.epoch, built.cell)
+        # the types before the cache: an equal float or bool (1.0 == 1) would hit an int's entry
+        if not (type(ck[0]) is str and type(ck[1]) is str and type(ck[2]) is int and type(ck[3]) is int
+                and type(ck[4]) is int and type(ck[5]) is str):
+            return encode_contribution(contribution(built))
         cell = self._cells.get(ck)
         if cell is None:
-            if not (type(ck[0]) is str and type(ck[1]) is str and type(ck[2]) is int and type(ck[3]) is int
-                    and type(ck[4]) is int and type(ck[5]) is str):
-                return encode_contribution(contribution(built))
             if len(self._cells) >= self._limit:
                 self._cells.clear()
             cell = self._cells[ck] = (

@@ -66,9 +66,6 @@ def test_rejections_keep_their_reason():
         assert e.value.reason == "bad-contribution"
 
 
-@pytest.mark.xfail(strict=True, reason="ContributionEncoder looks its cell cache up before checking the "
-                   "coordinates' types: an equal float (or bool) bucket_ms/bucket_len_ms/epoch hits an int "
-                   "entry and is written as an int (stream/aggregate.py ContributionEncoder.encode)")
 def test_contribution_encoder_output_does_not_depend_on_its_cache():
     x = next(b for b in _built(20, 3) if b.record is not None)
     enc = agg.ContributionEncoder()
