@@ -42,9 +42,14 @@ def store_failed(store: Any, e: BaseException) -> None:
     import os
     import shutil
 
-    log.critical("mapping table: the disk store %s is damaged (%s); it is deleted and the worker exits: "
-                 "restart it to restore the table from the changelog", store.path,
-                 str(e).splitlines()[0][:300])
+    import traceback
+
+    # who read (the lookup, the binding, the sweeper, the walk): the callers outside the table
+    via = [f.name for f in traceback.extract_stack()[:-1]
+           if not f.filename.endswith(("table_disk.py", "mapping_table.py", "table_schedule.py"))][-3:]
+    log.critical("mapping table: the disk store %s is damaged (%s; read by %s); it is deleted and the worker "
+                 "exits: restart it to restore the table from the changelog", store.path,
+                 str(e).splitlines()[0][:300], " < ".join(reversed(via)) or "?")
     shutil.rmtree(store.path, ignore_errors=True)
     for h in logging.getLogger().handlers + log.handlers:
         try:
@@ -123,9 +128,13 @@ class DiskWrites:
         if w is not None:
             return w[1] if w[2] is not None else None
         st = self.t.disk
-        for p in st.partitions():
-            if st.get(p, key) is not None:
-                return p
+        try:
+            for p in st.partitions():
+                if st.get(p, key) is not None:
+                    return p
+        except Exception as e:
+            store_failed(st, e)
+            raise
         return None
 
     def keys(self, ps: Set[int], prefix: bytes) -> Iterator[bytes]:
@@ -133,8 +142,19 @@ class DiskWrites:
         store's chunk by chunk."""
         pend = {k: v for k, (_, p, v) in self.pending.items() if p in ps and k.startswith(prefix)}
         yield from [k for k, v in pend.items() if v is not None]
+        st = self.t.disk
         for p in sorted(ps):
-            yield from (k for k in self.t.disk.iter_keys(p, prefix=prefix) if k not in pend)
+            it = st.iter_keys(p, prefix=prefix)
+            while True:
+                try:  # the store's reads only: an error thrown in by the caller is its own
+                    k = next(it)
+                except StopIteration:
+                    break
+                except Exception as e:
+                    store_failed(st, e)
+                    raise
+                if k not in pend:
+                    yield k
 
     def key_count(self) -> int:
         st = self.t.disk
@@ -232,7 +252,11 @@ class DiskWrites:
                 else:
                     b.unschedule(p, t, key)
         if b is not None:
-            st.write(b)
+            try:  # RocksDB stops writes with its background error (a compaction met a damaged block)
+                st.write(b)
+            except Exception as e:
+                store_failed(st, e)
+                raise
         del b
         self.sched_ops = []
         self.restored_to.update(moved)
@@ -294,7 +318,11 @@ class StoreEraser:
             return None
         self.erasing = True
         try:
-            info = dict(await asyncio.to_thread(st.erase_tick, now_ms, roll_manifest=False))
+            try:  # a forced compaction reads every block of its range
+                info = dict(await asyncio.to_thread(st.erase_tick, now_ms, roll_manifest=False))
+            except Exception as e:
+                store_failed(st, e)
+                raise
             if info.get("compacted"):
                 t0 = time.monotonic()
                 try:

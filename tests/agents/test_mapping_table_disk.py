@@ -494,3 +494,71 @@ def test_a_damaged_block_met_by_a_read_deletes_the_store_and_exits(tmp_path, mon
     with pytest.raises(OSError):
         t.get_raw(b"k", 0)
     assert exits == [70] and (tmp_path / "state").exists()
+
+
+def test_every_read_of_the_store_that_meets_a_damaged_block_deletes_it_and_exits(tmp_path, monkeypatch):
+    """Not only ``get_raw``: the partition of a key (the sweeper's schedule, a binding), the key
+    walk of a reset binding, the batch write (RocksDB refuses writes once a compaction met a damaged
+    block) and the erasure tick's compactions go the same way, with one CRITICAL line naming the
+    reader; none answers or dead-letters from a damaged store."""
+    import logging
+
+    from agents.mapping_table import MappingTable
+    from agents.table_disk import DiskWrites, StoreEraser
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
+    path = tmp_path / "state"
+    bad = Exception("Corruption: block checksum mismatch: (test)")
+
+    class Broken:
+        def __init__(self):
+            self.path = path
+
+        def partitions(self):
+            return {0}
+
+        def get(self, p, key):
+            raise bad
+
+        def iter_keys(self, p, prefix=b""):
+            yield b"k0"
+            raise bad
+
+        def batch(self):
+            class B:
+                def schedule(self, *a):
+                    pass
+            return B()
+
+        def write(self, b):
+            raise bad
+
+        def erase_tick(self, now_ms, roll_manifest=True):
+            raise bad
+
+    t = MappingTable.__new__(MappingTable)
+    t.disk = Broken()
+    t._writes = DiskWrites(t, {})
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("ipanon").addHandler(handler)
+    try:
+        reads = {
+            "partition_of": lambda: t._writes.partition_of(b"k"),
+            "keys": lambda: list(t._writes.keys({0}, b"")),
+            "persist": lambda: (t._writes.schedule_op(0, 1, b"k", True), t._writes.persist()),
+            "erase_tick": lambda: asyncio.run(StoreEraser(t).erase_tick(0)),
+        }
+        for what, read in reads.items():
+            path.mkdir()
+            exits.clear()
+            records.clear()
+            with pytest.raises(Exception, match="Corruption"):
+                read()
+            crit = [r.getMessage() for r in records if r.levelno == logging.CRITICAL]
+            assert exits == [70] and not path.exists(), what
+            assert len(crit) == 1 and "is damaged" in crit[0] and "read by " in crit[0], (what, crit)
+    finally:
+        logging.getLogger("ipanon").removeHandler(handler)
