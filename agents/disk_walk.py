@@ -124,8 +124,14 @@ def walk(m: Any, now_ms: Optional[int] = None, slice_s: Optional[float] = None) 
                 s0 = mono()
     # keys written but not acknowledged yet, not in the store at all
     for key, (_, p, raw) in list(table.pending_writes().items()):
-        if raw is None or p not in table.active or st.get(p, key) is not None:
+        if raw is None or p not in table.active:
             continue
+        try:
+            if st.get(p, key) is not None:
+                continue
+        except Exception as e:  # a damaged block: the table deletes the store and exits
+            table.store_failed(e)
+            raise
         if budget <= 0:
             pending += 1
             continue

@@ -84,3 +84,27 @@ def test_disk_walk_matches_the_memory_walk_and_keeps_its_summaries_in_the_store(
     assert result(m, now)[0]["connect2ip"].keys == 349
     assert st.partitions() == {0}
     st.close()
+
+
+def test_a_damaged_block_met_checking_a_pending_write_goes_to_store_failed(tmp_path):
+    """The walk's check of an unacknowledged write against the store is a read like any other:
+    a Corruption there must reach ``store_failed`` (which deletes the store and exits), not end
+    the walk with a bare traceback."""
+    import pytest
+
+    p, st = disk_pipeline(tmp_path, items()[:4])
+    failed: list = []
+    p.table.store_failed = failed.append
+    p.table.pending[b"connect2ip|ip|new"] = (1, 0, items()[0][1])
+    real_get = st.get
+
+    def damaged(part, key):
+        if key == b"connect2ip|ip|new":
+            raise OSError("Corruption: block checksum mismatch")
+        return real_get(part, key)
+
+    st.get = damaged
+    m = metrics_of(p)
+    with pytest.raises(OSError):
+        result(m, 100 * H)
+    assert [str(e) for e in failed] == ["Corruption: block checksum mismatch"]
