@@ -30,6 +30,21 @@ SSL_PRINCIPAL_RULES = "RULE:^CN=([a-z0-9-]+)$/$1/,DEFAULT"
 SECURE_USERS = (ADMIN_USER, "ipanon-worker", "ipanon-analyst", "ipanon-staff", "ipanon-auditor")
 
 
+def _single_node(data: Path, overrides: Mapping[str, str]) -> dict[str, str]:
+    """What both modes share: the data directory, the internal topics of a one-node cluster,
+    then the caller's overrides (last, so they win)."""
+    return {
+        "log.dirs": str(data),
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        **overrides,
+    }
+
+
 def plain_properties(port: int, cport: int, data: Path, overrides: Mapping[str, str]) -> dict[str, str]:
     """A single KRaft node (broker and controller) on loopback, no security."""
     return {
@@ -41,14 +56,7 @@ def plain_properties(port: int, cport: int, data: Path, overrides: Mapping[str, 
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "log.dirs": str(data),
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        **overrides,
+        **_single_node(data, overrides),
     }
 
 
@@ -83,14 +91,7 @@ def secure_properties(port: int, cport: int, mport: Optional[int], data: Path, o
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
         "super.users": f"User:{ADMIN_USER};{BROKER_PRINCIPAL}",
-        "log.dirs": str(data),
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        **overrides,
+        **_single_node(data, overrides),
     }
 
 
