@@ -71,9 +71,8 @@ RETRY_PAUSE_S = 1.0
 #: runs a young collection every 700 net container allocations and walks the older generations
 #: — a heap holding the mapping table, Faust and the clients — every 7 000 and 70 000; the
 #: stages allocate several containers per record (consumer records, bindings, output tuples,
-#: stats dicts).  Most of the gain is in the older generations' walks: (100 000, 10, 10) gained
-#: nothing measurable, (100 000, 50, 50) ≈ 18 % of the worker's CPU per event
-#: (docs/benchmarks.md "Hot path cuts, third session", cut 6).  Garbage without cycles is
+#: stats dicts).  The gain is in the older generations' walks, not the young collections
+#: (figures: docs/benchmarks.md "Hot path cuts, third session", cut 6).  Garbage without cycles is
 #: freed by reference counting as before; cycles wait longer.  ``IPANON_GC_THRESHOLD=700,10,10``
 #: restores CPython's default (0 as the first value turns automatic collection off).
 GC_THRESHOLD = (100_000, 50, 50)
