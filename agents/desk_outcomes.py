@@ -43,20 +43,22 @@ class DeskOutcomes:
         self.resolve = resolve
         self.answer = answer
 
-    def _junk(self, reason: Optional[str], key: Optional[bytes], now: int) -> None:
-        """Unauthenticated input: counted per claimed identity, audited later as a summary."""
-        ident = self.junk.identity(key)
-        self.junk.add(ident, reason or "unknown", now)
-        self.count(f"query:junk_{ident}")
+    def _record(self, status: str, reason: Optional[str], authenticated: bool, events: Any,
+                key: Optional[bytes], now: int) -> None:
+        """Audit a decision's events, unless it is unauthenticated junk: that is counted per
+        claimed identity and audited later as a summary."""
+        if is_junk(status, reason, authenticated):
+            ident = self.junk.identity(key)
+            self.junk.add(ident, reason or "unknown", now)
+            self.count(f"query:junk_{ident}")
+        else:
+            for ev in events:
+                self.writer.audit(ev, now)
 
     async def emit(self, d: Decision, now: int, key: Optional[bytes] = None) -> None:
         """Audit a decision, send its reply, and answer it when it is ready."""
         authenticated = not (d.reply or {}).get("authenticated") is False
-        if is_junk(d.status, d.reason, authenticated):
-            self._junk(d.reason, key, now)
-        else:
-            for ev in d.events:
-                self.writer.audit(ev, now)
+        self._record(d.status, d.reason, authenticated, d.events, key, now)
         if d.reply is not None:
             self.writer.reply(d.request_id, d.reply)
         self.count(f"query:{d.status}" + (f":{d.reason}" if d.reason else ""))
@@ -86,11 +88,7 @@ class DeskOutcomes:
     def emit_hold(self, d: HoldDecision, now: int, key: Optional[bytes] = None) -> None:
         """Audit every step (id, case, requester, reason; never the address), confirm on the
         responses topic under the hold id, and publish what took effect on the holds topic."""
-        if is_junk(d.status, d.reason, d.authenticated):
-            self._junk(d.reason, key, now)
-        else:
-            for ev in d.events:
-                self.writer.audit(ev, now)
+        self._record(d.status, d.reason, d.authenticated, d.events, key, now)
         if d.reply is not None:
             self.writer.reply(d.hold_id, d.reply)
         if d.publish is not None:
