@@ -59,6 +59,26 @@ def store_failed(store: Any, e: BaseException) -> None:
     os._exit(70)
 
 
+class reading:
+    """``with reading(store):`` around reads of the disk store: a damaged block goes to
+    ``store_failed`` (the store deleted, the worker exits); any other error goes on to the
+    caller.  A class, not ``contextlib``: its frame is in this module, which ``store_failed``
+    leaves out when it names the reader."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: Any, e: Optional[BaseException], tb: Any) -> bool:
+        if isinstance(e, Exception):
+            store_failed(self.store, e)
+        return False
+
+
 class DiskWrites:
     """The pending writes, acknowledgements and store batches of one ``MappingTable`` in disk
     mode (see the module docstring)."""
@@ -111,16 +131,13 @@ class DiskWrites:
         if w is not None:
             return w[2]
         st = self.t.disk
-        try:
+        with reading(st):
             if partition is not None:
                 return st.get(partition, key)
             for p in st.partitions():
                 v = st.get(p, key)
                 if v is not None:
                     return v
-        except Exception as e:
-            store_failed(st, e)
-            raise
         return None
 
     def partition_of(self, key: bytes) -> Optional[int]:
@@ -128,13 +145,10 @@ class DiskWrites:
         if w is not None:
             return w[1] if w[2] is not None else None
         st = self.t.disk
-        try:
+        with reading(st):
             for p in st.partitions():
                 if st.get(p, key) is not None:
                     return p
-        except Exception as e:
-            store_failed(st, e)
-            raise
         return None
 
     def keys(self, ps: Set[int], prefix: bytes) -> Iterator[bytes]:
@@ -146,13 +160,10 @@ class DiskWrites:
         for p in sorted(ps):
             it = st.iter_keys(p, prefix=prefix)
             while True:
-                try:  # the store's reads only: an error thrown in by the caller is its own
-                    k = next(it)
-                except StopIteration:
+                with reading(st):  # the store's reads only: an error thrown in by the caller is its own
+                    k = next(it, None)
+                if k is None:
                     break
-                except Exception as e:
-                    store_failed(st, e)
-                    raise
                 if k not in pend:
                     yield k
 
@@ -252,11 +263,8 @@ class DiskWrites:
                 else:
                     b.unschedule(p, t, key)
         if b is not None:
-            try:  # RocksDB stops writes with its background error (a compaction met a damaged block)
+            with reading(st):  # RocksDB stops writes with its background error (a compaction met a damaged block)
                 st.write(b)
-            except Exception as e:
-                store_failed(st, e)
-                raise
         del b
         self.sched_ops = []
         self.restored_to.update(moved)
@@ -318,11 +326,8 @@ class StoreEraser:
             return None
         self.erasing = True
         try:
-            try:  # a forced compaction reads every block of its range
+            with reading(st):  # a forced compaction reads every block of its range
                 info = dict(await asyncio.to_thread(st.erase_tick, now_ms, roll_manifest=False))
-            except Exception as e:
-                store_failed(st, e)
-                raise
             if info.get("compacted"):
                 t0 = time.monotonic()
                 try:
