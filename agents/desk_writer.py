@@ -76,11 +76,13 @@ class DeskWriter:
     desk's Ed25519 checkpoint key; ``checkpoint_ms`` how often an idle desk still signs one."""
 
     def __init__(self, *, audit: Any, responses: Any, holds: Any, state: Any, anchor_key: Any,
-                 checkpoint_ms: int, bootstrap: str, audit_name: str, state_name: str) -> None:
+                 checkpoint_ms: int, bootstrap: str, audit_name: str, state_name: str,
+                 security: Any = None) -> None:
         self.audit_topic, self.responses, self.holds_topic, self.state_topic = audit, responses, holds, state
         self.anchor_key = anchor_key
         self.checkpoint_ms = checkpoint_ms
         self.bootstrap, self.audit_name, self.state_name = bootstrap, audit_name, state_name
+        self.security = security  # the worker's (``Settings.security``), not the process's environment
         self.chain = AuditChain()
         self.anchored: tuple[Optional[str], int] = (None, 0)  # (head, ms) of the last checkpoint written
         self._out: list[tuple[Any, Optional[bytes], Optional[bytes], Optional[int]]] = []  # queued outputs
@@ -123,9 +125,9 @@ class DeskWriter:
     def load(self) -> tuple[AuditChain, Optional[dict]]:
         """(blocking) The chain resumed from the last audit record, and the last snapshot
         (None if the state topic holds none)."""
-        rec = last_record(self.bootstrap, self.audit_name)
+        rec = last_record(self.bootstrap, self.audit_name, security=self.security)
         chain = AuditChain.resume(rec.value if rec is not None else None)
-        snap = last_record(self.bootstrap, self.state_name)
+        snap = last_record(self.bootstrap, self.state_name, security=self.security)
         if snap is None or snap.value is None:
             return chain, None
         return chain, decode_snapshot(snap.value)

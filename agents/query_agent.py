@@ -167,13 +167,14 @@ def checkpoint_period_ms(settings: Any) -> int:
     return 60 * int(settings.heartbeat_ms)
 
 
-def read_holds(bootstrap: str, topic: str) -> tuple[dict[str, LegalHold], int]:
-    """The active holds on the compacted holds topic and the next offset to read."""
+def read_holds(bootstrap: str, topic: str, security: Any = None) -> tuple[dict[str, LegalHold], int]:
+    """The active holds on the compacted holds topic and the next offset to read (``security``
+    None = the process's, as for the CLI)."""
     from .kafka_io import read_all
 
     holds: dict[str, LegalHold] = {}
     nxt = 0
-    for r in read_all(bootstrap, topic, heartbeats=True):
+    for r in read_all(bootstrap, topic, heartbeats=True, security=security):
         nxt = max(nxt, r.offset + 1)
         _apply_hold_record(holds, r.key, r.value)
     return holds, nxt
@@ -256,7 +257,7 @@ class HoldsFollower:
         self.view: dict[str, LegalHold] = {}
         self.view_next = 0
         try:
-            self.view, self.view_next = read_holds(settings.bootstrap, topic)
+            self.view, self.view_next = read_holds(settings.bootstrap, topic, settings.security)
         except Exception as e:  # the start-up check has verified the topic; a read error is transient
             log.warning("holds: could not read %s at start-up (%s); will keep trying", topic, type(e).__name__)
         on_holds(HoldSet.of(self.view.values()))
@@ -330,7 +331,7 @@ class QueryAgent:
         self.writer = DeskWriter(audit=app.topic(n.audit, **raw), responses=self.responses, holds=self.holds_topic,
                                  state=app.topic(n.query_state, **raw), anchor_key=self.anchor_key,
                                  checkpoint_ms=self.checkpoint_ms, bootstrap=s.bootstrap,
-                                 audit_name=n.audit, state_name=n.query_state)
+                                 audit_name=n.audit, state_name=n.query_state, security=s.security)
         self.junk = JunkLedger([*self.registry.authorities, *self.registry.staff])
         self.junk_interval_ms = 10 * int(s.heartbeat_ms)  # one summary per identity and reason per interval
         self.lookups = lookups

@@ -180,3 +180,43 @@ def test_junk_is_counted_not_audited(keys):
     sent(w, log)
     assert audited(log) == []
     assert counts.count("query:junk_se-police") == 20
+
+
+def test_the_desks_reloads_connect_with_the_workers_security_not_the_processs(monkeypatch):
+    """The desk's reload (audit chain + snapshot) and the holds follower's first read build their
+    clients from the worker's ``Settings.security``: a worker configured for TLS/SASL in its
+    settings must not read its audit trail over whatever the process environment says."""
+    import agents.desk_writer as dw
+    import agents.kafka_io as kio
+    from agents.query_agent import HoldsFollower
+    from agents.security import KafkaSecurity
+
+    sec = KafkaSecurity(protocol="SASL_SSL", username="desk", password="x")
+    seen = []
+
+    class Consumer:  # an empty partition: last_record answers None
+        def assign(self, tps): pass
+        def end_offsets(self, tps): return {tp: 0 for tp in tps}
+        def beginning_offsets(self, tps): return {tp: 0 for tp in tps}
+        def close(self): pass
+
+    class Clients:
+        def __init__(self, bootstrap, security=None):
+            seen.append(("clients", security))
+        def consumer(self, **kw):
+            return Consumer()
+
+    monkeypatch.setattr(dw, "Clients", Clients)
+    w = DeskWriter(audit=None, responses=None, holds=None, state=None, anchor_key=None, checkpoint_ms=1,
+                   bootstrap="b:9092", audit_name="audit", state_name="state", security=sec)
+    chain, snap = w.load()
+    assert snap is None and seen == [("clients", sec), ("clients", sec)]
+
+    seen.clear()
+    monkeypatch.setattr(kio, "read_all", lambda b, t, heartbeats=False, security=None, **kw: seen.append(security) or [])
+
+    class S:
+        bootstrap, security = "b:9092", sec
+
+    HoldsFollower("p-holds", settings=S(), on_holds=lambda hs: None)
+    assert seen == [sec]
