@@ -81,8 +81,11 @@ def _meta_compacted_key(p: int) -> bytes:
     return b"c" + p.to_bytes(4, "big")
 
 
-def _options(*, write_buffer_bytes: int, total_wal_bytes: int, cache_bytes: int) -> rd.Options:
+def _options(*, write_buffer_bytes: int, total_wal_bytes: int, cache_bytes: int, bulk: bool = False) -> rd.Options:
     o = rd.Options(raw_mode=True)
+    if bulk:  # a bulk load (``DiskStore.bulk_load``): see there
+        o.set_allow_concurrent_memtable_write(False)  # the vector memtable needs it off
+        o.set_memtable_factory(rd.MemtableFactory.vector())
     o.create_if_missing(True)
     o.create_missing_column_families(True)
     o.set_compression_type(rd.DBCompressionType.none())
@@ -406,8 +409,11 @@ class DiskStore:
         self.path = ensure_private_dir(Path(path))
         self.bound = bound
         self.width_ms = width_ms
-        self._opts = _options(write_buffer_bytes=write_buffer_bytes, total_wal_bytes=total_wal_bytes,
-                              cache_bytes=cache_bytes)
+        self._sizes = {"write_buffer_bytes": write_buffer_bytes, "total_wal_bytes": total_wal_bytes,
+                       "cache_bytes": cache_bytes}
+        #: opened for a bulk load (``bulk_load``)
+        self.bulk = False
+        self._opts = _options(**self._sizes)
         try:
             self._open()
         except Exception as e:  # corruption, a missing MANIFEST, a lock held: one clear line
@@ -446,6 +452,20 @@ class DiskStore:
         which keep the old DB open (RocksDB then refuses the new open: its LOCK is held)."""
         self.close()
         self._open()
+
+    def bulk_load(self, on: bool) -> None:
+        """Open the store again for a bulk load (``on``: a fresh restore, ``agents.table_restore``)
+        or for normal use.  A bulk load's memtables are vectors: a write appends, and the sort
+        happens when the memtable is flushed, on RocksDB's flush thread, instead of a skip-list
+        insert on the thread that holds the GIL (docs/benchmarks.md "Fresh restore: vector
+        memtables").  A get or an iterator on a vector memtable scans or sorts it, so the store
+        must leave this mode before it serves reads.  Flushes, then ``reopen`` (same rules)."""
+        if on == self.bulk:
+            return
+        self.flush()
+        self.bulk = on
+        self._opts = _options(**self._sizes, bulk=on)
+        self.reopen()
 
     def wipe(self) -> None:
         """Delete the whole store and open it empty (a damaged store: its contents come back

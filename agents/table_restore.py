@@ -40,6 +40,9 @@ RESTORE_FETCH_BYTES = 32 * 2**20
 RESTORE_PARTITION_FETCH_BYTES = 8 * 2**20
 #: seconds between restore progress lines
 PROGRESS_EVERY_S = 5.0
+#: a restore with at least this many records to read opens the disk store for a bulk load
+#: (``DiskStore.bulk_load``: vector memtables) until it ends
+BULK_MIN_RECORDS = 100_000
 #: a partition whose position has not moved for this long although it is short of its end
 #: offset is treated as restored (see ``Restorer.restore_once``)
 STALL_S = 60.0
@@ -105,7 +108,7 @@ class Restorer:
         delay = 1.0
         while epoch == t.epoch:
             try:
-                await self.restore_once(topic, parts, epoch)
+                await self.restore_once(topic, parts, epoch, bulk=True)
                 break
             except asyncio.CancelledError:
                 raise
@@ -130,9 +133,40 @@ class Restorer:
                 self.writes.live = set(parts)
                 self.writes.persist()  # our writes acknowledged during the restore
 
-    async def restore_once(self, topic: str, parts: list[int], epoch: int) -> None:  # noqa: C901
+    async def _bulk_load(self, on: bool) -> None:
+        """``DiskStore.bulk_load(on)`` once no erasure tick is running (a tick's thread uses the
+        DB handles a reopen replaces)."""
+        eraser = getattr(self.t, "_eraser", None)
+        while eraser is not None and eraser.erasing:
+            await asyncio.sleep(0.05)
+        self.t.disk.bulk_load(on)
+
+    async def _bulk_load_off(self) -> None:
+        try:
+            await self._bulk_load(False)
+        except Exception:  # the store cannot be reopened: the table's own reads report it
+            log.exception("mapping table: the disk store could not leave its bulk load mode")
+
+    async def restore_once(self, topic: str, parts: list[int], epoch: int, bulk: bool = False) -> None:
         """Read ``parts`` of ``topic`` from this worker's positions to the end offsets taken now
-        (also the disk mode's gap filler: ``DiskWrites.read_gap``)."""
+        (also the disk mode's gap filler: ``DiskWrites.read_gap``).  ``bulk``: with the disk
+        store opened for a bulk load (``DiskStore.bulk_load``) while it reads at least
+        ``BULK_MIN_RECORDS`` records; it leaves that mode before this returns (a cancelled
+        restore: in a task of its own)."""
+        try:
+            await self._restore_once(topic, parts, epoch, bulk)
+        except asyncio.CancelledError:
+            if getattr(self.t.disk, "bulk", False):
+                asyncio.get_running_loop().create_task(self._bulk_load_off())
+            raise
+        except BaseException:
+            if getattr(self.t.disk, "bulk", False):
+                await self._bulk_load_off()
+            raise
+        if getattr(self.t.disk, "bulk", False):
+            await self._bulk_load_off()
+
+    async def _restore_once(self, topic: str, parts: list[int], epoch: int, bulk: bool) -> None:  # noqa: C901
         from aiokafka import TopicPartition
 
         from .kafka_clients import Clients
@@ -172,8 +206,12 @@ class Restorer:
             total = sum(ends[tp] - max(restored_to.get(tp.partition, 0), firsts[tp]) for tp in todo)
             if epoch != t.epoch:
                 return
-            log.info("mapping table: restoring partitions %s from %s: up to %d records to read (%d keys held)",
-                     parts, topic, total, t.key_count())
+            if bulk and disk is not None and total >= BULK_MIN_RECORDS:
+                await self._bulk_load(True)
+                if epoch != t.epoch:
+                    return
+            log.info("mapping table: restoring partitions %s from %s: up to %d records to read (%d keys held%s)",
+                     parts, topic, total, t.key_count(), ", bulk load" if getattr(disk, "bulk", False) else "")
             n = 0
             last_log = t0
             remaining = set(todo)
