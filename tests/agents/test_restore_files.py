@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agents.test_restore_model import MINE, REPO, model, restore, setup
+from tests.agents.test_restore_model import MINE, REPO, bulk_from_the_first_record, model, restore, setup  # noqa: F401
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

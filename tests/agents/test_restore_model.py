@@ -45,6 +45,15 @@ REVISIT = "ipanon-revisit"
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def bulk_from_the_first_record(monkeypatch):
+    """A restore that switches to a bulk-load mode past some size (``BULK_MIN_RECORDS``, if the
+    restore has one) uses it here, whatever the threshold: that path is the one under test."""
+    import agents.table_restore as tr
+
+    monkeypatch.setattr(tr, "BULK_MIN_RECORDS", 1, raising=False)
+
+
 # -- the changelog and its model -----------------------------------------------------------------
 
 def _value(rng: random.Random, mark: bytes, instant) -> bytes:
@@ -59,7 +68,7 @@ def next_expiry(key: bytes, value: bytes):
     return None if head == b"never" else int(head)
 
 
-def changelog(seed: int, mark: bytes, per_partition: int = 30_000) -> list[tuple]:
+def changelog(seed: int, mark: bytes, per_partition: int = 40_000) -> list[tuple]:
     """``(partition, key, value or None, headers)`` in production order."""
     rng = random.Random(seed)
     out: list[tuple] = []
@@ -304,7 +313,9 @@ def test_a_restore_cut_by_a_rebalance_then_a_restart_on_its_store_ends_at_the_mo
 _KILLED_CHILD = textwrap.dedent("""
     import asyncio, os, signal, sys
     import aiokafka
+    import agents.table_restore as tr
     from tests.agents.test_restore_model import make_table, next_expiry, restore, MINE
+    tr.BULK_MIN_RECORDS = 1  # the bulk-load path, if the restore has one (the fixture's)
     bootstrap, app_id, state, topic, after = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
     table = make_table(bootstrap, app_id, state)
     table.next_expiry = next_expiry
