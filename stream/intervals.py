@@ -224,7 +224,11 @@ def apply(intervals: Intervals, b: Binding, *, realm_of: Optional[RealmOf] = Non
     if b.action == "reset":
         raise ValueError("reset bindings go through apply_reset")
     probe = _interval_from(b, b.at_ms, None)
-    idx = next((i for i, iv in enumerate(intervals) if _matches(iv, b, probe)), None)
+    idx = None
+    for i, iv in enumerate(intervals):  # the first match (a loop: no generator per binding)
+        if _matches(iv, b, probe):
+            idx = i
+            break
     ivs = list(intervals)
     if b.action == "start":
         if idx is None:
@@ -501,9 +505,13 @@ def _svarint(out: bytearray, v: int) -> None:
 def _packed_address(s: str) -> Optional[bytes]:
     """The 4 or 16 bytes of ``s`` if ``s`` is an address in canonical text form, else None."""
     if s.count(".") == 3 and s[:1].isdigit() and ":" not in s:
+        # four decimal parts without ipaddress's parser (a NAT holder, the inside address, on
+        # every write): whatever ``int`` lets through beyond plain digits (a sign, "_", spaces,
+        # other scripts' digits, leading zeros) fails the canonical comparison, so exactly the
+        # texts IPv4Address(s) packs to s's own bytes pass (tests/unit/test_intervals_bytes.py)
         try:
-            packed = ipaddress.IPv4Address(s).packed
-        except ValueError:
+            packed = bytes(map(int, s.split(".")))
+        except ValueError:  # an empty or non-numeric part, or one above 255
             return None
         return packed if ".".join(map(str, packed)) == s else None
     if ":" in s and ("::" in s or s.count(":") == 7) and "%" not in s:
@@ -524,12 +532,12 @@ def _text(out: bytearray, s: str, try_address: bool) -> None:
             return
     if s[:1] not in _HEX_FIRST:  # neither hex form: no regex (subscriber names, session ids)
         pass
-    elif _HEX.fullmatch(s):
+    elif not len(s) & 1 and _HEX.fullmatch(s):  # whole hex pairs: an even length
         b = bytes.fromhex(s)
         _uvarint(out, len(b) << 3 | (_T_HEX if s.islower() or s.isdigit() else _T_HEX_UPPER))
         out += b
         return
-    if s[:1] in _HEX_FIRST and _HEX_COLON.fullmatch(s):
+    if s[:1] in _HEX_FIRST and ":" in s and _HEX_COLON.fullmatch(s):  # at least two pairs, one ":"
         b = bytes.fromhex(s.replace(":", ""))
         _uvarint(out, len(b) << 3 | _T_HEX_COLON)
         out += b
