@@ -480,6 +480,16 @@ def _sensor_class():
                 log.debug("sensor: on_send_initiated failed", exc_info=True)
             return None
 
+        def on_send_many(self, topic: str, n: int) -> None:
+            """``n`` writes with a value to ``topic`` handed over at once (``agents.outbox``):
+            what ``n`` calls of ``on_send_initiated`` count."""
+            m = self.metrics
+            try:
+                if n:
+                    m.records_out.labels(m.role_of(topic)).inc(n)
+            except Exception:  # pragma: no cover
+                log.debug("sensor: on_send_many failed", exc_info=True)
+
     return _Sensor
 
 

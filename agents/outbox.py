@@ -404,9 +404,42 @@ def _sensors(items: list[Write]) -> Any:
 
 
 def _count_out(sensors: Any, topic: str, ws: list[Write]) -> None:
+    """Tell the sensors about ``ws`` (one topic's writes): once per batch where a sensor counts
+    (ipanon's ``on_send_many``, Faust's ``Monitor``: the same totals as a call per write, which
+    cost ≈ 4 µs per changelog write through Faust's ``SensorDelegate``), else once per write
+    with a value (tombstones excluded, as Faust's own sends)."""
     try:
-        for w in ws:
-            if w[2] is not None:
+        sent = [w for w in ws if w[2] is not None]
+        if not sent:
+            return
+        each = _each_sensor(sensors)
+        if each is None:  # not Faust's delegate: call it as Faust's producer would
+            for w in sent:
                 sensors.on_send_initiated(None, topic, _Sent(w[2]), len(w[1] or b""), len(w[2]))
+            return
+        n = len(sent)
+        for s in each:
+            many = getattr(s, "on_send_many", None)
+            if many is not None:
+                many(topic, n)
+            elif type(s) is _MONITOR[0]:  # Monitor.on_send_initiated: these two counters
+                s.messages_sent += n
+                s.messages_sent_by_topic[topic] += n
+            else:
+                for w in sent:
+                    s.on_send_initiated(None, topic, _Sent(w[2]), len(w[1] or b""), len(w[2]))
     except Exception:  # metrics never stop a flush
         pass
+
+
+_MONITOR: list[Any] = []  # [faust.sensors.monitor.Monitor, faust.sensors.base.SensorDelegate]
+
+
+def _each_sensor(sensors: Any) -> Optional[list]:
+    """The sensors of Faust's ``SensorDelegate`` (None for anything else)."""
+    if not _MONITOR:
+        from faust.sensors.base import SensorDelegate
+        from faust.sensors.monitor import Monitor
+
+        _MONITOR[:] = [Monitor, SensorDelegate]
+    return list(sensors) if isinstance(sensors, _MONITOR[1]) else None
