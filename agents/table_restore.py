@@ -30,6 +30,7 @@ import logging
 import time
 from typing import Any, Iterable
 
+from . import restore_fetch
 from .table_checkpoints import Checkpoints, apply_restored
 
 log = logging.getLogger("ipanon")
@@ -179,8 +180,11 @@ class Restorer:
         apply = self._apply_memory if disk is None else self._apply_disk
         restored_to = self.restored_to
         cl = t.restore_clients or Clients(",".join(f"{u.host}:{u.port or 9092}" for u in t.app.conf.broker))
+        # the decoded records themselves, not aiokafka's ConsumerRecord copies (agents.restore_fetch)
+        raw = {"key_deserializer": restore_fetch.RAW} if restore_fetch.install() else {}
         c = cl.aio_consumer(client_id=f"{t.app.conf.id}-restore", group_id=None, auto_offset_reset="earliest",
-                            fetch_max_bytes=RESTORE_FETCH_BYTES, max_partition_fetch_bytes=RESTORE_PARTITION_FETCH_BYTES)
+                            fetch_max_bytes=RESTORE_FETCH_BYTES, max_partition_fetch_bytes=RESTORE_PARTITION_FETCH_BYTES,
+                            **raw)
         await c.start()
         try:
             tps = [TopicPartition(topic, p) for p in parts]

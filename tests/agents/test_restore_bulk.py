@@ -25,6 +25,7 @@ import pytest
 from aiokafka import TopicPartition
 
 import agents.table_restore as tr
+from agents import restore_fetch
 from agents.disk_store import DiskStore
 from agents.mapping_table import REVISIT_HEADER
 from agents.table_restore import Restorer
@@ -130,6 +131,7 @@ class Clients:
         self.consumer = consumer
 
     def aio_consumer(self, **kw):
+        self.kw = kw
         return self.consumer
 
     def admin(self, **kw):
@@ -199,6 +201,7 @@ def test_bulk_restore_equals_the_model(tmp_path):
     st = t.disk
     asyncio.run(t.restorer.restore([TopicPartition(TOPIC, p) for p in logs]))
     assert t.restored and not st.bulk
+    assert t.restore_clients.kw.get("key_deserializer") is restore_fetch.RAW  # aiokafka's records, not copies
     assert st.modes and all(st.modes[1:-1]), "the restore's batches were not written in bulk mode"
     assert st.switches == [(True, False), (False, False)]
     assert memtable(st) == "SkipListFactory"
