@@ -153,6 +153,16 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def private_umask() -> int:
+    """Keep group and other bits off every file this process creates from now on (umask |= 077),
+    and return the umask it had.  RocksDB creates its SST, WAL, MANIFEST and LOG files on its own
+    threads at any time with the process umask (0644 under the common 022), so a umask set around
+    ``open`` would not cover them; the 0700 directory alone is one permission away from exposure."""
+    old = os.umask(0o077)
+    os.umask(old | 0o077)
+    return old
+
+
 class Batch:
     """The changes of one ``DiskStore.write``, built straight into a RocksDB ``WriteBatch``
     (one call into rocksdict per change): applied atomically, in order, or not at all."""
@@ -407,6 +417,7 @@ class DiskStore:
                  write_buffer_bytes: int = 16 * 2**20, total_wal_bytes: int = 64 * 2**20,
                  cache_bytes: int = 32 * 2**20) -> None:
         self.path = ensure_private_dir(Path(path))
+        private_umask()
         self.bound = bound
         self.width_ms = width_ms
         self._sizes = {"write_buffer_bytes": write_buffer_bytes, "total_wal_bytes": total_wal_bytes,

@@ -47,9 +47,6 @@ def tail(v: bytes, mark: bytes) -> bytes:
     return v.split(mark, 1)[1]
 
 
-@pytest.mark.xfail(strict=True, reason="adversary finding: RocksDB creates its files with the process umask "
-                   "(0644 under umask 022) inside the 0700 directory; docs/security.md says files ipanon "
-                   "writes are 0600 (the broker runs under umask 077 for this)")
 def test_a_fresh_restore_leaves_no_file_readable_by_group_or_others(bootstrap, tmp_path):
     old = os.umask(0o022)  # a common default: what an operator's shell or unit gives the worker
     try:
