@@ -27,6 +27,7 @@ from .fence import PartitionsLost
 from .kafka_io import HEARTBEAT_KEY
 
 log = logging.getLogger("ipanon")
+_CURRENT = object()  # apply_binding's default: read the hold set now
 
 
 class TableWriter:
@@ -61,8 +62,11 @@ class TableWriter:
             self.count("unreadable_values")
             return None, ()
 
-    def apply_binding(self, partition: int, b: Binding, now: int) -> str:
-        """Read the binding's key(s), decide (``stream.mapping``), write; returns the outcome."""
+    def apply_binding(self, partition: int, b: Binding, now: int, *, holds: Any = _CURRENT) -> str:
+        """Read the binding's key(s), decide (``stream.mapping``), write; returns the outcome.
+        ``holds``: the current ``HoldSet`` (``handle_batch`` reads it once per batch)."""
+        if holds is _CURRENT:
+            holds = self.holds()
         op = self.operators[b.operator]
         rules = self.rules[b.operator]
         if b.action == "reset":
@@ -78,7 +82,8 @@ class TableWriter:
         key = self.vaults[op.name].key(iv.slot_of(b), b.ip)
         _, old = self.load(op, key)
         # a hold keeps an expired interval here too, not only in the sweeper
-        change = mapping.apply(old, b, now, rules, is_held=mapping.hold_predicate(self.holds(), op.name, b.ip, now))
+        change = mapping.apply(old, b, now, rules,
+                               is_held=None if holds is None else mapping.hold_predicate(holds, op.name, b.ip, now))
         if change.expired:
             self.count("expired", change.expired)
         if change.write:
@@ -103,6 +108,7 @@ class TableWriter:
         (changelog, dead letters) is queued in the outbox, which the stage flushes before it
         commits.  Counted once per batch."""
         now = self.clock()
+        holds = self.holds()  # no await in the loop: the same hold set for the whole batch
         outcomes: dict[str, int] = {}
         rejected: dict[str, int] = {}
         for r in records:
@@ -112,7 +118,7 @@ class TableWriter:
                 b = binding_wire.decode(r.value)
                 if b.operator not in self.operators:
                     raise Rejected("unknown-operator", "operator has no profile")
-                outcome = "mapping:" + self.apply_binding(r.partition, b, now)
+                outcome = "mapping:" + self.apply_binding(r.partition, b, now, holds=holds)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             except Rejected as e:
                 self.dead_letter(r, e.reason, e.detail)

@@ -344,6 +344,11 @@ def sweep(intervals: Intervals, now_ms: int, *, ttl_ms: int,
     """Drop intervals whose expiry instant has passed, except those under a legal hold
     (``iv.held`` or ``is_held(iv)``).  Returns (kept, number dropped)."""
     cut = now_ms - ttl_ms  # expiry_ms > now_ms  ⇔  effective_end > now_ms - ttl_ms
+    if len(intervals) == 1:  # the usual key: the same test without a generator
+        i = intervals[0]
+        if i.held or i.effective_end(stale_after_ms) > cut or (is_held is not None and is_held(i)):
+            return tuple(intervals), 0
+        return (), 1
     kept = tuple(iv for iv in intervals
                  if iv.held or iv.effective_end(stale_after_ms) > cut or (is_held is not None and is_held(iv)))
     return kept, len(intervals) - len(kept)
