@@ -184,6 +184,10 @@ class Outcome:
     kind: str
 
 
+#: one immutable ``Outcome`` per kind ``apply`` returns, shared (no instance per binding)
+_OUTCOME = {k: Outcome(k) for k in ("opened", "extended", "closed", "duplicate", "orphan-stop", "reopened-earlier")}
+
+
 def _interval_from(b: Binding, start_ms: int, end_ms: Optional[int]) -> Interval:
     holder = str(b.inside_ip) if b.kind == "nat" else b.subscriber
     if holder is None:
@@ -259,7 +263,7 @@ def apply(intervals: Intervals, b: Binding, *, realm_of: Optional[RealmOf] = Non
     elif b.action == "stop":
         if idx is None:
             if b.session_time_s is None:
-                return intervals, Outcome("orphan-stop")
+                return intervals, _OUTCOME["orphan-stop"]
             ivs.append(_moved(probe, _started_at(b), b.at_ms, b.at_ms, None))
             outcome = "opened"
         else:
@@ -272,7 +276,7 @@ def apply(intervals: Intervals, b: Binding, *, realm_of: Optional[RealmOf] = Non
             ivs[idx] = _moved(iv, start, end, max(iv.last_ms, end), None)
     else:  # pragma: no cover - Binding validates actions
         raise ValueError(b.action)
-    return _repair(ivs, realm_of), Outcome(outcome)
+    return _repair(ivs, realm_of), _OUTCOME[outcome]
 
 
 def apply_reset(intervals: Intervals, nas: str, at_ms: int) -> Intervals:

@@ -95,6 +95,36 @@ class Change:
         return self.write and not self.intervals
 
 
+#: A plain class with exactly Change's slots: ``_new_change`` stores the fields as ordinary slot
+#: stores, then makes the instance a ``Change`` (the frozen ``__init__`` pays an
+#: ``object.__setattr__`` per field, once per binding) — ``stream.intervals._new_interval``'s way
+_ChangeInit = type("_ChangeInit", (), {"__slots__": Change.__slots__})
+
+
+def _new_change_fast(outcome, intervals, write, expired, expiry_ms):  # type: ignore[no-untyped-def]
+    self = _ChangeInit()
+    self.outcome = outcome
+    self.intervals = intervals
+    self.write = write
+    self.expired = expired
+    self.expiry_ms = expiry_ms
+    self.__class__ = Change
+    return self
+
+
+def _new_change_exact() -> bool:
+    try:
+        args = ("opened", (), True, 2, 7)
+        a, b = _new_change_fast(*args), Change(*args)
+        return type(a) is Change and a == b and hash(a) == hash(b) and a.tombstone == b.tombstone
+    except Exception:  # noqa: BLE001 - an interpreter refusing the swap: use the constructor
+        return False
+
+
+#: ``Change(*all five fields)``, positional
+_new_change = _new_change_fast if _new_change_exact() else Change
+
+
 def apply(old: iv.Intervals, b: Binding, now_ms: int, rules: Rules, *,
           is_held: Optional[IsHeld] = None) -> Change:
     """A (non-reset) binding on the intervals ``old`` of its key, at ``now_ms``.  ``is_held``:
@@ -108,7 +138,7 @@ def apply(old: iv.Intervals, b: Binding, now_ms: int, rules: Rules, *,
         if arrived and not arrived & set(kept):
             kind = "expired-on-arrival"  # already past its expiry instant: not stored
     write = kept != old
-    return Change(kind, kept, write, dropped,
+    return _new_change(kind, kept, write, dropped,
                   iv.next_expiry_ms(kept, ttl_ms=rules.ttl_ms, stale_after_ms=rules.stale_after_ms)
                   if write and kept else None)  # expiry_instant, one call less
 
