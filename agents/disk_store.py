@@ -125,6 +125,36 @@ def _load_malloc_trim():
 _MALLOC_TRIM = _load_malloc_trim()
 
 
+#: glibc's ``mallopt`` parameter for the number of malloc arenas (``M_ARENA_MAX``)
+_M_ARENA_MAX = -8
+#: the arenas a worker with the disk store keeps (``limit_malloc_arenas``)
+MALLOC_ARENAS = 2
+
+
+def _load_mallopt():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOPT = _load_mallopt()
+
+
+def limit_malloc_arenas(n: int = MALLOC_ARENAS) -> bool:
+    """Let glibc's malloc keep at most ``n`` arenas in this process (``mallopt(M_ARENA_MAX)``;
+    left alone if the operator set ``MALLOC_ARENA_MAX``).  By default every thread that
+    allocates while another holds the lock gets an arena of its own, up to 8 per core: RocksDB's
+    flush and compaction threads and the erasure tick's thread fill and free their own arenas,
+    and what a compaction leaves behind — blocks it put in the block cache, beside pages it
+    freed — stays spread over them, pages ``release_freed_memory`` cannot hand back.  That part
+    grew with the store (docs/benchmarks.md "RSS from 1M to 50M").  Two arenas: the main thread's
+    and one all the others share.  False where there is no such call."""
+    if _MALLOPT is None or os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    return bool(_MALLOPT(_M_ARENA_MAX, int(n)))
+
+
 def release_freed_memory() -> bool:
     """Give the free pages of every malloc arena back to the kernel (glibc ``malloc_trim(0)``).
     A flushed memtable (and a compaction's buffers) is freed to malloc, which keeps the pages:
@@ -410,14 +440,26 @@ class Erasure:
         return st.last_tick
 
 
+#: the block cache's cap.  The cache is the part of RocksDB's memory that follows the store's
+#: size up to its cap: after a fresh restore of 1M mappings it held ≈ 12 MB, from 10M on it is
+#: full; and its blocks, put there by the compaction threads among pages they freed, keep more
+#: RSS than their own size (docs/benchmarks.md "RSS from 1M to 50M").  8 MB is full at every
+#: size, so it no longer adds to the RSS from 1M to 50M.  What a get costs is not the cache
+#: (≈ 130 MB of index and filter partitions at 50M never fitted in 32 MB either): it reads the
+#: missing partitions from the OS page cache, a few µs each (p50 / p99 at 1M and 10M unchanged
+#: within this machine's noise).
+BLOCK_CACHE_BYTES = 8 * 2**20
+
+
 class DiskStore:
     """The mapping table's RocksDB (see the module docstring)."""
 
     def __init__(self, path: Path, *, bound: db.DiskBound, width_ms: int = SCHEDULE_BUCKET_MS,
                  write_buffer_bytes: int = 16 * 2**20, total_wal_bytes: int = 64 * 2**20,
-                 cache_bytes: int = 32 * 2**20) -> None:
+                 cache_bytes: int = BLOCK_CACHE_BYTES) -> None:
         self.path = ensure_private_dir(Path(path))
         private_umask()
+        limit_malloc_arenas()  # before RocksDB starts its threads (see there)
         self.bound = bound
         self.width_ms = width_ms
         self._sizes = {"write_buffer_bytes": write_buffer_bytes, "total_wal_bytes": total_wal_bytes,

@@ -25,6 +25,11 @@ For each size in ``--sizes`` (default 1M), on a real broker, one real ``ipanon w
    table's own time for it, ``restart_rss_mb`` = its RSS 10 s after, ``store_bytes_per_mapping``
    = every file of the RocksDB directory ÷ n then.
 
+RSS also 30 and 60 s after the "restored" line (``*_rss_30_mb``, ``*_rss_60_mb``), with the
+split at 60 s by kind of mapping (``*_rss_split_mb``: ``rss_split_mb``) and the peak
+(``VmHWM``).  ``--env NAME=VALUE``: an environment variable for the worker.  Each size's entry
+is also printed to stderr as soon as it ends.
+
 ``--bare``: before step 2, a bare aiokafka consumer with the restore's fetch settings reads
 the same changelog and does nothing with it: ``bare_read_per_s`` / ``bare_read_cpu_s``, the
 ceiling of reading on this machine and broker (the worker's restore cannot be faster).
@@ -191,21 +196,30 @@ def vm_kb(pid: int, field: str) -> int:
 
 def rss_split_mb(pid: int) -> dict:
     """RSS by kind of mapping (``/proc/<pid>/smaps``): ``heap`` (the main malloc arena, brk),
-    ``anon`` (other anonymous memory: the malloc arenas of other threads, mmapped blocks,
-    thread stacks), ``file`` (code and other mapped files)."""
-    out = {"heap": 0, "anon": 0, "file": 0}
-    kind = "anon"
+    ``anon`` (other anonymous memory), ``file`` (code and other mapped files); ``anon`` split
+    further into ``anon_arenas`` (mappings starting on a 64 MiB boundary: glibc's malloc arenas
+    of threads other than the main one, where RocksDB's background threads and the erasure
+    tick's thread allocate) and ``anon_other`` (the rest: Python's own object arenas, glibc's
+    mmapped large blocks, thread stacks), and ``anon_vmas`` (how many anonymous mappings)."""
+    out = {"heap": 0, "anon": 0, "file": 0, "anon_arenas": 0, "anon_other": 0}
+    kind, arena, vmas = "anon", False, 0
     try:
         for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
             f = line.split()
             if f and "-" in f[0] and len(f) >= 5 and not f[0].endswith(":"):
                 name = f[5] if len(f) > 5 else ""
                 kind = "heap" if name == "[heap]" else ("file" if name.startswith("/") else "anon")
+                arena = kind == "anon" and int(f[0].split("-")[0], 16) % (64 * 2**20) == 0
+                vmas += kind == "anon"
             elif f and f[0] == "Rss:":
                 out[kind] += int(f[1])
+                if kind == "anon":
+                    out["anon_arenas" if arena else "anon_other"] += int(f[1])
     except OSError:
         pass
-    return {k: round(v / 1024, 1) for k, v in out.items()}
+    r = {k: round(v / 1024, 1) for k, v in out.items()}
+    r["anon_vmas"] = vmas
+    return r
 
 
 def run_once(w: H.Worker, timeout_s: float) -> dict:
@@ -293,6 +307,7 @@ def run(a) -> dict:
             else:
                 r["restart"] = again
             results.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)  # each size as it ends (a long run)
     rss = [r.get("restart_rss_mb") for r in results if r.get("restart_rss_mb")]
     return {"bench": "disk_worker", "results": results,
             "rss_ratio_largest_to_smallest": round(rss[-1] / rss[0], 2) if len(rss) >= 2 else None,

@@ -389,3 +389,25 @@ def test_flush_and_compaction_give_the_freed_memory_back(tmp_path, monkeypatch):
         calls.clear()
         assert s.erase_tick(10_001)["compacted"] == []
         assert calls == [0]  # the flush only
+
+
+def test_opening_the_store_limits_the_malloc_arenas(tmp_path, monkeypatch):
+    """RocksDB's flush and compaction threads and the erasure tick's thread must share one malloc
+    arena instead of an arena each (issue 17, RSS within 20 % from 1M to 50M): opening the store
+    calls glibc's ``mallopt(M_ARENA_MAX, 2)`` before RocksDB starts its threads — unless the
+    operator set ``MALLOC_ARENA_MAX``, which wins (docs/benchmarks.md "RSS from 1M to 50M")."""
+    import platform
+
+    import agents.disk_store as ds
+
+    if platform.libc_ver()[0] == "glibc":
+        assert ds._MALLOPT is not None  # found on this platform: the call below is the real one
+    calls = []
+    monkeypatch.setattr(ds, "_MALLOPT", lambda param, value: calls.append((param, value)) or 1)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    with open_store(tmp_path / "a"):
+        assert calls == [(-8, 2)]  # M_ARENA_MAX (glibc's malloc.h), two arenas
+    calls.clear()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    with open_store(tmp_path / "b"):
+        assert calls == []  # the operator's setting is left alone
