@@ -30,7 +30,7 @@ compliance walk that reads every key a partition at a time (``iter_keys``) and o
 value (``rss_walk_mb``; ``walk_s``).  Beside each RSS, RocksDB's own accounts summed over the
 column families: memtables (``rocksdb.cur-size-all-mem-tables``), table readers' index and
 filter blocks outside the block cache (``rocksdb.estimate-table-readers-mem``), and the block
-cache (``rocksdb.block-cache-usage``, capped by the store at 32 MB).  ``rss_growth_per_mapping``
+cache (``rocksdb.block-cache-usage``, capped by the store at 8 MB: ``disk_store.BLOCK_CACHE_BYTES``).  ``rss_growth_per_mapping``
 = (``rss_walk_mb`` − the process's RSS before the open) ÷ n.
 
     python benchmarks/bench_memory.py [--sizes 1000000 10000000]
