@@ -316,6 +316,11 @@ _KILLED_CHILD = textwrap.dedent("""
     import agents.table_restore as tr
     from tests.agents.test_restore_model import make_table, next_expiry, restore, MINE
     tr.BULK_MIN_RECORDS = 1  # the bulk-load path, if the restore has one (the fixture's)
+    import agents.disk_store as ds
+    init = ds.DiskStore.__init__
+    def small_memtables(self, *a, **kw):  # as at scale: column families flush on their own mid-restore
+        init(self, *a, **{**kw, "write_buffer_bytes": 256 * 1024})
+    ds.DiskStore.__init__ = small_memtables
     bootstrap, app_id, state, topic, after = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
     table = make_table(bootstrap, app_id, state)
     table.next_expiry = next_expiry
