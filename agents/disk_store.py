@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 import stat
 import struct
 import time
@@ -451,6 +452,13 @@ class Erasure:
 BLOCK_CACHE_BYTES = 8 * 2**20
 
 
+def _cannot_open(path: Path, e: Exception) -> ConfigError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ConfigError(f"{path}: the mapping table's store cannot be opened ({first}); stop every process using "
+                       f"it, or move the directory away (and delete it) so the worker restores the table from the "
+                       f"changelog")
+
+
 class DiskStore:
     """The mapping table's RocksDB (see the module docstring)."""
 
@@ -470,10 +478,7 @@ class DiskStore:
         try:
             self._open()
         except Exception as e:  # corruption, a missing MANIFEST, a lock held: one clear line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{self.path}: the mapping table's store cannot be opened ({first}); stop every "
-                              f"process using it, or move the directory away (and delete it) so the worker "
-                              f"restores the table from the changelog") from None
+            raise _cannot_open(self.path, e) from None
         #: partition → when its last forced compaction started (``Erasure``)
         self.last_compacted: dict[int, int] = {}
         self.last_tick: dict = {}  # what the last ``erase_tick`` did
@@ -523,8 +528,6 @@ class DiskStore:
     def wipe(self) -> None:
         """Delete the whole store and open it empty (a damaged store: its contents come back
         from the changelog; deleting them is also what erasure wants)."""
-        import shutil
-
         try:
             self.close()
         except Exception:  # a damaged DB may not close cleanly: its files go anyway
