@@ -154,18 +154,18 @@ class Restorer:
         store opened for a bulk load (``DiskStore.bulk_load``) while it reads at least
         ``BULK_MIN_RECORDS`` records; it leaves that mode before this returns (a cancelled
         restore: in a task of its own)."""
+        cancelled = False
         try:
             await self._restore_once(topic, parts, epoch, bulk)
         except asyncio.CancelledError:
-            if getattr(self.t.disk, "bulk", False):
-                asyncio.get_running_loop().create_task(self._bulk_load_off())
+            cancelled = True
             raise
-        except BaseException:
+        finally:
             if getattr(self.t.disk, "bulk", False):
-                await self._bulk_load_off()
-            raise
-        if getattr(self.t.disk, "bulk", False):
-            await self._bulk_load_off()
+                if cancelled:  # a cancelled coroutine cannot await: the switch-back runs on its own
+                    asyncio.get_running_loop().create_task(self._bulk_load_off())
+                else:
+                    await self._bulk_load_off()
 
     async def _restore_once(self, topic: str, parts: list[int], epoch: int, bulk: bool) -> None:  # noqa: C901
         from aiokafka import TopicPartition
