@@ -30,13 +30,18 @@ start, *not* from the operator key file: a seed that survives could re-derive ev
 then destroying one would prove nothing.  Consequences stated plainly: the key directory must
 be on local storage excluded from backups and snapshots; a worker that loses this file cannot
 read the table it restores (it starts empty and the old values are, by design, garbage); and
-several workers sharing a table must share this state (copy it to a joining worker before its
-first start); the file never moves backwards (a write first adopts a newer state it finds), so
-a worker that destroyed less cannot bring another's destroyed epochs back.
+several workers sharing a table must share this state (workers on one host: one key
+directory; across hosts: a copy made before a joining worker's first start).  Workers on one
+directory read and write the file one at a time (``flock`` on
+``<operator>.mapping.ratchet.lock``): started together on an empty one, they all end with the
+ring the first created.  The file never moves backwards (a write first adopts a newer state it
+finds), so a worker that destroyed less cannot bring another's destroyed epochs back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import struct
@@ -85,23 +90,27 @@ class Vault:
         is scheduled, so values it must re-seal are not lost to a restart)."""
         keys_dir = Path(keys_dir)
         path = keys_dir / f"{operator}.mapping.ratchet"
-        if path.exists():
-            st = path.stat()
-            if st.st_mode & 0o077:
-                raise ConfigError(f"{path}: ratchet state is readable by group/others; run `chmod 600 {path}`")
-            data = path.read_bytes()
-            try:
-                origin, period = _HEADER.unpack_from(data)
-                ring = Keyring.from_bytes(data[_HEADER.size:])
-            except (struct.error, CryptoError):
-                raise ConfigError(f"{path}: ratchet state is corrupt; move it away to start with an empty table") from None
-            v = cls(operator, path, ring, origin, period, grace_ms)
-        else:
+        if not path.exists():
             keys_dir.mkdir(parents=True, exist_ok=True)
-            period = period_for(ttl_ms)
-            ring = Keyring.create(operator, secrets.token_bytes(32), purpose=PURPOSE, epoch=0)
-            v = cls(operator, path, ring, now_ms - now_ms % period, period, grace_ms)
-            v._persist()
+        # two workers starting together on one key directory: the second must read the ring
+        # the first created, not write a random one of its own over it
+        with _locked(path):
+            if path.exists():
+                st = path.stat()
+                if st.st_mode & 0o077:
+                    raise ConfigError(f"{path}: ratchet state is readable by group/others; run `chmod 600 {path}`")
+                data = path.read_bytes()
+                try:
+                    origin, period = _HEADER.unpack_from(data)
+                    ring = Keyring.from_bytes(data[_HEADER.size:])
+                except (struct.error, CryptoError):
+                    raise ConfigError(f"{path}: ratchet state is corrupt; move it away to start with an empty table") from None
+                v = cls(operator, path, ring, origin, period, grace_ms)
+            else:
+                period = period_for(ttl_ms)
+                ring = Keyring.create(operator, secrets.token_bytes(32), purpose=PURPOSE, epoch=0)
+                v = cls(operator, path, ring, now_ms - now_ms % period, period, grace_ms)
+                v._write()
         if destroy:
             v.destroy_due(now_ms)
         return v
@@ -180,8 +189,13 @@ class Vault:
         return epoch_bounds(epoch, self.period_ms, self.origin_ms)[1]
 
     def _persist(self) -> None:
+        with _locked(self.path):
+            self._write()
+
+    def _write(self) -> None:
         # never move the file backwards: a worker sharing this key directory may have destroyed
-        # further meanwhile, and writing our older state would bring its epochs back
+        # further meanwhile, and writing our older state would bring its epochs back (the lock
+        # makes that read and the write one step for every process)
         try:
             on_disk = Keyring.from_bytes(self.path.read_bytes()[_HEADER.size:]).oldest_epoch
         except (OSError, CryptoError):
@@ -209,3 +223,15 @@ def max_until(ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int) -> int:
     """The latest expiry instant among ``ivs`` (benchmarks seal synthetic values with it; the
     worker seals by ``Vault.seal_value``)."""
     return max((iv.expiry_ms(i, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) for i in ivs), default=0)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive ``flock`` on ``<path>.lock`` (empty, 0600): the processes sharing a key
+    directory read and write the ratchet state one at a time."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -129,3 +129,36 @@ def test_persisting_never_moves_the_state_file_backwards(tmp_path):
     b.destroy_due(b.epoch_end_ms(b.epoch_at(T + 2 * H)))     # b is behind, and writes
     assert vault(tmp_path, now=T).ring.oldest_epoch == a.ring.oldest_epoch
     assert b.ring.oldest_epoch == a.ring.oldest_epoch
+
+
+def _start(keys, barrier, out):
+    barrier.wait()  # every process past its imports: they race for the first write
+    try:
+        v = Vault.open_or_create("connect2ip", keys, ttl_ms=24 * H, grace_ms=0, now_ms=T)
+        out.put(("ok", v.ring.to_bytes(), v.origin_ms))
+    except BaseException as e:  # noqa: BLE001 - the parent reports it
+        out.put(("error", repr(e), None))
+
+
+def test_workers_starting_together_on_one_key_directory_share_one_ring(tmp_path):
+    """Several workers sharing a table share its key directory: started together on an empty
+    one, each must end with the ring the first created — not a random one of its own written
+    over it (the values it sealed would then open for no one else, and for itself after a
+    restart), and not a crash on another's temp file."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for round_ in range(5):
+        keys = tmp_path / f"keys{round_}"
+        n = 6
+        barrier, out = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_start, args=(keys, barrier, out)) for _ in range(n)]
+        for p in procs:
+            p.start()
+        got = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert [g[0] for g in got] == ["ok"] * n, [g[1] for g in got if g[0] != "ok"]
+        assert len({(g[1], g[2]) for g in got}) == 1, f"round {round_}: the workers hold different rings"
+        on_disk = Vault.open_or_create("connect2ip", keys, ttl_ms=24 * H, grace_ms=0, now_ms=T)
+        assert on_disk.ring.to_bytes() == got[0][1]
