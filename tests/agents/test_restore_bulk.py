@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 import types
 from collections import namedtuple
@@ -303,3 +304,50 @@ def test_the_switch_waits_for_a_running_erasure_tick(tmp_path):
     asyncio.run(go())
     assert t.disk.switches == [(True, False), (False, False)]
     check_equals_model(t.disk, model(logs))
+
+
+def levels(st: DiskStore, cf: str) -> list[int]:
+    return [int(st._cf[cf].property_value(f"rocksdb.num-files-at-level{lv}")) for lv in range(7)]
+
+
+def l0_stalls(st: DiskStore, cf: str) -> dict[str, int]:
+    """RocksDB's count of L0-file-count write delays and stops for ``cf`` since the open."""
+    stats = st._cf[cf].property_value("rocksdb.cfstats")
+    return {k: int(v) for k, v in re.findall(r"(l0-file-count-limit-(?:delays|stops)): (\d+)", stats)}
+
+
+def test_the_bulk_load_leaves_compaction_to_after_it_and_the_writes_after_it_never_stall(tmp_path):
+    # one partition, ≈ 7 MB of values through 64 KiB memtables: ≈ 40 flushes, past RocksDB's
+    # default L0 stall (20 files: delay, 36: stop)
+    rnd = random.Random(6)
+    t0 = int(time.time() * 1000)
+    hdr = ((REVISIT_HEADER, b"9000"),)
+    logs = {0: [Rec(b"k-%d" % rnd.randrange(10**9), rnd.randbytes(80), hdr, i, t0 + i) for i in range(80_000)]}
+    seen: list[tuple[bool, list[int]]] = []
+    pinned: list[int] = []
+
+    def look(c):
+        if "d0" in st._cf:  # made by the first batch's write
+            seen.append((st.bulk, levels(st, "d0")))
+            pinned.append(st._cf["d0"].property_int_value("rocksdb.block-cache-pinned-usage"))
+
+    t = table(tmp_path, Consumer(logs, look))
+    st = t.disk
+    asyncio.run(t.restorer.restore([TopicPartition(TOPIC, 0)]))
+    assert t.restored and not st.bulk
+    during = [lv for bulk, lv in seen if bulk]
+    assert during and max(lv[0] for lv in during) >= 36, during[-1]  # L0 only grew: no compaction ran
+    assert not any(any(lv[1:]) for lv in during), "a compaction ran during the bulk load"
+    # the L0 files' index and filter blocks are not pinned outside the block cache's cap (the
+    # whole store is in L0 until the merge ends): here ≈ 2.2 B per key when they were, ≈ 0.6
+    # without (each tiny file's pinned top level; ≈ 0.1 B per key with the worker's file sizes)
+    assert max(pinned) < 1.0 * len(logs[0]), f"{max(pinned)} B pinned for {len(logs[0])} keys in L0"
+    # reopened for normal use with ≥ 36 L0 files: the merge runs in the background, writes go on
+    assert l0_stalls(st, "d0") == {"l0-file-count-limit-delays": 0, "l0-file-count-limit-stops": 0}
+    st.write(st.batch().put(0, b"after", b"v").schedule(0, 9_000, b"after"))
+    assert st.get(0, b"after") == b"v"
+    deadline = time.monotonic() + 60
+    while levels(st, "d0")[0] >= 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert levels(st, "d0")[0] < 4, "the compaction after the bulk load did not run"
+    check_equals_model(st, {0: {**model(logs)[0], b"after": (b"v", 9_000)}})
