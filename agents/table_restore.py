@@ -254,6 +254,8 @@ class Restorer:
                     left = sum(max(0, todo[tp] - restored_to.get(tp.partition, 0)) for tp in remaining)
                     log.info("mapping table: restoring: %d of %d records read (%.0f/s), %d remaining, about %s left",
                              n, total, rate, left, _human_s(left / rate) if rate > 0 else "?")
+            if getattr(disk, "bulk", False):  # the table serves once the store left the mode: timed too
+                await self._bulk_load_off()
             dt, dcpu = time.monotonic() - t0, time.process_time() - cpu0
             keys = t.key_count()
             t.restore_stats = {"records": n, "keys": keys, "store": "memory" if disk is None else "disk", "partitions": parts, "seconds": round(dt, 3),
