@@ -3,8 +3,9 @@
 ``stream.keyring`` does no I/O; this is the edge that persists ``Keyring.to_bytes()``.  Writes
 are write-to-temp (created 0600) + fsync + rename + fsync(dir), so a crash leaves either the old
 or the new state, never a torn one.  The state only ever moves forward: ``save`` first merges
-the file's state (if its oldest epoch is newer, ours is advanced to it), so a running worker can
-never resurrect an epoch that ``ipanon keys rotate`` destroyed meanwhile.
+the file's state (if its oldest epoch is newer, ours is advanced to it), under an ``flock`` on
+``<file>.lock`` (``locked_state``) so that read and the write are one step across processes: a
+running worker can never resurrect an epoch that ``ipanon keys rotate`` destroyed meanwhile.
 
 First start: the ring is created from the operator's key file (``agents.keystore``, the seed)
 at the epoch the caller asks for — every earlier epoch is never written to disk.  From then on
@@ -16,6 +17,8 @@ an escrow copy takes it off the machine before that, knowingly (docs/pseudonymis
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -57,24 +60,37 @@ def read_ring(keys_dir: Path, operator: str, purpose: str = "statistics") -> Opt
 def write_ring(keys_dir: Path, ring: Keyring) -> Path:
     """Atomically persist ``ring`` (never moving the stored state backwards)."""
     keys_dir = Path(keys_dir)
-    on_disk = read_ring(keys_dir, ring.operator, ring.purpose)
-    if on_disk is not None and on_disk.oldest_epoch > ring.oldest_epoch:
-        ring.destroy_before(on_disk.oldest_epoch)
-    destroyed = on_disk is not None and ring.oldest_epoch > on_disk.oldest_epoch
     p = ratchet_path(keys_dir, ring.operator, ring.purpose)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, ring.to_bytes())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, p)
-    _fsync_dir(keys_dir)
+    with locked_state(p):  # a worker and `ipanon keys rotate`: the read and the write one step
+        on_disk = read_ring(keys_dir, ring.operator, ring.purpose)
+        if on_disk is not None and on_disk.oldest_epoch > ring.oldest_epoch:
+            ring.destroy_before(on_disk.oldest_epoch)
+        destroyed = on_disk is not None and ring.oldest_epoch > on_disk.oldest_epoch
+        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, ring.to_bytes())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+        _fsync_dir(keys_dir)
     if destroyed and retire_seed(keys_dir, ring.operator):
         log.warning("keys: %s: epochs before %d destroyed; seed file %s removed (it re-derives every epoch)",
                     ring.operator, ring.oldest_epoch, key_path(keys_dir, ring.operator).name)
     return p
+
+
+@contextlib.contextmanager
+def locked_state(path: Path):
+    """An exclusive ``flock`` on ``<path>.lock`` (empty, 0600): the processes sharing a key
+    directory read and write one ratchet state file one at a time (also ``agents.vault``)."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fsync_dir(d: Path) -> None:

@@ -40,8 +40,6 @@ finds), so a worker that destroyed less cannot bring another's destroyed epochs 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import secrets
 import struct
@@ -53,6 +51,8 @@ from stream import shred
 from stream.errors import ConfigError, CryptoError, Rejected
 from stream.keyring import Keyring, epoch_bounds, epoch_of, sealed_epoch
 from stream.model import IPNetwork, ip_text
+
+from .ratchet_store import locked_state
 
 _HEADER = struct.Struct(">QQ")
 PURPOSE = "lawful_access"
@@ -90,11 +90,10 @@ class Vault:
         is scheduled, so values it must re-seal are not lost to a restart)."""
         keys_dir = Path(keys_dir)
         path = keys_dir / f"{operator}.mapping.ratchet"
-        if not path.exists():
-            keys_dir.mkdir(parents=True, exist_ok=True)
+        keys_dir.mkdir(parents=True, exist_ok=True)
         # two workers starting together on one key directory: the second must read the ring
         # the first created, not write a random one of its own over it
-        with _locked(path):
+        with locked_state(path):
             if path.exists():
                 st = path.stat()
                 if st.st_mode & 0o077:
@@ -189,7 +188,7 @@ class Vault:
         return epoch_bounds(epoch, self.period_ms, self.origin_ms)[1]
 
     def _persist(self) -> None:
-        with _locked(self.path):
+        with locked_state(self.path):
             self._write()
 
     def _write(self) -> None:
@@ -223,15 +222,3 @@ def max_until(ivs: iv.Intervals, *, ttl_ms: int, stale_after_ms: int) -> int:
     """The latest expiry instant among ``ivs`` (benchmarks seal synthetic values with it; the
     worker seals by ``Vault.seal_value``)."""
     return max((iv.expiry_ms(i, ttl_ms=ttl_ms, stale_after_ms=stale_after_ms) for i in ivs), default=0)
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive ``flock`` on ``<path>.lock`` (empty, 0600): the processes sharing a key
-    directory read and write the ratchet state one at a time."""
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
