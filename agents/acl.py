@@ -12,7 +12,7 @@ creates them):
 | role | user | may |
 |---|---|---|
 | collector of operator *O* | ``ipanon-collector-O`` | write only ``<prefix>-raw-op-O``; read nothing |
-| worker | ``ipanon-worker`` | read/write/create its topics (prefixed ``<prefix>-`` and ``<app id>-``: raw for heartbeats, internal, changelogs, stats, aggregates, audit, query and lookup topics); its consumer groups ``<app id>``, ``<app id>-ingest``, ``<app id>-stats``, ``<app id>-aggregate``, ``<app id>-mapping`` (literal); describe the cluster's configs (retention check) |
+| worker | ``ipanon-worker`` | read/write/create its topics (prefixed ``<prefix>-`` and ``<app id>-``: raw for heartbeats, internal, changelogs, stats, aggregates, audit, query and lookup topics); its consumer groups ``<app id>``, ``<app id>-ingest``, ``<app id>-aggregate``, ``<app id>-mapping`` and ``<app id>-stats`` (the upgrade drain, ``agents.stats_drain``: its offsets read at every start, joined only while bindings an earlier release left for its stats stage wait) (literal); describe the cluster's configs (retention check) |
 | analyst | ``ipanon-analyst`` | read ``<prefix>-stats``, ``<prefix>-aggregates`` and ``<prefix>-erasures``; consumer groups ``<prefix>-analyst*`` |
 | authority *A* | ``ipanon-authority-A`` | write ``<prefix>-query-requests``; read only ``<prefix>-query-responses-A`` |
 | staff | ``ipanon-staff`` | write (approvals) and read (to see what they approve) ``<prefix>-query-requests``; read ``<prefix>-canary-results`` (for ``ipanon report compliance``) |
@@ -74,7 +74,9 @@ def worker_groups(app_id: str) -> dict[str, str]:
     """The consumer groups of the worker's batch stages (``agents.batch``), besides Faust's
     own group ``<app id>`` (the lookup and query agents; the table's assignment): stage name →
     group.  ``mapping`` is joined by nobody: the mapping stage assigns itself the table's
-    partitions and only commits there (``agents.mapping_stage``)."""
+    partitions and only commits there (``agents.mapping_stage``); ``stats`` only by the upgrade
+    drain (``agents.stats_drain``), while bindings an earlier release left for its stats stage
+    wait to be counted."""
     return {"ingest": f"{app_id}-ingest", "stats": f"{app_id}-stats", "aggregate": f"{app_id}-aggregate",
             "mapping": f"{app_id}-mapping"}
 

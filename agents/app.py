@@ -1,23 +1,26 @@
 """The Faust application: topics, the mapping table, batch stages and thin agents.
 
     raw topics ──ingest──► bindings (keyed by routing key) ──mapping──► mapping table
-         │                       │                                       ▲     │ sweeper (timer)
-         └─► dead-letter         └──stats──► stats topic                  │     ▼ tombstones
-                                         lookup requests ──lookup────────┘──► lookup responses
+         │   │                                                           ▲     │ sweeper (timer)
+         │   └─► stats topic, aggregate parts ──aggregate──► aggregates  │     ▼ tombstones
+         └─► dead-letter             lookup requests ──lookup────────────┘──► lookup responses
 
 The stages that read a topic in bulk are ``agents.batch.BatchStage`` loops on plain aiokafka: a
 batch is fetched, every output queued at once, the acks awaited and only then the batch's
 offsets committed (Faust's per-event stream machinery cost ≈ 37× the CPU; docs/benchmarks.md).
-Ingest and stats each run in a consumer group of their own (``<app id>-ingest``,
-``<app id>-stats``).  The mapping stage (``agents.mapping_stage``) joins no group: it reads
-exactly the bindings partitions whose table partitions Faust assigned this worker, starts on a
-partition only after the table restored it and lets go of it inside Faust's revoke callback,
-committing under ``<app id>-mapping``.  The lookup agent stays a Faust agent on the Faust
-table (``stream.take_events`` batches, output queued with ``send_soon``, handed to the
-producer once per batch by ``ebb``).  A record that fails for any reason is dead-lettered with
-a reason and counted; no exception escapes a stage or agent, because an agent that dies
-stalls its partitions (faust-streaming #175).  Records are acknowledged only after the whole
-batch was handled, so a crash re-delivers the batch:
+Ingest and the aggregate stage each run in a consumer group of their own (``<app id>-ingest``,
+``<app id>-aggregate``); ingest also makes the statistics, sent in its batch with the bindings
+(``Ingest.stats`` = ``StatsAgent.for_ingest``), so an event crosses Kafka twice inside a
+worker.  ``<app id>-stats`` serves only the upgrade drain (``agents.stats_drain``).  The
+mapping stage (``agents.mapping_stage``) joins no group: it reads exactly the bindings
+partitions whose table partitions Faust assigned this worker, starts on a partition only after
+the table restored it and lets go of it inside Faust's revoke callback, committing under
+``<app id>-mapping``.  The lookup agent stays a Faust agent on the Faust table
+(``stream.take_events`` batches, output queued with ``send_soon``, handed to the producer once
+per batch by ``ebb``).  A record that fails for any reason is dead-lettered with a reason and
+counted; no exception escapes a stage or agent, because an agent that dies stalls its
+partitions (faust-streaming #175).  Records are acknowledged only after the whole batch was
+handled, so a crash re-delivers the batch:
 every step is idempotent (interval updates) or carries a deterministic id (stats records).
 
 ``Pipeline`` is the composition root: it builds the Faust app, the topics, the table and its
@@ -259,10 +262,15 @@ class Pipeline:
     def add_batch_stage(self, name: str, topics: Iterable[str], handle: Any, *, role: str) -> BatchStage:
         """A ``BatchStage`` in the consumer group ``worker_groups(app_id)[name]``, started and
         stopped with the Faust app (an app task: cancelled when the worker stops)."""
+        stage = self.make_batch_stage(name, topics, handle, role=role)
+        self.app.task(stage.run)
+        return stage
+
+    def make_batch_stage(self, name: str, topics: Iterable[str], handle: Any, *, role: str) -> BatchStage:
+        """The same, not started: the caller runs and cancels ``stage.run`` (the stats drain)."""
         stage = BatchStage(name, topics, worker_groups(self.settings.app_id)[name], handle, role=role,
                            settings=self.settings, count=self.count, metrics=self.metrics)
         self.batch_stages.append(stage)
-        self.app.task(stage.run)
         return stage
 
     def count(self, name: str, n: int = 1) -> None:
@@ -394,8 +402,10 @@ def compose(pipeline: "Pipeline", parts: Parts) -> None:
     p.stats = p.query = p.status = p.answers = p.canaries = None
     if parts.stats:
         p.stats = StatsAgent(app, settings=s, operators=p.operators, add_stage=p.add_batch_stage,
+                             make_stage=p.make_batch_stage,
                              ports=StatsPorts(names=names, clock=p.clock, count=p.count,
                                               dead_letter_output=p.dead_letter_output))
+        p.ingest.stats = p.stats.for_ingest  # statistics leave with the bindings, in ingest's batch
     if parts.query:
         lookups = RemoteLookups(settings=s, names=names, seal=p.lookup_seal, requests=p.lookup_requests,
                                 clock=p.clock, owns=p.lookups.owns, resolve=p.lookups.resolve,

@@ -186,6 +186,9 @@ class BatchStage:
         self.handle = handle
         self.role = role            # metrics role of the source topics ("raw", "bindings")
         self.count_in = count_in    # count records in / processing latency for this role here
+        # static group membership (a restart within the session timeout moves no partition);
+        # off for a stage that stops for good, whose leaving must free its partitions at once
+        self.static = True
         self.consumer: Any = None
         self.producer: Any = None
         self._lock = asyncio.Lock()
@@ -245,7 +248,8 @@ class BatchStage:
         cl = Clients.of(s)
         cid = f"{s.app_id}-{self.name}"
         c = cl.aio_consumer(client_id=cid, group_id=self.group, auto_offset_reset="earliest",
-                            max_poll_records=s.batch_size, group_instance_id=f"{s.group_instance_id}-{self.name}",
+                            max_poll_records=s.batch_size,
+                            group_instance_id=f"{s.group_instance_id}-{self.name}" if self.static else None,
                             session_timeout_ms=s.session_timeout_ms)
         prod = cl.aio_producer(client_id=cid, max_batch_size=PRODUCER_MAX_BATCH)
         return c, prod

@@ -12,7 +12,11 @@ lateness rules, a clock and a counter.  Per raw record:
 2. check lateness (``stream.lateness``): a record whose mapping's promise would run out before
    the bindings topic lets go of it is dead-lettered ``too-late`` — with its bytes when the
    dead-letter topic's bound still fits, else without them (counted ``too_late_dropped``);
-3. queue its bindings: keyed by routing key, a reset on every partition.
+3. queue its bindings: keyed by routing key, a reset on every partition;
+4. once per batch, hand the accepted bindings to the statistics port (``Ingest.stats``,
+   ``agents.stats_agent.StatsAgent.for_ingest``), whose records and cell contributions leave
+   in the same batch: the bindings topic is then read by the mapping stage alone, so an event
+   crosses Kafka twice inside a worker.
 
 Nothing escapes for one record: anything unexpected is dead-lettered ``internal-error``.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from stream import intervals as iv
 from stream import binding_wire, lateness
@@ -105,6 +109,9 @@ class Ingest:
         self.rules = dict(rules)
         self.clock = clock
         self.count = count
+        # the statistics port (``StatsAgent.for_ingest``): the batch's accepted bindings and their
+        # raw records → stats records, contributions and dead letters, sent with the bindings
+        self.stats: Optional[Callable[[list[Binding], list[Any]], Awaitable[list[Output]]]] = None
 
     def dead_letter_output(self, record: Any, headers: Mapping[str, str], reason: str, detail: str = "",
                            *, keep_value: bool = True) -> Output:
@@ -152,6 +159,8 @@ class Ingest:
         rejected: dict[str, int] = {}
         events = bindings = dropped = 0
         now = self.clock()
+        accepted: list[Binding] = []  # for the statistics port, with each one's raw record
+        origins: list[Any] = []
         for r in records:
             if r.value is None and r.key == HEARTBEAT_KEY:
                 continue
@@ -187,6 +196,10 @@ class Ingest:
             events += 1
             out.extend(mine)
             bindings += len(bs)
+            accepted.extend(bs)
+            origins.extend([r] * len(bs))
+        if self.stats is not None and accepted:
+            out.extend(await self.stats(accepted, origins))
         if events:
             self.count("events_in", events)
         if bindings:

@@ -256,9 +256,9 @@ class Metrics:
     def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Records behind the high-water mark per (topic, partition) this worker consumes:
         Faust's consumer (``faust_lag``) and every batch stage's own consumer
-        (``agents.batch.BatchStage.lag``: raw topics for ingest, bindings for mapping and stats).  A
-        partition read by two consumers (bindings: mapping stage and stats stage) reports the
-        larger lag."""
+        (``agents.batch.BatchStage.lag``: raw topics for ingest, bindings for the mapping stage).
+        During an upgrade drain (``agents.stats_drain``) the bindings are read by two consumers;
+        a partition read by both reports the larger lag."""
         out = self.faust_lag()
         for stage in self.stages:
             try:

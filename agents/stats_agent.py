@@ -3,13 +3,19 @@
 Built into every worker by ``agents.app.Pipeline`` (``Parts.stats``; off only in tests).
 What it adds to the Faust app:
 
-- stage ``stats`` on the bindings topic (an ``agents.batch.BatchStage``: plain aiokafka batches
-  in the consumer group ``<app id>-stats``, committed only after the batch's records are
-  acknowledged): per batch, brings the consent view up to date
-  (``ConsentFollower.sync``), groups bindings by operator, pseudonymises them in one
-  ``StatsBuilder.build_many`` call per operator (``encrypt_many`` per epoch), sends the
-  records a consent check lets through to ``<prefix>-stats`` (key = record id) and writes every
-  binding's cell contribution to ``<prefix>-aggregate-parts`` (key = cell id);
+- ingest's statistics port ``for_ingest`` (``agents.ingest.Ingest.stats``): per ingest batch,
+  brings the consent view up to date (``ConsentFollower.sync``, when some operator requires
+  consent: up to 30 s, then fail closed, and ingest waits meanwhile), groups the accepted
+  bindings by operator, pseudonymises them in one ``StatsBuilder.build_many`` call per operator
+  (``encrypt_many`` per epoch), and returns the records a consent check lets through for
+  ``<prefix>-stats`` (key = record id), every binding's cell contribution for
+  ``<prefix>-aggregate-parts`` (key = cell id) and ``stats-failed`` dead letters of the raw
+  record: ingest sends them with the bindings and commits its raw offsets only once all are
+  acknowledged, so the bindings topic is read by the mapping stage alone;
+- the upgrade drain (``agents.stats_drain``): at start, only when the consumer group
+  ``<app id>-stats`` has committed offsets behind the bindings topic's end (bindings an earlier
+  release's ingest left for its stats stage), the old stage ``handle_batch`` (an
+  ``agents.batch.BatchStage`` in that group) until the group reaches those ends;
 - stage ``aggregate`` on ``<prefix>-aggregate-parts`` (group ``<app id>-aggregate``): one
   ``stream.aggregate.Aggregator`` per owned partition, so each cell has one counter whatever
   the number of workers; commits stop at the first contribution of a still-open bucket, so a
@@ -54,7 +60,9 @@ from stream.model import Binding
 from stream.stats import StatsBuilder, compact_json, record_json, record_timestamp_ms
 
 from . import ratchet_store
+from .batch import Output
 from .kafka_clients import aio_batches, send_all
+from .stats_drain import StatsDrain
 
 log = logging.getLogger("ipanon.stats")
 
@@ -286,10 +294,11 @@ class AggregateStage:
 
 class StatsAgent:
     def __init__(self, app: Any, *, settings: Any, operators: Mapping[str, Any], ports: StatsPorts,
-                 add_stage: Callable[..., Any]) -> None:
+                 add_stage: Callable[..., Any], make_stage: Callable[..., Any]) -> None:
         """``app``: the Faust app (tasks, timer, the aggregates topic); ``add_stage(name, topics,
         handle, role=)``: a started ``agents.batch.BatchStage`` in the stage's consumer group
-        (``Pipeline.add_batch_stage``)."""
+        (``Pipeline.add_batch_stage``); ``make_stage``: the same, not started (the drain runs it
+        only while it has something to read)."""
         from .runtime import keys_dir
 
         self.p = p = ports  # the batch loops below read their ports as self.p
@@ -314,9 +323,10 @@ class StatsAgent:
                                       key_serializer="raw", value_serializer="raw")
         self.consent = ConsentFollower(s.bootstrap, p.names.consent)
         app.task(self._consent_task)
-        # stateless: a plain aiokafka batch loop in its own consumer group (agents.batch)
-        self.stage = add_stage("stats", [p.names.bindings], self.handle_batch, role="bindings")
-        self.stage.count_in = False  # the mapping stage already counts bindings read
+        # the records are made at ingest, in its batch (``for_ingest``); what an earlier release's
+        # ingest left on the bindings topic for its stats stage is read once (agents.stats_drain)
+        self.drain = StatsDrain(settings=s, topic=p.names.bindings, handle=self.handle_batch, make_stage=make_stage)
+        app.task(self.drain.run)
         self.aggregate = AggregateStage(ports=p, k=k, grace_ms=grace_ms, idle_ms=idle_ms, add_stage=add_stage)
         app.timer(KEYS_TICK_S, name="ipanon.stats-keys")(self._tick)
 
@@ -380,14 +390,29 @@ class StatsAgent:
             parts.extend(mine)
         return out
 
-    async def handle_batch(self, records: list[Any]) -> list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]]:
-        """One ``agents.batch.BatchStage`` batch of bindings → the stats records (and dead
-        letters) to produce."""
+    async def for_ingest(self, bindings: list[Binding], origins: list[Any]) -> list[Output]:
+        """Ingest's port (``agents.ingest.Ingest.stats``): the stats records, cell contributions
+        and dead letters of a batch's accepted bindings, sent with the bindings in the same
+        batch (``origins``: each binding's raw record, for a dead letter).  The record id is
+        HMAC'd over ``Binding.to_json`` (docs/statistics.md), which the binding gives back
+        unchanged from the bindings topic's binary form: a binding re-read there keeps its id."""
+        gated = self.consent_required
+        # the view is brought up to date (a broker round trip) only for a batch that needs it
+        consent_current = await self.consent.sync() if gated and any(b.operator in gated for b in bindings) else True
+        out: list[Output] = []
+        rejected: dict[str, int] = {}
+        self._emit(bindings, [b.to_json() for b in bindings], origins, consent_current, out, rejected)
+        return out
+
+    async def handle_batch(self, records: list[Any]) -> list[Output]:
+        """The upgrade drain's handler (``agents.stats_drain``): bindings as read from the
+        bindings topic (written by an ingest of a release that left statistics to this stage)
+        → the stats records (and dead letters) to produce."""
         from .app import HEARTBEAT_KEY, record_headers
 
         p = self.p
         consent_current = await self.consent.sync() if self.consent_required else True
-        out: list[tuple[str, Optional[bytes], Optional[bytes], Optional[int]]] = []
+        out: list[Output] = []
         good: list[Binding] = []
         raws: list[bytes] = []
         origins: list[Any] = []
@@ -413,6 +438,16 @@ class StatsAgent:
                 log.exception("stats: unexpected error; record dead-lettered")
                 out.append(p.dead_letter_output(r, record_headers(r.headers), "internal-error", type(e).__name__))
                 rejected["internal-error"] = rejected.get("internal-error", 0) + 1
+        self._emit(good, raws, origins, consent_current, out, rejected)
+        return out
+
+    def _emit(self, good: list[Binding], raws: list[bytes], origins: list[Any], consent_current: bool,
+              out: list[Output], rejected: dict[str, int]) -> None:
+        """Append the stats records and contributions of ``good`` to ``out`` (and a dead letter
+        of its origin for a binding that fails alone), then count."""
+        from .app import record_headers
+
+        p = self.p
         now = p.clock()
         parts: list = []
         try:
@@ -438,7 +473,6 @@ class StatsAgent:
         if msgs:
             p.count("stats_out", len(msgs))
         out.extend((p.names.aggregate_parts, key, value, None, ts) for key, value, ts in parts)
-        return out
 
     # -- timer -------------------------------------------------------------------------------
 

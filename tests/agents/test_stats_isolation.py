@@ -1,5 +1,7 @@
-"""The stats stage dead-letters a failing binding alone, never its batch (no broker: the
-stage's handler on a real Pipeline that is never started).
+"""The stats handler of bindings read from the bindings topic (``StatsAgent.handle_batch``: the
+old stats stage, now the upgrade drain's handler, agents.stats_drain; ingest's port shares its
+emitting, tests/agents/test_stats_at_ingest.py) dead-letters a failing binding alone, never its
+batch (no broker: the handler on a real Pipeline that is never started).
 
 Reference: every valid binding of the batch yields exactly one stats record (connect2ip: no
 consent gate, one record per non-reset binding), and every bad one exactly one dead letter."""

@@ -7,8 +7,9 @@ each worker counted and k-checked only the bindings of its own partitions.
 Here the same RADIUS traffic goes to two deployments on the real broker: one worker, and two
 workers that have split every consumer group.  Cells (truncate /24, k = 10): 20, 30, 12, 10
 (just at k), 11 (just over) and 9 (just under) subscribers, each with a Start and a Stop
-carrying octets; every cell's bindings lie on several bindings partitions (checked), so each
-cell straddles the two workers' stats stages.  Reference model: the counts the traffic
+carrying octets; every cell's raw records lie on every raw partition (a session's two on one),
+so each cell straddles the two workers' ingest, which makes the statistics and the cell
+contributions, and its contributions meet in one aggregate stage.  Reference model: the counts the traffic
 defines.  Both deployments must emit exactly the reference records (same ids, same counts,
 nothing twice, the 9-subscriber cell never), and count one suppressed cell in
 ``ipanon_suppressed_cells_total``.
@@ -64,6 +65,23 @@ def expected(bucket: int, k: int = 10) -> dict[str, dict]:
     return out
 
 
+def produce_spread(bootstrap: str, topic: str, recs: list[dict]) -> None:
+    """The RADIUS records on every partition of ``topic``: a session's Start and Stop on one
+    (its order kept), a cell's sessions round the partitions."""
+    from agents import topics as T
+    from agents.kafka_io import producer
+
+    p = producer(bootstrap)
+    try:
+        for r in recs:
+            i = int(r["Acct-Session-Id"].rsplit("-", 1)[1])
+            p.send(topic, key=r["Acct-Session-Id"].encode(), value=json.dumps(r).encode(), partition=i % 4,
+                   headers=[(T.H_FORMAT, b"radius-json"), (T.H_OPERATOR, OPERATOR.encode())])
+        p.flush()
+    finally:
+        p.close()
+
+
 def group_members(bootstrap: str, group: str) -> int:
     from kafka import KafkaAdminClient
 
@@ -97,10 +115,11 @@ def test_two_workers_emit_exactly_the_cells_of_one_worker(worker_factory, bootst
     now_s = int(time.time())
     recs, bucket = traffic(now_s)
     ref = expected(bucket)
-    # the attack needs cells whose bindings the two workers' stats stages split
+    # the attack needs cells whose bindings the two workers' ingest (statistics) split: every
+    # cell's sessions go to every raw partition, and its bindings lie on several table partitions
     for net in SIZES:
         parts = {_partition(f"10.21.{net}.{i * 7 + 3}") for i in range(SIZES[net])}
-        assert len(parts) >= 3, (net, parts)
+        assert len(parts) >= 3 and SIZES[net] >= 4, (net, parts)
 
     p1, p2, p3 = free_port(), free_port(), free_port()
     one = worker_factory(operators=(OPERATOR,), extra=["--web-port", str(p1)]).start()
@@ -111,13 +130,13 @@ def test_two_workers_emit_exactly_the_cells_of_one_worker(worker_factory, bootst
     wait_for(lambda: (a := partitions(p2)) is not None and (b := partitions(p3)) is not None
              and a and b and not a & b and a | b == {0, 1, 2, 3}, timeout_s=180,
              what="the two workers to split the four partitions")
-    for stage in ("stats", "aggregate"):
+    for stage in ("ingest", "aggregate"):
         wait_for(lambda: group_members(bootstrap, f"{two_a.settings.app_id}-{stage}") == 2, timeout_s=120,
                  what=f"both workers in the {stage} group")
     wait_for(lambda: partitions(p1) == {0, 1, 2, 3}, timeout_s=120, what="the single worker to own every partition")
 
-    produce(bootstrap, one.topics.raw_radius, recs, tmp_path, operator=OPERATOR, name="one.jsonl")
-    produce(bootstrap, t2.raw_radius, recs, tmp_path, operator=OPERATOR, name="two.jsonl")
+    produce_spread(bootstrap, one.topics.raw_radius, recs)
+    produce_spread(bootstrap, t2.raw_radius, recs)
 
     # every binding reached the stats topic, then the workers say they closed the bucket
     n = len(recs)
@@ -147,7 +166,7 @@ def test_two_workers_emit_exactly_the_cells_of_one_worker(worker_factory, bootst
                                          "--topic-prefix", one.topics.prefix).stdout.splitlines()]
     assert sorted(tailed, key=key) == sorted(single, key=key)
     assert all(errors(d, SCHEMA["$defs"]["aggregate"]) == [] for d in tailed)
-    # the attack's condition held: both workers' stats stages pseudonymised part of the traffic
+    # the attack's condition held: both workers' ingest pseudonymised part of the traffic
     assert counter(p2, "stats_out") > 0 and counter(p3, "stats_out") > 0
     assert counter(p2, "stats_out") + counter(p3, "stats_out") == n
 
