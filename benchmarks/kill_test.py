@@ -15,7 +15,8 @@ checks:
 - **stats topic**: every binding yields one stats record with a deterministic ``id``; the
   worker is at-least-once (each stage commits a batch only after its outputs are acknowledged;
   a kill re-delivers the batch), so the topic may hold duplicates.  Reported: records, distinct ids, duplicates before
-  de-duplication, and after de-duplication by ``id`` (must be 0 and distinct == fed);
+  de-duplication, and after de-duplication by ``id`` (must be 0 and distinct == fed); the distinct
+  ids compared with the reference ids of the fed records (``unexpected_ids``, ``missing_ids``: 0);
 - **dead-letter topic**: must stay empty (no fed record is malformed).
 
 faust-streaming's ``exactly_once`` guarantee has open issues (#47, #323, #517); the worker
@@ -106,6 +107,21 @@ class Feeder(threading.Thread):
             p.close()
 
 
+def reference_ids(w: Worker, fed_ids: list[int], base_s: int) -> set[str]:
+    """The stats record ids the fed records must produce (``agents.stats_agent.record_ids`` over
+    their bindings as the format parses them, from the operator's key file): the reference the
+    topic's distinct ids are compared with, not only counted against."""
+    from agents.stats_agent import record_ids
+    from stream.config import load_operators
+    from stream.parse import get_format
+
+    policy = load_operators(w.settings.operators_dir)[OPERATOR]
+    fmt = get_format("radius-json")
+    bindings = [b for i in fed_ids for b in fmt.parse(record(i, base_s), operator=OPERATOR,
+                                                         identity=policy.identity.radius_attribute)]
+    return set(record_ids(w.keys[OPERATOR], policy, bindings))
+
+
 def distinct_ids(bootstrap: str, topic: str) -> tuple[int, int, set]:
     from agents.kafka_io import read_all
 
@@ -159,13 +175,17 @@ def run(bootstrap: str, *, kills: int, rate: float, seed: int, workdir: Path,
         w.stop()
     # the stats agent may still have been catching up when the settle timeout expired: count
     # again once the worker has stopped (cleanly: it flushes what it handled)
-    records, distinct, _ = distinct_ids(bootstrap, w.topics.stats)
+    records, distinct, ids = distinct_ids(bootstrap, w.topics.stats)
     if records > v["stats_records"]:
         fed = v["fed"]
         v.update(stats_records=records, stats_distinct_ids=distinct, duplicates_before_dedup=records - distinct,
-                 missing_after_dedup=fed - distinct, stats_counted_after_stop=True,
-                 ok=v["found"] == fed and distinct == fed and v["wrong_holder"] == 0 and v["multi_holder"] == 0
-                 and v["deadletters"] == 0)
+                 missing_after_dedup=fed - distinct, stats_counted_after_stop=True)
+    # the ids themselves against the reference: a wrong id (another key, another binding) that
+    # happened to keep the count would pass a count
+    want = reference_ids(w, fed_ids, base_s)
+    v.update(unexpected_ids=len(ids - want), missing_ids=len(want - ids))
+    v["ok"] = (v["found"] == v["fed"] and v["stats_distinct_ids"] == v["fed"] and v["wrong_holder"] == 0
+               and v["multi_holder"] == 0 and v["deadletters"] == 0 and not v["unexpected_ids"] and not v["missing_ids"])
     return {
         "bench": "kill_test", "kills": kills, "kills_survived": kills,  # a restarted worker that died by itself aborts the run
         "restarts": restarts, "uptimes_s": uptimes, "feed_failed": feeder.failed,

@@ -39,6 +39,7 @@ def test_kill_smoke_loses_nothing_and_dedup_is_exact(bootstrap):
     assert fig["wrong_holder"] == 0 and fig["multi_holder"] == 0  # exactly one holder per address
     assert fig["stats_distinct_ids"] == fig["fed"] and fig["missing_after_dedup"] == 0
     assert fig["stats_records"] == fig["fed"] + fig["duplicates_before_dedup"]
+    assert fig["unexpected_ids"] == 0 and fig["missing_ids"] == 0  # the ids are the reference ones
     assert fig["deadletters"] == 0 and fig["ok"] is True
 
 
