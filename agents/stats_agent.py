@@ -401,7 +401,23 @@ class StatsAgent:
         consent_current = await self.consent.sync() if gated and any(b.operator in gated for b in bindings) else True
         out: list[Output] = []
         rejected: dict[str, int] = {}
-        self._emit(bindings, [b.to_json() for b in bindings], origins, consent_current, out, rejected)
+        try:
+            raws = [b.to_json() for b in bindings]
+        except Exception:  # one odd binding must not stall ingest (it retries a raising batch)
+            from .app import record_headers
+
+            good, raws, kept = [], [], []
+            for b, r in zip(bindings, origins):
+                try:
+                    raws.append(b.to_json())
+                    good.append(b)
+                    kept.append(r)
+                except Exception as e:
+                    log.error("stats: one binding cannot be serialised (%s); dead-lettered", type(e).__name__)
+                    out.append(self.p.dead_letter_output(r, record_headers(r.headers), "stats-failed", type(e).__name__))
+                    rejected["stats-failed"] = rejected.get("stats-failed", 0) + 1
+            bindings, origins = good, kept
+        self._emit(bindings, raws, origins, consent_current, out, rejected)
         return out
 
     async def handle_batch(self, records: list[Any]) -> list[Output]:

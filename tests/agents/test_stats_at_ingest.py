@@ -411,3 +411,34 @@ def test_only_a_batch_with_a_consent_gated_binding_waits_for_the_consent_view(tm
     assert calls == [1]
     assert sum(o[0] == p.names.stats for o in out) == 1   # junet's subscriber gave no consent
     assert sum(o[0] == p.names.aggregate_parts for o in out) == 2
+
+
+def test_a_binding_that_cannot_be_serialised_for_its_id_is_dead_lettered_and_the_batch_goes_on(pipeline, monkeypatch):
+    """The record id's input (``Binding.to_json``) failing for one binding must not make ingest's
+    handler raise: the stage would retry the batch for ever and the table would stall.  That
+    binding's raw record is dead-lettered ``stats-failed`` once; the others keep their statistics
+    and every binding still goes to the bindings topic."""
+    real = Binding.to_json
+
+    def to_json(self):
+        if self.subscriber == "odd@isp.example":
+            raise ValueError("simulated serialiser bug")
+        return real(self)
+
+    monkeypatch.setattr(Binding, "to_json", to_json)
+    p = pipeline
+    t = NOW - 30_000
+    subs = [f"kund-{i}@isp.example" for i in range(12)]
+    subs.insert(5, "odd@isp.example")
+    records = [rec(p.names.raw_radius, i, "radius-json", radius(s, f"100.72.0.{i + 1}", "Start", t + i, f"J{i}"),
+                   "connect2ip") for i, s in enumerate(subs)]
+    out = asyncio.run(p.ingest.handle_batch(records))
+    stats, parts, dead, bindings = split(p, out)
+    assert [(d["reason"], d["offset"], d["detail"]) for d in dead] == [("stats-failed", 5, "ValueError")]
+    assert len(bindings) == len(subs)
+    monkeypatch.setattr(Binding, "to_json", real)
+    want = expected_ids(p, {"connect2ip": [b for r in records for b in parse(p, r, "connect2ip")
+                                           if b.subscriber != "odd@isp.example"]})
+    assert len(want) == 12
+    assert Counter(o[1].decode() for o in stats) == want
+    assert Counter(json.loads(o[2])["rid"] for o in parts) == want
