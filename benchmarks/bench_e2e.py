@@ -13,12 +13,12 @@ In one run, on one broker, with the same topic shapes (``--partitions``, default
    per event; see its docstring) drains the same raw topics as a child process, under its own
    consumer group: events/s = output records ÷ (last − first output record read), CPU from
    /proc.  Skipped, and said so in ``peer``, when quixstreams is not installed (``.[bench]``);
-3. *worker*: a fresh ``ipanon worker`` drains the same backlog (ingest → bindings → mapping
-   table + stats).  Sustained events/s = stats records ÷ (end − first stats record read),
+3. *worker*: a fresh ``ipanon worker`` drains the same backlog (ingest → bindings and stats →
+   mapping table).  Sustained events/s = stats records ÷ (end − first stats record read),
    so start-up and rebalancing are not counted; the backlog is complete when the stats topic
    holds one record per binding (counted by parsing the same raw records here) *and* the
-   mapping stage's consumer group has committed the whole bindings topic (stats and mapping
-   run in different consumer groups, either may finish first); end = the later of the last
+   mapping stage's consumer group has committed the whole bindings topic (ingest sends the
+   statistics, the mapping stage reads the bindings after it: either may finish first); end = the later of the last
    stats record and the last table write (newest changelog record).  Worker CPU is sampled
    while waiting and taken at that end;
 4. *latency*: ``--latency-events`` more records are produced at a steady rate below the
