@@ -165,6 +165,8 @@ class WorkerProcess:
     topics are applied with) budgets a 2 h ingest lag; with the production default of 5 min the
     worker rightly dead-letters older Stops as too late for the promise (stream.lateness)."""
 
+    on_twin = None  # set by ``worker_factory``: each ``twin()`` is registered for its clean-up
+
     def __init__(self, bootstrap: str, workdir: Path, prefix: str, operators: list[str], extra: list[str],
                  heartbeat_ms: int = 1000, ingest_lag_ms: int = TEST_INGEST_LAG_MS):
         import shutil
@@ -244,6 +246,8 @@ class WorkerProcess:
         data = self.dir / f"data{n}"
         t.args = [str(data) if a == str(self.dir / "data") else a for a in self.args]
         t.log_path = self.dir / f"worker{n}.log"
+        if self.on_twin is not None:  # the factory stops twins too: an orphan outlives its test
+            self.on_twin(t)
         return t
 
 
@@ -254,6 +258,7 @@ def worker_factory(bootstrap, tmp_path):
     def make(operators=("connect2ip",), extra=(), prefix=None, **kw) -> WorkerProcess:
         prefix = prefix or f"t{uuid.uuid4().hex[:8]}"
         w = WorkerProcess(bootstrap, tmp_path / f"w{len(started)}", prefix, list(operators), list(extra), **kw)
+        w.on_twin = started.append
         started.append(w)
         return w
 
