@@ -48,6 +48,7 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Callable, Mapping, Optional
 
 from stream import binding_wire
@@ -340,14 +341,14 @@ class StatsAgent:
 
     # -- per batch ---------------------------------------------------------------------------
 
-    def handle(self, bindings: list[Binding], raws: list[bytes], now: int,
+    def handle(self, bindings: list[Binding], raws: Optional[list[bytes]], now: int,
                consent_current: bool, parts: Optional[list] = None) -> list[tuple[bytes, bytes]]:
-        """Pseudonymise one batch (``raws``: each binding's bytes as read); returns the
-        (key, value) stats messages to send and appends each binding's cell contribution
-        (key, value) to ``parts``."""
+        """Pseudonymise one batch (``raws``: each binding's bytes as read, or None: the builder
+        serialises each binding for its record id); returns the (key, value) stats messages to
+        send and appends each binding's cell contribution (key, value) to ``parts``."""
         p = self.p
-        by_op: dict[str, tuple[list[Binding], list[bytes]]] = defaultdict(lambda: ([], []))
-        for b, r in zip(bindings, raws):
+        by_op: dict[str, tuple[list[Binding], list]] = defaultdict(lambda: ([], []))
+        for b, r in zip(bindings, raws if raws is not None else repeat(None)):
             if is_canary(b):  # erasure canaries are never counted (stream.canary)
                 continue
             bs, rs = by_op[b.operator]
@@ -358,7 +359,7 @@ class StatsAgent:
         done = []
         for name, (bs, rs) in by_op.items():
             builder = self.builders[name]
-            done.append((name, builder, builder.build_many(bs, rs), len(builder.late)))
+            done.append((name, builder, builder.build_many(bs, None if raws is None else rs), len(builder.late)))
         out = []
         mine = []
         no_consent = 0
@@ -400,24 +401,10 @@ class StatsAgent:
         # the view is brought up to date (a broker round trip) only for a batch that needs it
         consent_current = await self.consent.sync() if gated and any(b.operator in gated for b in bindings) else True
         out: list[Output] = []
-        rejected: dict[str, int] = {}
-        try:
-            raws = [b.to_json() for b in bindings]
-        except Exception:  # one odd binding must not stall ingest (it retries a raising batch)
-            from .app import record_headers
-
-            good, raws, kept = [], [], []
-            for b, r in zip(bindings, origins):
-                try:
-                    raws.append(b.to_json())
-                    good.append(b)
-                    kept.append(r)
-                except Exception as e:
-                    log.error("stats: one binding cannot be serialised (%s); dead-lettered", type(e).__name__)
-                    out.append(self.p.dead_letter_output(r, record_headers(r.headers), "stats-failed", type(e).__name__))
-                    rejected["stats-failed"] = rejected.get("stats-failed", 0) + 1
-            bindings, origins = good, kept
-        self._emit(bindings, raws, origins, consent_current, out, rejected)
+        # no raws: the builder serialises each binding it pseudonymises, inside the step whose
+        # failure ``_emit`` retries binding by binding (a binding that cannot be serialised is
+        # dead-lettered alone; a raise here would make ingest retry its batch for ever)
+        self._emit(bindings, None, origins, consent_current, out, {})
         return out
 
     async def handle_batch(self, records: list[Any]) -> list[Output]:
@@ -457,7 +444,7 @@ class StatsAgent:
         self._emit(good, raws, origins, consent_current, out, rejected)
         return out
 
-    def _emit(self, good: list[Binding], raws: list[bytes], origins: list[Any], consent_current: bool,
+    def _emit(self, good: list[Binding], raws: Optional[list[bytes]], origins: list[Any], consent_current: bool,
               out: list[Output], rejected: dict[str, int]) -> None:
         """Append the stats records and contributions of ``good`` to ``out`` (and a dead letter
         of its origin for a binding that fails alone), then count."""
@@ -474,9 +461,9 @@ class StatsAgent:
             log.warning("stats: a batch of %d bindings failed; retrying them one by one", len(good))
             p.count("stats_batch_errors")
             msgs = []
-            for b, value, r in zip(good, raws, origins):
+            for b, value, r in zip(good, raws if raws is not None else repeat(None), origins):
                 try:
-                    msgs.extend(self.handle([b], [value], now, consent_current, parts))
+                    msgs.extend(self.handle([b], None if raws is None else [value], now, consent_current, parts))
                 except Exception as e:
                     log.error("stats: one binding failed (%s); dead-lettered", type(e).__name__)
                     out.append(p.dead_letter_output(r, record_headers(r.headers), "stats-failed", type(e).__name__))
