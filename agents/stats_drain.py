@@ -42,47 +42,56 @@ POLL_S = 2.0
 DRAINED = "ipanon-drained"
 
 
-def _offsets(clients: Any, group: str, topic: str) -> dict[int, tuple[Optional[int], str]]:
-    """partition → (committed offset or None, its commit metadata) of ``group`` on ``topic``."""
+def _offsets(c: Any, topic: str) -> dict[int, tuple[Optional[int], str]]:
+    """partition → (committed offset or None, its commit metadata) of ``c``'s group on ``topic``."""
     from kafka import TopicPartition
 
-    c = clients.consumer(client_id="ipanon-stats-drain", group_id=group)  # committed offsets; never joins
+    out = {}
+    for p in sorted(c.partitions_for_topic(topic) or ()):
+        om = c.committed(TopicPartition(topic, p), metadata=True)
+        out[p] = (om.offset, om.metadata or "") if om is not None and om.offset is not None and om.offset >= 0 \
+            else (None, "")
+    return out
+
+
+def _read(clients: Any, group: str, topic: str, *, ends: bool) -> tuple[dict, dict[int, int]]:
+    """``_offsets`` of ``group`` on ``topic`` and, with ``ends``, the topic's end offsets, through
+    one kafka-python consumer that never joins the group."""
+    from kafka import TopicPartition
+
+    c = clients.consumer(client_id="ipanon-stats-drain", group_id=group)
     try:
-        out = {}
-        for p in sorted(c.partitions_for_topic(topic) or ()):
-            om = c.committed(TopicPartition(topic, p), metadata=True)
-            out[p] = (om.offset, om.metadata or "") if om is not None and om.offset is not None and om.offset >= 0 \
-                else (None, "")
-        return out
+        got = _offsets(c, topic)
+        if not ends or not got:
+            return got, {}
+        return got, {tp.partition: off for tp, off in c.end_offsets([TopicPartition(topic, p) for p in got]).items()}
     finally:
         c.close()
+
+
+def _done(off: Optional[int], md: str, end: int) -> bool:
+    """A partition the group has read up to ``end``, or marked drained."""
+    return md == DRAINED or (off or 0) >= end
 
 
 def group_behind(clients: Any, group: str, topic: str) -> Optional[dict[int, int]]:
     """The end offsets ``group`` must reach on ``topic`` (partition → offset), or None when
     there is nothing to drain: the group never committed there, or every partition is read to
     its end or marked drained.  Blocking (kafka-python): run it in a thread."""
-    from kafka import TopicPartition
-
-    got = _offsets(clients, group, topic)
+    got, ends = _read(clients, group, topic, ends=True)
     if not got or all(off is None for off, _ in got.values()):
         return None
-    c = clients.consumer(client_id="ipanon-stats-drain", group_id=None)
-    try:
-        ends = {tp.partition: off for tp, off in c.end_offsets([TopicPartition(topic, p) for p in got]).items()}
-    finally:
-        c.close()
-    if all(md == DRAINED or (off or 0) >= ends[p] for p, (off, md) in got.items()):
+    if all(_done(off, md, ends[p]) for p, (off, md) in got.items()):
         return None
     return ends
 
 
 def drained(clients: Any, group: str, topic: str, targets: dict[int, int]) -> tuple[bool, bool]:
     """(every partition read up to ``targets``, every partition marked drained)."""
-    got = _offsets(clients, group, topic)
+    got, _ = _read(clients, group, topic, ends=False)
     state = [got.get(p, (None, "")) for p in targets]
-    reached = all(md == DRAINED or (off or 0) >= end for (off, md), end in zip(state, targets.values()))
-    return reached, all(md == DRAINED for _, md in state)
+    return (all(_done(off, md, end) for (off, md), end in zip(state, targets.values())),
+            all(md == DRAINED for _, md in state))
 
 
 class StatsDrain:
