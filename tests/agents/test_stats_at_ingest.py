@@ -136,6 +136,12 @@ def radius(user, ip, status, at_ms, session, attr="Framed-IP-Address", **extra):
     return json.dumps(r).encode()
 
 
+def starts(p, subs, net, t, tag):
+    """One connect2ip RADIUS Start per subscriber, each on its own address of ``net``.x."""
+    return [rec(p.names.raw_radius, i, "radius-json", radius(s, f"{net}.{i + 1}", "Start", t + i, f"{tag}{i}"),
+                "connect2ip") for i, s in enumerate(subs)]
+
+
 # -- the tests ----------------------------------------------------------------------------------
 
 def test_ingest_emits_exactly_the_reference_stats_and_the_old_path_agrees_byte_for_byte(pipeline):
@@ -277,8 +283,7 @@ def test_a_binding_that_fails_its_statistics_is_dead_lettered_once_and_still_map
     t = NOW - 30_000
     subs = [f"kund-{i}@isp.example" for i in range(40)]
     subs.insert(17, "boom@isp.example")
-    records = [rec(p.names.raw_radius, i, "radius-json", radius(s, f"100.70.0.{i + 1}", "Start", t + i, f"B{i}"),
-                   "connect2ip") for i, s in enumerate(subs)]
+    records = starts(p, subs, "100.70.0", t, "B")
     # a framsteget binding in the same batch is unaffected too
     records.append(rec(p.names.raw_radius, len(records), "radius-json",
                        radius("fram@isp.example", "100.71.0.1", "Start", t, "F1"), "framsteget"))
@@ -430,8 +435,7 @@ def test_a_binding_that_cannot_be_serialised_for_its_id_is_dead_lettered_and_the
     t = NOW - 30_000
     subs = [f"kund-{i}@isp.example" for i in range(12)]
     subs.insert(5, "odd@isp.example")
-    records = [rec(p.names.raw_radius, i, "radius-json", radius(s, f"100.72.0.{i + 1}", "Start", t + i, f"J{i}"),
-                   "connect2ip") for i, s in enumerate(subs)]
+    records = starts(p, subs, "100.72.0", t, "J")
     out = asyncio.run(p.ingest.handle_batch(records))
     stats, parts, dead, bindings = split(p, out)
     assert [(d["reason"], d["offset"], d["detail"]) for d in dead] == [("stats-failed", 5, "ValueError")]
