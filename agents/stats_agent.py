@@ -76,6 +76,16 @@ KEYS_TICK_S = 2.0
 COMMIT_METADATA_MAX = 3500
 
 
+def _contribution_version(settings: Any) -> int:
+    v = (getattr(settings, "extra", None) or {}).get("ipanon_contribution_version") or os.environ.get(
+        "IPANON_CONTRIBUTION_VERSION")
+    if v in (None, ""):
+        return 2
+    if str(v).strip() not in ("1", "2"):
+        raise ConfigError(f"IPANON_CONTRIBUTION_VERSION={v!r}: expected 1 or 2")
+    return int(v)
+
+
 def _env_ms(settings: Any, name: str, default: int) -> int:
     v = (getattr(settings, "extra", None) or {}).get(name.lower()) or os.environ.get(name)
     if v in (None, ""):
@@ -254,7 +264,7 @@ class AggregateStage:
             before = a.late
             a.add_contribution(c, now, r.offset)
             if a.late != before:
-                late[c["operator"]] = late.get(c["operator"], 0) + 1
+                late[c["operator"]] = late.get(c["operator"], 0) + a.late - before  # per binding
         for op, n in late.items():
             p.count(f"aggregates_late:{op}", n)
         return out
@@ -320,6 +330,9 @@ class StatsAgent:
             k[name] = pol.statistics.k
         self.consent_required = {n for n, op in operators.items() if op.policy.statistics.consent_required}
         self.contributions = ContributionEncoder()
+        # version 2 (a cell's bindings in one message) unless the deployment still runs workers
+        # of a release whose aggregate stage reads version 1 only (docs/operations.md, upgrades)
+        self.cell_contributions = _contribution_version(s) == 2
         self.aggregates = app.topic(p.names.aggregates, internal=True, partitions=s.partitions,
                                       key_serializer="raw", value_serializer="raw")
         self.consent = ConsentFollower(s.bootstrap, p.names.consent)
@@ -361,10 +374,9 @@ class StatsAgent:
             builder = self.builders[name]
             done.append((name, builder, builder.build_many(bs, None if raws is None else rs), len(builder.late)))
         out = []
-        mine = []
         no_consent = 0
         stamps: dict[tuple[int, int], int] = {}  # (bucket start, length) -> Kafka timestamp: buckets repeat
-        encode = self.contributions.encode  # each binding's cell contribution, byte for byte as encode_contribution
+        cells: list = []  # (built, Kafka timestamp): the contributions, grouped by cell below
         for name, builder, built, late in done:
             if late:
                 p.count("stats_late_epoch", late)
@@ -377,7 +389,7 @@ class StatsAgent:
                 ts = stamps.get((rec["bucket_ms"], blen))
                 if ts is None:
                     ts = stamps[(rec["bucket_ms"], blen)] = record_timestamp_ms(rec["bucket_ms"], now, blen)
-                mine.append((*encode(x), ts))
+                cells.append((x, ts))
                 if gate:
                     sub = x.binding.subscriber
                     if (not consent_current or sub is None
@@ -388,7 +400,11 @@ class StatsAgent:
         if no_consent:
             p.count("stats_no_consent", no_consent)
         if parts is not None:
-            parts.extend(mine)
+            if self.cell_contributions:  # one message per cell of the batch (stream.aggregate, version 2)
+                parts.extend(self.contributions.cells(cells))
+            else:
+                encode = self.contributions.encode
+                parts.extend((*encode(x), ts) for x, ts in cells)
         return out
 
     async def for_ingest(self, bindings: list[Binding], origins: list[Any]) -> list[Output]:

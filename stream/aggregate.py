@@ -37,7 +37,10 @@ one aggregate stage per partition of that topic counts them.  Every cell thus ha
 counter, and k applies to the whole cell.  The event-time watermark is the largest *bucket
 start* seen (the contribution carries no finer time), which can only delay an emission.  A
 contribution repeated by a re-delivered batch has the same record id and is counted once
-(``duplicates``).  ``hold_offset`` tells the agent which offset it may commit: the first
+(``duplicates``).  Version 1 carries one binding; version 2 (``ContributionEncoder.cells``)
+carries every binding of one cell from one ingest batch as ``items`` (``[action, octets_in,
+octets_out, holder, rid]`` each): the same counts from a fraction of the Kafka records, each
+item counted exactly as a version-1 contribution.  The aggregate stage reads both.  ``hold_offset`` tells the agent which offset it may commit: the first
 offset of any still-open bucket, so a partition's new owner re-reads every open bucket whole.
 """
 
@@ -57,6 +60,8 @@ _esc = json.encoder.encode_basestring_ascii
 
 AGGREGATE_SCHEMA_VERSION = 1
 CONTRIBUTION_VERSION = 1
+CELL_CONTRIBUTION_VERSION = 2  # one cell's bindings of one batch, as ``items``
+MAX_ITEMS = 512  # per version-2 message: ≈ 60 KB, far below the broker's message.max.bytes
 _ACTIONS = ("start", "update", "stop")
 _KINDS = ("radius", "dhcp", "nat")
 DEFAULT_IDLE_MS = 10_000
@@ -116,14 +121,15 @@ class ContributionEncoder:
     few cells; each binding then adds its action, octets, holder and record id.  A binding
     whose values are not plain (text, ``int``, ``None``: a float counter from an old JSON
     binding) takes ``encode_contribution``.  Checked against it by
-    ``tests/unit/test_stats_fastpaths.py``."""
+    ``tests/unit/test_stats_fastpaths.py``.  ``cells`` groups a batch by cell (version 2)."""
 
     def __init__(self, limit: int = 16_384) -> None:
         # cleared when full (≈ 300 B an entry): a batch touches few cells, so it needs few
         self._cells: dict[tuple, tuple[bytes, str]] = {}
         self._limit = limit
 
-    def encode(self, built: Built) -> tuple[bytes, bytes]:
+    def _cell(self, built: Built) -> Optional[tuple[bytes, str]]:
+        """(cell id, the coordinates' JSON members) of a plain binding's cell; None otherwise."""
         b = built.binding
         rec = built.record
         assert rec is not None
@@ -131,27 +137,66 @@ class ContributionEncoder:
         # the types before the cache: an equal float or bool (1.0 == 1) would hit an int's entry
         if not (type(ck[0]) is str and type(ck[1]) is str and type(ck[2]) is int and type(ck[3]) is int
                 and type(ck[4]) is int and type(ck[5]) is str):
-            return encode_contribution(contribution(built))
+            return None
         cell = self._cells.get(ck)
         if cell is None:
             if len(self._cells) >= self._limit:
                 self._cells.clear()
             cell = self._cells[ck] = (
                 aggregate_id(*ck[:2], ck[2], ck[4], ck[5]).encode(),
-                f'{{"v":{CONTRIBUTION_VERSION},"operator":{_esc(ck[0])},"kind":{_esc(ck[1])},"bucket_ms":{ck[2]!r},'
-                f'"bucket_len_ms":{ck[3]!r},"epoch":{ck[4]!r},"prefix":{_esc(ck[5])},"action":')
+                f'"operator":{_esc(ck[0])},"kind":{_esc(ck[1])},"bucket_ms":{ck[2]!r},'
+                f'"bucket_len_ms":{ck[3]!r},"epoch":{ck[4]!r},"prefix":{_esc(ck[5])}')
+        return cell
+
+    @staticmethod
+    def _item(built: Built) -> Optional[tuple[str, str, str, str, str]]:
+        """The binding's own members as JSON texts (action, octets in, out, holder, rid); None
+        if one is not plain."""
+        b = built.binding
         action = b.action
         if action == "stop":
             o_in, o_out = b.octets_in or 0, b.octets_out or 0
         else:
             o_in = o_out = 0
         h = built.holder
-        rid = rec.get("id")
+        rid = built.record.get("id")
         if not (type(action) is str and type(o_in) is int and type(o_out) is int
                 and (h is None or type(h) is str) and (rid is None or type(rid) is str)):
+            return None
+        return (_esc(action), repr(o_in), repr(o_out), "null" if h is None else _esc(h),
+                "null" if rid is None else _esc(rid))
+
+    def encode(self, built: Built) -> tuple[bytes, bytes]:
+        """Version 1: (key, value) of one binding's contribution."""
+        cell = self._cell(built)
+        item = self._item(built) if cell is not None else None
+        if item is None:
             return encode_contribution(contribution(built))
-        return cell[0], (f'{cell[1]}{_esc(action)},"octets_in":{o_in!r},"octets_out":{o_out!r},"holder":'
-                         f'{"null" if h is None else _esc(h)},"rid":{"null" if rid is None else _esc(rid)}}}').encode()
+        return cell[0], (f'{{"v":{CONTRIBUTION_VERSION},{cell[1]},"action":{item[0]},"octets_in":{item[1]},'
+                         f'"octets_out":{item[2]},"holder":{item[3]},"rid":{item[4]}}}').encode()
+
+    def cells(self, built: Iterable[tuple[Built, Any]], max_items: int = MAX_ITEMS) -> list[tuple[bytes, bytes, Any]]:
+        """Version 2: ``(built, tag)`` pairs → ``(cell id, value, tag)``, one message per cell
+        (per ``max_items`` of it) with its bindings' items in their order; ``tag``: the first
+        binding's of the cell (the caller's Kafka timestamp, the same for a whole cell).  A
+        binding that is not plain gets its own version-1 message."""
+        groups: dict[bytes, tuple[str, list[str], Any]] = {}
+        out: list[tuple[bytes, bytes, Any]] = []
+        for x, tag in built:
+            cell = self._cell(x)
+            item = self._item(x) if cell is not None else None
+            if item is None:
+                out.append((*encode_contribution(contribution(x)), tag))
+                continue
+            g = groups.get(cell[0])
+            if g is None:
+                g = groups[cell[0]] = (cell[1], [], tag)
+            g[1].append(f"[{item[0]},{item[1]},{item[2]},{item[3]},{item[4]}]")
+        for key, (coords, items, tag) in groups.items():
+            for i in range(0, len(items), max_items):
+                out.append((key, f'{{"v":{CELL_CONTRIBUTION_VERSION},{coords},"items":[{",".join(items[i:i + max_items])}]}}'
+                            .encode(), tag))
+        return out
 
 
 def _int(d: Mapping[str, Any], name: str, lo: int = 0) -> int:
@@ -162,34 +207,72 @@ def _int(d: Mapping[str, Any], name: str, lo: int = 0) -> int:
 
 
 def decode_contribution(value: Optional[bytes]) -> dict[str, Any]:
-    """Parse and check one contribution; ``Rejected`` for anything else."""
+    """Parse and check one contribution, version 1 or 2; ``Rejected`` for anything else."""
     try:
         d = loads_json(value, "not JSON", "not JSON") if value is not None else None
     except Rejected:
         raise Rejected("bad-contribution", "not JSON") from None
     if type(d) is dict:  # the common case, checked in one expression; anything odd: the checks below
         g = d.get
-        if (g("v") == CONTRIBUTION_VERSION and type(g("operator")) is str and type(g("prefix")) is str
+        v = g("v")
+        if (v == CELL_CONTRIBUTION_VERSION and type(g("operator")) is str and type(g("prefix")) is str
+                and g("kind") in _KINDS and type(x := g("bucket_ms")) is int and x >= 0
+                and type(x := g("epoch")) is int and x >= 0 and type(x := g("bucket_len_ms")) is int and x >= 1
+                and type(items := g("items")) is list and 0 < len(items) <= MAX_ITEMS
+                and all(type(i) is list and len(i) == 5 and i[0] in _ACTIONS
+                        and type(i[1]) is int and i[1] >= 0 and type(i[2]) is int and i[2] >= 0
+                        and (i[3] is None or type(i[3]) is str) and (i[4] is None or type(i[4]) is str)
+                        for i in items)):
+            return d
+        if (v == CONTRIBUTION_VERSION and type(g("operator")) is str and type(g("prefix")) is str
                 and g("kind") in _KINDS and g("action") in _ACTIONS
                 and type(x := g("bucket_ms")) is int and x >= 0 and type(x := g("epoch")) is int and x >= 0
                 and type(x := g("octets_in")) is int and x >= 0 and type(x := g("octets_out")) is int and x >= 0
                 and type(x := g("bucket_len_ms")) is int and x >= 1
                 and ((x := g("holder")) is None or type(x) is str) and ((x := g("rid")) is None or type(x) is str)):
             return d
-    if not isinstance(d, dict) or d.get("v") != CONTRIBUTION_VERSION:
-        raise Rejected("bad-contribution", f"not a version-{CONTRIBUTION_VERSION} contribution")
+    if not isinstance(d, dict) or d.get("v") not in (CONTRIBUTION_VERSION, CELL_CONTRIBUTION_VERSION):
+        raise Rejected("bad-contribution", f"not a version-{CONTRIBUTION_VERSION} or "
+                                           f"-{CELL_CONTRIBUTION_VERSION} contribution")
     for name in ("operator", "prefix"):
         if not isinstance(d.get(name), str):
             raise Rejected("bad-contribution", f"{name} must be a string")
-    if d.get("kind") not in _KINDS or d.get("action") not in _ACTIONS:
-        raise Rejected("bad-contribution", "unknown kind or action")
-    for name in ("bucket_ms", "epoch", "octets_in", "octets_out"):
+    if d.get("kind") not in _KINDS:
+        raise Rejected("bad-contribution", "unknown kind")
+    for name in ("bucket_ms", "epoch"):
         _int(d, name)
     _int(d, "bucket_len_ms", 1)
+    if d["v"] == CELL_CONTRIBUTION_VERSION:
+        items = d.get("items")
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_ITEMS:
+            raise Rejected("bad-contribution", f"items must be a list of 1 to {MAX_ITEMS}")
+        for i in items:
+            if not isinstance(i, list) or len(i) != 5:
+                raise Rejected("bad-contribution", "an item must be [action, octets_in, octets_out, holder, rid]")
+            _item_checks(dict(zip(("action", "octets_in", "octets_out", "holder", "rid"), i)))
+        return d
+    _item_checks(d)
+    return d
+
+
+def contribution_items(c: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A decoded contribution as version-1 contributions, one per binding (readers and tests:
+    what the aggregate stage counts)."""
+    if c.get("v") != CELL_CONTRIBUTION_VERSION:
+        return [dict(c)]
+    coords = {k: c[k] for k in ("operator", "kind", "bucket_ms", "bucket_len_ms", "epoch", "prefix")}
+    return [{"v": CONTRIBUTION_VERSION, **coords, "action": a, "octets_in": i, "octets_out": o, "holder": h, "rid": r}
+            for a, i, o, h, r in c["items"]]
+
+
+def _item_checks(d: Mapping[str, Any]) -> None:
+    if d.get("action") not in _ACTIONS:
+        raise Rejected("bad-contribution", "unknown action")
+    for name in ("octets_in", "octets_out"):
+        _int(d, name)
     for name in ("holder", "rid"):
         if d.get(name) is not None and not isinstance(d[name], str):
             raise Rejected("bad-contribution", f"{name} must be a string or null")
-    return d
 
 
 class Aggregator:
@@ -220,17 +303,21 @@ class Aggregator:
         return self.add_contribution(contribution(built), now_ms)
 
     def add_contribution(self, c: Mapping[str, Any], now_ms: int, offset: Optional[int] = None) -> bool:
-        """Count one contribution (``offset``: its position in the source partition, for
-        ``hold_offset``); False if its bucket was already emitted (counted ``late``) or it
-        repeats a record already counted (``duplicates``)."""
+        """Count one contribution, version 1 or 2 (``offset``: its position in the source
+        partition, for ``hold_offset``); False if nothing of it was counted: its bucket was
+        already emitted (``late``, per binding) or every binding repeats a record already
+        counted (``duplicates``)."""
+        items = c.get("items")
+        if items is None:
+            items = ((c["action"], c["octets_in"], c["octets_out"], c.get("holder"), c.get("rid")),)
         op = c["operator"]
         bkey = (op, c["bucket_ms"])
         if bkey in self._inherited:  # emitted by this partition's previous owner: a re-read
-            self.reread += 1
+            self.reread += len(items)
             return False
         if bkey in self._closed:
-            self.late += 1
-            self.late_by_operator[op] = self.late_by_operator.get(op, 0) + 1
+            self.late += len(items)
+            self.late_by_operator[op] = self.late_by_operator.get(op, 0) + len(items)
             return False
         wm = self.watermark.get(op)
         if wm is None or c["bucket_ms"] > wm:
@@ -245,21 +332,23 @@ class Aggregator:
         cell = bucket.cells.get(ckey)
         if cell is None:
             cell = bucket.cells[ckey] = _Cell()
-        rid = c.get("rid")
-        if rid is not None:
-            if rid in cell.rids:
-                self.duplicates += 1
-                return False
-            cell.rids.add(rid)
-        cell.records += 1
-        if c["action"] == "start":
-            cell.sessions += 1
-        if c["action"] == "stop":
-            cell.octets_in += c["octets_in"]
-            cell.octets_out += c["octets_out"]
-        if c.get("holder") is not None:
-            cell.holders.add(c["holder"])
-        return True
+        counted = 0
+        for action, octets_in, octets_out, holder, rid in items:
+            if rid is not None:
+                if rid in cell.rids:
+                    self.duplicates += 1
+                    continue
+                cell.rids.add(rid)
+            cell.records += 1
+            if action == "start":
+                cell.sessions += 1
+            elif action == "stop":
+                cell.octets_in += octets_in
+                cell.octets_out += octets_out
+            if holder is not None:
+                cell.holders.add(holder)
+            counted += 1
+        return counted > 0
 
     def hold_offset(self) -> Optional[int]:
         """The smallest source offset counted into a still-open bucket (None: nothing open

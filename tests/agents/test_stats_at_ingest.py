@@ -111,6 +111,19 @@ def split(p, out):
     return stats, parts, dead, bindings
 
 
+def items(parts: list) -> list[dict]:
+    """The per-binding contributions in ``parts`` (each message checked as the aggregate stage
+    reads it; version 2 carries a cell's bindings of the batch)."""
+    from stream.aggregate import contribution_id, contribution_items, decode_contribution
+
+    out = []
+    for o in parts:
+        c = decode_contribution(o[2])
+        assert o[1].decode() == contribution_id(c)  # keyed by its cell
+        out += contribution_items(c)
+    return out
+
+
 def old_path(p, bindings_out, *, as_json=False):
     """The previous release's stats stage on what ingest wrote to the bindings topic."""
     from stream import binding_wire
@@ -247,7 +260,7 @@ def test_ingest_emits_exactly_the_reference_stats_and_the_old_path_agrees_byte_f
     assert all(json.loads(o[2])["id"] == o[1].decode() for o in stats)
     assert {json.loads(o[2])["operator"] for o in stats} == set(OPS)
     # one contribution per counted binding, naming its record
-    assert Counter(json.loads(o[2])["rid"] for o in parts) == want
+    assert Counter(c["rid"] for c in items(parts)) == want
     assert p.test_counts["stats_out"] == sum(want.values())
 
     # dead letters: exactly the rejected and too-late records, none from statistics
@@ -301,7 +314,7 @@ def test_a_binding_that_fails_its_statistics_is_dead_lettered_once_and_still_map
     want = expected_ids(p, ok)
     assert len(want) == 41
     assert Counter(o[1].decode() for o in stats) == want
-    assert Counter(json.loads(o[2])["rid"] for o in parts) == want
+    assert Counter(c["rid"] for c in items(parts)) == want
     assert p.test_counts["stats_out"] == 41
 
 
@@ -356,7 +369,7 @@ def test_consent_gates_the_records_at_ingest_and_every_binding_still_contributes
     stats, parts, dead, bindings = split(p, out)
     assert not dead and len(bindings) == len(all_b)
     assert Counter(o[1].decode() for o in stats) == expected_ids(p, {"junet": allowed})
-    assert Counter(json.loads(o[2])["rid"] for o in parts) == expected_ids(p, {"junet": all_b})
+    assert Counter(c["rid"] for c in items(parts)) == expected_ids(p, {"junet": all_b})
     assert p.test_counts["stats_no_consent"] == len(all_b) - len(allowed)
     # the old path, same view: the same records and contributions
     s2, parts2, _, _ = split(p, old_path(p, bindings))
@@ -367,7 +380,7 @@ def test_consent_gates_the_records_at_ingest_and_every_binding_still_contributes
     out = asyncio.run(p.ingest.handle_batch(raws))
     stats, parts, dead, bindings = split(p, out)
     assert stats == [] and not dead and len(bindings) == len(all_b)
-    assert Counter(json.loads(o[2])["rid"] for o in parts) == expected_ids(p, {"junet": all_b})
+    assert Counter(c["rid"] for c in items(parts)) == expected_ids(p, {"junet": all_b})
     assert [binding_wire.decode(o[2]).subscriber for o in bindings] == [b.subscriber for b in all_b]
 
 
@@ -445,4 +458,34 @@ def test_a_binding_that_cannot_be_serialised_for_its_id_is_dead_lettered_and_the
                                            if b.subscriber != "odd@isp.example"]})
     assert len(want) == 12
     assert Counter(o[1].decode() for o in stats) == want
-    assert Counter(json.loads(o[2])["rid"] for o in parts) == want
+    assert Counter(c["rid"] for c in items(parts)) == want
+
+
+@pytest.mark.parametrize("version", [None, "1", "2"])
+def test_a_cells_bindings_leave_in_one_message_unless_version_1_is_asked_for(tmp_path, monkeypatch, version):
+    """Version 2 by default: one contribution message per cell of the batch.  During a rolling
+    upgrade from a release whose aggregate stage reads version 1 only, IPANON_CONTRIBUTION_VERSION=1
+    keeps one message per binding.  Either way the same per-binding contributions."""
+    from stream.aggregate import decode_contribution
+    from stream.binding_wire import decode
+
+    if version is not None:
+        monkeypatch.setenv("IPANON_CONTRIBUTION_VERSION", version)
+    p = build(tmp_path, ("connect2ip",), app_id=f"tcv{version or 0}")
+    t = NOW - 30_000
+    recs = [rec(p.names.raw_radius, i, "radius-json", radius(f"u{i}@isp.example", f"100.75.0.{i + 1}", "Start", t, f"C{i}"),
+                "connect2ip") for i in range(12)]  # one /24: one cell
+    _, parts, dead, bindings = split(p, asyncio.run(p.ingest.handle_batch(recs)))
+    assert not dead and len(bindings) == 12
+    assert [decode_contribution(o[2])["v"] for o in parts] == ([1] * 12 if version == "1" else [2])
+    each = items(parts)
+    assert all(c["holder"] for c in each) and len({c["holder"] for c in each}) == 12
+    assert Counter(c["rid"] for c in each) == expected_ids(p, {"connect2ip": [decode(o[2]) for o in bindings]})
+
+
+def test_an_unknown_contribution_version_is_a_configuration_error(tmp_path, monkeypatch):
+    from stream.errors import ConfigError
+
+    monkeypatch.setenv("IPANON_CONTRIBUTION_VERSION", "3")
+    with pytest.raises(ConfigError, match="IPANON_CONTRIBUTION_VERSION='3': expected 1 or 2"):
+        build(tmp_path, ("connect2ip",), app_id="tcv3")
