@@ -13,7 +13,8 @@ address; the fill is setup and is not timed):
 - ``seal``: ``Vault.seal_value`` of what it says to write, and the dict store;
 - ``stats_build``: the stats stage's record-id input (``Binding.to_json``, docs/statistics.md)
   and ``StatsBuilder.build_many`` per batch of ``--batch`` (pseudonyms, record build, ids);
-- ``stats_out``: each record's JSON and its aggregate contribution (``agents.stats_agent.handle``).
+- ``stats_out``: each record's JSON and the batch's cell contributions, as ``agents.stats_agent.handle``
+  writes them (``record_json``; ``ContributionEncoder.cells``: one message per cell of the batch).
 
 Events (``--events``, on distinct addresses, so address caches see the worker's worst case): a
 third Starts on new addresses (table miss, opened), a third Interim-Updates and a third Stops of
@@ -46,12 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.vault import Vault, period_for  # noqa: E402
 from stream import binding_wire, mapping, model  # noqa: E402
 from stream import intervals as iv  # noqa: E402
-from stream.aggregate import contribution, encode_contribution  # noqa: E402
+from stream.aggregate import ContributionEncoder  # noqa: E402
 from stream.config import AddressScheme, load_operators  # noqa: E402
 from stream.errors import CryptoError  # noqa: E402
 from stream.keyring import Keyring, epoch_of  # noqa: E402
 from stream.model import Binding  # noqa: E402
-from stream.stats import StatsBuilder, record_timestamp_ms  # noqa: E402
+from stream.stats import StatsBuilder, record_json, record_timestamp_ms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR = "connect2ip"
@@ -116,6 +117,7 @@ class Core:
             vault, table, rules, builder, now, batch
         self.outcomes: dict[str, int] = {}
         self.records = 0
+        self.contributions = ContributionEncoder()
 
     def encode(self, bs: list[Binding]) -> list[bytes]:
         rk = iv.routing_key
@@ -175,13 +177,16 @@ class Core:
         return out
 
     def stats_out(self, built: list) -> list:
-        now, bucket = self.now, self.builder.bucket_ms
+        now, bucket, n = self.now, self.builder.bucket_ms, self.batch
         out = []
-        for x in built:
-            rec = x.record
-            ts = record_timestamp_ms(rec["bucket_ms"], now, bucket)
-            out.append((*encode_contribution(contribution(x)), ts))
-            out.append((rec["id"].encode(), json.dumps(rec, separators=(",", ":")).encode(), ts))
+        for i in range(0, len(built), n):
+            cells = []
+            for x in built[i:i + n]:
+                rec = x.record
+                ts = record_timestamp_ms(rec["bucket_ms"], now, bucket)
+                cells.append((x, ts))
+                out.append((rec["id"].encode(), record_json(rec).encode(), ts))
+            out += self.contributions.cells(cells)
         self.records += len(built)
         return out
 
