@@ -8,8 +8,9 @@ What it adds to the Faust app:
   consent: up to 30 s, then fail closed, and ingest waits meanwhile), groups the accepted
   bindings by operator, pseudonymises them in one ``StatsBuilder.build_many`` call per operator
   (``encrypt_many`` per epoch), and returns the records a consent check lets through for
-  ``<prefix>-stats`` (key = record id), every binding's cell contribution for
-  ``<prefix>-aggregate-parts`` (key = cell id) and ``stats-failed`` dead letters of the raw
+  ``<prefix>-stats`` (key = record id), the batch's cell contributions for
+  ``<prefix>-aggregate-parts`` (key = cell id; one message per cell, ``stream.aggregate``
+  version 2, or per binding with ``IPANON_CONTRIBUTION_VERSION=1``) and ``stats-failed`` dead letters of the raw
   record: ingest sends them with the bindings and commits its raw offsets only once all are
   acknowledged, so the bindings topic is read by the mapping stage alone;
 - the upgrade drain (``agents.stats_drain``): at start, only when the consumer group

@@ -161,3 +161,20 @@ def test_a_version_1_message_keeps_decoding_unchanged():
     k, v = agg.encode_contribution(agg.contribution(x))
     c = agg.decode_contribution(v)
     assert c["v"] == 1 and agg.contribution_items(c) == [c]
+
+
+def test_the_same_binding_in_both_versions_counts_once():
+    """A rolling upgrade: one worker still writes version 1 (IPANON_CONTRIBUTION_VERSION=1), a
+    re-delivered batch comes back as version 2 from another: each record id counts once."""
+    a = agg.Aggregator({"junet": 2}, grace_ms=GRACE, idle_ms=0)
+    xs = [built(f"h{i}", action="stop", oin=10, oout=20) for i in range(3)]
+    for i, x in enumerate(xs):
+        x.record["id"] = f"r{i}"
+    enc = agg.ContributionEncoder()
+    for x in xs[:2]:
+        a.add_contribution(agg.decode_contribution(enc.encode(x)[1]), B0)
+    (_, v, _), = enc.cells([(x, 0) for x in xs])
+    assert a.add_contribution(agg.decode_contribution(v), B0) is True
+    assert a.duplicates == 2
+    (r,) = a.due(B0 + 2 * HOUR + GRACE)
+    assert (r["records"], r["subscribers"], r["octets_in"], r["octets_out"]) == (3, 3, 30, 60)
