@@ -77,9 +77,13 @@ KEYS_TICK_S = 2.0
 COMMIT_METADATA_MAX = 3500
 
 
+def _env(settings: Any, name: str) -> Any:
+    """Setting ``name``: the settings' extras (lower case) first, then the environment."""
+    return (getattr(settings, "extra", None) or {}).get(name.lower()) or os.environ.get(name)
+
+
 def _contribution_version(settings: Any) -> int:
-    v = (getattr(settings, "extra", None) or {}).get("ipanon_contribution_version") or os.environ.get(
-        "IPANON_CONTRIBUTION_VERSION")
+    v = _env(settings, "IPANON_CONTRIBUTION_VERSION")
     if v in (None, ""):
         return 2
     if str(v).strip() not in ("1", "2"):
@@ -88,7 +92,7 @@ def _contribution_version(settings: Any) -> int:
 
 
 def _env_ms(settings: Any, name: str, default: int) -> int:
-    v = (getattr(settings, "extra", None) or {}).get(name.lower()) or os.environ.get(name)
+    v = _env(settings, name)
     if v in (None, ""):
         return default
     try:
