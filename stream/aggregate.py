@@ -212,25 +212,22 @@ def decode_contribution(value: Optional[bytes]) -> dict[str, Any]:
         d = loads_json(value, "not JSON", "not JSON") if value is not None else None
     except Rejected:
         raise Rejected("bad-contribution", "not JSON") from None
-    if type(d) is dict:  # the common case, checked in one expression; anything odd: the checks below
+    if type(d) is dict:  # the common case, checked in two expressions; anything odd: the checks below
         g = d.get
-        v = g("v")
-        if (v == CELL_CONTRIBUTION_VERSION and type(g("operator")) is str and type(g("prefix")) is str
-                and g("kind") in _KINDS and type(x := g("bucket_ms")) is int and x >= 0
-                and type(x := g("epoch")) is int and x >= 0 and type(x := g("bucket_len_ms")) is int and x >= 1
-                and type(items := g("items")) is list and 0 < len(items) <= MAX_ITEMS
-                and all(type(i) is list and len(i) == 5 and i[0] in _ACTIONS
-                        and type(i[1]) is int and i[1] >= 0 and type(i[2]) is int and i[2] >= 0
-                        and (i[3] is None or type(i[3]) is str) and (i[4] is None or type(i[4]) is str)
-                        for i in items)):
-            return d
-        if (v == CONTRIBUTION_VERSION and type(g("operator")) is str and type(g("prefix")) is str
-                and g("kind") in _KINDS and g("action") in _ACTIONS
+        if (type(g("operator")) is str and type(g("prefix")) is str and g("kind") in _KINDS
                 and type(x := g("bucket_ms")) is int and x >= 0 and type(x := g("epoch")) is int and x >= 0
-                and type(x := g("octets_in")) is int and x >= 0 and type(x := g("octets_out")) is int and x >= 0
-                and type(x := g("bucket_len_ms")) is int and x >= 1
-                and ((x := g("holder")) is None or type(x) is str) and ((x := g("rid")) is None or type(x) is str)):
-            return d
+                and type(x := g("bucket_len_ms")) is int and x >= 1):  # the cell's coordinates
+            v = g("v")
+            if (v == CONTRIBUTION_VERSION and g("action") in _ACTIONS
+                    and type(x := g("octets_in")) is int and x >= 0 and type(x := g("octets_out")) is int and x >= 0
+                    and ((x := g("holder")) is None or type(x) is str) and ((x := g("rid")) is None or type(x) is str)):
+                return d
+            if (v == CELL_CONTRIBUTION_VERSION and type(items := g("items")) is list and 0 < len(items) <= MAX_ITEMS
+                    and all(type(i) is list and len(i) == 5 and i[0] in _ACTIONS
+                            and type(i[1]) is int and i[1] >= 0 and type(i[2]) is int and i[2] >= 0
+                            and (i[3] is None or type(i[3]) is str) and (i[4] is None or type(i[4]) is str)
+                            for i in items)):
+                return d
     if not isinstance(d, dict) or d.get("v") not in (CONTRIBUTION_VERSION, CELL_CONTRIBUTION_VERSION):
         raise Rejected("bad-contribution", f"not a version-{CONTRIBUTION_VERSION} or "
                                            f"-{CELL_CONTRIBUTION_VERSION} contribution")
