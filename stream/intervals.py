@@ -305,24 +305,80 @@ def _repair(ivs: list[Interval], realm_of: Optional[RealmOf] = None) -> Interval
     same realm: one address (or port block) has one holder at a time *per routing realm*.  Two
     realms reuse the same private space (RFC 6598 behind two CGNATs), so north's holder of
     100.64.0.9 is not ended by south's Start for 100.64.0.9; the lookup picks the realm from
-    the NAT hop (``stream.realm.select``).  Without realms every NAS is in the one default realm."""
-    if len(ivs) < 2:  # the usual key: one interval, nothing to order or cut
+    the NAT hop (``stream.realm.select``).  Without realms every NAS is in the one default realm.
+
+    A CGNAT public address holds every port block of the retention, thousands on a busy one:
+    scanning all later intervals for each made this quadratic (docs/benchmarks.md, "A key's
+    history").  When the blocks partition the intervals (``_slot_groups``) each is scanned
+    alone, which finds the same first qualifying start, since the others are not its slot."""
+    n = len(ivs)
+    if n < 2:  # the usual key: one interval, nothing to order or cut
         return tuple(ivs)
-    ivs.sort(key=lambda iv: (iv.start_ms, iv.port_first or 0))
-    for i, iv in enumerate(ivs):
-        for later in ivs[i + 1:]:
-            if later.start_ms <= iv.start_ms or (later.holder == iv.holder and later.session == iv.session
-                                                 and later.vrf == iv.vrf):
+    ivs.sort(key=_start_then_port)
+    groups = _slot_groups(ivs) if n > 2 else None
+    if groups is None:
+        _cut(ivs, range(n), realm_of)
+    else:
+        for idx in groups:
+            if len(idx) > 1:
+                _cut(ivs, idx, realm_of)
+    return tuple(ivs)
+
+
+def _start_then_port(iv: Interval) -> tuple[int, int]:
+    return iv.start_ms, iv.port_first or 0
+
+
+def _cut(ivs: list[Interval], idx: Sequence[int], realm_of: Optional[RealmOf]) -> None:
+    """``_repair``'s cut over the intervals ``ivs[k]`` for ``k`` in ``idx`` (ascending): each is
+    cut at the first later start of another holder in its slot and realm."""
+    m = len(idx)
+    for a in range(m - 1):
+        i = idx[a]
+        iv = ivs[i]
+        start, holder, session, vrf = iv.start_ms, iv.holder, iv.session, iv.vrf
+        first, last, proto = iv.port_first, iv.port_last, iv.proto
+        for b in range(a + 1, m):
+            later = ivs[idx[b]]
+            if later.start_ms <= start or (later.holder == holder and later.session == session
+                                           and later.vrf == vrf):
                 continue
-            if not iv.same_slot(later):
+            # not iv.same_slot(later): different protocols, or disjoint port ranges
+            if proto is not None and later.proto is not None and proto != later.proto:
+                continue
+            if first is not None and later.port_first is not None and (
+                    last < later.port_first or later.port_last < first):  # type: ignore[operator]
                 continue
             if realm_of is not None and realm_of(iv.nas) != realm_of(later.nas):
                 continue
             if iv.end_ms is None or iv.end_ms > later.start_ms:
-                iv = _moved(iv, iv.start_ms, later.start_ms, iv.last_ms, iv.until_ms)
-                ivs[i] = iv
+                ivs[i] = _moved(iv, start, later.start_ms, iv.last_ms, iv.until_ms)
             break
-    return tuple(ivs)
+
+
+def _slot_groups(ivs: Sequence[Interval]) -> Optional[list[list[int]]]:
+    """The indices of ``ivs`` grouped by slot, in order, when "same slot" is "same group": every
+    interval has a port block, the distinct blocks are pairwise disjoint, and the protocols are
+    all given or all absent.  None otherwise (an address slot, overlapping blocks, mixed
+    protocols): then ``_cut`` scans everything."""
+    groups: dict[tuple, list[int]] = {}
+    for i, iv in enumerate(ivs):
+        first, last = iv.port_first, iv.port_last
+        if first is None or last is None or last < first:
+            return None
+        key = (first, last, iv.proto)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = [i]
+        else:
+            g.append(i)
+    if len({k[2] is None for k in groups}) > 1:
+        return None
+    ranges = sorted({(k[0], k[1]) for k in groups})
+    for (_, last), (first, _) in zip(ranges, ranges[1:]):
+        if first <= last:
+            return None
+    return list(groups.values())
 
 
 # -- expiry ---------------------------------------------------------------------------------
