@@ -29,6 +29,11 @@ from .kafka_io import HEARTBEAT_KEY
 log = logging.getLogger("ipanon")
 _CURRENT = object()  # apply_binding's default: read the hold set now
 
+#: a sealed value at least this large is counted (``large_values``) and logged, at most once a
+#: minute: its key's history is a quarter of the way to the producer's 1 MiB record limit, past
+#: which the changelog cannot take it (docs/mapping.md, "Known limit")
+LARGE_VALUE_BYTES = 256 * 1024
+
 
 class TableWriter:
     """Bindings and sweeps on the table partitions this worker holds."""
@@ -48,6 +53,8 @@ class TableWriter:
         self.clock = clock
         self.count = count
         self.dead_letter = dead_letter
+        self.large_value_bytes = LARGE_VALUE_BYTES
+        self._large_logged_ms: Optional[int] = None
 
     def load(self, op: Any, key: bytes) -> tuple[Any, iv.Intervals]:
         """(network, intervals) of a table key, or (None, ()) if absent.  A value whose epoch key
@@ -98,10 +105,20 @@ class TableWriter:
             # while it lives on
             raw, revisit = self.vaults[op.name].seal_value(key, net, ivs, ttl_ms=op.ttl_ms,
                                                            stale_after_ms=op.stale_after_ms, now_ms=now)
+            if len(raw) >= self.large_value_bytes:
+                self._large_value(key, len(raw), now)
             self.table.put(partition, key, raw, revisit_ms=revisit if reschedule_ms is None else min(revisit, reschedule_ms))
         else:
             self.table.delete(partition, key)
             self.count("tombstones")
+
+    def _large_value(self, key: bytes, size: int, now: int) -> None:
+        self.count("large_values")
+        if self._large_logged_ms is None or now - self._large_logged_ms >= 60_000:
+            self._large_logged_ms = now
+            log.warning("mapping table: a %d-byte value written for operator %s (limit 1 MiB per changelog record): "
+                        "a key's history is growing towards it; see docs/mapping.md, \"Known limit\"",
+                        size, iv.operator_of(key))
 
     async def handle_batch(self, records: list[Any]) -> list[Output]:
         """One ``MappingStage`` batch of bindings records: apply each to the table; every write

@@ -68,6 +68,43 @@ def test_a_batch_applies_bindings_dead_letters_bad_records_and_counts_once(pipel
     assert pipeline.mapping_stage.group == "tm-mapping" and pipeline.mapping_stage in pipeline.batch_stages
 
 
+def test_values_over_the_large_mark_are_counted_and_logged_at_most_once_a_minute(pipeline, caplog):
+    """Each write of a value at or over ``large_value_bytes`` counts ``large_values`` (checked
+    against the changelog values the outbox holds); the warning names the operator, not the
+    address, once per minute of the worker's clock."""
+    import logging
+
+    from stream import binding_wire
+    from stream.model import Binding
+
+    now_ms = int(time.time()) * 1000
+    pipeline.writer.large_value_bytes = 600
+    pipeline.writer.clock = lambda: now_ms
+    t = pipeline.names.bindings
+
+    def blocks(first, n):
+        return [Rec(t, 2, first + k, b"k", binding_wire.encode(Binding(
+            kind="nat", action="start", operator="op", ip=ip_network("198.51.100.7/32"), subscriber=None, session=None,
+            nas=None, at_ms=now_ms - 60_000 + first + k, inside_ip=ip_network(f"100.64.0.{k + 1}/32")[0],
+            port_first=1024 * (k + 1), port_last=1024 * (k + 1) + 1023)), []) for k in range(n)]
+
+    with caplog.at_level(logging.WARNING, logger="ipanon"):
+        asyncio.run(pipeline.writer.handle_batch(blocks(0, 60)))
+        sizes = [len(w[2]) for w in pipeline.outbox._items if w[0] is pipeline.table.changelog_topic]
+        assert len(sizes) == 60 and sizes == sorted(sizes)  # one public address: the value grows
+        large = sum(n >= 600 for n in sizes)
+        assert 0 < large < 60 and pipeline.test_counts.get("large_values") == large, sizes
+        warned = [r for r in caplog.records if "value written" in r.getMessage()]
+        assert len(warned) == 1 and "operator op" in warned[0].getMessage()
+        assert "198.51.100.7" not in warned[0].getMessage()
+
+        asyncio.run(pipeline.writer.handle_batch(blocks(100, 1)))  # same minute: counted, not logged
+        now_ms += 60_000
+        asyncio.run(pipeline.writer.handle_batch(blocks(200, 1)))  # a minute later: logged again
+    assert pipeline.test_counts.get("large_values") == large + 2
+    assert len([r for r in caplog.records if "value written" in r.getMessage()]) == 2
+
+
 def test_the_worker_role_may_use_the_mapping_group():
     from agents.acl import role_grants, worker_groups
 
