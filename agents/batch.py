@@ -34,7 +34,8 @@ meanwhile) until the broker takes them; a failed commit (a rebalance took the pa
 logged and the records are re-delivered to their new owner; anything else (a bug in
 ``handle``, a consumer error) restarts the stage's clients after a pause, from the last
 commit.  Nothing escapes the task.  Known limit: an output the broker can never take (larger
-than its ``message.max.bytes``) is retried for ever and stalls the stage (visible as lag).
+than its ``message.max.bytes``) is retried for ever and stalls the stage (visible as lag); the
+mapping table refuses such values before they are written (``table_writer.MAX_VALUE_BYTES``).
 
 Metrics (``agents.metrics``), per batch rather than per record: records in per topic role /
 source format / operator, records out per role, processing latency (batch fetched → committed,

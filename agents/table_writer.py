@@ -33,6 +33,11 @@ _CURRENT = object()  # apply_binding's default: read the hold set now
 #: minute: its key's history is a quarter of the way to the producer's 1 MiB record limit, past
 #: which the changelog cannot take it (docs/mapping.md, "Known limit")
 LARGE_VALUE_BYTES = 256 * 1024
+#: the largest value a binding may write: the producer refuses a record over its
+#: ``max_request_size`` (1 MiB by default; 4 KiB left for the key, headers and batch header),
+#: and the stage would retry it for ever.  A binding that would grow a value past it is
+#: dead-lettered ``value-too-large`` instead, and the key keeps its value.
+MAX_VALUE_BYTES = (1 << 20) - 4096
 
 
 class TableWriter:
@@ -54,6 +59,7 @@ class TableWriter:
         self.count = count
         self.dead_letter = dead_letter
         self.large_value_bytes = LARGE_VALUE_BYTES
+        self.max_value_bytes = MAX_VALUE_BYTES
         self._large_logged_ms: Optional[int] = None
 
     def load(self, op: Any, key: bytes) -> tuple[Any, iv.Intervals]:
@@ -94,17 +100,22 @@ class TableWriter:
         if change.expired:
             self.count("expired", change.expired)
         if change.write:
-            self.store(partition, key, b.ip, change.intervals, op, now)
+            self.store(partition, key, b.ip, change.intervals, op, now, refuse_over=self.max_value_bytes)
         return change.outcome
 
     def store(self, partition: int, key: bytes, net: Any, ivs: iv.Intervals, op: Any,
-              now: int, *, reschedule_ms: Optional[int] = None) -> None:
+              now: int, *, reschedule_ms: Optional[int] = None, refuse_over: Optional[int] = None) -> None:
+        """Seal and write ``ivs`` (a tombstone when empty).  ``refuse_over``: raise ``Rejected``
+        (``value-too-large``) instead of writing a sealed value larger than that."""
         if ivs:
             # sealed under the epoch of the content's earliest expiry (stream.shred): every
             # version dies no later than a Stop that may shorten it; the sweeper re-seals it
             # while it lives on
             raw, revisit = self.vaults[op.name].seal_value(key, net, ivs, ttl_ms=op.ttl_ms,
                                                            stale_after_ms=op.stale_after_ms, now_ms=now)
+            if refuse_over is not None and len(raw) > refuse_over:
+                raise Rejected("value-too-large", f"the key's value would be {len(raw)} bytes, over the "
+                               f"{refuse_over} a changelog record may hold (docs/mapping.md, \"Known limit\")")
             if len(raw) >= self.large_value_bytes:
                 self._large_value(key, len(raw), now)
             self.table.put(partition, key, raw, revisit_ms=revisit if reschedule_ms is None else min(revisit, reschedule_ms))

@@ -105,6 +105,65 @@ def test_values_over_the_large_mark_are_counted_and_logged_at_most_once_a_minute
     assert len([r for r in caplog.records if "value written" in r.getMessage()]) == 2
 
 
+def test_a_binding_that_would_outgrow_a_changelog_record_is_dead_lettered_and_the_stage_goes_on(pipeline):
+    """Past ``max_value_bytes`` a binding is dead-lettered ``value-too-large`` (bytes kept, so it
+    can be replayed), its key keeps the value it had, and the rest of the batch is applied: no
+    value the changelog could not take is written, so the stage does not stall on it."""
+    from stream import binding_wire
+    from stream import intervals as iv
+    from stream.model import Binding
+
+    now_ms = int(time.time()) * 1000
+    pipeline.writer.max_value_bytes = 500
+    t = pipeline.names.bindings
+    public = ip_network("198.51.100.7/32")
+
+    def block(k, action="start", ip=public):
+        return binding_wire.encode(Binding(
+            kind="nat", action=action, operator="op", ip=ip, subscriber=None, session=None, nas=None,
+            at_ms=now_ms - 60_000 + k, inside_ip=ip_network(f"100.64.0.{k + 1}/32")[0],
+            port_first=1024 * (k + 1), port_last=1024 * (k + 1) + 1023))
+
+    records = [Rec(t, 2, k, b"k", block(k), []) for k in range(60)]
+    records.append(Rec(t, 2, 60, b"k", block(0, "start", ip_network("198.51.100.8/32")), []))  # another key
+    records.append(Rec(t, 2, 61, b"k", block(0, "stop"), []))  # the full key's first block ends
+    asyncio.run(pipeline.writer.handle_batch(records))
+
+    writes = list(pipeline.outbox._items)
+    values = [w[2] for w in writes if w[0] is pipeline.table.changelog_topic]
+    dead = [json.loads(w[2]) for w in writes if w[0] is pipeline.deadletter]
+    assert values and max(len(v) for v in values) <= 500
+    refused = [d["offset"] for d in dead]
+    assert all(d["reason"] == "value-too-large" and "500" in d["detail"] for d in dead)
+    assert refused == list(range(refused[0], 60)) and 0 < refused[0] < 60  # every block past the mark
+    assert pipeline.test_counts.get("rejected:value-too-large") == len(refused)
+    assert pipeline.test_counts.get("mapping:opened") == refused[0] + 1  # + the other key's block
+    assert pipeline.test_counts.get("mapping:closed") == 1
+    # the full key kept the value it had, with its first block now closed (a stop adds no interval)
+    vault = pipeline.vaults["op"]
+    key = vault.key("nat", public)
+    net, ivs = vault.open(key, pipeline.table.get_raw(key))
+    assert len(ivs) == refused[0] and ivs[0].end_ms == now_ms - 60_000
+    assert all(i.end_ms is None for i in ivs[1:])
+
+
+def test_the_value_limit_fits_a_producer_request():
+    """``MAX_VALUE_BYTES`` with the longest table key, as aiokafka sizes the record batch, is
+    within its default ``max_request_size`` and the broker's default ``message.max.bytes``."""
+    from aiokafka.producer.producer import AIOKafkaProducer
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from agents.table_writer import MAX_VALUE_BYTES
+    from stream import intervals as iv
+
+    import inspect
+
+    key = iv.keyed_table_key("o" * 64, "nat", bytes(iv.KEY_ID_BYTES))
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, b"x" * MAX_VALUE_BYTES, [("h", b"v" * 64)])
+    default = inspect.signature(AIOKafkaProducer).parameters["max_request_size"].default
+    assert size <= default == 1 << 20 and size <= 1048588
+
+
 def test_the_worker_role_may_use_the_mapping_group():
     from agents.acl import role_grants, worker_groups
 
