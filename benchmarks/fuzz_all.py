@@ -18,7 +18,7 @@ else is a *crash*: counted per target and exception type, and the first few inpu
 ``--crash-dir`` (base64) for reproduction.
 
 Inputs are produced by a seeded mutation engine (reproducible with ``--seed``): seeds from the
-parser property tests and ``/work/shared/samples``, mutated by byte flips, inserts, deletes,
+parser property tests and the repository's sample files (``tests/data``), mutated by byte flips, inserts, deletes,
 truncation, splicing, invalid UTF-8, NUL bytes, odd address notations (IPv4-mapped IPv6, zone
 ids, leading zeros, hex/short IPv4, prefixes with host bits, full-width digits), far past/future
 and non-numeric timestamps, JSON value-type swaps, deep nesting (up to 100 000 levels) and
@@ -56,7 +56,11 @@ from stream.model import Binding  # noqa: E402
 from stream.parse import formats  # noqa: E402
 
 REASON_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-SAMPLES = REPO.parent / "shared" / "samples"
+#: sample files of real software and vendor documentation, in the repository (tests/data/README):
+#: file → its format, None = let auto-detection tell the vendor of each line
+SAMPLES = {REPO / "tests" / "data" / "freeradius" / "sample-detail": "radius-detail",
+           REPO / "tests" / "data" / "samples" / "kea-legal.txt": "kea-legal",
+           REPO / "tests" / "data" / "samples" / "nat-syslog.txt": None}
 
 #: Odd spellings substituted for address-looking tokens (documented rules: docs/robustness.md).
 ODD_ADDRESSES = [
@@ -88,12 +92,8 @@ def _parser_seeds() -> dict[str, list[bytes]]:
     from tests.unit.parse.test_properties import SEEDS  # one corpus for property tests and fuzzer
 
     seeds: dict[str, list[bytes]] = {k: [v] for k, v in SEEDS.items()}
-    samples = {"freeradius-detail.txt": "radius-detail", "kea-legal.txt": "kea-legal", "nat-syslog.txt": None}
-    for name, fmt in samples.items():
-        p = SAMPLES / name
-        if not p.exists():
-            continue
-        data = p.read_bytes()
+    for p, fmt in SAMPLES.items():
+        data = p.read_bytes()  # part of the repository: a missing one is a broken checkout, not "no seeds"
         if fmt == "radius-detail":
             recs = [r.strip(b"\n") for r in data.split(b"\n\n") if r.strip()]
         else:
