@@ -839,8 +839,8 @@ def _decode(raw: bytes) -> tuple[Optional[IPNetwork], Intervals]:
             out.append(new(start, end, holder, session, nas, last, until, pf, pl, bool(flags & _F_HELD), vrf, proto))
         if pos != len(raw):
             raise _Bad("trailing bytes")
-    except (_Bad, IndexError, ValueError) as e:  # UnicodeDecodeError and ipaddress errors are ValueErrors
-        detail = str(e) if isinstance(e, _Bad) else ("truncated" if isinstance(e, IndexError) else "bad field")
+    except (_Bad, IndexError, ValueError) as exc:  # UnicodeDecodeError and ipaddress errors are ValueErrors
+        detail = str(exc) if isinstance(exc, _Bad) else ("truncated" if isinstance(exc, IndexError) else "bad field")
         raise Rejected("bad-value", f"not a format-{FORMAT_VERSION} interval value ({detail})") from None
     return net, tuple(out)
 

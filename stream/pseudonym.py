@@ -349,8 +349,8 @@ class IpcryptPfx(_PrefixPreserving):
             raise CryptoError("ipcrypt-pfx: the two 16-byte key halves must differ")
         self._e1 = _ecb(key[:16]).encryptor()
         self._e2 = _ecb(key[16:]).encryptor()
-        self._cache4: Dict[int, int] = {}
-        self._cache6: Dict[int, int] = {}
+        self._cache4: Dict[int, bytes] = {}
+        self._cache6: Dict[int, bytes] = {}
         self._cache_size = cache_size
 
     # keystream: for each address, the nbits bits bit(start..start+nbits-1), MSB first
