@@ -107,7 +107,7 @@ def test_values_over_the_large_mark_are_counted_and_logged_at_most_once_a_minute
 
 def test_a_binding_that_would_outgrow_a_changelog_record_is_dead_lettered_and_the_stage_goes_on(pipeline):
     """Past ``max_value_bytes`` a binding is dead-lettered ``value-too-large`` (bytes kept, so it
-    can be replayed), its key keeps the value it had, and the rest of the batch is applied: no
+    stay in the dead-letter topic), its key keeps the value it had, and the rest of the batch is applied: no
     value the changelog could not take is written, so the stage does not stall on it."""
     from stream import binding_wire
     from stream import intervals as iv
@@ -135,6 +135,8 @@ def test_a_binding_that_would_outgrow_a_changelog_record_is_dead_lettered_and_th
     assert values and max(len(v) for v in values) <= 500
     refused = [d["offset"] for d in dead]
     assert all(d["reason"] == "value-too-large" and "500" in d["detail"] for d in dead)
+    import base64
+    assert all(base64.b64decode(d["value_b64"]) == records[d["offset"]].value for d in dead)  # the binding's bytes
     assert refused == list(range(refused[0], 60)) and 0 < refused[0] < 60  # every block past the mark
     assert pipeline.test_counts.get("rejected:value-too-large") == len(refused)
     assert pipeline.test_counts.get("mapping:opened") == refused[0] + 1  # + the other key's block
