@@ -1,4 +1,4 @@
-"""Roles and their Kafka ACLs, computed from the topic layout (issue 10).
+"""Roles and their Kafka ACLs, computed from the topic layout.
 
 One function, ``role_grants``, turns a deployment (topic prefix, app id, authority ids) into
 the exact set of ACLs every role needs — nothing more; ``ipanon acl render`` prints them as
@@ -19,7 +19,7 @@ creates them):
 | auditor | ``ipanon-auditor`` | read ``<prefix>-audit`` and ``<prefix>-canary-results`` |
 | admin | ``ipanon-admin`` | super user (``topics apply``, ``acl apply``); not an ACL |
 
-Per-operator collectors (issue 15 defect 8): Kafka does not tell a consumer who produced a
+Per-operator collectors: Kafka does not tell a consumer who produced a
 record, so the operator cannot be trusted from a header that any raw-topic writer sets.  Each
 operator's collector gets a **literal** Write on its own topic ``<prefix>-raw-op-<operator>``
 only, and the worker takes the operator from that topic (a record there whose

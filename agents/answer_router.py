@@ -1,6 +1,6 @@
 """Per-authority reply topics: each authority can be allowed to read its own answers only.
 
-Kafka authorises whole topics, never keys (issue 10, ``agents.acl``).  The query agent writes
+Kafka authorises whole topics, never keys (``agents.acl``).  The query agent writes
 every status reply and sealed answer to ``<prefix>-query-responses`` (keyed by request id
 ``authority/number``), which only the worker may read.  This extension copies each reply whose
 request id is *authenticated* to ``<prefix>-query-responses-<authority>``; ``ipanon acl``

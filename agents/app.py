@@ -127,7 +127,7 @@ def faust_app(s: Settings) -> faust.App:
         # at once instead of waiting out its former self's session (docs/operations.md)
         consumer_group_instance_id=s.group_instance_id,
         broker_session_timeout=s.session_timeout_ms / 1000,
-        broker_credentials=faust_credentials(s.security),  # TLS + SASL (agents.security, issue 10)
+        broker_credentials=faust_credentials(s.security),  # TLS + SASL (agents.security)
         # the mapping table restores its changelog itself, not record by record through
         # Faust's recovery (agents/mapping_table.py; ≈ 540 records/s measured that way)
         TableManager=DirectRecoveryTableManager,
@@ -162,7 +162,7 @@ class Pipeline:
         self.deadletter = app.topic(names.deadletter, internal=True, **part)
         self.lookup_requests = app.topic(names.lookup_requests, internal=True, **part)
         self.lookup_responses = app.topic(names.lookup_responses, internal=True, **part)
-        # worker-to-worker lookups are sealed under the deployment's lookup key (issue 15)
+        # worker-to-worker lookups are sealed under the deployment's lookup key
         self.lookup_seal = LookupSeal(load_lookup_key(keys_dir(s), create=True), names.lookup_requests)
         self.lookup_replays = ReplayGuard()
         self.lookup_refusals = RepeatFilter(prefixes=("ipanon.lookups",))  # one log line per reason per 10 s
@@ -240,7 +240,7 @@ class Pipeline:
         """At DEBUG the Kafka client libraries log record keys and values verbatim (aiokafka
         producer/conn, faust.topics, faust.transport, kafka-python): raw addresses and
         subscriber ids would land in the worker's log.  They never log below INFO here,
-        whatever ``--loglevel`` says (issue 9 leak scan)."""
+        whatever ``--loglevel`` says (the leak scan's finding)."""
         quiet_client_libraries()
 
     def _changelog_name(self) -> str:

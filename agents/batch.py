@@ -1,4 +1,4 @@
-"""Batch-native stages: the worker's stateless stages on plain aiokafka ``getmany`` loops (issue 8).
+"""Batch-native stages: the worker's stateless stages on plain aiokafka ``getmany`` loops.
 
 Faust's per-event stream machinery (one task hop, one ``Conductor.on_message`` and one
 ProducerBuffer turn per record) cost the worker ≈ 37× more CPU per event than the same pure core

@@ -13,7 +13,7 @@ Layout:
 
 Everything listens on 127.0.0.1 only.
 
-Secure mode (``LocalBroker(dir, secure=True)``, ``ipanon broker start --secure``; issue 10):
+Secure mode (``LocalBroker(dir, secure=True)``, ``ipanon broker start --secure``):
 the client listener is ``SASL_SSL`` with SCRAM-SHA-512 only; TLS certificates come from a
 throw-away CA made on the fly (``agents.security.make_local_pki``, PEM keystore); one SCRAM
 user per role (``SECURE_USERS`` + one per registered authority) is created when the storage
@@ -206,7 +206,7 @@ class BrokerInfo:
 
 def operator_ids(operators_dir: Optional[Path] = None) -> list[str]:
     """Operator names of the profiles in ``config/operators`` (one collector user each,
-    ``ipanon-collector-<operator>``: issue 15 defect 8).  The file stem is the profile name
+    ``ipanon-collector-<operator>``).  The file stem is the profile name
     (``stream.config`` refuses a profile whose ``name`` differs)."""
     d = Path(operators_dir or os.environ.get("IPANON_OPERATORS") or REPO_ROOT / "config" / "operators")
     return sorted(f.stem for f in d.glob("*.toml")) if d.is_dir() else []

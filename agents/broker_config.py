@@ -3,7 +3,7 @@ credentials of every user.
 
 ``agents.broker.LocalBroker`` runs the broker's process (format, start, stop, status); this
 module assembles what that process reads, so the lifecycle and the configuration can be read
-(and changed) apart (issue 16: no class over 250 lines).  Secure mode is described in
+(and changed) apart (no class over 250 lines).  Secure mode is described in
 ``agents.broker``'s module docstring; the names below are re-exported there.
 
 - ``write_server_properties``: the plaintext (``PLAINTEXT`` client listener) or secure

@@ -1,4 +1,4 @@
-"""Erasure canaries in the worker (issue 19 part 1): inject, follow, measure.  Decisions (what a
+"""Erasure canaries in the worker: inject, follow, measure.  Decisions (what a
 canary is, its records, what counts as gone, the bounds) live in ``stream.canary``.
 
 Built by ``agents.app.Pipeline`` (``Parts.canary``) every ``IPANON_CANARY_PERIOD_MS`` /

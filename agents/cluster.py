@@ -1,4 +1,4 @@
-"""A local three-node Apache Kafka (KRaft) cluster, for fault tests (issue 9).
+"""A local three-node Apache Kafka (KRaft) cluster, for fault tests.
 
 Built on ``agents.broker`` (the same jars, log4j configuration and test-friendly settings as
 the single local broker, ``LOCAL_OVERRIDES``), but with three combined broker+controller nodes

@@ -1,4 +1,4 @@
-"""The mapping table on disk: RocksDB through ``rocksdict`` (issue 17; the table's disk mode,
+"""The mapping table on disk: RocksDB through ``rocksdict`` (the table's disk mode,
 ``agents.mapping_table``, ``Settings.table_store = "disk"``; ``docs/state-on-disk.md``).
 
 Layout (one RocksDB per worker, in a directory kept mode 0700):

@@ -1,4 +1,4 @@
-"""The compliance walk over the on-disk mapping table (issue 17): ``Metrics.walk`` for a table
+"""The compliance walk over the on-disk mapping table: ``Metrics.walk`` for a table
 whose values live in ``agents.disk_store`` (``MappingTable.disk``).
 
 The memory walk keeps each key's summary in two dicts (116 B per key): at 50M keys that alone

@@ -7,7 +7,7 @@ lateness rules, a clock and a counter.  Per raw record:
 1. parse it with the format named by its header (``Rejected`` → dead letter with the reason);
    on a per-operator raw topic (``<prefix>-raw-op-<operator>``) the topic names the operator,
    and a record whose ``ipanon-operator`` header claims another is dead-lettered
-   ``operator-not-allowed`` (issue 15 defect 8: one collector framing another operator's
+   ``operator-not-allowed`` (one collector framing another operator's
    subscriber);
 2. check lateness (``stream.lateness``): a record whose mapping's promise would run out before
    the bindings topic lets go of it is dead-lettered ``too-late`` — with its bytes when the

@@ -8,7 +8,7 @@ Three entry points:
   planned configs; for existing ones alter where safe, otherwise refuse (see ``apply_plan``);
 - ``verify_topics(admin, plan)`` — what the worker calls at start-up: every planned topic that
   exists must keep its budget (``stream.policy.check_topic``), else ``ConfigError`` and the
-  worker does not start (issue 4; Faust applies ``extra_topic_configs`` only when it creates
+  worker does not start (Faust applies ``extra_topic_configs`` only when it creates
   a topic, DESIGN.md "Hard facts").
 
 ``admin`` is a ``kafka.KafkaAdminClient``; ``admin_client(bootstrap)`` makes one.

@@ -26,7 +26,7 @@ def require_private(path: Path, what: str = "secret file") -> Path:
     """``path`` if it is a regular file that neither its group nor others can read, write or
     execute (mode 0600 or stricter); else ``ConfigError`` naming the file and the fix.
 
-    One rule for every secret ipanon reads (issue 10): operator keys, authority and staff
+    One rule for every secret ipanon reads: operator keys, authority and staff
     private keys, SASL password files, TLS private keys.  Checked on the file itself (after
     symlinks), because that is what the kernel checks on open.  The message never includes
     the contents."""

@@ -30,7 +30,7 @@ reads of the table.  Readers in other modules (the compliance walks) use its pub
 port: ``active``, ``epoch``, ``disk``, ``key_partition()``, ``pending_writes()`` and
 ``store_failed``.
 
-**Restore (issue 8).**  Faust's recovery reads the changelog one record at a time (≈ 540
+**Restore.**  Faust's recovery reads the changelog one record at a time (≈ 540
 records/s here, hours for 10M mappings).  ``DirectRecovery`` (installed through the app's
 ``TableManager`` setting) tells Faust that this table's changelog partitions are already at
 their highwater, so Faust reads none of them; then, before Faust resumes the stream

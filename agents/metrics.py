@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the worker, in this one module (issue 7; DESIGN.md "Conventions").
+"""Every Prometheus metric of the worker, in this one module (DESIGN.md "Conventions").
 
 Built into every worker by ``agents.app.Pipeline`` (``Parts.metrics``) and served by ``serve``.  Three
 sources feed it, none of which touches the agents' hot loops with more than a dict update:

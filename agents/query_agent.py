@@ -1,4 +1,4 @@
-"""The guarded query agent (issue 6) and legal holds (issue 4): one desk, one audit writer.
+"""The guarded query agent and legal holds: one desk, one audit writer.
 
 Built into every worker by ``agents.app.Pipeline`` (``Parts.query``).  It runs the
 pure ``stream.access.QueryDesk`` on the lawful-access inbox and acts on its decisions:

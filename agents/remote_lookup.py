@@ -18,8 +18,8 @@ as ``resolution-failed`` rather than answer from a part of the table.
 
 The consumer starts on the first remote lookup: a single worker (every partition) never creates
 it.  Nothing on the internal topics is in plaintext: requests and answers are AES-GCM sealed,
-a request that is not sealed under the lookup key, or is stale or replayed, gets no answer
-(issue 15); the topics are also the worker role's alone (``agents.acl``) and their retention is
+a request that is not sealed under the lookup key, or is stale or replayed, gets no answer;
+the topics are also the worker role's alone (``agents.acl``) and their retention is
 bounded by the promise (``stream.policy``).
 """
 

@@ -1,4 +1,4 @@
-"""The changelog restore's records without aiokafka's ``ConsumerRecord`` (issue 17).
+"""The changelog restore's records without aiokafka's ``ConsumerRecord``.
 
 A fresh restore spends most of its one GIL thread in aiokafka (docs/benchmarks.md "Fresh restore:
 vector memtables"): of that, ≈ 0.65 µs per record is ``PartitionRecords._consumer_record``,

@@ -1,6 +1,6 @@
 """Start-up: settings + configuration on disk + the broker → what the worker runs with.
 
-Refuses to start half-configured (issue 4, issue 9): every operator profile must load
+Refuses to start half-configured: every operator profile must load
 (``stream.config``), every operator must have a key file (``agents.keystore``), the broker must
 be reachable, and every topic must exist with configs that keep every promise on *this* broker
 (``agents.kafka_admin.prepare_retention``); otherwise a ``ConfigError`` names what to fix.

@@ -1,6 +1,6 @@
 """How every ipanon Kafka client connects: TLS, SASL/SCRAM-SHA-512, optionally mutual TLS.
 
-Configured once per process, from the environment (issue 10):
+Configured once per process, from the environment:
 
 - ``IPANON_KAFKA_SECURITY`` — path of a client security file (TOML, below); relative paths in
   it are relative to the file.  ``ipanon broker start --secure`` writes one per role.

@@ -17,7 +17,7 @@ derived from host, app id and data directory) and ``IPANON_SESSION_TIMEOUT_MS`` 
 fast a restarted worker takes its partitions back (docs/operations.md).  ``IPANON_CANARY_PERIOD_MS``
 (300000; 0 = off): one erasure canary per operator this often (``agents.canary``).
 
-The mapping table's store (issue 17, docs/state-on-disk.md): ``IPANON_TABLE_STORE`` (``memory``,
+The mapping table's store (docs/state-on-disk.md): ``IPANON_TABLE_STORE`` (``memory``,
 the default: a dict restored from the changelog at every start; ``disk``: RocksDB under
 ``<data dir>/<IPANON_STATE_DIR>`` (default ``state``), mode 0700, restarted from its checkpoint),
 and the on-disk erasure parameters ``IPANON_ERASURE_CYCLE_MS`` (3000000: every held partition is
@@ -25,7 +25,7 @@ force-compacted at least this often), ``IPANON_ERASURE_TICK_MS`` (10000: the era
 ``IPANON_COMPACTION_ALLOWANCE_MS`` (300000: the longest one tick may take), which give the disk
 term ``B_disk = cycle + tick + allowance`` of the retention plan (``stream.disk_bound``).
 
-Kafka security (TLS, SASL/SCRAM; issue 10): ``IPANON_KAFKA_SECURITY`` (a client security file)
+Kafka security (TLS, SASL/SCRAM): ``IPANON_KAFKA_SECURITY`` (a client security file)
 and/or ``IPANON_KAFKA_PROTOCOL``, ``IPANON_SASL_USERNAME``, ``IPANON_SASL_PASSWORD_FILE``,
 ``IPANON_SSL_CAFILE`` … — see ``agents.security``.  Loaded into ``Settings.security`` (secret
 files checked and read at start-up); never from flags.

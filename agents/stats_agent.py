@@ -20,7 +20,7 @@ What it adds to the Faust app:
 - stage ``aggregate`` on ``<prefix>-aggregate-parts`` (group ``<app id>-aggregate``): one
   ``stream.aggregate.Aggregator`` per owned partition, so each cell has one counter whatever
   the number of workers; commits stop at the first contribution of a still-open bucket, so a
-  partition's next owner rebuilds it whole (issue 21);
+  partition's next owner rebuilds it whole;
 - a task following the compacted ``<prefix>-consent`` topic from the beginning with its own
   group-less consumer (every worker needs *all* consent flags, not a partition of them);
 - timer ``ipanon.stats-keys``: destroys key epochs that can no longer receive records, picks up
@@ -200,7 +200,7 @@ class StatsPorts:
 
 class AggregateStage:
     """The aggregate stage: one ``stream.aggregate.Aggregator`` per partition of
-    ``<prefix>-aggregate-parts`` this worker owns, so every cell has one owner (issue 21); a
+    ``<prefix>-aggregate-parts`` this worker owns, so every cell has one owner; a
     ``agents.batch.BatchStage`` in group ``<app id>-aggregate`` whose commits stop at the first
     contribution of a still-open bucket (its metadata lists the emitted buckets)."""
 
@@ -389,7 +389,7 @@ class StatsAgent:
             blen = builder.bucket_ms
             for x in built:
                 rec = x.record
-                # Kafka timestamp = the bucket start, not the append time (issue 21); the
+                # Kafka timestamp = the bucket start, not the append time; the
                 # contribution is stamped the same: the append time would carry the event time
                 ts = stamps.get((rec["bucket_ms"], blen))
                 if ts is None:

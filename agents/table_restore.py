@@ -1,4 +1,4 @@
-"""The mapping table's own changelog restore (issue 8).
+"""The mapping table's own changelog restore.
 
 Part of ``agents.mapping_table.MappingTable`` (its ``restore`` delegates here).  Faust's recovery
 hands every changelog record through its consumer, the conductor, a task and the recovery loop

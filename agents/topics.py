@@ -9,7 +9,7 @@ Raw topics (written by collectors / ``ipanon produce`` / ``ipanon collect``):
             required unless the worker has a default operator), ``ipanon-source`` (source id),
             ``ipanon-received-ms`` (collector receive time, syslog)
 
-Per-operator raw topics (issue 15 defect 8): ``<prefix>-raw-op-<operator>``, one per configured
+Per-operator raw topics: ``<prefix>-raw-op-<operator>``, one per configured
 operator, any format.  Kafka never tells a consumer who produced a record, but its ACLs decide
 who may write a topic: only ``ipanon-collector-<operator>`` (and the worker/admin) may write
 ``<prefix>-raw-op-<operator>``, so the topic names the operator and the worker dead-letters a

@@ -1,6 +1,6 @@
 """Crypto-shredding of the mapping table: keyed-hash table keys and per-epoch sealed values.
 
-Defence in depth behind the sweeper's tombstones (issue 4).  Kafka keeps overwritten values
+Defence in depth behind the sweeper's tombstones.  Kafka keeps overwritten values
 and tombstoned keys in old segments until the cleaner runs, and replicas and backups keep
 what they copied; so every table value is sealed (AES-256-GCM, ``stream.keyring``) under the
 key of the *epoch in which its last interval expires*, and that epoch key is destroyed shortly

@@ -1,4 +1,4 @@
-"""The worker's status page: is every promise being kept, at a glance (issue 7).
+"""The worker's status page: is every promise being kept, at a glance.
 
 Served by the worker's own web server (Faust's, ``--web-port``, loopback only):
 
@@ -252,7 +252,7 @@ class AuditVerifier:
     def __init__(self, topic: str, *, bootstrap: str, security: Any, clock: Callable[[], int],
                  anchor_public: Any = None, checkpoint_ms: int = 3_600_000) -> None:
         """``topic``: the audit topic; ``bootstrap``/``security``: the worker's own Kafka
-        settings (issue 10); ``anchor_public``: the desk's checkpoint key (None: the chain alone
+        settings; ``anchor_public``: the desk's checkpoint key (None: the chain alone
         is verified), ``checkpoint_ms`` how often the desk writes a checkpoint."""
         self.topic = topic
         self.bootstrap = bootstrap

@@ -1,4 +1,4 @@
-"""k-anonymous aggregates: counts per operator × kind × time bucket × address prefix (issue 5).
+"""k-anonymous aggregates: counts per operator × kind × time bucket × address prefix.
 
 A cell is ``(operator, kind, bucket_ms, epoch, prefix)`` where ``prefix`` is the aggregate
 cell text from ``stream.stats.StatsBuilder`` (a pseudonymised /24 or /48 for ipcrypt-pfx and
@@ -29,7 +29,7 @@ produce the same cells as live traffic.  A binding that arrives for a bucket alr
 not added anywhere (``late``, counted per operator in ``late_by_operator``): a second partial
 cell would be a differencing attack.
 
-**One owner per cell** (issue 21): with several workers the bindings partitions, and so a
+**One owner per cell**: with several workers the bindings partitions, and so a
 cell's bindings, are split between them.  The stats stage therefore does not count: it turns
 each binding into a *contribution* (``contribution``: the cell coordinates, action, octets,
 holder pseudonym and record id — no raw identifier, no exact time) keyed by the cell id, and

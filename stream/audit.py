@@ -3,7 +3,7 @@
 Every lawful-access step (request received, refusal with its reason, approval, answer, expiry,
 legal hold) becomes one *record*: a flat JSON object with a sequence number, the hash of the
 previous record and its own hash.  The operator must be able to show afterwards exactly what
-happened (issue 6; ITS rapport 27), so a verifier must notice any record that was changed,
+happened (ITS rapport 27), so a verifier must notice any record that was changed,
 removed, inserted or reordered, and say where:
 
 - changed:   the record's own hash no longer matches its content (or its bytes are not the

@@ -1,4 +1,4 @@
-"""Erasure canaries (issue 19 part 1): synthetic bindings whose deletion the worker measures.
+"""Erasure canaries: synthetic bindings whose deletion the worker measures.
 
 A canary is an ordinary RADIUS Start + Stop pair, produced to the operator's own raw topic, so it
 is parsed, mapped, changelogged, swept, tombstoned and key-shredded like any record.  What makes

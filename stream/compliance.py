@@ -1,4 +1,4 @@
-"""The compliance report an operator files with its DPO (issue 19): figures, page, signature.
+"""The compliance report an operator files with its DPO: figures, page, signature.
 
 Pure: the shell (``agents/commands/report.py``) reads the topics, the key state and the broker
 and passes plain values in; everything here decides and formats, takes time as an argument and
@@ -148,7 +148,7 @@ def store_rows(plan: Any, actual_rows: Sequence[Any], operator: str) -> list[dic
 
 
 def canary_section(measurements: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """Measured persistence from erasure canaries.  With none (issue 19 part 1 not built, or no
+    """Measured persistence from erasure canaries.  With none (no canaries configured, or no
     canary finished in the period) the section says so and carries no figure: never invented."""
     if not measurements:
         return {"measured": False, "measurements": [], "statement": NO_CANARIES}

@@ -4,7 +4,7 @@ Loading is pure: the functions take a path (or text plus the name to blame) and 
 nothing here reads the clock or the environment.  Every problem is a ``ConfigError`` whose
 message starts with the file name and names the field (``junet.toml: purposes.lawful_access.
 promise: …``) so an operator can fix it without reading code; the worker refuses to start on
-any of them (issue 4).
+any of them.
 
 Schema (unknown keys anywhere are an error, because a misspelt ``legal_minimun`` silently
 ignored would be a compliance bug)::
@@ -70,7 +70,7 @@ DHCP_IDENTIFIERS = ("circuit-id", "remote-id", "client-id", "duid", "hwaddr")
 SUBSCRIBER_SCHEMES = ("hmac-sha256", "drop")
 ADDRESS_SCHEMES = ("ipcrypt-pfx", "ipcrypt-det", "cryptopan", "truncate", "drop")
 #: how per-record statistics carry octets and session time (``stream.stats.coarsen``): exact
-#: counters are a join key back to the raw logs (issue 21), so the default rounds them down to
+#: counters are a join key back to the raw logs, so the default rounds them down to
 #: a power of two and ``exact`` must be chosen on purpose
 COUNTER_SCHEMES = ("log2", "drop", "exact")
 #: consent_required operators: how long after a withdrawal the subscriber's per-record

@@ -1,4 +1,4 @@
-"""Consent flags for statistics: records, keys and the in-memory view (issue 5).
+"""Consent flags for statistics: records, keys and the in-memory view.
 
 Where an operator's policy says ``consent_required = true`` (Junet, Hektor, op003: traffic data
 for statistics only with consent), a subscriber's per-record statistics are emitted only while
@@ -55,7 +55,7 @@ _HEXCHARS = re.compile(r"[0-9a-f:.\-]+")  # everything either form can match is 
 
 
 def normalise_subscriber(subscriber: str) -> str:
-    """The identity a consent flag is about (issue 21: withdrawing ``kund-77@…`` left
+    """The identity a consent flag is about (withdrawing ``kund-77@…`` left
     ``Kund-77@…`` flowing).  Applied alike to the id an operator types and to the id a binding
     carries: surrounding space removed (as the RADIUS parser does), Unicode NFKC, case folded
     (RADIUS user names and realms are matched case-insensitively by the AAA systems the seed
@@ -159,7 +159,7 @@ class ConsentView:
         return f"ConsentView(granted={len(self._granted)})"
 
 
-# -- erasure notices (issue 21 defect 5) --------------------------------------------------------
+# -- erasure notices ----------------------------------------------------------------------------
 
 ERASURE_SCHEMA_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""Erasure on disk within a bound: the pure rules behind ``agents.disk_store`` (issue 17).
+"""Erasure on disk within a bound: the pure rules behind ``agents.disk_store``.
 
 A key deleted from RocksDB leaves its old value in SST files (until a compaction rewrites
 them) and in the write-ahead log (until the memtable that holds it is flushed and the log file

@@ -1,6 +1,6 @@
 """Per-operator key epochs: a forward-only HKDF ratchet, per-scheme keys, sealing, keyed table keys.
 
-Why a ratchet (issue 4 "crypto-shredding", issue 5 "key epochs"): Kafka keeps deleted data in
+Why a ratchet: Kafka keeps deleted data in
 old segments, replicas and backups for days, and statistics consumers keep what they read.
 Values sealed (and pseudonyms made) under a per-epoch key become unreadable (unlinkable) once
 that epoch's key is gone from *everywhere*.  With a hash ratchet only the **oldest live** epoch

@@ -1,8 +1,8 @@
 """Worker-to-worker lookups on the wire: sealed requests, sealed answers, no replays (pure).
 
 The internal lookup topics (``<prefix>-lookup-requests`` / ``-responses``) carry questions
-about addresses and answers naming subscribers between the workers and the query desk.  Before
-issue 15 both were plaintext JSON, and anyone who could write the request topic got answers.
+about addresses and answers naming subscribers between the workers and the query desk.  They
+were once plaintext JSON, and anyone who could write the request topic got answers.
 Now every record on them is AES-256-GCM sealed under one *lookup key* shared only by the
 workers and the desk (``<keys>/lookup.key``, ``agents.keystore.load_lookup_key``):
 

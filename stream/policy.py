@@ -116,7 +116,7 @@ def make_layout(prefix: str = "ipanon", app_id: str = "ipanon", operators: Itera
     """Topic name → role for a deployment.  Mirrors ``agents/topics.py`` (a unit test keeps
     them in step); the Faust table changelog is ``<app id>-<table>-changelog``.  ``operators``:
     one raw topic ``<prefix>-raw-op-<operator>`` each, the only raw topic its collector may
-    write on a secure broker (issue 15 defect 8)."""
+    write on a secure broker."""
     return MappingProxyType({
         f"{prefix}-raw-radius": "raw",
         f"{prefix}-raw-dhcp": "raw",

@@ -20,7 +20,7 @@ is IPv4-mapped is shown as IPv4.  ``cryptopan`` is Xu, Fan, Ammar and Moon's Cry
 2002) with its usual 128-bit IPv6 extension (the one of the Go, C#, Python and Node ports): the
 family of the Python object decides the width, so ``::ffff:192.0.2.1`` is a 128-bit input.
 
-Why batching (issue 5): the prefix-preserving schemes spend one AES block (two for pfx) per
+Why batching: the prefix-preserving schemes spend one AES block (two for pfx) per
 address *bit*; per-bit Python loops run at 3–6k addresses/s.  The blocks of one address are
 independent of each other (each depends only on a prefix of the *input*), so ``encrypt_many``
 builds every block of a whole batch with C-speed bytes operations (big-integer shifts and

@@ -1,4 +1,4 @@
-"""Statistics records: a binding with every raw identifier replaced (issue 5).
+"""Statistics records: a binding with every raw identifier replaced.
 
 Schema version 3 (JSON Schema: ``docs/stats-schema.json``; prose: ``docs/statistics.md``)::
 
@@ -21,9 +21,9 @@ Why each choice:
 - ``bucket_ms`` replaces the exact event time: the exact instant of a session start is a strong
   quasi-identifier when joined with anything else.  ``at_ms`` is never copied, and the Kafka
   record timestamp is bucket-aligned too (``record_timestamp_ms``; the stats topic uses
-  CreateTime for that — issue 21).
+  CreateTime for that).
 - ``octets_in``/``octets_out``/``session_time_s`` go through the profile's ``counters`` scheme
-  (``coarsen``): exact values are a join key back to the bindings topic (issue 21: 9 of 9
+  (``coarsen``): exact values are a join key back to the bindings topic (9 of 9
   pseudonyms relinked by matching octets, session time and bucket), so by default each is
   rounded down to a power of two; ``drop`` removes them, ``exact`` must be chosen on purpose.
 - Nothing raw — address, subscriber id, MAC, DUID, client id, circuit/remote id, session id,
@@ -118,7 +118,7 @@ def record_timestamp_ms(bucket_start_ms: int, now_ms: int, bucket_ms: int = DEFA
     retention bound allows only ``message.timestamp.after.max.ms`` of skew) and never earlier
     than the previous bucket's start (a replay of old data would otherwise be deleted on
     arrival; the record's ``bucket_ms`` already says it is late).  Every value is a bucket
-    start, so the timestamp carries nothing finer than the bucket (issue 21: the append time
+    start, so the timestamp carries nothing finer than the bucket (the append time
     was 0.56-1.24 s after the event)."""
     now_bucket = bucket_of(now_ms, bucket_ms)
     return min(now_bucket, max(bucket_start_ms, now_bucket - bucket_ms))
@@ -334,7 +334,7 @@ class StatsBuilder:
                                subscriber=sub if self.keep_subscriber else None,
                                ip=ip, inside=_text(inside.get(k)), bucket_ms=self.bucket_ms,
                                counters=self.counters)
-            if kind == "truncate":  # ``ip`` is the truncated network: say its length (issue 21)
+            if kind == "truncate":  # ``ip`` is the truncated network: say its length
                 cut = self.scheme.v4_prefix if b.ip.version == 4 else self.scheme.v6_prefix  # type: ignore[union-attr]
                 if cut is not None:
                     rec["prefixlen"] = min(plen, cut)

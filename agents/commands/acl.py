@@ -1,5 +1,5 @@
-"""``ipanon acl render|apply`` — Kafka ACLs per role, computed from the topic layout (issue 10;
-roles and the reasoning: ``agents.acl``, docs/security.md)."""
+"""``ipanon acl render|apply`` — Kafka ACLs per role, computed from the topic layout (roles
+and the reasoning: ``agents.acl``, docs/security.md)."""
 
 from __future__ import annotations
 

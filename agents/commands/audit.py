@@ -65,7 +65,7 @@ def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
 
     check_connection(bootstrap)
     try:
-        from ..kafka_clients import Clients  # TLS/SASL from the environment (issue 10)
+        from ..kafka_clients import Clients  # TLS/SASL from the environment
 
         c = Clients(bootstrap).consumer(client_id="ipanon-cli-reader")
     except KafkaError as e:

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = args.bootstrap or default_bootstrap()
     ensure_topics(bootstrap, {topic}, create=not args.no_create_topic)
 
-    from ..kafka_clients import BULK_PRODUCER, Clients  # TLS/SASL from the environment (issue 10)
+    from ..kafka_clients import BULK_PRODUCER, Clients  # TLS/SASL from the environment
 
     producer = Clients(bootstrap).producer(client_id="ipanon-collect", **BULK_PRODUCER)
     failures: list[BaseException] = []

@@ -6,7 +6,7 @@ A subscriber of ``-`` reads one subscriber id per line from stdin (bulk changes;
 out of the shell history and the process list).
 
 ``withdraw`` also publishes an **erasure notice** on ``<prefix>-erasures`` for operators whose
-profile sets ``consent_required`` (issue 21 defect 5): the subscriber's statistics pseudonym
+profile sets ``consent_required``: the subscriber's statistics pseudonym
 for every epoch still derivable from the worker's ratchet (``stream.consent.erasure_notices``),
 so consumers of ``<prefix>-stats`` can delete their copies (docs/statistics.md).  It is written
 before the consent flag, so no consumer sees a withdrawal without its notice.

@@ -1,6 +1,6 @@
 """``ipanon crypt encrypt|decrypt`` — the invertible address schemes at the command line.
 
-Contract (issue 5): ``ipanon crypt encrypt|decrypt --scheme ipcrypt-det|ipcrypt-pfx|cryptopan
+Contract: ``ipanon crypt encrypt|decrypt --scheme ipcrypt-det|ipcrypt-pfx|cryptopan
 --key HEX [ADDR...]`` prints one address per line in compressed canonical text (RFC 5952; IPv4
 dotted where the scheme keeps the family, IPv4-mapped IPv6 as ``::ffff:a.b.c.d``), reading
 addresses from stdin, one per line, when none are given (blank lines are skipped).  A bad key

@@ -97,7 +97,7 @@ def write_private(path: Path, key) -> None:
 
 def load_private(path: Path, kind: str):
     """Load an Ed25519 (``kind='ed25519'``) or X25519 private key written by ``ipanon keys``.
-    A key file its group or others can access is refused, like every secret (issue 10)."""
+    A key file its group or others can access is refused, like every secret."""
     from ..keystore import require_private
     from stream.errors import ConfigError
 
@@ -174,7 +174,7 @@ def run_staff(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- statistics key epochs (issue 5) --------------------------------------------------------------
+# -- statistics key epochs ------------------------------------------------------------------------
 
 
 def _register_epochs(ksub) -> None:

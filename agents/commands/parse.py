@@ -1,6 +1,6 @@
 """``ipanon parse --format NAME [--operator OP] FILE...`` — input files → canonical bindings.
 
-Contract (issue 3): one JSON object per binding per line on stdout (``Binding.to_dict()``);
+Contract: one JSON object per binding per line on stdout (``Binding.to_dict()``);
 every rejected record as one JSON object ``{"line", "reason", "detail", "file", "record"}`` on
 stderr (``line`` is the record's text); a one-line count summary on stderr at the end; exit 0
 when every file was read (rejects or not), 2 when a file could not be read or the format is

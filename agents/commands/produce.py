@@ -123,7 +123,7 @@ def ensure_topics(bootstrap: str, topics: set[str], *, create: bool) -> None:
     from kafka.errors import KafkaError
 
     from ..cli import CliError
-    from ..kafka_clients import Clients  # TLS/SASL from the environment (issue 10)
+    from ..kafka_clients import Clients  # TLS/SASL from the environment
 
     admin = Clients(bootstrap).admin(client_id="ipanon-produce")
     try:

@@ -141,7 +141,7 @@ def send_to_inbox(args: argparse.Namespace, key: bytes, value: bytes) -> None:
     check_connection(bootstrap)
 
     try:
-        from ..kafka_clients import Clients  # TLS/SASL from the environment (issue 10)
+        from ..kafka_clients import Clients  # TLS/SASL from the environment
 
         prod = Clients(bootstrap).producer(client_id="ipanon-query", max_block_ms=10_000)
     except KafkaError as e:

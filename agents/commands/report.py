@@ -1,4 +1,4 @@
-"""``ipanon report compliance|verify`` — the signed compliance report a DPO can file (issue 19).
+"""``ipanon report compliance|verify`` — the signed compliance report a DPO can file.
 
 ``compliance`` gathers the figures for one operator and one period — the retention plan and
 each topic's actual configs from the broker, the audit topic, the holds topic, the bindings

@@ -1,4 +1,6 @@
-"""Structure of the worker's shell (issue 16): no class in ``agents/`` is over 250 lines.
+"""Structure of the code: no class in ``agents/`` is over 250 lines, and no comment or
+docstring in ``agents/`` or ``stream/`` names an issue (issue numbers and benchmark figures live
+in docs/benchmarks.md; a comment says why).
 
 A class's size is ``end_lineno - lineno + 1`` of its ``ast.ClassDef`` (decorators excluded),
 over every module under ``agents/`` including its subpackages.  A class that grows past the
@@ -7,6 +9,7 @@ bound is split by composition (as ``QueryAgent`` → ``DeskWriter`` / ``DeskOutc
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -39,3 +42,25 @@ def test_the_check_sees_a_long_class_and_nested_ones():
     assert long_classes(too_long, "m.py") == ["m.py:1 TooLong (251 lines)"]
     nested = "def f():\n" + "".join("    " + line + "\n" for line in too_long.splitlines())
     assert long_classes(nested, "m.py") == ["m.py:2 TooLong (251 lines)"]
+
+
+#: "issue 16", "issues 4", "issue#3": an issue's number where the code should say why
+ISSUE_REF = re.compile(r"\bissues? ?#?\d+", re.IGNORECASE)
+
+
+def issue_references(source: str, name: str) -> list[str]:
+    """``<file>:<line>`` and the line for every mention of an issue number in ``source``."""
+    return [f"{name}:{i} {line.strip()}" for i, line in enumerate(source.splitlines(), 1) if ISSUE_REF.search(line)]
+
+
+def test_no_issue_numbers_in_the_code():
+    modules = sorted([*(REPO / "agents").rglob("*.py"), *(REPO / "stream").rglob("*.py")])
+    assert len(modules) > 60  # the walk found both packages
+    found = [r for f in modules for r in issue_references(f.read_text(), str(f.relative_to(REPO)))]
+    assert found == [], f"issue numbers in code (say why instead; figures go to docs/benchmarks.md): {found}"
+
+
+def test_the_issue_check_sees_the_usual_spellings():
+    assert issue_references("# see issue 16\nx = 1  # (issues 4, 9)\n#: Issue#3\n", "m.py") == [
+        "m.py:1 # see issue 16", "m.py:2 x = 1  # (issues 4, 9)", "m.py:3 #: Issue#3"]
+    assert issue_references("tissue 5\nissued 3 keys\n", "m.py") == []
