@@ -7,7 +7,7 @@
 
 The stages that read a topic in bulk are ``agents.batch.BatchStage`` loops on plain aiokafka: a
 batch is fetched, every output queued at once, the acks awaited and only then the batch's
-offsets committed (Faust's per-event stream machinery cost ≈ 37× the CPU; docs/benchmarks.md).
+offsets committed (Faust's per-event stream machinery cost many times the CPU; docs/benchmarks.md).
 Ingest and the aggregate stage each run in a consumer group of their own (``<app id>-ingest``,
 ``<app id>-aggregate``); ingest also makes the statistics, sent in its batch with the bindings
 (``Ingest.stats`` = ``StatsAgent.for_ingest``), so an event crosses Kafka twice inside a
@@ -115,11 +115,10 @@ def faust_app(s: Settings) -> faust.App:
         # authentication; ipanon serves only its /status, /status.json and /metrics
         web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False, web_stats_enabled=False,
         consumer_auto_offset_reset="earliest",
-        # no linger: the query desk and lookup answers wait on their acks, and 5 ms of
-        # linger per hop cost a lawful answer 11 of its 24 ms (bench_lawful_latency).  Under
-        # load aiokafka still batches, since it keeps one request in flight per broker;
-        # bench_e2e measured no throughput difference beyond noise (1 779-1 961 vs
-        # 1 852-2 027 events per worker CPU-s).
+        # no linger: the query desk and lookup answers wait on their acks, and linger per hop
+        # was close to half of a lawful answer's time (bench_lawful_latency).  Under load
+        # aiokafka still batches, since it keeps one request in flight per broker; bench_e2e
+        # measured no throughput difference beyond noise (docs/benchmarks.md).
         producer_linger_ms=0,
         stream_buffer_maxsize=8192,
         broker_commit_every=5000,
@@ -129,7 +128,7 @@ def faust_app(s: Settings) -> faust.App:
         broker_session_timeout=s.session_timeout_ms / 1000,
         broker_credentials=faust_credentials(s.security),  # TLS + SASL (agents.security)
         # the mapping table restores its changelog itself, not record by record through
-        # Faust's recovery (agents/mapping_table.py; ≈ 540 records/s measured that way)
+        # Faust's recovery (agents/mapping_table.py: hours for 10M mappings that way)
         TableManager=DirectRecoveryTableManager,
     )
 
@@ -208,7 +207,7 @@ class Pipeline:
             app.timer(s.erasure_tick_ms / 1000, name="ipanon.erasure")(self._erase_tick)
 
         # ingest keeps no state: a plain aiokafka batch loop in a consumer group of its own
-        # (agents.batch; Faust's per-event streams cost ≈ 37× the CPU, docs/benchmarks.md)
+        # (agents.batch; Faust's per-event streams cost many times the CPU, docs/benchmarks.md)
         self.batch_stages: list[BatchStage] = []
         self.metrics: Any = None  # agents.metrics.Metrics once composed (``_compose``)
         self.ingest = Ingest(names=names, partitions=s.partitions, operators=self.operators,
@@ -338,7 +337,7 @@ class Pipeline:
         which keeps their order (``agents.outbox``).  Anything else queued with Faust's
         ``send_soon`` is drained here too: Faust's ProducerBuffer publishes one message per
         event-loop turn and, past 100 queued, ``wait_until_ebb`` waits message by message
-        (2.7–4.5× fewer events per CPU-second; docs/benchmarks.md).  Only writes whose relative
+        (several times fewer events per CPU-second; docs/benchmarks.md).  Only writes whose relative
         order does not matter may take that path."""
         await self.outbox.flush()
         q = self.app.producer.buffer.pending

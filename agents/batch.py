@@ -1,8 +1,8 @@
 """Batch-native stages: the worker's stateless stages on plain aiokafka ``getmany`` loops.
 
 Faust's per-event stream machinery (one task hop, one ``Conductor.on_message`` and one
-ProducerBuffer turn per record) cost the worker ≈ 37× more CPU per event than the same pure core
-on plain aiokafka batches (docs/benchmarks.md, "Where the time goes").  The two stages that keep
+ProducerBuffer turn per record) cost the worker many times the CPU per event of the same pure
+core on plain aiokafka batches (docs/benchmarks.md, "Where the time goes").  The two stages that keep
 no state — **ingest** (raw topics → bindings + dead letters) and **stats** (bindings → stats
 records) — therefore run here, one ``BatchStage`` each; so does the mapping stage, which writes
 the Faust table: ``agents.mapping_stage.MappingStage`` joins no group and follows the table's

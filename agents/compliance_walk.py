@@ -18,9 +18,8 @@ from stream.compliance_fold import Fold, OperatorState, pack_summary, summarize
 #: A compliance scan result is reused for this long (a scrape and the status page may both ask).
 SCAN_CACHE_S = 1.0
 #: A walk's result is reused for at least this many times the walk's own duration, so walking
-#: the table takes at most 1/20 of the worker's time however large the table is (1M keys: a
-#: 2-3 s walk, reused for 40-60 s; measured by bench_lawful_latency, where back-to-back walks
-#: every 2 s at 10M left no time to answer lookups).
+#: the table takes at most 1/20 of the worker's time however large the table is
+#: (bench_lawful_latency: back-to-back walks of a large table left no time to answer lookups).
 SCAN_DUTY_FACTOR = 20.0
 #: The background walk does this much work at a time, then sleeps ``WALK_PAUSE_S``: it takes at
 #: most a fifth of the event loop while it runs.  A lawful answer passes through many loop turns
@@ -117,8 +116,8 @@ class ComplianceWalk:
         with its value at the time the walk reaches it.  A rebalance during the walk
         abandons it (the next starts over on the new partitions).
 
-        Opening a sealed value costs ~16–20 µs of CPU (measured: ``benchmarks/bench_metrics_scan.py``),
-        too much to repeat for every key on every walk (1M keys: ~20 s).  So each key's
+        Opening a sealed value is the walk's main cost (``benchmarks/bench_metrics_scan.py``), too
+        much to repeat for every key on every walk.  So each key's
         clock-independent summary is kept with the value object it came from and reused while
         the table still holds that same object; only new or changed values are opened, at most
         ``open_budget`` per walk.  Keys not opened yet (a large table just recovered) are

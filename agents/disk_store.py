@@ -113,11 +113,11 @@ def _options(*, write_buffer_bytes: int, total_wal_bytes: int, cache_bytes: int,
     bbo.set_block_cache(rd.Cache(cache_bytes))
     bbo.set_bloom_filter(10, False)
     # index and filter blocks live in the block cache (bounded), not beside it in the table
-    # readers, where they took ≈ 3.4 B per mapping (≈ 170 MB at 50M); partitioned, so a get
+    # readers, where they grew with the store (docs/benchmarks.md); partitioned, so a get
     # loads one small index/filter partition instead of a whole file's index (which a cache
     # smaller than all the indexes would reload for every get); only each file's top level
     # stays pinned.  Not L0's blocks: after a bulk load the whole store is in L0 until the
-    # merge ends, and pinned there they took ≈ 3.6 B per mapping outside the cap
+    # merge ends, and pinned there they grew with the store outside the cap
     bbo.set_cache_index_and_filter_blocks(True)
     bbo.set_pin_l0_filter_and_index_blocks_in_cache(False)
     bbo.set_index_type(rd.BlockBasedIndexType.two_level_index_search())
@@ -453,13 +453,12 @@ class Erasure:
 
 
 #: the block cache's cap.  The cache is the part of RocksDB's memory that follows the store's
-#: size up to its cap: after a fresh restore of 1M mappings it held ≈ 12 MB, from 10M on it is
-#: full; and its blocks, put there by the compaction threads among pages they freed, keep more
-#: RSS than their own size (docs/benchmarks.md "RSS from 1M to 50M").  8 MB is full at every
-#: size, so it no longer adds to the RSS from 1M to 50M.  What a get costs is not the cache
-#: (≈ 130 MB of index and filter partitions at 50M never fitted in 32 MB either): it reads the
-#: missing partitions from the OS page cache, a few µs each (p50 / p99 at 1M and 10M unchanged
-#: within this machine's noise).
+#: size up to its cap, and its blocks, put there by the compaction threads among pages they
+#: freed, keep more RSS than their own size (docs/benchmarks.md "RSS from 1M to 50M").  A cap
+#: that is full at every size no longer adds to the RSS as the store grows.  What a get costs is
+#: not the cache (the index and filter partitions of a large store never fitted a larger cap
+#: either): it reads the missing partitions from the OS page cache (figures in
+#: docs/benchmarks.md).
 BLOCK_CACHE_BYTES = 8 * 2**20
 
 

@@ -1,8 +1,8 @@
 """The compliance walk over the on-disk mapping table: ``Metrics.walk`` for a table
 whose values live in ``agents.disk_store`` (``MappingTable.disk``).
 
-The memory walk keeps each key's summary in two dicts (116 B per key): at 50M keys that alone
-would be ≈ 6 GB.  Here the table is read a chunk at a time (``DiskStore.items_after``, no
+The memory walk keeps each key's summary in two dicts: at tens of millions of keys that alone
+would be gigabytes (docs/state-on-disk.md).  Here the table is read a chunk at a time (``DiskStore.items_after``, no
 iterator kept across event-loop turns) and each key's packed summary is kept *in the store*, in
 the partition's ``m<p>`` column family, as an 8-byte digest of the value it summarises + the
 packed summary: a summary whose digest matches the current value is reused, any other value is

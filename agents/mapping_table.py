@@ -30,8 +30,8 @@ reads of the table.  Readers in other modules (the compliance walks) use its pub
 port: ``active``, ``epoch``, ``disk``, ``key_partition()``, ``pending_writes()`` and
 ``store_failed``.
 
-**Restore.**  Faust's recovery reads the changelog one record at a time (≈ 540
-records/s here, hours for 10M mappings).  ``DirectRecovery`` (installed through the app's
+**Restore.**  Faust's recovery reads the changelog one record at a time (hours for 10M
+mappings, docs/benchmarks.md).  ``DirectRecovery`` (installed through the app's
 ``TableManager`` setting) tells Faust that this table's changelog partitions are already at
 their highwater, so Faust reads none of them; then, before Faust resumes the stream
 partitions, ``MappingTable.restore`` reads them itself in batches from where this worker's copy
@@ -46,8 +46,8 @@ tombstone, and it rebuilds its schedule from the store after every recovery (it 
 state; ``agents.table_schedule``).
 
 The schedule (``stream.schedule.ExpirySchedule``) keeps keys in time buckets of ``SCHEDULE_BUCKET_MS``, not
-one ``(expiry, key)`` tuple each: ≈ 10 bytes per scheduled key instead of 112
-(``benchmarks/bench_memory.py`` at 1M).  A bucket is handed out only once every expiry it
+one ``(expiry, key)`` tuple each: a small fraction of the memory per scheduled key
+(``benchmarks/bench_memory.py``).  A bucket is handed out only once every expiry it
 covers has passed, so a key is never due before its expiry instant and at most one bucket
 width after it: the sweeper deletes within sweeper period + bucket width of the expiry
 instant, and the retention plan subtracts both from the TTL
@@ -249,7 +249,7 @@ class MappingTable(faust.Table):
     def keys_of(self, partitions: Iterable[int], prefix: bytes = b"") -> Iterator[bytes]:
         """The keys of ``partitions`` starting with ``prefix``, each once; the caller may write
         while it walks.  On disk the store's keys come chunk by chunk (a partition can hold tens
-        of millions: a list of them was ≈ 69 B per key), after the keys pending at the call (a
+        of millions, too many to list at once), after the keys pending at the call (a
         snapshot: the caller's own writes join the pending set as it goes)."""
         ps = set(partitions)
         if self.disk is not None:

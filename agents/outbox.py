@@ -16,8 +16,8 @@ stage commits its input offsets only after its outputs are safe.
 The hand-over.  When the writes go to Faust topics of an app whose producer is plain aiokafka
 (the worker), ``flush`` fills one aiokafka ``BatchBuilder`` per topic-partition, in the order
 the writes were made, and puts each batch straight into the producer's accumulator: Faust's
-``publish_message`` per write was ≈ 10 % of the worker's CPU (docs/benchmarks.md, "Hot path
-cuts").  Each write's callback gets its own offset (the batch's base offset + its place in the
+``publish_message`` per write was a large share of the worker's CPU (docs/benchmarks.md, "Hot
+path cuts").  Each write's callback gets its own offset (the batch's base offset + its place in the
 batch) once the batch is acknowledged.  Order per partition is unchanged; a failed batch hands
 all of its writes to ``on_undelivered``.  Anything else (another producer, a test's stand-in
 channel) is published write by write through the channel, as before.
@@ -406,7 +406,7 @@ def _sensors(items: list[Write]) -> Any:
 def _count_out(sensors: Any, topic: str, ws: list[Write]) -> None:
     """Tell the sensors about ``ws`` (one topic's writes): once per batch where a sensor counts
     (ipanon's ``on_send_many``, Faust's ``Monitor``: the same totals as a call per write, which
-    cost ≈ 4 µs per changelog write through Faust's ``SensorDelegate``), else once per write
+    was costly per changelog write through Faust's ``SensorDelegate``), else once per write
     with a value (tombstones excluded, as Faust's own sends)."""
     try:
         sent = [w for w in ws if w[2] is not None]

@@ -1,8 +1,7 @@
 """The changelog restore's records without aiokafka's ``ConsumerRecord``.
 
 A fresh restore spends most of its one GIL thread in aiokafka (docs/benchmarks.md "Fresh restore:
-vector memtables"): of that, ≈ 0.65 µs per record is ``PartitionRecords._consumer_record``,
-which copies each decoded record into an 11-field ``ConsumerRecord`` (sizes, checksum, a tuple of
+vector memtables"), a good part of it in ``PartitionRecords._consumer_record``, which copies each decoded record into an 11-field ``ConsumerRecord`` (sizes, checksum, a tuple of
 the headers).  The restore reads only ``key``, ``value``, ``headers``, ``offset`` and
 ``timestamp``, which the decoded record (``aiokafka.record``'s ``DefaultRecord``) already has.
 

@@ -2,7 +2,7 @@
 
 Part of ``agents.mapping_table.MappingTable`` (its ``restore`` delegates here).  Faust's recovery
 hands every changelog record through its consumer, the conductor, a task and the recovery loop
-one at a time: ≈ 540 records/s here, hours for 10M mappings (docs/benchmarks.md).
+one at a time: hours for 10M mappings (docs/benchmarks.md).
 ``agents.mapping_table.DirectRecovery`` tells Faust that this table's changelog partitions are
 already at their highwater, so Faust reads none of them; then, *before* Faust resumes the
 stream partitions (the lookup agent stays paused and the mapping stage reads nothing

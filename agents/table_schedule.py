@@ -4,7 +4,7 @@ Part of ``agents.mapping_table.MappingTable`` (its ``schedule``, ``due_items``, 
 ``schedule_complete`` and ``rebuild_schedule_soon`` delegate here).  Memory mode: an
 ``stream.schedule.ExpirySchedule`` of time buckets, rebuilt from the store after every recovery
 (it has no other state).  Nothing is due while a restore runs (the store is half-filled); the
-schedule rebuild that follows opens every value (≈ 10 µs each), so it runs in the background in
+schedule rebuild that follows opens every value, so it runs in the background in
 chunks while the agents already work: keys written meanwhile are scheduled by their writer, and
 an entry made stale by a write is re-checked when it comes up.  Disk mode: the schedule is in
 the store, written with the values (``agents.table_disk.DiskWrites.schedule_op``).

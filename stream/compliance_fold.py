@@ -94,8 +94,8 @@ class Fold:
             op_index, summary = unpack_summary(packed)
             self.add(self.operators[op_index], summary)
             return
-        # ``add``'s one-interval case inline: going through ``add`` made a walk 10-30 % slower
-        # (bench_metrics_scan, rescan at 300k keys: 0.52-0.61 s inline, 0.70-0.73 s delegated)
+        # ``add``'s one-interval case inline: going through ``add`` made a walk measurably
+        # slower (bench_metrics_scan's rescan)
         operator = self.operators[packed & 255]
         a = self.acc.get(operator)
         if a is None:

@@ -132,7 +132,7 @@ _new_interval = _new_interval_fast if _new_interval_exact() else Interval
 
 def _moved(iv: Interval, start_ms: int, end_ms: Optional[int], last_ms: int, until_ms: Optional[int]) -> Interval:
     """``replace(iv, start_ms=…, end_ms=…, last_ms=…, until_ms=…)``: the only fields a binding
-    changes (``dataclasses.replace`` costs ~3.5 µs, mostly its keyword handling)."""
+    changes (``dataclasses.replace`` is slow, mostly its keyword handling)."""
     return _new_interval(start_ms, end_ms, iv.holder, iv.session, iv.nas, last_ms, until_ms, iv.port_first,
                          iv.port_last, iv.held, iv.vrf, iv.proto)
 

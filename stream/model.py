@@ -85,7 +85,7 @@ def parse_network(text: str, *, field: str = "address") -> IPNetwork:
 # -- fast path for the common case: a dotted quad ---------------------------------------------
 #
 # ``ipaddress`` text parsing and ``IPv4Network.__init__`` were the largest single cost of the
-# parsers (benchmarks/bench_parsers.py): ~4 µs for ``IPv4Network(inet_pton(...))`` alone.  glibc's
+# parsers (benchmarks/bench_parsers.py, docs/benchmarks.md).  glibc's
 # ``inet_pton`` accepts exactly the dotted quads ``ipaddress`` accepts (four decimal octets, no
 # leading zeros, no whitespace), and a /32 ``IPv4Network`` is four instance attributes, so plain
 # IPv4 text builds them directly.  The result is checked against ``IPv4Network`` at import time
@@ -278,7 +278,7 @@ def _generate() -> None:
 
     The ``__init__`` that ``dataclass(frozen=True)`` writes stores each of the 20 fields through
     ``object.__setattr__`` (a slot-wrapper call with an argument tuple each); Binding
-    construction is on every parser's hot path, and that was ~40 % of it.  This ``__init__``
+    construction is on every parser's hot path, and those calls were a large part of it.  This ``__init__``
     lends the instance, for the duration of the stores, to ``_BindingInit``: a plain class with
     the very same slots (so ``__class__`` assignment is allowed and the memory layout is
     identical), whose attribute stores are ordinary slot stores; then the instance is a

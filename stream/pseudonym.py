@@ -299,7 +299,7 @@ class IpcryptDet(_Redacted):
 
 #: addresses per internal batch: bigger batches amortise per-call overhead, but the block
 #: buffers (n * bits * 16 bytes per key: 256 KiB for 512 IPv4 addresses) should stay in the CPU
-#: cache.  On this shared 2-vCPU machine 256..2048 measured within noise of each other.
+#: cache.  Sizes from 256 to 2048 measured within noise of each other (bench_pseudonym).
 CHUNK = 512
 
 

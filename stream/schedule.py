@@ -4,8 +4,8 @@ Pure (no clock: ``pop_due`` takes ``now_ms``).  The mapping table (``agents.mapp
 keeps one and hands the sweeper the keys that came due; the sweeper re-checks each key, so the
 schedule never needs exact updates.
 
-Keys sit in time buckets of ``SCHEDULE_BUCKET_MS``, not one ``(expiry, key)`` tuple each:
-≈ 10 bytes per scheduled key instead of 112 (``benchmarks/bench_memory.py`` at 1M).  A bucket is
+Keys sit in time buckets of ``SCHEDULE_BUCKET_MS``, not one ``(expiry, key)`` tuple each: a small
+fraction of the memory per scheduled key (``benchmarks/bench_memory.py``, docs/benchmarks.md).  A bucket is
 handed out only once every expiry it covers has passed, so a key is never due before its expiry
 instant and at most one bucket width after it: the sweeper deletes within sweeper period +
 bucket width of the expiry instant, and the retention plan subtracts both from the TTL

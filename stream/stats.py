@@ -51,7 +51,7 @@ from .model import Binding, address_text
 from .consent import normalise_subscriber
 
 #: ``json.dumps(obj, separators=(",", ":"))`` with one encoder for the process: ``dumps`` with any
-#: option builds a new ``JSONEncoder`` per call, ~3 µs of a stats record's ~9 µs encode
+#: option builds a new ``JSONEncoder`` per call, a large part of a stats record's encode
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 _esc = json.encoder.encode_basestring_ascii  # what the encoder writes for a str (ensure_ascii)
