@@ -143,11 +143,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
-    sizes = [int(s) for s in a.sizes.split(",")]
+    try:
+        sizes = [int(s) for s in a.sizes.split(",")]
+    except ValueError:
+        ap.error(f"--sizes: comma-separated whole numbers, not {a.sizes!r}")
     if a.smoke:
         sizes, a.repeat = [1, 10, 40], 1
-    if len(sizes) < 2 or sorted(sizes) != sizes or sizes[0] < 1:
+    if len(sizes) < 2 or sorted(sizes) != sizes or sizes[0] < 1 or len(set(sizes)) != len(sizes):
         ap.error("--sizes: at least two increasing sizes of 1 or more")
+    if a.events < 0 or a.repeat < 1:
+        ap.error("--events must be 0 (automatic) or more, --repeat 1 or more")
 
     pols = load_operators(REPO / "config" / "operators")
     plan = plan_topics(pols)
@@ -161,7 +166,7 @@ def main() -> None:
     for kind in ("nat", "radius"):
         rows = []
         for n in sizes:
-            events = a.events or max(4, min(2000, 20000 // n))
+            events = max(2, a.events) if a.events else max(4, min(2000, 20000 // n))
             if a.smoke:
                 events = 4
             rows.append(measure(kind, n, vault, rules, events, a.repeat))
