@@ -337,17 +337,12 @@ def _cut(ivs: list[Interval], idx: Sequence[int], realm_of: Optional[RealmOf]) -
         i = idx[a]
         iv = ivs[i]
         start, holder, session, vrf = iv.start_ms, iv.holder, iv.session, iv.vrf
-        first, last, proto = iv.port_first, iv.port_last, iv.proto
         for b in range(a + 1, m):
             later = ivs[idx[b]]
             if later.start_ms <= start or (later.holder == holder and later.session == session
                                            and later.vrf == vrf):
                 continue
-            # not iv.same_slot(later): different protocols, or disjoint port ranges
-            if proto is not None and later.proto is not None and proto != later.proto:
-                continue
-            if first is not None and later.port_first is not None and (
-                    last < later.port_first or later.port_last < first):  # type: ignore[operator]
+            if not iv.same_slot(later):
                 continue
             if realm_of is not None and realm_of(iv.nas) != realm_of(later.nas):
                 continue
