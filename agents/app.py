@@ -364,8 +364,11 @@ class Pipeline:
         rebuild the sweeper's schedule in the background — it opens every value."""
         def done(n: int, seconds: float) -> None:
             log.info("sweeper: schedule rebuilt from the store: %d keys (%.1f s)", n, seconds)
+            self.writer.resets.ready_epoch = epoch  # every restored value is in the reset index
 
-        self.table.rebuild_schedule_soon(self.writer.next_expiry, done)
+        epoch = self.table.epoch
+        self.writer.resets.keep(self.table.active)
+        self.table.rebuild_schedule_soon(self.writer.rebuild_entry, done)
         await self.mapping_stage.follow(self.table.active)  # restored: the stage may read these now
 
     async def _erase_tick(self) -> None:

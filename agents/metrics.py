@@ -78,6 +78,7 @@ COUNT_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "sweeper_errors": ("sweeper_errors", None),
     "unreadable_values": ("unreadable_values", None),
     "large_values": ("large_values", None),
+    "resets": ("resets", "*"),                   # NAS resets, by how their keys were found
     "stats_out": ("stats_out", None),
     "lookups": ("lookups", None),
     "lookup_answers": ("lookup_answers", "*"),   # by status, counted before the answer is sealed
@@ -162,6 +163,8 @@ class Metrics:
                                          "opened (sealed under a destroyed epoch key): treated as gone")
         self.large_values = counter("ipanon_table_large_values_total", "Table values written at 256 KiB or more: "
                                     "a key's history growing towards the changelog's 1 MiB record limit")
+        self.resets = counter("ipanon_table_resets_total", "NAS Accounting-On/Off resets applied, by how their "
+                              "keys were found: indexed, or scanned (every key: after a restore, disk mode)", ("path",))
         self.epochs_shredded = counter("ipanon_epochs_shredded_total", "Key epochs destroyed (crypto-shredding), "
                                        "per purpose", ("purpose",))
         self.consent_drops = counter("ipanon_consent_drops_total", "Statistics records dropped for lack of consent")

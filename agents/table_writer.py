@@ -21,6 +21,7 @@ from stream import binding_wire, mapping
 from stream import intervals as iv
 from stream.errors import CryptoError, Rejected
 from stream.model import Binding
+from stream.reset_index import ResetIndex
 
 from .batch import Output
 from .fence import PartitionsLost
@@ -61,6 +62,10 @@ class TableWriter:
         self.large_value_bytes = LARGE_VALUE_BYTES
         self.max_value_bytes = MAX_VALUE_BYTES
         self._large_logged_ms: Optional[int] = None
+        #: the keys a NAS's reset must visit (``stream.reset_index``): kept by ``store``, filled
+        #: for restored values by the schedule rebuild (``rebuild_entry``), trusted once that
+        #: rebuild finished for the table's epoch; until then, and in disk mode, a reset scans
+        self.resets = ResetIndex()
 
     def load(self, op: Any, key: bytes) -> tuple[Any, iv.Intervals]:
         """(network, intervals) of a table key, or (None, ()) if absent.  A value whose epoch key
@@ -83,14 +88,19 @@ class TableWriter:
         op = self.operators[b.operator]
         rules = self.rules[b.operator]
         if b.action == "reset":
-            prefix = f"{b.operator}|".encode()
-            for key in self.table.keys_of([partition], prefix):
+            if self.table.disk is None and self.resets.ready(self.table.epoch):
+                keys: Any = self.resets.keys(partition, b.operator, b.nas)
+                self.count("resets:indexed")
+            else:
+                keys = self.table.keys_of([partition], f"{b.operator}|".encode())
+                self.count("resets:scanned")
+            for key in keys:
                 net, old = self.load(op, key)
                 if net is None:
                     continue
                 change = mapping.reset(old, b.nas, b.at_ms, rules)
                 if change.write:
-                    self.store(partition, key, net, change.intervals, op, now)
+                    self.store(partition, key, net, change.intervals, op, now, old=old)
             return "reset"
         key = self.vaults[op.name].key(iv.slot_of(b), b.ip)
         _, old = self.load(op, key)
@@ -100,13 +110,15 @@ class TableWriter:
         if change.expired:
             self.count("expired", change.expired)
         if change.write:
-            self.store(partition, key, b.ip, change.intervals, op, now, refuse_over=self.max_value_bytes)
+            self.store(partition, key, b.ip, change.intervals, op, now, refuse_over=self.max_value_bytes, old=old)
         return change.outcome
 
     def store(self, partition: int, key: bytes, net: Any, ivs: iv.Intervals, op: Any,
-              now: int, *, reschedule_ms: Optional[int] = None, refuse_over: Optional[int] = None) -> None:
-        """Seal and write ``ivs`` (a tombstone when empty).  ``refuse_over``: raise ``Rejected``
-        (``value-too-large``) instead of writing a sealed value larger than that."""
+              now: int, *, reschedule_ms: Optional[int] = None, refuse_over: Optional[int] = None,
+              old: iv.Intervals = ()) -> None:
+        """Seal and write ``ivs`` (a tombstone when empty) over ``old``, the key's stored
+        intervals (for the reset index).  ``refuse_over``: raise ``Rejected`` (``value-too-large``)
+        instead of writing a sealed value larger than that."""
         if ivs:
             # sealed under the epoch of the content's earliest expiry (stream.shred): every
             # version dies no later than a Stop that may shorten it; the sweeper re-seals it
@@ -122,6 +134,7 @@ class TableWriter:
         else:
             self.table.delete(partition, key)
             self.count("tombstones")
+        self.resets.update(partition, op.name, key, old, ivs)
 
     def _large_value(self, key: bytes, size: int, now: int) -> None:
         self.count("large_values")
@@ -163,8 +176,9 @@ class TableWriter:
 
     # -- sweeper ----------------------------------------------------------------------------
 
-    def next_expiry(self, key: bytes, value: bytes) -> Optional[int]:
-        """A stored value's next expiry or re-seal instant (0: due now)."""
+    def next_expiry(self, key: bytes, value: bytes, partition: Optional[int] = None) -> Optional[int]:
+        """A stored value's next expiry or re-seal instant (0: due now).  ``partition``: the
+        schedule rebuild's key, whose open intervals the reset index notes as well."""
         op = self.operators.get(iv.operator_of(key))
         if op is None:
             return 0  # an operator removed from the configuration: its data goes now
@@ -175,7 +189,13 @@ class TableWriter:
             return 0  # sealed under a destroyed epoch: garbage, tombstone it now
         if not ivs:
             return 0
+        if partition is not None:
+            self.resets.note(partition, op.name, key, ivs)
         return vault.revisit(value, ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms, now_ms=self.clock())
+
+    def rebuild_entry(self, key: bytes, value: bytes) -> Optional[int]:
+        """The memory schedule's rebuild of one key: its next expiry, its open intervals noted."""
+        return self.next_expiry(key, value, self.table.partition_of(key))
 
     def sweep_once(self, now: int) -> int:
         """Drop expired intervals of due keys (tombstone when none is left), keep held ones
@@ -196,13 +216,13 @@ class TableWriter:
                               is_held=mapping.hold_predicate(holds, op.name, net, now))
             if d.write:
                 dropped_total += d.expired
-                self.store(partition, key, net, d.intervals, op, now, reschedule_ms=d.recheck_ms)
+                self.store(partition, key, net, d.intervals, op, now, reschedule_ms=d.recheck_ms, old=ivs)
             elif d.intervals:
                 raw = self.table.get_raw(key, partition)
                 when = self.vaults[op.name].revisit(raw, d.intervals, ttl_ms=op.ttl_ms,
                                                     stale_after_ms=op.stale_after_ms, now_ms=now)
                 if when <= now:  # its content outlives the epoch it is sealed under
-                    self.store(partition, key, net, d.intervals, op, now)
+                    self.store(partition, key, net, d.intervals, op, now, old=ivs)
                     self.count("resealed")
                 else:
                     self.table.schedule(when, key, partition)
