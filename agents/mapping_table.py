@@ -256,7 +256,9 @@ class MappingTable(faust.Table):
             yield from self._writes.keys(ps, prefix)
             return
         kp = self.key_partition()
-        yield from [k for k in list(self.data.keys()) if k.startswith(prefix) and kp.get(k) in ps]
+        for k in list(self.data.keys()):  # the snapshot only: filtered as the caller goes
+            if k.startswith(prefix) and kp.get(k) in ps:
+                yield k
 
     # -- disk mode ------------------------------------------------------------------------------
 

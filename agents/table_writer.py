@@ -13,9 +13,10 @@ stage's dead letters and the heartbeat; the mapping stage and the sweeper flush 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional
 
 from stream import binding_wire, mapping
 from stream import intervals as iv
@@ -39,6 +40,8 @@ LARGE_VALUE_BYTES = 256 * 1024
 #: and the stage would retry it for ever.  A binding that would grow a value past it is
 #: dead-lettered ``value-too-large`` instead, and the key keeps its value.
 MAX_VALUE_BYTES = (1 << 20) - 4096
+#: keys a reset opens between two turns of the event loop (``TableWriter.reset_steps``): ≈ 15 ms
+RESET_CHUNK = 2_000
 
 
 class TableWriter:
@@ -85,23 +88,12 @@ class TableWriter:
         ``holds``: the current ``HoldSet`` (``handle_batch`` reads it once per batch)."""
         if holds is _CURRENT:
             holds = self.holds()
+        if b.action == "reset":
+            for _ in self.reset_steps(partition, b, now):
+                pass
+            return "reset"
         op = self.operators[b.operator]
         rules = self.rules[b.operator]
-        if b.action == "reset":
-            if self.table.disk is None and self.resets.ready(self.table.epoch):
-                keys: Any = self.resets.keys(partition, b.operator, b.nas)
-                self.count("resets:indexed")
-            else:
-                keys = self.table.keys_of([partition], f"{b.operator}|".encode())
-                self.count("resets:scanned")
-            for key in keys:
-                net, old = self.load(op, key)
-                if net is None:
-                    continue
-                change = mapping.reset(old, b.nas, b.at_ms, rules)
-                if change.write:
-                    self.store(partition, key, net, change.intervals, op, now, old=old)
-            return "reset"
         key = self.vaults[op.name].key(iv.slot_of(b), b.ip)
         _, old = self.load(op, key)
         # a hold keeps an expired interval here too, not only in the sweeper
@@ -112,6 +104,28 @@ class TableWriter:
         if change.write:
             self.store(partition, key, b.ip, change.intervals, op, now, refuse_over=self.max_value_bytes, old=old)
         return change.outcome
+
+    def reset_steps(self, partition: int, b: Binding, now: int) -> Iterator[None]:
+        """A NAS's reset (``b``): close its open intervals on the keys of ``partition``, pausing
+        (yielding) after every ``RESET_CHUNK`` keys opened, where ``handle_batch`` lets the event
+        loop run.  The index names the keys once trusted; otherwise every key of the operator is
+        opened, which at millions of keys must not hold the loop (heartbeats, the fence's clock)."""
+        op = self.operators[b.operator]
+        rules = self.rules[b.operator]
+        if self.table.disk is None and self.resets.ready(self.table.epoch):
+            keys: Iterable[bytes] = self.resets.keys(partition, b.operator, b.nas)
+            self.count("resets:indexed")
+        else:
+            keys = self.table.keys_of([partition], f"{b.operator}|".encode())
+            self.count("resets:scanned")
+        for n, key in enumerate(keys, 1):
+            net, old = self.load(op, key)
+            if net is not None:
+                change = mapping.reset(old, b.nas, b.at_ms, rules)
+                if change.write:
+                    self.store(partition, key, net, change.intervals, op, now, old=old)
+            if n % RESET_CHUNK == 0:
+                yield
 
     def store(self, partition: int, key: bytes, net: Any, ivs: iv.Intervals, op: Any,
               now: int, *, reschedule_ms: Optional[int] = None, refuse_over: Optional[int] = None,
@@ -147,9 +161,10 @@ class TableWriter:
     async def handle_batch(self, records: list[Any]) -> list[Output]:
         """One ``MappingStage`` batch of bindings records: apply each to the table; every write
         (changelog, dead letters) is queued in the outbox, which the stage flushes before it
-        commits.  Counted once per batch."""
+        commits.  Counted once per batch.  The stage holds its lock meanwhile, so a revoke waits
+        for the batch even where a reset lets the event loop run (``reset_steps``)."""
         now = self.clock()
-        holds = self.holds()  # no await in the loop: the same hold set for the whole batch
+        holds = self.holds()  # the same hold set for the whole batch
         outcomes: dict[str, int] = {}
         rejected: dict[str, int] = {}
         for r in records:
@@ -159,7 +174,12 @@ class TableWriter:
                 b = binding_wire.decode(r.value)
                 if b.operator not in self.operators:
                     raise Rejected("unknown-operator", "operator has no profile")
-                outcome = "mapping:" + self.apply_binding(r.partition, b, now, holds=holds)
+                if b.action == "reset":  # may open many keys: the loop runs between chunks
+                    for _ in self.reset_steps(r.partition, b, now):
+                        await asyncio.sleep(0)
+                    outcome = "mapping:reset"
+                else:
+                    outcome = "mapping:" + self.apply_binding(r.partition, b, now, holds=holds)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             except Rejected as e:
                 self.dead_letter(r, e.reason, e.detail)

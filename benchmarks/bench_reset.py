@@ -10,7 +10,9 @@ One worker's ``Pipeline`` (its ``TableWriter`` and memory table, no broker) is f
 other NASes.  Then in the same run:
 
 - ``scan_s``: the reset of NAS A with the index not trusted (as after a restore, before the
-  schedule rebuild has noted every value; and always in disk mode), process CPU;
+  schedule rebuild has noted every value; and always in disk mode), process CPU, through the
+  stage's ``handle_batch``; ``scan_loop_max_gap_ms``: the longest the event loop went without a
+  turn meanwhile (the scan lets it run every ``RESET_CHUNK`` keys);
 - ``indexed_s``: the reset of NAS B through the index, process CPU;
 - ``upkeep_us``: per binding, what keeping the index costs on the hot path (start + stop pairs on
   fresh addresses, with the index against a no-op stand-in; best of ``--repeat``);
@@ -86,6 +88,38 @@ def cpu(f) -> float:
     return time.process_time() - t
 
 
+def as_stage(p, b: Binding) -> tuple[float, float]:
+    """``b`` through ``TableWriter.handle_batch``, as the mapping stage hands it over: (process
+    CPU, the longest the event loop went without a turn meanwhile)."""
+    import asyncio
+
+    from stream import binding_wire
+
+    rec = argparse.Namespace(topic=p.names.bindings, partition=0, offset=0, key=b"k", value=binding_wire.encode(b),
+                             headers=[])
+
+    async def run() -> tuple[float, float]:
+        gap, done = 0.0, False
+
+        async def ticker() -> None:
+            nonlocal gap
+            last = time.monotonic()
+            while not done:
+                await asyncio.sleep(0)
+                t = time.monotonic()
+                gap, last = max(gap, t - last), t
+
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        c = time.process_time()
+        await p.writer.handle_batch([rec])
+        c = time.process_time() - c
+        done = True
+        await tick
+        return c, gap
+    return asyncio.run(run())
+
+
 def closed_on(p, nas: str) -> int:
     """Sessions of ``nas`` closed in the table (read back: the reset really did its work)."""
     op = p.operators["op"]
@@ -124,7 +158,7 @@ def main() -> None:
         indexed_keys = len(w.resets)
 
         w.resets.ready_epoch = None  # not trusted: the writer scans
-        scan_s = cpu(lambda: w.apply_binding(0, reset(NAS_A, now - 1_000), now))
+        scan_s, loop_gap_s = as_stage(p, reset(NAS_A, now - 1_000))
         w.resets.ready_epoch = p.table.epoch
         indexed_s = cpu(lambda: w.apply_binding(0, reset(NAS_B, now - 1_000), now))
         counts = dict(p.test_counts)
@@ -171,6 +205,7 @@ def main() -> None:
         "indexed_keys_before": indexed_keys,
         "scan_s": round(scan_s, 4), "indexed_s": round(indexed_s, 5),
         "scan_us_per_key": round(scan_s / a.keys * 1e6, 2),
+        "scan_loop_max_gap_ms": round(loop_gap_s * 1000, 1),
         "speedup": round(scan_s / indexed_s, 1) if indexed_s > 0 else None,
         "closed": {"scanned_nas": closed_a, "indexed_nas": closed_b},
         "paths": {k: v for k, v in counts.items() if k.startswith("resets:")},

@@ -402,6 +402,33 @@ def test_the_erasure_tick_runs_beside_the_table(bootstrap, tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_key_walk_paused_across_the_erasure_tick_and_store_batches_walks_every_key_once(bootstrap, tmp_path):
+    """A NAS reset that scans lets the event loop run between chunks of keys
+    (``TableWriter.reset_steps``): meanwhile the erasure tick reopens the store and acknowledged
+    writes reach it.  The walk must go on over the reopened store, every key once."""
+    app_id, table, topic = setup(bootstrap, tmp_path)
+    n = 23_456  # past two of the store walk's 10 000-key chunks
+    write(bootstrap, topic, [(0, b"k%06d" % i, b"v") for i in range(n)])
+
+    async def scenario():
+        await table.on_rebalance(tps(topic, [0]), set(), tps(topic, [0]))
+        await table.restore(tps(topic, [0]))
+        walk = table.keys_of([0], b"k")
+        seen = [next(walk) for _ in range(100)]
+        table.delete(0, b"k000050")  # behind the walk
+        table.delete(0, b"k020000")  # ahead of it: not walked
+        table.put(0, b"k030000", b"new")  # a new key ahead of it: walked (it is in the store)
+        await deliver(table, bootstrap)
+        info = await table.erase_tick(10**12)  # reopens the store under the paused walk
+        assert info["compacted"] == [0]
+        seen += list(walk)
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert len(seen) == len(set(seen)) == n  # n − the one deleted ahead + the one added
+    assert b"k020000" not in seen and b"k030000" in seen
+
+
 def test_a_changelog_created_again_is_restored_afresh_even_past_the_old_checkpoint(bootstrap, tmp_path):
     """A checkpoint is an offset of one topic: after the changelog is deleted and created again
     and refilled past the old checkpoint, the offsets alone look fine; the topic id does not."""

@@ -222,3 +222,47 @@ def test_a_rebalance_stops_trusting_the_index_until_its_own_rebuild(make):
     p.table.epoch += 1  # what MappingTable.on_rebalance does first
     p.writer.apply_binding(0, reset, now)
     assert p.test_counts.get("resets:indexed") == 1 and p.test_counts.get("resets:scanned") == 1
+
+
+def test_a_reset_that_scans_lets_the_event_loop_run_between_chunks(make):
+    """A scanning reset at millions of keys must not hold the loop for seconds: the heartbeats
+    and the fence's clock run in it (docs/mapping.md, "Known limit")."""
+    from agents.table_writer import RESET_CHUNK
+    from stream import binding_wire
+
+    p = make("a")  # never ready: the reset scans every key, as in disk mode or right after a restore
+    now = int(time.time() * 1000)
+    n = 5 * RESET_CHUNK + 17
+    for a in range(n):
+        ip = ip_network(f"10.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}/32")
+        p.writer.apply_binding(0, Binding(kind="radius", action="start", operator="op", ip=ip, subscriber="s",
+                                          session=f"S{a}", nas=NASES[a % 2], at_ms=now - 60_000), now)
+    reset = Binding(kind="radius", action="reset", operator="op", ip=None, subscriber=None, session=None,
+                    nas=NASES[0], at_ms=now - 1_000)
+    rec = type("Rec", (), {})()
+    rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers = p.names.bindings, 0, 1, b"k", \
+        binding_wire.encode(reset), []
+
+    async def scenario():
+        ticks = 0
+        done = False
+
+        async def ticker():
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        await p.writer.handle_batch([rec])
+        done = True
+        await t
+        return ticks - before
+
+    ticks = asyncio.run(scenario())
+    assert ticks >= 5  # one turn of the loop per chunk of keys opened
+    assert p.test_counts.get("resets:scanned") == 1 and p.test_counts.get("mapping:reset") == 1
+    closed = [ivs for ivs in contents(p).values() if ivs[-1].end_ms is not None]
+    assert len(closed) == (n + 1) // 2  # every session of the NAS, and only those
