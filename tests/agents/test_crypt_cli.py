@@ -1,4 +1,5 @@
-"""``ipanon crypt``: the issue-5 contract, through ``agents.cli.main`` as the shell calls it."""
+"""``ipanon crypt``: its contract (docs/pseudonymisation.md), through ``agents.cli.main`` as the
+shell calls it."""
 
 from __future__ import annotations
 

@@ -173,7 +173,7 @@ def test_k8s_users_are_exactly_what_acl_render_prints(capsys):
     assert got == want
     names = {d["metadata"]["name"] for d in got}
     assert {"ipanon-worker", "ipanon-analyst", "ipanon-staff", "ipanon-auditor"} <= names
-    # one collector per operator profile, none for every operator (issue 15 defect 8)
+    # one collector per operator profile, none for every operator: none frames another's subscriber
     from agents.broker import operator_ids
 
     assert {n for n in names if n.startswith("ipanon-collector")} == {f"ipanon-collector-{o}" for o in operator_ids()}

@@ -346,7 +346,7 @@ def test_the_last_compaction_survives_a_reopen(tmp_path):
 
 
 def test_index_and_filter_blocks_live_in_the_bounded_block_cache(tmp_path):
-    """RSS must not grow with the table (issue 17): RocksDB's index and filter blocks are held in
+    """RSS must not grow with the table: RocksDB's index and filter blocks are held in
     the block cache (capped), not beside it in the table readers, where they took ≈ 3.3 B per
     key (≈ 170 MB at 50M mappings).  Every key still reads back after the reopen."""
     n = 50_000
@@ -366,7 +366,7 @@ def test_index_and_filter_blocks_live_in_the_bounded_block_cache(tmp_path):
 
 
 def test_flush_and_compaction_give_the_freed_memory_back(tmp_path, monkeypatch):
-    """A fresh restore's RSS must not keep what RocksDB freed (issue 17): every flush (each
+    """A fresh restore's RSS must not keep what RocksDB freed: every flush (each
     erasure tick) and a tick's forced compactions end with glibc's ``malloc_trim(0)``, which
     hands the free pages of every malloc arena back to the kernel.  Without it the flushed
     memtables and the compactions' buffers stayed in the worker's RSS after a fresh restore
@@ -393,7 +393,7 @@ def test_flush_and_compaction_give_the_freed_memory_back(tmp_path, monkeypatch):
 
 def test_opening_the_store_limits_the_malloc_arenas(tmp_path, monkeypatch):
     """RocksDB's flush and compaction threads and the erasure tick's thread must share one malloc
-    arena instead of an arena each (issue 17, RSS within 20 % from 1M to 50M): opening the store
+    arena instead of an arena each, or RSS grows with the table: opening the store
     calls glibc's ``mallopt(M_ARENA_MAX, 2)`` before RocksDB starts its threads — unless the
     operator set ``MALLOC_ARENA_MAX``, which wins (docs/benchmarks.md "RSS from 1M to 50M")."""
     import platform

@@ -1,4 +1,4 @@
-"""Issue 15 defect 8 without a broker: the collector of one operator frames another operator's
+"""Without a broker: the collector of one operator must not frame another operator's
 subscriber.
 
 The attack as found: a collector set ``ipanon-operator: framsteget`` on a record and the worker

@@ -1,4 +1,4 @@
-"""The mapping table's disk mode (``MappingTable.use_disk``, issue 17) on the real broker: a fresh
+"""The mapping table's disk mode (``MappingTable.use_disk``) on the real broker: a fresh
 restore writes the changelog into RocksDB in batches with schedule entries; a restart with the
 store intact reads only the changelog after the checkpoint; the store holds only acknowledged
 writes, applied in offset order, so after a crash before the acknowledgement, after a gap in

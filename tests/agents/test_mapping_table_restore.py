@@ -1,4 +1,4 @@
-"""The mapping table's own changelog restore (agents/mapping_table.py, issue 8) on the real
+"""The mapping table's own changelog restore (agents/mapping_table.py, not Faust's) on the real
 broker: after a restore the worker's copy is exactly what the changelog holds for its
 partitions — last write wins, tombstones and heartbeats remove, other partitions untouched —
 a second restore continues from where the first stopped, a rebalance drops revoked

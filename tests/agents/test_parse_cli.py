@@ -1,4 +1,4 @@
-"""The contract of ``ipanon parse`` (issue 3): bindings as JSON lines on stdout, rejects as JSON
+"""The contract of ``ipanon parse`` (docs/ingest.md): bindings as JSON lines on stdout, rejects as JSON
 on stderr, a one-line summary, exit 0 when read and 2 when unreadable or the format is unknown."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The on-disk store's term B_disk in the plan the worker and ``ipanon topics plan`` compute
-(issue 17).  The plan and the worker once disagreed on the numbers behind the proof (a 60 s
+"""The on-disk store's term B_disk in the plan the worker and ``ipanon topics plan`` compute.
+The plan and the worker once disagreed on the numbers behind the proof (a 60 s
 sweeper in the plan, 1 s in the worker): the erasure cycle, tick and allowance must come from
 the one ``Settings`` the worker's store runs with, through ``agents.runtime.plan_params``."""
 

@@ -1,4 +1,4 @@
-"""The worker's components are wired through explicit ports (issue 16 part 6): the sweeper tells
+"""The worker's components are wired through explicit ports, not patched methods: the sweeper tells
 its listeners about each pass instead of having its method replaced."""
 
 from __future__ import annotations

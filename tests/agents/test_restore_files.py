@@ -1,4 +1,4 @@
-"""The adversary's file checks of a fresh restore into the disk store (issue 17): the real
+"""The adversary's file checks of a fresh restore into the disk store: the real
 ``MappingTable`` and ``DiskStore`` restoring a changelog of the real local broker
 (``test_restore_model``'s changelog: overwrites, tombstones, re-puts, duplicates).
 

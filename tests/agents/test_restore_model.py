@@ -1,4 +1,4 @@
-"""The adversary's restore tests of the disk store (issue 17): the real ``MappingTable`` with the
+"""The adversary's restore tests of the disk store: the real ``MappingTable`` with the
 real ``DiskStore`` and its own changelog restore, over the real local broker, against a reference
 model — the changelog replayed into a dict, last word per key.
 

@@ -167,10 +167,10 @@ def test_authority_grants_are_literal_and_own_topic_only():
 
 
 def test_each_collector_writes_only_its_own_operators_raw_topic():
-    """Issue 15 defect 8: no identity writes raw records for every operator.  Reference: the
-    collector of operator O has exactly Write+Describe on the literal topic <prefix>-raw-op-O
-    and nothing else; no collector may write a shared family topic (the header would pick
-    the operator there)."""
+    """No identity writes raw records for every operator, so no collector can frame another
+    operator's subscriber.  Reference: the collector of operator O has exactly Write+Describe on
+    the literal topic <prefix>-raw-op-O and nothing else; no collector may write a shared family
+    topic (the header would pick the operator there)."""
     ops = ["junet", "framsteget", "tele", "tele2"]
     g = role_grants("p", "app", ["se-police-demo"], ops)
     coll = {(x.user, x.resource, x.name, x.pattern, x.operations) for x in g if x.user.startswith("ipanon-collector")}

@@ -157,7 +157,7 @@ def test_binary_and_old_json_bindings_give_the_same_ids_and_an_unknown_version_i
 
     js = [_binding(i) for i in range(20)]
     wire = [binding_wire.encode(Binding.from_json(v)) for v in js]
-    future = b"\x03" + wire[0][1:]  # 2 is a NAT binding with its protocol (issue 20)
+    future = b"\x03" + wire[0][1:]  # an unknown wire version (2 is a NAT binding with its protocol)
     stats_json, dead_json = _run(pipeline, js)
     stats_wire, dead = _run(pipeline, wire[:10] + [future] + wire[10:])
     assert not dead_json and len(stats_wire) == 20

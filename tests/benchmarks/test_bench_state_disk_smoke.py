@@ -1,4 +1,4 @@
-"""Smoke runs of bench_state / bench_memory with ``--store disk`` (issue 17; tiny sizes): each
+"""Smoke runs of bench_state / bench_memory with ``--store disk`` (tiny sizes): each
 prints one JSON line whose figures agree with what it fed in.  No timing is asserted.  The worker
 itself on the store: tests/e2e/test_bench_disk_worker_smoke.py."""
 

@@ -15,7 +15,7 @@ after the answer arrived, absent if expiry + bound is before the request was sen
 A lookup past the lost-Stop window of an open interval (no Stop, no lease end, no later holder)
 names no confirmed holder, and is not "no data" either: the answer lists the session under
 ``end_unknown`` (holder, from, last seen) and, when no other holder is confirmed, its status is
-``end-unknown`` (issue 14, defect 5).
+``end-unknown``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bad configuration stops ``ipanon worker`` before it starts (issue 9): one clear line on stderr
+"""Bad configuration stops ``ipanon worker`` before it starts: one clear line on stderr
 naming what to fix, exit code 2, no traceback — and nothing half-started: no topic of the
 deployment's prefix created, no data directory, no key-state files written."""
 

@@ -1,4 +1,4 @@
-"""Hostile and malformed input (issue 9): every decoder of untrusted bytes returns or raises
+"""Hostile and malformed input: every decoder of untrusted bytes returns or raises
 ``Rejected`` with a kebab-case reason — never anything else — and odd spellings follow the rules
 in docs/robustness.md.
 
@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 FUZZ = REPO / "benchmarks" / "fuzz_all.py"
 REASON = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
-#: crash sites the fuzzer finds today (file:line of the raising frame) → the fix (issue 9 report)
+#: crash sites the fuzzer finds today (file:line of the raising frame) → the fix; the fixed ones are
+#: listed in docs/robustness.md "Defects the fuzzer found"
 KNOWN_CRASH_SITES: dict[str, str] = {}  # every site the fuzzer found is fixed; a new one fails the run
 
 

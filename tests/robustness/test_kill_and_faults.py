@@ -1,10 +1,10 @@
-"""The suite's runs of the kill test and the broker-fault script (issue 9), at smoke size.
+"""The suite's runs of the kill test and the broker-fault script, at smoke size.
 
 ``benchmarks/kill_test.py --smoke`` SIGKILLs the worker 5 times under load on the session broker;
 ``benchmarks/broker_faults.py --smoke`` stops a broker of its own for 8 s under load.  Both
 print one JSON line of figures; here every figure that says "nothing lost" must hold.  The full
 runs (20+ kills, 30 s outage, 3-node cluster) are the scripts' defaults; their figures are in
-the issue 9 report and docs/robustness.md."""
+docs/robustness.md ("Figures")."""
 
 from __future__ import annotations
 

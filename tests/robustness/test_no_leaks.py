@@ -1,4 +1,4 @@
-"""No leaks (issue 9): across a full end-to-end run — RADIUS, DHCP and CGNAT records in, a
+"""No leaks: across a full end-to-end run — RADIUS, DHCP and CGNAT records in, a
 malformed record dead-lettered, stats out, lookups answered, the sweeper running — the worker's
 log at DEBUG level (every logger, Faust's and aiokafka's included) and its ``/metrics``,
 ``/status`` and ``/status.json`` pages contain no raw address, subscriber id, MAC address or key
@@ -167,4 +167,4 @@ LIBRARY_DUMPS = (b"] send: topic=", b"] Sending (key=", b"] Request to ", b"] Re
                  b": Sending (key=")
 KNOWN_LEAK = ("cap the 'aiokafka', 'kafka', 'faust.topics' and 'faust.transport' loggers at INFO in the worker "
               "whatever --loglevel says (logging.getLogger(name).setLevel(logging.INFO)): --loglevel debug then "
-              "applies to ipanon's and Faust's own loggers only (issue 9 report)")
+              "applies to ipanon's and Faust's own loggers only (docs/robustness.md \"No leaks\")")

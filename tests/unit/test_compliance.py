@@ -1,4 +1,4 @@
-"""stream.compliance (issue 19): each figure against a reference model, the identity scanner
+"""stream.compliance: each figure against a reference model, the identity scanner
 against what it must and must not flag, the page's determinism, the signature against edits."""
 
 from __future__ import annotations

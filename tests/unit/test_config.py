@@ -156,7 +156,8 @@ def test_load_operators_refuses_empty_or_missing_dir(tmp_path):
 
 
 def test_statistics_counters_and_erasure_keys():
-    """Issue 21: counters = log2 | drop | exact (default log2); erasure only with consent."""
+    """counters = log2 | drop | exact (default log2: exact counters re-identify); erasure only
+    with consent."""
     import pytest as _pytest
 
     from stream.config import parse_operator as _p

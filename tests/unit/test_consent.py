@@ -67,7 +67,7 @@ def test_view_applies_in_order_last_write_wins():
 
 
 def test_consent_matches_the_subscriber_whatever_the_spelling():
-    """Issue 21: withdrawing ``kund-77@…`` left ``Kund-77@…`` flowing (keys compared byte for
+    """Withdrawing ``kund-77@…`` once left ``Kund-77@…`` flowing (keys compared byte for
     byte).  The binding's spelling and the operator's spelling must meet in one key."""
     from stream.consent import normalise_subscriber
 
@@ -90,8 +90,9 @@ def test_consent_matches_the_subscriber_whatever_the_spelling():
 
 
 def test_erasure_notices_name_the_pseudonyms_of_every_live_epoch_and_nothing_raw():
-    """Issue 21 defect 5: the notice carries exactly what stats records carry for the subscriber
-    (the epoch's HMAC pseudonym), for every epoch the ring can still derive within the promise."""
+    """A withdrawal must tell consumers what to drop: the notice carries exactly what stats
+    records carry for the subscriber (the epoch's HMAC pseudonym), for every epoch the ring can
+    still derive within the promise."""
     import json
 
     from stream.consent import erasure_epochs, erasure_notices, honour_erasures

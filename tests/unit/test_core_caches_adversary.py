@@ -1,4 +1,4 @@
-"""Adversarial tests of the pure core's caches (issue 16, hot-path rewrite).
+"""Adversarial tests of the pure core's caches (added for speed on the hot path).
 
 Caches are where a faster core goes wrong quietly: a derived key, AEAD object, scheme object,
 prefix table or pseudonym remembered across a boundary it must not cross.  Each test warms

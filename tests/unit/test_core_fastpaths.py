@@ -1,4 +1,4 @@
-"""The per-event fast paths of the core (issue 16 part 7) give what the plain definitions give:
+"""The per-event fast paths of the core give what the plain definitions give:
 one-pass sealing plan vs ``stream.shred``'s functions, the slot-store ``Interval`` vs its
 constructor, the vault's inlined epoch and revisit arithmetic vs ``Vault.epoch_at`` and
 ``shred.revisit_ms``.  Random intervals, fixed seed."""

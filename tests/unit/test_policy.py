@@ -311,8 +311,9 @@ def _consent_op(name: str, erasure: str | None, stats: str = "181d", bucket: str
 
 
 def test_consent_erasure_bounds_the_stats_topics_and_the_plan_says_so():
-    """Issue 21 defect 5: a withdrawn subscriber's records must be physically gone from every
-    stats-role topic (records, erasure notices, cell contributions) within ``erasure``."""
+    """A withdrawal must erase, not only hide: a withdrawn subscriber's records must be physically
+    gone from every stats-role topic (records, erasure notices, cell contributions) within
+    ``erasure``."""
     plan = plan_topics({"junet": _consent_op("junet", "2d")}, LOCAL)
     for t in plan.topics:
         if t.role == "stats":

@@ -1,4 +1,4 @@
-"""The on-disk store's term of the persistence formula (issue 17), rule by rule:
+"""The on-disk store's term of the persistence formula, rule by rule:
 
     TTL + sweeper period + schedule bucket + max(derived-topic bound, B_disk) <= P
 

@@ -112,7 +112,7 @@ def test_truncate_policy_keeps_the_network_and_the_prefix_cell():
     bld = builder("connect2ip")
     [v4, v6] = bld.build_many([with_op(radius(), "connect2ip"),
                                with_op(radius(ip="2001:db8:200:ab00::/56"), "connect2ip")])
-    # prefixlen is the length of what ``ip`` holds: the truncated network (was 32 and 56: issue 21)
+    # prefixlen is the length of what ``ip`` holds: the truncated network, not the original's 32 or 56
     assert v4.record["ip"] == "100.64.12.0" and v4.record["prefixlen"] == 24 and v4.cell == "100.64.12.0/24"
     assert v6.record["ip"] == "2001:db8:200::" and v6.record["prefixlen"] == 48
     [short] = bld.build_many([with_op(radius(ip="100.64.0.0/20"), "connect2ip")])  # shorter than the cut: kept
@@ -188,7 +188,7 @@ def test_published_json_schema_lists_exactly_the_emitted_fields():
 
 
 def test_counters_are_coarsened_per_profile_scheme():
-    """Issue 21 defect 4: exact counters are a join key back to the bindings topic."""
+    """Exact counters are a join key back to the bindings topic, so they are coarsened."""
     from stream.stats import coarsen
 
     b = radius(octets_in=1_234_567, octets_out=0, session_time_s=3_599, action="stop")
@@ -211,7 +211,8 @@ def test_counters_are_coarsened_per_profile_scheme():
 
 
 def test_record_timestamp_is_a_bucket_start_never_ahead_never_far_behind():
-    """Issue 21 defect 3: the Kafka timestamp must not carry the event time to the second."""
+    """The Kafka timestamp must not carry the event time to the second: it would link a record to
+    its binding."""
     from stream.stats import record_timestamp_ms
 
     H = 3_600_000

@@ -1,4 +1,4 @@
-"""The stats stage's fast paths give what the plain definitions give (issue 16, hot path):
+"""The stats stage's fast paths give what the plain definitions give:
 ``stream.stats.record_json`` is ``compact_json`` of a stats record, byte for byte;
 ``stream.aggregate.ContributionEncoder`` is ``encode_contribution(contribution(built))``; and
 ``decode_contribution``'s one-expression check accepts and rejects exactly what the field-by-
