@@ -1,4 +1,4 @@
-"""k-anonymous aggregates with two workers equal one worker's, exactly (issue 21 defect 6).
+"""k-anonymous aggregates with two workers equal one worker's, exactly.
 
 The attack as reported: with two workers (stats partitions split 2/2) cells of 20, 30 and 12
 subscribers came out as two records with the same id (10 + 10), as 16 + 14, and not at all —
@@ -163,7 +163,7 @@ def test_two_workers_emit_exactly_the_cells_of_one_worker(worker_factory, bootst
     assert counter(p2, "suppressed_cells") + counter(p3, "suppressed_cells") == 1
     assert prom(p2, "ipanon_suppressed_cells_total") + prom(p3, "ipanon_suppressed_cells_total") == 1
     assert counter(p2, "aggregates_out") + counter(p3, "aggregates_out") == len(ref)
-    # what an analyst tails is valid against docs/stats-schema.json (issue 21 defect 7)
+    # what an analyst tails is valid against docs/stats-schema.json, aggregates too
     from tests.e2e.test_stats_export import SCHEMA, cli, errors
 
     tailed = [json.loads(x) for x in cli("stats", "tail", "--aggregates", "--bootstrap", bootstrap,

@@ -1,4 +1,4 @@
-"""The bindings topic's wire forms through a real worker on the real broker (issue 16, part 4),
+"""The bindings topic's wire forms through a real worker on the real broker,
 as an upgrade from a release whose stats stage read the bindings topic.
 
 Written straight onto ``<prefix>-bindings`` (as an old release's ingest would, keyed by routing

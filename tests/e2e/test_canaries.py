@@ -1,4 +1,4 @@
-"""Erasure canaries (issue 19 part 1) on the real broker with a 60 s promise: canaries go in
+"""Erasure canaries on the real broker with a 60 s promise: canaries go in
 through the operator's raw topic, are mapped, swept, tombstoned and observed gone from every
 store; the measured figure stays ≤ the computed bound ≤ the promise; statistics never count
 one.  Then the attack: a topic's segment.ms raised after start keeps a canary past its bound

@@ -1,4 +1,4 @@
-"""``ipanon report compliance|verify`` on the real broker (issue 19 parts 2-4).
+"""``ipanon report compliance|verify`` on the real broker.
 
 One real worker (connect2ip and framsteget, a 20 s table TTL) is fed RADIUS through the real
 ingest path, asked lawful requests (answered, refused, pending), given a legal hold that is set

@@ -1,4 +1,4 @@
-"""Issue 17 on the real broker: a worker whose mapping table lives on disk (RocksDB) still forgets
+"""On the real broker: a worker whose mapping table lives on disk (RocksDB) still forgets
 on time.  Seconds-scale TTLs (a 60 s promise), bindings with recognisable subscribers and
 addresses, a wait past the *computed* bound (the retention plan the worker runs with, whose
 ``worst_case_ms`` carries the disk term ``B_disk`` of ``stream.disk_bound``), then:
@@ -84,7 +84,7 @@ def disk_store_wiring() -> tuple[dict, list[str]]:
     fields = {f.name for f in dataclasses.fields(Settings)}
     if "table_store" not in fields:
         pytest.skip("agents.settings.Settings has no `table_store` setting: the on-disk mapping store "
-                    "(agents/disk_store.py) is not wired into the worker yet (issue 17)")
+                    "(agents/disk_store.py) is not wired into the worker yet")
     over = {"table_store": "disk", "erasure_cycle_ms": ERASURE["cycle_ms"], "erasure_tick_ms": ERASURE["tick_ms"],
             "compaction_allowance_ms": ERASURE["compaction_allowance_ms"]}
     flags = ["--table-store", "disk", "--erasure-cycle-ms", str(ERASURE["cycle_ms"]),

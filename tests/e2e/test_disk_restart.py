@@ -1,4 +1,4 @@
-"""Issue 17 on the real broker: a worker whose mapping table lives on disk restarts from its store
+"""On the real broker: a worker whose mapping table lives on disk restarts from its store
 and still answers exactly what was fed.
 
 1. Restart truth with the store intact: bindings stream in, the worker is SIGKILLed mid-stream

@@ -1,4 +1,4 @@
-"""Issue 4 end to end on the real broker: exact lookups before expiry (instant, interval, IPv6
+"""Erasure end to end on the real broker: exact lookups before expiry (instant, interval, IPv6
 prefix, CGNAT chain with and without a port), then — after the computed bound — no raw
 address–subscriber pair anywhere: not in lookups, not in any topic read from the beginning, not
 in any file of the worker's data directory or of the broker's log directories, and nothing the

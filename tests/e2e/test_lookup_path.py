@@ -1,4 +1,4 @@
-"""The worker-to-worker lookup path attacked from outside on the real broker (issue 15, defect 2).
+"""The worker-to-worker lookup path attacked from outside on the real broker.
 
 Before: any local user could write a plaintext JSON request to ``<prefix>-lookup-requests`` and
 read ``{"status":"ok","holders":[{"subscriber":"…"}]}`` from ``-lookup-responses``; requests
@@ -142,7 +142,7 @@ def test_a_credential_less_plaintext_request_gets_no_answer_and_is_counted(dep, 
     t0 = time.monotonic()
     n = 0
     for round_ in range(10):
-        for ip, _ in ATTACK:  # exactly the request of the issue, keyed by the routing key as the old client did
+        for ip, _ in ATTACK:  # the plaintext request that once got answers, keyed by the routing key as the old client did
             rid = f"outsider-{round_}-{ip}"
             ids.add(rid)
             req = {"id": rid, "operator": OP, "ip": ip, "port": None, "from_ms": w.at_ms, "to_ms": w.at_ms + 1}

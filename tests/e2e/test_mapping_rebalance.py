@@ -1,6 +1,6 @@
 """The mapping stage through rebalances, on the real broker, checked against a model of what was fed.
 
-The promise at stake (issue 16): the table partitions a worker holds are exactly the bindings
+The promise at stake: the table partitions a worker holds are exactly the bindings
 partitions it consumes, and a revoked partition stops being written before its new owner starts;
 nothing is lost; lookups stay exact after restarts and rebalances.
 

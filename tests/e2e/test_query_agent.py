@@ -1,4 +1,4 @@
-"""The guarded query agent end to end on the real broker (issue 6) and legal holds (issue 4).
+"""The guarded query agent end to end on the real broker, and legal holds.
 
 A real ``ipanon worker`` with a test registry (``IPANON_AUTHORITIES``/``IPANON_STAFF``), fed
 RADIUS through the real ingest path; requests and approvals are signed wire messages on the
@@ -330,7 +330,7 @@ def test_legal_hold_keeps_a_mapping_past_its_ttl_until_released(worker_factory, 
     assert time.time() > t - 2 + 45
     assert look()[0] == ["held@isp.example"]
 
-    # the figures (issue 15 defect 9): the kept mapping counts as held, not as overdue.  One
+    # the figures: the kept mapping counts as held, not as overdue (a false alarm otherwise).  One
     # scrape must show both: the unheld mapping may be overdue for up to a sweeper period (1 s)
     # before it is swept, a held one counted as overdue would stay so for ever
     def figures():
@@ -400,7 +400,7 @@ def free_port() -> int:
 
 
 def test_hold_attacks_are_refused_audited_and_counted(worker_factory, tmp_path, bootstrap, monkeypatch):
-    """The attacks of issue 15 defect 1: an unsigned hold, holds by the wrong identity, a /0 hold,
+    """Attacks on legal holds: an unsigned hold, holds by the wrong identity, a /0 hold,
     an 89-day hold, a hold from 1970, a release by another authority.  Each is refused with its
     reason, audited and counted; nothing reaches the holds topic but the one proper hold."""
     from stream import hold as hd
@@ -482,10 +482,10 @@ def status_json(port: int) -> dict:
 
 
 def test_audit_anchor_catches_forged_rewritten_truncated_and_deleted_records(worker_factory, tmp_path, bootstrap):
-    """Issue 15 defect 6: the desk signs checkpoints; a forged appended record, a rewritten
-    tail, a truncated tail and records deleted from the front (delete_records) are each
-    reported as broken by ``ipanon audit verify`` and, on the live trail, by /status.json and
-    ``ipanon_audit_chain_ok``."""
+    """The audit trail must show tampering: the desk signs checkpoints; a forged appended record,
+    a rewritten tail, a truncated tail and records deleted from the front (delete_records) are
+    each reported as broken by ``ipanon audit verify`` and, on the live trail, by /status.json
+    and ``ipanon_audit_chain_ok``."""
     from kafka import KafkaAdminClient, TopicPartition
 
     from stream.audit import AuditChain
@@ -548,16 +548,17 @@ def test_audit_anchor_catches_forged_rewritten_truncated_and_deleted_records(wor
 
 
 def test_junk_flood_costs_the_audit_trail_a_handful_of_records(worker_factory, tmp_path, bootstrap, monkeypatch):
-    """Issue 15 defect 7: 1 000 unauthenticated messages (garbage, forged signatures, unknown
-    authorities) add a bounded number of audit records — one summary per claimed identity and
-    reason per interval — and the count per identity is visible in the metrics."""
+    """Junk must not flood the audit trail: 1 000 unauthenticated messages (garbage, forged
+    signatures, unknown authorities) add a bounded number of audit records — one summary per
+    claimed identity and reason per interval — and the count per identity is visible in the
+    metrics."""
     keys = make_registry(tmp_path / "reg")
     monkeypatch.setenv("IPANON_AUTHORITIES", str(tmp_path / "reg" / "authorities"))
     monkeypatch.setenv("IPANON_STAFF", str(tmp_path / "reg" / "staff"))
     port = free_port()
     w = start_and_wait_for_desk(worker_factory(operators=("connect2ip",), extra=["--web-port", str(port)]), bootstrap)
     T = w.topics
-    # issue 15 defect 9: the first scrape never says "broken" while the status page has no verdict
+    # no false alarm: the first scrape never says "broken" while the status page has no verdict
     m0, st0 = scrape(port), status_json(port)["audit"]
     if st0 is None or st0.get("ok") is None:
         assert "ipanon_audit_chain_ok" not in m0

@@ -1,5 +1,6 @@
-"""Issue 15 on the real secure broker (TLS + SCRAM-SHA-512 + ACLs from ``ipanon acl apply``):
-per-operator collectors (defect 8), legal holds (defect 1) and the audit anchor (defect 6).
+"""The attacks on operators, holds and the audit trail, on the real secure broker (TLS +
+SCRAM-SHA-512 + ACLs from ``ipanon acl apply``): per-operator collectors, legal holds and the
+audit anchor.
 
 One secure broker and one worker for the module; every client connects as its role's SCRAM
 user, and every refusal asserted is the broker's (an ACL) or the worker's (a signature or
@@ -185,7 +186,7 @@ def lawful_lookup(secure, dep, number: str, from_ms: int, to_ms: int) -> list[st
     return [m["subscriber"] for m in json.loads(r.stdout)["result"]["matches"]]
 
 
-# -- defect 8: one collector identity per operator -------------------------------------------
+# -- one collector identity per operator, so none can frame another's subscriber -------------
 
 def test_a_collector_may_write_only_its_own_operators_raw_topic(secure, dep):
     t = dep["t"]
@@ -199,7 +200,7 @@ def test_a_collector_may_write_only_its_own_operators_raw_topic(secure, dep):
 
 
 def test_a_collector_claiming_another_operator_is_dead_lettered_counted_and_never_answered(secure, dep, tmp_path):
-    """The attack of issue 15: connect2ip's collector, on the one raw topic it may write, sets
+    """The attack: connect2ip's collector, on the one raw topic it may write, sets
     ``ipanon-operator: framsteget`` on a session of FRAMED-VICTIM.  The worker dead-letters it
     (``operator-not-allowed``), counts it, and a lawful lookup of the address answers only the
     genuine connect2ip subscriber."""
@@ -237,7 +238,7 @@ def test_a_collector_claiming_another_operator_is_dead_lettered_counted_and_neve
     assert VICTIM.encode() not in b"".join(x.value or b"" for x in read_all(bs, t.bindings, security=admin))
 
 
-# -- defect 1: holds over the secure broker --------------------------------------------------
+# -- holds over the secure broker ------------------------------------------------------------
 
 def test_signed_hold_two_staff_approvals_set_and_released_every_step_audited(secure, dep):
     bs, t, keys, at = secure.bootstrap, dep["t"], dep["keys"], dep["at"]
@@ -300,7 +301,7 @@ def test_signed_hold_two_staff_approvals_set_and_released_every_step_audited(sec
     assert v.returncode == 0 and "last checkpoint seq" in v.stdout, v.stderr + v.stdout
 
 
-# -- defect 6: the audit anchor over the secure broker ---------------------------------------
+# -- the audit anchor over the secure broker -------------------------------------------------
 
 def test_audit_anchor_verifies_and_catches_forged_and_cut_trails(secure, dep):
     from stream.audit import AuditChain

@@ -1,4 +1,4 @@
-"""Issue 10 end to end on the local broker in secure mode (its own broker, not the session's).
+"""Security end to end on the local broker in secure mode (its own broker, not the session's).
 
 The broker runs SASL_SSL (SCRAM-SHA-512) with the StandardAuthorizer; the ACLs are exactly what
 ``ipanon acl apply`` creates.  Every refusal below is the broker's: each test connects as a
@@ -225,7 +225,7 @@ def test_collector_writes_raw_and_reads_nothing(secure, deployment):
         p.send(t.operator_raw("connect2ip"), b"<134>not a real nat line", headers=[("ipanon-format", b"auto")]).get(timeout=30)
     finally:
         p.close()
-    for topic in t.raw_shared:  # the shared topics, where a header would pick the operator (issue 15 defect 8)
+    for topic in t.raw_shared:  # the shared topics, where a header would pick the operator
         write_refused(collector, bs, topic)
     write_refused(collector, bs, t.bindings)  # no forged bindings into the worker's internal topics
     write_refused(collector, bs, query_topics(deployment["prefix"])[0])  # nor lawful requests
@@ -474,7 +474,7 @@ def test_worker_serves_no_faust_views_only_status_and_metrics(secure, deployment
         stop(w)
 
 
-# -- issue 15 defect 10: errors that say what failed --------------------------------------------
+# -- errors that say what failed ---------------------------------------------------------------
 
 def _env_with(secure, tmp_path, *, protocol="SASL_SSL", password=None, ca=True, user="ipanon-staff") -> dict:
     """Single-variable security settings for ``user``, with one thing wrong."""

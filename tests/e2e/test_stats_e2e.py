@@ -1,4 +1,4 @@
-"""Statistics on the real broker (issue 5): the leak test over every seed operator profile fed
+"""Statistics on the real broker: the leak test over every seed operator profile fed
 real-format data, and consent grant/withdraw end to end.
 
 Both run ``ipanon worker`` as a child process (``worker_factory``) and talk to it only through

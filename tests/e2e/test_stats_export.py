@@ -1,4 +1,5 @@
-"""What the analyst reads, on the real broker (issue 21 defects 7 and 8).
+"""What the analyst reads, on the real broker: ``stats tail`` and ``stats export`` give what
+docs/stats-schema.json promises.
 
 - ``ipanon stats tail`` prints records that validate against docs/stats-schema.json (its
   ``bucket_utc`` made 333 of 333 lines fail ``additionalProperties: false``);

@@ -1,13 +1,13 @@
-"""Statistics that stay pseudonymous (issue 21 defects 3, 4, 5), attacked on the real broker the
-way the issue attacked them.  The worker runs as a child process; the tests read only Kafka.
+"""Statistics that stay pseudonymous, attacked on the real broker the way they were first broken.
+The worker runs as a child process; the tests read only Kafka.
 
-- defect 3: a stats record's Kafka timestamp was its append time, within about a second of the
+- timestamps: a stats record's Kafka timestamp was its append time, within about a second of the
   event.  Now every stats record is stamped with its bucket start (CreateTime).
-- defect 4: matching a stats record's exact octets, session time and bucket against the bindings
+- the counter join: matching a stats record's exact octets, session time and bucket against the bindings
   topic relinked every pseudonym.  The same join, run by an attacker who reads both topics and
   knows the public ``counters`` scheme, against an operator with ``counters = "exact"`` (the
   before) and one with the default ``log2`` (the after).
-- defect 5: a withdrawal erased nothing and told nobody.  Now ``ipanon consent withdraw``
+- withdrawal: a withdrawal erased nothing and told nobody.  Now ``ipanon consent withdraw``
   publishes erasure notices naming the subscriber's pseudonyms, a consumer following
   docs/statistics.md drops exactly the withdrawn subscriber's records, and the records are
   physically gone from the stats topic within the profile's ``erasure`` bound.
@@ -68,10 +68,10 @@ def _pseudonym(w, op, sub, at_ms):
     return Keyring.create(op, w.seeds[op]).hmac(e).pseudonym(SUBSCRIBER_DOMAIN + sub)
 
 
-# -- defect 4 (and 3): the counter join ----------------------------------------------------------
+# -- the counter join (and the timestamps) ---------------------------------------------------------
 
 def counter_join(stats: list[dict], bindings: list[Binding]) -> dict[str, set[str]]:
-    """The issue's attack, with no key: index the raw bindings by what a stats record shows —
+    """The attack, with no key: index the raw bindings by what a stats record shows —
     operator, kind, action, bucket and the counters after the record's (public) scheme — and
     intersect the candidates over every record of one pseudonym.  Returns pseudonym → the
     subscribers it can be (a single one = linked)."""
@@ -95,7 +95,7 @@ def test_counter_join_links_every_pseudonym_with_exact_counters_and_only_outlier
         worker_factory, tmp_path, bootstrap):
     """Twelve subscribers with distinct but ordinary counters (one hour bucket, octets within a
     power-of-two class of each other) and one heavy outlier, fed to two operators that differ
-    only in ``counters``.  Exact counters: every pseudonym linked (the issue's 9 of 9).  log2:
+    only in ``counters``.  Exact counters: every pseudonym linked (9 of 9 when first found).  log2:
     a pseudonym is linked exactly when its record's class is unique in its bucket — here only
     the outlier; each of the twelve others stays one of twelve candidates."""
     ops = ("cexact", "clog2")
@@ -122,7 +122,7 @@ def test_counter_join_links_every_pseudonym_with_exact_counters_and_only_outlier
     bindings = [decode_binding(r.value) for r in read_all(bootstrap, w.topics.bindings)]
     assert len(stats) == want
 
-    # defect 3: every stats record's timestamp is its bucket start (CreateTime), never the
+    # timestamps: every stats record's timestamp is its bucket start (CreateTime), never the
     # append time; the raw bindings topic (LogAppendTime) shows what the old stamp gave away
     for r, rec in zip(raw_stats, stats):
         assert r.timestamp_type == 0 and r.timestamp == rec["bucket_ms"] and r.timestamp % rec["bucket_len_ms"] == 0
@@ -132,7 +132,7 @@ def test_counter_join_links_every_pseudonym_with_exact_counters_and_only_outlier
     gaps_stats = sorted(ev[(rec["operator"], s, rec["action"])] - r.timestamp
                         for r, rec in zip(raw_stats, stats)
                         for s in subs if _pseudonym(w, rec["operator"], s, rec["bucket_ms"]) == rec["subscriber"])
-    print(f"\ndefect 3: append time - event time on the LogAppendTime bindings topic: "
+    print(f"\ntimestamps: append time - event time on the LogAppendTime bindings topic: "
           f"{gaps_raw[0]}..{gaps_raw[-1]} ms; event time - stats timestamp: {gaps_stats[0]}..{gaps_stats[-1]} ms "
           f"(bucket {stats[0]['bucket_len_ms']} ms)")
     assert len(gaps_stats) == want
@@ -146,7 +146,7 @@ def test_counter_join_links_every_pseudonym_with_exact_counters_and_only_outlier
         assert all(truth[op][p] == s for p, s in linked.items())        # a link is a correct link
         assert all(truth[op][p] in c for p, c in cands.items())          # the attacker never loses the truth
         figures[op] = (len(linked), len(cands), sorted(len(c) for c in cands.values()))
-    print(f"defect 4: linked pseudonyms exact {figures['cexact'][0]}/{figures['cexact'][1]}, "
+    print(f"counter join: linked pseudonyms exact {figures['cexact'][0]}/{figures['cexact'][1]}, "
           f"log2 {figures['clog2'][0]}/{figures['clog2'][1]}; log2 candidate set sizes {figures['clog2'][2]}")
     assert figures["cexact"][0] == len(subs)                             # before: all linked
     # after: exactly the reference model's prediction — a unique class in the bucket links
@@ -156,7 +156,7 @@ def test_counter_join_links_every_pseudonym_with_exact_counters_and_only_outlier
     assert linked_log2 == {"kund-big@isp.example"}
 
 
-# -- defect 5: withdrawal → notice, and the records gone within the bound -----------------------
+# -- withdrawal → notice, and the records gone within the bound ---------------------------------
 
 def test_withdrawal_publishes_erasure_notices_and_the_records_are_gone_within_the_bound(
         worker_factory, tmp_path, bootstrap):
@@ -233,5 +233,5 @@ def test_withdrawal_publishes_erasure_notices_and_the_records_are_gone_within_th
 
     # and physically: retention removes A's records from the topic (waited for, not timed)
     wait_for(lambda: of(pa) == [], timeout_s=600, interval_s=5, what="A's records deleted by retention")
-    print(f"\ndefect 5: A's records physically gone {time.monotonic() - withdrawn_at:.0f} s after the withdrawal "
+    print(f"\nwithdrawal: A's records physically gone {time.monotonic() - withdrawn_at:.0f} s after the withdrawal "
           f"(bound {ERASURE_MS // 1000} s incl. {LAG_MS // 1000} s ingest lag)")
