@@ -44,7 +44,7 @@ def test_layout_round_trip_and_no_plaintext():
     assert sealed() != blob  # a fresh nonce every time
 
 
-def test_plaintext_json_as_in_the_issue_is_unauthenticated():
+def test_plaintext_json_as_old_clients_sent_it_is_unauthenticated():
     refused(json.dumps({**Q, "id": "x"}).encode(), "unauthenticated")
     refused(b"", "unauthenticated")
     refused(None, "unauthenticated")

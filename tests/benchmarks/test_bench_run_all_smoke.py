@@ -1,4 +1,6 @@
-"""Smoke runs of the issue-8 benchmarks (tiny sizes): each prints one JSON line with its keys.
+"""Smoke runs of the benchmarks ``run_all.py`` names first (intervals, e2e, state), of
+``profile_summary.py`` and of ``run_all.py`` itself (tiny sizes): each prints one JSON line with
+its keys.
 
 No timing is asserted — only that every benchmark runs end to end and that the figures it
 reports are consistent with what it fed in (counts, completeness, matched records)."""
