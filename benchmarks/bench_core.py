@@ -1,4 +1,5 @@
-"""µs of pure core work per event at ``--mappings`` live mappings (issue 16 part 7; target 20 µs).
+"""µs of pure core work per event at ``--mappings`` live mappings (target 20 µs).
+Figures: docs/benchmarks.md "Per-event core work".
 
 The worker's per-event work without Kafka, step by step as its stages do it, on one operator's
 dict table filled with ``--mappings`` sealed live mappings (RADIUS sessions, one per IPv4

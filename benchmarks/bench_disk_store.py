@@ -1,4 +1,4 @@
-"""agents.disk_store at N live mappings (issue 17 groundwork): bytes on disk per mapping, write
+"""agents.disk_store alone, without the worker, at N live mappings: bytes on disk per mapping, write
 rate in batches, reopen time, get p50/p99, RSS, and the time from expiry to physical absence.
 
 Keys and values are the worker's sizes: 28-byte table keys (operator, "|", slot tag, 16-byte

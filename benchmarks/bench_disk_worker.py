@@ -1,4 +1,4 @@
-"""The worker with its mapping table on disk (``--table-store disk``, issue 17): fresh restore,
+"""The worker with its mapping table on disk (``--table-store disk``): fresh restore,
 restart with the store intact, RSS.
 
 For each size in ``--sizes`` (default 1M), on a real broker, one real ``ipanon worker`` process:

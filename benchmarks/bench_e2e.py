@@ -28,8 +28,8 @@ In one run, on one broker, with the same topic shapes (``--partitions``, default
    backlog did not drain in time (it would measure the queue).
 
 Stats records are timed by when this script reads them (it polls the whole time, 50 ms fetch
-wait): their Kafka timestamp is their hour bucket's start since issue 21 (the exact time would
-undo the bucketing), so it says nothing about when they were written.
+wait): their Kafka timestamp is their hour bucket's start (the exact time would undo the
+bucketing), so it says nothing about when they were written.
 
 ``--workers K`` (e.g. ``--workers 2 --partitions 8``): after the single worker, K worker
 processes of one fresh deployment (prefix, app id, keys; own data directories) drain the same
@@ -45,8 +45,9 @@ turns that into the top functions.
 ``--engine lean`` runs ``lean_engine.py`` instead of the worker: the same per-event work with
 the same pure core, on plain aiokafka batches without Faust — how much of the gap is Faust.
 
-Prints exactly one JSON line.  Targets (issue 8): ≥ 50k events/s and ≥ 0.5 × pass-through;
-(issue 16) ≥ 1.0 × the peer, two workers ≥ 1.6 × one.  ``ratios`` gives ipanon ÷ peer and
+Prints exactly one JSON line.  Targets: ≥ 50k events/s and ≥ 0.5 × pass-through, ≥ 1.0 × the
+peer, two workers ≥ 1.6 × one (judged in docs/benchmarks.md "Figures on the quiet machine" and
+"Against a Quix Streams peer").  ``ratios`` gives ipanon ÷ peer and
 ipanon ÷ pass-through for events/s and per CPU-second.
 The machine is a 2-core box shared with other busy processes: figures are noisy and
 ``machine.load1`` says how busy it was.

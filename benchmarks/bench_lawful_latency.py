@@ -24,7 +24,7 @@ broker, with a real ``ipanon worker`` whose mapping table holds ``--mappings`` e
    agent does before it moves on).  Every answer is opened and checked against the filled
    subscriber (``correct``).
 
-``--store disk`` (issue 17): the worker keeps its table on disk (``--table-store disk``); the
+``--store disk``: the worker keeps its table on disk (``--table-store disk``); the
 changelog is written as the mapping stage writes it (``ipanon-revisit`` header) and the
 requests start once the table is restored (no schedule to rebuild).  ``--pad N`` adds N records
 of the worker's key and value sizes with random bytes (``bench_disk_worker.fill_raw``: sealing

@@ -21,7 +21,7 @@ Each figure is bytes per mapping (RSS growth ÷ n, except ``schedule``); ``total
 sum, the part of a worker's RSS that grows with the table (the rest, ~80 MB, is the
 interpreter, Faust and aiokafka).  Prints exactly one JSON line per run with one entry per size.
 
-``--store disk`` (issue 17): the same mappings in the on-disk store (``agents.disk_store``),
+``--store disk``: the same mappings in the on-disk store (``agents.disk_store``),
 whose memory should not grow with the table.  One process writes them (per batch of 20 000,
 each value with its schedule entry at its next expiry and the checkpoints, then one erasure
 tick); a second process — the restarted worker — opens the store and measures its RSS: after
@@ -132,7 +132,7 @@ def one_size(n: int) -> dict:
             "schedule_rss_growth": round((after_schedule - after_kp) / n, 1)}
 
 
-# -- the on-disk store (issue 17) -----------------------------------------------------------
+# -- the on-disk store ----------------------------------------------------------------------
 
 DISK_PARTITIONS = 8
 DISK_TTL_MS = 23 * 3_600_000

@@ -11,7 +11,7 @@ prefixes each row with its header.  Prints exactly one JSON line:
 ``rps`` is records per wall second, ``rps_cpu`` records per CPU second of the process (steadier
 when other processes share the cores); ``targets_met`` judges ``rps``.
 
-Target (issue 3): ≥ 100k records/s for the JSON and CSV formats.  Figures from a shared 2-core
+Target: ≥ 100k records/s for the JSON and CSV formats.  Figures from a shared 2-core
 machine are noisy: compare runs on one machine only.
 """
 

@@ -10,7 +10,8 @@ one core.  Two address mixes:
   warm prefix cache (what a long-running stats agent sees).
 
 The machine this runs on is shared: figures are noisy, compare them only with care.
-Targets (issue 5): ipcrypt-pfx >= 200k/s, ipcrypt-det >= 1M/s, HMAC >= 1M/s.
+Targets: ipcrypt-pfx >= 200k/s, ipcrypt-det >= 1M/s, HMAC >= 1M/s (judged in
+docs/pseudonymisation.md "Speed").
 
     python benchmarks/bench_pseudonym.py            # ~20 s
     python benchmarks/bench_pseudonym.py --smoke    # tiny sizes, for the test suite

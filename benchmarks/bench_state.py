@@ -19,16 +19,16 @@ For each size in ``--sizes`` (default 1M), on a real broker:
    to Faust's "Worker ready"; ``schedule_rebuilt_s`` = to "sweeper: schedule rebuilt from
    the store: N keys" (the schedule is rebuilt in the background after the restore; it opens
    every value); ``table_restore_*`` = the changelog read alone as the worker logs it (its
-   seconds, and records per process CPU-second).  Before issue 8 (Faust's own recovery)
-   there was no table line and the schedule line ended the restore.  A restore still running
-   at ``--timeout`` is reported with ``restore_complete: false`` and the rate so far from
+   seconds, and records per process CPU-second).  Before the table restored itself (Faust's own
+   recovery) there was no table line and the schedule line ended the restore.  A restore still
+   running at ``--timeout`` is reported with ``restore_complete: false`` and the rate so far from
    the progress lines;
    ``rss_mb`` = the worker's RSS after the restore; ``rss_empty_mb`` = the same worker
    shape with an empty table (first run);
 4. ``direct_restore_*``: the same changelog read into a dict by a plain aiokafka consumer
    (assigned partitions, ``getmany`` batches) — the restore rate without Faust's recovery.
 
-``--store disk`` (issue 17): the same changelog, then the on-disk store
+``--store disk``: the same changelog, then the on-disk store
 (``agents.disk_store.DiskStore``) driven directly, each step in a process of its own:
 
 5. fresh restore: an empty store reads the whole changelog, one store batch per ``getmany``
@@ -46,9 +46,11 @@ For each size in ``--sizes`` (default 1M), on a real broker:
 The worker itself on the store (``ipanon worker --table-store disk``: fresh restore, restart
 on the intact store, its RSS) is ``bench_disk_worker.py``.
 
-Prints exactly one JSON line.  The machine is shared: figures are noisy.  Targets (issue 8):
-≤ 150 B/mapping on disk, RSS within 20 % from 1M to 10M, restore ≥ 200k mappings/s; issue 17
-(disk): RSS within 20 % from 1M to 50M and under 1 GB, restart ≤ 10 s at 10M, lookup p99 ≤ 10 ms.
+Prints exactly one JSON line.  The machine is shared: figures are noisy.  Targets:
+≤ 150 B/mapping on disk, RSS within 20 % from 1M to 10M, restore ≥ 200k mappings/s; with
+``--store disk``: RSS within 20 % from 1M to 50M and under 1 GB, restart ≤ 10 s at 10M, lookup
+p99 ≤ 10 ms (judged in docs/benchmarks.md "Figures on the quiet machine" and "The mapping table
+on disk").
 
     python benchmarks/bench_state.py [--bootstrap HOST:PORT --broker-dir DIR] [--sizes 1000000 3000000]
     python benchmarks/bench_state.py --store disk --sizes 1000000 10000000 [--dir /var/tmp]
@@ -121,7 +123,7 @@ class Encoder:
         return key, self.vault.seal(key, net, ivs, until_ms=until, now_ms=now_ms)
 
     def entry_revisit(self, slot: str, net, ivs, now_ms: int) -> tuple[bytes, bytes, list]:
-        """Key, value and headers as the worker's mapping stage writes them since issue 17: sealed
+        """Key, value and headers as the worker's mapping stage writes them now: sealed
         with ``Vault.seal_value`` and its revisit instant in the ``ipanon-revisit`` header (a
         restore into the disk store schedules the key from it without opening the value)."""
         from agents.mapping_table import REVISIT_HEADER
@@ -178,7 +180,7 @@ def write_changelog(bootstrap: str, w, mappings, now_ms: int, revisit: bool = Fa
     ``_harness.OPERATOR``) straight into the changelog of ``w`` — a worker that has not started
     yet (its topics applied: ``_harness.Worker`` or the tests' ``WorkerProcess``) — with the
     keys, values and partitions it would write itself (``revisit``: with the revisit header, as
-    the mapping stage writes them since issue 17).  Returns records written, payload bytes,
+    the mapping stage writes them now).  Returns records written, payload bytes,
     value encoding and seconds."""
     enc = Encoder(w, now_ms)
     if revisit and enc.vault is not None:
@@ -276,7 +278,7 @@ def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
             for line in w.log_path.read_text(errors="replace").splitlines():
                 if start is None and "Recovery]: Starting" in line:
                     start = _log_time(line)
-                m = re.search(r"total remaining=(\d+)", line)  # Faust's own recovery (before issue 8)
+                m = re.search(r"total remaining=(\d+)", line)  # Faust's own recovery (older workers)
                 if m:
                     progress = (_log_time(line), int(m.group(1)))
                 m = re.search(r"mapping table: restoring: \d+ of \d+ records read .*?, (\d+) remaining", line)
@@ -304,8 +306,8 @@ def restore(w: H.Worker, n: int, timeout_s: float) -> dict:
         return round(t - start, 2) if start is not None and t is not None else None
 
     # restore_s: worker's recovery service start → table restored (agents resume right after);
-    # before issue 8 the table was restored and the schedule rebuilt in one step, so the end
-    # was the schedule line, which is what it falls back to.
+    # older workers (Faust's recovery) restored the table and rebuilt the schedule in one step, so
+    # the end was the schedule line, which is what it falls back to.
     end = table if table is not None else done
     sec = (end - start) if (start is not None and end is not None) else float("nan")
     rate = round(n / sec) if n and sec == sec and sec > 0 else None
@@ -361,7 +363,7 @@ def run(a) -> dict:
             "machine": H.machine()}
 
 
-# -- the on-disk store (issue 17): --store disk ---------------------------------------------
+# -- the on-disk store: --store disk ------------------------------------------------------
 
 #: erasure parameters of the store in these runs (the tick is not run during the restore: the
 #: figures are the restore's; one tick after it settles the files for the bytes-on-disk figure)

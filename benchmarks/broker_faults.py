@@ -1,4 +1,4 @@
-"""Broker faults under load (issue 9): nothing lost, the worker resumes without manual action.
+"""Broker faults under load: nothing lost, the worker resumes without manual action.
 
 Two scenarios, each on brokers of its own (never the test session's shared broker):
 
@@ -64,7 +64,7 @@ def _rf3_topics(w: Worker) -> None:
         broker, _ = read_broker_settings(admin)
         p = plan_params(s)
         params = PlanParams(**{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "replication_factor": 3})
-        ops = load_operators(s.operators_dir)  # the layout has a raw topic per operator (issue 15 defect 8)
+        ops = load_operators(s.operators_dir)  # a raw topic per operator: none writes another's
         plan = plan_topics(ops, broker, params, make_layout(s.topic_prefix, s.app_id, ops))
         apply_plan(admin, plan)
     finally:

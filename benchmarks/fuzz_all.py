@@ -1,4 +1,4 @@
-"""Hostile-input fuzzer (issue 9): ≥ 1M generated inputs against every decoder of untrusted bytes.
+"""Hostile-input fuzzer: ≥ 1M generated inputs against every decoder of untrusted bytes.
 
 Targets — everything that turns bytes an attacker can write to a topic into objects:
 

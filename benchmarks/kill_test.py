@@ -1,4 +1,4 @@
-"""Kill test (issue 9): SIGKILL the worker at random points under continuous load, ≥ 20 times.
+"""Kill test: SIGKILL the worker at random points under continuous load, ≥ 20 times.
 
 A feeder thread produces RADIUS Start records (radius-json, one unique address and subscriber
 each, acks=all) to the raw topic for the whole run.  Meanwhile the worker (``ipanon worker``, a

@@ -3,8 +3,9 @@
 Not the product — a measuring stick.  It does the work ``ipanon worker`` does for each raw
 event, with the same pure core and the same topics, but drives Kafka with plain aiokafka in
 batches (``getmany`` → process the whole batch → queue every output with ``send`` → await the
-batch's acks → commit offsets), which is what the issue-8 profile says Faust's per-event
-stream machinery and its one-message-at-a-time ProducerBuffer cost us:
+batch's acks → commit offsets), which is what the worker's py-spy profile (docs/benchmarks.md
+"Where the time goes") says Faust's per-event stream machinery and its one-message-at-a-time
+ProducerBuffer cost us:
 
 - stage 1 (ingest): raw topics → ``get_format(fmt).parse`` → bindings topic, keyed by
   ``intervals.routing_key`` (same as ``Pipeline._binding_outputs``);

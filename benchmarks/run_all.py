@@ -1,4 +1,4 @@
-"""Run every benchmark of issue 8 with one command; collect their JSON lines.
+"""Run every benchmark with one command; collect their JSON lines.
 
     python benchmarks/run_all.py              # full sizes (~15-30 min on a 2-core machine)
     python benchmarks/run_all.py --quick      # moderate sizes (~10 min idle; much longer when loaded)
@@ -119,7 +119,7 @@ def run_one(name: str, smoke: bool, bootstrap: str, broker_dir, timeout_s: float
 
 
 def summary(rows: list[dict]) -> dict:
-    """The issue-8 targets, each with the figure it was judged on (None = not measured)."""
+    """The throughput and state targets, each with the figure it was judged on (None = not measured)."""
     by = {r["bench"]: r for r in rows}
     s: dict = {}
     e = by.get("e2e", {})
