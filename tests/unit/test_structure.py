@@ -44,8 +44,8 @@ def test_the_check_sees_a_long_class_and_nested_ones():
     assert long_classes(nested, "m.py") == ["m.py:2 TooLong (251 lines)"]
 
 
-#: "issue N", "issues N", "issue#N": an issue's number where the code should say why
-ISSUE_REF = re.compile(r"\bissues? ?#?\d+", re.IGNORECASE)
+#: "issue N", "issues N", "issue#N", "issue-N", "_issueN": an issue's number where the code should say why
+ISSUE_REF = re.compile(r"(?<![^\W_])issues?[ _-]?#?\d+", re.IGNORECASE)
 
 
 def issue_references(source: str, name: str) -> list[str]:
@@ -93,3 +93,5 @@ def test_the_issue_check_sees_the_usual_spellings():
     assert issue_references("# see issue 16\nx = 1  # (issues 4, 9)\n#: Issue#3\n", "m.py") == [
         "m.py:1 # see issue 16", "m.py:2 x = 1  # (issues 4, 9)", "m.py:3 #: Issue#3"]
     assert issue_references("tissue 5\nissued 3 keys\n", "m.py") == []
+    assert issue_references("test_bench_issue8_smoke\nsee issue-16\n", "m.py") == [
+        "m.py:1 test_bench_issue8_smoke", "m.py:2 see issue-16"]
