@@ -134,8 +134,7 @@ def faust_app(s: Settings) -> faust.App:
 
 
 class Pipeline:
-    """Builds the Faust app for one set of settings and operators (one per process; tests
-    build several with distinct app ids)."""
+    """Builds the Faust app for one set of settings and operators (one per process; tests build several)."""
 
     def __init__(self, settings: Settings, operators: Mapping[str, OperatorRuntime],
                  *, plan: Any = None, clock: Callable[[], int] = now_ms,
@@ -177,8 +176,8 @@ class Pipeline:
         self.outbox = self.table.outbox
         # a worker frozen past its group session writes no changelog until the group confirms
         # it still owns its partitions (agents.fence)
-        hb = float(app.conf.broker_heartbeat_interval)
-        self.fence = Fence(stall_s=s.session_timeout_ms / 2000, confirm_s=2 * hb + 1.0, lost=self._membership_lost)
+        self.fence = Fence(stall_s=s.session_timeout_ms / 2000, lost=self._membership_lost, count=self.count,
+                           confirm_s=2 * float(app.conf.broker_heartbeat_interval) + 1.0)
         self.outbox.gate = self.fence.ready
         self.outbox.halt = self.fence.suspect
         app.task(self.fence.run)
@@ -187,7 +186,8 @@ class Pipeline:
         # the table's reader and writer for the mapping stage, the sweeper and the lookups
         self.writer = TableWriter(self.table, operators=self.operators, rules=self.rules, vaults=self.vaults,
                                   holds=lambda: self.holds, clock=clock, count=self.count,
-                                  dead_letter=self._dead_letter_record)
+                                  dead_letter=self._dead_letter_record,
+                                  interrupted=lambda: self.mapping_stage.revokes_waiting > 0)
         self.sweeper = Sweeper(self.writer.sweep_once, clock=clock, flush=self.outbox.flush, count=self.count)
         #: called after every completed sweeper pass as ``f(now_ms, expired, seconds)`` (metrics
         #: time it, the canaries look at the table at once); a listener's failure is its own

@@ -234,7 +234,7 @@ class BatchStage:
             except asyncio.CancelledError:
                 raise
             except PartitionsLost as e:  # expected after a freeze: the revoke follows (agents.fence)
-                log.warning("%s: %s; nothing written, restarting from the last commit", self.name, e)
+                log.warning("%s: %s; nothing committed, restarting from the last commit", self.name, e)
                 self.count(f"{self.name}_restarts")
                 await asyncio.sleep(RETRY_PAUSE_S)
             except Exception:

@@ -45,12 +45,14 @@ class PartitionsLost(Exception):
 
 class Fence:
     def __init__(self, *, stall_s: float, confirm_s: float, lost: Callable[[], bool],
-                 tick_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+                 tick_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 count: Callable[[str], None] = lambda name: None) -> None:
         if stall_s <= tick_s:
             raise ValueError("stall_s must exceed tick_s")
         self.stall_s = stall_s
         self.confirm_s = confirm_s
         self.lost = lost
+        self.count = count        # "fence_stalls", "fence_refusals": ipanon_fence_*_total
         self.tick_s = tick_s
         self.clock = clock
         self._last = clock()
@@ -75,6 +77,7 @@ class Fence:
         if now - self._last > self.stall_s and not self._stalled:
             self._stalled = True
             self.stalls += 1
+            self.count("fence_stalls")
             log.warning("fence: the event loop did not run for %.1f s (limit %.1f s): no changelog "
                         "write until the group confirms this worker still owns its partitions",
                         now - self._last, self.stall_s)
@@ -95,6 +98,7 @@ class Fence:
         while True:
             if self.lost():
                 self.fenced += 1
+                self.count("fence_refusals")
                 raise PartitionsLost("this worker stalled past its group session; its partitions may have a new owner")
             if self.clock() >= deadline:
                 break

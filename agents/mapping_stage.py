@@ -86,6 +86,9 @@ class MappingStage(BatchStage):
         self.fallbacks = 0  # partitions started from Faust's group's offset (upgrade)
         self._pending_assign = False
 
+    #: revokes waiting for the in-flight batch (a long NAS reset gives its batch up for them)
+    revokes_waiting = 0
+
     # -- following the table ------------------------------------------------------------------
 
     async def on_revoked(self, sender: Any = None, revoked: Iterable[Any] = (), **_: Any) -> None:
@@ -95,6 +98,13 @@ class MappingStage(BatchStage):
         parts = {tp.partition for tp in revoked if tp.topic in names}
         if not parts:
             return
+        self.revokes_waiting += 1
+        try:
+            await self._revoke(parts)
+        finally:
+            self.revokes_waiting -= 1
+
+    async def _revoke(self, parts: set[int]) -> None:
         async with self._lock:  # the in-flight batch is acknowledged and committed first
             self.owned -= parts
             self.table.active = self.table.active - parts

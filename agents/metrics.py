@@ -79,6 +79,9 @@ COUNT_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "unreadable_values": ("unreadable_values", None),
     "large_values": ("large_values", None),
     "resets": ("resets", "*"),                   # NAS resets, by how their keys were found
+    "fence_stalls": ("fence_stalls", None),
+    "fence_refusals": ("fence_refusals", None),
+    "fenced_writes": ("fenced_writes", None),
     "stats_out": ("stats_out", None),
     "lookups": ("lookups", None),
     "lookup_answers": ("lookup_answers", "*"),   # by status, counted before the answer is sealed
@@ -165,6 +168,11 @@ class Metrics:
                                     "a key's history growing towards the changelog's 1 MiB record limit")
         self.resets = counter("ipanon_table_resets_total", "NAS Accounting-On/Off resets applied, by how their "
                               "keys were found: indexed, or scanned (every key: after a restore, disk mode)", ("path",))
+        self.fence_stalls = counter("ipanon_fence_stalls_total", "Event-loop stalls past half the group session "
+                                    "timeout: no changelog write until the group confirms the membership")
+        self.fence_refusals = counter("ipanon_fence_refusals_total", "Flushes refused after a stall: membership lost")
+        self.fenced_writes = counter("ipanon_fenced_writes_total", "Changelog writes discarded because their "
+                                     "partitions were revoked after a stall (their bindings are read again by the owner)")
         self.epochs_shredded = counter("ipanon_epochs_shredded_total", "Key epochs destroyed (crypto-shredding), "
                                        "per purpose", ("purpose",))
         self.consent_drops = counter("ipanon_consent_drops_total", "Statistics records dropped for lack of consent")

@@ -49,11 +49,13 @@ class TableWriter:
 
     def __init__(self, table: Any, *, operators: Mapping[str, Any], rules: Mapping[str, Any],
                  vaults: Mapping[str, Any], holds: Callable[[], Any], clock: Callable[[], int],
-                 count: Callable[..., None], dead_letter: Callable[[Any, str, str], None]) -> None:
+                 count: Callable[..., None], dead_letter: Callable[[Any, str, str], None],
+                 interrupted: Callable[[], bool] = lambda: False) -> None:
         """``table``: the ``MappingTable``; ``operators`` / ``rules`` / ``vaults``: per operator
         its ``OperatorRuntime``, its ``stream.mapping`` rules and its ``Vault``; ``holds()``: the
         current ``HoldSet`` or None; ``dead_letter(record, reason, detail)``: queue a record's
-        dead letter in the table's outbox (ordered with the batch's writes)."""
+        dead letter in the table's outbox (ordered with the batch's writes); ``interrupted()``:
+        a revoke is waiting for the batch (a long reset gives the batch up, ``handle_batch``)."""
         self.table = table
         self.operators = operators
         self.rules = rules
@@ -62,6 +64,7 @@ class TableWriter:
         self.clock = clock
         self.count = count
         self.dead_letter = dead_letter
+        self.interrupted = interrupted
         self.large_value_bytes = LARGE_VALUE_BYTES
         self.max_value_bytes = MAX_VALUE_BYTES
         self._large_logged_ms: Optional[int] = None
@@ -148,7 +151,8 @@ class TableWriter:
         else:
             self.table.delete(partition, key)
             self.count("tombstones")
-        self.resets.update(partition, op.name, key, old, ivs)
+        if self.table.disk is None:  # disk mode never trusts the index (docs/mapping.md)
+            self.resets.update(partition, op.name, key, old, ivs)
 
     def _large_value(self, key: bytes, size: int, now: int) -> None:
         self.count("large_values")
@@ -177,6 +181,9 @@ class TableWriter:
                 if b.action == "reset":  # may open many keys: the loop runs between chunks
                     for _ in self.reset_steps(r.partition, b, now):
                         await asyncio.sleep(0)
+                        if self.interrupted():  # the revoke must not wait out a long scan
+                            raise PartitionsLost("a rebalance began during a NAS reset; the batch is read "
+                                                 "again from the last commit")
                     outcome = "mapping:reset"
                 else:
                     outcome = "mapping:" + self.apply_binding(r.partition, b, now, holds=holds)
@@ -184,6 +191,8 @@ class TableWriter:
             except Rejected as e:
                 self.dead_letter(r, e.reason, e.detail)
                 rejected[e.reason] = rejected.get(e.reason, 0) + 1
+            except PartitionsLost:
+                raise
             except Exception as e:
                 log.exception("mapping: unexpected error; record dead-lettered")
                 self.dead_letter(r, "internal-error", type(e).__name__)

@@ -196,3 +196,17 @@ def test_a_freeze_between_two_writes_of_one_flush_stops_the_hand_over_there():
 
     queued = asyncio.run(go())
     assert sent == [b"k1"] and queued == [b"k2", b"k3"]
+
+
+def test_stalls_and_refusals_are_counted_for_the_metrics():
+    """``ipanon_fence_stalls_total`` / ``ipanon_fence_refusals_total``: an operator sees a
+    stall without reading the log."""
+    counted: list = []
+    now = [0.0]
+    f = Fence(stall_s=1.0, confirm_s=0.2, lost=lambda: True, tick_s=0.1, clock=lambda: now[0], count=counted.append)
+    f._running = True
+    now[0] = 5.0
+    assert f.suspect() and counted == ["fence_stalls"]
+    with pytest.raises(PartitionsLost):
+        asyncio.run(f.ready())
+    assert counted == ["fence_stalls", "fence_refusals"]

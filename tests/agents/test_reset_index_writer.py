@@ -266,3 +266,70 @@ def test_a_reset_that_scans_lets_the_event_loop_run_between_chunks(make):
     assert p.test_counts.get("resets:scanned") == 1 and p.test_counts.get("mapping:reset") == 1
     closed = [ivs for ivs in contents(p).values() if ivs[-1].end_ms is not None]
     assert len(closed) == (n + 1) // 2  # every session of the NAS, and only those
+
+
+def test_a_long_reset_gives_its_batch_up_when_a_revoke_waits(make):
+    """A scanning reset holds the mapping stage's lock, and a revoke waits for that lock: at
+    tens of millions of keys past the group's rebalance timeout.  So the batch is given up
+    (``PartitionsLost``, nothing committed, the owner reads it again); it is not dead-lettered."""
+    from agents.fence import PartitionsLost
+    from agents.table_writer import RESET_CHUNK
+    from stream import binding_wire
+
+    p = make("a")
+    now = int(time.time() * 1000)
+    for a in range(3 * RESET_CHUNK):
+        ip = ip_network(f"10.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}/32")
+        p.writer.apply_binding(0, Binding(kind="radius", action="start", operator="op", ip=ip, subscriber="s",
+                                          session=f"S{a}", nas=NASES[0], at_ms=now - 60_000), now)
+    reset = Binding(kind="radius", action="reset", operator="op", ip=None, subscriber=None, session=None,
+                    nas=NASES[0], at_ms=now - 1_000)
+    rec = type("Rec", (), {})()
+    rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers = p.names.bindings, 0, 1, b"k", \
+        binding_wire.encode(reset), []
+    stage = p.mapping_stage
+
+    async def scenario():
+        stage.revokes_waiting = 0
+
+        async def revoke_soon():
+            await asyncio.sleep(0)
+            stage.revokes_waiting += 1  # what on_revoked does before it waits for the lock
+        asyncio.ensure_future(revoke_soon())
+        with pytest.raises(PartitionsLost):
+            await p.writer.handle_batch([rec])
+    asyncio.run(scenario())
+    closed = sum(1 for ivs in contents(p).values() if ivs[-1].end_ms is not None)
+    assert 0 < closed < 3 * RESET_CHUNK  # given up part-way: the owner applies it again
+    dead = [w for w in p.outbox._items if w[0] is p.deadletter]
+    assert dead == [] and not any(k.startswith("rejected:") for k in p.test_counts)
+
+
+def test_on_revoked_counts_itself_waiting_until_it_has_the_lock():
+    from agents.mapping_stage import MappingStage
+
+    class Table:
+        changelog_topic = type("T", (), {"get_topic_name": lambda self: "cl"})()
+        source_topics = {"b"}
+        active = {0, 1}
+        outbox = None
+
+    async def flush():
+        pass
+
+    s = MappingStage.__new__(MappingStage)
+    s.name, s.table, s.fence, s.flush, s.owned, s._epoch, s.consumer = "mapping", Table(), None, flush, {0, 1}, 0, None
+    s._lock, s.revokes_waiting, s._read, s._committed = asyncio.Lock(), 0, {}, {}
+    tp = type("TP", (), {"topic": "b", "partition": 1})()
+
+    async def scenario():
+        await s._lock.acquire()  # a batch in flight
+        t = asyncio.ensure_future(s.on_revoked(revoked=[tp]))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        waiting = s.revokes_waiting
+        s._lock.release()
+        await t
+        return waiting
+    assert asyncio.run(scenario()) == 1
+    assert s.revokes_waiting == 0 and s.owned == {0}
