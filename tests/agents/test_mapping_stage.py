@@ -324,3 +324,75 @@ def test_the_stage_follows_the_table_hands_over_after_its_batch_and_starts_upgra
                 pass
 
     asyncio.run(scenario())
+
+
+def test_a_batch_given_up_for_a_waiting_revoke_is_not_committed_and_is_read_again(bootstrap, unique, tmp_path):
+    """A long NAS reset gives its batch up when a revoke waits (``TableWriter.handle_batch``
+    raises ``PartitionsLost``): the revoke goes on at once, nothing of the batch is committed,
+    and the partition kept is read again from the last commit."""
+    from agents.fence import PartitionsLost
+    from agents.mapping_stage import MappingStage
+    from agents.settings import Settings
+
+    app_id = f"tmg{unique}"
+    topic = f"{app_id}-bindings"
+    changelog = f"{app_id}-mappings-changelog"
+    ensure_topics(bootstrap, [topic], partitions=2)
+    s = Settings(bootstrap=bootstrap, app_id=app_id, topic_prefix=app_id, data_dir=tmp_path / "data",
+                 keys_dir=tmp_path / "keys", partitions=2, batch_size=100, batch_within_s=0.05)
+    seen: list[tuple[int, int, bytes]] = []
+    flushed: list[int] = []
+    counts: dict = {}
+    stage: list = []
+    give_up = asyncio.Event()
+
+    async def handle(records):
+        if give_up.is_set():  # a long reset: goes on until a revoke waits, then gives the batch up
+            while stage[0].revokes_waiting == 0:
+                await asyncio.sleep(0.01)
+            give_up.clear()
+            raise PartitionsLost("a rebalance began during a NAS reset")
+        seen.extend((r.partition, r.offset, r.value) for r in records)
+        return []
+
+    async def flush():
+        flushed.append(len(seen))
+
+    async def scenario():
+        table = Table(changelog, {0, 1})
+        st = MappingStage("mapping", topic, f"{app_id}-mapping", handle, flush=flush, table=table, fence=None,
+                          fallback_group=app_id, settings=s, count=lambda name, n=1: counts.__setitem__(
+                              name, counts.get(name, 0) + n))
+        stage.append(st)
+        task = asyncio.ensure_future(st.run())
+        try:
+            await st.follow({0, 1})
+            _produce(bootstrap, topic, {0: 2, 1: 2}, "a")
+            await _until(lambda: len(seen) == 4, what="the first records")
+            await _until(lambda: _committed(bootstrap, f"{app_id}-mapping", topic, 2) == {0: 2, 1: 2},
+                         what="their commits")
+            give_up.set()
+            _produce(bootstrap, topic, {0: 1, 1: 1}, "b")
+            await asyncio.sleep(1.0)  # the batch is in the handler, scanning
+            n_flushed = len(flushed)
+            revoke = asyncio.ensure_future(st.on_revoked(None, {TP(changelog, 0)}))
+            await asyncio.wait_for(revoke, 10)  # not held until the scan would have ended
+            assert len(flushed) > n_flushed  # the revoke flushed what the batch had queued
+            assert _committed(bootstrap, f"{app_id}-mapping", topic, 2) == {0: 2, 1: 2}  # nothing of the batch
+            assert st.revokes_waiting == 0
+            await _until(lambda: counts.get("mapping_restarts") == 1, what="the stage's restart")
+            # the kept partition's record is read again; the revoked one's is not read here
+            table.active = {1}
+            await st.follow({1})
+            await _until(lambda: any(v.startswith(b"b") for _, _, v in seen), what="the batch read again")
+            await asyncio.sleep(0.5)
+            assert [(pt, off) for pt, off, v in seen if v.startswith(b"b")] == [(1, 2)]
+            await _until(lambda: _committed(bootstrap, f"{app_id}-mapping", topic, 2)[1] == 3, what="its commit")
+        finally:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    asyncio.run(scenario())
