@@ -219,7 +219,7 @@ class TableWriter:
         if not ivs:
             return 0
         if partition is not None:
-            self.resets.note(partition, op.name, key, ivs)
+            self.resets.update(partition, op.name, key, (), ivs)
         return vault.revisit(value, ivs, ttl_ms=op.ttl_ms, stale_after_ms=op.stale_after_ms, now_ms=self.clock())
 
     def rebuild_entry(self, key: bytes, value: bytes) -> Optional[int]:

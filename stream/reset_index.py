@@ -43,7 +43,8 @@ class ResetIndex:
         return self.ready_epoch == epoch
 
     def update(self, partition: int, operator: str, key: bytes, old: Intervals, new: Intervals) -> None:
-        """The key's stored intervals went from ``old`` to ``new`` (``()``: absent or unreadable)."""
+        """The key's stored intervals went from ``old`` to ``new`` (``()``: absent or unreadable).
+        A value restored behind the writer's back is noted as ``old=()``: added, nothing removed."""
         if len(old) == 1 and len(new) == 1:  # most keys hold one session: no sets to build
             o, n = old[0], new[0]
             if (o.end_ms is None) is (n.end_ms is None) and o.nas == n.nas:
@@ -67,11 +68,6 @@ class ResetIndex:
                     by[(partition, operator, nas)] = {key}
                 else:
                     s.add(key)
-
-    def note(self, partition: int, operator: str, key: bytes, ivs: Intervals) -> None:
-        """A stored value seen whole (the rebuild after a restore): add its open NASes."""
-        for nas in open_nases(ivs):
-            self._by.setdefault((partition, operator, nas), set()).add(key)
 
     def keys(self, partition: int, operator: str, nas: str) -> list[bytes]:
         """A copy: the caller's writes update the index while it walks."""

@@ -63,7 +63,7 @@ def test_values_noted_by_a_rebuild_keep_it_a_superset_and_a_reset_prunes_it():
     for i in range(300):  # restored: only noted
         k, v = b"r%d" % i, value(rng)
         stored[(0, "op", k)] = v
-        idx.note(0, "op", k, v)
+        idx.update(0, "op", k, (), v)  # what the rebuild does
     for _ in range(3_000):  # then written through the writer, over what it noted
         k = b"r%d" % rng.randrange(300)
         old, new = stored[(0, "op", k)], value(rng)
