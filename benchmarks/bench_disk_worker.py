@@ -76,23 +76,8 @@ def fill(bootstrap: str, w: H.Worker, n: int, first: int, now_ms: int, header: b
                 hdr = [(REVISIT_HEADER, str(when).encode())]
             yield partition_for(iv.routing_key(H.OPERATOR, net).encode(), parts), key, value, hdr
 
-    async def go() -> None:
-        from aiokafka import AIOKafkaProducer
-
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1, max_batch_size=512 * 1024,
-                             max_request_size=8 * 2**20)
-        await p.start()
-        try:
-            for i, (part, key, value, hdr) in enumerate(rows()):
-                await p.send(w.changelog, value=value, key=key, partition=part, headers=hdr)
-                if i % 50_000 == 49_999:
-                    await p.flush()
-            await p.flush()
-        finally:
-            await p.stop()
-
     t = time.perf_counter()
-    asyncio.run(go())
+    asyncio.run(BS.fill_changelog(bootstrap, w.changelog, rows()))
     return time.perf_counter() - t
 
 

@@ -195,12 +195,15 @@ def write_changelog(bootstrap: str, w, mappings, now_ms: int, revisit: bool = Fa
     else:
         source = encoded(enc, mappings, now_ms, w.settings.partitions)
     t = time.perf_counter()
-    n, payload = asyncio.run(_fill(bootstrap, f"{w.settings.app_id}-mappings-changelog", source))
+    n, payload = asyncio.run(fill_changelog(bootstrap, f"{w.settings.app_id}-mappings-changelog", source))
     return {"records": n, "payload": payload, "kind": enc.kind + ("+revisit" if revisit and enc.vault else ""),
             "s": time.perf_counter() - t}
 
 
-async def _fill(bootstrap: str, topic: str, rows) -> tuple[int, int]:
+async def fill_changelog(bootstrap: str, topic: str, rows) -> tuple[int, int]:
+    """Produce ``rows`` (partition, key, value[, headers]) to ``topic`` in large aiokafka batches,
+    flushed every 50 000; returns (records, key + value bytes).  Shared by the benchmarks that
+    seed a worker's changelog directly."""
     from aiokafka import AIOKafkaProducer
 
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1, max_batch_size=512 * 1024,

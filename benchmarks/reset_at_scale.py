@@ -79,8 +79,6 @@ def free_port() -> int:
 
 def fill(bootstrap: str, w: H.Worker, n: int, nases: int, now_ms: int) -> tuple[float, dict]:
     """``n`` open RADIUS sessions into ``w``'s changelog; returns (seconds, NAS → set of keys)."""
-    from aiokafka import AIOKafkaProducer
-
     from agents.mapping_table import partition_for
 
     enc = BS.Encoder(w, now_ms)
@@ -88,29 +86,19 @@ def fill(bootstrap: str, w: H.Worker, n: int, nases: int, now_ms: int) -> tuple[
     t0 = now_ms - 30 * 60_000
     by_nas: dict[str, set] = {}
 
-    async def go() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1, max_batch_size=512 * 1024,
-                             max_request_size=8 * 2**20)
-        await p.start()
-        try:
-            for i in range(n):
-                nas = nas_of(i, nases)
-                net = ipaddress.IPv4Network((FILL_BASE + i, 32))
-                start = t0 + i % 600_000
-                ivl = iv.Interval(start_ms=start, end_ms=None, holder=f"kund-{i}@isp.example",
-                                  session=f"{nas}/{i:08X}", nas=nas, last_ms=start)
-                key, value, hdr = enc.entry_revisit("ip", net, (ivl,), now_ms)
-                by_nas.setdefault(nas, set()).add(key)
-                part = partition_for(iv.routing_key(H.OPERATOR, net).encode(), parts)
-                await p.send(w.changelog, value=value, key=key, partition=part, headers=hdr)
-                if i % 50_000 == 49_999:
-                    await p.flush()
-            await p.flush()
-        finally:
-            await p.stop()
+    def rows():
+        for i in range(n):
+            nas = nas_of(i, nases)
+            net = ipaddress.IPv4Network((FILL_BASE + i, 32))
+            start = t0 + i % 600_000
+            ivl = iv.Interval(start_ms=start, end_ms=None, holder=f"kund-{i}@isp.example",
+                              session=f"{nas}/{i:08X}", nas=nas, last_ms=start)
+            key, value, hdr = enc.entry_revisit("ip", net, (ivl,), now_ms)
+            by_nas.setdefault(nas, set()).add(key)
+            yield partition_for(iv.routing_key(H.OPERATOR, net).encode(), parts), key, value, hdr
 
     t = time.perf_counter()
-    asyncio.run(go())
+    asyncio.run(BS.fill_changelog(bootstrap, w.changelog, rows()))
     return time.perf_counter() - t, by_nas
 
 
