@@ -10,6 +10,7 @@ stand-in with the fields the stage reads (``active``, ``restored``, topic names)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from ipaddress import ip_network
@@ -220,6 +221,20 @@ def _produce(bootstrap: str, topic: str, per_partition: dict[int, int], tag: str
         p.close()
 
 
+@contextlib.asynccontextmanager
+async def _running(stage):
+    """``stage.run()`` as a task for the body, cancelled (and awaited) after it."""
+    task = asyncio.ensure_future(stage.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 async def _until(pred, timeout_s: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not pred():
@@ -266,8 +281,7 @@ def test_the_stage_follows_the_table_hands_over_after_its_batch_and_starts_upgra
         table = Table(changelog, {0, 1})
         st = MappingStage("mapping", topic, f"{app_id}-mapping", handle, flush=flush, table=table, fence=None,
                           fallback_group=app_id, settings=p.settings, count=p.count)
-        task = asyncio.ensure_future(st.run())
-        try:
+        async with _running(st):
             await st.follow({0, 1})
             await _until(lambda: len(seen) == 2 + 4, what="the old records")
             # partition 0 from Faust's group's offset, partition 1 (nothing committed) from the start
@@ -316,12 +330,6 @@ def test_the_stage_follows_the_table_hands_over_after_its_batch_and_starts_upgra
             st._lock.release()
             await asyncio.wait_for(asyncio.gather(late_follow, revoke), 30)
             assert st.owned == set() and table.active == set()
-        finally:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
 
     asyncio.run(scenario())
 
@@ -364,8 +372,7 @@ def test_a_batch_given_up_for_a_waiting_revoke_is_not_committed_and_is_read_agai
                           fallback_group=app_id, settings=s, count=lambda name, n=1: counts.__setitem__(
                               name, counts.get(name, 0) + n))
         stage.append(st)
-        task = asyncio.ensure_future(st.run())
-        try:
+        async with _running(st):
             await st.follow({0, 1})
             _produce(bootstrap, topic, {0: 2, 1: 2}, "a")
             await _until(lambda: len(seen) == 4, what="the first records")
@@ -388,11 +395,5 @@ def test_a_batch_given_up_for_a_waiting_revoke_is_not_committed_and_is_read_agai
             await asyncio.sleep(0.5)
             assert [(pt, off) for pt, off, v in seen if v.startswith(b"b")] == [(1, 2)]
             await _until(lambda: _committed(bootstrap, f"{app_id}-mapping", topic, 2)[1] == 3, what="its commit")
-        finally:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
 
     asyncio.run(scenario())
