@@ -279,15 +279,20 @@ def wait_for(predicate, timeout_s: float = 90.0, interval_s: float = 0.5, what: 
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def bench_smoke(script: str, timeout: float = 120) -> dict:
-    """Run ``benchmarks/<script> --smoke`` and return the one JSON line it must print."""
+def bench_json(*args: str, timeout: float = 300) -> dict:
+    """Run ``python <args>`` (a benchmark and its options) and return the one JSON line it must
+    print; a failure shows the end of its stderr."""
     import json
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke"], capture_output=True,
-                       text=True, timeout=timeout)
-    assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-2000:]
     lines = p.stdout.strip().splitlines()
-    assert len(lines) == 1, p.stdout
+    assert len(lines) == 1, p.stdout[-2000:]
     return json.loads(lines[0])
+
+
+def bench_smoke(script: str, timeout: float = 120) -> dict:
+    """Run ``benchmarks/<script> --smoke`` and return the one JSON line it must print."""
+    return bench_json(str(REPO / "benchmarks" / script), "--smoke", timeout=timeout)

@@ -15,19 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import bench_json
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _run(*args: str, timeout: float = 300) -> dict:
-    p = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stderr[-2000:]
-    lines = p.stdout.strip().splitlines()
-    assert len(lines) == 1, p.stdout[-2000:]
-    return json.loads(lines[0])
-
-
 def test_bench_intervals_smoke():
-    fig = _run(str(BENCH / "bench_intervals.py"), "--smoke")
+    fig = bench_json(str(BENCH / "bench_intervals.py"), "--smoke")
     assert fig["bench"] == "intervals" and fig["smoke"] is True and fig["skipped"] == []
     (size,) = fig["sizes"]
     assert size["mappings"] == 2000
@@ -41,7 +35,7 @@ def test_bench_intervals_smoke():
 @pytest.mark.slow
 def test_bench_e2e_smoke(bootstrap):
     # generous: on a fresh broker of a machine at load ~30 the worker needed minutes for 300 events
-    fig = _run(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap, "--timeout", "600",
+    fig = bench_json(str(BENCH / "bench_e2e.py"), "--smoke", "--bootstrap", bootstrap, "--timeout", "600",
                "--workers", "2", "--partitions", "8", timeout=1800)
     assert fig["bench"] == "e2e" and fig["events"] == 300 and fig["partitions"] == 8
     # every raw event became its stats record (one binding each), and the table took them all
@@ -84,7 +78,7 @@ def test_bench_e2e_smoke(bootstrap):
 @pytest.mark.broker
 @pytest.mark.slow
 def test_bench_state_smoke(broker):
-    fig = _run(str(BENCH / "bench_state.py"), "--smoke", "--bootstrap", broker.bootstrap,
+    fig = bench_json(str(BENCH / "bench_state.py"), "--smoke", "--bootstrap", broker.bootstrap,
                "--broker-dir", str(broker.dir))
     assert fig["bench"] == "state"
     (size,) = fig["sizes"]
@@ -98,7 +92,7 @@ def test_profile_summary(tmp_path):
     prof = tmp_path / "p.txt"
     prof.write_text("main (agents/cli.py:1);run (stream/intervals.py:10);dumps (json/encoder.py:5) 3\n"
                     "main (agents/cli.py:1);select (selectors.py:2) 1\n")
-    fig = _run(str(BENCH / "profile_summary.py"), str(prof))
+    fig = bench_json(str(BENCH / "profile_summary.py"), str(prof))
     assert fig["samples"] == 4
     assert dict(map(tuple, fig["self_pct"])) == {"dumps (json/encoder.py)": 75.0, "select (selectors.py)": 25.0}
     assert dict(map(tuple, fig["inclusive_pct"]))["main (agents/cli.py)"] == 100.0

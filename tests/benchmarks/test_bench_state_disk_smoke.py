@@ -4,26 +4,17 @@ itself on the store: tests/e2e/test_bench_disk_worker_smoke.py."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import bench_json
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _run(*args: str, timeout: float = 300) -> dict:
-    p = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stderr[-2000:]
-    lines = p.stdout.strip().splitlines()
-    assert len(lines) == 1, p.stdout[-2000:]
-    return json.loads(lines[0])
-
-
 def test_bench_memory_disk_smoke(tmp_path):
-    fig = _run(str(BENCH / "bench_memory.py"), "--store", "disk", "--smoke", "--dir", str(tmp_path))
+    fig = bench_json(str(BENCH / "bench_memory.py"), "--store", "disk", "--smoke", "--dir", str(tmp_path))
     assert fig["bench"] == "memory" and fig["store"] == "disk" and fig["smoke"] is True
     (size,) = fig["sizes"]
     # the restarted process found every mapping: the checkpoints and a walk opening every value
@@ -40,7 +31,7 @@ def test_bench_memory_disk_smoke(tmp_path):
 @pytest.mark.broker
 @pytest.mark.slow
 def test_bench_state_disk_smoke(broker, tmp_path):
-    fig = _run(str(BENCH / "bench_state.py"), "--store", "disk", "--smoke", "--bootstrap", broker.bootstrap,
+    fig = bench_json(str(BENCH / "bench_state.py"), "--store", "disk", "--smoke", "--bootstrap", broker.bootstrap,
                "--broker-dir", str(broker.dir), "--dir", str(tmp_path))
     assert fig["bench"] == "state" and fig["store"] == "disk"
     (size,) = fig["sizes"]
