@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from ipaddress import ip_network
+from types import SimpleNamespace
 
 import pytest
 
@@ -87,6 +88,14 @@ class Feed:
         ip = ip_network(f"100.64.{a // 256}.{a % 256}/32")
         return a % PARTS, Binding(kind="radius", action=action, operator="op", ip=ip, subscriber=f"sub{a}@x",
                                   session=session, nas=nas, at_ms=self.t)
+
+
+def bindings_record(p, b: Binding):
+    """``b`` as the mapping stage hands it to ``handle_batch``: a bindings record of partition 0."""
+    from stream import binding_wire
+
+    return SimpleNamespace(topic=p.names.bindings, partition=0, offset=1, key=b"k", value=binding_wire.encode(b),
+                           headers=[])
 
 
 def apply(p, partition, b, now) -> None:
@@ -228,7 +237,6 @@ def test_a_reset_that_scans_lets_the_event_loop_run_between_chunks(make):
     """A scanning reset at millions of keys must not hold the loop for seconds: the heartbeats
     and the fence's clock run in it (docs/mapping.md, "Known limit")."""
     from agents.table_writer import RESET_CHUNK
-    from stream import binding_wire
 
     p = make("a")  # never ready: the reset scans every key, as in disk mode or right after a restore
     now = int(time.time() * 1000)
@@ -239,9 +247,7 @@ def test_a_reset_that_scans_lets_the_event_loop_run_between_chunks(make):
                                           session=f"S{a}", nas=NASES[a % 2], at_ms=now - 60_000), now)
     reset = Binding(kind="radius", action="reset", operator="op", ip=None, subscriber=None, session=None,
                     nas=NASES[0], at_ms=now - 1_000)
-    rec = type("Rec", (), {})()
-    rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers = p.names.bindings, 0, 1, b"k", \
-        binding_wire.encode(reset), []
+    rec = bindings_record(p, reset)
 
     async def scenario():
         ticks = 0
@@ -274,7 +280,6 @@ def test_a_long_reset_gives_its_batch_up_when_a_revoke_waits(make):
     (``PartitionsLost``, nothing committed, the owner reads it again); it is not dead-lettered."""
     from agents.fence import PartitionsLost
     from agents.table_writer import RESET_CHUNK
-    from stream import binding_wire
 
     p = make("a")
     now = int(time.time() * 1000)
@@ -284,9 +289,7 @@ def test_a_long_reset_gives_its_batch_up_when_a_revoke_waits(make):
                                           session=f"S{a}", nas=NASES[0], at_ms=now - 60_000), now)
     reset = Binding(kind="radius", action="reset", operator="op", ip=None, subscriber=None, session=None,
                     nas=NASES[0], at_ms=now - 1_000)
-    rec = type("Rec", (), {})()
-    rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.headers = p.names.bindings, 0, 1, b"k", \
-        binding_wire.encode(reset), []
+    rec = bindings_record(p, reset)
     stage = p.mapping_stage
 
     async def scenario():
