@@ -345,6 +345,13 @@ def test_rebalances_while_bindings_stream_keep_every_answer_and_the_changelog_ri
     w1.stop()
 
 
+def notable(log: str, n: int = 60) -> str:
+    """The last ``n`` lines of a worker log that are not routine INFO (plus rebalance steps)."""
+    keep = ("WARNING", "ERROR", "CRITICAL", "Traceback", "revoked", "assigned", "reading bindings", "Joined group",
+            "Recovery", "recover")
+    return "\n".join([ln[:300] for ln in log.splitlines() if any(k in ln for k in keep)][-n:])
+
+
 def test_a_worker_frozen_past_its_session_timeout_writes_nothing_stale_when_it_thaws(
         worker_factory, bootstrap, tmp_path, request):
     """The zombie case: worker 2 is frozen (SIGSTOP, as a long GC pause, a stalled VM or a
@@ -388,7 +395,12 @@ def test_a_worker_frozen_past_its_session_timeout_writes_nothing_stale_when_it_t
         os.killpg(w2.proc.pid, signal.SIGCONT)
         thawed = feed.tick
         feeder.ticks(40)
-        wait_for(split, timeout_s=150, what="the thawed worker to rejoin")
+        try:
+            wait_for(split, timeout_s=150, what="the thawed worker to rejoin")
+        except AssertionError as e:  # rare under load in CI: say where each worker was
+            raise AssertionError(f"{e}; partitions: worker 1 {partitions(p1)}, worker 2 {partitions(p2)}; worker 2 "
+                                 f"exit code {w2.proc.poll()}; worker 2 log, warnings and errors:\n"
+                                 + notable(w2.log()) + "\nworker 1:\n" + notable(w1.log())) from None
         feeder.ticks(20)
     finally:
         feeder.stop_now.set()
