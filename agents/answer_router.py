@@ -27,6 +27,9 @@ import logging
 import re
 from typing import Any, Awaitable, Callable, Optional
 
+from .gapfill import GapFill
+from .kafka_clients import Clients
+
 log = logging.getLogger("ipanon.answers")
 
 AUTHORITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -74,6 +77,8 @@ class AnswerRouter:
             self.configs = {}
         self.discovered = False
         self.source = app.topic(shared, key_serializer="raw", value_serializer="raw")
+        #: replies Faust's stream skipped on a partition kept through a rebalance (``agents.gapfill``)
+        self.gaps = GapFill(Clients.of(settings), shared, agent="answer-router", count=count, app=app)
         app.agent(self.source, name="ipanon.answer-router")(self.run)
         app.timer(settings.heartbeat_ms / 2000, name="ipanon.answer-router.heartbeat")(self.heartbeat)
 
@@ -91,7 +96,7 @@ class AnswerRouter:
 
         # 5 ms like the query desk: a lone reply waits out the rest of this (50 ms did before)
         async for events in stream.take_events(256, within=0.005):
-            for event in events:
+            for event in await self.gaps.complete(events):
                 if is_heartbeat(event):
                     continue
                 try:

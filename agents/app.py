@@ -54,6 +54,7 @@ from stream.lookup_wire import LookupSeal, ReplayGuard
 from .acl import worker_groups
 from .batch import BatchStage, Output
 from .fence import Fence, PartitionsLost
+from .gapfill import GapFill
 from .lookup import Lookups
 from .mapping_stage import MappingStage
 from .table_writer import Sweeper, TableWriter
@@ -137,8 +138,7 @@ class Pipeline:
     """Builds the Faust app for one set of settings and operators (one per process; tests build several)."""
 
     def __init__(self, settings: Settings, operators: Mapping[str, OperatorRuntime],
-                 *, plan: Any = None, clock: Callable[[], int] = now_ms,
-                 parts: Parts = ALL_PARTS) -> None:
+                 *, plan: Any = None, clock: Callable[[], int] = now_ms, parts: Parts = ALL_PARTS) -> None:
         self.settings = s = settings
         self.plan = plan
         self.operators = dict(operators)
@@ -149,9 +149,8 @@ class Pipeline:
         self.counters: dict[str, int] = {}
         # crypto-shredding state per operator (agents/vault.py)
         grace = vault_grace_ms(s)
-        self.vaults = {name: Vault.open_or_create(name, keys_dir(s), ttl_ms=op.ttl_ms, grace_ms=grace,
-                                                  now_ms=clock(), destroy=False)
-                       for name, op in self.operators.items()}
+        self.vaults = {name: Vault.open_or_create(name, keys_dir(s), ttl_ms=op.ttl_ms, grace_ms=grace, now_ms=clock(),
+                                                  destroy=False) for name, op in self.operators.items()}
         self.app = app = faust_app(s)
         # raw topics include one per operator (<prefix>-raw-op-<op>): the topic decides its operator
         self.names = names = T.Topics(s.topic_prefix, operators=self.operators)
@@ -195,7 +194,9 @@ class Pipeline:
         self.lookups = Lookups(operators=self.operators, rules=self.rules, vaults=self.vaults, load=self.writer.load,
                                active=lambda: self.table.active, partitions=s.partitions, clock=clock,
                                count=self.count, seal=self.lookup_seal, replays=self.lookup_replays,
-                               refusals=self.lookup_refusals, responses=self.lookup_responses, flush=self.ebb)
+                               refusals=self.lookup_refusals, responses=self.lookup_responses, flush=self.ebb,
+                               gaps=GapFill(Clients.of(s), names.lookup_requests, agent="lookup", count=self.count,
+                                            app=app))
         self.table.source_topics = {names.bindings, names.lookup_requests}
         self.table.restore_clients = Clients.of(s)
         self.table.on_recover(self._on_recover)

@@ -96,6 +96,8 @@ COUNT_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "query": ("queries", "*"),
     "queries": ("queries", "*"),
     "holds": ("holds", "*"),
+    "stream_refetched": ("stream_refetched", "*"),   # by agent (agents.gapfill)
+    "stream_gap_lost": ("stream_gap_lost", "*"),
 }
 
 
@@ -182,6 +184,12 @@ class Metrics:
                                        "their bucket was already emitted, by operator", ("operator",))
         self.queries = counter("ipanon_queries_total", "Lawful-access query steps, by outcome", ("outcome",))
         self.holds = counter("ipanon_holds_total", "Legal-hold commands, by outcome", ("outcome",))
+        self.stream_refetched = counter("ipanon_stream_refetched_total", "Records Faust's stream skipped on a "
+                                        "partition kept through a rebalance, read back from the broker, by agent",
+                                        ("agent",))
+        self.stream_gap_lost = counter("ipanon_stream_gap_lost_total", "Records skipped by Faust's stream that could "
+                                       "not be read back (deleted by retention, or the read failed), by agent",
+                                       ("agent",))
         self.other = counter("ipanon_worker_events_total", "Other worker counters, by name", ("name",))
         self.lookup_answers = counter("ipanon_lookup_answers_total", "Lookup answers produced, by status", ("status",))
         self.lookup_refused = counter("ipanon_lookup_refused_total", "Lookup requests refused without an answer "
@@ -273,7 +281,7 @@ class Metrics:
         (``agents.batch.BatchStage.lag``: raw topics for ingest, bindings for the mapping stage).
         During an upgrade drain (``agents.stats_drain``) the bindings are read by two consumers;
         a partition read by both reports the larger lag."""
-        out = self.faust_lag()
+        out = faust_lag(self.app, self.names)
         for stage in self.stages:
             try:
                 lags = stage.lag()
@@ -281,47 +289,6 @@ class Metrics:
                 continue
             for k, v in lags.items():
                 out[k] = max(out.get(k, 0), v)
-        return out
-
-    def faust_lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the high-water mark per (topic, partition) Faust's consumer reads.
-
-        The read offset is the offset of the last record handed to an agent (Faust's
-        consumer), the high-water mark the next offset to be written; a caught-up partition
-        has lag 0.  Partitions not read yet count from the committed offset, and with neither
-        from offset 0 — every assigned partition has a series, so "no series" never hides lag."""
-        app = self.app
-        out: dict[tuple[str, int], int] = {}
-        if app is None or self.names is None:
-            return out
-        try:
-            consumer = app.consumer
-            assignment = consumer.assignment()
-        except Exception:  # not started yet
-            return out
-        n = self.names
-        sources = set(n.raw) | {n.bindings, n.lookup_requests, f"{n.prefix}-query-requests", n.consent}
-        read = getattr(consumer, "_read_offset", {}) or {}
-        committed = getattr(consumer, "_committed_offset", {}) or {}
-        mon_end = getattr(app.monitor, "tp_end_offsets", {}) or {}
-        for tp in assignment:
-            if tp.topic not in sources:
-                continue
-            try:
-                hw = consumer.highwater(tp)
-            except Exception:
-                hw = None
-            hw = max(x for x in (hw, mon_end.get(tp), 0) if x is not None)
-            r = read.get(tp) if hasattr(read, "get") else None
-            if r is not None:
-                done = r + 1
-            else:
-                c = committed.get(tp) if hasattr(committed, "get") else None
-                # nothing read and nothing committed yet: the group starts from the earliest
-                # offset, so everything up to the high-water mark is still to read (an upper
-                # bound where retention has already removed the oldest segments)
-                done = c if c is not None else 0
-            out[(tp.topic, tp.partition)] = max(0, hw - done)
         return out
 
     # -- audit -------------------------------------------------------------------------------
@@ -365,6 +332,47 @@ class Metrics:
             if len(self._roles) < 256:
                 self._roles[topic] = role
         return role
+
+
+def faust_lag(app: Any, names: Any) -> dict[tuple[str, int], int]:
+    """Records behind the high-water mark per (topic, partition) Faust's consumer reads.
+
+    The read offset is the offset of the last record handed to an agent (Faust's
+    consumer), the high-water mark the next offset to be written; a caught-up partition
+    has lag 0.  Partitions not read yet count from the committed offset, and with neither
+    from offset 0 — every assigned partition has a series, so "no series" never hides lag."""
+    out: dict[tuple[str, int], int] = {}
+    if app is None or names is None:
+        return out
+    try:
+        consumer = app.consumer
+        assignment = consumer.assignment()
+    except Exception:  # not started yet
+        return out
+    n = names
+    sources = set(n.raw) | {n.bindings, n.lookup_requests, f"{n.prefix}-query-requests", n.consent}
+    read = getattr(consumer, "_read_offset", {}) or {}
+    committed = getattr(consumer, "_committed_offset", {}) or {}
+    mon_end = getattr(app.monitor, "tp_end_offsets", {}) or {}
+    for tp in assignment:
+        if tp.topic not in sources:
+            continue
+        try:
+            hw = consumer.highwater(tp)
+        except Exception:
+            hw = None
+        hw = max(x for x in (hw, mon_end.get(tp), 0) if x is not None)
+        r = read.get(tp) if hasattr(read, "get") else None
+        if r is not None:
+            done = r + 1
+        else:
+            c = committed.get(tp) if hasattr(committed, "get") else None
+            # nothing read and nothing committed yet: the group starts from the earliest
+            # offset, so everything up to the high-water mark is still to read (an upper
+            # bound where retention has already removed the oldest segments)
+            done = c if c is not None else 0
+        out[(tp.topic, tp.partition)] = max(0, hw - done)
+    return out
 
 
 def promises_of(op: Any) -> dict[str, int]:

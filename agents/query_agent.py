@@ -30,7 +30,8 @@ the older ones.  When the inbox partition is assigned (start-up, rebalance) the 
 reloads: the desk from the last snapshot, the chain from the last record of the audit topic
 (``AuditChain.resume``: the trail itself is the authority for ``seq`` and ``prev``).  Inbox
 records at or below the snapshot's offset are skipped, so a re-delivered batch is never
-decided twice; a crash between flushing a batch's outputs and writing its snapshot repeats
+decided twice, and any record after it that Faust's stream did not hand over is read back first
+(``agents.gapfill``); a crash between flushing a batch's outputs and writing its snapshot repeats
 that batch's audit events (valid records that say the same thing twice — never a gap).
 
 **Resolution.**  Each address is looked up on the worker that owns its table partition
@@ -77,6 +78,7 @@ from stream.model import parse_network
 from .broker import REPO_ROOT
 from .desk_outcomes import DeskOutcomes
 from .desk_writer import DeskWriter
+from .gapfill import GapFill
 from .kafka_clients import Clients
 from .kafka_io import HEARTBEAT_KEY
 from .remote_lookup import RemoteLookups
@@ -339,6 +341,9 @@ class QueryAgent:
         self.outcomes = DeskOutcomes(self.writer, self.junk, count=count, resolve=self.resolve,
                                      answer=lambda d, resolver, now: self.desk.answer(d, resolver, now))
         self.offset = -1           # last inbox offset decided (from the snapshot)
+        #: inbox records Faust's stream skipped, read back (``agents.gapfill``)
+        self.gaps = GapFill(Clients.of(s), n.query_requests, agent="query", count=count,
+                            repeats="query:already-decided")
         self.owned = False         # this worker holds the inbox partition
         self.stale = True          # reload state before deciding anything
         self.saved_ms = 0
@@ -359,6 +364,7 @@ class QueryAgent:
     # -- ownership and state ----------------------------------------------------------------
 
     async def _on_assigned(self, sender: Any = None, assigned: Any = (), **kw: Any) -> None:
+        await self.gaps.on_assigned(sender, assigned)
         if any(tp.topic == self.inbox.get_topic_name() for tp in assigned):
             self.owned, self.stale = True, True
 
@@ -446,9 +452,13 @@ class QueryAgent:
             async with self.lock:
                 if self.stale:
                     await self.reload()
+                    if self.offset >= 0:  # every record after the snapshot's must be decided here
+                        self.gaps.seed(0, self.offset)
+                events = await self.gaps.complete(events)
                 now = self.clock()
                 for event in events:
                     if is_heartbeat(event):
+                        self.offset = max(self.offset, event.message.offset)
                         continue
                     msg = event.message
                     if msg.offset <= self.offset:

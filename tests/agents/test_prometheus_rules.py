@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(promtool is None, reason="promtool not installed
 def test_rules_pass_promtool_check():
     r = subprocess.run([promtool, "check", "rules", "ipanon-rules.yml"], cwd=RULES, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 13 rules found" in r.stdout + r.stderr  # 9 + the two erasure-canary alerts + large values + stalls
+    assert "SUCCESS: 14 rules found" in r.stdout + r.stderr  # 9 + two erasure canaries + large values + stalls + lost
 
 
 def test_rule_unit_cases_fire_the_compliance_alert():
