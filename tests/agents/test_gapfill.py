@@ -176,3 +176,43 @@ def test_the_log_says_whether_anything_but_heartbeats_was_missing(caplog):
     levels = [(r.levelname, r.getMessage()) for r in caplog.records if "handed over" in r.getMessage()]
     assert levels[0][0] == "INFO" and "read 1 back (1 heartbeats)" in levels[0][1]
     assert levels[1][0] == "WARNING" and "read 2 back (1 heartbeats)" in levels[1][1]
+
+
+def test_the_desk_decides_every_inbox_record_after_its_snapshot_even_those_never_handed_over():
+    """The query desk's loop (``QueryAgent.run``): its snapshot says offset 3 was decided; Faust
+    re-delivers 2 and 3, then hands over 6, having skipped 4 (a request) and 5 (a heartbeat).
+    The desk decides 4 and 6 — nothing twice, nothing left undecided."""
+    from agents.kafka_io import HEARTBEAT_KEY
+    from agents.query_agent import QueryAgent
+
+    a = QueryAgent.__new__(QueryAgent)  # the loop only: no Faust app needed
+    decided: list = []
+    counters: dict = {}
+
+    def count(name, n=1):
+        counters[name] = counters.get(name, 0) + n
+
+    async def decide(value, key, now):
+        decided.append(value)
+
+    async def reload():
+        a.offset, a.stale = 3, False
+
+    async def read(clients, topic, partition, start, end):
+        by = {4: (b"k", b"req-4"), 5: (HEARTBEAT_KEY, None)}
+        return [Refetched(topic, partition, o, *by[o], []) for o in range(start, end)], 0
+
+    a.decide, a.reload, a.clock, a.count = decide, reload, lambda: 0, count
+    a._lock, a.stale, a.dirty, a.offset = None, True, False, -1
+    a.gaps = GapFill(Clients("127.0.0.1:1"), "inbox", agent="query", count=count, read=read,
+                     repeats="query:already-decided")
+
+    class Stream:
+        async def take_events(self, n, within):
+            yield [ev(0, 2, b"req-2"), ev(0, 3, b"req-3"), ev(0, 6, b"req-6")]
+            yield [ev(0, 7, b"req-7")]
+
+    asyncio.run(a.run(Stream()))
+    assert decided == [b"req-4", b"req-6", b"req-7"]
+    assert a.offset == 7
+    assert counters == {"query:already-decided": 2, "stream_refetched:query": 2}
