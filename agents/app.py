@@ -412,7 +412,7 @@ def compose(pipeline: "Pipeline", parts: Parts) -> None:
     if parts.query:
         lookups = RemoteLookups(settings=s, names=names, seal=p.lookup_seal, requests=p.lookup_requests,
                                 clock=p.clock, owns=p.lookups.owns, resolve=p.lookups.resolve,
-                                active=lambda: p.table.active)
+                                active=lambda: p.table.active, count=p.count)
         p.query = QueryAgent(app, settings=s, names=names, operators=p.operators, clock=p.clock,
                              count=p.count, dead_letter=p.dead_letter, lookups=lookups)
         # every worker applies the holds the desk (on whichever worker) publishes

@@ -12,9 +12,11 @@ inside address) that another worker holds.  ``RemoteLookups.resolve_many`` answe
   ``<prefix>-lookup-responses``, which this class tails without a consumer group (every
   partition, from the end at start), matches by request id (its Kafka key) and opens;
 
-then completes CGNAT second hops the same way (``agents.lookup_client.complete_hops``).  An
-answer that does not arrive within the timeout is ``None``; the caller refuses the lawful request
-as ``resolution-failed`` rather than answer from a part of the table.
+then completes CGNAT second hops the same way (``agents.lookup_client.complete_hops``).  A lookup
+still unanswered after a third of the timeout is sent once more (sealed again: a new nonce, the same
+request id; ``lookups_resent``).  An answer that does not arrive within the timeout is ``None``;
+the caller refuses the lawful request as ``resolution-failed`` rather than answer from a part of
+the table.
 
 The consumer starts on the first remote lookup: a single worker (every partition) never creates
 it.  Nothing on the internal topics is in plaintext: requests and answers are AES-GCM sealed,
@@ -46,11 +48,12 @@ TIMEOUT_S = 30.0
 class RemoteLookups:
     def __init__(self, *, settings: Any, names: Any, seal: Any, requests: Any, clock: Callable[[], int],
                  owns: Callable[[str, Any], bool], resolve: Callable[..., dict],
-                 active: Callable[[], Iterable[int]] = tuple, timeout_s: float = TIMEOUT_S) -> None:
+                 active: Callable[[], Iterable[int]] = tuple, timeout_s: float = TIMEOUT_S,
+                 count: Callable[..., None] = lambda *a: None) -> None:
         """``seal``: the deployment's ``LookupSeal``; ``requests``: the lookup request topic (a
         Faust topic); ``owns(operator, net)`` / ``resolve(operator, ip, port, from_ms, to_ms[,
         proto=])``: this worker's own table partitions (``Lookups.owns``, ``Lookups.resolve``);
-        ``active()``: those partitions' numbers (logged)."""
+        ``active()``: those partitions' numbers (logged); ``count(name, n)``: the worker's counter."""
         self.settings = settings
         self.names = names
         self.seal = seal
@@ -66,6 +69,8 @@ class RemoteLookups:
         self._task: Optional[asyncio.Task] = None
         self._lock: Optional[asyncio.Lock] = None
         self.remote = 0  # lookups sent through the topics (for tests and logs)
+        self.count = count
+        self._send = lambda outs: send_all(faust_sends, outs)  # acknowledged by the broker
 
     # -- the response tail ------------------------------------------------------------------
 
@@ -140,24 +145,41 @@ class RemoteLookups:
             return []
         await self._ensure_started()
         loop = asyncio.get_running_loop()
-        ids, futs, outs = [], [], []
+        ids, futs = [], []
         for q in queries:
             rid = f"{self.tag}-{uuid.uuid4().hex}"
             fut = loop.create_future()
             self._waiting[rid] = fut
             ids.append(rid)
             futs.append(fut)
-            part = request_partition(q["operator"], q["ip"], self.settings.partitions)
-            value = self.seal.seal_request(q, request_id=rid, partition=part, now_ms=self.clock())
-            outs.append((self.requests, None, value, part))
         self.remote += len(queries)
-        await send_all(faust_sends, outs)  # acknowledged by the broker
-        await asyncio.wait(futs, timeout=self.timeout_s)
+        await self._send(self._sealed(queries, ids))
+        # once, after a third of the timeout, the unanswered ones again: a lookup is a read and its
+        # answer is matched by request id, so a request lost on the way (its owner restarted, say)
+        # costs seconds and not the lawful request; a new seal has a new nonce, so it is no replay
+        first = self.timeout_s / 3
+        _, pending = await asyncio.wait(futs, timeout=first)
+        if pending:
+            again = [i for i, f in enumerate(futs) if f in pending]
+            log.warning("lookups: %d of %d remote lookups unanswered after %.0f s; asking again",
+                        len(again), len(queries), first)
+            self.count("lookups_resent", len(again))
+            await self._send(self._sealed([queries[i] for i in again], [ids[i] for i in again]))
+            await asyncio.wait(pending, timeout=self.timeout_s - first)
         out = []
         for rid, fut in zip(ids, futs):
             self._waiting.pop(rid, None)
             out.append(fut.result() if fut.done() and not fut.cancelled() else None)
         return out
+
+    def _sealed(self, queries: list[dict], ids: list[str]) -> list[tuple]:
+        """The sealed request records, each to the partition that owns its address."""
+        outs = []
+        for q, rid in zip(queries, ids):
+            part = request_partition(q["operator"], q["ip"], self.settings.partitions)
+            outs.append((self.requests, None, self.seal.seal_request(q, request_id=rid, partition=part,
+                                                                     now_ms=self.clock()), part))
+        return outs
 
     def _local(self, q: dict) -> Optional[dict]:
         """Answered here if this worker owns the partition (None: ask the owner)."""

@@ -177,3 +177,46 @@ def test_connection_diagnosis_names_an_unreachable_broker_at_once():
         diagnose(f"127.0.0.1:{port}")
     assert e.value.kind == "unreachable" and "nothing listens" in str(e.value)
     assert time.monotonic() - t < 5
+
+
+def test_a_remote_lookup_lost_on_its_way_is_asked_once_more_and_answered():
+    """The desk's asker: the first request record is lost (its owner restarted after taking it,
+    say); after a third of the timeout the unanswered lookup is sealed again (a new nonce, so the
+    owner's replay guard takes it; the same request id, so the answer still matches) and its
+    answer arrives.  One that is never answered comes back None at the timeout."""
+    from types import SimpleNamespace
+
+    from stream.lookup_wire import LookupSeal, nonce_of
+
+    seal = LookupSeal(bytes(range(32)), "t-lookup-requests")
+    counters: dict = {}
+    r = RemoteLookups(settings=SimpleNamespace(partitions=4), names=None, seal=seal, requests="topic",
+                      clock=lambda: 1_765_000_000_000, owns=lambda *a: False, resolve=None, timeout_s=0.6,
+                      count=lambda name, n=1: counters.__setitem__(name, counters.get(name, 0) + n))
+    sent: list = []
+
+    async def started():
+        return None
+
+    async def send(outs):
+        sent.append(outs)
+        if len(sent) == 2:  # the second round reaches the owner; the first was lost
+            for _, _, value, part in outs:
+                rid = next(k for k in r._waiting if seal.open_request(value, partition=part,
+                                                                      now_ms=1_765_000_000_000)["id"] == k)
+                if "100.64.1.2" in json.dumps(seal.open_request(value, partition=part, now_ms=1_765_000_000_000)):
+                    r._waiting[rid].set_result({"status": "ok", "holders": []})
+
+    r._ensure_started, r._send = started, send
+    qs = [{"operator": "op1", "ip": "100.64.1.2", "port": None, "from_ms": 0, "to_ms": 10},
+          {"operator": "op1", "ip": "100.64.9.9", "port": None, "from_ms": 0, "to_ms": 10}]
+    out = asyncio.run(r._ask_remote(qs))
+    assert out == [{"status": "ok", "holders": []}, None]
+    assert len(sent) == 2 and len(sent[0]) == 2 and len(sent[1]) == 2
+    assert counters == {"lookups_resent": 2}
+    first = {nonce_of(v) for _, _, v, _ in sent[0]}
+    assert not first & {nonce_of(v) for _, _, v, _ in sent[1]}   # sealed again, not replayed
+    ids = lambda batch: sorted(seal.open_request(v, partition=p, now_ms=1_765_000_000_000)["id"]  # noqa: E731
+                               for _, _, v, p in batch)
+    assert ids(sent[0]) == ids(sent[1])
+    assert r._waiting == {}
