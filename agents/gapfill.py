@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from stream.offsets import MAX_GAP, OffsetTrack
 
@@ -112,13 +112,9 @@ class GapFill:
         """``offset`` is known processed (the query desk's snapshot)."""
         self.track.seed(partition, offset)
 
-    def keep_only(self, partitions: Iterable[int]) -> None:
-        """Call with the partitions of ``topic`` assigned now (``on_partitions_assigned``)."""
-        self.track.keep_only(partitions)
-
     async def on_assigned(self, sender: Any = None, assigned: Any = (), **kw: Any) -> None:
-        """Faust's ``on_partitions_assigned`` receiver: ``keep_only`` this topic's partitions."""
-        self.keep_only(tp.partition for tp in assigned if tp.topic == self.topic)
+        """Faust's ``on_partitions_assigned`` receiver: forget partitions of ``topic`` not held now."""
+        self.track.keep_only(tp.partition for tp in assigned if tp.topic == self.topic)
 
     async def complete(self, events: Sequence[Any]) -> list[Any]:
         """``events`` without re-deliveries, each gap's records read back before the event after it."""

@@ -31,12 +31,12 @@ class Lookups:
                  load: Callable[[Any, bytes], tuple[Any, iv.Intervals]], active: Callable[[], Any],
                  partitions: int, clock: Callable[[], int], count: Callable[..., None], seal: Any,
                  replays: Any, refusals: Any, responses: Any, flush: Callable[[], Awaitable[None]],
-                 gaps: Any = None) -> None:
+                 gaps: Any) -> None:
         """``load(op, key)``: a table value opened (``TableWriter.load``); ``active()``: the
         table partitions this worker holds; ``seal``: the ``LookupSeal``; ``replays``: the
         ``ReplayGuard``; ``refusals``: the log filter for refusal lines; ``responses``: the
         lookup response topic; ``flush()``: publish what was queued (``Pipeline.ebb``);
-        ``gaps``: the ``agents.gapfill.GapFill`` of the request topic (None: batches as given)."""
+        ``gaps``: the ``agents.gapfill.GapFill`` of the request topic."""
         self.operators = operators
         self.rules = rules
         self.vaults = vaults
@@ -113,9 +113,8 @@ class Lookups:
     async def run(self, stream: Any) -> None:
         """The lookup agent (a Faust agent on the request topic: its partitions are the table's)."""
         async for events in stream.take_events(256, within=0.01):
-            if self.gaps is not None:  # records Faust's stream skipped in a rebalance, read back
-                events = await self.gaps.complete(events)
-            for event in events:
+            # without re-deliveries, records Faust's stream skipped in a rebalance read back
+            for event in await self.gaps.complete(events):
                 msg = event.message
                 if msg.value is None and msg.key == HEARTBEAT_KEY:
                     continue

@@ -343,7 +343,7 @@ class QueryAgent:
         self.offset = -1           # last inbox offset decided (from the snapshot)
         #: inbox records Faust's stream skipped, read back (``agents.gapfill``)
         self.gaps = GapFill(Clients.of(s), n.query_requests, agent="query", count=count,
-                            repeats="query:already-decided")
+                            repeats="query:already-decided", app=app)
         self.owned = False         # this worker holds the inbox partition
         self.stale = True          # reload state before deciding anything
         self.saved_ms = 0
@@ -364,7 +364,6 @@ class QueryAgent:
     # -- ownership and state ----------------------------------------------------------------
 
     async def _on_assigned(self, sender: Any = None, assigned: Any = (), **kw: Any) -> None:
-        await self.gaps.on_assigned(sender, assigned)
         if any(tp.topic == self.inbox.get_topic_name() for tp in assigned):
             self.owned, self.stale = True, True
 
@@ -394,6 +393,8 @@ class QueryAgent:
         self.junk.load(junk)
         self.holddesk = self._new_holddesk(holds)
         self.writer.anchored = (None, 0)  # anchor whatever the trail ends with at the next save
+        if self.offset >= 0:  # every inbox record after the snapshot's is decided (``agents.gapfill``)
+            self.gaps.seed(0, self.offset)
         self.stale = False
         log.info("query desk loaded: %d pending, audit seq %d, %d holds (%d pending), inbox offset %d",
                  len(self.desk.pending()), self.writer.chain.next_seq, len(self.holddesk.active),
@@ -452,23 +453,17 @@ class QueryAgent:
             async with self.lock:
                 if self.stale:
                     await self.reload()
-                    if self.offset >= 0:  # every record after the snapshot's must be decided here
-                        self.gaps.seed(0, self.offset)
+                # without re-deliveries (counted query:already-decided), skipped records read back
                 events = await self.gaps.complete(events)
                 now = self.clock()
                 for event in events:
-                    if is_heartbeat(event):
-                        self.offset = max(self.offset, event.message.offset)
-                        continue
                     msg = event.message
-                    if msg.offset <= self.offset:
-                        self.count("query:already-decided")  # re-delivered after a restart
-                        continue
-                    try:
-                        await self.decide(msg.value, msg.key, now)
-                    except Exception as e:  # never let one record kill the agent (#175)
-                        log.exception("query: unexpected error; record dead-lettered")
-                        self.dead_letter(event, "internal-error", type(e).__name__)
+                    if not is_heartbeat(event):
+                        try:
+                            await self.decide(msg.value, msg.key, now)
+                        except Exception as e:  # never let one record kill the agent (#175)
+                            log.exception("query: unexpected error; record dead-lettered")
+                            self.dead_letter(event, "internal-error", type(e).__name__)
                     self.offset = msg.offset
                 if self.dirty:
                     try:

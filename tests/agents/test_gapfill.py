@@ -16,6 +16,7 @@ import pytest
 from agents.gapfill import GapFill, Refetched, read_range
 from agents.kafka_clients import Clients
 from stream.offsets import MAX_GAP
+from tests.agents.test_lookup_agent import NOW, pipeline  # noqa: F401  (the fixture: a Pipeline without a broker)
 
 
 def ev(partition: int, offset: int, value: bytes = b"v") -> SimpleNamespace:
@@ -109,15 +110,13 @@ def test_a_gap_too_large_to_read_back_is_reported_not_read():
     assert counters == {"stream_gap_lost:lookup": MAX_GAP + 1}
 
 
-def test_the_lookup_agent_answers_a_request_only_the_read_back_delivered(tmp_path):
+def test_the_lookup_agent_answers_a_request_only_the_read_back_delivered(pipeline, tmp_path):
     """The checker's loss: a sealed request on a kept partition that Faust's stream skipped.  The
     agent's loop (``Lookups.run``) gets offsets 0 and 2; offset 1 comes from the read-back; all
     three requests are answered."""
     from agents.keystore import load_lookup_key
     from stream.lookup_wire import LookupSeal
-    from tests.agents.test_lookup_agent import NOW, pipeline as _pipeline  # noqa: F401
-
-    p = _pipeline.__wrapped__(tmp_path)
+    p = pipeline
     seal = LookupSeal(load_lookup_key(tmp_path / "keys"), p.names.lookup_requests)
     q = {"operator": "connect2ip", "ip": "100.64.12.34", "port": None, "from_ms": 0, "to_ms": 1}
     blobs = [seal.seal_request(q, request_id=f"r{i}", partition=2, now_ms=NOW - 1000) for i in range(3)]
@@ -178,10 +177,13 @@ def test_the_log_says_whether_anything_but_heartbeats_was_missing(caplog):
     assert levels[1][0] == "WARNING" and "read 2 back (1 heartbeats)" in levels[1][1]
 
 
-def test_the_desk_decides_every_inbox_record_after_its_snapshot_even_those_never_handed_over():
+@pytest.mark.parametrize("reloaded_by", ["run", "tick"])
+def test_the_desk_decides_every_inbox_record_after_its_snapshot_even_those_never_handed_over(reloaded_by):
     """The query desk's loop (``QueryAgent.run``): its snapshot says offset 3 was decided; Faust
-    re-delivers 2 and 3, then hands over 6, having skipped 4 (a request) and 5 (a heartbeat).
-    The desk decides 4 and 6 — nothing twice, nothing left undecided."""
+    first hands over 6, having skipped 4 (a request) and 5 (a heartbeat), then seeks back and
+    re-delivers 3 and 6 before 7.  The desk decides 4, 6 and 7 — nothing twice, nothing left
+    undecided — whether its loop or its timer (``tick``, which runs every second) reloaded the
+    snapshot first."""
     from agents.kafka_io import HEARTBEAT_KEY
     from agents.query_agent import QueryAgent
 
@@ -195,22 +197,27 @@ def test_the_desk_decides_every_inbox_record_after_its_snapshot_even_those_never
     async def decide(value, key, now):
         decided.append(value)
 
-    async def reload():
-        a.offset, a.stale = 3, False
+    # the snapshot as ``_load_sync`` reads it: desk, chain, holds, inbox offset 3, junk
+    a._load_sync = lambda: (SimpleNamespace(pending=lambda: []), SimpleNamespace(next_seq=1), None, 3, {})
+    a._new_holddesk = lambda holds: SimpleNamespace(active={}, pending=lambda: [])
+    a.junk, a.writer = SimpleNamespace(load=lambda j: None), SimpleNamespace()
 
     async def read(clients, topic, partition, start, end):
         by = {4: (b"k", b"req-4"), 5: (HEARTBEAT_KEY, None)}
         return [Refetched(topic, partition, o, *by[o], []) for o in range(start, end)], 0
 
-    a.decide, a.reload, a.clock, a.count = decide, reload, lambda: 0, count
+    a.decide, a.clock, a.count = decide, lambda: 0, count
     a._lock, a.stale, a.dirty, a.offset = None, True, False, -1
     a.gaps = GapFill(Clients("127.0.0.1:1"), "inbox", agent="query", count=count, read=read,
                      repeats="query:already-decided")
+    if reloaded_by == "tick":
+        asyncio.run(a.reload())
+        assert not a.stale
 
     class Stream:
         async def take_events(self, n, within):
-            yield [ev(0, 2, b"req-2"), ev(0, 3, b"req-3"), ev(0, 6, b"req-6")]
-            yield [ev(0, 7, b"req-7")]
+            yield [ev(0, 6, b"req-6")]
+            yield [ev(0, 3, b"req-3"), ev(0, 6, b"req-6"), ev(0, 7, b"req-7")]
 
     asyncio.run(a.run(Stream()))
     assert decided == [b"req-4", b"req-6", b"req-7"]
