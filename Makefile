@@ -5,14 +5,20 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench install kafka clean demo-key-modes
+.PHONY: demo test bench install kafka clean demo-key-modes core
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed demo-key-modes
+install: $(BIN)/.installed demo-key-modes core
+
+# The per-event core compiled with mypyc into the virtualenv (agents/compiled_core.py): used only
+# while it matches the sources, rebuilt here when they changed; without a C compiler the core
+# runs interpreted, with a warning.
+core: $(BIN)/.installed
+	@$(BIN)/ipanon core build --if-possible
 
 # git keeps no file modes: the demo private keys arrive 0644 in a fresh clone, and ipanon
 # refuses key files readable by group/others.  (Demo keys only; see config/keys/demo/README.)
@@ -31,8 +37,12 @@ JUNIT := .pytest_cache/make-test-junit.xml
 test: kafka
 	@$(BIN)/python .ci/peers.py before
 	@mkdir -p .pytest_cache && rm -f $(JUNIT)
+	@$(BIN)/ipanon core status || true
 	@$(BIN)/python -m pytest --junitxml=$(JUNIT) $(PYTEST_ARGS); rc=$$?; \
-	  $(BIN)/python .ci/peers.py after $(JUNIT); exit $$rc
+	  $(BIN)/python .ci/peers.py after $(JUNIT); \
+	  echo "== the pure core's unit and hostile-input tests once more, interpreted"; \
+	  IPANON_CORE=interpreted $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/robustness \
+	    -m "not broker" $(PYTEST_ARGS) || rc=1; exit $$rc
 
 bench: kafka
 	$(BIN)/python benchmarks/run_all.py

@@ -23,6 +23,7 @@ from stream.errors import IpanonError
 
 from . import commands
 from .broker import BrokerError
+from .compiled_core import CoreError, require as require_core
 
 
 class CliError(IpanonError):
@@ -71,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command != "core":  # IPANON_CORE=compiled without a usable build stops here
+            require_core()
         if hasattr(args, "bootstrap"):  # every command that talks to Kafka has --bootstrap
             if args.bootstrap is not None:
                 check_bootstrap(args.bootstrap, "--bootstrap")
@@ -78,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 check_bootstrap(os.environ["IPANON_BOOTSTRAP"], "IPANON_BOOTSTRAP")
         rc = args.func(args)
         return int(rc or 0)
-    except (IpanonError, BrokerError, CliError) as e:
+    except (IpanonError, BrokerError, CliError, CoreError) as e:
         if os.environ.get("IPANON_DEBUG"):
             raise
         print(f"ipanon: {e}", file=sys.stderr)

@@ -55,8 +55,12 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    from agents.compiled_core import status
+
+    # the worker subprocesses share this environment, so they run the same form of the core
     return {"cores": os.cpu_count(), "load1": round(load[0], 2), "load5": round(load[1], 2),
-            "mem_gb": round(mem_kb / 2**20, 1), "cpu": cpu, "python": platform.python_version()}
+            "mem_gb": round(mem_kb / 2**20, 1), "cpu": cpu, "python": platform.python_version(),
+            "core": "compiled" if status().active else "interpreted"}
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.compiled_core import status as core_status  # noqa: E402
 from agents.vault import Vault, period_for  # noqa: E402
 from stream import binding_wire, mapping, model  # noqa: E402
 from stream import intervals as iv  # noqa: E402
@@ -307,7 +308,8 @@ def main() -> None:
            "repeat": a.repeat, "gc": a.gc, "operator": OPERATOR, "scheme": pol.statistics.address.kind,
            **measure(core, bs, a.repeat), "table_size": len(core.table), "fill_s": round(fill_s, 1),
            "machine": {"cores": os.cpu_count(), "load1": round(os.getloadavg()[0], 2),
-                       "load5": round(os.getloadavg()[1], 2), "python": platform.python_version()}}
+                       "load5": round(os.getloadavg()[1], 2), "python": platform.python_version(),
+                       "core": "compiled" if core_status().active else "interpreted"}}
     print(json.dumps(fig))
 
 

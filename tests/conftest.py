@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# First, before any test imports the core: serve its compiled build if one matches the sources
+# (agents/compiled_core.py).  `make test` runs the suite so, then the unit tests interpreted.
+import agents  # noqa: F401,E402
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data" / "samples"
 
