@@ -86,6 +86,24 @@ def _file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _unsafe(*paths: Path) -> str:
+    """Why a build may not be trusted: loading it runs its code in the worker, and its digest is
+    computable from public sources, so whoever else can write the build directory (``/tmp``, a
+    shared group) could plant one.  Each existing path must belong to this user or root and be
+    writable by neither group nor others."""
+    for path in paths:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if path.is_symlink():
+            return f"{path} is a symbolic link: refused (run `ipanon core build`)"
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+            return (f"{path} is writable by others or belongs to another user (mode {st.st_mode & 0o777:o}, "
+                    f"uid {st.st_uid}): refused, run `ipanon core build`")
+    return ""
+
+
 @dataclass
 class Status:
     mode: str
@@ -128,6 +146,9 @@ def _check(mode: str, where: Path, package: str, modules: Sequence[str]) -> tupl
         return Status(mode, False, f"cannot read the sources: {e}"), {}
     build = where / digest
     manifest_file = build / "manifest.json"
+    unsafe = _unsafe(where, build, manifest_file)
+    if unsafe:
+        return Status(mode, False, unsafe, warn=True), {}
     if not manifest_file.is_file():
         others = sorted(p.name for p in where.iterdir() if p.is_dir()) if where.is_dir() else []
         if others:
@@ -138,6 +159,9 @@ def _check(mode: str, where: Path, package: str, modules: Sequence[str]) -> tupl
         manifest = json.loads(manifest_file.read_text())
         files = {name: build / entry["file"] for name, entry in manifest["files"].items()}
         for name, entry in manifest["files"].items():
+            unsafe = _unsafe(files[name].parent, files[name])
+            if unsafe or not files[name].resolve().is_relative_to(build.resolve()):
+                return Status(mode, False, unsafe or f"{files[name]} lies outside {build}: refused", warn=True), {}
             if _file_sha(files[name]) != entry["sha256"]:
                 return Status(mode, False, f"{files[name]} does not match its manifest: run `ipanon core build`", warn=True), {}
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -210,7 +234,10 @@ def build(*, where: Optional[Path] = None, package: str = "stream", modules: Seq
         if checked.build == target:
             progress(f"{target} matches the sources: up to date")
             return target
-    where.mkdir(parents=True, exist_ok=True)
+    where.mkdir(mode=0o755, parents=True, exist_ok=True)
+    unsafe = _unsafe(where)
+    if unsafe:
+        raise CoreError(unsafe.replace("run `ipanon core build`", "choose another IPANON_CORE_DIR"))
     with tempfile.TemporaryDirectory(prefix="ipanon-core-") as tmp:
         work = Path(tmp)
         shutil.copytree(src, work / package, ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyc"))
@@ -235,8 +262,9 @@ def build(*, where: Optional[Path] = None, package: str = "stream", modules: Seq
                 rel = so.relative_to(libs[0])
                 name = ".".join((*rel.parts[:-1], rel.name.split(".", 1)[0]))
                 dest = staging / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(so, dest)
+                dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                shutil.copyfile(so, dest)
+                dest.chmod(0o644)  # whatever the umask: the loader refuses group- or world-writable files
                 files[name] = {"file": rel.as_posix(), "sha256": _file_sha(dest)}
             missing = sorted(set(modules) - set(files))
             if missing:
@@ -245,6 +273,8 @@ def build(*, where: Optional[Path] = None, package: str = "stream", modules: Seq
                 "format": FORMAT, "digest": digest, "package": package, "python": sys.version.split()[0],
                 "mypy": mypy.version.__version__, "modules": list(modules), "files": files,
                 "seconds": round(time.monotonic() - started, 1)}, indent=1) + "\n")
+            for path in (staging, *staging.rglob("*")):
+                path.chmod(0o755 if path.is_dir() else 0o644)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)

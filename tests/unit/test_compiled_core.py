@@ -184,3 +184,28 @@ def test_the_suite_runs_the_core_its_status_reports():
         assert s.active, s.reason
     if os.environ.get("IPANON_CORE") == "interpreted":
         assert not s.active
+
+
+def test_a_build_others_could_write_is_refused(toy, tmp_path):
+    """Loading a build runs its code, and its digest is computable from public sources: a build
+    directory that another user or group can write (``/tmp``) could hold a planted one."""
+    src, where = _copy(toy, tmp_path)
+    build = next(p for p in where.iterdir() if p.is_dir())
+    build.chmod(0o777)
+    got = _probe(src, where)
+    assert not got["active"] and got["warn"] and "writable by others" in got["reason"]
+    build.chmod(0o755)
+    so = next(build.rglob("a.*.so"))
+    so.chmod(0o666)
+    got = _probe(src, where)
+    assert not got["active"] and "writable by others" in got["reason"]
+    so.chmod(0o644)
+    assert _probe(src, where)["active"]
+
+
+def test_a_symlinked_build_is_refused(toy, tmp_path):
+    src, _, target = toy
+    (tmp_path / "where").mkdir()
+    (tmp_path / "where" / target.name).symlink_to(target)
+    got = _probe(src, tmp_path / "where")
+    assert not got["active"] and got["warn"] and "symbolic link" in got["reason"]
