@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
@@ -87,17 +88,24 @@ class _Bucket:
     first_offset: Optional[int] = None            # smallest source offset counted (commit hold)
 
 
+#: a binding's and its result's values as they hold them, whatever their type: ``Binding`` does
+#: not type-check counters (an old JSON binding may carry a float), and the encoder tests the
+#: types itself; read through the annotations, compiled code would raise TypeError first
+_binding_values = attrgetter("operator", "kind", "action", "octets_in", "octets_out")
+_built_values = attrgetter("record", "epoch", "holder", "cell")
+
+
 def contribution(built: Built) -> dict[str, Any]:
     """What the aggregate stage needs of one binding (see the module doc), as a dict."""
-    b = built.binding
-    rec = built.record
+    operator, kind, action, o_in, o_out = _binding_values(built.binding)
+    rec, epoch, holder, cell = _built_values(built)
     assert rec is not None
-    stop = b.action == "stop"
-    return {"v": CONTRIBUTION_VERSION, "operator": b.operator, "kind": b.kind,
-            "bucket_ms": rec["bucket_ms"], "bucket_len_ms": rec["bucket_len_ms"], "epoch": built.epoch,
-            "prefix": built.cell, "action": b.action,
-            "octets_in": (b.octets_in or 0) if stop else 0, "octets_out": (b.octets_out or 0) if stop else 0,
-            "holder": built.holder, "rid": rec.get("id")}
+    stop = action == "stop"
+    return {"v": CONTRIBUTION_VERSION, "operator": operator, "kind": kind,
+            "bucket_ms": rec["bucket_ms"], "bucket_len_ms": rec["bucket_len_ms"], "epoch": epoch,
+            "prefix": cell, "action": action,
+            "octets_in": (o_in or 0) if stop else 0, "octets_out": (o_out or 0) if stop else 0,
+            "holder": holder, "rid": rec.get("id")}
 
 
 def contribution_id(c: Mapping[str, Any]) -> str:
@@ -130,10 +138,10 @@ class ContributionEncoder:
 
     def _cell(self, built: Built) -> Optional[tuple[bytes, str]]:
         """(cell id, the coordinates' JSON members) of a plain binding's cell; None otherwise."""
-        b = built.binding
-        rec = built.record
+        operator, kind, _, _, _ = _binding_values(built.binding)
+        rec, epoch, _, cell = _built_values(built)
         assert rec is not None
-        ck = (b.operator, b.kind, rec["bucket_ms"], rec["bucket_len_ms"], built.epoch, built.cell)
+        ck = (operator, kind, rec["bucket_ms"], rec["bucket_len_ms"], epoch, cell)
         # the types before the cache: an equal float or bool (1.0 == 1) would hit an int's entry
         if not (type(ck[0]) is str and type(ck[1]) is str and type(ck[2]) is int and type(ck[3]) is int
                 and type(ck[4]) is int and type(ck[5]) is str):
@@ -152,14 +160,14 @@ class ContributionEncoder:
     def _item(built: Built) -> Optional[tuple[str, str, str, str, str]]:
         """The binding's own members as JSON texts (action, octets in, out, holder, rid); None
         if one is not plain."""
-        b = built.binding
-        action = b.action
+        _, _, action, o_in, o_out = _binding_values(built.binding)
         if action == "stop":
-            o_in, o_out = b.octets_in or 0, b.octets_out or 0
+            o_in, o_out = o_in or 0, o_out or 0
         else:
             o_in = o_out = 0
-        h = built.holder
-        rid = built.record.get("id")
+        rec, _, h, _ = _built_values(built)
+        assert rec is not None
+        rid = rec.get("id")
         if not (type(action) is str and type(o_in) is int and type(o_out) is int
                 and (h is None or type(h) is str) and (rid is None or type(rid) is str)):
             return None
@@ -170,7 +178,7 @@ class ContributionEncoder:
         """Version 1: (key, value) of one binding's contribution."""
         cell = self._cell(built)
         item = self._item(built) if cell is not None else None
-        if item is None:
+        if cell is None or item is None:
             return encode_contribution(contribution(built))
         return cell[0], (f'{{"v":{CONTRIBUTION_VERSION},{cell[1]},"action":{item[0]},"octets_in":{item[1]},'
                          f'"octets_out":{item[2]},"holder":{item[3]},"rid":{item[4]}}}').encode()
@@ -185,7 +193,7 @@ class ContributionEncoder:
         for x, tag in built:
             cell = self._cell(x)
             item = self._item(x) if cell is not None else None
-            if item is None:
+            if cell is None or item is None:
                 out.append((*encode_contribution(contribution(x)), tag))
                 continue
             g = groups.get(cell[0])
@@ -397,9 +405,11 @@ class Aggregator:
         return len(self._open)
 
 
-def aggregate_id(operator: str, kind: str, bucket_ms: int, epoch: int, prefix: str) -> str:
+def aggregate_id(operator: object, kind: object, bucket_ms: object, epoch: object, prefix: object) -> str:
     """Deterministic cell id (SHA-256 of the cell coordinates, which are public in the record
-    anyway), so a consumer can drop a duplicate emission."""
+    anyway), so a consumer can drop a duplicate emission.  The coordinates are taken as they
+    are: a binding that is not plain (an old JSON binding's float time, no operator) reaches
+    here through ``encode_contribution``, and its id is the text of what it holds."""
     text = f"{operator}\0{kind}\0{bucket_ms}\0{epoch}\0{prefix}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

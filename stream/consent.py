@@ -120,7 +120,12 @@ class ConsentRecord:
             at = d.get("at_ms")
             if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
                 raise ValueError
-            return cls(k, d["operator"], d["state"], d.get("purpose", "statistics"), at)
+            op, state, purpose = d["operator"], d["state"], d.get("purpose", "statistics")
+            # the types here, not in the constructor: compiled, it raises TypeError on them
+            # before ``__post_init__`` could name the field
+            if type(op) is not str or type(purpose) is not str or not (state is None or type(state) is str):
+                raise ValueError
+            return cls(k, op, state, purpose, at)
         except (ValueError, KeyError, TypeError, RecursionError):
             raise Rejected("bad-consent-record", "consent value is not a version-1 consent record") from None
 

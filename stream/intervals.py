@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 from .errors import Rejected
-from .model import Binding, IPAddress, IPNetwork, _v4_host, ip_text
+from .model import Binding, IPAddress, IPNetwork, _v4_host, ip_text, slot_constructor
 
 #: Default for how long an open interval stays current without any event (lost Stop).
 DEFAULT_STALE_AFTER_MS = 24 * 3600 * 1000
@@ -92,42 +92,10 @@ class Interval:
 
 Intervals = tuple[Interval, ...]
 
-#: A plain class with exactly Interval's slots: ``_new_interval`` stores the fields as ordinary
-#: slot stores, then makes the instance an ``Interval`` (the frozen ``__init__`` pays an
-#: ``object.__setattr__`` call per field, and every binding builds two or three intervals).
-_IntervalInit = type("_IntervalInit", (), {"__slots__": Interval.__slots__})
-
-
-def _new_interval_fast(start_ms, end_ms, holder, session, nas, last_ms, until_ms, port_first, port_last,
-                       held, vrf, proto=None):  # type: ignore[no-untyped-def]
-    self = _IntervalInit()
-    self.start_ms = start_ms
-    self.end_ms = end_ms
-    self.holder = holder
-    self.session = session
-    self.nas = nas
-    self.last_ms = last_ms
-    self.until_ms = until_ms
-    self.port_first = port_first
-    self.port_last = port_last
-    self.held = held
-    self.vrf = vrf
-    self.proto = proto
-    self.__class__ = Interval
-    return self
-
-
-def _new_interval_exact() -> bool:
-    try:
-        args = (1, 2, "h", "s", "n", 3, 4, 5, 6, True, "v", 17)
-        a, b = _new_interval_fast(*args), Interval(*args)
-        return type(a) is Interval and a == b and hash(a) == hash(b) and a.effective_end(9) == b.effective_end(9)
-    except Exception:  # noqa: BLE001 - an interpreter refusing the swap: use the constructor
-        return False
-
-
-#: ``Interval(*all twelve fields)``, positional
-_new_interval = _new_interval_fast if _new_interval_exact() else Interval
+#: ``Interval(*all twelve fields)``, positional (``slot_constructor``: interpreted, a faster
+#: equivalent of the frozen constructor; compiled, the constructor)
+_new_interval: Callable[..., Interval] = slot_constructor(
+    Interval, (1, 2, "h", "s", "n", 3, 4, 5, 6, True, "v", 17))
 
 
 def _moved(iv: Interval, start_ms: int, end_ms: Optional[int], last_ms: int, until_ms: Optional[int]) -> Interval:

@@ -184,7 +184,8 @@ class Keyring:
         return (f"Keyring(operator={self.operator!r}, purpose={self.purpose!r}, "
                 f"oldest_epoch={self._oldest}, keys=<redacted>)")
 
-    __str__ = __repr__
+    def __str__(self) -> str:  # an alias (``__str__ = __repr__``) compiles, then fails when called
+        return self.__repr__()
 
     def __reduce__(self):
         raise TypeError("Keyring holds key material; persist it with to_bytes(), not pickle")

@@ -37,7 +37,7 @@ from typing import Any, Callable, Optional
 from . import detnat
 from . import intervals as iv
 from .errors import Rejected
-from .model import Binding, IPAddress, IPNetwork, parse_network
+from .model import Binding, IPAddress, IPNetwork, parse_network, slot_constructor
 from .realm import RealmMap, select
 
 #: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
@@ -95,34 +95,9 @@ class Change:
         return self.write and not self.intervals
 
 
-#: A plain class with exactly Change's slots: ``_new_change`` stores the fields as ordinary slot
-#: stores, then makes the instance a ``Change`` (the frozen ``__init__`` pays an
-#: ``object.__setattr__`` per field, once per binding) — ``stream.intervals._new_interval``'s way
-_ChangeInit = type("_ChangeInit", (), {"__slots__": Change.__slots__})
-
-
-def _new_change_fast(outcome, intervals, write, expired, expiry_ms):  # type: ignore[no-untyped-def]
-    self = _ChangeInit()
-    self.outcome = outcome
-    self.intervals = intervals
-    self.write = write
-    self.expired = expired
-    self.expiry_ms = expiry_ms
-    self.__class__ = Change
-    return self
-
-
-def _new_change_exact() -> bool:
-    try:
-        args = ("opened", (), True, 2, 7)
-        a, b = _new_change_fast(*args), Change(*args)
-        return type(a) is Change and a == b and hash(a) == hash(b) and a.tombstone == b.tombstone
-    except Exception:  # noqa: BLE001 - an interpreter refusing the swap: use the constructor
-        return False
-
-
-#: ``Change(*all five fields)``, positional
-_new_change = _new_change_fast if _new_change_exact() else Change
+#: ``Change(*all five fields)``, positional (``stream.model.slot_constructor``, as
+#: ``stream.intervals._new_interval``)
+_new_change: Callable[..., Change] = slot_constructor(Change, ("opened", (), True, 2, 7))
 
 
 def apply(old: iv.Intervals, b: Binding, now_ms: int, rules: Rules, *,
@@ -241,15 +216,24 @@ def check_proto(proto: Any) -> Optional[int]:
     return proto
 
 
-def resolve(address: str, port: Optional[int], from_ms: int, to_ms: int, *, now_ms: int, rules: Rules,
-            intervals_for: IntervalsFor, owns: Owns, proto: Optional[int] = None) -> dict:
+def resolve(address: object, port: object, from_ms: object, to_ms: object, *, now_ms: int, rules: Rules,
+            intervals_for: IntervalsFor, owns: Owns, proto: object = None) -> dict:
     """Who held ``address`` (``port``) during ``[from_ms, to_ms)``, from the keys this worker
     holds.  When the inside address of a NAT hop lives on another worker (``owns`` says no),
     the hop comes back as ``"hops": [{"inside_ip", "from_ms", "to_ms", "ports"}]`` for the asker
     to look up — never silently left out; with ``[realms]`` that is an error instead (the
     asker's merge cannot tell realms apart).  ``proto`` (IANA number, None = any): see the
-    module docstring.  ``Rejected`` for an address that is not one address, or a bad protocol."""
-    check_proto(proto)
+    module docstring.  ``Rejected`` for an address that is not one address, or a bad protocol.
+
+    The request's values arrive as decoded, so their types are checked here, each with its
+    reason (typed parameters would make compiled code raise TypeError on entry instead)."""
+    proto = check_proto(proto)
+    if not isinstance(address, str):
+        raise Rejected("bad-address", "address is not an IP address or prefix")
+    if port is not None and type(port) is not int:
+        raise Rejected("bad-port", "port must be an integer")
+    if type(from_ms) is not int or type(to_ms) is not int:
+        raise Rejected("bad-interval", "query interval bounds must be integers (ms)")
     net = parse_network(address)
     if net.prefixlen != net.max_prefixlen:
         raise Rejected("bad-address", "lookups take a single address")

@@ -18,7 +18,7 @@ import json
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from .errors import Rejected
 
@@ -334,6 +334,47 @@ def _generate() -> None:
         except Exception:  # noqa: BLE001 - any refusal means: use the slow one
             pass
     raise RuntimeError("Binding.__init__ could not be generated")
+
+
+def slot_constructor(cls: type, probe: tuple) -> Callable[..., Any]:
+    """``cls`` itself, or a function building exactly what ``cls(*args)`` builds, faster.
+
+    For a frozen slotted dataclass, the ``__init__`` that ``dataclass`` writes pays an
+    ``object.__setattr__`` call per field.  The function returned stores the fields as plain slot
+    stores on an instance of a mutable twin with the same slots, then makes it a ``cls``
+    (``Binding.__init__``'s way, above).  It lives here, in a module that stays interpreted: a
+    class compiled by mypyc has no ``__slots__`` and refuses the swap, so there ``cls`` is
+    returned, as it is when the result for ``probe`` differs from ``cls(*probe)`` or is not
+    frozen.  Same parameters, same defaults."""
+    slots = getattr(cls, "__slots__", None)
+    fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
+    if not slots or tuple(slots) != tuple(f.name for f in fields):
+        return cls
+    twin = type(f"_{cls.__name__}Init", (), {"__slots__": tuple(slots)})
+    ns: dict[str, Any] = {"_Twin": twin, "_Cls": cls}
+    params = []
+    for i, f in enumerate(fields):
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            ns[f"_d{i}"] = f.default
+            params.append(f"{f.name}=_d{i}")
+    src = ([f"def _new({', '.join(params)}):", "    self = _Twin()"]
+           + [f"    self.{f.name} = {f.name}" for f in fields]
+           + ["    self.__class__ = _Cls", "    return self"])
+    try:
+        exec("\n".join(src), ns)  # noqa: S102 - the dataclass's own field names
+        fn = ns["_new"]
+        a, b = fn(*probe), cls(*probe)
+        if type(a) is cls and a == b and hash(a) == hash(b) and repr(a) == repr(b):
+            try:
+                setattr(a, fields[0].name, getattr(a, fields[0].name))
+            except AttributeError:  # still frozen
+                fn.__qualname__ = fn.__name__ = f"_new_{cls.__name__}"
+                return fn
+    except Exception:  # noqa: BLE001 - an interpreter refusing the swap: the constructor
+        pass
+    return cls
 
 
 #: The fields each kind's parsers set, in the order of the factory's (positional) parameters.

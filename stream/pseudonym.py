@@ -133,7 +133,8 @@ class _Redacted:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key=<redacted>)"
 
-    __str__ = __repr__
+    def __str__(self) -> str:  # an alias (``__str__ = __repr__``) compiles, then fails when called
+        return self.__repr__()
 
     def __reduce__(self):  # keys must not leak through pickling into a changelog or a log
         raise TypeError(f"{type(self).__name__} objects hold key material and cannot be pickled")
@@ -222,7 +223,7 @@ class HmacSha256(_Redacted):
 
     def digest_many(self, items: Iterable[bytes]) -> List[bytes]:
         copy = self._base.copy
-        out = []
+        out: List[bytes] = []
         append = out.append
         for data in items:
             h = copy()
@@ -305,6 +306,16 @@ CHUNK = 512
 
 class _PrefixPreserving(_Redacted):
     __slots__ = ()
+
+    # each scheme defines these three; declared here so the shared methods below type-check
+    def _encrypt_chunk(self, values: List[int], nbits: int) -> List[int]:
+        raise NotImplementedError
+
+    def encrypt_many(self, addrs: Sequence[IPAddress]) -> List[IPAddress]:
+        raise NotImplementedError
+
+    def decrypt_many(self, addrs: Sequence[IPAddress]) -> List[IPAddress]:
+        raise NotImplementedError
 
     def _encrypt_family(self, values: List[int], nbits: int) -> List[int]:
         if len(values) <= CHUNK:

@@ -16,8 +16,9 @@ bucket width of the expiry instant, and the retention plan subtracts both from t
 from __future__ import annotations
 
 import heapq
+import math
 from array import array
-from typing import Optional
+from typing import Optional, Union
 
 #: width of the sweeper's schedule buckets (``ExpirySchedule``): a key is due at most this long
 #: after its expiry instant, never before.  Part of the deletion bound: the worker's retention
@@ -71,8 +72,10 @@ class ExpirySchedule:
         self._far: dict[int, tuple[list[bytes], array]] = {}
         self._far_ids: list[int] = []  # min-heap of the ids in _far
 
-    def add(self, expiry_ms: int, key: bytes) -> None:
-        b = -(-expiry_ms // self.width_ms)  # ceil: never early
+    def add(self, expiry_ms: Union[int, float], key: bytes) -> None:
+        # a float expiry as its ceiling (the same bucket, never early): an int bucket id either way
+        ms = expiry_ms if type(expiry_ms) is int else math.ceil(expiry_ms)
+        b = -(-ms // self.width_ms)  # ceil: never early
         if b < self._near_end:  # a bucket of a span already reached (often a new one)
             keys = self._near.get(b)
             if keys is None:
@@ -88,10 +91,7 @@ class ExpirySchedule:
             keys, offs = self._far[c] = ([], array("H"))
             heapq.heappush(self._far_ids, c)
         keys.append(key)
-        try:
-            offs.append(off)
-        except TypeError:  # the expiry came as a float
-            offs.append(int(off))
+        offs.append(off)
 
     def _reach(self, last: int) -> None:
         """Make every bucket up to ``last`` near: move the far spans it lies in."""

@@ -188,6 +188,7 @@ def bindings_from_attributes(
         if action is None:
             raise Rejected("unsupported-status", "Acct-Status-Type is not Start/Interim/Stop/On/Off")
 
+    v: Optional[Value]
     if "Event-Timestamp" in attrs:
         v = attrs["Event-Timestamp"]
         if type(v) is int and MIN_EVENT_MS <= v * 1000 < MAX_EVENT_MS:  # epoch seconds: the common case
@@ -221,6 +222,8 @@ def bindings_from_attributes(
     if not sid:
         raise Rejected("missing-attribute", "Acct-Session-Id is missing")
     session = f"{nas}/{sid}"
+    octets_in: Optional[int]
+    octets_out: Optional[int]
     v = get("Acct-Input-Octets")  # _octets(), with the common case (no Gigawords) inline
     if type(v) is int and 0 <= v < 4_294_967_296 and "Acct-Input-Gigawords" not in attrs:
         octets_in = v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -122,7 +123,7 @@ def test_sweep_drops_only_expired_and_keeps_held():
     assert expiry_ms(ivs[0], ttl_ms=500) == 1500
     assert sweep(ivs, 1499, ttl_ms=500) == (ivs, 0)
     assert sweep(ivs, 1500, ttl_ms=500) == ((), 1)
-    held = tuple(iv.__class__(**{**{f: getattr(iv, f) for f in iv.__slots__}, "held": True}) for iv in ivs)
+    held = tuple(dataclasses.replace(iv, held=True) for iv in ivs)
     assert sweep(held, 10**9, ttl_ms=500) == (held, 0)
 
 
