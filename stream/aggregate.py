@@ -49,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
@@ -88,24 +87,20 @@ class _Bucket:
     first_offset: Optional[int] = None            # smallest source offset counted (commit hold)
 
 
-#: a binding's and its result's values as they hold them, whatever their type: ``Binding`` does
-#: not type-check counters (an old JSON binding may carry a float), and the encoder tests the
-#: types itself; read through the annotations, compiled code would raise TypeError first
-_binding_values = attrgetter("operator", "kind", "action", "octets_in", "octets_out")
-_built_values = attrgetter("record", "epoch", "holder", "cell")
-
-
 def contribution(built: Built) -> dict[str, Any]:
     """What the aggregate stage needs of one binding (see the module doc), as a dict."""
-    operator, kind, action, o_in, o_out = _binding_values(built.binding)
-    rec, epoch, holder, cell = _built_values(built)
+    # ``x`` untyped: ``Binding`` does not type-check counters (an old JSON binding may carry a
+    # float), and compiled code reading through the annotations would raise TypeError on one
+    x: Any = built
+    b = x.binding
+    rec = x.record
     assert rec is not None
-    stop = action == "stop"
-    return {"v": CONTRIBUTION_VERSION, "operator": operator, "kind": kind,
-            "bucket_ms": rec["bucket_ms"], "bucket_len_ms": rec["bucket_len_ms"], "epoch": epoch,
-            "prefix": cell, "action": action,
-            "octets_in": (o_in or 0) if stop else 0, "octets_out": (o_out or 0) if stop else 0,
-            "holder": holder, "rid": rec.get("id")}
+    stop = b.action == "stop"
+    return {"v": CONTRIBUTION_VERSION, "operator": b.operator, "kind": b.kind,
+            "bucket_ms": rec["bucket_ms"], "bucket_len_ms": rec["bucket_len_ms"], "epoch": x.epoch,
+            "prefix": x.cell, "action": b.action,
+            "octets_in": (b.octets_in or 0) if stop else 0, "octets_out": (b.octets_out or 0) if stop else 0,
+            "holder": x.holder, "rid": rec.get("id")}
 
 
 def contribution_id(c: Mapping[str, Any]) -> str:
@@ -138,10 +133,11 @@ class ContributionEncoder:
 
     def _cell(self, built: Built) -> Optional[tuple[bytes, str]]:
         """(cell id, the coordinates' JSON members) of a plain binding's cell; None otherwise."""
-        operator, kind, _, _, _ = _binding_values(built.binding)
-        rec, epoch, _, cell = _built_values(built)
+        x: Any = built  # untyped: the types are tested below (see contribution)
+        b = x.binding
+        rec = x.record
         assert rec is not None
-        ck = (operator, kind, rec["bucket_ms"], rec["bucket_len_ms"], epoch, cell)
+        ck = (b.operator, b.kind, rec["bucket_ms"], rec["bucket_len_ms"], x.epoch, x.cell)
         # the types before the cache: an equal float or bool (1.0 == 1) would hit an int's entry
         if not (type(ck[0]) is str and type(ck[1]) is str and type(ck[2]) is int and type(ck[3]) is int
                 and type(ck[4]) is int and type(ck[5]) is str):
@@ -160,12 +156,15 @@ class ContributionEncoder:
     def _item(built: Built) -> Optional[tuple[str, str, str, str, str]]:
         """The binding's own members as JSON texts (action, octets in, out, holder, rid); None
         if one is not plain."""
-        _, _, action, o_in, o_out = _binding_values(built.binding)
+        x: Any = built  # untyped: the types are tested below (see contribution)
+        b = x.binding
+        action = b.action
         if action == "stop":
-            o_in, o_out = o_in or 0, o_out or 0
+            o_in, o_out = b.octets_in or 0, b.octets_out or 0
         else:
             o_in = o_out = 0
-        rec, _, h, _ = _built_values(built)
+        h = x.holder
+        rec = x.record
         assert rec is not None
         rid = rec.get("id")
         if not (type(action) is str and type(o_in) is int and type(o_out) is int

@@ -107,9 +107,6 @@ _OPT_NAMES = tuple(n for n, _ in OPTIONAL)
 _OPT_TEXT = tuple(t for _, t in OPTIONAL)
 _RESERVED = 0xFFFF ^ ((1 << len(OPTIONAL)) - 1)
 _optional_values = attrgetter(*_OPT_NAMES)  # one C call for the 15 fields
-#: the other fields ``encode`` writes, as the binding holds them: ``encode`` checks their types
-#: itself, where reading them through the annotations would raise TypeError in compiled code
-_fixed_values = attrgetter("kind", "action", "operator", "at_ms", "ip", "inside_ip", "proto")
 #: where each field sits among Binding's positional parameters
 _N_FIELDS = len(Binding.__dataclass_fields__)  # type: ignore[attr-defined]
 _FIELD_POS = {name: i for i, name in enumerate(Binding.__dataclass_fields__)}  # type: ignore[attr-defined]
@@ -166,7 +163,9 @@ def encode(b: Binding) -> bytes:
     """``b`` in the version-1 layout, or version 2 when it has a ``proto`` (module docstring).  ``Rejected('bad-binding')`` for values
     the layout cannot carry (a non-integer counter, an ``ip`` that is not a network, an integer
     beyond ±2**71) — ``Binding`` itself does not type-check those fields."""
-    kind, action, operator, at_ms, ip, inside, proto = _fixed_values(b)
+    raw: Any = b  # untyped: the types are checked here (compiled code would check the annotations first)
+    ip = raw.ip
+    inside = raw.inside_ip
     if ip is None:
         ipf = 0
     elif type(ip) is IPv4Network:
@@ -190,15 +189,16 @@ def encode(b: Binding) -> bytes:
             present |= 1 << i
             values.append((_OPT_NAMES[i], v, _OPT_TEXT[i]))
     out = bytearray(_V1)
+    proto = raw.proto
     if proto is not None:
         if type(proto) is not int or not 0 <= proto <= 255:
             raise Rejected("bad-binding", "proto must be an IANA protocol number 0..255")
         out[0] = _V2
-    out.append(_KIND_CODE[kind] | _ACTION_CODE[action] << 2 | ipf << 4 | inf << 6)
+    out.append(_KIND_CODE[raw.kind] | _ACTION_CODE[raw.action] << 2 | ipf << 4 | inf << 6)
     out.append(present & 0xFF)
     out.append(present >> 8)
-    _text(operator, "operator", out)
-    _svarint(at_ms, "at_ms", out)
+    _text(raw.operator, "operator", out)
+    _svarint(raw.at_ms, "at_ms", out)
     if ipf:
         out += ip.network_address.packed  # type: ignore[union-attr]
         out.append(ip._prefixlen)  # type: ignore[union-attr]
