@@ -12,13 +12,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-install: $(BIN)/.installed demo-key-modes core
+install: $(BIN)/.installed demo-key-modes
 
-# The per-event core compiled with mypyc into the virtualenv (agents/compiled_core.py): used only
-# while it matches the sources, rebuilt here when they changed; without a C compiler the core
-# runs interpreted, with a warning.
+# Opt-in: the per-event core compiled with mypyc into the virtualenv (agents/compiled_core.py),
+# used only while it matches the sources.  Not part of install: end to end it has not yet shown
+# a gain (docs/benchmarks.md, "The compiled core, end to end").
 core: $(BIN)/.installed
-	@$(BIN)/ipanon core build --if-possible
+	@$(BIN)/ipanon core build
 
 # git keeps no file modes: the demo private keys arrive 0644 in a fresh clone, and ipanon
 # refuses key files readable by group/others.  (Demo keys only; see config/keys/demo/README.)
@@ -40,9 +40,11 @@ test: kafka
 	@$(BIN)/ipanon core status || true
 	@$(BIN)/python -m pytest --junitxml=$(JUNIT) $(PYTEST_ARGS); rc=$$?; \
 	  $(BIN)/python .ci/peers.py after $(JUNIT); \
-	  echo "== the pure core's unit and hostile-input tests once more, interpreted"; \
-	  IPANON_CORE=interpreted $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/robustness \
-	    -m "not broker" $(PYTEST_ARGS) || rc=1; exit $$rc
+	  if $(BIN)/ipanon core status >/dev/null 2>&1; then \
+	    echo "== the suite ran on the compiled core: its unit and hostile-input tests once more, interpreted"; \
+	    IPANON_CORE=interpreted $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/robustness \
+	      -m "not broker" $(PYTEST_ARGS) || rc=1; \
+	  fi; exit $$rc
 
 bench: kafka
 	$(BIN)/python benchmarks/run_all.py
