@@ -198,7 +198,8 @@ def install() -> Status:
 
 
 def status() -> Status:
-    return _status if _status is not None else install()
+    """Which form this process runs (``install``'s result)."""
+    return install()
 
 
 def require() -> Status:
@@ -213,13 +214,12 @@ def require() -> Status:
 
 
 def build(*, where: Optional[Path] = None, package: str = "stream", modules: Sequence[str] = COMPILED,
-          progress: Callable[[str], None] = lambda line: None, keep_others: bool = False,
-          force: bool = False) -> Path:
+          progress: Callable[[str], None] = lambda line: None) -> Path:
     """Compile ``modules`` of ``package`` with mypyc into ``<where>/<digest>/`` and return it.
 
     The sources are copied to a scratch directory and compiled there; the result is moved into
-    place atomically with its manifest (file → SHA-256).  Other builds are removed unless
-    ``keep_others``.  Raises ``CoreError`` with the compiler's last lines on failure."""
+    place atomically with its manifest (file → SHA-256).  Other builds are removed, and
+    a build that already matches the sources is kept.  Raises ``CoreError`` with the compiler's last lines on failure."""
     try:
         import mypy.version  # noqa: F401  (only the build needs mypy)
     except ImportError:
@@ -229,7 +229,7 @@ def build(*, where: Optional[Path] = None, package: str = "stream", modules: Seq
     src = package_dir(package)
     digest = source_digest(src, package)
     target = where / digest
-    if not force and target.is_dir():
+    if target.is_dir():
         checked, _ = _check("auto", where, package, ())
         if checked.build == target:
             progress(f"{target} matches the sources: up to date")
@@ -262,9 +262,8 @@ def build(*, where: Optional[Path] = None, package: str = "stream", modules: Seq
                 rel = so.relative_to(libs[0])
                 name = ".".join((*rel.parts[:-1], rel.name.split(".", 1)[0]))
                 dest = staging / rel
-                dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(so, dest)
-                dest.chmod(0o644)  # whatever the umask: the loader refuses group- or world-writable files
                 files[name] = {"file": rel.as_posix(), "sha256": _file_sha(dest)}
             missing = sorted(set(modules) - set(files))
             if missing:
@@ -273,6 +272,7 @@ def build(*, where: Optional[Path] = None, package: str = "stream", modules: Seq
                 "format": FORMAT, "digest": digest, "package": package, "python": sys.version.split()[0],
                 "mypy": mypy.version.__version__, "modules": list(modules), "files": files,
                 "seconds": round(time.monotonic() - started, 1)}, indent=1) + "\n")
+            # whatever the umask: the loader refuses group- or world-writable files
             for path in (staging, *staging.rglob("*")):
                 path.chmod(0o755 if path.is_dir() else 0o644)
             if target.exists():
@@ -281,9 +281,8 @@ def build(*, where: Optional[Path] = None, package: str = "stream", modules: Seq
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    if not keep_others:
-        for other in where.iterdir():
-            if other.is_dir() and other.name != digest:
-                shutil.rmtree(other, ignore_errors=True)
+    for other in where.iterdir():
+        if other.is_dir() and other.name != digest:
+            shutil.rmtree(other, ignore_errors=True)
     progress(f"built {target} in {time.monotonic() - started:.0f} s")
     return target
