@@ -92,6 +92,9 @@ class Interval:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    def __reduce__(self) -> tuple:  # pickle and copy through the constructor, in both forms
+        return Interval, self._key()
+
     def effective_end(self, stale_after_ms: int) -> int:
         """The instant this interval stops being current (never None)."""
         e = self.last_ms + stale_after_ms

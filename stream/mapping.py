@@ -104,6 +104,9 @@ class Change:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    def __reduce__(self) -> tuple:  # pickle and copy through the constructor, in both forms
+        return Change, self._key()
+
     def __repr__(self) -> str:
         return (f"Change(outcome={self.outcome!r}, intervals={self.intervals!r}, write={self.write!r}, "
                 f"expired={self.expired!r}, expiry_ms={self.expiry_ms!r})")

@@ -5,6 +5,8 @@ constructor, the vault's inlined epoch and revisit arithmetic vs ``Vault.epoch_a
 
 from __future__ import annotations
 
+import copy
+import pickle
 import random
 from pathlib import Path
 
@@ -89,6 +91,9 @@ def test_interval_and_change_keep_the_dataclass_behaviour():
     assert c == mapping._new_change("opened", (a,), True) and hash(c) == hash(_fields(c, CHANGE_FIELDS))
     assert repr(c) == "Change(outcome='opened', intervals=(Interval([5, None)),), write=True, expired=0, expiry_ms=None)"
     assert len({a, iv.Interval(5, None, "sub", port_first=1024, port_last=2047, proto=17)}) == 1
+    for x in (a, c):
+        for y in (pickle.loads(pickle.dumps(x)), copy.copy(x), copy.deepcopy(x)):
+            assert type(y) is type(x) and y == x
 
 
 def test_seal_value_epoch_and_revisit_are_the_shred_rules():
