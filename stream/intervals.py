@@ -42,10 +42,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Final, Iterable, Optional, Sequence
 
 from .errors import Rejected
-from .model import Binding, IPAddress, IPNetwork, _v4_host, ip_text, slot_constructor
+from .model import Binding, IPAddress, IPNetwork, _v4_host, freeze, ip_text, slot_constructor
 
 #: Default for how long an open interval stays current without any event (lost Stop).
 DEFAULT_STALE_AFTER_MS = 24 * 3600 * 1000
@@ -54,20 +54,46 @@ DEFAULT_STALE_AFTER_MS = 24 * 3600 * 1000
 V6_ROUTING_PREFIX = 48
 
 
-@dataclass(frozen=True, slots=True)
 class Interval:
-    start_ms: int
-    end_ms: Optional[int]          # None while open
-    holder: str                    # subscriber (ip slots) or inside address (nat slots)
-    session: Optional[str] = None
-    nas: Optional[str] = None
-    last_ms: int = 0               # newest event time seen for this interval
-    until_ms: Optional[int] = None  # DHCP lease end
-    port_first: Optional[int] = None
-    port_last: Optional[int] = None
-    held: bool = False             # under a legal hold: not swept
-    vrf: Optional[str] = None      # NAT: the VRF / routing instance the CGN logged (realm selection)
-    proto: Optional[int] = None    # NAT: the block's IANA protocol number; None = every protocol
+    """One holder's tenure of a slot, immutable (see ``stream.model.freeze``).
+
+    A plain class rather than a frozen dataclass: compiled by mypyc, the ``Final`` attributes make
+    a native class with read-only attributes, built without a per-field ``object.__setattr__``."""
+
+    __slots__ = ("start_ms", "end_ms", "holder", "session", "nas", "last_ms", "until_ms", "port_first",
+                 "port_last", "held", "vrf", "proto")
+
+    def __init__(self, start_ms: int, end_ms: Optional[int], holder: str, session: Optional[str] = None,
+                 nas: Optional[str] = None, last_ms: int = 0, until_ms: Optional[int] = None,
+                 port_first: Optional[int] = None, port_last: Optional[int] = None, held: bool = False,
+                 vrf: Optional[str] = None, proto: Optional[int] = None) -> None:
+        self.start_ms: Final = start_ms
+        self.end_ms: Final = end_ms          # None while open
+        self.holder: Final = holder          # subscriber (ip slots) or inside address (nat slots)
+        self.session: Final = session
+        self.nas: Final = nas
+        self.last_ms: Final = last_ms        # newest event time seen for this interval
+        self.until_ms: Final = until_ms      # DHCP lease end
+        self.port_first: Final = port_first
+        self.port_last: Final = port_last
+        self.held: Final = held              # under a legal hold: not swept
+        self.vrf: Final = vrf                # NAT: the VRF / routing instance the CGN logged (realm selection)
+        self.proto: Final = proto            # NAT: the block's IANA protocol number; None = every protocol
+
+    def _key(self) -> tuple:
+        return (self.start_ms, self.end_ms, self.holder, self.session, self.nas, self.last_ms, self.until_ms,
+                self.port_first, self.port_last, self.held, self.vrf, self.proto)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is Interval:
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __reduce__(self) -> tuple:  # pickle and copy through the constructor, in both forms
+        return Interval, self._key()
 
     def effective_end(self, stale_after_ms: int) -> int:
         """The instant this interval stops being current (never None)."""
@@ -92,8 +118,9 @@ class Interval:
 
 Intervals = tuple[Interval, ...]
 
+freeze(Interval)
 #: ``Interval(*all twelve fields)``, positional (``slot_constructor``: interpreted, a faster
-#: equivalent of the frozen constructor; compiled, the constructor)
+#: equivalent of the constructor; compiled, the constructor)
 _new_interval: Callable[..., Interval] = slot_constructor(
     Interval, (1, 2, "h", "s", "n", 3, 4, 5, 6, True, "v", 17))
 

@@ -32,12 +32,12 @@ them:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Final, Optional
 
 from . import detnat
 from . import intervals as iv
 from .errors import Rejected
-from .model import Binding, IPAddress, IPNetwork, parse_network, slot_constructor
+from .model import Binding, IPAddress, IPNetwork, freeze, parse_network, slot_constructor
 from .realm import RealmMap, select
 
 #: How soon the sweeper looks again at a key kept past its expiry by a legal hold.
@@ -78,16 +78,38 @@ def expiry_instant(ivs: iv.Intervals, rules: Rules) -> Optional[int]:
 # -- a binding ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Change:
-    """What a binding (or reset) does to one key."""
+    """What a binding (or reset) does to one key; immutable, a plain class as
+    ``stream.intervals.Interval`` is."""
 
-    outcome: str               # opened, extended, closed, duplicate, reopened-earlier, orphan-stop,
-                               # expired-on-arrival, reset
-    intervals: iv.Intervals    # the key's intervals from now on
-    write: bool                # they differ from the stored ones: write the key
-    expired: int = 0           # intervals dropped as past their expiry instant
-    expiry_ms: Optional[int] = None  # when written: the next expiry instant of ``intervals``
+    __slots__ = ("outcome", "intervals", "write", "expired", "expiry_ms")
+
+    def __init__(self, outcome: str, intervals: iv.Intervals, write: bool, expired: int = 0,
+                 expiry_ms: Optional[int] = None) -> None:
+        self.outcome: Final = outcome        # opened, extended, closed, duplicate, reopened-earlier,
+                                             # orphan-stop, expired-on-arrival, reset
+        self.intervals: Final = intervals    # the key's intervals from now on
+        self.write: Final = write            # they differ from the stored ones: write the key
+        self.expired: Final = expired        # intervals dropped as past their expiry instant
+        self.expiry_ms: Final = expiry_ms    # when written: the next expiry instant of ``intervals``
+
+    def _key(self) -> tuple:
+        return (self.outcome, self.intervals, self.write, self.expired, self.expiry_ms)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is Change:
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __reduce__(self) -> tuple:  # pickle and copy through the constructor, in both forms
+        return Change, self._key()
+
+    def __repr__(self) -> str:
+        return (f"Change(outcome={self.outcome!r}, intervals={self.intervals!r}, write={self.write!r}, "
+                f"expired={self.expired!r}, expiry_ms={self.expiry_ms!r})")
 
     @property
     def tombstone(self) -> bool:
@@ -95,6 +117,7 @@ class Change:
         return self.write and not self.intervals
 
 
+freeze(Change)
 #: ``Change(*all five fields)``, positional (``stream.model.slot_constructor``, as
 #: ``stream.intervals._new_interval``)
 _new_change: Callable[..., Change] = slot_constructor(Change, ("opened", (), True, 2, 7))

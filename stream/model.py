@@ -13,6 +13,8 @@ bindings ``ip`` is the *public* address and ``inside_ip`` the private one.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import ipaddress
 import json
 import socket
@@ -336,39 +338,79 @@ def _generate() -> None:
     raise RuntimeError("Binding.__init__ could not be generated")
 
 
+def _native(cls: type) -> bool:
+    """Is ``cls`` a native class compiled by mypyc?  mypyc gives each one ``__mypyc_attrs__``."""
+    return "__mypyc_attrs__" in cls.__dict__
+
+
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def freeze(cls: type) -> None:
+    """Make the instances of a slotted class whose ``__init__`` declares its attributes ``Final``
+    immutable when it runs interpreted.
+
+    Compiled by mypyc, such a class is native and its ``Final`` attributes are read-only: nothing
+    to do.  Interpreted, ``Final`` binds only the type checker, so assignment and deletion raise
+    ``FrozenInstanceError`` as on a frozen dataclass, and ``__init__`` runs its stores on a mutable
+    twin with the same slots (then the instance becomes a ``cls`` again)."""
+    if _native(cls):
+        return
+    twin = type(f"_{cls.__name__}Init", (), {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "__class__", twin)
+        init(self, *args, **kwargs)
+        self.__class__ = cls
+
+    type.__setattr__(cls, "__init__", __init__)
+    type.__setattr__(cls, "__setattr__", _frozen_setattr)
+    type.__setattr__(cls, "__delattr__", _frozen_delattr)
+
+
 def slot_constructor(cls: type, probe: tuple) -> Callable[..., Any]:
     """``cls`` itself, or a function building exactly what ``cls(*args)`` builds, faster.
 
-    For a frozen slotted dataclass, the ``__init__`` that ``dataclass`` writes pays an
-    ``object.__setattr__`` call per field.  The function returned stores the fields as plain slot
-    stores on an instance of a mutable twin with the same slots, then makes it a ``cls``
-    (``Binding.__init__``'s way, above).  It lives here, in a module that stays interpreted: a
-    class compiled by mypyc has no ``__slots__`` and refuses the swap, so there ``cls`` is
-    returned, as it is when the result for ``probe`` differs from ``cls(*probe)`` or is not
-    frozen.  Same parameters, same defaults."""
-    slots = getattr(cls, "__slots__", None)
-    fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
-    if not slots or tuple(slots) != tuple(f.name for f in fields):
+    For a frozen slotted class (a frozen dataclass, or one ``freeze`` made immutable), the
+    constructor pays an ``object.__setattr__`` per field or a detour through ``__init__``.  The
+    function returned stores the ``__init__`` parameters, which must be the slots in order, as
+    plain slot stores on an instance of a mutable twin with the same slots, then makes it a
+    ``cls`` (``Binding.__init__``'s way, above).  It lives here, in a module that stays
+    interpreted: a native class compiled by mypyc is returned as is (its constructor is the fast
+    one), as ``cls`` is when the result for ``probe`` differs from ``cls(*probe)`` or is not frozen.
+    Same parameters, same defaults."""
+    slots = cls.__dict__.get("__slots__")
+    if _native(cls) or not slots:
+        return cls
+    params = list(inspect.signature(cls).parameters.values())
+    if tuple(slots) != tuple(p.name for p in params):
         return cls
     twin = type(f"_{cls.__name__}Init", (), {"__slots__": tuple(slots)})
     ns: dict[str, Any] = {"_Twin": twin, "_Cls": cls}
-    params = []
-    for i, f in enumerate(fields):
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
+    names = []
+    for i, p in enumerate(params):
+        if p.default is inspect.Parameter.empty:
+            names.append(p.name)
         else:
-            ns[f"_d{i}"] = f.default
-            params.append(f"{f.name}=_d{i}")
-    src = ([f"def _new({', '.join(params)}):", "    self = _Twin()"]
-           + [f"    self.{f.name} = {f.name}" for f in fields]
+            ns[f"_d{i}"] = p.default
+            names.append(f"{p.name}=_d{i}")
+    src = ([f"def _new({', '.join(names)}):", "    self = _Twin()"]
+           + [f"    self.{p.name} = {p.name}" for p in params]
            + ["    self.__class__ = _Cls", "    return self"])
     try:
-        exec("\n".join(src), ns)  # noqa: S102 - the dataclass's own field names
+        exec("\n".join(src), ns)  # noqa: S102 - the class's own slot names
         fn = ns["_new"]
         a, b = fn(*probe), cls(*probe)
         if type(a) is cls and a == b and hash(a) == hash(b) and repr(a) == repr(b):
             try:
-                setattr(a, fields[0].name, getattr(a, fields[0].name))
+                setattr(a, params[0].name, getattr(a, params[0].name))
             except AttributeError:  # still frozen
                 fn.__qualname__ = fn.__name__ = f"_new_{cls.__name__}"
                 return fn

@@ -5,6 +5,8 @@ constructor, the vault's inlined epoch and revisit arithmetic vs ``Vault.epoch_a
 
 from __future__ import annotations
 
+import copy
+import pickle
 import random
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from agents.vault import Vault
 from stream import intervals as iv
+from stream import mapping
 from stream import shred
 from stream.keyring import Keyring, sealed_epoch
 from stream.model import parse_network
@@ -47,6 +50,50 @@ def test_new_interval_is_the_constructor():
     assert type(a) is iv.Interval and a == b and hash(a) == hash(b)
     with pytest.raises(AttributeError):
         a.start_ms = 6  # still frozen
+
+
+def _fields(x: object, names: str) -> tuple:
+    return tuple(getattr(x, n) for n in names.split())
+
+
+IV_FIELDS = "start_ms end_ms holder session nas last_ms until_ms port_first port_last held vrf proto"
+CHANGE_FIELDS = "outcome intervals write expired expiry_ms"
+
+
+@pytest.mark.parametrize("make", [lambda: iv.Interval(5, None, "sub", "nas/S-1", "nas", 9, 12, 1024, 2047, True, "7", 6),
+                                  lambda: iv._new_interval(5, None, "sub"),
+                                  lambda: mapping.Change("reset", (), True),
+                                  lambda: mapping._new_change("opened", (iv.Interval(1, 2, "h"),), True, 1, 9)])
+def test_intervals_and_changes_cannot_be_mutated(make):
+    """Interpreted, ``stream.model.freeze`` makes them immutable; compiled, mypyc's read-only
+    ``Final`` attributes do (both raise an ``AttributeError``)."""
+    x = make()
+    names = IV_FIELDS if type(x) is iv.Interval else CHANGE_FIELDS
+    before = _fields(x, names)
+    for name in names.split():
+        with pytest.raises(AttributeError):
+            setattr(x, name, 1)
+        with pytest.raises(AttributeError):
+            delattr(x, name)
+    with pytest.raises(AttributeError):
+        x.other = 1  # type: ignore[union-attr]
+    assert _fields(x, names) == before and hash(x) == hash(make())
+
+
+def test_interval_and_change_keep_the_dataclass_behaviour():
+    a = iv.Interval(5, None, "sub", port_first=1024, port_last=2047, proto=17)
+    assert _fields(a, IV_FIELDS) == (5, None, "sub", None, None, 0, None, 1024, 2047, False, None, 17)
+    assert a == iv._new_interval(5, None, "sub", None, None, 0, None, 1024, 2047, False, None, 17)
+    assert a != iv.Interval(5, None, "sub") and a != _fields(a, IV_FIELDS)
+    assert hash(a) == hash(_fields(a, IV_FIELDS)) and repr(a) == "Interval([5, None))"
+    c = mapping.Change("opened", (a,), True)
+    assert _fields(c, CHANGE_FIELDS) == ("opened", (a,), True, 0, None) and not c.tombstone
+    assert c == mapping._new_change("opened", (a,), True) and hash(c) == hash(_fields(c, CHANGE_FIELDS))
+    assert repr(c) == "Change(outcome='opened', intervals=(Interval([5, None)),), write=True, expired=0, expiry_ms=None)"
+    assert len({a, iv.Interval(5, None, "sub", port_first=1024, port_last=2047, proto=17)}) == 1
+    for x in (a, c):
+        for y in (pickle.loads(pickle.dumps(x)), copy.copy(x), copy.deepcopy(x)):
+            assert type(y) is type(x) and y == x
 
 
 def test_seal_value_epoch_and_revisit_are_the_shred_rules():

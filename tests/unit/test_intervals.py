@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 
 import pytest
@@ -123,7 +122,8 @@ def test_sweep_drops_only_expired_and_keeps_held():
     assert expiry_ms(ivs[0], ttl_ms=500) == 1500
     assert sweep(ivs, 1499, ttl_ms=500) == (ivs, 0)
     assert sweep(ivs, 1500, ttl_ms=500) == ((), 1)
-    held = tuple(dataclasses.replace(iv, held=True) for iv in ivs)
+    held = tuple(Interval(i.start_ms, i.end_ms, i.holder, i.session, i.nas, i.last_ms, i.until_ms, held=True)
+                 for i in ivs)
     assert sweep(held, 10**9, ttl_ms=500) == (held, 0)
 
 
