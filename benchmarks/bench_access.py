@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519  # noqa: E402
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream.access import Authority, QueryDesk, Registry, request_body, sign_request  # noqa: E402
 from stream.audit import AuditChain, canonical, verify  # noqa: E402
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream import binding_wire  # noqa: E402
 from stream.model import Binding, parse_network  # noqa: E402
 

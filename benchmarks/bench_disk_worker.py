@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as H  # noqa: E402
 import bench_state as BS  # noqa: E402
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream import intervals as iv  # noqa: E402
 
 _RESTORED = re.compile(r"mapping table: restored (\d+) records .* in ([\d.]+) s .*process CPU ([\d.]+) s\): (\d+) keys")

@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream import intervals as iv  # noqa: E402
 from stream.model import Binding  # noqa: E402
 

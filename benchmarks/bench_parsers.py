@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream.parse import _fastip, get_format  # noqa: E402
 
 V4 = b"address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context,pool_id"

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _harness import machine  # noqa: E402
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream import intervals as iv  # noqa: E402
 from stream.model import Binding  # noqa: E402
 from stream.reset_index import ResetIndex  # noqa: E402

@@ -74,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as H  # noqa: E402
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream import intervals as iv  # noqa: E402
 
 _TS = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")

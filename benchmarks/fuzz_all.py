@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream.errors import Rejected  # noqa: E402
 from stream.model import Binding  # noqa: E402
 from stream.parse import formats  # noqa: E402

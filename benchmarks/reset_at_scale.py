@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as H  # noqa: E402
 import bench_state as BS  # noqa: E402
 
+import agents  # noqa: F401,E402  (first: serves the compiled core when it matches the sources)
 from stream import intervals as iv  # noqa: E402
 
 FILL_BASE = 0x64400000      # 100.64.0.0 and up: the filled sessions
