@@ -10,9 +10,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "core", help="compile the pure core with mypyc, or say whether it runs compiled",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="The per-event core (stream/) compiled with mypyc (opt-in; docs/operations.md).  The\n"
-                    "build lives in the environment (not the source tree) and is used only while it\n"
-                    "matches the sources byte for byte; IPANON_CORE=auto|compiled|interpreted chooses.",
+        description="The per-event core (stream/) compiled with mypyc (make install builds it;\n"
+                    "docs/operations.md).  The build lives in the environment (not the source tree)\n"
+                    "and is used only while it matches the sources byte for byte;\n"
+                    "IPANON_CORE=auto|compiled|interpreted chooses.",
         epilog="example:\n  ipanon core build && ipanon core status",
     )
     p.add_argument("action", choices=["build", "status"],
