@@ -43,15 +43,20 @@ demo: kafka
 # Before the run: which optional real peers (promtool, prometheus, chromium, softflowd) are missing and the
 # command that installs them; after it: how many tests their absence skipped (.ci/peers.py).
 JUNIT := .pytest_cache/make-test-junit.xml
+# pytest-xdist: TEST_WORKERS processes, each with its own session broker, each taking whole test
+# files (a module's fixtures stay in one process); the suite waits on brokers and workers more
+# than it computes, so two processes pay even on two cores.  TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 test: kafka
 	@$(BIN)/python .ci/peers.py before
 	@mkdir -p .pytest_cache && rm -f $(JUNIT)
 	@$(BIN)/ipanon core status || true
-	@$(BIN)/python -m pytest --junitxml=$(JUNIT) $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest $(XDIST) --junitxml=$(JUNIT) $(PYTEST_ARGS); rc=$$?; \
 	  $(BIN)/python .ci/peers.py after $(JUNIT); \
 	  if $(BIN)/ipanon core status >/dev/null 2>&1; then \
 	    echo "== the suite ran on the compiled core: its unit and hostile-input tests once more, interpreted"; \
-	    IPANON_CORE=interpreted $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/robustness \
+	    IPANON_CORE=interpreted $(BIN)/python -m pytest $(XDIST) -q -p no:cacheprovider tests/unit tests/robustness \
 	      -m "not broker" $(PYTEST_ARGS) || rc=1; \
 	  fi; exit $$rc
 
