@@ -236,6 +236,24 @@ def test_a_build_others_could_write_is_refused(toy, tmp_path):
     assert _probe(src, where)["active"]
 
 
+def test_a_build_of_another_user_is_refused_and_one_of_root_or_ours_is_served(toy, tmp_path):
+    """The container image's build belongs to root and the worker runs as its own user: root's and
+    our own files are trusted, another user's are not (they could swap the library)."""
+    src, where = _copy(toy, tmp_path)
+    build = next(p for p in where.iterdir() if p.is_dir())
+    so = next(build.rglob("a.*.so"))
+    other = 10001 if os.geteuid() != 10001 else 10002
+    try:
+        os.chown(so, other, -1)
+    except PermissionError:
+        pytest.skip("changing a file's owner needs root")
+    got = _probe(src, where)
+    assert not got["active"] and got["warn"] and "belongs to another user" in got["reason"]
+    assert f"uid {other}" in got["reason"]
+    os.chown(so, 0 if os.geteuid() == 0 else os.geteuid(), -1)
+    assert _probe(src, where)["active"]
+
+
 def test_a_symlinked_build_is_refused(toy, tmp_path):
     src, _, target = toy
     (tmp_path / "where").mkdir()
