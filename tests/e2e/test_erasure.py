@@ -60,24 +60,33 @@ def all_topic_bytes(bootstrap, prefix) -> bytes:
     return b"\n".join(out)
 
 
-def needles_in_files(needles: list[bytes], *dirs: Path, chunk: int = 1 << 20) -> list[tuple[str, bytes]]:
+def needles_in_files(needles: list[bytes], *dirs: Path, chunk: int = 1 << 20, attempts: int = 10) -> list[tuple[str, bytes]]:
     """(file, needle) for every needle found in any file under ``dirs``, read a chunk at a time
     (with an overlap, so a needle across a chunk boundary is found): the session broker's data
     directory holds every test's topics with their preallocated index files, many GB in all
-    (a whole-directory read took the suite to 22 GB and the OOM killer in a CI rehearsal)."""
+    (a whole-directory read took the suite to 22 GB and the OOM killer in a CI rehearsal).
+
+    The broker keeps working meanwhile: a file it deletes or renames between the listing and the
+    read (a producer-state snapshot, a segment it cleans: ``.log`` becomes ``.deleted``) starts
+    the whole scan again, so a renamed file is read under its new name rather than skipped."""
     overlap = max(len(n) for n in needles) - 1
-    found = []
-    for d in dirs:
-        for p in Path(d).rglob("*"):
-            if not p.is_file():
-                continue
-            with open(p, "rb") as f:
-                tail = b""
-                while block := f.read(chunk):
-                    window = tail + block
-                    found += [(str(p), n) for n in needles if n in window and (str(p), n) not in found]
-                    tail = window[-overlap:] if overlap else b""
-    return found
+    for _ in range(attempts):
+        found: list[tuple[str, bytes]] = []
+        try:
+            for d in dirs:
+                for p in Path(d).rglob("*"):
+                    if not p.is_file():
+                        continue
+                    with open(p, "rb") as f:
+                        tail = b""
+                        while block := f.read(chunk):
+                            window = tail + block
+                            found += [(str(p), n) for n in needles if n in window and (str(p), n) not in found]
+                            tail = window[-overlap:] if overlap else b""
+        except FileNotFoundError:
+            continue
+        return found
+    raise AssertionError(f"files under {dirs} kept vanishing while they were read, {attempts} scans in a row")
 
 
 def test_lookups_exact_then_physically_gone(worker_factory, tmp_path, bootstrap, broker):
